@@ -1,0 +1,52 @@
+// One optimizer step (forward, backward, AdamW) of gpt.cpp for the benchmark
+// configs, reported as tokens/s. Threads: OMP_NUM_THREADS.
+//   build/bench/bench_train_step --benchmark_filter=baby
+#include <benchmark/benchmark.h>
+
+#include "gpt/model/gpt.h"
+#include "gpt/training/adamw.h"
+#include "gpt/util/rng.h"
+
+namespace {
+
+void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B) {
+  gpt::GPT model(config);
+  model.init_weights(1);
+  gpt::AdamW opt(model.layout(), {});
+  const int64_t T = config.block_size;
+  std::vector<int32_t> x(static_cast<size_t>(B * T)), y(x.size());
+  gpt::Rng rng(2);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(config.vocab_size));
+    y[i] = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(config.vocab_size));
+  }
+  for (auto _ : state) {
+    model.zero_grad();
+    benchmark::DoNotOptimize(model.forward(x.data(), y.data(), B, T));
+    model.backward();
+    gpt::clip_grad_norm(model.grads.data(), model.grads.size(), 1.0f);
+    opt.step(model.params.data(), model.grads.data(), 1e-4f);
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * T), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
+  gpt::ModelConfig c;
+  c.vocab_size = V;
+  c.block_size = T;
+  c.n_layer = L;
+  c.n_head = NH;
+  c.n_embd = C;
+  return c;
+}
+
+void BM_baby(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12); }
+void BM_shakespeare_char(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16); }
+void BM_gpt2_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4); }
+
+}  // namespace
+
+BENCHMARK(BM_baby)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_shakespeare_char)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_gpt2_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK_MAIN();

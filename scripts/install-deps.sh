@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gpt.cpp needs to build and test (and, with --demo,
+# the default corpus). Skips apt-get when everything is already there.
+set -euo pipefail
+packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev)
+if [[ "${1:-}" == "--demo" ]]; then packages+=(bible-kjv); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then exit 0; fi
+
+echo "Installing Debian packages: ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

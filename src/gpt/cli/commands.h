@@ -1,0 +1,20 @@
+// The `gpt` command line: a thin layer over the library. Each subcommand lives in
+// its own file and registers itself here.
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace gpt::cli {
+
+// A registered subcommand: run() is called when it was selected on the command line.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_train_command(CLI::App& parent);
+Command add_eval_command(CLI::App& parent);
+Command add_generate_command(CLI::App& parent);
+
+}  // namespace gpt::cli

@@ -1,0 +1,43 @@
+// gpt eval: loss, perplexity and bits per byte of a model on a text file.
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include "gpt/cli/commands.h"
+#include "gpt/io/checkpoint.h"
+#include "gpt/training/evaluate.h"
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+
+namespace gpt::cli {
+
+Command add_eval_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("eval", "Evaluate a model on a text file");
+  struct Options {
+    std::string model, data;
+    int64_t batch = 8;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Options>();
+  app->add_option("--model", o->model, "Model directory")->required();
+  app->add_option("--data", o->data, "Text to evaluate on")->required();
+  app->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  auto run = [o]() -> int {
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    LoadedModel m = load_model(o->model);
+    const std::string text = read_text_file(o->data);
+    const TextEvaluation ev = evaluate_text(*m.model, *m.tokenizer, text, o->batch);
+    const nlohmann::json out = {{"loss", ev.mean_loss},
+                                {"perplexity", ev.perplexity},
+                                {"bits_per_byte", ev.bits_per_byte},
+                                {"tokens", ev.tokens}};
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+}  // namespace gpt::cli

@@ -1,0 +1,61 @@
+// gpt: train, evaluate and run GPT language models.
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "gpt/cli/commands.h"
+#include "gpt/util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpt.cpp: train, evaluate and run GPT language models", "gpt"};
+  app.require_subcommand(1, 1);
+  app.set_version_flag("--version", "gpt.cpp 0.1.0");
+  std::vector<gpt::cli::Command> commands = {
+      gpt::cli::add_train_command(app),
+      gpt::cli::add_eval_command(app),
+      gpt::cli::add_generate_command(app),
+  };
+  if (argc == 1) {  // bare `gpt`: show what it can do
+    std::printf("%s", app.help().c_str());
+    return 0;
+  }
+  if (argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const auto& c : commands) {
+      known = known || c.app->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + c.app->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "gpt: error: unknown command '%s' (expected one of: %s)\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "gpt: error: %s (see gpt --help)\n", e.what());
+    return 2;
+  }
+  // On a terminal, first clear a progress line the error would otherwise share.
+  const char* clear = ::isatty(STDERR_FILENO) ? "\r\033[K" : "";
+  try {
+    for (auto& c : commands)
+      if (c.app->parsed()) return c.run();
+  } catch (const gpt::Error& e) {
+    std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%sgpt: error: out of memory\n", clear);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
+    return 1;
+  }
+  return 1;
+}

@@ -1,0 +1,127 @@
+// gpt train: train a model on a text file (or continue a checkpoint with --resume).
+#include <cstdio>
+#include <memory>
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/cli/commands.h"
+#include "gpt/io/checkpoint.h"
+#include "gpt/training/trainer.h"
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+
+namespace gpt::cli {
+namespace {
+
+// --config FILE: a JSON object whose keys are the flag names ({"n-layer": 4,
+// "lr": 1e-3}; underscores work too). Flags on the command line win. (CLI11 reads
+// config files for the top-level app only, so subcommands apply them here.)
+void apply_json_config(CLI::App* app, const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("--config " + path + " is not valid JSON: " + e.what());
+  }
+  check(j.is_object(), "--config " + path + " must hold a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    std::string name = it.key();
+    std::replace(name.begin(), name.end(), '_', '-');
+    CLI::Option* opt = app->get_option_no_throw("--" + name);
+    check(opt != nullptr && name != "config" && name != "resume",
+          "--config " + path + ": unknown option \"" + it.key() + "\"");
+    if (opt->count() > 0) continue;  // given on the command line
+    const auto& v = it.value();
+    std::string text;
+    if (v.is_string()) text = v.get<std::string>();
+    else if (v.is_boolean()) text = v.get<bool>() ? "true" : "false";
+    else if (v.is_number()) text = v.dump();
+    else throw Error("--config " + path + ": \"" + it.key() + "\" must be a string, number or boolean");
+    try {
+      opt->add_result(text);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      throw Error("--config " + path + ": \"" + it.key() + "\": " + e.what());
+    }
+  }
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("train", "Train a GPT model on a text file");
+  auto o = std::make_shared<TrainOptions>();
+  auto resume = std::make_shared<std::string>();
+  app->add_option("--data", o->data, "Training text (UTF-8 for --tokenizer char)");
+  app->add_option("--out", o->out, "Checkpoint directory")->capture_default_str();
+  app->add_option("--resume", *resume, "Continue training from this checkpoint directory");
+  app->add_option("--tokenizer", o->tokenizer, "char, byte, or a tokenizer file / checkpoint")->capture_default_str();
+  app->add_option("--log", o->log, "JSON-lines training log (default: OUT/train_log.jsonl)");
+  app->add_option("--n-layer", o->n_layer, "Transformer blocks")->capture_default_str();
+  app->add_option("--n-head", o->n_head, "Attention heads per block")->capture_default_str();
+  app->add_option("--n-embd", o->n_embd, "Embedding width")->capture_default_str();
+  app->add_option("--block-size", o->block_size, "Context length in tokens")->capture_default_str();
+  app->add_option("--position-encoding", o->position_encoding, "learned or sinusoidal")
+      ->check(CLI::IsMember({"learned", "sinusoidal"}))->capture_default_str();
+  app->add_option("--tie-weights", o->tie_weights, "Share the token embedding with the LM head")->capture_default_str();
+  app->add_option("--batch-size", o->batch_size, "Sequences per optimizer step (global batch)")->capture_default_str();
+  app->add_option("--grad-accum", o->grad_accum, "Micro-batches per step (must divide --batch-size)")->capture_default_str();
+  app->add_option("--max-iters", o->max_iters, "Optimizer steps")->capture_default_str();
+  app->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", o->min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  app->add_option("--warmup-iters", o->warmup_iters, "Linear warmup steps")->capture_default_str();
+  app->add_option("--lr-decay-iters", o->lr_decay_iters, "Step where the cosine reaches --min-lr (0: --max-iters)")->capture_default_str();
+  app->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
+  app->add_option("--beta1", o->beta1, "AdamW beta1")->capture_default_str();
+  app->add_option("--beta2", o->beta2, "AdamW beta2")->capture_default_str();
+  app->add_option("--grad-clip", o->grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  app->add_option("--eval-interval", o->eval_interval, "Steps between validation evaluations")->capture_default_str();
+  app->add_option("--eval-iters", o->eval_iters, "Batches per validation evaluation")->capture_default_str();
+  app->add_option("--checkpoint-interval", o->checkpoint_interval, "Steps between checkpoints (0: only at the end)")->capture_default_str();
+  app->add_option("--val-fraction", o->val_fraction, "Share of the text held out for validation")->capture_default_str();
+  app->add_option("--seed", o->seed, "Seed for initialisation and batches")->capture_default_str();
+  app->add_option("--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
+  app->add_flag("--quiet", o->quiet, "No progress display");
+  auto config = std::make_shared<std::string>();
+  app->add_option("--config", *config, "JSON file with any of these options (flag names as keys)");
+
+  auto run = [app, o, resume, config]() -> int {
+    if (!config->empty()) apply_json_config(app, *config);
+    TrainOptions opts = *o;
+    if (!resume->empty()) {
+      // Start from the checkpoint's own options; flags given now override them.
+      const nlohmann::json state = load_trainer_state(*resume);
+      nlohmann::json merged = state["options"];
+      const nlohmann::json given = o->to_json();
+      for (auto it = given.begin(); it != given.end(); ++it) {
+        const CLI::Option* flag = app->get_option_no_throw("--" + it.key());
+        if (flag == nullptr || flag->count() == 0) continue;
+        for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
+                                      "tie-weights", "tokenizer"}) {
+          check(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
+                "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
+                    merged.value(it.key(), nlohmann::json()).dump());
+        }
+        merged[it.key()] = it.value();
+      }
+      if (app->get_option("--out")->count() == 0) merged["out"] = *resume;
+      if (app->get_option("--log")->count() == 0 && merged.value("log", std::string()).empty()) merged["log"] = "";
+      opts = TrainOptions::from_json(merged);
+      opts.quiet = o->quiet;
+    }
+    const TrainResult r = train(opts, *resume);
+    nlohmann::json summary = {{"steps", r.steps},
+                              {"loss", r.final_loss},
+                              {"seconds", std::round(r.seconds * 100) / 100},
+                              {"tokens_per_sec", std::round(r.tokens_per_sec)},
+                              {"checkpoint", opts.out}};
+    if (r.final_val_loss) summary["val_loss"] = *r.final_val_loss;
+    std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+}  // namespace gpt::cli

@@ -1,0 +1,47 @@
+// A checkpoint is a directory:
+//   config.json            Hugging Face GPT-2 style model config
+//   model.safetensors      parameters, Hugging Face GPT-2 tensor names and layouts
+//   tokenizer.gpt.json     the tokenizer
+//   optimizer.safetensors  AdamW moments ("m.<name>", "v.<name>")   [training only]
+//   trainer_state.json     step, options, loss history, data fingerprint [training only]
+// Saving builds the whole directory next to the target and swaps it in with one
+// atomic rename, so a crash at any moment leaves either the old checkpoint or the
+// new one, never a mixture. Files in the directory that are not part of the
+// checkpoint (a training log, a plot) are carried over.
+#pragma once
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/model/gpt.h"
+#include "gpt/tokenizer/tokenizer.h"
+#include "gpt/training/adamw.h"
+
+namespace gpt {
+
+struct CheckpointContents {
+  const GPT* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  AdamW* optimizer = nullptr;              // optional
+  const nlohmann::json* trainer_state = nullptr;  // optional
+};
+
+// The directory to read a checkpoint from (dir, or dir.old after an interrupted save).
+std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& dir);
+
+void save_checkpoint(const std::filesystem::path& dir, const CheckpointContents& contents);
+
+struct LoadedModel {
+  std::unique_ptr<GPT> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Loads config.json, model.safetensors and the tokenizer; every failure is a gpt::Error.
+LoadedModel load_model(const std::filesystem::path& dir);
+// Parameters from a safetensors file into a model whose layout is already fixed.
+void load_parameters(const std::filesystem::path& safetensors_file, GPT& model);
+void load_optimizer_state(const std::filesystem::path& dir, const ParameterLayout& layout, AdamW& optimizer);
+nlohmann::json load_trainer_state(const std::filesystem::path& dir);
+
+}  // namespace gpt

@@ -1,0 +1,61 @@
+// The safetensors format (Hugging Face): an 8-byte little-endian header length, a
+// JSON header mapping each tensor name to {dtype, shape, data_offsets} (plus an
+// optional "__metadata__" string map), then the raw little-endian tensor bytes.
+// The reader validates everything before use: offsets inside the file, sizes that
+// match dtype x shape, no overlaps, no holes.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+struct SafetensorsEntry {
+  std::string dtype;  // "F32", "F16", "BF16", ...
+  std::vector<int64_t> shape;
+  size_t begin = 0;  // byte offsets into the data section
+  size_t end = 0;
+};
+
+class SafetensorsFile {
+ public:
+  // Reads and validates the whole file; throws gpt::Error naming the file and the problem.
+  static SafetensorsFile load(const std::filesystem::path& path);
+  static SafetensorsFile parse(std::vector<uint8_t> bytes, const std::string& name);
+
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
+  bool contains(const std::string& name) const { return entries_.count(name) != 0; }
+
+  // Copies tensor `name` into dst as float32 (F32, F16 and BF16 are converted),
+  // checking that its shape is `expected_shape`.
+  void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
+                float* dst) const;
+  // Copies an I32 tensor (token ids in test fixtures), checking its shape.
+  void read_i32(const std::string& name, const std::vector<int64_t>& expected_shape,
+                int32_t* dst) const;
+  const SafetensorsEntry& entry(const std::string& name) const;
+
+ private:
+  std::string name_;
+  std::vector<uint8_t> bytes_;
+  size_t data_start_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::map<std::string, SafetensorsEntry> entries_;
+};
+
+struct TensorToWrite {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data;  // F32, numel(shape) values
+};
+
+// Writes F32 tensors in the given order, atomically (temp file + rename).
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata);
+
+std::string shape_to_string(const std::vector<int64_t>& shape);
+
+}  // namespace gpt

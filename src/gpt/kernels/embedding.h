@@ -1,0 +1,19 @@
+// Token + position embedding: the first layer. Positions are learned (GPT-2) or
+// the fixed sinusoids of "Attention is all you need".
+#pragma once
+#include <cstdint>
+
+namespace gpt {
+
+// out (B,T,C) = wte[tokens[b,t]] + pos[t], pos is wpe (learned) or the sinusoid table.
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* pos,
+                       int64_t B, int64_t T, int64_t C);
+
+// dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t] (dwpe may be null).
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                        int64_t B, int64_t T, int64_t C);
+
+// table (T,C): PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C)).
+void sinusoidal_positions(float* table, int64_t T, int64_t C);
+
+}  // namespace gpt

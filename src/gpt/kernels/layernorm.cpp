@@ -1,0 +1,76 @@
+#include "gpt/kernels/layernorm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace gpt {
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* x = inp + r * C;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < C; ++i) sum += x[i];
+    const float m = sum / static_cast<float>(C);
+    float var = 0.0f;  // two-pass variance: no cancellation for large means
+#pragma omp simd reduction(+ : var)
+    for (int64_t i = 0; i < C; ++i) var += (x[i] - m) * (x[i] - m);
+    const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + eps);
+    float* y = out + r * C;
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int64_t N, int64_t C) {
+  // Pass 1, rows in parallel: the input gradient.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* x = inp + r * C;
+    const float* dy = dout + r * C;
+    const float m = mean[r], s = rstd[r];
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+    for (int64_t i = 0; i < C; ++i) {
+      const float norm = (x[i] - m) * s;
+      const float dnorm = weight[i] * dy[i];
+      dnorm_mean += dnorm;
+      dnorm_norm_mean += dnorm * norm;
+    }
+    dnorm_mean /= static_cast<float>(C);
+    dnorm_norm_mean /= static_cast<float>(C);
+    float* dx = dinp + r * C;
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) {
+      const float norm = (x[i] - m) * s;
+      dx[i] += (weight[i] * dy[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+    }
+  }
+  // Pass 2, channels split among threads: weight and bias gradients without races.
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t chunk = (C + nt - 1) / nt;
+    const int64_t i0 = std::min<int64_t>(C, tid * chunk), i1 = std::min<int64_t>(C, i0 + chunk);
+    for (int64_t r = 0; r < N; ++r) {
+      const float* x = inp + r * C;
+      const float* dy = dout + r * C;
+      const float m = mean[r], s = rstd[r];
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) {
+        dweight[i] += (x[i] - m) * s * dy[i];
+        dbias[i] += dy[i];
+      }
+    }
+  }
+}
+
+}  // namespace gpt

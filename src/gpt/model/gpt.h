@@ -1,0 +1,91 @@
+// The GPT model: parameters, gradients and activations, and a training step's
+// forward and backward pass written out layer by layer (read top to bottom).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "gpt/model/config.h"
+#include "gpt/model/parameters.h"
+
+namespace gpt {
+
+// Everything the forward pass keeps for the backward pass, for one (B, T) shape.
+// Allocated once; a smaller batch or shorter sequence reuses the same memory.
+struct Activations {
+  int64_t B = 0, T = 0;  // capacity
+  std::vector<float> encoded;    // (B,T,C) embeddings = input of layer 0
+  std::vector<float> ln1;        // (L,B,T,C)
+  std::vector<float> ln1_mean;   // (L,B,T)
+  std::vector<float> ln1_rstd;   // (L,B,T)
+  std::vector<float> qkv;        // (L,B,T,3C)
+  std::vector<float> atty;       // (L,B,T,C) attention output before c_proj
+  std::vector<float> att;        // (L,B,NH,T,T) softmax weights
+  std::vector<float> residual2;  // (L,B,T,C) after the attention residual
+  std::vector<float> ln2;        // (L,B,T,C)
+  std::vector<float> ln2_mean;   // (L,B,T)
+  std::vector<float> ln2_rstd;   // (L,B,T)
+  std::vector<float> fch;        // (L,B,T,4C) MLP hidden, before GELU
+  std::vector<float> fch_gelu;   // (L,B,T,4C)
+  std::vector<float> residual3;  // (L,B,T,C) block output
+  std::vector<float> lnf;        // (B,T,C)
+  std::vector<float> lnf_mean;   // (B,T)
+  std::vector<float> lnf_rstd;   // (B,T)
+  std::vector<float> logits;     // (B,T,V); the backward turns it into dlogits in place
+  std::vector<float> lse;        // (B,T) log-sum-exp of each logits row
+  std::vector<float> losses;     // (B,T)
+  std::vector<int32_t> targets;  // (B,T) copy of the targets of the last forward
+  // Backward scratch, reused by every layer.
+  std::vector<float> d_residual;  // (B,T,C) gradient flowing down the residual stream
+  std::vector<float> d_ln;        // (B,T,C)
+  std::vector<float> d_atty;      // (B,T,C)
+  std::vector<float> d_qkv;       // (B,T,3C)
+  std::vector<float> d_fch;       // (B,T,4C)
+  std::vector<float> attn_scratch;  // (threads, T)
+  int scratch_threads = 0;
+};
+
+class GPT {
+ public:
+  explicit GPT(const ModelConfig& config);
+
+  const ModelConfig& config() const { return config_; }
+  const ParameterLayout& layout() const { return layout_; }
+  size_t num_parameters() const { return layout_.total(); }
+
+  // GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, residual output
+  // projections scaled by 1/sqrt(2 * n_layer), zero biases, unit LayerNorm weights.
+  void init_weights(uint64_t seed);
+
+  // Runs tokens (B,T) through the model; T <= block_size. With targets it returns the
+  // mean cross-entropy loss, else 0. Logits stay available until the next call.
+  float forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
+  // Accumulates d(loss * loss_scale)/dparams into grads (call after a forward with
+  // targets). Invalidates logits().
+  void backward(float loss_scale = 1.0f);
+  void zero_grad();
+
+  const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward
+  const float* attention_weights(int layer) const;             // (B,NH,T,T) of the last forward
+  int64_t last_B() const { return B_; }
+  int64_t last_T() const { return T_; }
+
+  std::vector<float> params;  // layout_.total() floats
+  std::vector<float> grads;   // same layout
+  // Named views into params / grads (bound once; rebound only if a buffer moved).
+  const ModelWeights& weights();
+  const ModelWeights& gradients();
+
+ private:
+  void ensure_activations(int64_t B, int64_t T);
+
+  ModelConfig config_;
+  ParameterLayout layout_;
+  std::vector<float> sinusoid_table_;  // (block_size, C), sinusoidal encoding only
+  Activations acts_;
+  std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
+  int64_t B_ = 0, T_ = 0;
+  bool has_targets_ = false;
+  ModelWeights weight_views_{}, grad_views_{};
+};
+
+}  // namespace gpt

@@ -1,0 +1,154 @@
+#include "gpt/tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+#include "gpt/util/utf8.h"
+
+namespace gpt {
+
+std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+  std::string out;
+  for (int32_t id : ids) {
+    check(id >= 0 && id < vocab_size(), "token id " + std::to_string(id) +
+                                            " outside the vocabulary of " +
+                                            std::to_string(vocab_size()));
+    out += token_bytes(id);
+  }
+  return out;
+}
+
+namespace {
+
+std::string describe_char(char32_t cp) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cp));
+  std::string s = buf;
+  if (cp >= 0x20 && cp != 0x7F) {
+    s += " '";
+    append_utf8(s, cp);
+    s += "'";
+  }
+  return s;
+}
+
+class CharTokenizer final : public Tokenizer {
+ public:
+  explicit CharTokenizer(std::vector<char32_t> chars) : chars_(std::move(chars)) {
+    check(!chars_.empty(), "a character tokenizer needs at least one character");
+    for (size_t i = 0; i < chars_.size(); ++i) {
+      check(chars_[i] <= 0x10FFFF && !(chars_[i] >= 0xD800 && chars_[i] <= 0xDFFF),
+            "character tokenizer holds an invalid code point");
+      check(i == 0 || chars_[i - 1] < chars_[i],
+            "character tokenizer vocabulary must be sorted and without duplicates");
+      id_of_.emplace(chars_[i], static_cast<int32_t>(i));
+    }
+  }
+  std::string type() const override { return "char"; }
+  int vocab_size() const override { return static_cast<int>(chars_.size()); }
+
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<char32_t> cps = decode_utf8(text, "text");
+    std::vector<int32_t> ids(cps.size());
+    for (size_t i = 0; i < cps.size(); ++i) {
+      auto it = id_of_.find(cps[i]);
+      if (it == id_of_.end()) {
+        throw Error("character " + describe_char(cps[i]) +
+                    " is not in the character tokenizer's vocabulary of " +
+                    std::to_string(chars_.size()));
+      }
+      ids[i] = it->second;
+    }
+    return ids;
+  }
+
+  std::string token_bytes(int32_t id) const override {
+    std::string s;
+    append_utf8(s, chars_.at(static_cast<size_t>(id)));
+    return s;
+  }
+
+  nlohmann::json to_json() const override {
+    nlohmann::json tokens = nlohmann::json::array();
+    for (char32_t cp : chars_) {
+      std::string s;
+      append_utf8(s, cp);
+      tokens.push_back(s);
+    }
+    return {{"type", "char"}, {"tokens", tokens}};
+  }
+
+ private:
+  std::vector<char32_t> chars_;
+  std::unordered_map<char32_t, int32_t> id_of_;
+};
+
+class ByteTokenizer final : public Tokenizer {
+ public:
+  std::string type() const override { return "byte"; }
+  int vocab_size() const override { return 256; }
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<int32_t> ids(text.size());
+    for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
+    return ids;
+  }
+  std::string token_bytes(int32_t id) const override { return std::string(1, static_cast<char>(id)); }
+  nlohmann::json to_json() const override { return {{"type", "byte"}}; }
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus) {
+  std::vector<char32_t> cps = decode_utf8(corpus, "training text");
+  std::sort(cps.begin(), cps.end());
+  cps.erase(std::unique(cps.begin(), cps.end()), cps.end());
+  return std::make_unique<CharTokenizer>(std::move(cps));
+}
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+
+std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
+  check(j.is_object() && j.contains("type") && j["type"].is_string(),
+        "tokenizer file has no \"type\"");
+  const std::string type = j["type"].get<std::string>();
+  if (type == "byte") return make_byte_tokenizer();
+  if (type == "char") {
+    check(j.contains("tokens") && j["tokens"].is_array(), "char tokenizer file has no \"tokens\" list");
+    std::vector<char32_t> chars;
+    for (const auto& t : j["tokens"]) {
+      check(t.is_string(), "char tokenizer tokens must be strings");
+      std::vector<char32_t> cps = decode_utf8(t.get<std::string>(), "tokenizer token");
+      check(cps.size() == 1, "char tokenizer tokens must be single characters");
+      chars.push_back(cps[0]);
+    }
+    return std::make_unique<CharTokenizer>(std::move(chars));
+  }
+  throw Error("unknown tokenizer type '" + type + "' (expected char or byte)");
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
+  std::filesystem::path file = path;
+  if (std::filesystem::is_directory(path)) file = path / kTokenizerFileName;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file.string() + " is not valid JSON: " + e.what());
+  }
+  try {
+    return tokenizer_from_json(j);
+  } catch (const Error& e) {
+    throw Error(file.string() + ": " + e.what());
+  }
+}
+
+void save_tokenizer(const Tokenizer& tokenizer, const std::filesystem::path& file) {
+  write_file_atomic(file, tokenizer.to_json().dump(1) + "\n");
+}
+
+}  // namespace gpt

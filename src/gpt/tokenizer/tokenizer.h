@@ -1,0 +1,45 @@
+// Tokenizers turn text into token ids and back. Two simple ones live here:
+//   char: one token per Unicode character seen in the training text (nanoGPT's
+//         shakespeare_char), vocabulary sorted by code point;
+//   byte: one token per byte value (vocab 256), works on any input.
+// Byte-level BPE plugs in behind the same interface. A tokenizer is saved next to
+// the model as tokenizer.gpt.json.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace gpt {
+
+inline constexpr const char* kTokenizerFileName = "tokenizer.gpt.json";
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string type() const = 0;
+  virtual int vocab_size() const = 0;
+  // Throws gpt::Error if the text holds something the vocabulary cannot express.
+  virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // The bytes of one token (may be part of a UTF-8 character for byte tokenizers).
+  virtual std::string token_bytes(int32_t id) const = 0;
+  virtual nlohmann::json to_json() const = 0;
+
+  // Concatenated token bytes; throws gpt::Error for ids outside the vocabulary.
+  std::string decode(std::span<const int32_t> ids) const;
+};
+
+std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
+std::unique_ptr<Tokenizer> make_byte_tokenizer();
+std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j);
+
+// `path` is a tokenizer.gpt.json file or a directory holding one.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
+void save_tokenizer(const Tokenizer& tokenizer, const std::filesystem::path& file);
+
+}  // namespace gpt

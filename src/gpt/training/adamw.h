@@ -1,0 +1,45 @@
+// AdamW (Loshchilov & Hutter) with decoupled weight decay on matrices only, and
+// gradient clipping by global norm. One loop over the whole parameter buffer.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "gpt/model/parameters.h"
+
+namespace gpt {
+
+struct AdamWConfig {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+class AdamW {
+ public:
+  AdamW(const ParameterLayout& layout, AdamWConfig config);
+
+  // One update with learning rate lr, in PyTorch's order of operations:
+  // p *= 1 - lr*wd (decayed tensors only); m, v moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+  void step(float* params, const float* grads, float lr);
+
+  const AdamWConfig& config() const { return config_; }
+  int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+
+ private:
+  AdamWConfig config_;
+  std::vector<float> decay_;  // per-element weight-decay factor: wd or 0
+  std::vector<float> m_, v_;
+  int64_t t_ = 0;
+};
+
+// sqrt(sum of squares) of n values, accumulated in double.
+float global_norm(const float* x, size_t n);
+// Scales grads so their global norm is at most max_norm (PyTorch's clip_grad_norm_:
+// factor max_norm / (norm + 1e-6), only when below 1). Returns the norm before clipping.
+float clip_grad_norm(float* grads, size_t n, float max_norm);
+
+}  // namespace gpt

@@ -1,0 +1,27 @@
+// Measuring a model: mean loss on sampled batches (during training) and on a whole
+// text (`gpt eval`: loss, perplexity, bits per byte).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "gpt/model/gpt.h"
+#include "gpt/tokenizer/tokenizer.h"
+#include "gpt/training/dataset.h"
+
+namespace gpt {
+
+// Mean loss over `iters` fixed validation batches of (B,T).
+float mean_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int64_t iters, int64_t B, int64_t T);
+
+struct TextEvaluation {
+  double mean_loss = 0;      // nats per token
+  double perplexity = 0;     // exp(mean_loss)
+  double bits_per_byte = 0;  // total bits / bytes of the predicted tokens
+  int64_t tokens = 0;        // tokens predicted
+};
+
+// Every token of `text` after the first is predicted once, in consecutive windows
+// of the model's context length (batched `batch` windows at a time).
+TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::string& text, int64_t batch = 8);
+
+}  // namespace gpt

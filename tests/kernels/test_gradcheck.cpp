@@ -1,0 +1,151 @@
+// Finite-difference gradient checks, one per layer: the backward pass of each
+// kernel must agree with central differences of its forward pass.
+// Objective: L = sum(out * R) for a fixed random R, so dL/dout = R.
+// Central differences in float32 with step h = 1e-2: truncation error O(h^2) and
+// rounding error ~1e-5; tolerance |num - ana| <= 2e-3 + 1e-2 |ana|.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "gpt/kernels/attention.h"
+#include "gpt/kernels/cross_entropy.h"
+#include "gpt/kernels/embedding.h"
+#include "gpt/kernels/gelu.h"
+#include "gpt/kernels/layernorm.h"
+#include "gpt/kernels/matmul.h"
+#include "gpt/util/rng.h"
+
+namespace gpt {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(rng.normal()) * scale;
+  return v;
+}
+
+double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+// Compares `analytic` with central differences of `objective` w.r.t. every element of x.
+void expect_gradient(const char* what, std::vector<float>& x, const std::vector<float>& analytic,
+                     const std::function<double()>& objective, float h = 1e-2f) {
+  ASSERT_EQ(x.size(), analytic.size());
+  int failures = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float saved = x[i];
+    x[i] = saved + h;
+    const double plus = objective();
+    x[i] = saved - h;
+    const double minus = objective();
+    x[i] = saved;
+    const double numeric = (plus - minus) / (2.0 * h);
+    const double tol = 2e-3 + 1e-2 * std::abs(analytic[i]);
+    if (std::abs(numeric - analytic[i]) > tol && ++failures <= 5) {
+      ADD_FAILURE() << what << "[" << i << "]: numeric " << numeric << " vs analytic " << analytic[i];
+    }
+  }
+  EXPECT_EQ(failures, 0) << what;
+}
+
+TEST(GradCheck, Linear) {
+  const int64_t N = 5, C = 7, OC = 6;
+  auto inp = random_vector(N * C, 1), w = random_vector(C * OC, 2, 0.5f), b = random_vector(OC, 3);
+  auto res = random_vector(N * OC, 4), R = random_vector(N * OC, 5);
+  std::vector<float> out(N * OC);
+  auto objective = [&]() {
+    linear_forward(out.data(), inp.data(), w.data(), b.data(), N, C, OC, res.data());
+    return dot(out, R);
+  };
+  std::vector<float> dinp(N * C), dw(C * OC, 0.0f), db(OC, 0.0f);
+  linear_backward(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), N, C, OC);
+  expect_gradient("dinp", inp, dinp, objective);
+  expect_gradient("dweight", w, dw, objective);
+  expect_gradient("dbias", b, db, objective);
+  // The residual passes the gradient through unchanged.
+  expect_gradient("dresidual", res, R, objective);
+}
+
+TEST(GradCheck, LayerNorm) {
+  const int64_t N = 4, C = 9;
+  auto inp = random_vector(N * C, 11, 2.0f), w = random_vector(C, 12), b = random_vector(C, 13);
+  auto R = random_vector(N * C, 14);
+  for (size_t i = 0; i < inp.size(); ++i) inp[i] += 3.0f;  // a non-zero mean
+  std::vector<float> out(N * C), mean(N), rstd(N);
+  auto objective = [&]() {
+    layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), w.data(), b.data(), N, C, 1e-5f);
+    return dot(out, R);
+  };
+  objective();
+  std::vector<float> dinp(N * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
+  layernorm_backward(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), mean.data(), rstd.data(), N, C);
+  expect_gradient("dinp", inp, dinp, objective);
+  expect_gradient("dweight", w, dw, objective);
+  expect_gradient("dbias", b, db, objective);
+}
+
+TEST(GradCheck, Gelu) {
+  const int64_t n = 64;
+  auto inp = random_vector(n, 21, 2.0f), R = random_vector(n, 22);
+  std::vector<float> out(n);
+  auto objective = [&]() {
+    gelu_forward(out.data(), inp.data(), n);
+    return dot(out, R);
+  };
+  std::vector<float> dinp(n);
+  gelu_backward(dinp.data(), inp.data(), R.data(), n);
+  expect_gradient("dinp", inp, dinp, objective, 1e-3f);
+}
+
+TEST(GradCheck, CausalAttention) {
+  for (auto [B, T, C, NH] : {std::array<int64_t, 4>{2, 5, 8, 2}, {1, 7, 12, 3}, {1, 1, 4, 1}}) {
+    auto qkv = random_vector(B * T * 3 * C, 31 + T), R = random_vector(B * T * C, 32 + T);
+    std::vector<float> out(B * T * C), att(B * NH * T * T);
+    auto objective = [&]() {
+      attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+      return dot(out, R);
+    };
+    objective();
+    std::vector<float> dqkv(B * T * 3 * C), scratch(4 * T);
+    attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, NH, scratch.data(), 4);
+    expect_gradient("dqkv", qkv, dqkv, objective);
+  }
+}
+
+TEST(GradCheck, Embedding) {
+  const int64_t B = 2, T = 4, C = 3, V = 5;
+  const std::vector<int32_t> tokens = {1, 3, 1, 1, 0, 4, 3, 1};  // repeats on purpose
+  auto wte = random_vector(V * C, 41), wpe = random_vector(T * C, 42), R = random_vector(B * T * C, 43);
+  std::vector<float> out(B * T * C);
+  auto objective = [&]() {
+    embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C);
+    return dot(out, R);
+  };
+  std::vector<float> dwte(V * C, 0.0f), dwpe(T * C, 0.0f);
+  embedding_backward(dwte.data(), dwpe.data(), R.data(), tokens.data(), B, T, C);
+  expect_gradient("dwte", wte, dwte, objective);
+  expect_gradient("dwpe", wpe, dwpe, objective);
+}
+
+TEST(GradCheck, CrossEntropy) {
+  const int64_t N = 6, V = 10;
+  auto logits = random_vector(N * V, 51, 3.0f);
+  const std::vector<int32_t> targets = {0, 9, 3, 3, 7, 1};
+  std::vector<float> losses(N), lse(N);
+  auto objective = [&]() {
+    return static_cast<double>(cross_entropy_forward(losses.data(), lse.data(), logits.data(), targets.data(), N, V));
+  };
+  objective();
+  std::vector<float> dlogits = logits;
+  cross_entropy_backward_inplace(dlogits.data(), lse.data(), targets.data(), N, V, 1.0f / N);
+  expect_gradient("dlogits", logits, dlogits, objective);
+}
+
+}  // namespace
+}  // namespace gpt

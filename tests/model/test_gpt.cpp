@@ -1,0 +1,138 @@
+// The assembled model: finite differences through the whole network, gradient
+// accumulation, reuse of activation memory, no allocation in a training step.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "gpt/model/gpt.h"
+#include "gpt/util/rng.h"
+#include "test_support.h"
+
+// Counts C++ heap allocations so a test can prove the training step makes none.
+static std::atomic<long> g_allocations{0};
+void* operator new(std::size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace gpt {
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 11;
+  c.block_size = 8;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 8;
+  return c;
+}
+
+std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(V));
+  return t;
+}
+
+TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
+  ModelConfig c = tiny_config();
+  GPT model(c);
+  model.init_weights(7);
+  Rng rng(3);
+  for (auto& p : model.params) p += static_cast<float>(rng.normal()) * 0.2f;  // away from the init's symmetries
+  const int64_t B = 2, T = 6;
+  const auto x = random_tokens(B * T, c.vocab_size, 1), y = random_tokens(B * T, c.vocab_size, 2);
+  model.zero_grad();
+  model.forward(x.data(), y.data(), B, T);
+  model.backward();
+  const std::vector<float> analytic = model.grads;
+  int checked = 0, failures = 0;
+  for (const TensorInfo& t : model.layout().tensors()) {
+    for (size_t k = 0; k < std::min<size_t>(t.numel, 4); ++k) {  // a few entries of every tensor
+      const size_t i = t.offset + (k * 7919) % t.numel;
+      const float saved = model.params[i];
+      const float h = 1e-2f;
+      model.params[i] = saved + h;
+      const double plus = model.forward(x.data(), y.data(), B, T);
+      model.params[i] = saved - h;
+      const double minus = model.forward(x.data(), y.data(), B, T);
+      model.params[i] = saved;
+      const double numeric = (plus - minus) / (2 * h);
+      ++checked;
+      if (std::abs(numeric - analytic[i]) > 1e-3 + 5e-2 * std::abs(analytic[i])) {
+        ++failures;
+        ADD_FAILURE() << t.name << "[" << (i - t.offset) << "]: numeric " << numeric << " analytic " << analytic[i];
+      }
+    }
+  }
+  EXPECT_GT(checked, 50);
+  EXPECT_EQ(failures, 0);
+}
+
+TEST(GPTModel, MicroBatchesAccumulateToTheFullBatchGradient) {
+  ModelConfig c = tiny_config();
+  GPT full(c), micro(c);
+  full.init_weights(5);
+  micro.params = full.params;
+  const int64_t B = 4, T = 8;
+  const auto x = random_tokens(B * T, c.vocab_size, 3), y = random_tokens(B * T, c.vocab_size, 4);
+  full.zero_grad();
+  full.forward(x.data(), y.data(), B, T);
+  full.backward();
+  micro.zero_grad();
+  for (int m = 0; m < 2; ++m) {
+    micro.forward(x.data() + m * 2 * T, y.data() + m * 2 * T, 2, T);
+    micro.backward(0.5f);
+  }
+  EXPECT_LT(testing::relative_max_error(micro.grads.data(), full.grads.data(), full.grads.size()), 1e-5);
+}
+
+TEST(GPTModel, SmallerShapesReuseActivationsAndGiveTheSameLogits) {
+  ModelConfig c = tiny_config();
+  GPT a(c), b(c);
+  a.init_weights(9);
+  b.params = a.params;
+  const auto x = random_tokens(3 * 8, c.vocab_size, 6);
+  a.forward(x.data(), nullptr, 3, 8);  // allocate for (3, 8) first
+  a.forward(x.data(), nullptr, 1, 5);
+  b.forward(x.data(), nullptr, 1, 5);
+  for (int64_t i = 0; i < 5 * c.vocab_size; ++i) EXPECT_EQ(a.logits()[i], b.logits()[i]);
+}
+
+TEST(GPTModel, TrainingStepMakesNoHeapAllocation) {
+  ModelConfig c = tiny_config();
+  GPT model(c);
+  model.init_weights(1);
+  const auto x = random_tokens(4 * 8, c.vocab_size, 7), y = random_tokens(4 * 8, c.vocab_size, 8);
+  model.forward(x.data(), y.data(), 4, 8);  // first call allocates activations
+  model.backward();
+  const long before = g_allocations.load();
+  for (int step = 0; step < 3; ++step) {
+    model.zero_grad();
+    model.forward(x.data(), y.data(), 4, 8);
+    model.backward();
+  }
+  EXPECT_EQ(g_allocations.load() - before, 0);
+}
+
+TEST(GPTModel, RejectsBadInputs) {
+  ModelConfig c = tiny_config();
+  GPT model(c);
+  std::vector<int32_t> x(9, 0);
+  EXPECT_THROW(model.forward(x.data(), nullptr, 1, 9), std::exception);  // longer than the block
+  x[0] = c.vocab_size;
+  EXPECT_THROW(model.forward(x.data(), nullptr, 1, 4), std::exception);  // token outside the vocabulary
+  c.n_head = 3;
+  EXPECT_THROW(GPT{c}, std::exception);  // 3 does not divide 8
+  c.n_head = 0;
+  EXPECT_THROW(GPT{c}, std::exception);
+}
+
+}  // namespace
+}  // namespace gpt

@@ -1,0 +1,80 @@
+// Shared helpers for the test programs.
+#pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace gpt::testing {
+
+inline std::filesystem::path source_dir() { return GPT_SOURCE_DIR; }
+inline std::filesystem::path fixture(const std::string& name) { return source_dir() / "tests" / "fixtures" / name; }
+// ../shared/data beside the checkout (present on developer machines and in CI).
+inline std::filesystem::path shared_data(const std::string& name) {
+  return source_dir().parent_path() / "shared" / "data" / name;
+}
+
+// A fresh directory under /tmp, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "gpt-test-XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs `gpt <args>` through the shell with stdin from /dev/null.
+inline CommandResult run_gpt(const std::string& args) {
+  TempDir tmp;
+  const std::string cmd = std::string(GPT_BINARY) + " " + args + " </dev/null >" + (tmp / "out").string() +
+                          " 2>" + (tmp / "err").string();
+  CommandResult r;
+  const int status = std::system(cmd.c_str());
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  auto slurp = [](const std::filesystem::path& p) {
+    std::string s;
+    if (FILE* f = std::fopen(p.c_str(), "rb")) {
+      std::array<char, 4096> buf;
+      size_t n;
+      while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) s.append(buf.data(), n);
+      std::fclose(f);
+    }
+    return s;
+  };
+  r.out = slurp(tmp / "out");
+  r.err = slurp(tmp / "err");
+  return r;
+}
+
+// max |a - b| / max |b|: the error relative to the tensor's scale.
+inline double relative_max_error(const float* a, const float* b, size_t n) {
+  double max_diff = 0, max_ref = 1e-30;
+  for (size_t i = 0; i < n; ++i) {
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    max_ref = std::max(max_ref, std::abs(static_cast<double>(b[i])));
+  }
+  return max_diff / max_ref;
+}
+
+}  // namespace gpt::testing

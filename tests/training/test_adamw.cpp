@@ -1,0 +1,69 @@
+// Optimizer pieces: the learning-rate schedule, AdamW's decoupled weight decay on
+// matrices only, and clipping by global norm.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gpt/model/gpt.h"
+#include "gpt/training/adamw.h"
+#include "gpt/training/lr_schedule.h"
+
+namespace gpt {
+namespace {
+
+TEST(LrSchedule, WarmupThenCosineToTheMinimum) {
+  LrSchedule s{1e-3f, 1e-4f, 100, 2000};
+  EXPECT_FLOAT_EQ(s.at(0), 1e-3f * 1 / 101);
+  EXPECT_FLOAT_EQ(s.at(99), 1e-3f * 100 / 101);
+  EXPECT_FLOAT_EQ(s.at(100), 1e-3f);                   // top of the cosine
+  EXPECT_NEAR(s.at(1050), 0.5 * (1e-3 + 1e-4), 1e-9);  // half way down
+  EXPECT_FLOAT_EQ(s.at(2000), 1e-4f);
+  EXPECT_FLOAT_EQ(s.at(5000), 1e-4f);
+  for (int i = 100; i < 2000; ++i) EXPECT_LE(s.at(i + 1), s.at(i));
+}
+
+TEST(AdamW, DecaysMatricesButNotBiasesOrNorms) {
+  ModelConfig c;
+  c.vocab_size = 4;
+  c.block_size = 4;
+  c.n_layer = 1;
+  c.n_head = 1;
+  c.n_embd = 4;
+  GPT model(c);
+  model.params.assign(model.params.size(), 1.0f);
+  std::vector<float> zero_grads(model.params.size(), 0.0f);
+  AdamW opt(model.layout(), {0.9f, 0.95f, 1e-8f, 0.5f});
+  opt.step(model.params.data(), zero_grads.data(), 0.1f);  // zero gradient: only the decay acts
+  for (const TensorInfo& t : model.layout().tensors()) {
+    const float expected = t.shape.size() >= 2 ? 1.0f - 0.1f * 0.5f : 1.0f;
+    EXPECT_FLOAT_EQ(model.params[t.offset], expected) << t.name;
+  }
+}
+
+TEST(AdamW, FirstStepMovesEachParameterByTheLearningRate) {
+  // With bias correction, step 1 is p -= lr * g / (|g| + eps): a move of lr.
+  ModelConfig c;
+  c.vocab_size = 3;
+  c.block_size = 2;
+  c.n_layer = 1;
+  c.n_head = 1;
+  c.n_embd = 2;
+  const ParameterLayout layout(c);
+  std::vector<float> p(layout.total(), 0.0f), g(layout.total());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = (i % 2 ? 1.0f : -1.0f) * static_cast<float>(i + 1);
+  AdamW opt(layout, {0.9f, 0.99f, 1e-8f, 0.0f});
+  opt.step(p.data(), g.data(), 0.01f);
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_NEAR(p[i], g[i] > 0 ? -0.01f : 0.01f, 1e-6);
+}
+
+TEST(ClipGradNorm, ScalesOnlyAboveTheThreshold) {
+  std::vector<float> g = {3.0f, 4.0f};
+  EXPECT_FLOAT_EQ(clip_grad_norm(g.data(), 2, 10.0f), 5.0f);
+  EXPECT_FLOAT_EQ(g[0], 3.0f);
+  EXPECT_FLOAT_EQ(clip_grad_norm(g.data(), 2, 1.0f), 5.0f);
+  EXPECT_NEAR(global_norm(g.data(), 2), 1.0f, 1e-6);
+  EXPECT_NEAR(g[0] / g[1], 0.75f, 1e-6);
+}
+
+}  // namespace
+}  // namespace gpt

@@ -1,0 +1,64 @@
+// Data: the train/validation split, batches that are shifted windows, and draws
+// that depend only on (seed, step, row).
+#include <gtest/gtest.h>
+
+#include "gpt/training/dataset.h"
+#include "gpt/util/error.h"
+
+namespace gpt {
+namespace {
+
+std::vector<int32_t> iota_tokens(int n) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = i;
+  return t;
+}
+
+TEST(Dataset, SplitsNinetyTen) {
+  Dataset d(iota_tokens(1000), 0.1, 8);
+  EXPECT_EQ(d.train().size(), 900u);
+  EXPECT_EQ(d.val().size(), 100u);
+  EXPECT_EQ(d.val().front(), 900);
+}
+
+TEST(Dataset, TargetsAreInputsShiftedByOne) {
+  Dataset d(iota_tokens(5000), 0.1, 16);
+  std::vector<int32_t> x(4 * 16), y(4 * 16);
+  d.train_batch(1, 0, 0, 4, 16, x.data(), y.data());
+  for (int b = 0; b < 4; ++b)
+    for (int t = 0; t < 16; ++t) {
+      EXPECT_EQ(y[b * 16 + t], x[b * 16 + t] + 1);
+      if (t > 0) {
+        EXPECT_EQ(x[b * 16 + t], x[b * 16 + t - 1] + 1);  // a contiguous window
+      }
+      EXPECT_LT(y[b * 16 + t], 4500);                              // from the training part only
+    }
+}
+
+TEST(Dataset, BatchesDependOnlyOnSeedStepAndRow) {
+  Dataset d(iota_tokens(100000), 0.1, 8);
+  std::vector<int32_t> a(8 * 8), b(8 * 8), y(8 * 8), half(4 * 8);
+  d.train_batch(7, 42, 0, 8, 8, a.data(), y.data());
+  d.train_batch(7, 42, 0, 8, 8, b.data(), y.data());
+  EXPECT_EQ(a, b);
+  // The second micro-batch of 4 rows is rows 4..7 of the 8-row batch.
+  d.train_batch(7, 42, 1, 4, 8, half.data(), y.data());
+  EXPECT_TRUE(std::equal(half.begin(), half.end(), a.begin() + 4 * 8));
+  d.train_batch(7, 43, 0, 8, 8, b.data(), y.data());
+  EXPECT_NE(a, b);
+  d.train_batch(8, 42, 0, 8, 8, b.data(), y.data());
+  EXPECT_NE(a, b);
+}
+
+TEST(Dataset, TooShortDataIsAClearError) {
+  try {
+    Dataset d(iota_tokens(50), 0.1, 8);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too short"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Dataset(std::vector<int32_t>{}, 0.1, 8), Error);
+}
+
+}  // namespace
+}  // namespace gpt

@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""Reference fixtures for gpt.cpp's tests, computed by PyTorch in float64.
+
+Builds the GPT-2 architecture from plain tensor operations (no gpt.cpp code, no
+transformers library) for tiny configurations, and writes one safetensors file per
+configuration to tests/fixtures/:
+
+  param.<name>   initial parameters (float32 values; Hugging Face GPT-2 names/layouts)
+  tokens, targets   int32 (B, T)
+  logits         (B, T, V) of the initial model
+  loss           (1,) mean cross-entropy
+  grad.<name>    gradient of the loss for every parameter
+  losses         (3,) loss before each of 3 AdamW steps (same batch every step)
+  grad_norms     (3,) global gradient norm before clipping, per step
+  step3.<name>   parameters after the 3 AdamW steps with global-norm clipping
+
+Everything is computed in float64, so the fixture is the exact answer to float32
+inputs and the C++ tests measure gpt.cpp's own float32 error.
+
+Run:  /usr/bin/python3 tools/torch_reference.py   (needs Debian's python3-torch)
+CI never runs this; the fixtures are committed.
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+import torch.nn.functional as F
+
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+
+CONFIGS = {
+    "tiny_learned_tied": dict(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32,
+                              position_encoding="learned", tie_word_embeddings=True, B=4, T=16, seed=1),
+    "tiny_sinusoidal_untied": dict(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=24,
+                                   position_encoding="sinusoidal", tie_word_embeddings=False, B=3, T=13, seed=2),
+}
+LRS = [1e-2, 6e-3, 3e-3]
+BETAS = (0.9, 0.95)
+EPS = 1e-8
+WEIGHT_DECAY = 0.1
+
+
+def param_shapes(c):
+    V, T, C = c["vocab_size"], c["block_size"], c["n_embd"]
+    shapes = [("wte.weight", (V, C))]
+    if c["position_encoding"] == "learned":
+        shapes.append(("wpe.weight", (T, C)))
+    for l in range(c["n_layer"]):
+        p = f"h.{l}."
+        shapes += [(p + "ln_1.weight", (C,)), (p + "ln_1.bias", (C,)),
+                   (p + "attn.c_attn.weight", (C, 3 * C)), (p + "attn.c_attn.bias", (3 * C,)),
+                   (p + "attn.c_proj.weight", (C, C)), (p + "attn.c_proj.bias", (C,)),
+                   (p + "ln_2.weight", (C,)), (p + "ln_2.bias", (C,)),
+                   (p + "mlp.c_fc.weight", (C, 4 * C)), (p + "mlp.c_fc.bias", (4 * C,)),
+                   (p + "mlp.c_proj.weight", (4 * C, C)), (p + "mlp.c_proj.bias", (C,))]
+    shapes += [("ln_f.weight", (C,)), ("ln_f.bias", (C,))]
+    if not c["tie_word_embeddings"]:
+        shapes.append(("lm_head.weight", (V, C)))
+    return shapes
+
+
+def init_params(c, gen):
+    """Spread-out random weights (not GPT-2's 0.02) so outputs are far from uniform
+    and every gradient is well above float32 noise."""
+    params = {}
+    for name, shape in param_shapes(c):
+        if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+            t = 1.0 + 0.2 * torch.randn(shape, generator=gen)
+        elif name.endswith(".bias"):
+            t = 0.1 * torch.randn(shape, generator=gen)
+        else:
+            t = 0.15 * torch.randn(shape, generator=gen)
+        params[name] = t.float().double().requires_grad_(True)
+    return params
+
+
+def sinusoid(T, C):
+    pe = torch.zeros(T, C, dtype=torch.float64)
+    pos = torch.arange(T, dtype=torch.float64)[:, None]
+    i = torch.arange(0, C, 2, dtype=torch.float64)
+    freq = torch.pow(10000.0, -i / C)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)
+    return pe
+
+
+def forward(c, p, tokens):
+    B, T = tokens.shape
+    C, NH = c["n_embd"], c["n_head"]
+    hs = C // NH
+    pos = p["wpe.weight"][:T] if c["position_encoding"] == "learned" else sinusoid(T, C)
+    x = p["wte.weight"][tokens] + pos
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for l in range(c["n_layer"]):
+        q = f"h.{l}."
+        h = F.layer_norm(x, (C,), p[q + "ln_1.weight"], p[q + "ln_1.bias"], eps=1e-5)
+        qkv = h @ p[q + "attn.c_attn.weight"] + p[q + "attn.c_attn.bias"]
+        qq, kk, vv = qkv.split(C, dim=2)
+        qq = qq.view(B, T, NH, hs).transpose(1, 2)
+        kk = kk.view(B, T, NH, hs).transpose(1, 2)
+        vv = vv.view(B, T, NH, hs).transpose(1, 2)
+        att = (qq @ kk.transpose(-2, -1)) / math.sqrt(hs)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ vv).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ p[q + "attn.c_proj.weight"] + p[q + "attn.c_proj.bias"]
+        h = F.layer_norm(x, (C,), p[q + "ln_2.weight"], p[q + "ln_2.bias"], eps=1e-5)
+        h = F.gelu(h @ p[q + "mlp.c_fc.weight"] + p[q + "mlp.c_fc.bias"], approximate="tanh")
+        x = x + h @ p[q + "mlp.c_proj.weight"] + p[q + "mlp.c_proj.bias"]
+    x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps=1e-5)
+    head = p["wte.weight"] if c["tie_word_embeddings"] else p["lm_head.weight"]
+    return x @ head.T
+
+
+def write_safetensors(path, tensors, metadata):
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        if t.dtype == torch.float64:
+            t = t.float()
+        dtype = {torch.float32: "F32", torch.int32: "I32"}[t.dtype]
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".tmp", path)
+
+
+def make_fixture(name, c):
+    gen = torch.Generator().manual_seed(c["seed"])
+    p = init_params(c, gen)
+    B, T, V = c["B"], c["T"], c["vocab_size"]
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    targets = torch.randint(0, V, (B, T), generator=gen)
+    out = {f"param.{k}": v.detach().clone() for k, v in p.items()}
+    out["tokens"] = tokens.int()
+    out["targets"] = targets.int()
+
+    logits = forward(c, p, tokens)
+    loss = F.cross_entropy(logits.view(-1, V), targets.view(-1))
+    loss.backward()
+    out["logits"] = logits
+    out["loss"] = loss.detach().view(1)
+    for k, v in p.items():
+        out[f"grad.{k}"] = v.grad.clone()
+    first_norm = torch.sqrt(sum((v.grad ** 2).sum() for v in p.values())).item()
+    clip = 0.5 * first_norm  # so that clipping really happens on the first step
+
+    decay = [v for k, v in p.items() if v.dim() >= 2]
+    no_decay = [v for k, v in p.items() if v.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=LRS[0], betas=BETAS, eps=EPS)
+    losses, norms = [], []
+    for lr in LRS:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad()
+        l = F.cross_entropy(forward(c, p, tokens).view(-1, V), targets.view(-1))
+        l.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(list(p.values()), clip).item())
+        losses.append(l.item())
+        opt.step()
+    out["losses"] = torch.tensor(losses, dtype=torch.float64)
+    out["grad_norms"] = torch.tensor(norms, dtype=torch.float64)
+    for k, v in p.items():
+        out[f"step3.{k}"] = v.detach().clone()
+    cfg = {k: c[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd",
+                             "position_encoding", "tie_word_embeddings")}
+    meta = {"config": json.dumps(cfg), "lrs": json.dumps(LRS), "betas": json.dumps(list(BETAS)),
+            "eps": repr(EPS), "weight_decay": repr(WEIGHT_DECAY), "grad_clip": repr(clip),
+            "torch_version": torch.__version__}
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: loss {loss.item():.6f}, grad norm {first_norm:.4f}, clip {clip:.4f}, losses {losses}")
+
+
+def main():
+    torch.set_default_dtype(torch.float64)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for name, c in CONFIGS.items():
+        make_fixture(name, c)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
