@@ -13,6 +13,9 @@ configuration to tests/fixtures/:
   losses         (3,) loss before each of 3 AdamW steps (same batch every step)
   grad_norms     (3,) global gradient norm before clipping, per step
   step3.<name>   parameters after the 3 AdamW steps with global-norm clipping
+  greedy.prompt, greedy.tokens   int32: a prompt and the 12 tokens greedy decoding
+                 of the initial model appends to it (the whole sequence fits the context)
+  greedy.margin  (12,) gap between the best and second-best logit at each step
 
 Everything is computed in float64, so the fixture is the exact answer to float32
 inputs and the C++ tests measure gpt.cpp's own float32 error.
@@ -149,6 +152,19 @@ def make_fixture(name, c):
     loss = F.cross_entropy(logits.view(-1, V), targets.view(-1))
     loss.backward()
     out["logits"] = logits
+
+    # Greedy continuation, recomputing the whole sequence each step (no cache).
+    with torch.no_grad():
+        seq = tokens[0, :4].clone()
+        margins = []
+        for _ in range(12):
+            last = forward(c, p, seq[None, :])[0, -1]
+            top2 = torch.topk(last, 2).values
+            margins.append((top2[0] - top2[1]).item())
+            seq = torch.cat([seq, last.argmax().view(1)])
+    out["greedy.prompt"] = tokens[0, :4].int()
+    out["greedy.tokens"] = seq[4:].int()
+    out["greedy.margin"] = torch.tensor(margins)
     out["loss"] = loss.detach().view(1)
     for k, v in p.items():
         out[f"grad.{k}"] = v.grad.clone()
@@ -180,7 +196,8 @@ def make_fixture(name, c):
             "torch_version": torch.__version__}
     path = os.path.join(OUT_DIR, name + ".safetensors")
     write_safetensors(path, out, meta)
-    print(f"{path}: loss {loss.item():.6f}, grad norm {first_norm:.4f}, clip {clip:.4f}, losses {losses}")
+    print(f"{path}: loss {loss.item():.6f}, grad norm {first_norm:.4f}, clip {clip:.4f}, losses {losses}, "
+          f"smallest greedy margin {min(margins):.2e}")
 
 
 def main():

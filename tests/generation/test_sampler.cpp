@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gpt/generation/sampler.h"
@@ -13,19 +14,25 @@ namespace {
 
 TEST(Sampler, GreedyPicksTheArgMax) {
   const std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.9f};
-  Sampler s({true, 1.0f, 0, 1.0f}, 1);
+  SamplingOptions o;
+  o.greedy = true;
+  Sampler s(o, 1);
   for (int i = 0; i < 10; ++i) EXPECT_EQ(s.sample(logits.data(), 4), 1);
 }
 
 TEST(Sampler, TopKAndTopPNeverReturnExcludedTokens) {
   const std::vector<float> logits = {3.0f, 2.9f, 0.0f, -1.0f, 2.8f};
-  Sampler k({false, 1.0f, 2, 1.0f}, 2);
+  SamplingOptions ko;
+  ko.top_k = 2;
+  Sampler k(ko, 2);
   for (int i = 0; i < 2000; ++i) {
     const int t = k.sample(logits.data(), 5);
     EXPECT_TRUE(t == 0 || t == 1) << t;
   }
   // p(0)+p(1) of the full softmax is about 0.68 < 0.7, so the nucleus is {0, 1, 4}.
-  Sampler p({false, 1.0f, 0, 0.7f}, 3);
+  SamplingOptions po;
+  po.top_p = 0.7f;
+  Sampler p(po, 3);
   for (int i = 0; i < 2000; ++i) {
     const int t = p.sample(logits.data(), 5);
     EXPECT_TRUE(t == 0 || t == 1 || t == 4) << t;
@@ -36,7 +43,9 @@ TEST(Sampler, FrequenciesMatchTheSoftmax) {
   // Chi-square goodness of fit, 4 degrees of freedom: 18.47 is the 0.999 quantile.
   const std::vector<float> logits = {1.0f, 0.5f, 0.0f, -0.5f, 2.0f};
   const float temperature = 0.8f;
-  Sampler s({false, temperature, 0, 1.0f}, 12345);
+  SamplingOptions o;
+  o.temperature = temperature;
+  Sampler s(o, 12345);
   const int n = 50000;
   std::vector<int> counts(5, 0);
   for (int i = 0; i < n; ++i) ++counts[static_cast<size_t>(s.sample(logits.data(), 5))];
@@ -52,15 +61,79 @@ TEST(Sampler, FrequenciesMatchTheSoftmax) {
 
 TEST(Sampler, SameSeedSameChoices) {
   const std::vector<float> logits = {0.0f, 0.1f, 0.2f, 0.3f};
-  Sampler a({false, 1.0f, 0, 1.0f}, 9), b({false, 1.0f, 0, 1.0f}, 9);
+  Sampler a(SamplingOptions{}, 9), b(SamplingOptions{}, 9);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(a.sample(logits.data(), 4), b.sample(logits.data(), 4));
 }
 
+TEST(Sampler, MinPKeepsOnlyTokensNearTheTop) {
+  // probabilities ~ {0.46, 0.46, 0.06, 0.02}: min-p 0.2 keeps tokens >= 0.09, i.e. 0 and 1.
+  const std::vector<float> logits = {2.0f, 2.0f, 0.0f, -1.0f};
+  SamplingOptions o;
+  o.min_p = 0.2f;
+  Sampler s(o, 4);
+  for (int i = 0; i < 2000; ++i) {
+    const int t = s.sample(logits.data(), 4);
+    EXPECT_TRUE(t == 0 || t == 1) << t;
+  }
+}
+
+TEST(Sampler, LowTemperatureApproachesGreedy) {
+  const std::vector<float> logits = {1.0f, 1.3f, 0.7f, 1.25f};
+  SamplingOptions o;
+  o.temperature = 0.01f;
+  Sampler s(o, 5);
+  int argmax = 0;
+  for (int i = 0; i < 1000; ++i) argmax += s.sample(logits.data(), 4) == 1;
+  EXPECT_GE(argmax, 990);  // p(second best) = exp(-5) / (1 + ...) < 0.7%
+}
+
+TEST(Sampler, PenaltiesChangeLogitsExactlyAsDocumented) {
+  SamplingOptions o;
+  o.repeat_penalty = 2.0f;
+  o.frequency_penalty = 0.5f;
+  o.presence_penalty = 0.25f;
+  o.repeat_last_n = 4;
+  Sampler s(o, 1);
+  std::vector<float> logits = {3.0f, -1.0f, 2.0f, 1.0f, 0.5f};
+  // The window is the last 4 tokens: {1, 2, 1, 3}; token 0 is outside it.
+  const std::vector<int32_t> history = {0, 0, 1, 2, 1, 3};
+  s.apply_penalties(logits.data(), 5, history);
+  EXPECT_FLOAT_EQ(logits[0], 3.0f);                        // not in the window
+  EXPECT_FLOAT_EQ(logits[1], -1.0f * 2.0f - 0.5f * 2 - 0.25f);  // negative: multiplied; seen twice
+  EXPECT_FLOAT_EQ(logits[2], 2.0f / 2.0f - 0.5f - 0.25f);      // positive: divided; seen once
+  EXPECT_FLOAT_EQ(logits[3], 1.0f / 2.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(logits[4], 0.5f);
+  // Applying again to fresh logits gives the same (no state leaks between calls).
+  std::vector<float> again = {3.0f, -1.0f, 2.0f, 1.0f, 0.5f};
+  s.apply_penalties(again.data(), 5, history);
+  EXPECT_FLOAT_EQ(again[1], logits[1]);
+}
+
+TEST(Sampler, ReportsTheDistributionItDrewFrom) {
+  const std::vector<float> logits = {0.0f, std::log(3.0f)};
+  Sampler s(SamplingOptions{}, 1);
+  s.sample(logits.data(), 2);
+  const auto top = s.top(2);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0].token, 1);
+  EXPECT_NEAR(top[0].prob, 0.75f, 1e-6);
+  EXPECT_NEAR(top[1].prob, 0.25f, 1e-6);
+}
+
 TEST(Sampler, RejectsBadOptions) {
-  EXPECT_THROW(Sampler({false, -1.0f, 0, 1.0f}, 1), Error);
-  EXPECT_THROW(Sampler({false, 0.0f, 0, 1.0f}, 1), Error);
-  EXPECT_THROW(Sampler({false, 1.0f, 0, 2.0f}, 1), Error);
-  EXPECT_THROW(Sampler({false, 1.0f, -3, 1.0f}, 1), Error);
+  auto with = [](auto change) {
+    SamplingOptions o;
+    change(o);
+    return o;
+  };
+  EXPECT_THROW(Sampler(with([](auto& o) { o.temperature = -1; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.temperature = 0; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.top_p = 2; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.top_k = -3; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.min_p = 1; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.repeat_penalty = 0; }), 1), Error);
+  EXPECT_THROW(Sampler(with([](auto& o) { o.repeat_last_n = -2; }), 1), Error);
+  EXPECT_NO_THROW(Sampler(with([](auto& o) { o.greedy = true; o.temperature = 0; }), 1));
 }
 
 }  // namespace

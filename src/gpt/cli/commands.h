@@ -16,5 +16,8 @@ struct Command {
 Command add_train_command(CLI::App& parent);
 Command add_eval_command(CLI::App& parent);
 Command add_generate_command(CLI::App& parent);
+Command add_chat_command(CLI::App& parent);
+Command add_attention_command(CLI::App& parent);
+Command add_plot_command(CLI::App& parent);
 
 }  // namespace gpt::cli

@@ -1,20 +1,23 @@
-// gpt generate: continue a prompt with a trained model, streaming the text.
+// gpt generate: continue a prompt with a trained model, streaming the text; and
+// optionally show the distribution the model chose each token from.
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <memory>
 
+#include <nlohmann/json.hpp>
 #include <omp.h>
 
 #include "gpt/cli/commands.h"
+#include "gpt/cli/sampling_flags.h"
 #include "gpt/generation/generate.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/utf8.h"
+#include "gpt/viz/svg.h"
 
 namespace gpt::cli {
 
@@ -23,21 +26,22 @@ Command add_generate_command(CLI::App& parent) {
   struct Options {
     std::string model, prompt, prompt_file;
     GenerateOptions gen;
+    int num_samples = 1;
     int threads = 0;
-    bool verbose = false;
+    bool verbose = false, json = false;
   };
   auto o = std::make_shared<Options>();
   app->add_option("--model", o->model, "Model directory")->required();
   auto* prompt = app->add_option("--prompt", o->prompt, "Prompt text (default: read standard input)");
   app->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file")->excludes(prompt);
-  app->add_option("--max-tokens", o->gen.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app->add_flag("--greedy", o->gen.sampling.greedy, "Always take the most likely token");
-  app->add_option("--temperature", o->gen.sampling.temperature, "Softmax temperature")->capture_default_str();
-  app->add_option("--top-k", o->gen.sampling.top_k, "Sample among the k most likely tokens (0: all)")->capture_default_str();
-  app->add_option("--top-p", o->gen.sampling.top_p, "Nucleus sampling threshold")->capture_default_str();
-  app->add_option("--seed", o->gen.seed, "Sampling seed (same seed, same text)")->capture_default_str();
+  add_sampling_flags(app, o->gen);
+  app->add_option("--num-samples", o->num_samples, "Independent samples (seeds seed, seed+1, ...)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--show-probs", o->gen.top_probs, "Show the K most likely next tokens at every step (stderr)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_flag("--json", o->json, "With --show-probs: one JSON object per token on stdout instead of the text");
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
-  app->add_flag("--verbose", o->verbose, "Print timing to standard error");
+  app->add_flag("--verbose", o->verbose, "Print prefill and decode speed to stderr");
   auto run = [o, prompt]() -> int {
     o->gen.sampling.validate();
     if (o->threads > 0) omp_set_num_threads(o->threads);
@@ -54,18 +58,56 @@ Command add_generate_command(CLI::App& parent) {
     }
     LoadedModel m = load_model(o->model);
     const std::vector<int32_t> ids = m.tokenizer->encode(text);
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto out = generate(*m.model, *m.tokenizer, ids, o->gen, [](const std::string& piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
+    const int64_t context = m.model->config().block_size;
+    check(static_cast<int64_t>(ids.size()) <= context,
+          "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
+              std::to_string(context) + "; shorten it");
+    const bool json = o->json && o->gen.top_probs > 0;
+    const Tokenizer& tok = *m.tokenizer;
+    InferenceSession session(*m.model);
+    for (int sample = 0; sample < o->num_samples; ++sample) {
+      if (sample > 0 && !json) std::fputs("\n---------------\n", stdout);
+      session.reset();
+      GenerateOptions gen = o->gen;
+      gen.seed = o->gen.seed + static_cast<uint64_t>(sample);
+      if (!json) std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    });
-    std::fputc('\n', stdout);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (o->verbose) {
-      std::fprintf(stderr, "gpt: %zu prompt tokens, %zu generated in %.2f s (%.1f tokens/s)\n", ids.size(),
-                   out.size(), s, s > 0 ? static_cast<double>(out.size()) / s : 0.0);
+      auto on_text = [&](const std::string& piece) {
+        if (json) return;
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      };
+      auto on_token = [&](const TokenEvent& ev) {
+        if (gen.top_probs <= 0) return;
+        if (json) {
+          nlohmann::json top = nlohmann::json::array();
+          for (const auto& t : ev.top) top.push_back({{"token", t.token}, {"text", tok.token_bytes(t.token)}, {"prob", t.prob}});
+          nlohmann::json j = {{"sample", sample}, {"step", ev.step}, {"token", ev.token},
+                              {"text", tok.token_bytes(ev.token)}, {"prob", ev.prob}, {"top", top}};
+          std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+          std::fflush(stdout);
+          return;
+        }
+        std::string line = "[" + std::to_string(ev.step) + "] chose " + visible_token(tok.token_bytes(ev.token));
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " (p=%.3f) from:", ev.prob);
+        line += buf;
+        for (const auto& t : ev.top) {
+          std::snprintf(buf, sizeof buf, " %.3f", t.prob);
+          line += " " + visible_token(tok.token_bytes(t.token)) + buf;
+        }
+        std::fprintf(stderr, "%s\n", line.c_str());
+      };
+      const GenerateResult r = generate(session, tok, ids, gen, on_text, on_token);
+      if (!json) std::fputc('\n', stdout);
+      std::fflush(stdout);
+      if (o->verbose) {
+        std::fprintf(stderr, "gpt: prefill %lld tokens in %.3f s (%.1f tokens/s), decode %zu tokens in %.3f s (%.1f tokens/s)%s\n",
+                     static_cast<long long>(r.prefill_tokens), r.prefill_seconds,
+                     r.prefill_seconds > 0 ? r.prefill_tokens / r.prefill_seconds : 0.0, r.tokens.size(), r.decode_seconds,
+                     r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0.0,
+                     session.slides() > 0 ? " (context slid)" : "");
+      }
     }
     return 0;
   };

@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
       gpt::cli::add_train_command(app),
       gpt::cli::add_eval_command(app),
       gpt::cli::add_generate_command(app),
+      gpt::cli::add_chat_command(app),
+      gpt::cli::add_attention_command(app),
+      gpt::cli::add_plot_command(app),
   };
   if (argc == 1) {  // bare `gpt`: show what it can do
     std::printf("%s", app.help().c_str());

@@ -104,3 +104,51 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 }  // namespace gpt
+
+namespace gpt {
+
+void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
+                              const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
+                              int64_t NH, float* scratch, int scratch_threads, float* probs) {
+  const int64_t hs = C / NH, ctx = p0 + n;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  const int threads = std::max(1, std::min(omp_get_max_threads(), scratch_threads));
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t h = 0; h < NH; ++h) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * capacity;
+      const float* qi = q + i * q_stride + h * hs;
+      const float* K = k_cache + h * capacity * hs;
+      const float* Vc = v_cache + h * capacity * hs;
+      const int64_t last = p0 + i;  // causal: positions 0 .. last
+      float maxval = -std::numeric_limits<float>::infinity();
+      for (int64_t t = 0; t <= last; ++t) {
+        const float* k = K + t * hs;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t c = 0; c < hs; ++c) dot += qi[c] * k[c];
+        row[t] = dot * scale;
+        maxval = std::max(maxval, row[t]);
+      }
+      float sum = 0.0f;
+      for (int64_t t = 0; t <= last; ++t) {
+        row[t] = std::exp(row[t] - maxval);
+        sum += row[t];
+      }
+      const float inv = 1.0f / sum;
+      float* o = out + i * C + h * hs;
+      std::memset(o, 0, sizeof(float) * static_cast<size_t>(hs));
+      for (int64_t t = 0; t <= last; ++t) {
+        const float a = row[t] * inv;
+        const float* v = Vc + t * hs;
+#pragma omp simd
+        for (int64_t c = 0; c < hs; ++c) o[c] += a * v[c];
+        if (probs) probs[(h * n + i) * ctx + t] = a;
+      }
+      if (probs)
+        for (int64_t t = last + 1; t < ctx; ++t) probs[(h * n + i) * ctx + t] = 0.0f;
+    }
+  }
+}
+
+}  // namespace gpt

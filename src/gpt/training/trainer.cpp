@@ -19,6 +19,7 @@
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/progress.h"
+#include "gpt/viz/svg.h"
 
 namespace gpt {
 namespace fs = std::filesystem;
@@ -111,6 +112,45 @@ nlohmann::json LogEntry::to_json() const {
   j["grad_norm"] = grad_norm;
   j["tokens_per_sec"] = std::round(tokens_per_sec * 10) / 10;
   return j;
+}
+
+std::vector<LogEntry> read_training_log(const std::string& path) {
+  std::error_code ec;
+  check(fs::exists(path, ec), "file not found: " + path);
+  std::ifstream in(path);
+  std::vector<LogEntry> log;
+  std::string line;
+  size_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      if (in.peek() == EOF) break;  // a line torn by a killed run
+      throw Error(path + ":" + std::to_string(line_no) + ": not a JSON object");
+    }
+    check(j.is_object() && j.contains("step") && j["step"].is_number(),
+          path + ":" + std::to_string(line_no) + ": not a training log entry (no \"step\")");
+    LogEntry e;
+    e.step = j["step"].get<int64_t>();
+    if (j.contains("loss") && j["loss"].is_number()) e.loss = j["loss"].get<float>();
+    if (j.contains("val_loss") && j["val_loss"].is_number()) e.val_loss = j["val_loss"].get<float>();
+    e.lr = j.value("lr", 0.0f);
+    e.grad_norm = j.value("grad_norm", 0.0f);
+    e.tokens_per_sec = j.value("tokens_per_sec", 0.0);
+    log.push_back(e);
+  }
+  return log;
+}
+
+std::string training_log_svg(const std::vector<LogEntry>& log, const std::string& title) {
+  std::vector<LossPoint> points;
+  points.reserve(log.size());
+  for (const auto& e : log) points.push_back({e.step, static_cast<double>(e.loss),
+                                              e.val_loss ? std::optional<double>(*e.val_loss) : std::nullopt});
+  return loss_curve_svg(points, title);
 }
 
 namespace {
@@ -272,6 +312,12 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
     if ((opts.checkpoint_interval > 0 && step % opts.checkpoint_interval == 0) || step == opts.max_iters) save(step);
   }
   if (!opts.quiet) progress.finish();
+  // Draw the whole run (earlier steps of a resumed run included) next to the checkpoint.
+  if (result.steps > start_step) {
+    const fs::path plot = out_dir / "loss.svg";
+    write_file_atomic(plot, training_log_svg(read_training_log(log_path.string()), "Training loss: " + opts.data));
+    if (!opts.quiet) std::fprintf(stderr, "gpt: loss curve drawn in %s\n", plot.c_str());
+  }
   if (result.steps == start_step && start_step > 0 && !opts.quiet) {
     std::fprintf(stderr, "gpt: checkpoint is already at step %lld of --max-iters %lld; nothing to do\n",
                  static_cast<long long>(start_step), static_cast<long long>(opts.max_iters));

@@ -58,6 +58,12 @@ struct LogEntry {
   nlohmann::json to_json() const;
 };
 
+// Reads a JSON-lines training log (a torn last line is skipped); throws gpt::Error
+// for a missing file or a line that is not a log entry.
+std::vector<LogEntry> read_training_log(const std::string& path);
+// Draws a training log as an SVG loss curve.
+std::string training_log_svg(const std::vector<LogEntry>& log, const std::string& title);
+
 struct TrainResult {
   int64_t steps = 0;  // optimizer steps completed, counting those before a resume
   float final_loss = 0;

@@ -1,0 +1,77 @@
+// gpt attention: draw where each token of a prompt looks, as SVG heat maps.
+#include <memory>
+
+#include <omp.h>
+
+#include "gpt/cli/commands.h"
+#include "gpt/io/checkpoint.h"
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+#include "gpt/util/utf8.h"
+#include "gpt/training/trainer.h"
+#include "gpt/viz/svg.h"
+
+namespace gpt::cli {
+
+Command add_attention_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("attention", "Draw a model's attention weights on a prompt (SVG)");
+  struct Options {
+    std::string model, prompt, out;
+    int layer = -1, head = -1;
+  };
+  auto o = std::make_shared<Options>();
+  app->add_option("--model", o->model, "Model directory")->required();
+  app->add_option("--prompt", o->prompt, "Text to look at")->required();
+  app->add_option("--out", o->out, "SVG file to write")->required();
+  app->add_option("--layer", o->layer, "Layer (default: the last)");
+  app->add_option("--head", o->head, "Head (default: a grid of all heads)");
+  auto run = [o]() -> int {
+    if (auto bad = find_invalid_utf8(o->prompt)) {
+      throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
+    }
+    LoadedModel m = load_model(o->model);
+    const ModelConfig& c = m.model->config();
+    const int layer = o->layer < 0 ? c.n_layer - 1 : o->layer;
+    check(layer < c.n_layer, "--layer " + std::to_string(layer) + " out of range: the model has " +
+                                 std::to_string(c.n_layer) + " layers (0 .. " + std::to_string(c.n_layer - 1) + ")");
+    check(o->head < c.n_head, "--head " + std::to_string(o->head) + " out of range: the model has " +
+                                  std::to_string(c.n_head) + " heads");
+    const std::vector<int32_t> ids = m.tokenizer->encode(o->prompt);
+    check(!ids.empty(), "the prompt is empty");
+    check(static_cast<int64_t>(ids.size()) <= c.block_size,
+          "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
+              std::to_string(c.block_size));
+    const auto T = static_cast<int64_t>(ids.size());
+    m.model->forward(ids.data(), nullptr, 1, T);
+    const float* att = m.model->attention_weights(layer);  // (1, NH, T, T)
+    std::vector<std::vector<float>> heads;
+    std::vector<int> head_ids;
+    for (int h = 0; h < c.n_head; ++h) {
+      if (o->head >= 0 && h != o->head) continue;
+      heads.emplace_back(att + h * T * T, att + (h + 1) * T * T);
+      head_ids.push_back(h);
+    }
+    std::vector<std::string> labels;
+    for (int32_t id : ids) labels.push_back(m.tokenizer->token_bytes(id));
+    write_file_atomic(o->out, attention_svg(labels, heads, head_ids, layer));
+    std::printf("%s\n", o->out.c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+Command add_plot_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("plot", "Draw a training log's loss curves (SVG)");
+  auto log = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  app->add_option("log", *log, "Training log (JSON lines, as written by gpt train)")->required();
+  app->add_option("--out", *out, "SVG file to write")->required();
+  auto run = [log, out]() -> int {
+    write_file_atomic(*out, training_log_svg(read_training_log(*log), "Training loss: " + *log));
+    std::printf("%s\n", out->c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+}  // namespace gpt::cli
