@@ -44,10 +44,10 @@ struct CommandResult {
   std::string err;  // stderr
 };
 
-// Runs `gpt <args>` through the shell with stdin from /dev/null.
-inline CommandResult run_gpt(const std::string& args) {
+// Runs `gpt <args>` through the shell, standard input from `stdin_file`.
+inline CommandResult run_gpt(const std::string& args, const std::string& stdin_file = "/dev/null") {
   TempDir tmp;
-  const std::string cmd = std::string(GPT_BINARY) + " " + args + " </dev/null >" + (tmp / "out").string() +
+  const std::string cmd = std::string(GPT_BINARY) + " " + args + " <" + stdin_file + " >" + (tmp / "out").string() +
                           " 2>" + (tmp / "err").string();
   CommandResult r;
   const int status = std::system(cmd.c_str());

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -140,6 +141,59 @@ TEST_F(Cli, BadModelsAndPromptsGetOneLineAndNonZeroExit) {
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data()), "model.safetensors");
   fs::remove(dir / "m" / "config.json");
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data()), "has no config.json");
+}
+
+TEST_F(Cli, SeeingInsideShowProbsAttentionPlotAndChat) {
+  const std::string m = (dir / "m").string();
+  ASSERT_EQ(run_gpt("train --data " + data() + " --out " + m + " " + tiny() + " --max-iters 30 --eval-interval 10").exit_code, 0);
+  EXPECT_TRUE(fs::exists(dir / "m" / "loss.svg"));  // training draws its own curve
+
+  // --show-probs K --json: one object per generated token, K candidates each.
+  auto r = run_gpt("generate --model " + m + " --prompt 'In the' --max-tokens 7 --show-probs 3 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["step"], n);
+    ASSERT_EQ(j["top"].size(), 3u);
+    EXPECT_GE(j["top"][0]["prob"].get<double>(), j["top"][1]["prob"].get<double>());
+    EXPECT_GT(j["prob"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(n, 7);
+  // Without --json the distribution goes to stderr and stdout stays the text.
+  r = run_gpt("generate --model " + m + " --prompt 'In the' --max-tokens 5 --show-probs 2 --greedy");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 5);
+  EXPECT_EQ(r.out.size(), 6u + 5u + 1u);
+
+  r = run_gpt("attention --model " + m + " --prompt 'In the beginning' --out " + (dir / "att.svg").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(read_text_file(dir / "att.svg").find("class=\"cell\""), std::string::npos);
+  expect_one_line_error(run_gpt("attention --model " + m + " --prompt hi --layer 7 --out " + (dir / "a.svg").string()),
+                        "--layer 7 out of range");
+
+  r = run_gpt("plot " + (dir / "m" / "train_log.jsonl").string() + " --out " + (dir / "plot.svg").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_one_line_error(run_gpt("plot /nonexistent.jsonl --out " + (dir / "p.svg").string()), "file not found");
+
+  // Chat with piped input: each line is continued; /reset and /quit work.
+  write_file_atomic(dir / "chat.txt", "In the\n/reset\nGod created\n/quit\nnever read\n");
+  r = run_gpt("chat --model " + m + " --max-tokens 10 --seed 3", (dir / "chat.txt").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;  // two replies, one line each
+  // A line the tokenizer cannot encode ends piped input with a one-line error.
+  write_file_atomic(dir / "bad-chat.txt", "Zebra\n");
+  expect_one_line_error(run_gpt("chat --model " + m, (dir / "bad-chat.txt").string()), "not in the character tokenizer");
+}
+
+TEST_F(Cli, GenerationRejectsAPromptLongerThanTheContext) {
+  const std::string m = (dir / "m").string();
+  ASSERT_EQ(run_gpt("train --data " + data() + " --out " + m + " " + tiny() + " --max-iters 2").exit_code, 0);
+  expect_one_line_error(run_gpt("generate --model " + m + " --prompt '" + text_of(40) + "'"),
+                        "the prompt is 40 tokens but the model's context is 16");
+  expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --min-p 1.5"), "--min-p");
+  expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --stop ''"), "--stop");
 }
 
 pid_t spawn_gpt(const std::string& args) {
