@@ -8,6 +8,7 @@
 #include "gpt/kernels/attention.h"
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/kernels/embedding.h"
+#include "gpt/kernels/gelu.h"
 #include "gpt/kernels/layernorm.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/rng.h"
@@ -35,6 +36,17 @@ TEST(Sinusoidal, MatchesTheFormula) {
   }
   EXPECT_FLOAT_EQ(table[0], 0.0f);  // sin(0)
   EXPECT_FLOAT_EQ(table[1], 1.0f);  // cos(0)
+}
+
+TEST(Gelu, FastTanhIsAccurate) {
+  double worst = 0;
+  for (int i = -200000; i <= 200000; ++i) {
+    const float u = static_cast<float>(i) * 1e-4f;  // [-20, 20]
+    worst = std::max(worst, std::abs(static_cast<double>(gelu_tanh_approx_for_test(u)) - std::tanh(static_cast<double>(u))));
+  }
+  EXPECT_LT(worst, 2e-7);
+  EXPECT_EQ(gelu_tanh_approx_for_test(1000.0f), 1.0f);
+  EXPECT_EQ(gelu_tanh_approx_for_test(-1000.0f), -1.0f);
 }
 
 TEST(Attention, RowsAreCausalDistributions) {

@@ -1,4 +1,5 @@
 #include "gpt/kernels/attention.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <omp.h>
 
@@ -9,7 +10,7 @@
 
 namespace gpt {
 
-void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
+GPT_MULTIVERSION void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
                        int64_t C, int64_t NH) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -50,7 +51,7 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
   }
 }
 
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+GPT_MULTIVERSION void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
                         int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch,
                         int scratch_threads) {
   const int64_t hs = C / NH, C3 = 3 * C;
@@ -107,7 +108,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 
 namespace gpt {
 
-void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
+GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                               int64_t NH, float* scratch, int scratch_threads, float* probs) {
   const int64_t hs = C / NH, ctx = p0 + n;

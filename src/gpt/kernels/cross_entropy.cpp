@@ -1,4 +1,5 @@
 #include "gpt/kernels/cross_entropy.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +10,7 @@
 
 namespace gpt {
 
-float log_sum_exp(const float* row, int64_t V) {
+GPT_MULTIVERSION float log_sum_exp(const float* row, int64_t V) {
   float maxval = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < V; ++i) maxval = std::max(maxval, row[i]);
   float sum = 0.0f;
@@ -35,7 +36,7 @@ float cross_entropy_forward(float* losses, float* lse, const float* logits,
   return static_cast<float>(total / static_cast<double>(N));
 }
 
-void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
+GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
                                     int64_t N, int64_t V, float dloss) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {

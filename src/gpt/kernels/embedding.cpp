@@ -1,4 +1,5 @@
 #include "gpt/kernels/embedding.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <omp.h>
 
@@ -7,7 +8,7 @@
 
 namespace gpt {
 
-void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* pos,
+GPT_MULTIVERSION void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* pos,
                        int64_t B, int64_t T, int64_t C) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
@@ -21,7 +22,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
   }
 }
 
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+GPT_MULTIVERSION void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
                         int64_t B, int64_t T, int64_t C) {
   // Several positions may hold the same token, so threads split the channels (not
   // the positions): no atomics, and a fixed summation order.

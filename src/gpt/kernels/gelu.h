@@ -6,6 +6,8 @@
 namespace gpt {
 
 void gelu_forward(float* out, const float* inp, int64_t n);
+// The vectorisable tanh the kernels use (exposed so a test can measure its error).
+float gelu_tanh_approx_for_test(float u);
 // dinp = gelu'(inp) * dout (overwrites dinp; dinp may alias dout).
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 

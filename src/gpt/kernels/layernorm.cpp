@@ -1,4 +1,5 @@
 #include "gpt/kernels/layernorm.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <omp.h>
 
@@ -7,7 +8,7 @@
 
 namespace gpt {
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+GPT_MULTIVERSION void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
@@ -28,7 +29,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
   }
 }
 
-void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int64_t N, int64_t C) {
   // Pass 1, rows in parallel: the input gradient.

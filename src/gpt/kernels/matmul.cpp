@@ -1,4 +1,5 @@
 #include "gpt/kernels/matmul.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <omp.h>
 
@@ -45,7 +46,7 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
   gemm(false, false, N, OC, C, 1.0f, inp, C, weight, OC, beta, out, OC);
 }
 
-void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {
+GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {
   // Each thread owns a contiguous range of columns, so there are no races and the
   // summation order does not depend on scheduling.
 #pragma omp parallel

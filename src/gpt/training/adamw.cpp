@@ -1,4 +1,5 @@
 #include "gpt/training/adamw.h"
+#include "gpt/kernels/dispatch.h"
 
 #include <cmath>
 
@@ -12,7 +13,7 @@ AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config)
   }
 }
 
-void AdamW::step(float* params, const float* grads, float lr) {
+GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
   ++t_;
   const float b1 = config_.beta1, b2 = config_.beta2, eps = config_.eps;
   const float bc1 = 1.0f - std::pow(b1, static_cast<float>(t_));
@@ -35,7 +36,7 @@ void AdamW::step(float* params, const float* grads, float lr) {
   }
 }
 
-float global_norm(const float* x, size_t n) {
+GPT_MULTIVERSION float global_norm(const float* x, size_t n) {
   double sum = 0.0;
   const auto len = static_cast<int64_t>(n);
 #pragma omp parallel for simd schedule(static) reduction(+ : sum)
