@@ -1,5 +1,6 @@
 #include "gpt/kernels/attention.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/fast_math.h"
 
 #include <omp.h>
 
@@ -30,8 +31,9 @@ GPT_MULTIVERSION void attention_forward(float* out, float* att, const float* qkv
           maxval = std::max(maxval, row[t2]);
         }
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t t2 = 0; t2 <= t; ++t2) {
-          row[t2] = std::exp(row[t2] - maxval);
+          row[t2] = exp_nonpositive(row[t2] - maxval);
           sum += row[t2];
         }
         const float inv = 1.0f / sum;
@@ -132,8 +134,9 @@ GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64
         maxval = std::max(maxval, row[t]);
       }
       float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
       for (int64_t t = 0; t <= last; ++t) {
-        row[t] = std::exp(row[t] - maxval);
+        row[t] = exp_nonpositive(row[t] - maxval);
         sum += row[t];
       }
       const float inv = 1.0f / sum;

@@ -1,5 +1,6 @@
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/fast_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +15,8 @@ GPT_MULTIVERSION float log_sum_exp(const float* row, int64_t V) {
   float maxval = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < V; ++i) maxval = std::max(maxval, row[i]);
   float sum = 0.0f;
-  for (int64_t i = 0; i < V; ++i) sum += std::exp(row[i] - maxval);
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < V; ++i) sum += exp_nonpositive(row[i] - maxval);
   return maxval + std::log(sum);
 }
 
@@ -43,7 +45,10 @@ GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float*
     float* row = logits + r * V;
     const float l = lse[r];
 #pragma omp simd
-    for (int64_t i = 0; i < V; ++i) row[i] = std::exp(row[i] - l) * dloss;
+    for (int64_t i = 0; i < V; ++i) {
+      const float z = row[i] - l;  // <= 0 up to rounding, since l >= max
+      row[i] = exp_nonpositive(z < 0.0f ? z : 0.0f) * dloss;
+    }
     row[targets[r]] -= dloss;
   }
 }
