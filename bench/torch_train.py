@@ -121,7 +121,8 @@ def main():
     with torch.no_grad():
         model.eval()
         val_loss = sum(model(*batch("val")).item() for _ in range(a.eval_iters)) / a.eval_iters
-    print(json.dumps({"seconds": seconds, "tokens_per_sec": a.max_iters * B * T / seconds,
+    blas = sorted({l.split()[-1] for l in open("/proc/self/maps") if "blas" in l.lower() and "/" in l})
+    print(json.dumps({"blas": blas, "seconds": seconds, "tokens_per_sec": a.max_iters * B * T / seconds,
                       "loss": loss.item(), "val_loss": val_loss}))
 
 

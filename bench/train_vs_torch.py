@@ -39,9 +39,7 @@ def main():
                                 "--threads", str(a.threads)] + config,
                                check=True, capture_output=True, text=True, env=env)
     theirs = json.loads(torch_run.stdout.strip().splitlines()[-1])
-    blas = subprocess.run(["/usr/bin/python3", "-c", "import torch; print(torch.__config__.show())"],
-                          capture_output=True, text=True, env=env).stdout
-    blas_line = next((l.strip() for l in blas.splitlines() if "BLAS_INFO" in l or "LAPACK" in l), "unknown BLAS")
+    blas_line = "BLAS " + ", ".join(theirs.get("blas", [])) or "unknown BLAS"
 
     print(f"config: {' '.join(config)}, {a.threads} threads; PyTorch: {blas_line}, OPENBLAS_CORETYPE=SkylakeX")
     print(f"{'':10} {'seconds':>9} {'tokens/s':>10} {'train loss':>11} {'val loss':>9}")
