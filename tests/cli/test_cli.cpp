@@ -94,6 +94,11 @@ TEST_F(Cli, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   EXPECT_EQ(cfg["n_embd"], 8);
   EXPECT_EQ(cfg["n_positions"], 8);
 
+  // A flag given twice takes the last value (scripts append overrides).
+  r = run_gpt("train --data " + data() + " --out " + (dir / "d").string() + " " + tiny() + " --max-iters 9 --max-iters 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["steps"], 3);
+
   write_file_atomic(dir / "bad.json", R"({"n-layers": 2})");
   expect_one_line_error(run_gpt("train --config " + (dir / "bad.json").string() + " --data " + data()), "n-layers");
   write_file_atomic(dir / "broken.json", "{\"n-layer\": ");
@@ -194,6 +199,15 @@ TEST_F(Cli, GenerationRejectsAPromptLongerThanTheContext) {
                         "the prompt is 40 tokens but the model's context is 16");
   expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --min-p 1.5"), "--min-p");
   expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --stop ''"), "--stop");
+  // --stop is repeatable: every string counts.
+  const auto all = run_gpt("generate --model " + m + " --prompt 'In' --max-tokens 40 --greedy");
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  const std::string cont = all.out.substr(2, 38);  // the generated text
+  const std::string s1 = cont.substr(20, 2), s2 = cont.substr(8, 2);
+  const auto stopped = run_gpt("generate --model " + m + " --prompt 'In' --max-tokens 40 --greedy --stop '" + s1 +
+                               "' --stop '" + s2 + "'");
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_EQ(stopped.out, "In" + cont.substr(0, std::min(cont.find(s1), cont.find(s2))) + "\n");
 }
 
 pid_t spawn_gpt(const std::string& args) {

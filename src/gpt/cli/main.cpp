@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   CLI::App app{"gpt.cpp: train, evaluate and run GPT language models", "gpt"};
   app.require_subcommand(1, 1);
   app.set_version_flag("--version", "gpt.cpp 0.1.0");
+  // A flag given twice takes its last value, so scripts can append overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<gpt::cli::Command> commands = {
       gpt::cli::add_train_command(app),
       gpt::cli::add_eval_command(app),

@@ -18,7 +18,8 @@ inline void add_sampling_flags(CLI::App* app, GenerateOptions& g) {
   app->add_option("--presence-penalty", g.sampling.presence_penalty, "Subtract from logits of tokens seen")->capture_default_str();
   app->add_option("--frequency-penalty", g.sampling.frequency_penalty, "Subtract per occurrence of a token seen")->capture_default_str();
   app->add_option("--seed", g.seed, "Sampling seed (same seed, same text)")->capture_default_str();
-  app->add_option("--stop", g.stop, "Stop when this text appears (repeatable; not printed)");
+  app->add_option("--stop", g.stop, "Stop when this text appears (repeatable; not printed)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
 }  // namespace gpt::cli
