@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "gpt/model/config.h"
+
 namespace gpt::testing {
 
 inline std::filesystem::path source_dir() { return GPT_SOURCE_DIR; }
@@ -18,6 +20,19 @@ inline std::filesystem::path fixture(const std::string& name) { return source_di
 // ../shared/data beside the checkout (present on developer machines and in CI).
 inline std::filesystem::path shared_data(const std::string& name) {
   return source_dir().parent_path() / "shared" / "data" / name;
+}
+
+// A model shape for tests: vocab, context, layers, heads, width.
+inline ModelConfig model_config(int vocab, int block, int layers, int heads, int width,
+                                PositionEncoding pe = PositionEncoding::kLearned) {
+  ModelConfig c;
+  c.vocab_size = vocab;
+  c.block_size = block;
+  c.n_layer = layers;
+  c.n_head = heads;
+  c.n_embd = width;
+  c.position_encoding = pe;
+  return c;
 }
 
 // A fresh directory under /tmp, removed when the object goes away.

@@ -189,8 +189,9 @@ def make_fixture(name, c):
     out["grad_norms"] = torch.tensor(norms, dtype=torch.float64)
     for k, v in p.items():
         out[f"step3.{k}"] = v.detach().clone()
-    cfg = {k: c[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd",
-                             "position_encoding", "tie_word_embeddings")}
+    # Hugging Face GPT-2 config keys, as gpt.cpp's config.json uses them.
+    cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding", "tie_word_embeddings")}
+    cfg["n_positions"] = c["block_size"]
     meta = {"config": json.dumps(cfg), "lrs": json.dumps(LRS), "betas": json.dumps(list(BETAS)),
             "eps": repr(EPS), "weight_decay": repr(WEIGHT_DECAY), "grad_clip": repr(clip),
             "torch_version": torch.__version__}

@@ -5,6 +5,7 @@
 #include "gpt/model/gpt.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/util/utf8.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -12,13 +13,7 @@ namespace {
 struct Fixture {
   Fixture() : model(make_config()) { model.init_weights(11); }
   static ModelConfig make_config() {
-    ModelConfig c;
-    c.vocab_size = 256;
-    c.block_size = 32;
-    c.n_layer = 1;
-    c.n_head = 2;
-    c.n_embd = 16;
-    return c;
+    return testing::model_config(256, 32, 1, 2, 16);
   }
   GPT model;
   std::unique_ptr<Tokenizer> bytes = make_byte_tokenizer();

@@ -19,14 +19,7 @@ namespace {
 constexpr double kCacheTol = 2e-5;
 
 ModelConfig config(PositionEncoding pe, int block = 16) {
-  ModelConfig c;
-  c.vocab_size = 23;
-  c.block_size = block;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_embd = 32;
-  c.position_encoding = pe;
-  return c;
+  return testing::model_config(23, block, 2, 4, 32, pe);
 }
 
 void randomize(GPT& model, uint64_t seed) {
@@ -89,16 +82,7 @@ INSTANTIATE_TEST_SUITE_P(Positions, KvCache, ::testing::Values(PositionEncoding:
 TEST(KvCache, GreedyDecodingMatchesPyTorch) {
   for (const std::string name : {"tiny_learned_tied", "tiny_sinusoidal_untied"}) {
     const auto f = SafetensorsFile::load(testing::fixture(name + ".safetensors"));
-    const auto cj = nlohmann::json::parse(f.metadata().at("config"));
-    ModelConfig c;
-    c.vocab_size = cj["vocab_size"];
-    c.block_size = cj["block_size"];
-    c.n_layer = cj["n_layer"];
-    c.n_head = cj["n_head"];
-    c.n_embd = cj["n_embd"];
-    c.position_encoding = parse_position_encoding(cj["position_encoding"]);
-    c.tie_word_embeddings = cj["tie_word_embeddings"];
-    GPT model(c);
+    GPT model(ModelConfig::from_json(nlohmann::json::parse(f.metadata().at("config"))));
     for (const TensorInfo& t : model.layout().tensors())
       f.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
     std::vector<int32_t> prompt(4), expected(12);

@@ -17,13 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 
 ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 5;
-  c.block_size = 8;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 8;
-  return c;
+  return testing::model_config(5, 8, 2, 2, 8);
 }
 
 TEST(Checkpoint, SaveThenLoadGivesTheSameModelAndOptimizer) {

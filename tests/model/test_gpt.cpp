@@ -24,13 +24,7 @@ namespace gpt {
 namespace {
 
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 11;
-  c.block_size = 8;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 8;
-  return c;
+  return testing::model_config(11, 8, 2, 2, 8);
 }
 
 std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {

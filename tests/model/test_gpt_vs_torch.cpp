@@ -34,14 +34,7 @@ struct Fixture {
 
 Fixture load_fixture(const std::string& name) {
   Fixture f{SafetensorsFile::load(testing::fixture(name + ".safetensors")), {}, 0, 0, {}, {}};
-  const auto c = nlohmann::json::parse(f.file.metadata().at("config"));
-  f.config.vocab_size = c["vocab_size"];
-  f.config.block_size = c["block_size"];
-  f.config.n_layer = c["n_layer"];
-  f.config.n_head = c["n_head"];
-  f.config.n_embd = c["n_embd"];
-  f.config.position_encoding = parse_position_encoding(c["position_encoding"]);
-  f.config.tie_word_embeddings = c["tie_word_embeddings"];
+  f.config = ModelConfig::from_json(nlohmann::json::parse(f.file.metadata().at("config")));
   const auto& shape = f.file.entry("tokens").shape;
   f.B = shape[0];
   f.T = shape[1];

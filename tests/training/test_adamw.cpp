@@ -7,6 +7,7 @@
 #include "gpt/model/gpt.h"
 #include "gpt/training/adamw.h"
 #include "gpt/training/lr_schedule.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -23,13 +24,7 @@ TEST(LrSchedule, WarmupThenCosineToTheMinimum) {
 }
 
 TEST(AdamW, DecaysMatricesButNotBiasesOrNorms) {
-  ModelConfig c;
-  c.vocab_size = 4;
-  c.block_size = 4;
-  c.n_layer = 1;
-  c.n_head = 1;
-  c.n_embd = 4;
-  GPT model(c);
+  GPT model(testing::model_config(4, 4, 1, 1, 4));
   model.params.assign(model.params.size(), 1.0f);
   std::vector<float> zero_grads(model.params.size(), 0.0f);
   AdamW opt(model.layout(), {0.9f, 0.95f, 1e-8f, 0.5f});
@@ -42,13 +37,7 @@ TEST(AdamW, DecaysMatricesButNotBiasesOrNorms) {
 
 TEST(AdamW, FirstStepMovesEachParameterByTheLearningRate) {
   // With bias correction, step 1 is p -= lr * g / (|g| + eps): a move of lr.
-  ModelConfig c;
-  c.vocab_size = 3;
-  c.block_size = 2;
-  c.n_layer = 1;
-  c.n_head = 1;
-  c.n_embd = 2;
-  const ParameterLayout layout(c);
+  const ParameterLayout layout(testing::model_config(3, 2, 1, 1, 2));
   std::vector<float> p(layout.total(), 0.0f), g(layout.total());
   for (size_t i = 0; i < g.size(); ++i) g[i] = (i % 2 ? 1.0f : -1.0f) * static_cast<float>(i + 1);
   AdamW opt(layout, {0.9f, 0.99f, 1e-8f, 0.0f});

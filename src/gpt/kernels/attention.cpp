@@ -10,6 +10,40 @@
 #include <limits>
 
 namespace gpt {
+namespace {
+
+// One query against keys 0 .. n_keys-1: row <- softmax(q . k / sqrt(hs)) (the
+// attention weights), out (hs) <- sum_t row[t] v_t. Keys and values are rows of
+// `hs` floats, `stride` floats apart. Shared by training and the KV-cache path.
+inline void attend_one_query(float* out, float* row, const float* q, const float* keys, const float* values,
+                             int64_t stride, int64_t n_keys, int64_t hs, float scale) {
+  float maxval = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n_keys; ++t) {
+    const float* k = keys + t * stride;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < hs; ++i) dot += q[i] * k[i];
+    row[t] = dot * scale;
+    maxval = std::max(maxval, row[t]);
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n_keys; ++t) {
+    row[t] = exp_nonpositive(row[t] - maxval);
+    sum += row[t];
+  }
+  const float inv = 1.0f / sum;
+  std::memset(out, 0, sizeof(float) * static_cast<size_t>(hs));
+  for (int64_t t = 0; t < n_keys; ++t) {
+    row[t] *= inv;
+    const float a = row[t];
+    const float* v = values + t * stride;
+#pragma omp simd
+    for (int64_t i = 0; i < hs; ++i) out[i] += a * v[i];
+  }
+}
+
+}  // namespace
 
 GPT_MULTIVERSION void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
                        int64_t C, int64_t NH) {
@@ -20,34 +54,10 @@ GPT_MULTIVERSION void attention_forward(float* out, float* att, const float* qkv
     for (int64_t h = 0; h < NH; ++h) {
       for (int64_t t = 0; t < T; ++t) {
         const float* q = qkv + (b * T + t) * C3 + h * hs;
+        const float* keys = qkv + b * T * C3 + C + h * hs;
         float* row = att + ((b * NH + h) * T + t) * T;
-        float maxval = -std::numeric_limits<float>::infinity();
-        for (int64_t t2 = 0; t2 <= t; ++t2) {
-          const float* k = qkv + (b * T + t2) * C3 + C + h * hs;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < hs; ++i) dot += q[i] * k[i];
-          row[t2] = dot * scale;
-          maxval = std::max(maxval, row[t2]);
-        }
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t t2 = 0; t2 <= t; ++t2) {
-          row[t2] = exp_nonpositive(row[t2] - maxval);
-          sum += row[t2];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t t2 = 0; t2 <= t; ++t2) row[t2] *= inv;
+        attend_one_query(out + (b * T + t) * C + h * hs, row, q, keys, keys + C, C3, t + 1, hs, scale);
         for (int64_t t2 = t + 1; t2 < T; ++t2) row[t2] = 0.0f;  // the causal mask
-
-        float* o = out + (b * T + t) * C + h * hs;
-        std::memset(o, 0, sizeof(float) * static_cast<size_t>(hs));
-        for (int64_t t2 = 0; t2 <= t; ++t2) {
-          const float* v = qkv + (b * T + t2) * C3 + 2 * C + h * hs;
-          const float a = row[t2];
-#pragma omp simd
-          for (int64_t i = 0; i < hs; ++i) o[i] += a * v[i];
-        }
       }
     }
   }
@@ -106,51 +116,19 @@ GPT_MULTIVERSION void attention_backward(float* dqkv, const float* dout, const f
   }
 }
 
-}  // namespace gpt
-
-namespace gpt {
-
 GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
-                              const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
-                              int64_t NH, float* scratch, int scratch_threads, float* probs) {
-  const int64_t hs = C / NH, ctx = p0 + n;
+                                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n,
+                                               int64_t C, int64_t NH, float* scratch, int scratch_threads) {
+  const int64_t hs = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const int threads = std::max(1, std::min(omp_get_max_threads(), scratch_threads));
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int64_t h = 0; h < NH; ++h) {
     for (int64_t i = 0; i < n; ++i) {
       float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * capacity;
-      const float* qi = q + i * q_stride + h * hs;
-      const float* K = k_cache + h * capacity * hs;
-      const float* Vc = v_cache + h * capacity * hs;
-      const int64_t last = p0 + i;  // causal: positions 0 .. last
-      float maxval = -std::numeric_limits<float>::infinity();
-      for (int64_t t = 0; t <= last; ++t) {
-        const float* k = K + t * hs;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < hs; ++c) dot += qi[c] * k[c];
-        row[t] = dot * scale;
-        maxval = std::max(maxval, row[t]);
-      }
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t t = 0; t <= last; ++t) {
-        row[t] = exp_nonpositive(row[t] - maxval);
-        sum += row[t];
-      }
-      const float inv = 1.0f / sum;
-      float* o = out + i * C + h * hs;
-      std::memset(o, 0, sizeof(float) * static_cast<size_t>(hs));
-      for (int64_t t = 0; t <= last; ++t) {
-        const float a = row[t] * inv;
-        const float* v = Vc + t * hs;
-#pragma omp simd
-        for (int64_t c = 0; c < hs; ++c) o[c] += a * v[c];
-        if (probs) probs[(h * n + i) * ctx + t] = a;
-      }
-      if (probs)
-        for (int64_t t = last + 1; t < ctx; ++t) probs[(h * n + i) * ctx + t] = 0.0f;
+      // causal: the query at position p0 + i sees positions 0 .. p0 + i
+      attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, k_cache + h * capacity * hs,
+                       v_cache + h * capacity * hs, hs, p0 + i + 1, hs, scale);
     }
   }
 }

@@ -17,17 +17,12 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch,
                         int scratch_threads);
 
-}  // namespace gpt
-
-namespace gpt {
-
 // Inference with a KV cache: n new tokens at positions p0 .. p0+n-1 attend to the
 // cached keys/values of positions 0 .. their own. q (n, q_stride) holds the new
 // queries (head h at channels [h*hs, (h+1)*hs)); k_cache and v_cache are
 // (NH, capacity, hs) and already hold positions 0 .. p0+n-1. out (n, C).
-// probs, if not null, receives the softmax weights (NH, n, p0+n) for inspection.
 void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
-                              int64_t NH, float* scratch, int scratch_threads, float* probs = nullptr);
+                              int64_t NH, float* scratch, int scratch_threads);
 
 }  // namespace gpt
