@@ -1,8 +1,8 @@
 // Learning quality: nanoGPT's CPU configuration on Tiny Shakespeare (characters,
 // 90/10 split, 4 layers, 4 heads, width 128, block 64, batch 12, 2000 steps,
 // lr 1e-3 warmup 100 cosine to 1e-4, betas 0.9/0.99, clip 1.0) must reach a
-// validation loss of at most 1.90 (nanoGPT reports about 1.88). About two
-// minutes on 2 cores; measured 2026-11-28: val loss 1.8952 in 120 s.
+// validation loss of at most 1.90 (nanoGPT reports about 1.88). About a
+// minute on 2 cores; measured 2026-11-28: val loss 1.8952 in 49 s.
 #include <gtest/gtest.h>
 
 #include <cstdio>
