@@ -2,7 +2,7 @@
 # Installs the Debian packages gpt.cpp needs to build and test (and, with --demo,
 # the default corpus). Skips apt-get when everything is already there.
 set -euo pipefail
-packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libpugixml-dev)
+packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libpugixml-dev libutf8proc-dev)
 if [[ "${1:-}" == "--demo" ]]; then packages+=(bible-kjv); fi
 
 missing=()

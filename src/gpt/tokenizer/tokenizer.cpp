@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gpt/tokenizer/bpe.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/utf8.h"
@@ -128,12 +129,36 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
     }
     return std::make_unique<CharTokenizer>(std::move(chars));
   }
-  throw Error("unknown tokenizer type '" + type + "' (expected char or byte)");
+  if (type == "bpe") {
+    check(j.contains("vocab") && j["vocab"].is_object() && j.contains("merges") && j["merges"].is_array(),
+          "bpe tokenizer file needs \"vocab\" and \"merges\"");
+    std::unordered_map<std::string, int32_t> vocab;
+    for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) {
+      check(it.value().is_number_integer(), "bpe tokenizer: id of '" + it.key() + "' is not an integer");
+      vocab.emplace(it.key(), it.value().get<int32_t>());
+    }
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (const auto& m : j["merges"]) {
+      check(m.is_string(), "bpe tokenizer: merges must be strings \"left right\"");
+      const std::string s = m.get<std::string>();
+      const size_t sp = s.find(' ');
+      check(sp != std::string::npos && sp > 0 && sp + 1 < s.size(), "bpe tokenizer: malformed merge '" + s + "'");
+      merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    }
+    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges));
+  }
+  throw Error("unknown tokenizer type '" + type + "' (expected char, byte or bpe)");
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
   std::filesystem::path file = path;
-  if (std::filesystem::is_directory(path)) file = path / kTokenizerFileName;
+  if (std::filesystem::is_directory(path)) {
+    // GPT-2's own files (encoder.json + vocab.bpe), e.g. ../shared/data/gpt2
+    if (!std::filesystem::exists(path / kTokenizerFileName) && std::filesystem::exists(path / "encoder.json")) {
+      return BpeTokenizer::load_gpt2(path / "encoder.json", path / "vocab.bpe");
+    }
+    file = path / kTokenizerFileName;
+  }
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_text_file(file));

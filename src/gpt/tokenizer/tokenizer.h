@@ -1,8 +1,8 @@
 // Tokenizers turn text into token ids and back. Two simple ones live here:
 //   char: one token per Unicode character seen in the training text (nanoGPT's
 //         shakespeare_char), vocabulary sorted by code point;
-//   byte: one token per byte value (vocab 256), works on any input.
-// Byte-level BPE plugs in behind the same interface. A tokenizer is saved next to
+//   byte: one token per byte value (vocab 256), works on any input;
+//   bpe:  byte-level BPE (bpe.h), e.g. GPT-2's vocabulary. A tokenizer is saved next to
 // the model as tokenizer.gpt.json.
 #pragma once
 #include <cstdint>
@@ -38,7 +38,8 @@ std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j);
 
-// `path` is a tokenizer.gpt.json file or a directory holding one.
+// `path` is a tokenizer.gpt.json file, a directory holding one, or a directory
+// with GPT-2's encoder.json + vocab.bpe.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 void save_tokenizer(const Tokenizer& tokenizer, const std::filesystem::path& file);
 

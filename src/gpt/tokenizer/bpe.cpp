@@ -1,0 +1,249 @@
+#include "gpt/tokenizer/bpe.h"
+
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+#include "gpt/util/utf8.h"
+
+namespace gpt {
+namespace {
+
+enum class CharClass { kLetter, kNumber, kSpace, kOther };
+
+// Decodes the character at text[i] (or one invalid byte). Sets its length.
+CharClass classify(std::string_view text, size_t i, size_t* len, char32_t* cp) {
+  utf8proc_int32_t c = -1;
+  const utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data() + i),
+                                              static_cast<utf8proc_ssize_t>(text.size() - i), &c);
+  if (n <= 0 || c < 0) {
+    *len = 1;
+    *cp = 0xFFFFFFFF;
+    return CharClass::kOther;
+  }
+  *len = static_cast<size_t>(n);
+  *cp = static_cast<char32_t>(c);
+  // \s of Python's `regex` module, which GPT-2's encoder uses.
+  switch (c) {
+    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x1C: case 0x1D: case 0x1E: case 0x1F:
+    case 0x20: case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
+    case 0x3000:
+      return CharClass::kSpace;
+    default:
+      if (c >= 0x2000 && c <= 0x200A) return CharClass::kSpace;
+  }
+  switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
+      return CharClass::kLetter;
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+      return CharClass::kNumber;
+    default:
+      return CharClass::kOther;
+  }
+}
+
+uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+
+}  // namespace
+
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  const size_t n = text.size();
+  // Classes of every character up front: the rules below look ahead.
+  std::vector<size_t> start;
+  std::vector<CharClass> cls;
+  std::vector<char32_t> cps;
+  for (size_t i = 0; i < n;) {
+    size_t len;
+    char32_t cp;
+    cls.push_back(classify(text, i, &len, &cp));
+    cps.push_back(cp);
+    start.push_back(i);
+    i += len;
+  }
+  start.push_back(n);
+  const size_t m = cls.size();
+  auto run_of = [&](size_t k, CharClass c) {
+    while (k < m && cls[k] == c) ++k;
+    return k;
+  };
+  for (size_t k = 0; k < m;) {
+    size_t end = k;
+    // 's 't 're 've 'm 'll 'd (case-sensitive, as GPT-2)
+    if (cps[k] == U'\'' && k + 1 < m) {
+      const char32_t a = cps[k + 1], b = k + 2 < m ? cps[k + 2] : 0;
+      if (a == U's' || a == U't' || a == U'm' || a == U'd') end = k + 2;
+      else if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) end = k + 3;
+    }
+    if (end == k) {
+      const size_t body = (cps[k] == U' ' && k + 1 < m && cls[k + 1] != CharClass::kSpace) ? k + 1 : k;
+      const CharClass c = cls[body];
+      if (c == CharClass::kLetter || c == CharClass::kNumber) {
+        end = run_of(body, c);  //  ?\p{L}+ and  ?\p{N}+
+      } else if (c == CharClass::kOther) {
+        end = run_of(body, CharClass::kOther);  //  ?[^\s\p{L}\p{N}]+
+      } else {
+        // \s+(?!\S): the whitespace run, less its last character when a
+        // non-space follows (that space goes with the next piece); else \s+.
+        const size_t run_end = run_of(k, CharClass::kSpace);
+        end = (run_end < m && run_end - k > 1) ? run_end - 1 : run_end;
+      }
+    }
+    pieces.push_back(text.substr(start[k], start[end] - start[k]));
+    k = end;
+  }
+  return pieces;
+}
+
+const std::vector<std::string>& gpt2_byte_to_unicode() {
+  static const std::vector<std::string> table = [] {
+    std::vector<std::string> t(256);
+    int extra = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      append_utf8(t[static_cast<size_t>(b)], printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++));
+    }
+    return t;
+  }();
+  return table;
+}
+
+BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
+                           std::vector<std::pair<std::string, std::string>> merges)
+    : merges_(std::move(merges)) {
+  check(!vocab.empty(), "BPE vocabulary is empty");
+  int32_t max_id = -1;
+  for (const auto& [tok, id] : vocab) {
+    check(id >= 0 && id < (1 << 24), "BPE token id " + std::to_string(id) + " out of range");
+    max_id = std::max(max_id, id);
+  }
+  token_strings_.assign(static_cast<size_t>(max_id) + 1, "");
+  token_bytes_.assign(static_cast<size_t>(max_id) + 1, "");
+  // Inverse of the byte alphabet: code point -> byte.
+  std::unordered_map<char32_t, uint8_t> byte_of;
+  const auto& b2u = gpt2_byte_to_unicode();
+  for (int b = 0; b < 256; ++b) byte_of[decode_utf8(b2u[static_cast<size_t>(b)], "byte alphabet")[0]] = static_cast<uint8_t>(b);
+  std::vector<bool> seen(token_strings_.size(), false);
+  for (const auto& [tok, id] : vocab) {
+    check(!seen[static_cast<size_t>(id)], "BPE vocabulary uses id " + std::to_string(id) + " twice");
+    seen[static_cast<size_t>(id)] = true;
+    token_strings_[static_cast<size_t>(id)] = tok;
+    std::string bytes;
+    for (char32_t cp : decode_utf8(tok, "BPE token")) {
+      auto it = byte_of.find(cp);
+      // Characters outside the byte alphabet (in some special tokens) stand for themselves.
+      if (it == byte_of.end()) append_utf8(bytes, cp);
+      else bytes += static_cast<char>(it->second);
+    }
+    token_bytes_[static_cast<size_t>(id)] = bytes;
+  }
+  check(std::all_of(seen.begin(), seen.end(), [](bool s) { return s; }), "BPE vocabulary ids are not contiguous");
+  for (int b = 0; b < 256; ++b) {
+    auto it = vocab.find(b2u[static_cast<size_t>(b)]);
+    check(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
+    byte_id_[b] = it->second;
+  }
+  for (size_t r = 0; r < merges_.size(); ++r) {
+    const auto& [a, b] = merges_[r];
+    auto ia = vocab.find(a), ib = vocab.find(b), im = vocab.find(a + b);
+    check(ia != vocab.end() && ib != vocab.end() && im != vocab.end(),
+          "merge " + std::to_string(r + 1) + " ('" + a + "' '" + b + "') names a token not in the vocabulary");
+    merge_of_.emplace(pair_key(ia->second, ib->second), std::make_pair(static_cast<int32_t>(r), im->second));
+  }
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::path& encoder_json,
+                                                      const std::filesystem::path& vocab_bpe) {
+  std::unordered_map<std::string, int32_t> vocab;
+  try {
+    const auto j = nlohmann::json::parse(read_text_file(encoder_json));
+    check(j.is_object(), encoder_json.string() + " must hold a JSON object of token -> id");
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      check(it.value().is_number_integer(), encoder_json.string() + ": id of '" + it.key() + "' is not an integer");
+      vocab.emplace(it.key(), it.value().get<int32_t>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(encoder_json.string() + " is not valid JSON: " + e.what());
+  }
+  std::vector<std::pair<std::string, std::string>> merges;
+  const std::string text = read_text_file(vocab_bpe);
+  size_t line_no = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t sp = line.find(' ');
+    check(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
+          vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
+    merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+  }
+  try {
+    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges));
+  } catch (const Error& e) {
+    throw Error(vocab_bpe.string() + ": " + e.what());
+  }
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  if (auto it = cache_.find(std::string(piece)); it != cache_.end()) {
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return;
+  }
+  std::vector<int32_t> ids(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) ids[i] = byte_id_[static_cast<unsigned char>(piece[i])];
+  // Merge the lowest-ranked adjacent pair until none is in the merge list.
+  while (ids.size() > 1) {
+    int32_t best_rank = std::numeric_limits<int32_t>::max(), merged = -1;
+    size_t best = 0;
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      auto it = merge_of_.find(pair_key(ids[i], ids[i + 1]));
+      if (it != merge_of_.end() && it->second.first < best_rank) {
+        best_rank = it->second.first;
+        merged = it->second.second;
+        best = i;
+      }
+    }
+    if (merged < 0) break;
+    // Merge every occurrence of this pair, left to right (as GPT-2's bpe()).
+    const int32_t a = ids[best], b = ids[best + 1];
+    size_t w = 0;
+    for (size_t i = 0; i < ids.size();) {
+      if (i + 1 < ids.size() && ids[i] == a && ids[i + 1] == b) {
+        ids[w++] = merged;
+        i += 2;
+      } else {
+        ids[w++] = ids[i++];
+      }
+    }
+    ids.resize(w);
+  }
+  out.insert(out.end(), ids.begin(), ids.end());
+  if (cache_.size() < 100000) cache_.emplace(std::string(piece), std::move(ids));
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 1);
+  for (std::string_view piece : gpt2_pretokenize(text)) encode_piece(piece, out);
+  return out;
+}
+
+nlohmann::json BpeTokenizer::to_json() const {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (size_t i = 0; i < token_strings_.size(); ++i) vocab[token_strings_[i]] = i;
+  nlohmann::json merges = nlohmann::json::array();
+  for (const auto& [a, b] : merges_) merges.push_back(a + " " + b);
+  return {{"type", "bpe"}, {"vocab", vocab}, {"merges", merges}};
+}
+
+}  // namespace gpt

@@ -1,0 +1,54 @@
+// Byte-level BPE as GPT-2 does it: text is split into pieces by GPT-2's
+// pre-tokenization pattern (contractions, letters, numbers, other symbols,
+// whitespace runs; Unicode categories from utf8proc), each piece's bytes are
+// mapped to GPT-2's printable byte alphabet, and adjacent symbols are merged in
+// the order of the merge list (lowest rank first) until no listed pair is left.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "gpt/tokenizer/tokenizer.h"
+
+namespace gpt {
+
+// GPT-2's pre-tokenization: the byte ranges of the pieces of `text`, by the pattern
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// Invalid UTF-8 bytes are treated as symbols of their own (category "other").
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
+
+// GPT-2's bijection between bytes and printable Unicode characters (as UTF-8).
+const std::vector<std::string>& gpt2_byte_to_unicode();
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  // vocab: token string (in GPT-2's byte alphabet) -> id; merges: pairs in rank order.
+  BpeTokenizer(std::unordered_map<std::string, int32_t> vocab, std::vector<std::pair<std::string, std::string>> merges);
+
+  // GPT-2's files: encoder.json (token -> id) and vocab.bpe (merges).
+  static std::unique_ptr<BpeTokenizer> load_gpt2(const std::filesystem::path& encoder_json,
+                                                 const std::filesystem::path& vocab_bpe);
+
+  std::string type() const override { return "bpe"; }
+  int vocab_size() const override { return static_cast<int>(token_bytes_.size()); }
+  // Special tokens such as <|endoftext|> are encoded as plain text here.
+  std::vector<int32_t> encode(std::string_view text) const override;
+  std::string token_bytes(int32_t id) const override { return token_bytes_.at(static_cast<size_t>(id)); }
+  nlohmann::json to_json() const override;
+
+ private:
+  void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+
+  std::vector<std::string> token_bytes_;                 // id -> raw bytes
+  std::vector<std::string> token_strings_;               // id -> GPT-2 alphabet string (for saving)
+  std::vector<std::pair<std::string, std::string>> merges_;
+  int32_t byte_id_[256];                                  // id of each single byte
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merge_of_;  // (left, right) -> (rank, merged id)
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // piece -> ids
+};
+
+}  // namespace gpt
