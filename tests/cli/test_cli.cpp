@@ -210,6 +210,52 @@ TEST_F(Cli, GenerationRejectsAPromptLongerThanTheContext) {
   EXPECT_EQ(stopped.out, "In" + cont.substr(0, std::min(cont.find(s1), cont.find(s2))) + "\n");
 }
 
+TEST_F(Cli, TokenizeTrainEncodeDecodePrepareAndTrainOnTheShard) {
+  const std::string tok = (dir / "tok.json").string();
+  auto r = run_gpt("tokenize train --data " + data() + " --vocab-size 280 --out " + tok);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  write_file_atomic(dir / "in.txt", "In the beginning<|endoftext|>God");
+  r = run_gpt("tokenize encode --tokenizer " + tok, (dir / "in.txt").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  write_file_atomic(dir / "ids.txt", r.out);
+  const auto plain = r.out;
+  r = run_gpt("tokenize decode --tokenizer " + tok, (dir / "ids.txt").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "In the beginning<|endoftext|>God");
+  r = run_gpt("tokenize encode --allow-special --tokenizer " + tok, (dir / "in.txt").string());
+  EXPECT_NE(r.out.find(" 279 "), std::string::npos) << r.out;  // <|endoftext|> is the last id
+  EXPECT_LT(r.out.size(), plain.size());
+
+  // prepare a shard, train on it (memory-mapped), generate with the BPE model
+  r = run_gpt("tokenize prepare --tokenizer " + tok + " --data " + data() + " --out " + (dir / "d.bin").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt("train --data " + (dir / "d.bin").string() + " --tokenizer " + tok + " --out " + (dir / "m").string() +
+              " " + tiny() + " --max-iters 5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "m" / "tokenizer.json"));
+  r = run_gpt("generate --model " + (dir / "m").string() + " --prompt 'In the' --max-tokens 5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  expect_one_line_error(run_gpt("train --data " + (dir / "d.bin").string() + " --out " + (dir / "x").string()),
+                        "a token shard needs --tokenizer PATH");
+  write_file_atomic(dir / "bad-ids.txt", "1 2 280");
+  expect_one_line_error(run_gpt("tokenize decode --tokenizer " + tok, (dir / "bad-ids.txt").string()),
+                        "token id 280 outside the vocabulary of 280");
+  write_file_atomic(dir / "bad-ids.txt", "1 two");
+  expect_one_line_error(run_gpt("tokenize decode --tokenizer " + tok, (dir / "bad-ids.txt").string()), "not a token id: 'two'");
+  auto j = nlohmann::json::parse(read_text_file(tok));
+  j["model"]["merges"].push_back("Ġzz q");
+  write_file_atomic(dir / "bad-tok.json", j.dump());
+  expect_one_line_error(run_gpt("tokenize encode --tokenizer " + (dir / "bad-tok.json").string()),
+                        "names a token not in the vocabulary");
+  write_file_atomic(dir / "bad-tok.json", "{\"model\": {\"type\": \"BPE\"");
+  expect_one_line_error(run_gpt("tokenize encode --tokenizer " + (dir / "bad-tok.json").string()), "not valid JSON");
+  const auto shard = read_binary_file(dir / "d.bin");
+  write_file_atomic(dir / "cut.bin", std::string(shard.begin(), shard.begin() + 101));
+  expect_one_line_error(run_gpt("train --data " + (dir / "cut.bin").string() + " --tokenizer " + tok + " --out " +
+                                (dir / "y").string()), "truncated");
+}
+
 pid_t spawn_gpt(const std::string& args) {
   const std::string cmd = std::string("exec ") + GPT_BINARY + " " + args + " >/dev/null 2>&1 </dev/null";
   const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};

@@ -70,7 +70,7 @@ TEST_F(Gpt2Bpe, RoundTripsArbitraryBytes) {
 
 TEST_F(Gpt2Bpe, SavedAndReloadedEncodesIdentically) {
   testing::TempDir dir;
-  save_tokenizer(*tok, dir / kTokenizerFileName);
+  save_tokenizer(*tok, dir / kHfTokenizerFileName);
   const auto back = load_tokenizer(dir.path());
   EXPECT_EQ(back->type(), "bpe");
   const std::string text = "Saved, reloaded: 같은 토큰 ids? Yes — 100%.";

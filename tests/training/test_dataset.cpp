@@ -16,9 +16,9 @@ std::vector<int32_t> iota_tokens(int n) {
 
 TEST(Dataset, SplitsNinetyTen) {
   Dataset d(iota_tokens(1000), 0.1, 8);
-  EXPECT_EQ(d.train().size(), 900u);
-  EXPECT_EQ(d.val().size(), 100u);
-  EXPECT_EQ(d.val().front(), 900);
+  EXPECT_EQ(d.train_size(), 900);
+  EXPECT_EQ(d.val_size(), 100);
+  EXPECT_EQ(d.token(900), 900);  // the first validation token
 }
 
 TEST(Dataset, TargetsAreInputsShiftedByOne) {

@@ -19,5 +19,6 @@ Command add_generate_command(CLI::App& parent);
 Command add_chat_command(CLI::App& parent);
 Command add_attention_command(CLI::App& parent);
 Command add_plot_command(CLI::App& parent);
+Command add_tokenize_command(CLI::App& parent);
 
 }  // namespace gpt::cli

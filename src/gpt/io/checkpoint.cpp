@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::set<std::string> kCheckpointFiles = {"config.json", "model.safetensors", kTokenizerFileName,
-                                                "optimizer.safetensors", "trainer_state.json"};
+                                                kHfTokenizerFileName, "optimizer.safetensors", "trainer_state.json"};
 
 fs::path normalized(const fs::path& dir) {
   fs::path p = dir.lexically_normal();
@@ -71,7 +71,7 @@ void save_checkpoint(const fs::path& dir_in, const CheckpointContents& c) {
 
   const GPT& model = *c.model;
   write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
-  save_tokenizer(*c.tokenizer, staged / kTokenizerFileName);
+  save_tokenizer(*c.tokenizer, staged / tokenizer_file_name(*c.tokenizer));
   std::map<std::string, std::string> meta = {{"format", "pt"}};
   if (c.trainer_state && c.trainer_state->contains("step"))
     meta["step"] = std::to_string((*c.trainer_state)["step"].get<int64_t>());
@@ -119,12 +119,14 @@ void load_parameters(const fs::path& file, GPT& model) {
 LoadedModel load_model(const fs::path& dir_in) {
   const fs::path dir = resolve_checkpoint_dir(dir_in);
   std::error_code ec;
-  for (const char* f : {"config.json", "model.safetensors", kTokenizerFileName}) {
+  for (const char* f : {"config.json", "model.safetensors"}) {
     check(fs::exists(dir / f, ec), "model directory " + dir.string() + " has no " + f);
   }
+  check(!find_tokenizer(dir).empty(), "model directory " + dir.string() + " has no tokenizer (" + kTokenizerFileName +
+                                          " or " + kHfTokenizerFileName + ")");
   LoadedModel out;
   const ModelConfig config = ModelConfig::load(dir / "config.json");
-  out.tokenizer = load_tokenizer(dir / kTokenizerFileName);
+  out.tokenizer = load_tokenizer(dir);
   check(out.tokenizer->vocab_size() <= config.vocab_size,
         "tokenizer has " + std::to_string(out.tokenizer->vocab_size()) + " tokens but config.json says vocab_size " +
             std::to_string(config.vocab_size));

@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -115,8 +116,8 @@ const std::vector<std::string>& gpt2_byte_to_unicode() {
 }
 
 BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
-                           std::vector<std::pair<std::string, std::string>> merges)
-    : merges_(std::move(merges)) {
+                           std::vector<std::pair<std::string, std::string>> merges, std::vector<SpecialToken> special)
+    : merges_(std::move(merges)), special_(std::move(special)) {
   check(!vocab.empty(), "BPE vocabulary is empty");
   int32_t max_id = -1;
   for (const auto& [tok, id] : vocab) {
@@ -148,6 +149,10 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
     auto it = vocab.find(b2u[static_cast<size_t>(b)]);
     check(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
     byte_id_[b] = it->second;
+  }
+  for (const auto& sp : special_) {
+    check(!sp.text.empty() && sp.id >= 0 && sp.id <= max_id && token_strings_[static_cast<size_t>(sp.id)] == sp.text,
+          "special token '" + sp.text + "' is not in the vocabulary with id " + std::to_string(sp.id));
   }
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto& [a, b] = merges_[r];
@@ -187,15 +192,53 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::pat
           vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
     merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
   }
+  std::vector<SpecialToken> special;
+  if (auto it = vocab.find("<|endoftext|>"); it != vocab.end()) special.push_back({it->first, it->second});
   try {
-    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges));
+    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special));
   } catch (const Error& e) {
     throw Error(vocab_bpe.string() + ": " + e.what());
   }
 }
 
-void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
-  if (auto it = cache_.find(std::string(piece)); it != cache_.end()) {
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j) {
+  check(j.is_object() && j.contains("model") && j["model"].is_object(), "tokenizer.json has no \"model\"");
+  const auto& model = j["model"];
+  check(model.value("type", std::string()) == "BPE", "tokenizer.json: only BPE models are supported");
+  check(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges") && model["merges"].is_array(),
+        "tokenizer.json: the model needs \"vocab\" and \"merges\"");
+  std::unordered_map<std::string, int32_t> vocab;
+  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
+    check(it.value().is_number_integer(), "tokenizer.json: id of '" + it.key() + "' is not an integer");
+    vocab.emplace(it.key(), it.value().get<int32_t>());
+  }
+  std::vector<std::pair<std::string, std::string>> merges;
+  for (const auto& m : model["merges"]) {
+    if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // newer files: ["a", "b"]
+      merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+      continue;
+    }
+    check(m.is_string(), "tokenizer.json: merges must be \"left right\" strings or [left, right] pairs");
+    const std::string text = m.get<std::string>();
+    const size_t sp = text.find(' ');
+    check(sp != std::string::npos && sp > 0 && sp + 1 < text.size() && text.find(' ', sp + 1) == std::string::npos,
+          "tokenizer.json: malformed merge '" + text + "'");
+    merges.emplace_back(text.substr(0, sp), text.substr(sp + 1));
+  }
+  std::vector<SpecialToken> special;
+  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+    for (const auto& t : j["added_tokens"]) {
+      check(t.is_object() && t.contains("id") && t["id"].is_number_integer() && t.contains("content") &&
+                t["content"].is_string(), "tokenizer.json: malformed added_tokens entry");
+      special.push_back({t["content"].get<std::string>(), t["id"].get<int32_t>()});
+      vocab.emplace(special.back().text, special.back().id);  // added tokens may live outside model.vocab
+    }
+  }
+  return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special));
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out, Cache& cache) const {
+  if (auto it = cache.find(std::string(piece)); it != cache.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
@@ -228,22 +271,108 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     ids.resize(w);
   }
   out.insert(out.end(), ids.begin(), ids.end());
-  if (cache_.size() < 100000) cache_.emplace(std::string(piece), std::move(ids));
+  if (cache.size() < 200000) cache.emplace(std::string(piece), std::move(ids));
 }
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
+namespace {
+
+// Where a long text can be cut so that pre-tokenizing the parts gives the same
+// pieces as the whole: right after "x\n" before "y", where x and y are not
+// whitespace (a lone newline between two non-spaces is always its own piece).
+size_t safe_cut_near(std::string_view text, size_t pos) {
+  for (size_t p = std::max<size_t>(pos, 2); p < text.size(); ++p) {
+    if (text[p - 1] == '\n' && !std::isspace(static_cast<unsigned char>(text[p - 2])) &&
+        !std::isspace(static_cast<unsigned char>(text[p])) && static_cast<unsigned char>(text[p - 2]) < 0x80 &&
+        static_cast<unsigned char>(text[p]) < 0x80) {
+      return p;
+    }
+  }
+  return text.size();
+}
+
+}  // namespace
+
+void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out, int threads) const {
+  if (threads <= 1 || text.size() < (1u << 20)) {
+    Cache cache;
+    for (std::string_view piece : gpt2_pretokenize(text)) encode_piece(piece, out, cache);
+    return;
+  }
+  // Big inputs: cut at safe points into one part per thread, encode the parts in
+  // parallel (each with its own cache), concatenate in order.
+  std::vector<size_t> cuts = {0};
+  for (int t = 1; t < threads; ++t) {
+    const size_t c = safe_cut_near(text, text.size() * static_cast<size_t>(t) / static_cast<size_t>(threads));
+    if (c > cuts.back() && c < text.size()) cuts.push_back(c);
+  }
+  cuts.push_back(text.size());
+  std::vector<std::vector<int32_t>> parts(cuts.size() - 1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (size_t k = 0; k < parts.size(); ++k) {
+    Cache cache;
+    const std::string_view part = text.substr(cuts[k], cuts[k + 1] - cuts[k]);
+    parts[k].reserve(part.size() / 3 + 1);
+    for (std::string_view piece : gpt2_pretokenize(part)) encode_piece(piece, parts[k], cache);
+  }
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const { return encode(text, false); }
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_special, int threads) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
-  for (std::string_view piece : gpt2_pretokenize(text)) encode_piece(piece, out);
+  if (!allow_special || special_.empty()) {
+    encode_plain(text, out, threads);
+    return out;
+  }
+  // Split at the earliest (then longest) special token; encode the text between.
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t best = std::string_view::npos;
+    const SpecialToken* match = nullptr;
+    for (const auto& sp : special_) {
+      const size_t at = text.find(sp.text, pos);
+      if (at < best || (at == best && at != std::string_view::npos && sp.text.size() > match->text.size())) {
+        best = at;
+        match = &sp;
+      }
+    }
+    encode_plain(text.substr(pos, best == std::string_view::npos ? std::string_view::npos : best - pos), out, threads);
+    if (match == nullptr || best == std::string_view::npos) break;
+    out.push_back(match->id);
+    pos = best + match->text.size();
+  }
   return out;
 }
 
 nlohmann::json BpeTokenizer::to_json() const {
-  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (size_t i = 0; i < token_strings_.size(); ++i) vocab[token_strings_[i]] = i;
-  nlohmann::json merges = nlohmann::json::array();
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
   for (const auto& [a, b] : merges_) merges.push_back(a + " " + b);
-  return {{"type", "bpe"}, {"vocab", vocab}, {"merges", merges}};
+  nlohmann::ordered_json added = nlohmann::ordered_json::array();
+  for (const auto& sp : special_) {
+    added.push_back({{"id", sp.id}, {"content", sp.text}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  }
+  const nlohmann::ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+                                             {"use_regex", true}};
+  nlohmann::ordered_json j = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", byte_level},
+      {"post_processor", byte_level},
+      {"decoder", byte_level},
+      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
+                 {"merges", merges}}},
+  };
+  // ordered_json keeps the key order a reader expects; convert for the interface.
+  return nlohmann::json::parse(j.dump());
 }
 
 }  // namespace gpt

@@ -24,31 +24,49 @@ std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
 // GPT-2's bijection between bytes and printable Unicode characters (as UTF-8).
 const std::vector<std::string>& gpt2_byte_to_unicode();
 
+struct SpecialToken {
+  std::string text;  // e.g. "<|endoftext|>"
+  int32_t id;
+};
+
 class BpeTokenizer final : public Tokenizer {
  public:
-  // vocab: token string (in GPT-2's byte alphabet) -> id; merges: pairs in rank order.
-  BpeTokenizer(std::unordered_map<std::string, int32_t> vocab, std::vector<std::pair<std::string, std::string>> merges);
+  // vocab: token string (in GPT-2's byte alphabet) -> id; merges: pairs in rank
+  // order; special tokens (must be in vocab) are matched only where allowed.
+  BpeTokenizer(std::unordered_map<std::string, int32_t> vocab, std::vector<std::pair<std::string, std::string>> merges,
+               std::vector<SpecialToken> special = {});
 
-  // GPT-2's files: encoder.json (token -> id) and vocab.bpe (merges).
+  // GPT-2's files: encoder.json (token -> id) and vocab.bpe (merges); also
+  // Hugging Face's vocab.json + merges.txt, which have the same formats.
+  // "<|endoftext|>" is a special token when the vocabulary has it.
   static std::unique_ptr<BpeTokenizer> load_gpt2(const std::filesystem::path& encoder_json,
                                                  const std::filesystem::path& vocab_bpe);
+  // A Hugging Face tokenizer.json of a byte-level BPE model (what to_json() writes).
+  static std::unique_ptr<BpeTokenizer> from_hf_json(const nlohmann::json& j);
 
   std::string type() const override { return "bpe"; }
   int vocab_size() const override { return static_cast<int>(token_bytes_.size()); }
   // Special tokens such as <|endoftext|> are encoded as plain text here.
   std::vector<int32_t> encode(std::string_view text) const override;
+  // With allow_special, the special tokens' text becomes their ids.
+  std::vector<int32_t> encode(std::string_view text, bool allow_special, int threads = 1) const;
+  const std::vector<SpecialToken>& special_tokens() const { return special_; }
   std::string token_bytes(int32_t id) const override { return token_bytes_.at(static_cast<size_t>(id)); }
+  // Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder).
   nlohmann::json to_json() const override;
+  const std::vector<std::pair<std::string, std::string>>& merges() const { return merges_; }
 
  private:
-  void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  using Cache = std::unordered_map<std::string, std::vector<int32_t>>;
+  void encode_piece(std::string_view piece, std::vector<int32_t>& out, Cache& cache) const;
+  void encode_plain(std::string_view text, std::vector<int32_t>& out, int threads) const;
 
   std::vector<std::string> token_bytes_;                 // id -> raw bytes
   std::vector<std::string> token_strings_;               // id -> GPT-2 alphabet string (for saving)
   std::vector<std::pair<std::string, std::string>> merges_;
   int32_t byte_id_[256];                                  // id of each single byte
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merge_of_;  // (left, right) -> (rank, merged id)
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // piece -> ids
+  std::vector<SpecialToken> special_;
 };
 
 }  // namespace gpt

@@ -114,6 +114,7 @@ std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus) {
 std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
 
 std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
+  if (j.is_object() && j.contains("model")) return BpeTokenizer::from_hf_json(j);  // Hugging Face tokenizer.json
   check(j.is_object() && j.contains("type") && j["type"].is_string(),
         "tokenizer file has no \"type\"");
   const std::string type = j["type"].get<std::string>();
@@ -129,36 +130,31 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
     }
     return std::make_unique<CharTokenizer>(std::move(chars));
   }
-  if (type == "bpe") {
-    check(j.contains("vocab") && j["vocab"].is_object() && j.contains("merges") && j["merges"].is_array(),
-          "bpe tokenizer file needs \"vocab\" and \"merges\"");
-    std::unordered_map<std::string, int32_t> vocab;
-    for (auto it = j["vocab"].begin(); it != j["vocab"].end(); ++it) {
-      check(it.value().is_number_integer(), "bpe tokenizer: id of '" + it.key() + "' is not an integer");
-      vocab.emplace(it.key(), it.value().get<int32_t>());
-    }
-    std::vector<std::pair<std::string, std::string>> merges;
-    for (const auto& m : j["merges"]) {
-      check(m.is_string(), "bpe tokenizer: merges must be strings \"left right\"");
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ');
-      check(sp != std::string::npos && sp > 0 && sp + 1 < s.size(), "bpe tokenizer: malformed merge '" + s + "'");
-      merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
-    }
-    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges));
+  throw Error("unknown tokenizer type '" + type + "' (expected char or byte)");
+}
+
+std::filesystem::path find_tokenizer(const std::filesystem::path& dir) {
+  for (const char* name : {kTokenizerFileName, kHfTokenizerFileName, "encoder.json", "vocab.json"}) {
+    if (std::filesystem::exists(dir / name)) return dir / name;
   }
-  throw Error("unknown tokenizer type '" + type + "' (expected char, byte or bpe)");
+  return {};
+}
+
+std::string tokenizer_file_name(const Tokenizer& tokenizer) {
+  return tokenizer.type() == "bpe" ? kHfTokenizerFileName : kTokenizerFileName;
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
   std::filesystem::path file = path;
   if (std::filesystem::is_directory(path)) {
-    // GPT-2's own files (encoder.json + vocab.bpe), e.g. ../shared/data/gpt2
-    if (!std::filesystem::exists(path / kTokenizerFileName) && std::filesystem::exists(path / "encoder.json")) {
-      return BpeTokenizer::load_gpt2(path / "encoder.json", path / "vocab.bpe");
-    }
-    file = path / kTokenizerFileName;
+    file = find_tokenizer(path);
+    check(!file.empty(), "no tokenizer in " + path.string() + " (expected " + kTokenizerFileName + ", " +
+                             kHfTokenizerFileName + ", encoder.json + vocab.bpe or vocab.json + merges.txt)");
   }
+  // GPT-2's own files (encoder.json + vocab.bpe) or Hugging Face's (vocab.json + merges.txt).
+  const std::string name = file.filename().string();
+  if (name == "encoder.json") return BpeTokenizer::load_gpt2(file, file.parent_path() / "vocab.bpe");
+  if (name == "vocab.json") return BpeTokenizer::load_gpt2(file, file.parent_path() / "merges.txt");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_text_file(file));
@@ -167,6 +163,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
   }
   try {
     return tokenizer_from_json(j);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file.string() + ": " + e.what());
   } catch (const Error& e) {
     throw Error(file.string() + ": " + e.what());
   }

@@ -17,7 +17,8 @@
 
 namespace gpt {
 
-inline constexpr const char* kTokenizerFileName = "tokenizer.gpt.json";
+inline constexpr const char* kTokenizerFileName = "tokenizer.gpt.json";   // char and byte
+inline constexpr const char* kHfTokenizerFileName = "tokenizer.json";    // BPE, Hugging Face's format
 
 class Tokenizer {
  public:
@@ -38,9 +39,14 @@ std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j);
 
-// `path` is a tokenizer.gpt.json file, a directory holding one, or a directory
-// with GPT-2's encoder.json + vocab.bpe.
+// `path` is a tokenizer file (tokenizer.gpt.json, a Hugging Face tokenizer.json)
+// or a directory holding one, or GPT-2's encoder.json + vocab.bpe, or Hugging
+// Face's vocab.json + merges.txt.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
+// The tokenizer file in a directory, or an empty path.
+std::filesystem::path find_tokenizer(const std::filesystem::path& dir);
+// The file name a tokenizer is saved under in a checkpoint.
+std::string tokenizer_file_name(const Tokenizer& tokenizer);
 void save_tokenizer(const Tokenizer& tokenizer, const std::filesystem::path& file);
 
 }  // namespace gpt

@@ -5,16 +5,23 @@
 // resumed run draws exactly the batches an uninterrupted run would.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "gpt/io/token_shard.h"
 
 namespace gpt {
 
 class Dataset {
  public:
   Dataset(std::vector<int32_t> tokens, double val_fraction, int64_t block_size);
+  // Over a memory-mapped token shard: nothing is copied, windows are read in place.
+  Dataset(std::shared_ptr<const TokenShard> shard, double val_fraction, int64_t block_size);
 
-  const std::vector<int32_t>& train() const { return train_; }
-  const std::vector<int32_t>& val() const { return val_; }
+  int64_t train_size() const { return n_train_; }
+  int64_t val_size() const { return n_ - n_train_; }
+  // Token i of the whole text (training part first, then validation).
+  int32_t token(int64_t i) const { return shard_ ? (*shard_)[i] : owned_[static_cast<size_t>(i)]; }
 
   // x (B,T) inputs and y (B,T) next-token targets for one training micro-batch.
   // `first_row` lets a process take rows [first_row, first_row + B) of a larger batch.
@@ -25,7 +32,13 @@ class Dataset {
   void val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const;
 
  private:
-  std::vector<int32_t> train_, val_;
+  void split(double val_fraction, int64_t block_size);
+  void fill_windows(int64_t begin, int64_t end, uint64_t seed, uint64_t stream, int64_t batch_id, int64_t B,
+                    int64_t T, int32_t* x, int32_t* y, int64_t first_row) const;
+
+  std::vector<int32_t> owned_;
+  std::shared_ptr<const TokenShard> shard_;
+  int64_t n_ = 0, n_train_ = 0;
 };
 
 }  // namespace gpt

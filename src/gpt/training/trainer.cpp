@@ -10,6 +10,9 @@
 #include <memory>
 
 #include "gpt/io/checkpoint.h"
+#include "gpt/io/token_shard.h"
+#include "gpt/tokenizer/bpe.h"
+#include "gpt/util/rng.h"
 #include "gpt/model/gpt.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/training/adamw.h"
@@ -193,9 +196,22 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
   if (opts.threads > 0) omp_set_num_threads(opts.threads);
   const bool resuming = !resume_dir.empty();
 
-  // Data and tokenizer.
-  const std::string text = read_text_file(opts.data);
-  check(!text.empty(), "the data file is empty: " + opts.data);
+  // Data and tokenizer: a text file is tokenized here; a token shard (gpt tokenize
+  // prepare) is mapped into memory as it is.
+  std::error_code fs_ec;
+  check(fs::exists(opts.data, fs_ec), "file not found: " + opts.data);
+  const bool from_shard = is_token_shard(opts.data);
+  std::shared_ptr<const TokenShard> shard;
+  std::string text;
+  uint64_t data_hash = 0;
+  if (from_shard) {
+    shard = std::make_shared<const TokenShard>(opts.data);
+    data_hash = mix64(static_cast<uint64_t>(shard->size()) ^ mix64(static_cast<uint64_t>(shard->vocab_size())));
+  } else {
+    text = read_text_file(opts.data);
+    check(!text.empty(), "the data file is empty: " + opts.data);
+    data_hash = fnv1a(text);
+  }
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<GPT> model;
   nlohmann::json resumed_state;
@@ -204,14 +220,28 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
     tokenizer = std::move(loaded.tokenizer);
     model = std::move(loaded.model);
     resumed_state = load_trainer_state(resume_dir);
-    if (resumed_state.value("data_fnv1a", uint64_t(0)) != fnv1a(text)) {
+    if (resumed_state.value("data_fnv1a", uint64_t(0)) != data_hash) {
       std::fprintf(stderr, "gpt: warning: %s differs from the data the checkpoint was trained on\n",
                    opts.data.c_str());
     }
   } else {
+    check(!from_shard || (opts.tokenizer != "char" && opts.tokenizer != "byte"),
+          "a token shard needs --tokenizer PATH: the tokenizer that prepared it");
     tokenizer = make_tokenizer(opts.tokenizer, text);
   }
-  const Dataset dataset(tokenizer->encode(text), opts.val_fraction, opts.block_size);
+  std::unique_ptr<Dataset> dataset_ptr;
+  if (from_shard) {
+    check(shard->vocab_size() == tokenizer->vocab_size(),
+          opts.data + " was prepared with a vocabulary of " + std::to_string(shard->vocab_size()) +
+              " tokens, but the tokenizer has " + std::to_string(tokenizer->vocab_size()));
+    dataset_ptr = std::make_unique<Dataset>(shard, opts.val_fraction, opts.block_size);
+  } else {
+    const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
+    const auto* bpe = dynamic_cast<const BpeTokenizer*>(tokenizer.get());
+    dataset_ptr = std::make_unique<Dataset>(bpe ? bpe->encode(text, false, threads) : tokenizer->encode(text),
+                                            opts.val_fraction, opts.block_size);
+  }
+  const Dataset& dataset = *dataset_ptr;
 
   // Model and optimizer.
   if (!resuming) {
@@ -249,7 +279,6 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
 
   const int64_t B = opts.batch_size / opts.grad_accum, T = opts.block_size;
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
-  const uint64_t data_hash = fnv1a(text);
 
   auto save = [&](int64_t step) {
     nlohmann::json state = {{"step", step}, {"options", opts.to_json()}, {"data_fnv1a", data_hash},
@@ -259,8 +288,8 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
 
   if (!opts.quiet) {
     std::fprintf(stderr, "gpt: %s tokens (%zu train, %zu val), vocab %d, %.2fM parameters, %d threads\n",
-                 std::to_string(dataset.train().size() + dataset.val().size()).c_str(), dataset.train().size(),
-                 dataset.val().size(), mc.vocab_size, static_cast<double>(model->num_parameters()) / 1e6,
+                 std::to_string(dataset.train_size() + dataset.val_size()).c_str(),
+                 static_cast<size_t>(dataset.train_size()), static_cast<size_t>(dataset.val_size()), mc.vocab_size, static_cast<double>(model->num_parameters()) / 1e6,
                  omp_get_max_threads());
   }
 

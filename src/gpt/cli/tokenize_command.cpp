@@ -1,0 +1,130 @@
+// gpt tokenize train | encode | decode | prepare: byte-level BPE from the command line.
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+
+#include "gpt/cli/commands.h"
+#include "gpt/io/token_shard.h"
+#include "gpt/tokenizer/bpe.h"
+#include "gpt/tokenizer/bpe_trainer.h"
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+
+namespace gpt::cli {
+namespace {
+
+std::string read_stdin() { return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()}; }
+
+std::vector<int32_t> encode_all(const Tokenizer& tok, const std::string& text, bool allow_special, int threads) {
+  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok)) return bpe->encode(text, allow_special, threads);
+  return tok.encode(text);
+}
+
+}  // namespace
+
+Command add_tokenize_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("tokenize", "Train a BPE tokenizer, encode, decode, prepare token shards");
+  app->require_subcommand(1, 1);
+  struct Options {
+    std::vector<std::string> data;
+    std::string out, tokenizer;
+    int vocab_size = 32000;
+    std::vector<std::string> special = {"<|endoftext|>"};
+    bool allow_special = false;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Options>();
+
+  CLI::App* train = app->add_subcommand("train", "Learn a byte-level BPE vocabulary (written as tokenizer.json)");
+  train->add_option("--data", o->data, "Training text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  train->add_option("--vocab-size", o->vocab_size, "Vocabulary size, bytes and special tokens included")->capture_default_str();
+  train->add_option("--out", o->out, "Output file (or directory for tokenizer.json)")->required();
+  train->add_option("--special", o->special, "Special tokens (repeatable)")->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)->capture_default_str();
+
+  CLI::App* encode = app->add_subcommand("encode", "Text on stdin -> token ids (space separated) on stdout");
+  CLI::App* decode = app->add_subcommand("decode", "Token ids on stdin -> text on stdout");
+  CLI::App* prepare = app->add_subcommand("prepare", "Tokenize a text file into a token shard for training");
+  for (CLI::App* sub : {encode, decode, prepare}) {
+    sub->add_option("--tokenizer", o->tokenizer, "tokenizer.json, a checkpoint, or a GPT-2 vocabulary directory")->required();
+  }
+  encode->add_flag("--allow-special", o->allow_special, "Turn special tokens' text (e.g. <|endoftext|>) into their ids");
+  prepare->add_flag("--allow-special", o->allow_special, "Turn special tokens' text into their ids");
+  prepare->add_option("--data", o->data, "Text file")->required();
+  prepare->add_option("--out", o->out, "Shard file to write")->required();
+  for (CLI::App* sub : {train, encode, prepare}) sub->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+
+  auto run = [o, train, encode, decode, prepare]() -> int {
+    const int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    if (train->parsed()) {
+      PieceCounts counts;
+      size_t bytes = 0;
+      for (const auto& f : o->data) {
+        const std::string text = read_text_file(f);
+        bytes += text.size();
+        counts.add(text);
+      }
+      BpeTrainOptions opts;
+      opts.vocab_size = o->vocab_size;
+      opts.special_tokens = o->special;
+      opts.progress = true;
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto tok = train_bpe(counts, opts);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::filesystem::path out = o->out;
+      if (std::filesystem::is_directory(out)) out /= kHfTokenizerFileName;
+      save_tokenizer(*tok, out);
+      std::fprintf(stderr, "gpt: %zu bytes, %zu distinct pieces, %d tokens (%zu merges) in %.1f s -> %s\n", bytes,
+                   counts.size(), tok->vocab_size(), tok->merges().size(), s, out.c_str());
+      return 0;
+    }
+    const auto tok = load_tokenizer(o->tokenizer);
+    if (encode->parsed()) {
+      const auto ids = encode_all(*tok, read_stdin(), o->allow_special, threads);
+      std::string line;
+      for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
+      std::printf("%s\n", line.c_str());
+      return 0;
+    }
+    if (decode->parsed()) {
+      std::istringstream in(read_stdin());
+      std::vector<int32_t> ids;
+      for (std::string word; in >> word;) {
+        size_t used = 0;
+        long long v = -1;
+        try {
+          v = std::stoll(word, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        check(used == word.size() && used > 0, "not a token id: '" + word + "'");
+        check(v >= 0 && v < tok->vocab_size(), "token id " + word + " outside the vocabulary of " +
+                                                   std::to_string(tok->vocab_size()));
+        ids.push_back(static_cast<int32_t>(v));
+      }
+      const std::string text = tok->decode(ids);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      return 0;
+    }
+    if (prepare->parsed()) {
+      check(o->data.size() == 1, "prepare takes one --data file");
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::string text = read_text_file(o->data[0]);
+      const auto ids = encode_all(*tok, text, o->allow_special, threads);
+      write_token_shard(o->out, ids, tok->vocab_size());
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "gpt: %zu bytes -> %zu tokens in %.2f s (%.1f MB/s, %d threads) -> %s\n", text.size(),
+                   ids.size(), s, static_cast<double>(text.size()) / 1e6 / s, threads, o->out.c_str());
+      return 0;
+    }
+    return 1;
+  };
+  return {app, run};
+}
+
+}  // namespace gpt::cli
