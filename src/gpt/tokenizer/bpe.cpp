@@ -17,8 +17,34 @@ namespace {
 
 enum class CharClass { kLetter, kNumber, kSpace, kOther };
 
+CharClass classify_slow(std::string_view text, size_t i, size_t* len, char32_t* cp);
+
+// Classes of the ASCII characters, by GPT-2's pattern.
+struct AsciiClasses {
+  CharClass cls[128];
+  AsciiClasses() {
+    for (int c = 0; c < 128; ++c) {
+      size_t len;
+      char32_t cp;
+      const char ch = static_cast<char>(c);
+      cls[c] = classify_slow(std::string_view(&ch, 1), 0, &len, &cp);
+    }
+  }
+};
+
 // Decodes the character at text[i] (or one invalid byte). Sets its length.
-CharClass classify(std::string_view text, size_t i, size_t* len, char32_t* cp) {
+inline CharClass classify(std::string_view text, size_t i, size_t* len, char32_t* cp) {
+  static const AsciiClasses ascii;
+  const auto b = static_cast<unsigned char>(text[i]);
+  if (b < 0x80) {
+    *len = 1;
+    *cp = b;
+    return ascii.cls[b];
+  }
+  return classify_slow(text, i, len, cp);
+}
+
+CharClass classify_slow(std::string_view text, size_t i, size_t* len, char32_t* cp) {
   utf8proc_int32_t c = -1;
   const utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data() + i),
                                               static_cast<utf8proc_ssize_t>(text.size() - i), &c);
@@ -49,56 +75,72 @@ CharClass classify(std::string_view text, size_t i, size_t* len, char32_t* cp) {
   }
 }
 
+struct CharInfo {
+  CharClass cls;
+  char32_t cp;
+  size_t len;
+};
+
+inline CharInfo char_at(std::string_view text, size_t i) {
+  CharInfo c;
+  c.cls = classify(text, i, &c.len, &c.cp);
+  return c;
+}
+
 uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
 
 }  // namespace
 
-std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
-  std::vector<std::string_view> pieces;
+void for_each_gpt2_piece(std::string_view text, const std::function<void(std::string_view)>& emit) {
   const size_t n = text.size();
-  // Classes of every character up front: the rules below look ahead.
-  std::vector<size_t> start;
-  std::vector<CharClass> cls;
-  std::vector<char32_t> cps;
   for (size_t i = 0; i < n;) {
-    size_t len;
-    char32_t cp;
-    cls.push_back(classify(text, i, &len, &cp));
-    cps.push_back(cp);
-    start.push_back(i);
-    i += len;
-  }
-  start.push_back(n);
-  const size_t m = cls.size();
-  auto run_of = [&](size_t k, CharClass c) {
-    while (k < m && cls[k] == c) ++k;
-    return k;
-  };
-  for (size_t k = 0; k < m;) {
-    size_t end = k;
+    const CharInfo c0 = char_at(text, i);
+    size_t end = i;
     // 's 't 're 've 'm 'll 'd (case-sensitive, as GPT-2)
-    if (cps[k] == U'\'' && k + 1 < m) {
-      const char32_t a = cps[k + 1], b = k + 2 < m ? cps[k + 2] : 0;
-      if (a == U's' || a == U't' || a == U'm' || a == U'd') end = k + 2;
-      else if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) end = k + 3;
+    if (c0.cp == U'\'' && i + 1 < n) {
+      const char a = text[i + 1], b = i + 2 < n ? text[i + 2] : '\0';
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
+      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) end = i + 3;
     }
-    if (end == k) {
-      const size_t body = (cps[k] == U' ' && k + 1 < m && cls[k + 1] != CharClass::kSpace) ? k + 1 : k;
-      const CharClass c = cls[body];
-      if (c == CharClass::kLetter || c == CharClass::kNumber) {
-        end = run_of(body, c);  //  ?\p{L}+ and  ?\p{N}+
-      } else if (c == CharClass::kOther) {
-        end = run_of(body, CharClass::kOther);  //  ?[^\s\p{L}\p{N}]+
+    if (end == i) {
+      size_t body = i;
+      CharInfo cb = c0;
+      if (c0.cp == U' ' && i + 1 < n) {
+        const CharInfo c1 = char_at(text, i + 1);
+        if (c1.cls != CharClass::kSpace) {
+          body = i + 1;
+          cb = c1;
+        }
+      }
+      if (cb.cls != CharClass::kSpace) {
+        //  ?\p{L}+   ?\p{N}+   ?[^\s\p{L}\p{N}]+
+        end = body + cb.len;
+        while (end < n) {
+          const CharInfo c = char_at(text, end);
+          if (c.cls != cb.cls) break;
+          end += c.len;
+        }
       } else {
         // \s+(?!\S): the whitespace run, less its last character when a
         // non-space follows (that space goes with the next piece); else \s+.
-        const size_t run_end = run_of(k, CharClass::kSpace);
-        end = (run_end < m && run_end - k > 1) ? run_end - 1 : run_end;
+        size_t p = i, last = i;
+        while (p < n) {
+          const CharInfo c = char_at(text, p);
+          if (c.cls != CharClass::kSpace) break;
+          last = p;
+          p += c.len;
+        }
+        end = (p < n && last > i) ? last : p;
       }
     }
-    pieces.push_back(text.substr(start[k], start[end] - start[k]));
-    k = end;
+    emit(text.substr(i, end - i));
+    i = end;
   }
+}
+
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  for_each_gpt2_piece(text, [&](std::string_view p) { pieces.push_back(p); });
   return pieces;
 }
 
@@ -295,7 +337,7 @@ size_t safe_cut_near(std::string_view text, size_t pos) {
 void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out, int threads) const {
   if (threads <= 1 || text.size() < (1u << 20)) {
     Cache cache;
-    for (std::string_view piece : gpt2_pretokenize(text)) encode_piece(piece, out, cache);
+    for_each_gpt2_piece(text, [&](std::string_view piece) { encode_piece(piece, out, cache); });
     return;
   }
   // Big inputs: cut at safe points into one part per thread, encode the parts in
@@ -312,7 +354,7 @@ void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out
     Cache cache;
     const std::string_view part = text.substr(cuts[k], cuts[k + 1] - cuts[k]);
     parts[k].reserve(part.size() / 3 + 1);
-    for (std::string_view piece : gpt2_pretokenize(part)) encode_piece(piece, parts[k], cache);
+    for_each_gpt2_piece(part, [&](std::string_view piece) { encode_piece(piece, parts[k], cache); });
   }
   for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
 }

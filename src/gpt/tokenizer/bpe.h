@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,6 +21,8 @@ namespace gpt {
 // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // Invalid UTF-8 bytes are treated as symbols of their own (category "other").
 std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
+// The same pieces, one by one, without building a list.
+void for_each_gpt2_piece(std::string_view text, const std::function<void(std::string_view)>& emit);
 
 // GPT-2's bijection between bytes and printable Unicode characters (as UTF-8).
 const std::vector<std::string>& gpt2_byte_to_unicode();

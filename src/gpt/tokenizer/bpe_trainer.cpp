@@ -10,7 +10,7 @@
 namespace gpt {
 
 void PieceCounts::add(std::string_view text) {
-  for (std::string_view piece : gpt2_pretokenize(text)) ++counts_[std::string(piece)];
+  for_each_gpt2_piece(text, [&](std::string_view piece) { ++counts_[std::string(piece)]; });
   sorted_.clear();
 }
 
