@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   const double mb = static_cast<double>(text.size()) / 1e6;
   std::string json = "{\"bytes\":" + std::to_string(text.size());
   size_t tokens = 0;
+  uint32_t ids_fnv = 0x811c9dc5u;  // FNV-1a over the ids, as tiktoken_speed.mjs
+  for (int32_t id : tok->encode(text, false, 1)) ids_fnv = (ids_fnv ^ static_cast<uint32_t>(id)) * 0x01000193u;
   std::vector<int> thread_counts = {1, 2};
   if (omp_get_num_procs() > 2) thread_counts.push_back(omp_get_num_procs());
   tok->encode(text.substr(0, 1 << 20), false, 1);  // warm up: page faults, allocator
@@ -50,7 +52,7 @@ int main(int argc, char** argv) {
     }
     json += ",\"encode_mb_per_s_" + std::to_string(threads) + "t\":" + std::to_string(mb / best);
   }
-  json += ",\"tokens\":" + std::to_string(tokens);
+  json += ",\"tokens\":" + std::to_string(tokens) + ",\"ids_fnv\":" + std::to_string(ids_fnv);
   auto t0 = clock::now();
   gpt::PieceCounts counts;
   counts.add(text);

@@ -6,7 +6,8 @@ scaling and its BPE training time.
     mkdir -p /tmp/jst && (cd /tmp/jst && npm install js-tiktoken@1.0.21)
     /usr/bin/python3 bench/tokenizer_vs_tiktoken.py [--text FILE] [--node-modules /tmp/jst/node_modules]
 
-Default text: the King James Bible from Debian's bible-kjv (4.4 MB), else Tiny Shakespeare.
+Default text (5.5 MB): the King James Bible (Debian's bible-kjv), Tiny Shakespeare and
+the Korean seed text, concatenated.
 """
 import argparse
 import json
@@ -29,19 +30,21 @@ def main():
     if text is None:
         text = os.path.join(ROOT, "out", "bench-text.txt")
         os.makedirs(os.path.dirname(text), exist_ok=True)
-        if shutil.which("bible"):
-            with open(text, "w") as f:
-                subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], stdout=f, check=True)
-        else:
-            shutil.copy(os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"), text)
+        with open(text, "wb") as f:
+            if shutil.which("bible"):
+                f.write(subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], check=True, capture_output=True).stdout)
+            for extra in ("data/tinyshakespeare.txt", "seed/llm-how-it-works.ko.txt"):
+                with open(os.path.join(ROOT, "..", "shared", extra), "rb") as g:
+                    f.write(g.read())
     ours = json.loads(subprocess.run([os.path.join(ROOT, "build", "bench", "bench_tokenizer_speed"), "--gpt2", a.gpt2,
                                       "--text", text, "--train-vocab", str(a.train_vocab)],
                                      check=True, capture_output=True, text=True).stdout)
     env = dict(os.environ, NODE_PATH=a.node_modules)
     theirs = json.loads(subprocess.run(["node", os.path.join(ROOT, "bench", "tiktoken_speed.mjs"), text],
                                        check=True, capture_output=True, text=True, env=env).stdout)
-    same = "same" if ours["tokens"] == theirs["tokens"] else f"DIFFERENT ({ours['tokens']} vs {theirs['tokens']})"
-    print(f"text: {text}, {ours['bytes'] / 1e6:.1f} MB, {ours['tokens']} tokens ({same} count as js-tiktoken)")
+    same = ours["tokens"] == theirs["tokens"] and ours["ids_fnv"] == theirs["ids_fnv"]
+    print(f"text: {text}, {ours['bytes'] / 1e6:.1f} MB, {ours['tokens']} tokens "
+          f"({'identical ids to' if same else 'DIFFERENT ids from'} js-tiktoken)")
     print(f"encode, 1 thread: gpt.cpp {ours['encode_mb_per_s_1t']:.2f} MB/s, js-tiktoken {theirs['encode_mb_per_s']:.2f} MB/s"
           f" -> {ours['encode_mb_per_s_1t'] / theirs['encode_mb_per_s']:.2f}x")
     scaling = ", ".join(f"{k.split('_')[-1]}: {v:.2f} MB/s" for k, v in ours.items() if k.startswith("encode_mb_per_s_"))

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages gpt.cpp needs to build and test (and, with --demo,
-# the default corpus). Skips apt-get when everything is already there.
+# Installs the Debian packages gpt.cpp needs to build and test. Skips apt-get
+# when everything is already there.
 set -euo pipefail
-packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev libpugixml-dev libutf8proc-dev)
-if [[ "${1:-}" == "--demo" ]]; then packages+=(bible-kjv); fi
+#   --demo  also the default corpus (bible-kjv)
+#   --fuzz  also clang and libFuzzer (scripts/fuzz.sh)
+packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --demo) packages+=(bible-kjv) ;;
+    --fuzz) packages+=(clang libclang-rt-14-dev libomp-dev) ;;
+    *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -76,6 +76,11 @@ TEST_F(Gpt2Bpe, SavedAndReloadedEncodesIdentically) {
   const std::string text = "Saved, reloaded: 같은 토큰 ids? Yes — 100%.";
   EXPECT_EQ(back->encode(text), tok->encode(text));
   EXPECT_EQ(load_tokenizer(testing::shared_data("gpt2"))->encode(text), tok->encode(text));  // GPT-2's directory
+  // Hugging Face's names for the same two files.
+  testing::TempDir hf;
+  std::filesystem::copy_file(testing::shared_data("gpt2") / "encoder.json", hf / "vocab.json");
+  std::filesystem::copy_file(testing::shared_data("gpt2") / "vocab.bpe", hf / "merges.txt");
+  EXPECT_EQ(load_tokenizer(hf.path())->encode(text), tok->encode(text));
 }
 
 TEST(BpeFiles, MalformedFilesAreClearErrors) {

@@ -1,0 +1,71 @@
+// libFuzzer target for the tokenizer and the file loaders. The first input byte
+// picks what the rest is fed to:
+//   0: text for the GPT-2 BPE encoder; decode(encode(x)) must give x back
+//   1: a tokenizer file (tokenizer.json / tokenizer.gpt.json) for the loader
+//   2: token ids (little-endian uint16) for the decoder
+//   3: a safetensors file for its parser
+// Anything may be thrown as gpt::Error; a crash, a sanitizer report or a broken
+// round trip is a bug. The GPT-2 vocabulary comes from GPT_FUZZ_GPT2_DIR (or
+// ../shared/data/gpt2); without it a small trained vocabulary is used.
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/io/safetensors.h"
+#include "gpt/tokenizer/bpe.h"
+#include "gpt/tokenizer/bpe_trainer.h"
+#include "gpt/util/error.h"
+
+namespace {
+
+const gpt::BpeTokenizer& tokenizer() {
+  static const std::unique_ptr<gpt::BpeTokenizer> tok = [] {
+    const char* env = std::getenv("GPT_FUZZ_GPT2_DIR");
+    const std::filesystem::path dir = env ? env : "../shared/data/gpt2";
+    if (std::filesystem::exists(dir / "encoder.json")) return gpt::BpeTokenizer::load_gpt2(dir / "encoder.json", dir / "vocab.bpe");
+    gpt::PieceCounts counts;
+    counts.add("The quick brown fox jumps over the lazy dog. 한국어 텍스트도 있습니다! 1234 5678 ...");
+    gpt::BpeTrainOptions opts;
+    opts.vocab_size = 320;
+    return gpt::train_bpe(counts, opts);
+  }();
+  return *tok;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
+  try {
+    switch (data[0] % 4) {
+      case 0: {
+        const auto& tok = tokenizer();
+        if (tok.decode(tok.encode(body, data[0] & 4)) != body) std::abort();
+        break;
+      }
+      case 1: {
+        const auto j = nlohmann::json::parse(body, nullptr, false);
+        if (!j.is_discarded()) gpt::tokenizer_from_json(j);
+        break;
+      }
+      case 2: {
+        const auto& tok = tokenizer();
+        std::vector<int32_t> ids;
+        for (size_t i = 0; i + 1 < body.size(); i += 2) ids.push_back(static_cast<uint8_t>(body[i]) | (static_cast<uint8_t>(body[i + 1]) << 8));
+        tok.decode(ids);
+        break;
+      }
+      default:
+        gpt::SafetensorsFile::parse(std::vector<uint8_t>(body.begin(), body.end()), "fuzz.safetensors");
+    }
+  } catch (const gpt::Error&) {
+  } catch (const nlohmann::json::exception&) {
+  } catch (const std::out_of_range&) {
+  }
+  return 0;
+}
