@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -85,6 +86,14 @@ inline CharInfo char_at(std::string_view text, size_t i) {
   CharInfo c;
   c.cls = classify(text, i, &c.len, &c.cp);
   return c;
+}
+
+// "left right" -> {left, right}; nullopt unless exactly two non-empty tokens.
+std::optional<std::pair<std::string, std::string>> split_merge(std::string_view line) {
+  const size_t sp = line.find(' ');
+  if (sp == std::string_view::npos || sp == 0 || sp + 1 >= line.size() || line.find(' ', sp + 1) != std::string_view::npos)
+    return std::nullopt;
+  return std::make_pair(std::string(line.substr(0, sp)), std::string(line.substr(sp + 1)));
 }
 
 uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
@@ -229,10 +238,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::pat
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
-    const size_t sp = line.find(' ');
-    check(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
-          vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
-    merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+    auto merge = split_merge(line);
+    check(merge.has_value(), vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
+    merges.push_back(std::move(*merge));
   }
   std::vector<SpecialToken> special;
   if (auto it = vocab.find("<|endoftext|>"); it != vocab.end()) special.push_back({it->first, it->second});
@@ -261,11 +269,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j
       continue;
     }
     check(m.is_string(), "tokenizer.json: merges must be \"left right\" strings or [left, right] pairs");
-    const std::string text = m.get<std::string>();
-    const size_t sp = text.find(' ');
-    check(sp != std::string::npos && sp > 0 && sp + 1 < text.size() && text.find(' ', sp + 1) == std::string::npos,
-          "tokenizer.json: malformed merge '" + text + "'");
-    merges.emplace_back(text.substr(0, sp), text.substr(sp + 1));
+    auto merge = split_merge(m.get<std::string>());
+    check(merge.has_value(), "tokenizer.json: malformed merge '" + m.get<std::string>() + "'");
+    merges.push_back(std::move(*merge));
   }
   std::vector<SpecialToken> special;
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
