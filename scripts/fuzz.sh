@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (AddressSanitizer + UBSan, library
-# instrumented) and runs each for a bounded time: scripts/fuzz.sh [SECONDS=60].
+# instrumented; built without MPI, which also checks that build) and runs each
+# for a bounded time: scripts/fuzz.sh [SECONDS=60].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DGPT_FUZZ=ON -DGPT_BUILD_TESTS=OFF -DGPT_BUILD_BENCH=OFF \
+cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DGPT_FUZZ=ON -DGPT_WITH_MPI=OFF -DGPT_BUILD_TESTS=OFF -DGPT_BUILD_BENCH=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzz_tokenizer >/dev/null
 corpus=$(mktemp -d)

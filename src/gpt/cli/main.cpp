@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gpt/cli/commands.h"
+#include "gpt/distributed/communicator.h"
 #include "gpt/util/error.h"
 
 int main(int argc, char** argv) {
@@ -48,18 +49,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt: error: %s (see gpt --help)\n", e.what());
     return 2;
   }
+  // Under mpirun, an error on one rank must stop them all, not leave them waiting.
+  gpt::Communicator& comm = gpt::Communicator::world();
   // On a terminal, first clear a progress line the error would otherwise share.
   const char* clear = ::isatty(STDERR_FILENO) ? "\r\033[K" : "";
   try {
     for (auto& c : commands)
       if (c.app->parsed()) return c.run();
   } catch (const gpt::Error& e) {
+    if (comm.distributed()) comm.abort(e.what());
     std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%sgpt: error: out of memory\n", clear);
     return 1;
   } catch (const std::exception& e) {
+    if (comm.distributed()) comm.abort(e.what());
     std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
     return 1;
   }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/cli/commands.h"
+#include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/training/trainer.h"
 #include "gpt/util/error.h"
@@ -83,6 +84,7 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--val-fraction", o->val_fraction, "Share of the text held out for validation")->capture_default_str();
   app->add_option("--seed", o->seed, "Seed for initialisation and batches")->capture_default_str();
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
+  app->add_option("--zero", o->zero, "1: ZeRO-1, shard the AdamW state across MPI ranks")->capture_default_str();
   app->add_flag("--quiet", o->quiet, "No progress display");
   auto config = std::make_shared<std::string>();
   app->add_option("--config", *config, "JSON file with any of these options (flag names as keys)");
@@ -112,12 +114,17 @@ Command add_train_command(CLI::App& parent) {
       opts.quiet = o->quiet;
     }
     const TrainResult r = train(opts, *resume);
+    if (!Communicator::world().is_root()) return 0;  // rank 0 reports
     nlohmann::json summary = {{"steps", r.steps},
                               {"loss", r.final_loss},
                               {"seconds", std::round(r.seconds * 100) / 100},
                               {"tokens_per_sec", std::round(r.tokens_per_sec)},
                               {"checkpoint", opts.out}};
     if (r.final_val_loss) summary["val_loss"] = *r.final_val_loss;
+    if (Communicator::world().distributed()) {
+      summary["ranks"] = Communicator::world().size();
+      summary["comm_fraction"] = std::round(1000 * r.comm_seconds / std::max(1e-9, r.comm_seconds + r.compute_seconds)) / 1000;
+    }
     std::printf("%s\n", summary.dump().c_str());
     return 0;
   };

@@ -79,14 +79,14 @@ void save_checkpoint(const fs::path& dir_in, const CheckpointContents& c) {
   for (const TensorInfo& t : model.layout().tensors())
     tensors.push_back({t.name, t.shape, model.params.data() + t.offset});
   write_safetensors(staged / "model.safetensors", tensors, meta);
-  if (c.optimizer != nullptr) {
+  if (c.adam_m != nullptr && c.adam_v != nullptr) {
     std::vector<TensorToWrite> state;
     for (const TensorInfo& t : model.layout().tensors()) {
-      state.push_back({"m." + t.name, t.shape, c.optimizer->m().data() + t.offset});
-      state.push_back({"v." + t.name, t.shape, c.optimizer->v().data() + t.offset});
+      state.push_back({"m." + t.name, t.shape, c.adam_m + t.offset});
+      state.push_back({"v." + t.name, t.shape, c.adam_v + t.offset});
     }
     auto ometa = meta;
-    ometa["adamw_steps"] = std::to_string(c.optimizer->steps_taken());
+    ometa["adamw_steps"] = std::to_string(c.adam_steps);
     write_safetensors(staged / "optimizer.safetensors", state, ometa);
   }
   if (c.trainer_state != nullptr) write_file_atomic(staged / "trainer_state.json", c.trainer_state->dump(1) + "\n");
@@ -135,19 +135,23 @@ LoadedModel load_model(const fs::path& dir_in) {
   return out;
 }
 
-void load_optimizer_state(const fs::path& dir, const ParameterLayout& layout, AdamW& optimizer) {
+OptimizerState load_optimizer_state(const fs::path& dir, const ParameterLayout& layout) {
   const SafetensorsFile st = SafetensorsFile::load(resolve_checkpoint_dir(dir) / "optimizer.safetensors");
+  OptimizerState state;
+  state.m.assign(layout.total(), 0.0f);
+  state.v.assign(layout.total(), 0.0f);
   for (const TensorInfo& t : layout.tensors()) {
-    st.read_f32("m." + t.name, t.shape, optimizer.m().data() + t.offset);
-    st.read_f32("v." + t.name, t.shape, optimizer.v().data() + t.offset);
+    st.read_f32("m." + t.name, t.shape, state.m.data() + t.offset);
+    st.read_f32("v." + t.name, t.shape, state.v.data() + t.offset);
   }
   auto it = st.metadata().find("adamw_steps");
   check(it != st.metadata().end(), "optimizer.safetensors has no adamw_steps metadata");
   try {
-    optimizer.set_steps_taken(std::stoll(it->second));
+    state.steps = std::stoll(it->second);
   } catch (const std::exception&) {
     throw Error("optimizer.safetensors: malformed adamw_steps '" + it->second + "'");
   }
+  return state;
 }
 
 nlohmann::json load_trainer_state(const fs::path& dir) {

@@ -23,7 +23,10 @@ namespace gpt {
 struct CheckpointContents {
   const GPT* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
-  AdamW* optimizer = nullptr;              // optional
+  // AdamW moments, full-size buffers in the parameter layout (optional).
+  const float* adam_m = nullptr;
+  const float* adam_v = nullptr;
+  int64_t adam_steps = 0;
   const nlohmann::json* trainer_state = nullptr;  // optional
 };
 
@@ -41,7 +44,11 @@ struct LoadedModel {
 LoadedModel load_model(const std::filesystem::path& dir);
 // Parameters from a safetensors file into a model whose layout is already fixed.
 void load_parameters(const std::filesystem::path& safetensors_file, GPT& model);
-void load_optimizer_state(const std::filesystem::path& dir, const ParameterLayout& layout, AdamW& optimizer);
+struct OptimizerState {
+  std::vector<float> m, v;  // full-size, in the parameter layout
+  int64_t steps = 0;
+};
+OptimizerState load_optimizer_state(const std::filesystem::path& dir, const ParameterLayout& layout);
 nlohmann::json load_trainer_state(const std::filesystem::path& dir);
 
 }  // namespace gpt

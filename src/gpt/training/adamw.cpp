@@ -1,16 +1,29 @@
 #include "gpt/training/adamw.h"
 #include "gpt/kernels/dispatch.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace gpt {
 
-AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config)
-    : config_(config), decay_(layout.total(), 0.0f), m_(layout.total(), 0.0f), v_(layout.total(), 0.0f) {
+AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin, size_t end) : config_(config) {
+  end = std::min(end, layout.total());
+  begin_ = std::min(begin, end);
+  const size_t n = end - begin_;
+  decay_.assign(n, 0.0f);
+  m_.assign(n, 0.0f);
+  v_.assign(n, 0.0f);
   for (const TensorInfo& t : layout.tensors()) {
     if (!t.weight_decay) continue;
-    for (size_t i = 0; i < t.numel; ++i) decay_[t.offset + i] = config.weight_decay;
+    const size_t lo = std::max(t.offset, begin_), hi = std::min(t.offset + t.numel, end);
+    for (size_t i = lo; i < hi; ++i) decay_[i - begin_] = config.weight_decay;
   }
+}
+
+void AdamW::load(const float* full_m, const float* full_v, int64_t steps) {
+  std::copy(full_m + begin_, full_m + begin_ + m_.size(), m_.begin());
+  std::copy(full_v + begin_, full_v + begin_ + v_.size(), v_.begin());
+  t_ = steps;
 }
 
 GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
@@ -24,6 +37,8 @@ GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
   float* m = m_.data();
   float* v = v_.data();
   const float* decay = decay_.data();
+  params += begin_;
+  grads += begin_;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float g = grads[i];

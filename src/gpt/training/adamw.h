@@ -2,6 +2,7 @@
 // gradient clipping by global norm. One loop over the whole parameter buffer.
 #pragma once
 #include <cstdint>
+#include <cstddef>
 #include <vector>
 
 #include "gpt/model/parameters.h"
@@ -17,20 +18,29 @@ struct AdamWConfig {
 
 class AdamW {
  public:
-  AdamW(const ParameterLayout& layout, AdamWConfig config);
+  // Optimizes elements [begin, end) of the parameter buffer (default: all of it).
+  // ZeRO-1 gives each rank one slice, so the moments take 1/N of the memory.
+  AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin = 0, size_t end = SIZE_MAX);
 
-  // One update with learning rate lr, in PyTorch's order of operations:
+  // One update of the slice with learning rate lr, in PyTorch's order of operations:
   // p *= 1 - lr*wd (decayed tensors only); m, v moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+  // params and grads are full-size buffers.
   void step(float* params, const float* grads, float lr);
+
+  size_t begin() const { return begin_; }
+  size_t end() const { return begin_ + m_.size(); }
+  // Takes this slice's moments from full-size buffers.
+  void load(const float* full_m, const float* full_v, int64_t steps);
 
   const AdamWConfig& config() const { return config_; }
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
-  std::vector<float>& m() { return m_; }
+  std::vector<float>& m() { return m_; }  // the slice's moments
   std::vector<float>& v() { return v_; }
 
  private:
   AdamWConfig config_;
+  size_t begin_ = 0;
   std::vector<float> decay_;  // per-element weight-decay factor: wd or 0
   std::vector<float> m_, v_;
   int64_t t_ = 0;

@@ -8,14 +8,15 @@
 
 namespace gpt {
 
-float mean_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int64_t iters, int64_t B, int64_t T) {
+double total_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int64_t iters, int64_t B, int64_t T,
+                             int rank, int ranks) {
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
   double total = 0;
-  for (int64_t i = 0; i < iters; ++i) {
+  for (int64_t i = rank; i < iters; i += ranks) {
     data.val_batch(seed, i, B, T, x.data(), y.data());
     total += model.forward(x.data(), y.data(), B, T);
   }
-  return static_cast<float>(total / static_cast<double>(iters));
+  return total;
 }
 
 TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::string& text, int64_t batch) {

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 
+#include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/tokenizer/bpe.h"
@@ -57,6 +58,7 @@ void TrainOptions::validate() const {
   check(checkpoint_interval >= 0, "--checkpoint-interval must not be negative");
   check(val_fraction > 0 && val_fraction < 1, "--val-fraction must be in (0, 1)");
   check(threads >= 0, "--threads must not be negative");
+  check(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
 }
 
@@ -69,7 +71,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}};
+          {"threads", threads}, {"zero", zero}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -102,6 +104,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.val_fraction = j.value("val-fraction", o.val_fraction);
     o.seed = j.value("seed", o.seed);
     o.threads = j.value("threads", o.threads);
+    o.zero = j.value("zero", o.zero);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad training options: ") + e.what());
   }
@@ -193,6 +196,10 @@ void truncate_log(const fs::path& log, int64_t last_step) {
 
 TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
   opts.validate();
+  Communicator& comm = Communicator::world();
+  check(opts.batch_size % (comm.size() * opts.grad_accum) == 0,
+        "--batch-size (" + std::to_string(opts.batch_size) + ") must be divisible by the number of ranks (" +
+            std::to_string(comm.size()) + ") times --grad-accum (" + std::to_string(opts.grad_accum) + ")");
   if (opts.threads > 0) omp_set_num_threads(opts.threads);
   const bool resuming = !resume_dir.empty();
 
@@ -258,39 +265,72 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
   }
   const ModelConfig& mc = model->config();
   check(mc.block_size >= opts.block_size, "--block-size exceeds the model's context");
-  AdamW optimizer(model->layout(), {static_cast<float>(opts.beta1), static_cast<float>(opts.beta2), 1e-8f,
-                                    static_cast<float>(opts.weight_decay)});
+  // Data parallel: every rank holds the whole model; with ZeRO-1 each rank's
+  // AdamW keeps the moments of its slice of the parameter buffer only.
+  const size_t n_params = model->num_parameters();
+  const bool zero = opts.zero == 1 && comm.distributed();
+  AdamW optimizer(model->layout(),
+                  {static_cast<float>(opts.beta1), static_cast<float>(opts.beta2), 1e-8f, static_cast<float>(opts.weight_decay)},
+                  zero ? comm.slice_begin(n_params, comm.rank()) : 0, zero ? comm.slice_end(n_params, comm.rank()) : n_params);
   int64_t start_step = 0;
   if (resuming) {
-    load_optimizer_state(resume_dir, model->layout(), optimizer);
+    const OptimizerState saved = load_optimizer_state(resume_dir, model->layout());
+    optimizer.load(saved.m.data(), saved.v.data(), saved.steps);
     start_step = resumed_state["step"].get<int64_t>();
   }
   const LrSchedule schedule{static_cast<float>(opts.lr), static_cast<float>(opts.min_lr), opts.warmup_iters,
                             opts.lr_decay_iters > 0 ? opts.lr_decay_iters : opts.max_iters};
 
+  // Rank 0 logs, draws and writes checkpoints.
+  const bool root = comm.is_root();
+  const bool quiet = opts.quiet || !root;
   const fs::path out_dir = opts.out;
   const fs::path log_path = opts.log.empty() ? out_dir / "train_log.jsonl" : fs::path(opts.log);
   std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  check(fs::is_directory(out_dir, ec), "cannot create output directory " + out_dir.string());
-  if (log_path.has_parent_path()) fs::create_directories(log_path.parent_path(), ec);
-  if (resuming) truncate_log(log_path, start_step);
-  else fs::remove(log_path, ec);
+  if (root) {
+    fs::create_directories(out_dir, ec);
+    check(fs::is_directory(out_dir, ec), "cannot create output directory " + out_dir.string());
+    if (log_path.has_parent_path()) fs::create_directories(log_path.parent_path(), ec);
+    if (resuming) truncate_log(log_path, start_step);
+    else fs::remove(log_path, ec);
+  }
 
-  const int64_t B = opts.batch_size / opts.grad_accum, T = opts.block_size;
+  // Each rank takes rows [rank * B/N, (rank+1) * B/N) of every step's global batch,
+  // in micro-batches of B / (N * grad_accum).
+  const int64_t B_rank = opts.batch_size / comm.size(), B = B_rank / opts.grad_accum, T = opts.block_size;
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
+  std::vector<float> full_m, full_v;  // ZeRO-1: moments gathered for a checkpoint
 
   auto save = [&](int64_t step) {
-    nlohmann::json state = {{"step", step}, {"options", opts.to_json()}, {"data_fnv1a", data_hash},
-                            {"tokens_seen", step * opts.batch_size * T}};
-    save_checkpoint(out_dir, {model.get(), tokenizer.get(), &optimizer, &state});
+    const float* m = optimizer.m().data();
+    const float* v = optimizer.v().data();
+    if (zero) {  // every rank takes part in gathering the moments; rank 0 writes
+      full_m.assign(n_params, 0.0f);
+      full_v.assign(n_params, 0.0f);
+      std::copy(optimizer.m().begin(), optimizer.m().end(), full_m.begin() + static_cast<ptrdiff_t>(optimizer.begin()));
+      std::copy(optimizer.v().begin(), optimizer.v().end(), full_v.begin() + static_cast<ptrdiff_t>(optimizer.begin()));
+      comm.allgather(full_m.data(), n_params);
+      comm.allgather(full_v.data(), n_params);
+      m = full_m.data();
+      v = full_v.data();
+    }
+    if (root) {
+      nlohmann::json state = {{"step", step}, {"options", opts.to_json()}, {"data_fnv1a", data_hash},
+                              {"tokens_seen", step * opts.batch_size * T}, {"ranks", comm.size()}};
+      save_checkpoint(out_dir, {model.get(), tokenizer.get(), m, v, optimizer.steps_taken(), &state});
+    }
+    comm.barrier();
   };
 
-  if (!opts.quiet) {
+  if (!quiet) {
     std::fprintf(stderr, "gpt: %s tokens (%zu train, %zu val), vocab %d, %.2fM parameters, %d threads\n",
                  std::to_string(dataset.train_size() + dataset.val_size()).c_str(),
                  static_cast<size_t>(dataset.train_size()), static_cast<size_t>(dataset.val_size()), mc.vocab_size, static_cast<double>(model->num_parameters()) / 1e6,
                  omp_get_max_threads());
+    if (comm.distributed()) {
+      std::fprintf(stderr, "gpt: %d ranks, %lld sequences per rank per step%s\n", comm.size(),
+                   static_cast<long long>(B_rank), zero ? ", ZeRO-1 (optimizer state sharded)" : "");
+    }
   }
 
   TrainResult result;
@@ -305,14 +345,45 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
     model->zero_grad();
     float loss = 0.0f;
     for (int64_t micro = 0; micro < opts.grad_accum; ++micro) {
-      dataset.train_batch(opts.seed, it, micro, B, T, x.data(), y.data());
+      dataset.train_batch(opts.seed, it, 0, B, T, x.data(), y.data(), comm.rank() * B_rank + micro * B);
       loss += model->forward(x.data(), y.data(), B, T) / static_cast<float>(opts.grad_accum);
       model->backward(1.0f / static_cast<float>(opts.grad_accum));
     }
+    float norm = 0.0f;
+    const auto t_comm = std::chrono::steady_clock::now();
+    double compute_seconds = std::chrono::duration<double>(t_comm - t0).count();
+    if (comm.distributed()) {
+      double loss_sum = loss;
+      comm.allreduce_sum(&loss_sum, 1);
+      loss = static_cast<float>(loss_sum / comm.size());
+    }
     check(std::isfinite(loss), "training diverged: loss is " + std::to_string(loss) + " at step " +
                                    std::to_string(it + 1) + " (try a lower --lr)");
-    const float norm = clip_grad_norm(model->grads.data(), model->grads.size(), static_cast<float>(opts.grad_clip));
-    optimizer.step(model->params.data(), model->grads.data(), lr);
+    if (!zero) {
+      comm.allreduce_mean(model->grads.data(), n_params);  // no-op on one rank
+      norm = clip_grad_norm(model->grads.data(), n_params, static_cast<float>(opts.grad_clip));
+      optimizer.step(model->params.data(), model->grads.data(), lr);
+    } else {
+      // ZeRO-1: reduce-scatter the gradients, clip by the global norm, update my
+      // slice, all-gather the parameters.
+      comm.reduce_scatter_mean(model->grads.data(), n_params);
+      float* slice = model->grads.data() + optimizer.begin();
+      const size_t slice_n = optimizer.end() - optimizer.begin();
+      double sumsq = global_norm(slice, slice_n);
+      sumsq *= sumsq;
+      comm.allreduce_sum(&sumsq, 1);
+      norm = static_cast<float>(std::sqrt(sumsq));
+      const float coef = static_cast<float>(opts.grad_clip) / (norm + 1e-6f);
+      if (opts.grad_clip > 0 && coef < 1.0f)
+        for (size_t i = 0; i < slice_n; ++i) slice[i] *= coef;
+      optimizer.step(model->params.data(), model->grads.data(), lr);
+      comm.allgather(model->params.data(), n_params);
+    }
+    if (comm.distributed()) {
+      // Time outside forward/backward: the collectives (and the optimizer step).
+      result.comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count();
+      result.compute_seconds += compute_seconds;
+    }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     const int64_t step = it + 1;
@@ -325,14 +396,20 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
     rate_ema = rate_ema == 0 ? entry.tokens_per_sec : 0.9 * rate_ema + 0.1 * entry.tokens_per_sec;
     const bool eval_now = step % opts.eval_interval == 0 || step == opts.max_iters;
     if (eval_now) {
-      entry.val_loss = mean_loss_on_batches(*model, dataset, opts.seed, opts.eval_iters, B, T);
+      // Ranks split the validation batches and add up their losses.
+      // Batches of the single-process micro-batch size, so the measure does not
+      // depend on the number of ranks.
+      double val_sum = total_loss_on_batches(*model, dataset, opts.seed, opts.eval_iters,
+                                             opts.batch_size / opts.grad_accum, T, comm.rank(), comm.size());
+      comm.allreduce_sum(&val_sum, 1);
+      entry.val_loss = static_cast<float>(val_sum / static_cast<double>(opts.eval_iters));
       last_val = entry.val_loss;
     }
-    append_line(log_path, entry.to_json().dump());
+    if (root) append_line(log_path, entry.to_json().dump());
     result.history.push_back(entry);
     result.final_loss = loss;
     result.steps = step;
-    if (!opts.quiet) {
+    if (!quiet) {
       char fields[160];
       std::snprintf(fields, sizeof fields, "loss %.4f | val %s | lr %.2e | %.0f tok/s", loss,
                     last_val ? std::to_string(*last_val).substr(0, 6).c_str() : "-", lr, rate_ema);
@@ -340,14 +417,14 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
     }
     if ((opts.checkpoint_interval > 0 && step % opts.checkpoint_interval == 0) || step == opts.max_iters) save(step);
   }
-  if (!opts.quiet) progress.finish();
+  if (!quiet) progress.finish();
   // Draw the whole run (earlier steps of a resumed run included) next to the checkpoint.
-  if (result.steps > start_step) {
+  if (root && result.steps > start_step) {
     const fs::path plot = out_dir / "loss.svg";
     write_file_atomic(plot, training_log_svg(read_training_log(log_path.string()), "Training loss: " + opts.data));
-    if (!opts.quiet) std::fprintf(stderr, "gpt: loss curve drawn in %s\n", plot.c_str());
+    if (!quiet) std::fprintf(stderr, "gpt: loss curve drawn in %s\n", plot.c_str());
   }
-  if (result.steps == start_step && start_step > 0 && !opts.quiet) {
+  if (result.steps == start_step && start_step > 0 && !quiet) {
     std::fprintf(stderr, "gpt: checkpoint is already at step %lld of --max-iters %lld; nothing to do\n",
                  static_cast<long long>(start_step), static_cast<long long>(opts.max_iters));
   }

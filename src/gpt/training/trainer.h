@@ -41,6 +41,7 @@ struct TrainOptions {
   double val_fraction = 0.1;
   uint64_t seed = 1337;
   int threads = 0;  // 0: OpenMP's default
+  int zero = 0;     // 1: ZeRO-1, shard AdamW's state across MPI ranks
   bool quiet = false;
 
   void validate() const;
@@ -70,6 +71,9 @@ struct TrainResult {
   std::optional<float> final_val_loss;
   double seconds = 0;
   double tokens_per_sec = 0;
+  // Under MPI: time in forward/backward, and after it (gradient collectives,
+  // optimizer step, parameter all-gather), summed over steps.
+  double compute_seconds = 0, comm_seconds = 0;
   std::vector<LogEntry> history;  // this run's steps only
 };
 

@@ -1,0 +1,49 @@
+// Data-parallel training across processes. Under `mpirun` every process is a
+// rank of MPI_COMM_WORLD; started without it, the same binary runs as a single
+// rank and never initialises MPI. All collectives work on float buffers laid out
+// like the parameters, so gradients, parameters and optimizer state move as
+// whole flat arrays.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+class Communicator {
+ public:
+  // The process-wide communicator: MPI when launched by mpirun (and built with
+  // MPI), a single rank otherwise.
+  static Communicator& world();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+  bool distributed() const { return size_ > 1; }
+
+  // In place: every rank ends with the element-wise mean / sum over ranks.
+  void allreduce_mean(float* data, size_t n);
+  void allreduce_sum(double* data, size_t n);
+  // ZeRO-1: each rank receives the mean over ranks of its own slice
+  // [slice_begin(r), slice_end(r)) of `data` (written back into `data`).
+  void reduce_scatter_mean(float* data, size_t n);
+  // Each rank contributes its slice of `data`; afterwards all hold all slices.
+  void allgather(float* data, size_t n);
+  void broadcast(void* data, size_t bytes, int root = 0);
+  void barrier();
+  // Ends every rank (MPI_Abort) after printing `message`: no rank is left waiting.
+  [[noreturn]] void abort(const std::string& message);
+
+  // The slice of an n-element buffer owned by `rank` for sharded collectives.
+  size_t slice_begin(size_t n, int rank) const { return n * static_cast<size_t>(rank) / static_cast<size_t>(size_); }
+  size_t slice_end(size_t n, int rank) const { return slice_begin(n, rank + 1); }
+
+  ~Communicator();
+
+ private:
+  Communicator();
+  int rank_ = 0, size_ = 1;
+  bool mpi_ = false;
+};
+
+}  // namespace gpt
