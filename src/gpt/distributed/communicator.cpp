@@ -1,5 +1,6 @@
 #include "gpt/distributed/communicator.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -96,10 +97,11 @@ void Communicator::reduce_scatter_mean(float* data, size_t n) {
   std::vector<int> counts(static_cast<size_t>(size_));
   for (int r = 0; r < size_; ++r) counts[static_cast<size_t>(r)] = static_cast<int>(slice_end(n, r) - slice_begin(n, r));
   const size_t b = slice_begin(n, rank_);
-  std::vector<float> mine(static_cast<size_t>(counts[static_cast<size_t>(rank_)]));
-  mpi_check(MPI_Reduce_scatter(data, mine.data(), counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "reduce_scatter");
+  scratch_.resize(static_cast<size_t>(counts[static_cast<size_t>(rank_)]));
+  mpi_check(MPI_Reduce_scatter(data, scratch_.data(), counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+            "reduce_scatter");
   const float inv = 1.0f / static_cast<float>(size_);
-  for (size_t i = 0; i < mine.size(); ++i) data[b + i] = mine[i] * inv;
+  for (size_t i = 0; i < scratch_.size(); ++i) data[b + i] = scratch_[i] * inv;
 #endif
 }
 
@@ -113,6 +115,23 @@ void Communicator::allgather(float* data, size_t n) {
   }
   mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displs.data(), MPI_FLOAT,
                            MPI_COMM_WORLD), "allgather");
+#endif
+}
+
+void Communicator::gather_slices_to_root(const float* mine, float* full, size_t n) {
+  if (size_ == 1) {
+    std::copy(mine, mine + n, full);
+    return;
+  }
+#ifdef GPT_WITH_MPI
+  std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) {
+    counts[static_cast<size_t>(r)] = static_cast<int>(slice_end(n, r) - slice_begin(n, r));
+    displs[static_cast<size_t>(r)] = static_cast<int>(slice_begin(n, r));
+  }
+  if (rank_ == 0) std::copy(mine, mine + counts[0], full);
+  mpi_check(MPI_Gatherv(rank_ == 0 ? MPI_IN_PLACE : mine, counts[static_cast<size_t>(rank_)], MPI_FLOAT, full,
+                        counts.data(), displs.data(), MPI_FLOAT, 0, MPI_COMM_WORLD), "gather");
 #endif
 }
 

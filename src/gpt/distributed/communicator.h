@@ -29,6 +29,9 @@ class Communicator {
   void reduce_scatter_mean(float* data, size_t n);
   // Each rank contributes its slice of `data`; afterwards all hold all slices.
   void allgather(float* data, size_t n);
+  // Rank 0 receives every rank's slice (of an n-element buffer) into `full`
+  // (n floats, used on rank 0 only); `mine` is this rank's slice.
+  void gather_slices_to_root(const float* mine, float* full, size_t n);
   void broadcast(void* data, size_t bytes, int root = 0);
   void barrier();
   // Ends every rank (MPI_Abort) after printing `message`: no rank is left waiting.
@@ -44,6 +47,7 @@ class Communicator {
   Communicator();
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
+  std::vector<float> scratch_;  // reduce-scatter receive buffer, reused every step
 };
 
 }  // namespace gpt

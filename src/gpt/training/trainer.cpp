@@ -299,18 +299,18 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
   // in micro-batches of B / (N * grad_accum).
   const int64_t B_rank = opts.batch_size / comm.size(), B = B_rank / opts.grad_accum, T = opts.block_size;
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
-  std::vector<float> full_m, full_v;  // ZeRO-1: moments gathered for a checkpoint
+  std::vector<float> full_m, full_v;  // ZeRO-1: moments gathered on rank 0 for a checkpoint
 
   auto save = [&](int64_t step) {
     const float* m = optimizer.m().data();
     const float* v = optimizer.v().data();
-    if (zero) {  // every rank takes part in gathering the moments; rank 0 writes
-      full_m.assign(n_params, 0.0f);
-      full_v.assign(n_params, 0.0f);
-      std::copy(optimizer.m().begin(), optimizer.m().end(), full_m.begin() + static_cast<ptrdiff_t>(optimizer.begin()));
-      std::copy(optimizer.v().begin(), optimizer.v().end(), full_v.begin() + static_cast<ptrdiff_t>(optimizer.begin()));
-      comm.allgather(full_m.data(), n_params);
-      comm.allgather(full_v.data(), n_params);
+    if (zero) {  // every rank sends its slice of the moments; rank 0 assembles and writes
+      if (root) {
+        full_m.resize(n_params);
+        full_v.resize(n_params);
+      }
+      comm.gather_slices_to_root(optimizer.m().data(), full_m.data(), n_params);
+      comm.gather_slices_to_root(optimizer.v().data(), full_v.data(), n_params);
       m = full_m.data();
       v = full_v.data();
     }
