@@ -70,7 +70,7 @@ Communicator::~Communicator() {
 #endif
 }
 
-void Communicator::allreduce_mean(float* data, size_t n) {
+void Communicator::allreduce_mean([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
   in_chunks(n, [&](size_t off, int count) {
@@ -91,7 +91,7 @@ void Communicator::allreduce_sum(double* data, size_t n) {
 #endif
 }
 
-void Communicator::reduce_scatter_mean(float* data, size_t n) {
+void Communicator::reduce_scatter_mean([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
   std::vector<int> counts(static_cast<size_t>(size_));
@@ -105,7 +105,7 @@ void Communicator::reduce_scatter_mean(float* data, size_t n) {
 #endif
 }
 
-void Communicator::allgather(float* data, size_t n) {
+void Communicator::allgather([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
   std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
