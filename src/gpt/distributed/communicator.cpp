@@ -135,17 +135,6 @@ void Communicator::gather_slices_to_root(const float* mine, float* full, size_t 
 #endif
 }
 
-void Communicator::broadcast(void* data, size_t bytes, int root) {
-  if (size_ == 1) return;
-#ifdef GPT_WITH_MPI
-  mpi_check(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
-#else
-  (void)data;
-  (void)bytes;
-  (void)root;
-#endif
-}
-
 void Communicator::barrier() {
 #ifdef GPT_WITH_MPI
   if (size_ > 1) mpi_check(MPI_Barrier(MPI_COMM_WORLD), "barrier");

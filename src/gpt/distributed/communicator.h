@@ -32,7 +32,6 @@ class Communicator {
   // Rank 0 receives every rank's slice (of an n-element buffer) into `full`
   // (n floats, used on rank 0 only); `mine` is this rank's slice.
   void gather_slices_to_root(const float* mine, float* full, size_t n);
-  void broadcast(void* data, size_t bytes, int root = 0);
   void barrier();
   // Ends every rank (MPI_Abort) after printing `message`: no rank is left waiting.
   [[noreturn]] void abort(const std::string& message);

@@ -34,7 +34,6 @@ class AdamW {
 
   const AdamWConfig& config() const { return config_; }
   int64_t steps_taken() const { return t_; }
-  void set_steps_taken(int64_t t) { t_ = t; }
   std::vector<float>& m() { return m_; }  // the slice's moments
   std::vector<float>& v() { return v_; }
 

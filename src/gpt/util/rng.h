@@ -38,7 +38,6 @@ class Rng {
     if (u1 < 1e-300) u1 = 1e-300;
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
-  uint64_t state() const { return state_; }
 
  private:
   uint64_t state_;
