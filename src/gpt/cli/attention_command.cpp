@@ -4,7 +4,7 @@
 #include <omp.h>
 
 #include "gpt/cli/commands.h"
-#include "gpt/io/checkpoint.h"
+#include "gpt/cli/model_flags.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/utf8.h"
@@ -16,11 +16,12 @@ namespace gpt::cli {
 Command add_attention_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("attention", "Draw a model's attention weights on a prompt (SVG)");
   struct Options {
-    std::string model, prompt, out;
+    ModelFlags model;
+    std::string prompt, out;
     int layer = -1, head = -1;
   };
   auto o = std::make_shared<Options>();
-  app->add_option("--model", o->model, "Model directory")->required();
+  add_model_flags(app, o->model, /*allow_quantize=*/false);
   app->add_option("--prompt", o->prompt, "Text to look at")->required();
   app->add_option("--out", o->out, "SVG file to write")->required();
   app->add_option("--layer", o->layer, "Layer (default: the last)");
@@ -29,8 +30,8 @@ Command add_attention_command(CLI::App& parent) {
     if (auto bad = find_invalid_utf8(o->prompt)) {
       throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
     }
-    LoadedModel m = load_model(o->model);
-    const ModelConfig& c = m.model->config();
+    OpenedModel m = open_model(o->model, /*dequantize=*/true);
+    const ModelConfig& c = m.fp32->config();
     const int layer = o->layer < 0 ? c.n_layer - 1 : o->layer;
     check(layer < c.n_layer, "--layer " + std::to_string(layer) + " out of range: the model has " +
                                  std::to_string(c.n_layer) + " layers (0 .. " + std::to_string(c.n_layer - 1) + ")");
@@ -42,8 +43,8 @@ Command add_attention_command(CLI::App& parent) {
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
               std::to_string(c.block_size));
     const auto T = static_cast<int64_t>(ids.size());
-    m.model->forward(ids.data(), nullptr, 1, T);
-    const float* att = m.model->attention_weights(layer);  // (1, NH, T, T)
+    m.fp32->forward(ids.data(), nullptr, 1, T);
+    const float* att = m.fp32->attention_weights(layer);  // (1, NH, T, T)
     std::vector<std::vector<float>> heads;
     std::vector<int> head_ids;
     for (int h = 0; h < c.n_head; ++h) {

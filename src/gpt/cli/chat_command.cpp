@@ -13,7 +13,7 @@
 #include "gpt/cli/commands.h"
 #include "gpt/cli/sampling_flags.h"
 #include "gpt/generation/generate.h"
-#include "gpt/io/checkpoint.h"
+#include "gpt/cli/model_flags.h"
 #include "gpt/util/error.h"
 #include "gpt/util/utf8.h"
 
@@ -22,21 +22,22 @@ namespace gpt::cli {
 Command add_chat_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("chat", "Talk to a model: each line you type is continued");
   struct Options {
-    std::string model;
+    ModelFlags model;
     GenerateOptions gen;
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
   o->gen.max_new_tokens = 200;
   o->gen.stop = {"\n\n"};
-  app->add_option("--model", o->model, "Model directory")->required();
+  add_model_flags(app, o->model);
   add_sampling_flags(app, o->gen);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
     o->gen.sampling.validate();
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    LoadedModel m = load_model(o->model);
-    InferenceSession session(*m.model);
+    OpenedModel m = open_model(o->model);
+    const InferenceWeights weights = m.inference_weights();
+    InferenceSession session(weights);
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);
     if (interactive) {
       std::fprintf(stderr, "gpt chat: type text and press Enter; the model continues it. /reset forgets, /quit ends.\n");

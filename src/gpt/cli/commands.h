@@ -20,5 +20,6 @@ Command add_chat_command(CLI::App& parent);
 Command add_attention_command(CLI::App& parent);
 Command add_plot_command(CLI::App& parent);
 Command add_tokenize_command(CLI::App& parent);
+Command add_convert_command(CLI::App& parent);
 
 }  // namespace gpt::cli

@@ -6,7 +6,7 @@
 #include <omp.h>
 
 #include "gpt/cli/commands.h"
-#include "gpt/io/checkpoint.h"
+#include "gpt/cli/model_flags.h"
 #include "gpt/training/evaluate.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -16,24 +16,28 @@ namespace gpt::cli {
 Command add_eval_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("eval", "Evaluate a model on a text file");
   struct Options {
-    std::string model, data;
+    ModelFlags model;
+    std::string data;
     int64_t batch = 8;
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
-  app->add_option("--model", o->model, "Model directory")->required();
+  add_model_flags(app, o->model);
   app->add_option("--data", o->data, "Text to evaluate on")->required();
   app->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    LoadedModel m = load_model(o->model);
+    OpenedModel m = open_model(o->model);
     const std::string text = read_text_file(o->data);
-    const TextEvaluation ev = evaluate_text(*m.model, *m.tokenizer, text, o->batch);
+    // fp32 models run batched training forward passes; compact ones the inference path.
+    const TextEvaluation ev = m.fp32 ? evaluate_text(*m.fp32, *m.tokenizer, text, o->batch)
+                                     : evaluate_text(m.quantized->weights, *m.tokenizer, text);
     const nlohmann::json out = {{"loss", ev.mean_loss},
                                 {"perplexity", ev.perplexity},
                                 {"bits_per_byte", ev.bits_per_byte},
-                                {"tokens", ev.tokens}};
+                                {"tokens", ev.tokens},
+                                {"weights", ggml_type_name(m.type)}};
     std::printf("%s\n", out.dump().c_str());
     return 0;
   };

@@ -11,9 +11,9 @@
 #include <omp.h>
 
 #include "gpt/cli/commands.h"
+#include "gpt/cli/model_flags.h"
 #include "gpt/cli/sampling_flags.h"
 #include "gpt/generation/generate.h"
-#include "gpt/io/checkpoint.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/utf8.h"
@@ -24,14 +24,15 @@ namespace gpt::cli {
 Command add_generate_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("generate", "Generate text from a prompt");
   struct Options {
-    std::string model, prompt, prompt_file;
+    ModelFlags model;
+    std::string prompt, prompt_file;
     GenerateOptions gen;
     int num_samples = 1;
     int threads = 0;
     bool verbose = false, json = false;
   };
   auto o = std::make_shared<Options>();
-  app->add_option("--model", o->model, "Model directory")->required();
+  add_model_flags(app, o->model);
   auto* prompt = app->add_option("--prompt", o->prompt, "Prompt text (default: read standard input)");
   app->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file")->excludes(prompt);
   add_sampling_flags(app, o->gen);
@@ -56,15 +57,16 @@ Command add_generate_command(CLI::App& parent) {
     if (auto bad = find_invalid_utf8(text)) {
       throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
     }
-    LoadedModel m = load_model(o->model);
+    OpenedModel m = open_model(o->model);
     const std::vector<int32_t> ids = m.tokenizer->encode(text);
-    const int64_t context = m.model->config().block_size;
+    const int64_t context = m.config().block_size;
     check(static_cast<int64_t>(ids.size()) <= context,
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
               std::to_string(context) + "; shorten it");
     const bool json = o->json && o->gen.top_probs > 0;
     const Tokenizer& tok = *m.tokenizer;
-    InferenceSession session(*m.model);
+    const InferenceWeights weights = m.inference_weights();
+    InferenceSession session(weights);
     for (int sample = 0; sample < o->num_samples; ++sample) {
       if (sample > 0 && !json) std::fputs("\n---------------\n", stdout);
       session.reset();

@@ -58,6 +58,8 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--data", o->data, "Training text (UTF-8 for --tokenizer char)");
   app->add_option("--out", o->out, "Checkpoint directory")->capture_default_str();
   app->add_option("--resume", *resume, "Continue training from this checkpoint directory");
+  app->add_option("--init-from", o->init_from,
+                  "Fine-tune: start from this model (checkpoint, Hugging Face GPT-2 dir or GGUF file)");
   app->add_option("--tokenizer", o->tokenizer, "char, byte, or a tokenizer file / checkpoint")->capture_default_str();
   app->add_option("--log", o->log, "JSON-lines training log (default: OUT/train_log.jsonl)");
   app->add_option("--n-layer", o->n_layer, "Transformer blocks")->capture_default_str();
@@ -92,6 +94,13 @@ Command add_train_command(CLI::App& parent) {
   auto run = [app, o, resume, config]() -> int {
     if (!config->empty()) apply_json_config(app, *config);
     TrainOptions opts = *o;
+    if (!o->init_from.empty()) {
+      check(resume->empty(), "--init-from and --resume exclude each other (--resume continues a run)");
+      for (const char* flag : {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer"}) {
+        check(app->get_option(flag)->count() == 0,
+              std::string(flag) + " conflicts with --init-from: the model and its tokenizer come from " + o->init_from);
+      }
+    }
     if (!resume->empty()) {
       // Start from the checkpoint's own options; flags given now override them.
       const nlohmann::json state = load_trainer_state(*resume);

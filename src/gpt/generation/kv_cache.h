@@ -11,17 +11,22 @@
 #include <vector>
 
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 
 namespace gpt {
 
 class InferenceSession {
  public:
+  // fp32, reading the model's parameters in place (they may change between calls).
   explicit InferenceSession(GPT& model);
+  // Any weight types (a QuantizedModel's weights); they must outlive the session.
+  explicit InferenceSession(const InferenceWeights& weights);
 
   void reset();
   int64_t position() const { return pos_; }        // tokens in the cache
   int64_t capacity() const { return capacity_; }   // the model's block size
-  int64_t vocab_size() const { return model_.config().vocab_size; }
+  int64_t vocab_size() const { return w_.config.vocab_size; }
+  const InferenceWeights& weights() const { return w_; }
   const std::vector<int32_t>& tokens() const { return tokens_; }  // tokens in the cache, in order
 
   // Runs `n` tokens; returns the logits (V) after the last one. If they do not fit
@@ -34,7 +39,7 @@ class InferenceSession {
  private:
   void run(const int32_t* tokens, int64_t n, bool all_logits);
 
-  GPT& model_;
+  InferenceWeights w_;
   int64_t capacity_, pos_ = 0, slides_ = 0;
   std::vector<int32_t> tokens_;
   std::vector<int32_t> replay_;  // tokens kept when sliding
@@ -45,6 +50,7 @@ class InferenceSession {
   std::vector<float> positions_;                  // sinusoid table when used
   std::vector<float> attn_scratch_;
   int scratch_threads_;
+  QuantScratch quant_scratch_;
 };
 
 }  // namespace gpt

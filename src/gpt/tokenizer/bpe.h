@@ -58,6 +58,8 @@ class BpeTokenizer final : public Tokenizer {
   // Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder).
   nlohmann::json to_json() const override;
   const std::vector<std::pair<std::string, std::string>>& merges() const { return merges_; }
+  // A token as written in vocabularies (GPT-2's printable byte alphabet).
+  const std::string& token_string(int32_t id) const { return token_strings_.at(static_cast<size_t>(id)); }
 
  private:
   using Cache = std::unordered_map<std::string, std::vector<int32_t>>;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gpt/generation/kv_cache.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -44,6 +45,35 @@ TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::
     for (int32_t id : y) bytes += static_cast<double>(tokenizer.token_bytes(id).size());
     start += B * len;
   }
+  ev.tokens = n_pred;
+  ev.mean_loss = nats / static_cast<double>(n_pred);
+  ev.perplexity = std::exp(ev.mean_loss);
+  ev.bits_per_byte = nats / std::log(2.0) / bytes;
+  return ev;
+}
+
+TextEvaluation evaluate_text(const InferenceWeights& weights, const Tokenizer& tokenizer, const std::string& text) {
+  const std::vector<int32_t> tokens = tokenizer.encode(text);
+  check(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
+  const int64_t T = weights.config.block_size, V = weights.config.vocab_size;
+  const auto n_pred = static_cast<int64_t>(tokens.size()) - 1;
+  InferenceSession session(weights);
+  double nats = 0, bytes = 0;
+  for (int64_t start = 0; start < n_pred; start += T) {
+    const int64_t len = std::min(T, n_pred - start);
+    session.reset();
+    session.append(tokens.data() + start, len, /*all_logits=*/true);
+    for (int64_t i = 0; i < len; ++i) {
+      const float* row = session.logits() + i * V;
+      const float mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
+      const int32_t target = tokens[static_cast<size_t>(start + i + 1)];
+      nats += std::log(sum) + mx - row[target];
+      bytes += static_cast<double>(tokenizer.token_bytes(target).size());
+    }
+  }
+  TextEvaluation ev;
   ev.tokens = n_pred;
   ev.mean_loss = nats / static_cast<double>(n_pred);
   ev.perplexity = std::exp(ev.mean_loss);

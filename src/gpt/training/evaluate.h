@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/training/dataset.h"
 
@@ -25,5 +26,7 @@ struct TextEvaluation {
 // Every token of `text` after the first is predicted once, in consecutive windows
 // of the model's context length (batched `batch` windows at a time).
 TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::string& text, int64_t batch = 8);
+// The same windows through the inference path, for weights in any type (F16, Q8_0, ...).
+TextEvaluation evaluate_text(const InferenceWeights& weights, const Tokenizer& tokenizer, const std::string& text);
 
 }  // namespace gpt

@@ -11,6 +11,7 @@
 
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
+#include "gpt/io/model_loader.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/util/rng.h"
@@ -71,7 +72,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}, {"zero", zero}};
+          {"threads", threads}, {"zero", zero}, {"init-from", init_from}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -105,6 +106,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.seed = j.value("seed", o.seed);
     o.threads = j.value("threads", o.threads);
     o.zero = j.value("zero", o.zero);
+    o.init_from = j.value("init-from", o.init_from);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad training options: ") + e.what());
   }
@@ -194,7 +196,8 @@ void truncate_log(const fs::path& log, int64_t last_step) {
 
 }  // namespace
 
-TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
+TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
+  TrainOptions opts = options;
   opts.validate();
   Communicator& comm = Communicator::world();
   check(opts.batch_size % (comm.size() * opts.grad_accum) == 0,
@@ -231,6 +234,21 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
       std::fprintf(stderr, "gpt: warning: %s differs from the data the checkpoint was trained on\n",
                    opts.data.c_str());
     }
+  } else if (!opts.init_from.empty()) {
+    // Fine-tuning: shape, weights and tokenizer all come from the imported model.
+    OpenedModel imported = open_model(opts.init_from, {.dequantize = true, .convert_to = std::nullopt});
+    tokenizer = std::move(imported.tokenizer);
+    model = std::move(imported.fp32);
+    const ModelConfig& ic = model->config();
+    opts.n_layer = ic.n_layer;
+    opts.n_head = ic.n_head;
+    opts.n_embd = ic.n_embd;
+    opts.position_encoding = to_string(ic.position_encoding);
+    opts.tie_weights = ic.tie_word_embeddings;
+    opts.tokenizer = opts.init_from;
+    check(opts.block_size <= ic.block_size, "--block-size " + std::to_string(opts.block_size) +
+                                                " exceeds the context of " + opts.init_from + " (" +
+                                                std::to_string(ic.block_size) + ")");
   } else {
     check(!from_shard || (opts.tokenizer != "char" && opts.tokenizer != "byte"),
           "a token shard needs --tokenizer PATH: the tokenizer that prepared it");
@@ -251,7 +269,7 @@ TrainResult train(const TrainOptions& opts, const std::string& resume_dir) {
   const Dataset& dataset = *dataset_ptr;
 
   // Model and optimizer.
-  if (!resuming) {
+  if (!model) {
     ModelConfig mc;
     mc.vocab_size = tokenizer->vocab_size();
     mc.block_size = opts.block_size;

@@ -18,6 +18,7 @@ struct TrainOptions {
   std::string out = "out";
   std::string tokenizer = "char";  // char | byte | path to a tokenizer file or checkpoint
   std::string log;                 // default: <out>/train_log.jsonl
+  std::string init_from;           // start from this model (checkpoint, Hugging Face dir, GGUF)
   int n_layer = 4;
   int n_head = 4;
   int n_embd = 128;

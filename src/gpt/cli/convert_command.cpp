@@ -1,0 +1,61 @@
+// gpt convert: between gpt.cpp / Hugging Face directories and GGUF files, with
+// optional quantization (--quantize q8_0 | q4_0 | f16 | bf16).
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include "gpt/cli/commands.h"
+#include "gpt/cli/model_flags.h"
+#include "gpt/io/checkpoint.h"
+#include "gpt/io/gguf_model.h"
+#include "gpt/util/error.h"
+
+namespace gpt::cli {
+
+Command add_convert_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("convert", "Convert a model to GGUF (optionally quantized) or to a Hugging Face directory");
+  struct Options {
+    ModelFlags model;
+    std::string to = "gguf", out, name;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Options>();
+  add_model_flags(app, o->model, /*allow_quantize=*/false);
+  app->add_option("--to", o->to, "gguf (a llama.cpp file) or hf (a directory Hugging Face's GPT2LMHeadModel loads)")
+      ->check(CLI::IsMember({"gguf", "hf"}))->capture_default_str();
+  app->add_option("--out", o->out, "Output file (gguf) or directory (hf)")->required();
+  app->add_option("--quantize,--type", o->model.quantize,
+                  "Weight type of the GGUF matrices: f32 (default), f16, bf16, q8_0, q4_0");
+  app->add_option("--name", o->name, "general.name written into a GGUF file (default: the input's name)");
+  app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  auto run = [o]() -> int {
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    const GgmlType type = o->model.quantize.empty() ? GgmlType::kF32 : parse_ggml_type(o->model.quantize);
+    check(o->to == "gguf" || type == GgmlType::kF32,
+          "--quantize applies to GGUF output; a Hugging Face directory holds fp32 weights");
+    ModelOpenOptions options;
+    options.dequantize = true;  // every output is written from fp32 weights
+    OpenedModel m = gpt::open_model(o->model.model, options);
+    const std::filesystem::path in_path = std::filesystem::path(o->model.model).lexically_normal();
+    std::string name = o->name;
+    if (name.empty()) name = in_path.has_filename() ? in_path.filename().string() : in_path.parent_path().filename().string();
+    if (o->to == "gguf") {
+      export_gguf(*m.fp32, *m.tokenizer, o->out, type, name);
+    } else {
+      save_checkpoint(o->out, {m.fp32.get(), m.tokenizer.get()});
+    }
+    std::error_code ec;
+    const auto bytes = o->to == "gguf" ? std::filesystem::file_size(o->out, ec) : 0;
+    nlohmann::json summary = {{"out", o->out}, {"format", o->to}, {"type", ggml_type_name(type)},
+                              {"parameters", m.fp32->num_parameters()}};
+    if (bytes > 0) summary["bytes"] = bytes;
+    std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+}  // namespace gpt::cli

@@ -1,0 +1,32 @@
+// --model and --quantize, shared by the commands that run a model.
+#pragma once
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "gpt/io/model_loader.h"
+
+namespace gpt::cli {
+
+struct ModelFlags {
+  std::string model, quantize;
+};
+
+inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantize = true) {
+  app->add_option("--model", flags.model,
+                  "Model: a gpt.cpp checkpoint or Hugging Face GPT-2 directory, or a GGUF file")
+      ->required();
+  if (allow_quantize) {
+    app->add_option("--quantize", flags.quantize,
+                    "Convert the weights when loading: f16, bf16, q8_0 or q4_0 (f32 dequantizes a GGUF file)");
+  }
+}
+
+inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false) {
+  ModelOpenOptions options;
+  options.dequantize = dequantize;
+  if (!flags.quantize.empty()) options.convert_to = parse_ggml_type(flags.quantize);
+  return gpt::open_model(flags.model, options);
+}
+
+}  // namespace gpt::cli

@@ -1,0 +1,454 @@
+#include "gpt/io/gguf.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
+
+namespace gpt {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian u32
+constexpr uint32_t kVersion = 3;
+constexpr uint64_t kDefaultAlignment = 32;
+constexpr int kMaxDims = 4;  // GGML_MAX_DIMS
+
+bool is_known_type(uint32_t t) {
+  switch (static_cast<GgmlType>(t)) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ8_0:
+    case GgmlType::kBF16:
+      return true;
+  }
+  return false;
+}
+
+size_t scalar_size(GgufType t) {
+  switch (t) {
+    case GgufType::kU8:
+    case GgufType::kI8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kU16:
+    case GgufType::kI16:
+      return 2;
+    case GgufType::kU32:
+    case GgufType::kI32:
+    case GgufType::kF32:
+      return 4;
+    case GgufType::kU64:
+    case GgufType::kI64:
+    case GgufType::kF64:
+      return 8;
+    case GgufType::kString:
+    case GgufType::kArray:
+      return 0;
+  }
+  return 0;
+}
+
+bool is_integer(GgufType t) {
+  return t == GgufType::kU8 || t == GgufType::kI8 || t == GgufType::kU16 || t == GgufType::kI16 ||
+         t == GgufType::kU32 || t == GgufType::kI32 || t == GgufType::kU64 || t == GgufType::kI64 ||
+         t == GgufType::kBool;
+}
+
+// Bounds-checked little-endian reader over the mapped file.
+class Cursor {
+ public:
+  Cursor(const uint8_t* data, size_t size, const std::string& path) : data_(data), size_(size), path_(path) {}
+
+  size_t position() const { return pos_; }
+  void need(size_t n, const char* what) const {
+    if (n > size_ - pos_) throw Error(path_ + ": truncated GGUF file (" + what + " runs past the end)");
+  }
+  template <typename T>
+  T read(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, data_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string read_string(const char* what) {
+    const auto n = read<uint64_t>(what);
+    if (n > size_ - pos_) throw Error(path_ + ": truncated GGUF file (" + what + " runs past the end)");
+    std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(n));
+    pos_ += static_cast<size_t>(n);
+    return s;
+  }
+  // A scalar of type t as an integer or a real.
+  void read_scalar(GgufType t, int64_t& integer, double& real, const char* what) {
+    switch (t) {
+      case GgufType::kU8: integer = read<uint8_t>(what); break;
+      case GgufType::kI8: integer = read<int8_t>(what); break;
+      case GgufType::kU16: integer = read<uint16_t>(what); break;
+      case GgufType::kI16: integer = read<int16_t>(what); break;
+      case GgufType::kU32: integer = read<uint32_t>(what); break;
+      case GgufType::kI32: integer = read<int32_t>(what); break;
+      case GgufType::kU64: {
+        const auto v = read<uint64_t>(what);
+        if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+          throw Error(path_ + ": " + what + " holds a u64 too large for gpt.cpp");
+        integer = static_cast<int64_t>(v);
+        break;
+      }
+      case GgufType::kI64: integer = read<int64_t>(what); break;
+      case GgufType::kBool: {
+        const auto v = read<uint8_t>(what);
+        if (v > 1) throw Error(path_ + ": " + what + " is a bool that is neither 0 nor 1");
+        integer = v;
+        break;
+      }
+      case GgufType::kF32: real = read<float>(what); break;
+      case GgufType::kF64: real = read<double>(what); break;
+      default: throw Error(path_ + ": " + what + " is not a scalar");
+    }
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+  const std::string& path_;
+};
+
+void append_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  out.insert(out.end(), b, b + n);
+}
+template <typename T>
+void append(std::vector<uint8_t>& out, T v) {
+  append_bytes(out, &v, sizeof(T));
+}
+void append_string(std::vector<uint8_t>& out, const std::string& s) {
+  append<uint64_t>(out, s.size());
+  append_bytes(out, s.data(), s.size());
+}
+
+void append_scalar(std::vector<uint8_t>& out, GgufType t, int64_t integer, double real) {
+  switch (t) {
+    case GgufType::kU8: append<uint8_t>(out, static_cast<uint8_t>(integer)); break;
+    case GgufType::kI8: append<int8_t>(out, static_cast<int8_t>(integer)); break;
+    case GgufType::kU16: append<uint16_t>(out, static_cast<uint16_t>(integer)); break;
+    case GgufType::kI16: append<int16_t>(out, static_cast<int16_t>(integer)); break;
+    case GgufType::kU32: append<uint32_t>(out, static_cast<uint32_t>(integer)); break;
+    case GgufType::kI32: append<int32_t>(out, static_cast<int32_t>(integer)); break;
+    case GgufType::kU64: append<uint64_t>(out, static_cast<uint64_t>(integer)); break;
+    case GgufType::kI64: append<int64_t>(out, integer); break;
+    case GgufType::kBool: append<uint8_t>(out, integer != 0 ? 1 : 0); break;
+    case GgufType::kF32: append<float>(out, static_cast<float>(real)); break;
+    case GgufType::kF64: append<double>(out, real); break;
+    default: throw Error("GGUF writer: not a scalar type");
+  }
+}
+
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+}  // namespace
+
+size_t ggml_tensor_bytes(GgmlType type, const std::vector<int64_t>& ne) {
+  check(!ne.empty() && ne.size() <= kMaxDims, "a tensor needs 1 to 4 dimensions");
+  const int64_t block = ggml_block_size(type);
+  check(ne[0] % block == 0, std::string("rows of a ") + ggml_type_name(type) + " tensor must be a multiple of " +
+                                std::to_string(block) + " elements, got " + std::to_string(ne[0]));
+  uint64_t blocks = 1;
+  for (size_t i = 0; i < ne.size(); ++i) {
+    check(ne[i] > 0, "tensor dimensions must be positive");
+    const auto d = static_cast<uint64_t>(i == 0 ? ne[0] / block : ne[i]);
+    check(blocks <= (uint64_t(1) << 62) / d, "tensor size overflows");
+    blocks *= d;
+  }
+  const auto bb = static_cast<uint64_t>(ggml_block_bytes(type));
+  check(blocks <= (uint64_t(1) << 62) / bb, "tensor size overflows");
+  return static_cast<size_t>(blocks * bb);
+}
+
+int64_t GgufTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : ne) n *= d;
+  return n;
+}
+
+GgufValue GgufValue::u32(uint32_t v) {
+  GgufValue x;
+  x.type = GgufType::kU32;
+  x.integer = v;
+  return x;
+}
+GgufValue GgufValue::i32(int32_t v) {
+  GgufValue x;
+  x.type = GgufType::kI32;
+  x.integer = v;
+  return x;
+}
+GgufValue GgufValue::f32(float v) {
+  GgufValue x;
+  x.type = GgufType::kF32;
+  x.real = v;
+  return x;
+}
+GgufValue GgufValue::boolean(bool v) {
+  GgufValue x;
+  x.type = GgufType::kBool;
+  x.integer = v ? 1 : 0;
+  return x;
+}
+GgufValue GgufValue::string(std::string v) {
+  GgufValue x;
+  x.type = GgufType::kString;
+  x.text = std::move(v);
+  return x;
+}
+GgufValue GgufValue::string_array(std::vector<std::string> v) {
+  GgufValue x;
+  x.type = GgufType::kArray;
+  x.element_type = GgufType::kString;
+  x.strings = std::move(v);
+  return x;
+}
+GgufValue GgufValue::i32_array(std::vector<int64_t> v) {
+  GgufValue x;
+  x.type = GgufType::kArray;
+  x.element_type = GgufType::kI32;
+  x.integers = std::move(v);
+  return x;
+}
+GgufValue GgufValue::f32_array(std::vector<double> v) {
+  GgufValue x;
+  x.type = GgufType::kArray;
+  x.element_type = GgufType::kF32;
+  x.reals = std::move(v);
+  return x;
+}
+
+GgufFile GgufFile::load(const std::filesystem::path& path) {
+  GgufFile f;
+  f.path_ = path.string();
+  f.file_ = MappedFile(path);
+  const std::string& p = f.path_;
+  Cursor in(f.file_.data(), f.file_.size(), p);
+
+  if (f.file_.size() < 4 || in.read<uint32_t>("magic") != kMagic) throw Error(p + " is not a GGUF file (bad magic)");
+  f.version_ = in.read<uint32_t>("version");
+  check(f.version_ == 2 || f.version_ == 3,
+        p + ": GGUF version " + std::to_string(f.version_) + " is not supported (gpt.cpp reads versions 2 and 3)");
+  const auto n_tensors = in.read<uint64_t>("tensor count");
+  const auto n_kv = in.read<uint64_t>("metadata count");
+  // Every entry takes at least 8 bytes of file: reject counts the file cannot hold
+  // before reserving anything.
+  const uint64_t room = f.file_.size() / 8;
+  check(n_tensors <= room && n_kv <= room, p + ": corrupt GGUF header (counts larger than the file)");
+
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    std::string key = in.read_string("metadata key");
+    check(!key.empty(), p + ": empty metadata key");
+    GgufValue v;
+    const auto type = in.read<uint32_t>("metadata type");
+    check(type <= static_cast<uint32_t>(GgufType::kF64), p + ": metadata '" + key + "' has unknown type " +
+                                                             std::to_string(type));
+    v.type = static_cast<GgufType>(type);
+    const std::string what = "metadata '" + key + "'";
+    if (v.type == GgufType::kString) {
+      v.text = in.read_string(what.c_str());
+    } else if (v.type == GgufType::kArray) {
+      const auto et = in.read<uint32_t>(what.c_str());
+      check(et <= static_cast<uint32_t>(GgufType::kF64), p + ": " + what + " has unknown element type");
+      v.element_type = static_cast<GgufType>(et);
+      check(v.element_type != GgufType::kArray, p + ": " + what + " is a nested array (not supported)");
+      const auto n = in.read<uint64_t>(what.c_str());
+      const size_t each = v.element_type == GgufType::kString ? 8 : scalar_size(v.element_type);
+      check(n <= (f.file_.size() - in.position()) / each, p + ": truncated GGUF file (" + what + " runs past the end)");
+      for (uint64_t k = 0; k < n; ++k) {
+        if (v.element_type == GgufType::kString) {
+          v.strings.push_back(in.read_string(what.c_str()));
+        } else {
+          int64_t integer = 0;
+          double real = 0;
+          in.read_scalar(v.element_type, integer, real, what.c_str());
+          if (is_integer(v.element_type)) {
+            v.integers.push_back(integer);
+          } else {
+            v.reals.push_back(real);
+          }
+        }
+      }
+    } else {
+      in.read_scalar(v.type, v.integer, v.real, what.c_str());
+    }
+    check(f.metadata_.emplace(key, std::move(v)).second, p + ": metadata key '" + key + "' appears twice");
+  }
+  if (f.has("general.alignment")) {
+    const GgufValue& a = f.metadata_.at("general.alignment");
+    check(a.type == GgufType::kU32 && a.integer > 0 && a.integer % 8 == 0 && (a.integer & (a.integer - 1)) == 0,
+          p + ": general.alignment must be a u32 power of two, a multiple of 8");
+    f.alignment_ = static_cast<uint64_t>(a.integer);
+  }
+
+  std::set<std::string> names;
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    GgufTensor t;
+    t.name = in.read_string("tensor name");
+    check(names.insert(t.name).second, p + ": tensor '" + t.name + "' appears twice");
+    const std::string what = "tensor '" + t.name + "'";
+    const auto n_dims = in.read<uint32_t>(what.c_str());
+    check(n_dims >= 1 && n_dims <= kMaxDims, p + ": " + what + " has " + std::to_string(n_dims) + " dimensions");
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      const auto n = in.read<uint64_t>(what.c_str());
+      check(n >= 1 && n < (uint64_t(1) << 40), p + ": " + what + " has a dimension of " + std::to_string(n));
+      t.ne.push_back(static_cast<int64_t>(n));
+    }
+    const auto type = in.read<uint32_t>(what.c_str());
+    check(is_known_type(type), p + ": " + what + " has ggml type " + std::to_string(type) +
+                                   ", which gpt.cpp does not read (F32, F16, BF16, Q8_0, Q4_0)");
+    t.type = static_cast<GgmlType>(type);
+    t.offset = in.read<uint64_t>(what.c_str());
+    try {
+      t.bytes = ggml_tensor_bytes(t.type, t.ne);
+    } catch (const Error& e) {
+      throw Error(p + ": " + what + ": " + e.what());
+    }
+    check(t.offset % f.alignment_ == 0, p + ": " + what + " is not aligned to " + std::to_string(f.alignment_));
+    f.tensors_.push_back(std::move(t));
+  }
+
+  const uint64_t data_start = align_up(in.position(), f.alignment_);
+  check(data_start <= f.file_.size() || f.tensors_.empty(), p + ": truncated GGUF file (no tensor data)");
+  const uint64_t data_size = f.file_.size() > data_start ? f.file_.size() - data_start : 0;
+  std::vector<const GgufTensor*> by_offset;
+  for (GgufTensor& t : f.tensors_) {
+    check(t.offset <= data_size && t.bytes <= data_size - t.offset,
+          p + ": truncated GGUF file (tensor '" + t.name + "' runs past the end)");
+    t.data = f.file_.data() + data_start + t.offset;
+    by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    check(by_offset[i - 1]->offset + by_offset[i - 1]->bytes <= by_offset[i]->offset,
+          p + ": tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
+  }
+  return f;
+}
+
+const GgufTensor* GgufFile::find(const std::string& name) const {
+  for (const GgufTensor& t : tensors_) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+std::string GgufFile::get_string(const std::string& key) const {
+  auto it = metadata_.find(key);
+  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  check(it->second.type == GgufType::kString, path_ + ": metadata '" + key + "' is not a string");
+  return it->second.text;
+}
+
+int64_t GgufFile::get_int(const std::string& key) const {
+  auto it = metadata_.find(key);
+  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  check(is_integer(it->second.type), path_ + ": metadata '" + key + "' is not an integer");
+  return it->second.integer;
+}
+
+double GgufFile::get_float(const std::string& key) const {
+  auto it = metadata_.find(key);
+  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  check(it->second.type == GgufType::kF32 || it->second.type == GgufType::kF64,
+        path_ + ": metadata '" + key + "' is not a float");
+  return it->second.real;
+}
+
+const std::vector<std::string>& GgufFile::get_strings(const std::string& key) const {
+  auto it = metadata_.find(key);
+  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  check(it->second.type == GgufType::kArray && it->second.element_type == GgufType::kString,
+        path_ + ": metadata '" + key + "' is not an array of strings");
+  return it->second.strings;
+}
+
+const std::vector<int64_t>& GgufFile::get_ints(const std::string& key) const {
+  auto it = metadata_.find(key);
+  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  check(it->second.type == GgufType::kArray && is_integer(it->second.element_type),
+        path_ + ": metadata '" + key + "' is not an array of integers");
+  return it->second.integers;
+}
+
+void GgufWriter::set(const std::string& key, GgufValue value) {
+  for (auto& [k, v] : metadata_) {
+    if (k == key) {
+      v = std::move(value);
+      return;
+    }
+  }
+  metadata_.emplace_back(key, std::move(value));
+}
+
+void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, GgmlType type,
+                            std::vector<uint8_t> data) {
+  check(data.size() == ggml_tensor_bytes(type, ne), "GGUF writer: tensor '" + name + "' has the wrong byte count");
+  for (const Pending& t : tensors_) check(t.name != name, "GGUF writer: tensor '" + name + "' added twice");
+  tensors_.push_back({name, std::move(ne), type, std::move(data)});
+}
+
+void GgufWriter::write(const std::filesystem::path& path) const {
+  uint64_t alignment = kDefaultAlignment;
+  for (const auto& [k, v] : metadata_) {
+    if (k == "general.alignment") alignment = static_cast<uint64_t>(v.integer);
+  }
+  std::vector<uint8_t> head;
+  append<uint32_t>(head, kMagic);
+  append<uint32_t>(head, kVersion);
+  append<uint64_t>(head, tensors_.size());
+  append<uint64_t>(head, metadata_.size());
+  for (const auto& [key, v] : metadata_) {
+    append_string(head, key);
+    append<uint32_t>(head, static_cast<uint32_t>(v.type));
+    if (v.type == GgufType::kString) {
+      append_string(head, v.text);
+    } else if (v.type == GgufType::kArray) {
+      append<uint32_t>(head, static_cast<uint32_t>(v.element_type));
+      if (v.element_type == GgufType::kString) {
+        append<uint64_t>(head, v.strings.size());
+        for (const std::string& s : v.strings) append_string(head, s);
+      } else if (is_integer(v.element_type)) {
+        append<uint64_t>(head, v.integers.size());
+        for (int64_t x : v.integers) append_scalar(head, v.element_type, x, 0.0);
+      } else {
+        append<uint64_t>(head, v.reals.size());
+        for (double x : v.reals) append_scalar(head, v.element_type, 0, x);
+      }
+    } else {
+      append_scalar(head, v.type, v.integer, v.real);
+    }
+  }
+  uint64_t offset = 0;
+  for (const Pending& t : tensors_) {
+    append_string(head, t.name);
+    append<uint32_t>(head, static_cast<uint32_t>(t.ne.size()));
+    for (int64_t d : t.ne) append<uint64_t>(head, static_cast<uint64_t>(d));
+    append<uint32_t>(head, static_cast<uint32_t>(t.type));
+    append<uint64_t>(head, offset);
+    offset = align_up(offset + t.data.size(), alignment);
+  }
+  head.resize(align_up(head.size(), alignment), 0);
+
+  AtomicFileWriter out(path);
+  out.write(head.data(), head.size());
+  const std::vector<uint8_t> zeros(alignment, 0);
+  for (const Pending& t : tensors_) {
+    out.write(t.data.data(), t.data.size());
+    const uint64_t pad = align_up(t.data.size(), alignment) - t.data.size();
+    if (pad > 0) out.write(zeros.data(), pad);
+  }
+  out.commit();
+}
+
+}  // namespace gpt

@@ -1,0 +1,419 @@
+#include "gpt/io/gguf_model.h"
+
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "gpt/io/gguf.h"
+#include "gpt/kernels/embedding.h"
+#include "gpt/tokenizer/bpe.h"
+#include "gpt/util/error.h"
+
+namespace gpt {
+
+namespace {
+
+// llama.cpp's token types.
+constexpr int64_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
+
+// llama.cpp's llama_ftype for a file whose matrices are mostly `type`.
+uint32_t file_type_of(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return 0;
+    case GgmlType::kF16: return 1;
+    case GgmlType::kQ4_0: return 2;
+    case GgmlType::kQ8_0: return 7;
+    case GgmlType::kBF16: return 32;
+  }
+  return 0;
+}
+
+std::vector<uint8_t> encode_rows(GgmlType type, const float* rows, int64_t n_rows, int64_t n_cols) {
+  const size_t rb = ggml_row_bytes(type, n_cols);
+  std::vector<uint8_t> out(rb * static_cast<size_t>(n_rows));
+  for (int64_t r = 0; r < n_rows; ++r) quantize_row(type, rows + r * n_cols, out.data() + rb * static_cast<size_t>(r), n_cols);
+  return out;
+}
+
+void add_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_vocab) {
+  std::vector<std::string> tokens;
+  std::vector<int64_t> types;
+  int64_t eot = -1;
+  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok)) {
+    for (int32_t id = 0; id < bpe->vocab_size(); ++id) {
+      tokens.push_back(bpe->token_string(id));
+      types.push_back(kTokenNormal);
+    }
+    for (const SpecialToken& s : bpe->special_tokens()) {
+      types[static_cast<size_t>(s.id)] = kTokenControl;
+      if (s.text == "<|endoftext|>") eot = s.id;
+    }
+    std::vector<std::string> merges;
+    merges.reserve(bpe->merges().size());
+    for (const auto& [a, b] : bpe->merges()) merges.push_back(a + " " + b);
+    g.set("tokenizer.ggml.merges", GgufValue::string_array(std::move(merges)));
+  } else {
+    // Char and byte tokenizers: each token's bytes in GPT-2's byte alphabet (a
+    // byte-level BPE without merges); gpt.cpp itself reloads the exact tokenizer.
+    const auto& alphabet = gpt2_byte_to_unicode();
+    for (int32_t id = 0; id < tok.vocab_size(); ++id) {
+      std::string s;
+      for (unsigned char b : tok.token_bytes(id)) s += alphabet[b];
+      tokens.push_back(s);
+      types.push_back(kTokenNormal);
+    }
+    g.set("tokenizer.ggml.merges", GgufValue::string_array({}));
+    g.set("gpt.tokenizer", GgufValue::string(tok.to_json().dump()));
+  }
+  // llama.cpp needs a token for every row of the embedding.
+  for (auto id = static_cast<int64_t>(tokens.size()); id < model_vocab; ++id) {
+    tokens.push_back("[PAD" + std::to_string(id) + "]");
+    types.push_back(kTokenUnused);
+  }
+  g.set("tokenizer.ggml.model", GgufValue::string("gpt2"));
+  g.set("tokenizer.ggml.pre", GgufValue::string("gpt-2"));
+  g.set("tokenizer.ggml.tokens", GgufValue::string_array(std::move(tokens)));
+  g.set("tokenizer.ggml.token_type", GgufValue::i32_array(std::move(types)));
+  if (eot >= 0) {
+    g.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(eot)));
+    g.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(eot)));
+  }
+  g.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(false));
+}
+
+std::unique_ptr<Tokenizer> read_tokenizer(const GgufFile& f) {
+  if (f.has("gpt.tokenizer")) {
+    try {
+      return tokenizer_from_json(nlohmann::json::parse(f.get_string("gpt.tokenizer")));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(f.path() + ": gpt.tokenizer is not valid JSON: " + e.what());
+    }
+  }
+  const std::string model = f.get_string("tokenizer.ggml.model");
+  check(model == "gpt2", f.path() + ": tokenizer.ggml.model '" + model +
+                             "' is not supported (gpt.cpp reads GPT-2's byte-level BPE, 'gpt2')");
+  const std::vector<std::string>& tokens = f.get_strings("tokenizer.ggml.tokens");
+  std::vector<int64_t> types(tokens.size(), kTokenNormal);
+  if (f.has("tokenizer.ggml.token_type")) {
+    types = f.get_ints("tokenizer.ggml.token_type");
+    check(types.size() == tokens.size(), f.path() + ": tokenizer.ggml.token_type and tokens differ in length");
+  }
+  size_t used = tokens.size();
+  while (used > 0 && types[used - 1] == kTokenUnused) --used;  // padding rows
+  check(used > 0, f.path() + ": the tokenizer has no tokens");
+  std::unordered_map<std::string, int32_t> vocab;
+  std::vector<SpecialToken> special;
+  for (size_t id = 0; id < used; ++id) {
+    check(vocab.emplace(tokens[id], static_cast<int32_t>(id)).second,
+          f.path() + ": token '" + tokens[id] + "' appears twice in the vocabulary");
+    if (types[id] == kTokenControl || types[id] == kTokenUserDefined) {
+      special.push_back({tokens[id], static_cast<int32_t>(id)});
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> merges;
+  for (const std::string& m : f.get_strings("tokenizer.ggml.merges")) {
+    const size_t space = m.find(' ');
+    check(space != std::string::npos && space > 0 && space + 1 < m.size(),
+          f.path() + ": malformed merge '" + m + "' (expected 'left right')");
+    merges.emplace_back(m.substr(0, space), m.substr(space + 1));
+  }
+  try {
+    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special));
+  } catch (const Error& e) {
+    throw Error(f.path() + ": " + e.what());
+  }
+}
+
+std::string shape_string(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
+const GgufTensor& need(const GgufFile& f, const std::string& name, const std::vector<int64_t>& ne) {
+  const GgufTensor* t = f.find(name);
+  check(t != nullptr, f.path() + ": tensor '" + name + "' is missing");
+  check(t->ne == ne, f.path() + ": tensor '" + name + "' has shape " + shape_string(t->ne) + ", expected " +
+                         shape_string(ne));
+  return *t;
+}
+
+std::vector<float> to_floats(const GgufTensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  const int64_t row = t.ne[0], rows = t.numel() / row;
+  const size_t rb = ggml_row_bytes(t.type, row);
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(t.type, t.data + rb * static_cast<size_t>(r), out.data() + r * row, row);
+  return out;
+}
+
+// (out, in) rows -> Conv1D (in, out).
+void transpose_into(const std::vector<float>& rows, int64_t out, int64_t in, float* dst) {
+  for (int64_t r = 0; r < out; ++r) {
+    for (int64_t c = 0; c < in; ++c) dst[c * out + r] = rows[static_cast<size_t>(r * in + c)];
+  }
+}
+
+}  // namespace
+
+bool is_gguf_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && magic[0] == 'G' && magic[1] == 'G' && magic[2] == 'U' && magic[3] == 'F';
+}
+
+void export_gguf(GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+                 const std::string& name) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
+  check(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
+  GgufWriter g;
+  g.set("general.architecture", GgufValue::string("gpt2"));
+  g.set("general.name", GgufValue::string(name));
+  g.set("general.file_type", GgufValue::u32(file_type_of(type)));
+  if (ggml_block_size(type) > 1) g.set("general.quantization_version", GgufValue::u32(2));
+  g.set("gpt2.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
+  g.set("gpt2.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
+  g.set("gpt2.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(4 * C)));
+  g.set("gpt2.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
+  g.set("gpt2.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_head)));
+  g.set("gpt2.attention.layer_norm_epsilon", GgufValue::f32(c.layer_norm_epsilon));
+  add_tokenizer(g, tokenizer, V);
+
+  auto vec = [&](const std::string& n, const float* x, int64_t len) {
+    g.add_tensor(n, {len}, GgmlType::kF32, encode_rows(GgmlType::kF32, x, 1, len));
+  };
+  auto matrix_type = [&](int64_t in) { return in % ggml_block_size(type) == 0 ? type : GgmlType::kF16; };
+  auto rows = [&](const std::string& n, const float* x, int64_t n_out, int64_t in) {
+    const GgmlType t = matrix_type(in);
+    g.add_tensor(n, {in, n_out}, t, encode_rows(t, x, n_out, in));
+  };
+  std::vector<float> tmp;
+  auto conv1d = [&](const std::string& n, const float* x, int64_t in, int64_t n_out) {
+    tmp.resize(static_cast<size_t>(in * n_out));
+    for (int64_t r = 0; r < n_out; ++r) {
+      for (int64_t k = 0; k < in; ++k) tmp[static_cast<size_t>(r * in + k)] = x[k * n_out + r];
+    }
+    rows(n, tmp.data(), n_out, in);
+  };
+
+  rows("token_embd.weight", w.wte, V, C);
+  if (w.wpe != nullptr) {
+    g.add_tensor("position_embd.weight", {C, T}, GgmlType::kF32, encode_rows(GgmlType::kF32, w.wpe, T, C));
+  } else {  // the sinusoid, written out as a table (llama.cpp's gpt2 adds a learned table)
+    std::vector<float> table(static_cast<size_t>(T * C));
+    sinusoidal_positions(table.data(), T, C);
+    g.add_tensor("position_embd.weight", {C, T}, GgmlType::kF32, encode_rows(GgmlType::kF32, table.data(), T, C));
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    vec(p + "attn_norm.weight", L.ln_1_weight, C);
+    vec(p + "attn_norm.bias", L.ln_1_bias, C);
+    conv1d(p + "attn_qkv.weight", L.attn_c_attn_weight, C, 3 * C);
+    vec(p + "attn_qkv.bias", L.attn_c_attn_bias, 3 * C);
+    conv1d(p + "attn_output.weight", L.attn_c_proj_weight, C, C);
+    vec(p + "attn_output.bias", L.attn_c_proj_bias, C);
+    vec(p + "ffn_norm.weight", L.ln_2_weight, C);
+    vec(p + "ffn_norm.bias", L.ln_2_bias, C);
+    conv1d(p + "ffn_up.weight", L.mlp_c_fc_weight, C, 4 * C);
+    vec(p + "ffn_up.bias", L.mlp_c_fc_bias, 4 * C);
+    conv1d(p + "ffn_down.weight", L.mlp_c_proj_weight, 4 * C, C);
+    vec(p + "ffn_down.bias", L.mlp_c_proj_bias, C);
+  }
+  vec("output_norm.weight", w.ln_f_weight, C);
+  vec("output_norm.bias", w.ln_f_bias, C);
+  rows("output.weight", w.lm_head, V, C);
+  g.write(out);
+}
+
+GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
+  const GgufFile f = GgufFile::load(path);
+  const std::string& p = f.path();
+  const std::string arch = f.get_string("general.architecture");
+  check(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' models)");
+
+  ModelConfig c;
+  auto get_dim = [&](const std::string& key) {
+    const int64_t v = f.get_int(key);
+    check(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
+  };
+  c.n_embd = get_dim("gpt2.embedding_length");
+  c.n_layer = get_dim("gpt2.block_count");
+  c.n_head = get_dim("gpt2.attention.head_count");
+  c.block_size = get_dim("gpt2.context_length");
+  if (f.has("gpt2.feed_forward_length")) {
+    check(f.get_int("gpt2.feed_forward_length") == 4LL * c.n_embd,
+          p + ": only feed_forward_length = 4 * embedding_length is supported");
+  }
+  if (f.has("gpt2.attention.layer_norm_epsilon")) {
+    c.layer_norm_epsilon = static_cast<float>(f.get_float("gpt2.attention.layer_norm_epsilon"));
+  }
+  const GgufTensor* embd = f.find("token_embd.weight");
+  check(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
+  check(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
+        p + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
+            std::to_string(c.n_embd) + ", vocab]");
+  c.vocab_size = static_cast<int>(embd->ne[1]);
+  const GgufTensor* head = f.find("output.weight");
+  // llama.cpp's converter writes a tied head out as a copy; a copy means tied.
+  c.tie_word_embeddings = head == nullptr || (head->type == embd->type && head->ne == embd->ne &&
+                                              std::equal(head->data, head->data + head->bytes, embd->data));
+  c.position_encoding = PositionEncoding::kLearned;
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(p + ": " + e.what());
+  }
+  const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
+
+  GgufModel out;
+  out.tokenizer = read_tokenizer(f);
+  check(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
+
+  // Every tensor the file must hold, with its shape; anything else is an error.
+  struct Expected {
+    std::string name;
+    std::vector<int64_t> ne;
+  };
+  std::vector<Expected> expected = {{"token_embd.weight", {C, V}}, {"position_embd.weight", {C, T}},
+                                    {"output_norm.weight", {C}},   {"output_norm.bias", {C}}};
+  if (head != nullptr) expected.push_back({"output.weight", {C, V}});
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    for (const char* n : {"attn_norm.weight", "attn_norm.bias", "ffn_norm.weight", "ffn_norm.bias",
+                          "attn_output.bias", "ffn_down.bias"}) {
+      expected.push_back({b + n, {C}});
+    }
+    expected.push_back({b + "attn_qkv.weight", {C, 3 * C}});
+    expected.push_back({b + "attn_qkv.bias", {3 * C}});
+    expected.push_back({b + "attn_output.weight", {C, C}});
+    expected.push_back({b + "ffn_up.weight", {C, 4 * C}});
+    expected.push_back({b + "ffn_up.bias", {4 * C}});
+    expected.push_back({b + "ffn_down.weight", {4 * C, C}});
+  }
+  std::map<GgmlType, size_t> bytes_by_type;
+  for (const Expected& e : expected) {
+    const GgufTensor& t = need(f, e.name, e.ne);
+    if (e.ne.size() == 2) bytes_by_type[t.type] += t.bytes;
+  }
+  for (const GgufTensor& t : f.tensors()) {
+    bool known = false;
+    for (const Expected& e : expected) known = known || e.name == t.name;
+    check(known, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
+                     " layers");
+  }
+  out.type = GgmlType::kF32;
+  size_t most = 0;
+  for (const auto& [type, bytes] : bytes_by_type) {
+    if (bytes > most) {
+      most = bytes;
+      out.type = type;
+    }
+  }
+  const bool all_f32 = bytes_by_type.size() == 1 && bytes_by_type.count(GgmlType::kF32) == 1;
+
+  if (all_f32 || dequantize) {
+    out.fp32 = std::make_unique<GPT>(c);
+    GPT& m = *out.fp32;
+    const ModelWeights& w = m.weights();
+    auto copy = [&](const std::string& n, float* dst) {
+      const std::vector<float> x = to_floats(*f.find(n));
+      std::copy(x.begin(), x.end(), dst);
+    };
+    auto conv1d = [&](const std::string& n, float* dst, int64_t in, int64_t n_out) {
+      transpose_into(to_floats(*f.find(n)), n_out, in, dst);
+    };
+    copy("token_embd.weight", w.wte);
+    copy("position_embd.weight", w.wpe);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+      const std::string b = "blk." + std::to_string(l) + ".";
+      copy(b + "attn_norm.weight", L.ln_1_weight);
+      copy(b + "attn_norm.bias", L.ln_1_bias);
+      conv1d(b + "attn_qkv.weight", L.attn_c_attn_weight, C, 3 * C);
+      copy(b + "attn_qkv.bias", L.attn_c_attn_bias);
+      conv1d(b + "attn_output.weight", L.attn_c_proj_weight, C, C);
+      copy(b + "attn_output.bias", L.attn_c_proj_bias);
+      copy(b + "ffn_norm.weight", L.ln_2_weight);
+      copy(b + "ffn_norm.bias", L.ln_2_bias);
+      conv1d(b + "ffn_up.weight", L.mlp_c_fc_weight, C, 4 * C);
+      copy(b + "ffn_up.bias", L.mlp_c_fc_bias);
+      conv1d(b + "ffn_down.weight", L.mlp_c_proj_weight, 4 * C, C);
+      copy(b + "ffn_down.bias", L.mlp_c_proj_bias);
+    }
+    copy("output_norm.weight", w.ln_f_weight);
+    copy("output_norm.bias", w.ln_f_bias);
+    if (!c.tie_word_embeddings) copy("output.weight", w.lm_head);
+    return out;
+  }
+
+  // Compact weights are kept as they are stored; F32 matrices among them become
+  // Conv1D fp32 layers.
+  auto q = std::make_unique<QuantizedModel>();
+  q->vectors.reserve(expected.size());
+  q->matrices.reserve(expected.size());
+  InferenceWeights& w = q->weights;
+  w.config = c;
+  auto vec = [&](const std::string& n) -> const float* {
+    q->vectors.push_back(to_floats(*f.find(n)));
+    return q->vectors.back().data();
+  };
+  auto linear = [&](const std::string& n, int64_t in, int64_t n_out) {
+    const GgufTensor& t = *f.find(n);
+    LinearWeights lw;
+    lw.in = in;
+    lw.out = n_out;
+    lw.bias = vec(n.substr(0, n.size() - 6) + "bias");
+    if (t.type == GgmlType::kF32) {
+      q->vectors.emplace_back(static_cast<size_t>(in * n_out));
+      transpose_into(to_floats(t), n_out, in, q->vectors.back().data());
+      lw.f32 = q->vectors.back().data();
+    } else {
+      q->matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), n_out, in));
+      lw.packed = q->matrices.back().matrix;
+    }
+    return lw;
+  };
+  auto table = [&](const GgufTensor& t, const float*& f32, QuantizedMatrix& packed) {
+    if (t.type == GgmlType::kF32) {
+      q->vectors.push_back(to_floats(t));
+      f32 = q->vectors.back().data();
+    } else {
+      q->matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), t.ne[1], t.ne[0]));
+      packed = q->matrices.back().matrix;
+    }
+  };
+  table(*embd, w.wte_f32, w.wte_packed);
+  w.wpe = vec("position_embd.weight");
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    InferenceLayer L{};
+    L.ln_1_weight = vec(b + "attn_norm.weight");
+    L.ln_1_bias = vec(b + "attn_norm.bias");
+    L.ln_2_weight = vec(b + "ffn_norm.weight");
+    L.ln_2_bias = vec(b + "ffn_norm.bias");
+    L.c_attn = linear(b + "attn_qkv.weight", C, 3 * C);
+    L.attn_proj = linear(b + "attn_output.weight", C, C);
+    L.c_fc = linear(b + "ffn_up.weight", C, 4 * C);
+    L.mlp_proj = linear(b + "ffn_down.weight", 4 * C, C);
+    w.layers.push_back(L);
+  }
+  w.ln_f_weight = vec("output_norm.weight");
+  w.ln_f_bias = vec("output_norm.bias");
+  const float* head_f32 = nullptr;
+  QuantizedMatrix head_packed;
+  if (c.tie_word_embeddings) {
+    head_f32 = w.wte_f32;
+    head_packed = w.wte_packed;
+  } else {
+    table(*head, head_f32, head_packed);
+  }
+  w.lm_head = {C, V, head_f32, true, head_packed, nullptr};
+  out.quantized = std::move(q);
+  return out;
+}
+
+}  // namespace gpt

@@ -1,0 +1,43 @@
+// GPT models as GGUF files of llama.cpp's architecture "gpt2", so what gpt.cpp
+// trains runs in llama.cpp (and Ollama), and their GPT-2 files run here.
+//
+// Tensor names and layouts are llama.cpp's: token_embd, position_embd,
+// blk.N.{attn_norm, attn_qkv, attn_output, ffn_norm, ffn_up, ffn_down}, output_norm,
+// output; matrices are stored (out, in) with ne = {in, out}, so gpt.cpp's Conv1D
+// (in, out) matrices are transposed on the way out and back. As llama.cpp's own
+// converter does, the tied LM head is written out as output.weight too.
+// Norms, biases and position embeddings stay F32; with a block type (Q8_0, Q4_0)
+// a matrix whose rows are not a whole number of blocks is written as F16.
+// The tokenizer goes into the metadata (tokenizer.ggml.model = "gpt2": tokens,
+// token types, merges, end-of-text id); gpt.cpp's char and byte tokenizers are
+// also kept whole under "gpt.tokenizer" so they load back exactly.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "gpt/kernels/quantize.h"
+#include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
+#include "gpt/tokenizer/tokenizer.h"
+
+namespace gpt {
+
+void export_gguf(GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+                 const std::string& name = "gpt.cpp model");
+
+struct GgufModel {
+  std::unique_ptr<GPT> fp32;                   // every matrix F32, or dequantized on request
+  std::unique_ptr<QuantizedModel> quantized;   // otherwise
+  std::unique_ptr<Tokenizer> tokenizer;
+  GgmlType type = GgmlType::kF32;              // the type of most matrix bytes
+};
+
+// Every failure (not GGUF, damaged, another architecture, missing or misshapen
+// tensors) is a one-line gpt::Error.
+GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize = false);
+
+// True if the file starts with GGUF's magic.
+bool is_gguf_file(const std::filesystem::path& path);
+
+}  // namespace gpt

@@ -1,0 +1,39 @@
+#include "gpt/io/model_loader.h"
+
+#include "gpt/io/checkpoint.h"
+#include "gpt/io/gguf_model.h"
+#include "gpt/util/error.h"
+
+namespace gpt {
+
+InferenceWeights OpenedModel::inference_weights() {
+  return fp32 ? InferenceWeights::view(*fp32) : quantized->weights;
+}
+
+OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options) {
+  OpenedModel m;
+  std::error_code ec;
+  check(std::filesystem::exists(path, ec), "model " + path.string() + " does not exist");
+  if (std::filesystem::is_regular_file(path, ec)) {
+    check(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
+    const bool want_fp32 = options.dequantize || (options.convert_to && *options.convert_to == GgmlType::kF32);
+    GgufModel g = load_gguf_model(path, want_fp32 || options.convert_to.has_value());
+    m.fp32 = std::move(g.fp32);
+    m.quantized = std::move(g.quantized);
+    m.tokenizer = std::move(g.tokenizer);
+    m.type = g.type;
+  } else {
+    LoadedModel l = load_model(path);
+    m.fp32 = std::move(l.model);
+    m.tokenizer = std::move(l.tokenizer);
+  }
+  if (m.fp32) m.type = GgmlType::kF32;
+  if (options.convert_to && *options.convert_to != GgmlType::kF32 && !options.dequantize) {
+    m.quantized = QuantizedModel::quantize(*m.fp32, *options.convert_to);
+    m.fp32.reset();
+    m.type = *options.convert_to;
+  }
+  return m;
+}
+
+}  // namespace gpt

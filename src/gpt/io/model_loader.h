@@ -1,0 +1,35 @@
+// Opens whatever model a user points at: a gpt.cpp checkpoint directory, a
+// Hugging Face GPT-2 directory (config.json + model.safetensors + tokenizer
+// files), or a GGUF file. fp32 weights become a GPT; compact ones (F16, BF16,
+// Q8_0, Q4_0 in a GGUF file) stay compact for inference unless dequantized.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "gpt/kernels/quantize.h"
+#include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
+#include "gpt/tokenizer/tokenizer.h"
+
+namespace gpt {
+
+struct ModelOpenOptions {
+  bool dequantize = false;              // always produce an fp32 GPT (training, attention maps)
+  std::optional<GgmlType> convert_to;   // convert the matrices at load time (--quantize)
+};
+
+struct OpenedModel {
+  std::unique_ptr<GPT> fp32;
+  std::unique_ptr<QuantizedModel> quantized;
+  std::unique_ptr<Tokenizer> tokenizer;
+  GgmlType type = GgmlType::kF32;  // of most matrix bytes
+
+  const ModelConfig& config() const { return fp32 ? fp32->config() : quantized->config(); }
+  // Weights for an InferenceSession (views; valid while this object lives).
+  InferenceWeights inference_weights();
+};
+
+OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options = {});
+
+}  // namespace gpt

@@ -1,0 +1,431 @@
+#include "gpt/kernels/quantize.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "gpt/util/error.h"
+#include "gpt/util/half.h"
+
+namespace gpt {
+
+namespace {
+
+// An input row quantized for the integer dot products: like Q8_0 but with a
+// float scale (the input is not stored, so there is no reason to round it).
+struct ActBlock {
+  float d;
+  int8_t qs[kQuantBlock];
+};
+
+std::atomic<bool> g_force_portable{false};
+
+bool cpu_has_vnni() {
+#if defined(__x86_64__)
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+                          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+bool env_forces_portable() {
+  static const bool forced = [] {
+    const char* v = std::getenv("GPT_PORTABLE_KERNELS");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return forced;
+}
+
+void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+    float amax = 0.0f;
+    for (int64_t j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = float_to_half(d);
+    for (int64_t j = 0; j < kQuantBlock; ++j) y[b].qs[j] = static_cast<int8_t>(std::lround(x[j] * id));
+  }
+}
+
+void quantize_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+    float amax = 0.0f, max = 0.0f;  // the value of largest magnitude, with its sign
+    for (int64_t j = 0; j < kQuantBlock; ++j) {
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = float_to_half(d);
+    for (int64_t j = 0; j < kQuantBlock / 2; ++j) {
+      const auto lo = static_cast<uint8_t>(std::min(15, static_cast<int>(x[j] * id + 8.5f)));
+      const auto hi = static_cast<uint8_t>(std::min(15, static_cast<int>(x[j + kQuantBlock / 2] * id + 8.5f)));
+      y[b].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+    }
+  }
+}
+
+void quantize_activations(const float* x, ActBlock* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+    float amax = 0.0f;
+    for (int64_t j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = d;
+    for (int64_t j = 0; j < kQuantBlock; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+  }
+}
+
+// ---- portable dot products -------------------------------------------------
+
+float dot_q8_0_portable(const uint8_t* row, const ActBlock* a, int64_t nb) {
+  const auto* w = reinterpret_cast<const BlockQ8_0*>(row);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int64_t j = 0; j < kQuantBlock; ++j) s += static_cast<int32_t>(w[b].qs[j]) * a[b].qs[j];
+    sum += half_to_float(w[b].d) * a[b].d * static_cast<float>(s);
+  }
+  return sum;
+}
+
+float dot_q4_0_portable(const uint8_t* row, const ActBlock* a, int64_t nb) {
+  const auto* w = reinterpret_cast<const BlockQ4_0*>(row);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int64_t j = 0; j < kQuantBlock / 2; ++j) {
+      s += ((w[b].qs[j] & 0x0F) - 8) * a[b].qs[j];
+      s += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + kQuantBlock / 2];
+    }
+    sum += half_to_float(w[b].d) * a[b].d * static_cast<float>(s);
+  }
+  return sum;
+}
+
+float dot_f32(const float* w, const float* x, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+// ---- AVX-512 VNNI dot products ---------------------------------------------
+#if defined(__x86_64__)
+// GCC 12 reports its own AVX-512 headers' deliberately undefined registers
+// (_mm512_undefined_*) as uninitialised once inlined here; they are not.
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define GPT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+GPT_VNNI_TARGET inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// sum(w * a) for 32 signed bytes each: |w| (unsigned) times a with w's sign.
+GPT_VNNI_TARGET inline __m256 block_dot(__m256i w, __m256i a) {
+  const __m256i abs_w = _mm256_sign_epi8(w, w);
+  const __m256i signed_a = _mm256_sign_epi8(a, w);
+  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, signed_a));
+}
+
+GPT_VNNI_TARGET float dot_q8_0_vnni(const uint8_t* row, const ActBlock* a, int64_t nb) {
+  const auto* w = reinterpret_cast<const BlockQ8_0*>(row);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) {
+    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
+    const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * a[b + 1].d);
+    const __m256 p0 = block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)));
+    const __m256 p1 = block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + 1].qs)),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
+    acc0 = _mm256_fmadd_ps(p0, d0, acc0);
+    acc1 = _mm256_fmadd_ps(p1, d1, acc1);
+  }
+  for (; b < nb; ++b) {
+    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
+    acc0 = _mm256_fmadd_ps(block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs))),
+                           d0, acc0);
+  }
+  return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+GPT_VNNI_TARGET inline __m256i unpack_q4(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);  // high half: high nibbles
+  return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+GPT_VNNI_TARGET float dot_q4_0_vnni(const uint8_t* row, const ActBlock* a, int64_t nb) {
+  const auto* w = reinterpret_cast<const BlockQ4_0*>(row);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) {
+    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
+    const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * a[b + 1].d);
+    const __m256 p0 = block_dot(unpack_q4(w[b].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)));
+    const __m256 p1 =
+        block_dot(unpack_q4(w[b + 1].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
+    acc0 = _mm256_fmadd_ps(p0, d0, acc0);
+    acc1 = _mm256_fmadd_ps(p1, d1, acc1);
+  }
+  for (; b < nb; ++b) {
+    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
+    acc0 = _mm256_fmadd_ps(block_dot(unpack_q4(w[b].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs))),
+                           d0, acc0);
+  }
+  return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+// 16-bit weights: widened to float 16 at a time and multiplied in float.
+GPT_VNNI_TARGET float dot_f16_avx512(const uint8_t* row, const float* x, int64_t n) {
+  const auto* w = reinterpret_cast<const uint16_t*>(row);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))),
+                           _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))),
+                           _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += _cvtsh_ss(w[i]) * x[i];
+  return s;
+}
+
+GPT_VNNI_TARGET inline __m512 load_bf16(const uint16_t* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+GPT_VNNI_TARGET float dot_bf16_avx512(const uint8_t* row, const float* x, int64_t n) {
+  const auto* w = reinterpret_cast<const uint16_t*>(row);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(load_bf16(w + i), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(load_bf16(w + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += bf16_to_float(w[i]) * x[i];
+  return s;
+}
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+}  // namespace
+
+const char* ggml_type_name(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return "F32";
+    case GgmlType::kF16: return "F16";
+    case GgmlType::kQ4_0: return "Q4_0";
+    case GgmlType::kQ8_0: return "Q8_0";
+    case GgmlType::kBF16: return "BF16";
+  }
+  return "?";
+}
+
+GgmlType parse_ggml_type(const std::string& name) {
+  std::string s = name;
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "f32") return GgmlType::kF32;
+  if (s == "f16") return GgmlType::kF16;
+  if (s == "bf16") return GgmlType::kBF16;
+  if (s == "q8_0") return GgmlType::kQ8_0;
+  if (s == "q4_0") return GgmlType::kQ4_0;
+  throw Error("unknown weight type '" + name + "' (expected f32, f16, bf16, q8_0 or q4_0)");
+}
+
+int64_t ggml_block_size(GgmlType type) {
+  return (type == GgmlType::kQ4_0 || type == GgmlType::kQ8_0) ? kQuantBlock : 1;
+}
+
+int64_t ggml_block_bytes(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return 4;
+    case GgmlType::kF16:
+    case GgmlType::kBF16: return 2;
+    case GgmlType::kQ4_0: return sizeof(BlockQ4_0);
+    case GgmlType::kQ8_0: return sizeof(BlockQ8_0);
+  }
+  return 0;
+}
+
+size_t ggml_row_bytes(GgmlType type, int64_t n) {
+  check(n % ggml_block_size(type) == 0, std::string("a row of ") + ggml_type_name(type) + " must be a multiple of " +
+                                            std::to_string(ggml_block_size(type)) + " weights, got " +
+                                            std::to_string(n));
+  return static_cast<size_t>(n / ggml_block_size(type) * ggml_block_bytes(type));
+}
+
+void quantize_row(GgmlType type, const float* x, void* out, int64_t n) {
+  check(n % ggml_block_size(type) == 0, "quantize_row: length is not a whole number of blocks");
+  switch (type) {
+    case GgmlType::kF32: std::memcpy(out, x, sizeof(float) * static_cast<size_t>(n)); return;
+    case GgmlType::kF16: {
+      auto* y = static_cast<uint16_t*>(out);
+      for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
+      return;
+    }
+    case GgmlType::kBF16: {
+      auto* y = static_cast<uint16_t*>(out);
+      for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(x[i]);
+      return;
+    }
+    case GgmlType::kQ8_0: quantize_q8_0(x, static_cast<BlockQ8_0*>(out), n); return;
+    case GgmlType::kQ4_0: quantize_q4_0(x, static_cast<BlockQ4_0*>(out), n); return;
+  }
+}
+
+void dequantize_row(GgmlType type, const void* in, float* x, int64_t n) {
+  check(n % ggml_block_size(type) == 0, "dequantize_row: length is not a whole number of blocks");
+  switch (type) {
+    case GgmlType::kF32: std::memcpy(x, in, sizeof(float) * static_cast<size_t>(n)); return;
+    case GgmlType::kF16: {
+      const auto* w = static_cast<const uint16_t*>(in);
+      for (int64_t i = 0; i < n; ++i) x[i] = half_to_float(w[i]);
+      return;
+    }
+    case GgmlType::kBF16: {
+      const auto* w = static_cast<const uint16_t*>(in);
+      for (int64_t i = 0; i < n; ++i) x[i] = bf16_to_float(w[i]);
+      return;
+    }
+    case GgmlType::kQ8_0: {
+      const auto* w = static_cast<const BlockQ8_0*>(in);
+      for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+        const float d = half_to_float(w[b].d);
+        for (int64_t j = 0; j < kQuantBlock; ++j) x[b * kQuantBlock + j] = d * w[b].qs[j];
+      }
+      return;
+    }
+    case GgmlType::kQ4_0: {
+      const auto* w = static_cast<const BlockQ4_0*>(in);
+      for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+        const float d = half_to_float(w[b].d);
+        for (int64_t j = 0; j < kQuantBlock / 2; ++j) {
+          x[b * kQuantBlock + j] = d * static_cast<float>((w[b].qs[j] & 0x0F) - 8);
+          x[b * kQuantBlock + j + kQuantBlock / 2] = d * static_cast<float>((w[b].qs[j] >> 4) - 8);
+        }
+      }
+      return;
+    }
+  }
+}
+
+const uint8_t* QuantizedMatrix::row(int64_t r) const { return data + static_cast<size_t>(r) * ggml_row_bytes(type, cols); }
+
+QuantizedStorage QuantizedStorage::quantize(GgmlType type, const float* x, int64_t rows, int64_t cols,
+                                            bool transposed) {
+  QuantizedStorage s;
+  const size_t rb = ggml_row_bytes(type, cols);
+  s.bytes.resize(rb * static_cast<size_t>(rows));
+#pragma omp parallel
+  {
+    std::vector<float> tmp(transposed ? static_cast<size_t>(cols) : 0);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* src = x + r * cols;
+      if (transposed) {
+        for (int64_t c = 0; c < cols; ++c) tmp[static_cast<size_t>(c)] = x[c * rows + r];
+        src = tmp.data();
+      }
+      quantize_row(type, src, s.bytes.data() + rb * static_cast<size_t>(r), cols);
+    }
+  }
+  s.matrix = {type, rows, cols, s.bytes.data()};
+  return s;
+}
+
+QuantizedStorage QuantizedStorage::wrap(GgmlType type, std::vector<uint8_t> bytes, int64_t rows, int64_t cols) {
+  check(bytes.size() == ggml_row_bytes(type, cols) * static_cast<size_t>(rows), "quantized matrix has the wrong size");
+  QuantizedStorage s;
+  s.bytes = std::move(bytes);
+  s.matrix = {type, rows, cols, s.bytes.data()};
+  return s;
+}
+
+bool quant_kernels_use_vnni() { return cpu_has_vnni() && !g_force_portable.load() && !env_forces_portable(); }
+void force_portable_quant_kernels(bool force) { g_force_portable.store(force); }
+
+void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
+                      QuantScratch& scratch, const float* residual) {
+  const int64_t C = w.cols, OC = w.rows;
+  check(w.type != GgmlType::kF32, "quantized_linear: F32 weights go through gemm");
+  const bool blocks = w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0;
+  const bool vnni = quant_kernels_use_vnni();
+  const int64_t nb = C / kQuantBlock;
+  const ActBlock* act = nullptr;
+  if (blocks) {
+    check(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
+    const size_t need = sizeof(ActBlock) * static_cast<size_t>(N * nb);
+    if (scratch.blocks.size() < need) scratch.blocks.resize(need);
+    auto* a = reinterpret_cast<ActBlock*>(scratch.blocks.data());
+#pragma omp parallel for schedule(static) if (N > 1)
+    for (int64_t n = 0; n < N; ++n) quantize_activations(in + n * C, a + n * nb, C);
+    act = a;
+  }
+  using BlockDot = float (*)(const uint8_t*, const ActBlock*, int64_t);
+  BlockDot block_dot_fn = nullptr;
+  if (w.type == GgmlType::kQ8_0) block_dot_fn = dot_q8_0_portable;
+  if (w.type == GgmlType::kQ4_0) block_dot_fn = dot_q4_0_portable;
+  using WideDot = float (*)(const uint8_t*, const float*, int64_t);
+  WideDot wide_dot_fn = nullptr;
+#if defined(__x86_64__)
+  if (vnni) {
+    if (w.type == GgmlType::kQ8_0) block_dot_fn = dot_q8_0_vnni;
+    if (w.type == GgmlType::kQ4_0) block_dot_fn = dot_q4_0_vnni;
+    if (w.type == GgmlType::kF16) wide_dot_fn = dot_f16_avx512;
+    if (w.type == GgmlType::kBF16) wide_dot_fn = dot_bf16_avx512;
+  }
+#endif
+  const size_t rb = ggml_row_bytes(w.type, C);
+  // Rows of W are the outer loop: each row is read from memory once and used for
+  // all N inputs while it sits in L1.
+#pragma omp parallel
+  {
+    thread_local std::vector<float> row_f32;
+    if (!blocks && wide_dot_fn == nullptr && row_f32.size() < static_cast<size_t>(C)) row_f32.resize(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < OC; ++r) {
+      const uint8_t* wr = w.data + rb * static_cast<size_t>(r);
+      if (!blocks && wide_dot_fn == nullptr) dequantize_row(w.type, wr, row_f32.data(), C);
+      const float b = bias != nullptr ? bias[r] : 0.0f;
+      for (int64_t n = 0; n < N; ++n) {
+        float s;
+        if (blocks) {
+          s = block_dot_fn(wr, act + n * nb, nb);
+        } else if (wide_dot_fn != nullptr) {
+          s = wide_dot_fn(wr, in + n * C, C);
+        } else {
+          s = dot_f32(row_f32.data(), in + n * C, C);
+        }
+        s += b;
+        if (residual != nullptr) s += residual[n * OC + r];
+        out[n * OC + r] = s;
+      }
+    }
+  }
+}
+
+}  // namespace gpt

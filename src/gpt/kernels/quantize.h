@@ -1,0 +1,81 @@
+// Weight storage types for inference and the matrix products that read them.
+//
+// Q8_0 and Q4_0 are llama.cpp's block formats, bit for bit (so GGUF files
+// interoperate): each row is cut into blocks of 32 weights, each block stores one
+// float16 scale d and 32 small integers q, and weight = d * q.
+//   Q8_0: q in [-127, 127], d = max|w| / 127                      (34 bytes / 32 weights)
+//   Q4_0: q in [0, 15] stored as nibbles, weight = d * (q - 8),
+//         d = (the weight of largest magnitude) / -8               (18 bytes / 32 weights)
+// F16 and BF16 store each weight in 16 bits.
+//
+// The product kernels never expand a whole matrix to float: each input row is
+// quantized once to int8 blocks (scale per block) and every output is a sum over
+// blocks of d_w * d_x * (integer dot product of 32 pairs), computed with AVX-512
+// VNNI where the CPU has it (chosen at run time) and a portable loop otherwise.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+// ggml's numbering of the types (also GGUF's tensor type field).
+enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kBF16 = 30 };
+const char* ggml_type_name(GgmlType type);
+GgmlType parse_ggml_type(const std::string& name);  // "f32", "q8_0", ... (any case); gpt::Error otherwise
+int64_t ggml_block_size(GgmlType type);   // weights per block (1 for plain types)
+int64_t ggml_block_bytes(GgmlType type);  // bytes per block
+size_t ggml_row_bytes(GgmlType type, int64_t n);  // n must be a multiple of the block size
+
+inline constexpr int64_t kQuantBlock = 32;
+struct BlockQ8_0 {
+  uint16_t d;  // float16 scale
+  int8_t qs[kQuantBlock];
+};
+struct BlockQ4_0 {
+  uint16_t d;                   // float16 scale
+  uint8_t qs[kQuantBlock / 2];  // weight j in the low nibble of qs[j], weight j + 16 in the high nibble
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "llama.cpp's block layouts");
+
+// Converts n floats (a multiple of the block size for Q types) to `type`.
+void quantize_row(GgmlType type, const float* x, void* out, int64_t n);
+// And back.
+void dequantize_row(GgmlType type, const void* in, float* x, int64_t n);
+
+// A matrix of `rows` rows of `cols` weights in one of the types above, row-major
+// (row r = output r of a layer, as in PyTorch's Linear and in GGUF).
+struct QuantizedMatrix {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;  // rows * ggml_row_bytes(type, cols) bytes
+  const uint8_t* row(int64_t r) const;
+};
+
+// Owns the bytes of a QuantizedMatrix.
+struct QuantizedStorage {
+  std::vector<uint8_t> bytes;
+  QuantizedMatrix matrix;
+  // Quantizes `rows` x `cols` floats given row-major (or column-major when
+  // `transposed`, i.e. x[c * rows + r] is row r, column c: a Conv1D weight).
+  static QuantizedStorage quantize(GgmlType type, const float* x, int64_t rows, int64_t cols, bool transposed = false);
+  static QuantizedStorage wrap(GgmlType type, std::vector<uint8_t> bytes, int64_t rows, int64_t cols);
+};
+
+// Per-thread scratch for the products (the input rows quantized to int8 blocks).
+struct QuantScratch {
+  std::vector<uint8_t> blocks;
+};
+
+// out (N, rows) = [residual +] in (N, cols) @ W^T [+ bias]. out may alias residual.
+// W's type may be Q8_0, Q4_0, F16 or BF16 (F32 weights go through gemm instead).
+void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
+                      QuantScratch& scratch, const float* residual = nullptr);
+
+// Which kernel runs: the best the CPU offers, or the portable loop when forced
+// (tests run both; GPT_PORTABLE_KERNELS=1 in the environment forces it too).
+bool quant_kernels_use_vnni();
+void force_portable_quant_kernels(bool force);
+
+}  // namespace gpt

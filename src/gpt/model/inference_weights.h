@@ -1,0 +1,66 @@
+// The weights as inference reads them: every fully connected layer is either fp32
+// (multiplied by oneDNN's GEMM) or stored in a compact type (F16, BF16, Q8_0,
+// Q4_0; multiplied by the block kernels of kernels/quantize.h). A GPT's own fp32
+// parameters are viewed in place; a QuantizedModel owns converted copies.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "gpt/kernels/quantize.h"
+#include "gpt/model/config.h"
+#include "gpt/model/gpt.h"
+
+namespace gpt {
+
+struct LinearWeights {
+  int64_t in = 0, out = 0;
+  const float* f32 = nullptr;  // fp32: (in, out) Conv1D layout, or (out, in) when out_major
+  bool out_major = false;
+  QuantizedMatrix packed;      // used when f32 is null: (out, in) rows
+  const float* bias = nullptr;  // (out) or null
+  GgmlType type() const { return f32 != nullptr ? GgmlType::kF32 : packed.type; }
+  size_t bytes() const;  // weight bytes read per use
+};
+
+// out (N, w.out) = [residual +] in (N, w.in) @ W + bias; out may alias residual.
+void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N, QuantScratch& scratch,
+                  const float* residual = nullptr);
+
+struct InferenceLayer {
+  const float *ln_1_weight, *ln_1_bias, *ln_2_weight, *ln_2_bias;
+  LinearWeights c_attn, attn_proj, c_fc, mlp_proj;
+};
+
+struct InferenceWeights {
+  ModelConfig config;
+  const float* wte_f32 = nullptr;  // (V, C) embedding rows when fp32 ...
+  QuantizedMatrix wte_packed;      // ... else in a compact type
+  const float* wpe = nullptr;      // (T, C), or null for the sinusoidal encoding
+  std::vector<InferenceLayer> layers;
+  const float *ln_f_weight = nullptr, *ln_f_bias = nullptr;
+  LinearWeights lm_head;  // (V, C) out-major; the embedding itself when tied
+
+  // Views of a GPT's fp32 parameters (valid while the model lives).
+  static InferenceWeights view(GPT& model);
+  // Writes the embedding of `token` (C floats).
+  void embed(int32_t token, float* out) const;
+  // Bytes of weights a decode step reads (every matrix once, the embedding row aside).
+  size_t bytes_per_token() const;
+};
+
+// A model whose matrices are stored in a compact type (F16, BF16, Q8_0 or Q4_0;
+// each matrix may differ when loaded from a file). Norms, biases and positions
+// stay fp32. `weights` points into the storage below, which is filled once.
+struct QuantizedModel {
+  InferenceWeights weights;
+  std::vector<std::vector<float>> vectors;  // fp32 tensors
+  std::vector<QuantizedStorage> matrices;   // compact matrices
+
+  // Converts a GPT's weights. Matrices whose rows are not a whole number of
+  // blocks stay in F16 (Q8_0, Q4_0 need multiples of 32), as llama.cpp falls back.
+  static std::unique_ptr<QuantizedModel> quantize(GPT& model, GgmlType type);
+  const ModelConfig& config() const { return weights.config; }
+};
+
+}  // namespace gpt

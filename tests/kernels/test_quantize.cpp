@@ -1,0 +1,207 @@
+// Weight types: float16/bfloat16 conversion, llama.cpp's Q8_0/Q4_0 block formats,
+// and the products over them (the VNNI kernels and the portable loop, each against
+// the straightforward float computation).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "gpt/kernels/quantize.h"
+#include "gpt/util/error.h"
+#include "gpt/util/half.h"
+
+namespace gpt {
+namespace {
+
+bool cpu_has_f16c() { return __builtin_cpu_supports("f16c"); }
+
+__attribute__((target("f16c"))) uint16_t hardware_half(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+__attribute__((target("f16c"))) float hardware_float(uint16_t h) { return _cvtsh_ss(h); }
+
+TEST(Half, EveryHalfConvertsExactlyAndBack) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = half_to_float(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(float_to_half(f), h) << h;
+    if (cpu_has_f16c()) {
+      const float hw = hardware_float(static_cast<uint16_t>(h));
+      ASSERT_EQ(std::memcmp(&f, &hw, 4), 0) << h;
+    }
+  }
+}
+
+TEST(Half, RoundsLikeTheHardware) {
+  if (!cpu_has_f16c()) GTEST_SKIP() << "this CPU has no F16C to compare with";
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 2000000; ++i) {
+    uint32_t b = bits(rng);
+    float f;
+    std::memcpy(&f, &b, 4);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(float_to_half(f), hardware_half(f)) << std::hexfloat << f;
+  }
+  // Ties to even, around the subnormal boundary, and overflow.
+  for (float f : {65504.0f, 65519.0f, 65520.0f, 6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f, 1.0009766f, -0.0f}) {
+    EXPECT_EQ(float_to_half(f), hardware_half(f)) << f;
+  }
+}
+
+TEST(BFloat16, RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(bf16_to_float(0x3F80), 1.0f);
+  // 1 + 2^-8 is exactly halfway between two bf16 values: ties to the even one (1.0).
+  EXPECT_EQ(float_to_bf16(1.00390625f), 0x3F80);
+  EXPECT_EQ(float_to_bf16(1.01171875f), 0x3F82);  // 1 + 3*2^-8: halfway, rounds up to even
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::nanf("")))));
+}
+
+// llama.cpp's bit layout, worked by hand: x_j = j - 16.
+TEST(Quantize, Q4_0MatchesLlamaCppLayout) {
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+  BlockQ4_0 b;
+  quantize_row(GgmlType::kQ4_0, x, &b, 32);
+  EXPECT_EQ(b.d, float_to_half(2.0f));  // largest magnitude -16 -> d = -16 / -8
+  // q = min(15, int(x / 2 + 8.5)): x0 = -16 -> 0 (low nibble), x16 = 0 -> 8 (high nibble).
+  EXPECT_EQ(b.qs[0], 0x80);
+  // x15 = -1 -> int(-0.5 + 8.5) = 8 (low); x31 = 15 -> int(16.0) = 16, clamped to 15 (high).
+  EXPECT_EQ(b.qs[15], (15 << 4) | 8);
+}
+
+TEST(Quantize, Q8_0MatchesLlamaCppLayout) {
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j) * 0.25f - 2.0f;  // amax = 5.75
+  BlockQ8_0 b;
+  quantize_row(GgmlType::kQ8_0, x, &b, 32);
+  EXPECT_EQ(b.d, float_to_half(5.75f / 127.0f));
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(b.qs[j], static_cast<int8_t>(std::lround(x[j] * 127.0f / 5.75f))) << j;
+  EXPECT_EQ(b.qs[31], 127);
+}
+
+// Each weight comes back within the format's rounding: half a step for Q8_0, one
+// step for Q4_0 (its range is asymmetric: -8..7 steps), plus the float16 scale's.
+TEST(Quantize, RoundTripErrorIsWithinOneStep) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t n = 32 * 64;
+  std::vector<float> x(n), back(n);
+  for (auto& v : x) v = normal(rng) * (1.0f + 5.0f * static_cast<float>(&v - x.data()) / n);
+  x[100] = 0.0f;
+  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero block
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    std::vector<uint8_t> q(ggml_row_bytes(t, n));
+    quantize_row(t, x.data(), q.data(), n);
+    dequantize_row(t, q.data(), back.data(), n);
+    for (int64_t b = 0; b < n / 32; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      const float step = t == GgmlType::kQ8_0 ? amax / 127 : amax / 8;
+      // Rounding to the grid, plus the float16 scale's own rounding (2^-11 relative)
+      // multiplied by the largest integer (127 or 8).
+      const float bound = t == GgmlType::kQ8_0 ? step * (0.5f + 127.0f / 2048) : step * (1.0f + 8.0f / 2048);
+      for (int j = 0; j < 32; ++j) {
+        ASSERT_LE(std::fabs(back[b * 32 + j] - x[b * 32 + j]), bound) << ggml_type_name(t) << " block " << b;
+      }
+    }
+    for (int j = 64; j < 96; ++j) EXPECT_EQ(back[j], 0.0f);
+  }
+}
+
+// quantized_linear against float arithmetic on the dequantized weights. For block
+// types the input is quantized too (per 32 values, to amax / 127 steps), so the
+// bound is sum_i |w_i| * (half a step of x's block).
+void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, bool portable) {
+  std::mt19937 rng(static_cast<unsigned>(rows * 131 + cols * 7 + N));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols)), bias(static_cast<size_t>(rows)),
+      residual(static_cast<size_t>(N * rows));
+  for (auto& v : w) v = normal(rng) * 0.1f;
+  for (auto& v : in) v = normal(rng);
+  for (auto& v : bias) v = normal(rng);
+  for (auto& v : residual) v = normal(rng);
+  const QuantizedStorage q = QuantizedStorage::quantize(type, w.data(), rows, cols);
+  std::vector<float> wd(w.size());
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(type, q.matrix.row(r), wd.data() + r * cols, cols);
+
+  force_portable_quant_kernels(portable);
+  QuantScratch scratch;
+  std::vector<float> out(residual);  // out aliases residual, as in the model
+  quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
+  force_portable_quant_kernels(false);
+
+  const bool blocks = ggml_block_size(type) > 1;
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = residual[static_cast<size_t>(n * rows + r)] + bias[static_cast<size_t>(r)], bound = 1e-5;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += static_cast<double>(wd[static_cast<size_t>(r * cols + c)]) * in[static_cast<size_t>(n * cols + c)];
+        bound += 1e-6 * std::fabs(wd[static_cast<size_t>(r * cols + c)] * in[static_cast<size_t>(n * cols + c)]);
+      }
+      if (blocks) {
+        for (int64_t b = 0; b < cols / 32; ++b) {
+          float amax = 0, wsum = 0;
+          for (int j = 0; j < 32; ++j) {
+            amax = std::max(amax, std::fabs(in[static_cast<size_t>(n * cols + b * 32 + j)]));
+            wsum += std::fabs(wd[static_cast<size_t>(r * cols + b * 32 + j)]);
+          }
+          bound += wsum * amax / 127 * 0.5 * 1.01;
+        }
+      }
+      ASSERT_NEAR(out[static_cast<size_t>(n * rows + r)], ref, bound)
+          << ggml_type_name(type) << " rows " << rows << " cols " << cols << " N " << N << " at (" << n << "," << r
+          << ")" << (portable ? " portable" : " vnni");
+    }
+  }
+}
+
+TEST(QuantizedLinear, AllTypesOddSizesBothKernels) {
+  std::printf("[ info ] VNNI kernels %s on this CPU\n", quant_kernels_use_vnni() ? "available" : "NOT available");
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}}) {
+      for (int64_t N : {1, 3}) {
+        check_linear(t, rows, cols, N, /*portable=*/true);
+        check_linear(t, rows, cols, N, /*portable=*/false);
+      }
+    }
+  }
+}
+
+TEST(QuantizedLinear, VnniAndPortableAgree) {
+  if (!quant_kernels_use_vnni()) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
+    const int64_t rows = 37, cols = 288, N = 2;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
+    for (auto& v : w) v = normal(rng);
+    for (auto& v : in) v = normal(rng);
+    const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+    std::vector<float> fast(static_cast<size_t>(N * rows)), slow(fast.size());
+    QuantScratch scratch;
+    quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+    force_portable_quant_kernels(true);
+    quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
+    force_portable_quant_kernels(false);
+    // Same integer block sums; only the float accumulation order differs.
+    for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i]))) << ggml_type_name(t);
+  }
+}
+
+TEST(Quantize, TypeNames) {
+  EXPECT_EQ(parse_ggml_type("Q8_0"), GgmlType::kQ8_0);
+  EXPECT_EQ(parse_ggml_type("q4_0"), GgmlType::kQ4_0);
+  EXPECT_EQ(parse_ggml_type("bf16"), GgmlType::kBF16);
+  EXPECT_THROW(parse_ggml_type("q5_k"), Error);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ8_0, 64), 68u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ4_0, 64), 36u);
+  EXPECT_THROW(ggml_row_bytes(GgmlType::kQ4_0, 48), Error);
+}
+
+}  // namespace
+}  // namespace gpt
