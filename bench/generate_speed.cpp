@@ -1,18 +1,52 @@
-// Prefill and decode speed of gpt.cpp's KV-cache inference on a model with random
-// weights (default: GPT-2 124M's shape). Prints one JSON line.
-//   build/bench/bench_generate_speed [--n-layer 12 --n-head 12 --n-embd 768 --vocab 50257
-//                                     --block-size 1024 --prompt-tokens 128 --decode-tokens 64 --threads 2]
+// Prefill and decode speed of gpt.cpp's KV-cache inference for each weight type,
+// on a model with random weights (default: GPT-2 124M's shape), side by side with
+// the machine's measured memory bandwidth: decode reads every weight once per
+// token, so bandwidth / (weight bytes per token) bounds its speed when the
+// weights do not fit in cache. Prints one JSON line per type.
+//   build/bench/bench_generate_speed [--types f32,f16,bf16,q8_0,q4_0 --n-layer 12 --n-head 12
+//       --n-embd 768 --vocab 50257 --block-size 1024 --prompt-tokens 128 --decode-tokens 64 --threads 2]
 #include <omp.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "gpt/generation/kv_cache.h"
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Read bandwidth: all threads sum a 1 GiB buffer (far larger than any cache); best of 5.
+double measure_read_gb_per_s() {
+  const size_t n = (size_t(1) << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    float total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t i = 0; i < n; i += 16) {
+      float s = 0;
+      for (size_t j = 0; j < 16; ++j) s += buf[i + j];
+      total += s;
+    }
+    const double t = seconds_since(t0);
+    if (total != static_cast<float>(n) && total < 0) std::printf("unreachable\n");
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / t / 1e9);
+  }
+  return best;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   gpt::ModelConfig c;
@@ -22,6 +56,7 @@ int main(int argc, char** argv) {
   c.n_head = 12;
   c.n_embd = 768;
   int prompt = 128, decode = 64, threads = 0;
+  std::string types = "f32,f16,bf16,q8_0,q4_0";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -33,32 +68,45 @@ int main(int argc, char** argv) {
     else if (k == "--prompt-tokens") prompt = v;
     else if (k == "--decode-tokens") decode = v;
     else if (k == "--threads") threads = v;
+    else if (k == "--types") types = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
   if (threads > 0) omp_set_num_threads(threads);
+  const double gbps = measure_read_gb_per_s();
   gpt::GPT model(c);
   model.init_weights(1);
-  gpt::InferenceSession session(model);
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[static_cast<size_t>(i)] = (i * 7919) % c.vocab_size;
-  using clock = std::chrono::steady_clock;
-  session.append(ids.data(), 8);  // warm up (oneDNN JIT, page faults)
-  session.reset();
-  auto t0 = clock::now();
-  session.append(ids.data(), prompt);
-  const double prefill = std::chrono::duration<double>(clock::now() - t0).count();
-  t0 = clock::now();
-  for (int i = 0; i < decode; ++i) {
-    const int32_t next = (i * 104729) % c.vocab_size;
-    session.append(&next, 1);
+
+  std::stringstream list(types);
+  for (std::string type; std::getline(list, type, ',');) {
+    const gpt::GgmlType t = gpt::parse_ggml_type(type);
+    std::unique_ptr<gpt::QuantizedModel> q;
+    if (t != gpt::GgmlType::kF32) q = gpt::QuantizedModel::quantize(model, t);
+    const gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    gpt::InferenceSession session(weights);
+    session.append(ids.data(), 8);  // warm up (oneDNN JIT, page faults)
+    session.reset();
+    auto t0 = Clock::now();
+    session.append(ids.data(), prompt);
+    const double prefill = seconds_since(t0);
+    t0 = Clock::now();
+    for (int i = 0; i < decode; ++i) {
+      const int32_t next = (i * 104729) % c.vocab_size;
+      session.append(&next, 1);
+    }
+    const double dec = seconds_since(t0);
+    const double bytes = static_cast<double>(weights.bytes_per_token());
+    const double bound = gbps * 1e9 / bytes;
+    std::printf("{\"type\":\"%s\",\"prefill_tokens\":%d,\"prefill_tokens_per_sec\":%.1f,\"decode_tokens\":%d,"
+                "\"decode_tokens_per_sec\":%.2f,\"weight_bytes_per_token\":%.0f,\"read_gb_per_s\":%.1f,"
+                "\"bandwidth_bound_tokens_per_sec\":%.1f,\"fraction_of_bound\":%.2f,\"threads\":%d}\n",
+                gpt::ggml_type_name(t), prompt, prompt / prefill, decode, decode / dec, bytes, gbps, bound,
+                decode / dec / bound, omp_get_max_threads());
+    std::fflush(stdout);
   }
-  const double dec = std::chrono::duration<double>(clock::now() - t0).count();
-  const double weight_bytes = 4.0 * static_cast<double>(model.num_parameters());
-  std::printf("{\"prefill_tokens\":%d,\"prefill_tokens_per_sec\":%.1f,\"decode_tokens\":%d,\"decode_tokens_per_sec\":%.2f,"
-              "\"weight_bytes\":%.0f,\"threads\":%d}\n",
-              prompt, prompt / prefill, decode, decode / dec, weight_bytes, omp_get_max_threads());
   return 0;
 }

@@ -4,17 +4,22 @@
 //   1: a tokenizer file (tokenizer.json / tokenizer.gpt.json) for the loader
 //   2: token ids (little-endian uint16) for the decoder
 //   3: a safetensors file for its parser
+//   4: a GGUF file for the model loader (container, metadata, tokenizer, tensors)
 // Anything may be thrown as gpt::Error; a crash, a sanitizer report or a broken
 // round trip is a bug. The GPT-2 vocabulary comes from GPT_FUZZ_GPT2_DIR (or
 // ../shared/data/gpt2); without it a small trained vocabulary is used.
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "gpt/io/gguf_model.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/bpe_trainer.h"
@@ -42,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
       case 0: {
         const auto& tok = tokenizer();
         if (tok.decode(tok.encode(body, data[0] & 4)) != body) std::abort();
@@ -58,6 +63,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::vector<int32_t> ids;
         for (size_t i = 0; i + 1 < body.size(); i += 2) ids.push_back(static_cast<uint8_t>(body[i]) | (static_cast<uint8_t>(body[i + 1]) << 8));
         tok.decode(ids);
+        break;
+      }
+      case 4: {
+        // The loader maps files: hand it one in memory-backed /dev/shm.
+        static const std::string path = "/dev/shm/gpt-fuzz-" + std::to_string(::getpid()) + ".gguf";
+        std::ofstream(path, std::ios::binary | std::ios::trunc).write(body.data(), static_cast<std::streamsize>(body.size()));
+        for (bool dequantize : {false, true}) gpt::load_gguf_model(path, dequantize);
         break;
       }
       default:

@@ -11,8 +11,8 @@ cmake --build build-fuzz -j"$(nproc)" --target fuzz_tokenizer >/dev/null
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
 cp fuzz/corpus/* "$corpus"/
-echo "fuzz_tokenizer: ${seconds} s (encoder round trip, tokenizer files, decoder, safetensors)"
-build-fuzz/fuzz/fuzz_tokenizer -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 "$corpus" \
+echo "fuzz_tokenizer: ${seconds} s (encoder round trip, tokenizer files, decoder, safetensors, GGUF models)"
+build-fuzz/fuzz/fuzz_tokenizer -max_total_time="$seconds" -max_len=16384 -print_final_stats=1 "$corpus" \
   >"$corpus/log" 2>&1 || { tail -n 60 "$corpus/log"; echo "fuzz_tokenizer FAILED"; exit 1; }
 grep -E "^stat::number_of_executed_units|^Done" "$corpus/log" || true
 echo "fuzz_tokenizer: no crash"

@@ -333,3 +333,93 @@ TEST_F(Cli, ResumeAfterSigkillIsBitIdenticalToAnUninterruptedRun) {
 
 }  // namespace
 }  // namespace gpt
+
+namespace gpt {
+namespace {
+
+// gpt convert, --quantize and --init-from as a user runs them: a trained model
+// goes to GGUF (f32, q8_0, q4_0) and back to a Hugging Face directory, each file
+// generates and evaluates, and training continues from an imported model.
+TEST_F(Cli, ConvertQuantizeAndFineTuneFromImportedModels) {
+  const std::string m = (dir / "m").string();
+  ASSERT_EQ(run_gpt("train --data " + data() + " --out " + m +
+                    " --n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 8 --max-iters 60"
+                    " --eval-interval 100 --quiet --threads 1").exit_code, 0);
+  const std::string greedy = " --prompt 'In the' --greedy --max-tokens 40 --threads 1";
+  const auto from_dir = run_gpt("generate --model " + m + greedy);
+  ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
+  auto eval = [&](const std::string& model, const std::string& extra = "") {
+    const auto r = run_gpt("eval --model " + model + " --data " + data() + " --threads 1" + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const auto base = eval(m);
+  for (const char* type : {"f32", "f16", "q8_0", "q4_0"}) {
+    const std::string file = (dir / (std::string(type) + ".gguf")).string();
+    const auto r = run_gpt("convert --model " + m + " --to gguf --quantize " + type + " --out " + file);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GT(nlohmann::json::parse(r.out)["bytes"].get<int64_t>(), 0);
+    const auto gen = run_gpt("generate --model " + file + greedy);
+    ASSERT_EQ(gen.exit_code, 0) << gen.err;
+    const auto ev = eval(file);
+    const double rel = ev["loss"].get<double>() / base["loss"].get<double>() - 1;
+    std::printf("[ info ] %s: loss %.5f vs fp32 %.5f (%+.3f%%)\n", type, ev["loss"].get<double>(),
+                base["loss"].get<double>(), 100 * rel);
+    if (std::string(type) == "f32") {
+      EXPECT_EQ(gen.out, from_dir.out);
+      EXPECT_NEAR(ev["loss"].get<double>(), base["loss"].get<double>(), 1e-5);
+    } else {
+      EXPECT_EQ(ev["weights"], std::string(type) == "f16" ? "F16" : std::string(type) == "q8_0" ? "Q8_0" : "Q4_0");
+      EXPECT_LT(std::fabs(rel), std::string(type) == "q4_0" ? 0.03 : 0.005) << type;
+    }
+  }
+  // Quantizing at load time is the same as loading the quantized file.
+  const auto q_now = eval(m, " --quantize q8_0");
+  EXPECT_DOUBLE_EQ(q_now["loss"].get<double>(), eval((dir / "q8_0.gguf").string())["loss"].get<double>());
+
+  // GGUF back to a Hugging Face directory.
+  const std::string hf = (dir / "hf").string();
+  ASSERT_EQ(run_gpt("convert --model " + (dir / "f32.gguf").string() + " --to hf --out " + hf).exit_code, 0);
+  EXPECT_NEAR(eval(hf)["loss"].get<double>(), base["loss"].get<double>(), 1e-5);
+
+  // Fine-tuning from the imported model starts where it left off, not from scratch.
+  const std::string ft = (dir / "ft").string();
+  auto r = run_gpt("train --init-from " + (dir / "q8_0.gguf").string() + " --data " + data() + " --out " + ft +
+                   " --block-size 32 --batch-size 8 --max-iters 5 --eval-interval 100 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream log(dir / "ft" / "train_log.jsonl");
+  std::string first;
+  std::getline(log, first);
+  EXPECT_LT(nlohmann::json::parse(first)["loss"].get<double>(), base["loss"].get<double>() * 1.1);
+  const auto cfg = nlohmann::json::parse(read_text_file(dir / "ft" / "config.json"));
+  EXPECT_EQ(cfg["n_embd"], 32);
+  ASSERT_EQ(run_gpt("train --resume " + ft + " --max-iters 7 --quiet --threads 1").exit_code, 0);
+
+  // Mistakes.
+  expect_one_line_error(run_gpt("train --init-from " + m + " --data " + data() + " --n-layer 2 --quiet"),
+                        "--n-layer conflicts with --init-from");
+  expect_one_line_error(run_gpt("convert --model " + m + " --quantize q5_k --out " + (dir / "x.gguf").string()),
+                        "unknown weight type 'q5_k'");
+  expect_one_line_error(run_gpt("convert --model " + m + " --to hf --quantize q8_0 --out " + (dir / "x").string()),
+                        "--quantize applies to GGUF output");
+  expect_one_line_error(run_gpt("generate --model " + data() + " --prompt hi"), "neither a model directory nor a GGUF file");
+  const auto bytes = read_binary_file(dir / "q8_0.gguf");
+  write_file_atomic(dir / "cut.gguf", std::string(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
+  expect_one_line_error(run_gpt("generate --model " + (dir / "cut.gguf").string() + " --prompt hi"), "cut.gguf");
+  expect_one_line_error(run_gpt("generate --model " + (dir / "cut.gguf").string() + " --prompt hi"), "truncated");
+}
+
+// The Hugging Face fixture (real GPT-2 vocabulary) through the command line.
+TEST_F(Cli, HuggingFaceDirectoryGeneratesAndEvaluates) {
+  const std::string hf = testing::fixture("hf_gpt2_tiny").string();
+  const auto r = run_gpt("generate --model " + hf + " --prompt 'The quick brown fox' --greedy --max-tokens 5 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("The quick brown fox", 0), 0u);
+  const auto gguf = (dir / "gpt2.gguf").string();
+  ASSERT_EQ(run_gpt("convert --model " + hf + " --out " + gguf + " --quantize q8_0").exit_code, 0);
+  const auto q = run_gpt("generate --model " + gguf + " --prompt 'The quick brown fox' --greedy --max-tokens 5 --threads 1");
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+}
+
+}  // namespace
+}  // namespace gpt

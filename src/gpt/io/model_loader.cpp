@@ -13,7 +13,7 @@ InferenceWeights OpenedModel::inference_weights() {
 OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options) {
   OpenedModel m;
   std::error_code ec;
-  check(std::filesystem::exists(path, ec), "model " + path.string() + " does not exist");
+  check(std::filesystem::exists(path, ec), "model not found: " + path.string());
   if (std::filesystem::is_regular_file(path, ec)) {
     check(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
     const bool want_fp32 = options.dequantize || (options.convert_to && *options.convert_to == GgmlType::kF32);
