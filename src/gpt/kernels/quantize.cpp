@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
 
@@ -16,19 +17,28 @@ namespace gpt {
 
 namespace {
 
-// An input row quantized for the integer dot products: like Q8_0 but with a
-// float scale (the input is not stored, so there is no reason to round it).
-struct ActBlock {
-  float d;
-  int8_t qs[kQuantBlock];
+// An input row quantized for the integer dot products, like Q8_0 but with float
+// scales (the input is not stored, so there is no reason to round them): the int8
+// values contiguous (two blocks load as one 512-bit vector), and per block the
+// scale d and d * (sum of its values), which undoes the offset the fast kernels
+// give the weights to make them unsigned.
+struct ActRow {
+  const int8_t* qs;
+  const float* d;
+  const float* dsum;
 };
 
 std::atomic<bool> g_force_portable{false};
+
+// From this many input rows on, products widen W to float panels for GEMM.
+constexpr int64_t kPanelMinRows = 8;
+constexpr int64_t kPanelRows = 512;
 
 bool cpu_has_vnni() {
 #if defined(__x86_64__)
   // (Every AVX-512 CPU also has F16C and FMA, which clang cannot query here.)
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return has;
 #else
@@ -75,40 +85,46 @@ void quantize_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
   }
 }
 
-void quantize_activations(const float* x, ActBlock* y, int64_t n) {
-  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+void quantize_activations(const float* x, int8_t* qs, float* d_out, float* dsum_out, int64_t n) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock, qs += kQuantBlock) {
     float amax = 0.0f;
     for (int64_t j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = d;
-    for (int64_t j = 0; j < kQuantBlock; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    int32_t sum = 0;
+    for (int64_t j = 0; j < kQuantBlock; ++j) {
+      qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      sum += qs[j];
+    }
+    d_out[b] = d;
+    dsum_out[b] = d * static_cast<float>(sum);
   }
 }
 
 // ---- portable dot products -------------------------------------------------
 
-float dot_q8_0_portable(const uint8_t* row, const ActBlock* a, int64_t nb) {
+float dot_q8_0_portable(const uint8_t* row, const ActRow& a, int64_t nb) {
   const auto* w = reinterpret_cast<const BlockQ8_0*>(row);
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     int32_t s = 0;
-    for (int64_t j = 0; j < kQuantBlock; ++j) s += static_cast<int32_t>(w[b].qs[j]) * a[b].qs[j];
-    sum += half_to_float(w[b].d) * a[b].d * static_cast<float>(s);
+    for (int64_t j = 0; j < kQuantBlock; ++j) s += static_cast<int32_t>(w[b].qs[j]) * a.qs[b * kQuantBlock + j];
+    sum += half_to_float(w[b].d) * a.d[b] * static_cast<float>(s);
   }
   return sum;
 }
 
-float dot_q4_0_portable(const uint8_t* row, const ActBlock* a, int64_t nb) {
+float dot_q4_0_portable(const uint8_t* row, const ActRow& a, int64_t nb) {
   const auto* w = reinterpret_cast<const BlockQ4_0*>(row);
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* x = a.qs + b * kQuantBlock;
     int32_t s = 0;
     for (int64_t j = 0; j < kQuantBlock / 2; ++j) {
-      s += ((w[b].qs[j] & 0x0F) - 8) * a[b].qs[j];
-      s += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + kQuantBlock / 2];
+      s += ((w[b].qs[j] & 0x0F) - 8) * x[j];
+      s += ((w[b].qs[j] >> 4) - 8) * x[j + kQuantBlock / 2];
     }
-    sum += half_to_float(w[b].d) * a[b].d * static_cast<float>(s);
+    sum += half_to_float(w[b].d) * a.d[b] * static_cast<float>(s);
   }
   return sum;
 }
@@ -128,7 +144,7 @@ float dot_f32(const float* w, const float* x, int64_t n) {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#define GPT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define GPT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 GPT_VNNI_TARGET inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -137,61 +153,80 @@ GPT_VNNI_TARGET inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// sum(w * a) for 32 signed bytes each: |w| (unsigned) times a with w's sign.
-GPT_VNNI_TARGET inline __m256 block_dot(__m256i w, __m256i a) {
-  const __m256i abs_w = _mm256_sign_epi8(w, w);
-  const __m256i signed_a = _mm256_sign_epi8(a, w);
-  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, signed_a));
+// Both kernels make the weights unsigned (Q8_0: w + 128; Q4_0: the stored nibble,
+// w + 8) so VPDPBUSD (unsigned x signed bytes) can multiply them, two blocks per
+// 512-bit instruction, and subtract offset * sum(x) per block at the end.
+GPT_VNNI_TARGET inline __m512 pair_scales(float s0, float s1) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(s0)), _mm256_set1_ps(s1), 1);
 }
 
-GPT_VNNI_TARGET float dot_q8_0_vnni(const uint8_t* row, const ActBlock* a, int64_t nb) {
+GPT_VNNI_TARGET float dot_q8_0_vnni(const uint8_t* row, const ActRow& a, int64_t nb) {
   const auto* w = reinterpret_cast<const BlockQ8_0*>(row);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 acc = _mm512_setzero_ps();
+  float offset_sum = 0.0f;  // sum over blocks of d_w * d_x * sum(x)
   int64_t b = 0;
   for (; b + 1 < nb; b += 2) {
-    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
-    const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * a[b + 1].d);
-    const __m256 p0 = block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)));
-    const __m256 p1 = block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + 1].qs)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
-    acc0 = _mm256_fmadd_ps(p0, d0, acc0);
-    acc1 = _mm256_fmadd_ps(p1, d1, acc1);
+    const __m512i wq = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + 1].qs)), 1);
+    const __m512i xq = _mm512_loadu_si512(a.qs + b * kQuantBlock);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, flip), xq);
+    const float d0 = _cvtsh_ss(w[b].d), d1 = _cvtsh_ss(w[b + 1].d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), pair_scales(d0 * a.d[b], d1 * a.d[b + 1]), acc);
+    offset_sum += d0 * a.dsum[b] + d1 * a.dsum[b + 1];
   }
-  for (; b < nb; ++b) {
-    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
-    acc0 = _mm256_fmadd_ps(block_dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs))),
-                           d0, acc0);
+  float tail = 0.0f;
+  if (b < nb) {  // an odd last block
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + b * kQuantBlock));
+    const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(wq, _mm256_set1_epi8(static_cast<char>(0x80))), xq);
+    const float d0 = _cvtsh_ss(w[b].d);
+    tail = hsum256(_mm256_cvtepi32_ps(dot)) * d0 * a.d[b];
+    offset_sum += d0 * a.dsum[b];
   }
-  return hsum256(_mm256_add_ps(acc0, acc1));
+  return _mm512_reduce_add_ps(acc) + tail - 128.0f * offset_sum;
 }
 
-GPT_VNNI_TARGET inline __m256i unpack_q4(const uint8_t* qs) {
+GPT_VNNI_TARGET inline __m256i q4_nibbles(const uint8_t* qs) {  // 32 unsigned values, low nibbles first
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);  // high half: high nibbles
-  return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
-GPT_VNNI_TARGET float dot_q4_0_vnni(const uint8_t* row, const ActBlock* a, int64_t nb) {
+GPT_VNNI_TARGET float dot_q4_0_vnni(const uint8_t* row, const ActRow& a, int64_t nb) {
   const auto* w = reinterpret_cast<const BlockQ4_0*>(row);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m512 acc = _mm512_setzero_ps();
+  float offset_sum = 0.0f;
   int64_t b = 0;
   for (; b + 1 < nb; b += 2) {
-    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
-    const __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * a[b + 1].d);
-    const __m256 p0 = block_dot(unpack_q4(w[b].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)));
-    const __m256 p1 =
-        block_dot(unpack_q4(w[b + 1].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
-    acc0 = _mm256_fmadd_ps(p0, d0, acc0);
-    acc1 = _mm256_fmadd_ps(p1, d1, acc1);
+    const __m256i packed = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b + 1].qs)),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs)));
+    const __m256i lo = _mm256_and_si256(packed, low4);                         // [lo_b, lo_b+1]
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);   // [hi_b, hi_b+1]
+    const __m512i mixed = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    const __m512i wq = _mm512_shuffle_i64x2(mixed, mixed, _MM_SHUFFLE(3, 1, 2, 0));  // [lo_b, hi_b, lo_b+1, hi_b+1]
+    const __m512i xq = _mm512_loadu_si512(a.qs + b * kQuantBlock);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xq);
+    const float d0 = _cvtsh_ss(w[b].d), d1 = _cvtsh_ss(w[b + 1].d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), pair_scales(d0 * a.d[b], d1 * a.d[b + 1]), acc);
+    offset_sum += d0 * a.dsum[b] + d1 * a.dsum[b + 1];
   }
-  for (; b < nb; ++b) {
-    const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d);
-    acc0 = _mm256_fmadd_ps(block_dot(unpack_q4(w[b].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs))),
-                           d0, acc0);
+  float tail = 0.0f;
+  if (b < nb) {
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + b * kQuantBlock));
+    const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_nibbles(w[b].qs), xq);
+    const float d0 = _cvtsh_ss(w[b].d);
+    tail = hsum256(_mm256_cvtepi32_ps(dot)) * d0 * a.d[b];
+    offset_sum += d0 * a.dsum[b];
   }
-  return hsum256(_mm256_add_ps(acc0, acc1));
+  return _mm512_reduce_add_ps(acc) + tail - 8.0f * offset_sum;
+}
+
+// The Q4_0 weights as signed values (nibble - 8), for dequantizing.
+GPT_VNNI_TARGET inline __m256i unpack_q4(const uint8_t* qs) {
+  return _mm256_sub_epi8(q4_nibbles(qs), _mm256_set1_epi8(8));
 }
 
 // 16-bit weights: widened to float 16 at a time and multiplied in float.
@@ -226,6 +261,52 @@ GPT_VNNI_TARGET float dot_bf16_avx512(const uint8_t* row, const float* x, int64_
   float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   for (; i < n; ++i) s += bf16_to_float(w[i]) * x[i];
   return s;
+}
+// Whole rows to float, 16 at a time (the prefill path multiplies panels of them).
+GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, float* x, int64_t n) {
+  switch (type) {
+    case GgmlType::kF16: {
+      const auto* w = reinterpret_cast<const uint16_t*>(in);
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))));
+      }
+      for (; i < n; ++i) x[i] = _cvtsh_ss(w[i]);
+      return;
+    }
+    case GgmlType::kBF16: {
+      const auto* w = reinterpret_cast<const uint16_t*>(in);
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, load_bf16(w + i));
+      for (; i < n; ++i) x[i] = bf16_to_float(w[i]);
+      return;
+    }
+    case GgmlType::kQ8_0: {
+      const auto* w = reinterpret_cast<const BlockQ8_0*>(in);
+      for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(w[b].d));
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs + 16));
+        _mm512_storeu_ps(x, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0))));
+        _mm512_storeu_ps(x + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1))));
+      }
+      return;
+    }
+    case GgmlType::kQ4_0: {
+      const auto* w = reinterpret_cast<const BlockQ4_0*>(in);
+      for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(w[b].d));
+        const __m256i q = unpack_q4(w[b].qs);  // 32 signed values, low nibbles first
+        _mm512_storeu_ps(x, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)))));
+        _mm512_storeu_ps(x + 16,
+                         _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)))));
+      }
+      return;
+    }
+    case GgmlType::kF32:
+      std::memcpy(x, in, sizeof(float) * static_cast<size_t>(n));
+      return;
+  }
 }
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -375,17 +456,20 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   const bool blocks = w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0;
   const bool vnni = quant_kernels_use_vnni();
   const int64_t nb = C / kQuantBlock;
-  const ActBlock* act = nullptr;
-  if (blocks) {
+  int8_t* act_qs = nullptr;
+  float *act_d = nullptr, *act_dsum = nullptr;
+  if (blocks && N < kPanelMinRows) {
     check(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
-    const size_t need = sizeof(ActBlock) * static_cast<size_t>(N * nb);
+    // Layout: N*C int8 values, then N*nb scales and N*nb scaled sums (floats).
+    const size_t values = static_cast<size_t>(N * C), need = values + 2 * sizeof(float) * static_cast<size_t>(N * nb);
     if (scratch.blocks.size() < need) scratch.blocks.resize(need);
-    auto* a = reinterpret_cast<ActBlock*>(scratch.blocks.data());
+    act_qs = reinterpret_cast<int8_t*>(scratch.blocks.data());
+    act_d = reinterpret_cast<float*>(scratch.blocks.data() + values);  // values is a multiple of 32
+    act_dsum = act_d + N * nb;
 #pragma omp parallel for schedule(static) if (N > 1)
-    for (int64_t n = 0; n < N; ++n) quantize_activations(in + n * C, a + n * nb, C);
-    act = a;
+    for (int64_t n = 0; n < N; ++n) quantize_activations(in + n * C, act_qs + n * C, act_d + n * nb, act_dsum + n * nb, C);
   }
-  using BlockDot = float (*)(const uint8_t*, const ActBlock*, int64_t);
+  using BlockDot = float (*)(const uint8_t*, const ActRow&, int64_t);
   BlockDot block_dot_fn = nullptr;
   if (w.type == GgmlType::kQ8_0) block_dot_fn = dot_q8_0_portable;
   if (w.type == GgmlType::kQ4_0) block_dot_fn = dot_q4_0_portable;
@@ -400,6 +484,36 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   }
 #endif
   const size_t rb = ggml_row_bytes(w.type, C);
+  if (N >= kPanelMinRows) {
+    // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
+    // multiply them; the widening is paid once per weight for all N inputs.
+    if (residual != nullptr && residual != out) std::memcpy(out, residual, sizeof(float) * static_cast<size_t>(N * OC));
+    const int64_t P = std::min<int64_t>(OC, kPanelRows);
+    if (scratch.panel.size() < static_cast<size_t>(P * C)) scratch.panel.resize(static_cast<size_t>(P * C));
+    for (int64_t r0 = 0; r0 < OC; r0 += P) {
+      const int64_t rows = std::min(P, OC - r0);
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* src = w.data + rb * static_cast<size_t>(r0 + r);
+        float* dst = scratch.panel.data() + r * C;
+#if defined(__x86_64__)
+        if (vnni) {
+          dequantize_row_avx512(w.type, src, dst, C);
+          continue;
+        }
+#endif
+        dequantize_row(w.type, src, dst, C);
+      }
+      gemm(false, true, N, rows, C, 1.0f, in, C, scratch.panel.data(), C, residual != nullptr ? 1.0f : 0.0f, out + r0, OC);
+    }
+    if (bias != nullptr) {
+#pragma omp parallel for schedule(static)
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t r = 0; r < OC; ++r) out[n * OC + r] += bias[r];
+      }
+    }
+    return;
+  }
   // Rows of W are the outer loop: each row is read from memory once and used for
   // all N inputs while it sits in L1.
 #pragma omp parallel
@@ -414,7 +528,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
       for (int64_t n = 0; n < N; ++n) {
         float s;
         if (blocks) {
-          s = block_dot_fn(wr, act + n * nb, nb);
+          s = block_dot_fn(wr, ActRow{act_qs + n * C, act_d + n * nb, act_dsum + n * nb}, nb);
         } else if (wide_dot_fn != nullptr) {
           s = wide_dot_fn(wr, in + n * C, C);
         } else {

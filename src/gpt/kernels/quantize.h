@@ -8,10 +8,13 @@
 //         d = (the weight of largest magnitude) / -8               (18 bytes / 32 weights)
 // F16 and BF16 store each weight in 16 bits.
 //
-// The product kernels never expand a whole matrix to float: each input row is
-// quantized once to int8 blocks (scale per block) and every output is a sum over
-// blocks of d_w * d_x * (integer dot product of 32 pairs), computed with AVX-512
-// VNNI where the CPU has it (chosen at run time) and a portable loop otherwise.
+// The products never expand a whole matrix to float. For a few input rows
+// (decoding) each input row is quantized once to int8 blocks (scale per block) and
+// every output is a sum over blocks of d_w * d_x * (integer dot product of 32
+// pairs), computed with AVX-512 VNNI where the CPU has it (chosen at run time) and
+// a portable loop otherwise; 16-bit weights are widened and multiplied in float.
+// For many input rows (a prompt) panels of W are widened to float and multiplied
+// by oneDNN's GEMM, so the weights' rounding is the only difference from fp32.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -63,9 +66,11 @@ struct QuantizedStorage {
   static QuantizedStorage wrap(GgmlType type, std::vector<uint8_t> bytes, int64_t rows, int64_t cols);
 };
 
-// Per-thread scratch for the products (the input rows quantized to int8 blocks).
+// Scratch for the products: input rows quantized to int8 blocks (few rows), or a
+// panel of weights widened to float (many rows).
 struct QuantScratch {
   std::vector<uint8_t> blocks;
+  std::vector<float> panel;
 };
 
 // out (N, rows) = [residual +] in (N, cols) @ W^T [+ bias]. out may alias residual.
