@@ -4,11 +4,11 @@
 # 6 layers x 384) on the first 90% of a text, converts it to GGUF in every type,
 # and prints each file's size, its perplexity on the held-out last 10%, and its
 # decode speed (one table, one run, same threads).
-#   bench/quantized_quality.sh [TEXT=../shared/data/tinyshakespeare.txt] [ITERS=600] [THREADS=2]
+#   bench/quantized_quality.sh [TEXT=../shared/data/tinyshakespeare.txt] [ITERS=400] [THREADS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 text=${1:-../shared/data/tinyshakespeare.txt}
-iters=${2:-600}
+iters=${2:-400}
 threads=${3:-2}
 work=${WORK:-out/quantized-quality}
 mkdir -p "$work"
@@ -19,7 +19,7 @@ tokenizer=../shared/data/gpt2
 [[ -f $tokenizer/encoder.json ]] || tokenizer=byte
 if [[ ! -f $work/model/model.safetensors ]]; then
   build/gpt train --data "$work/train.txt" --tokenizer "$tokenizer" --out "$work/model" --n-layer 6 --n-head 6 \
-    --n-embd 384 --block-size 256 --batch-size 16 --max-iters "$iters" --lr 1e-3 --min-lr 1e-4 --warmup-iters 50 \
+    --n-embd 384 --block-size 128 --batch-size 8 --max-iters "$iters" --lr 1e-3 --min-lr 1e-4 --warmup-iters 50 \
     --eval-interval 200 --threads "$threads" --val-fraction 0.05
 fi
 printf '%-6s %10s %12s %11s %9s %13s\n' type "file MB" "held-out loss" perplexity "vs f32" "decode tok/s"

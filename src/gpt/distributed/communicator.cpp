@@ -64,6 +64,13 @@ Communicator::Communicator() {
 #endif
 }
 
+struct Communicator::Buckets {
+#ifdef GPT_WITH_MPI
+  std::vector<MPI_Request> requests;
+#endif
+  std::vector<std::pair<float*, size_t>> ranges;
+};
+
 Communicator::~Communicator() {
 #ifdef GPT_WITH_MPI
   if (mpi_) MPI_Finalize();
@@ -78,6 +85,42 @@ void Communicator::allreduce_mean([[maybe_unused]] float* data, [[maybe_unused]]
   });
   const float inv = 1.0f / static_cast<float>(size_);
   for (size_t i = 0; i < n; ++i) data[i] *= inv;
+#endif
+}
+
+void Communicator::bucket_allreduce_start([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
+  if (size_ == 1 || n == 0) return;
+#ifdef GPT_WITH_MPI
+  if (!buckets_) buckets_ = std::make_unique<Buckets>();
+  in_chunks(n, [&](size_t off, int count) {
+    MPI_Request r;
+    mpi_check(MPI_Iallreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "iallreduce");
+    buckets_->requests.push_back(r);
+  });
+  buckets_->ranges.emplace_back(data, n);
+#endif
+}
+
+void Communicator::bucket_progress() {
+#ifdef GPT_WITH_MPI
+  if (size_ == 1 || !buckets_ || buckets_->requests.empty()) return;
+  int done = 0;
+  mpi_check(MPI_Testall(static_cast<int>(buckets_->requests.size()), buckets_->requests.data(), &done,
+                        MPI_STATUSES_IGNORE), "testall");
+#endif
+}
+
+void Communicator::bucket_allreduce_finish_mean() {
+#ifdef GPT_WITH_MPI
+  if (size_ == 1 || !buckets_) return;
+  mpi_check(MPI_Waitall(static_cast<int>(buckets_->requests.size()), buckets_->requests.data(), MPI_STATUSES_IGNORE),
+            "waitall");
+  const float inv = 1.0f / static_cast<float>(size_);
+  for (auto [data, n] : buckets_->ranges) {
+    for (size_t i = 0; i < n; ++i) data[i] *= inv;
+  }
+  buckets_->requests.clear();
+  buckets_->ranges.clear();
 #endif
 }
 

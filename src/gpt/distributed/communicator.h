@@ -5,6 +5,7 @@
 // whole flat arrays.
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,15 @@ class Communicator {
   // (n floats, used on rank 0 only); `mine` is this rank's slice.
   void gather_slices_to_root(const float* mine, float* full, size_t n);
   void barrier();
+
+  // Overlapping the gradient all-reduce with the backward pass: start a bucket
+  // as soon as backward has finished its gradients (a non-blocking sum), let MPI
+  // move data while backward goes on (Open MPI progresses non-blocking
+  // collectives only inside MPI calls), and at the end wait for every bucket and
+  // divide the started ranges by the number of ranks.
+  void bucket_allreduce_start(float* data, size_t n);
+  void bucket_progress();
+  void bucket_allreduce_finish_mean();
   // Ends every rank (MPI_Abort) after printing `message`: no rank is left waiting.
   [[noreturn]] void abort(const std::string& message);
 
@@ -47,6 +57,8 @@ class Communicator {
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
   std::vector<float> scratch_;  // reduce-scatter receive buffer, reused every step
+  struct Buckets;
+  std::unique_ptr<Buckets> buckets_;  // requests and ranges of the buckets in flight
 };
 
 }  // namespace gpt

@@ -169,7 +169,9 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int
   return cross_entropy_forward(a.losses.data(), a.lse.data(), a.logits.data(), targets, BT, V);
 }
 
-void GPT::backward(float loss_scale) {
+void GPT::backward(float loss_scale) { backward(loss_scale, GradientsReady()); }
+
+void GPT::backward(float loss_scale, const GradientsReady& ready) {
   if (!has_targets_) throw Error("backward needs a forward pass with targets");
   has_targets_ = false;  // the logits are consumed below
   const int64_t B = B_, T = T_, BT = B * T;
@@ -192,6 +194,10 @@ void GPT::backward(float loss_scale) {
   const float* last_residual = a.residual3.data() + (config_.n_layer - 1) * BT * C;
   layernorm_backward(dres, g.ln_f_weight, g.ln_f_bias, dlnf, last_residual, w.ln_f_weight,
                      a.lnf_mean.data(), a.lnf_rstd.data(), BT, C);
+  // Buffer order: wte, wpe, h.0 ... h.{L-1}, ln_f, [lm_head]. A tied head's gradient
+  // lives in wte, which the embedding backward finishes last.
+  auto offset_of = [&](const float* p) { return static_cast<size_t>(p - grads.data()); };
+  if (ready) ready(offset_of(g.ln_f_weight), grads.size());
 
   for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
@@ -229,8 +235,14 @@ void GPT::backward(float loss_scale) {
                     L.attn_c_attn_weight, BT, C, 3 * C);
     layernorm_backward(dres, dL.ln_1_weight, dL.ln_1_bias, dln1, residual, L.ln_1_weight,
                        a.ln1_mean.data() + l * BT, a.ln1_rstd.data() + l * BT, BT, C);
+    if (ready) {
+      const size_t end = l + 1 < config_.n_layer ? offset_of(g.layers[static_cast<size_t>(l + 1)].ln_1_weight)
+                                                 : offset_of(g.ln_f_weight);
+      ready(offset_of(dL.ln_1_weight), end);
+    }
   }
   embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C);
+  if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
 }
 
 const float* GPT::attention_weights(int layer) const {

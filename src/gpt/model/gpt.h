@@ -2,6 +2,7 @@
 // forward and backward pass written out layer by layer (read top to bottom).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "gpt/model/config.h"
@@ -62,6 +63,12 @@ class GPT {
   // Accumulates d(loss * loss_scale)/dparams into grads (call after a forward with
   // targets). Invalidates logits().
   void backward(float loss_scale = 1.0f);
+  // The same, calling `ready(begin, end)` each time the gradients of a range of the
+  // parameter buffer are final for this pass (the final norm and an untied LM head,
+  // then each block from the last to the first, then the embeddings), so their
+  // all-reduce can start while the rest of the backward pass runs.
+  using GradientsReady = std::function<void(size_t begin, size_t end)>;
+  void backward(float loss_scale, const GradientsReady& ready);
   void zero_grad();
 
   const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward

@@ -72,7 +72,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}, {"zero", zero}, {"init-from", init_from}};
+          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -107,6 +107,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.threads = j.value("threads", o.threads);
     o.zero = j.value("zero", o.zero);
     o.init_from = j.value("init-from", o.init_from);
+    o.overlap_comm = j.value("overlap-comm", o.overlap_comm);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad training options: ") + e.what());
   }
@@ -287,6 +288,7 @@ TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
   // AdamW keeps the moments of its slice of the parameter buffer only.
   const size_t n_params = model->num_parameters();
   const bool zero = opts.zero == 1 && comm.distributed();
+  const bool overlap = comm.distributed() && !zero && opts.overlap_comm;
   AdamW optimizer(model->layout(),
                   {static_cast<float>(opts.beta1), static_cast<float>(opts.beta2), 1e-8f, static_cast<float>(opts.weight_decay)},
                   zero ? comm.slice_begin(n_params, comm.rank()) : 0, zero ? comm.slice_end(n_params, comm.rank()) : n_params);
@@ -365,7 +367,16 @@ TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
     for (int64_t micro = 0; micro < opts.grad_accum; ++micro) {
       dataset.train_batch(opts.seed, it, 0, B, T, x.data(), y.data(), comm.rank() * B_rank + micro * B);
       loss += model->forward(x.data(), y.data(), B, T) / static_cast<float>(opts.grad_accum);
-      model->backward(1.0f / static_cast<float>(opts.grad_accum));
+      // On the last micro-batch each block's gradients are final as soon as its
+      // backward is done: their all-reduce starts then, overlapping the rest.
+      if (overlap && micro + 1 == opts.grad_accum) {
+        model->backward(1.0f / static_cast<float>(opts.grad_accum), [&](size_t begin, size_t end) {
+          comm.bucket_allreduce_start(model->grads.data() + begin, end - begin);
+          comm.bucket_progress();
+        });
+      } else {
+        model->backward(1.0f / static_cast<float>(opts.grad_accum));
+      }
     }
     float norm = 0.0f;
     const auto t_comm = std::chrono::steady_clock::now();
@@ -378,7 +389,11 @@ TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
     check(std::isfinite(loss), "training diverged: loss is " + std::to_string(loss) + " at step " +
                                    std::to_string(it + 1) + " (try a lower --lr)");
     if (!zero) {
-      comm.allreduce_mean(model->grads.data(), n_params);  // no-op on one rank
+      if (overlap) {
+        comm.bucket_allreduce_finish_mean();
+      } else {
+        comm.allreduce_mean(model->grads.data(), n_params);  // no-op on one rank
+      }
       norm = clip_grad_norm(model->grads.data(), n_params, static_cast<float>(opts.grad_clip));
       optimizer.step(model->params.data(), model->grads.data(), lr);
     } else {

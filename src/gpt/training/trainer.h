@@ -43,6 +43,7 @@ struct TrainOptions {
   uint64_t seed = 1337;
   int threads = 0;  // 0: OpenMP's default
   int zero = 0;     // 1: ZeRO-1, shard AdamW's state across MPI ranks
+  bool overlap_comm = true;  // all-reduce each block's gradients while backward goes on
   bool quiet = false;
 
   void validate() const;
