@@ -100,6 +100,14 @@ TEST_F(Mpi, TwoRanksMatchOneRankStepForStep) {
   r = shell(mpirun(2) + common() + " --grad-accum 1 --out " + (dir / "two1").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_losses(dir / "one1" / "train_log.jsonl", dir / "two1" / "train_log.jsonl", 20);
+  // Three ranks: uneven ring chunks, sums in another order (batch 6 splits 2 + 2 + 2).
+  ASSERT_EQ(testing::run_gpt(common() + " --grad-accum 1 --batch-size 6 --out " + (dir / "one6").string()).exit_code, 0);
+  r = shell(mpirun(3) + common() + " --grad-accum 1 --batch-size 6 --out " + (dir / "three").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_losses(dir / "one6" / "train_log.jsonl", dir / "three" / "train_log.jsonl", 20);
+  r = shell(mpirun(3) + common() + " --grad-accum 1 --batch-size 6 --zero 1 --out " + (dir / "three-zero").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_losses(dir / "one6" / "train_log.jsonl", dir / "three-zero" / "train_log.jsonl", 20);
   r = shell(mpirun(2) + common() + " --zero 1 --out " + (dir / "zero").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_losses(dir / "one" / "train_log.jsonl", dir / "zero" / "train_log.jsonl", 20);

@@ -80,11 +80,10 @@ Communicator::~Communicator() {
 void Communicator::allreduce_mean([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
-  in_chunks(n, [&](size_t off, int count) {
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce");
-  });
+  ring_reduce_scatter(data, n);
   const float inv = 1.0f / static_cast<float>(size_);
-  for (size_t i = 0; i < n; ++i) data[i] *= inv;
+  for (size_t i = slice_begin(n, rank_); i < slice_end(n, rank_); ++i) data[i] *= inv;
+  ring_allgather(data, n);
 #endif
 }
 
@@ -137,27 +136,71 @@ void Communicator::allreduce_sum(double* data, size_t n) {
 void Communicator::reduce_scatter_mean([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
-  std::vector<int> counts(static_cast<size_t>(size_));
-  for (int r = 0; r < size_; ++r) counts[static_cast<size_t>(r)] = static_cast<int>(slice_end(n, r) - slice_begin(n, r));
-  const size_t b = slice_begin(n, rank_);
-  scratch_.resize(static_cast<size_t>(counts[static_cast<size_t>(rank_)]));
-  mpi_check(MPI_Reduce_scatter(data, scratch_.data(), counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-            "reduce_scatter");
+  ring_reduce_scatter(data, n);
   const float inv = 1.0f / static_cast<float>(size_);
-  for (size_t i = 0; i < scratch_.size(); ++i) data[b + i] = scratch_[i] * inv;
+  for (size_t i = slice_begin(n, rank_); i < slice_end(n, rank_); ++i) data[i] *= inv;
 #endif
 }
 
 void Communicator::allgather([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
   if (size_ == 1) return;
 #ifdef GPT_WITH_MPI
-  std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
-  for (int r = 0; r < size_; ++r) {
-    counts[static_cast<size_t>(r)] = static_cast<int>(slice_end(n, r) - slice_begin(n, r));
-    displs[static_cast<size_t>(r)] = static_cast<int>(slice_begin(n, r));
+  ring_allgather(data, n);
+#endif
+}
+
+// Ring collectives over point-to-point messages. Open MPI 4.1's own
+// MPI_Allreduce / MPI_Reduce_scatter allocate a temporary buffer of the message's
+// size on every call; on this project's virtual machines the fresh pages cost so
+// much that a 500 MB all-reduce ran at 0.3 GB/s, while MPI_Sendrecv into a buffer
+// that is kept moves 4-6 GB/s (bench/mpi_scaling.sh). Rank r owns chunk
+// [slice_begin(n, r), slice_end(n, r)), the same slices ZeRO-1 uses.
+void Communicator::ring_reduce_scatter([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
+#ifdef GPT_WITH_MPI
+  const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+  size_t largest = 0;
+  for (int r = 0; r < size_; ++r) largest = std::max(largest, slice_end(n, r) - slice_begin(n, r));
+  if (scratch_.size() < largest) scratch_.resize(largest);
+  // Step s sends the partial sum of chunk (rank - s - 1) on and adds the one of
+  // chunk (rank - s - 2) coming in; after size - 1 steps chunk `rank` is complete.
+  for (int s = 0; s < size_ - 1; ++s) {
+    const int send_c = (rank_ - s - 1 + 2 * size_) % size_, recv_c = (rank_ - s - 2 + 2 * size_) % size_;
+    const size_t send_b = slice_begin(n, send_c), recv_b = slice_begin(n, recv_c);
+    const size_t send_n = slice_end(n, send_c) - send_b, recv_n = slice_end(n, recv_c) - recv_b;
+    sendrecv(data + send_b, send_n, next, scratch_.data(), recv_n, prev);
+    float* dst = data + recv_b;
+    const float* src = scratch_.data();
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < recv_n; ++i) dst[i] += src[i];
   }
-  mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displs.data(), MPI_FLOAT,
-                           MPI_COMM_WORLD), "allgather");
+#endif
+}
+
+void Communicator::ring_allgather([[maybe_unused]] float* data, [[maybe_unused]] size_t n) {
+#ifdef GPT_WITH_MPI
+  const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+  // Step s passes chunk (rank - s) on and receives chunk (rank - s - 1) in place.
+  for (int s = 0; s < size_ - 1; ++s) {
+    const int send_c = (rank_ - s + size_) % size_, recv_c = (rank_ - s - 1 + 2 * size_) % size_;
+    const size_t send_b = slice_begin(n, send_c), recv_b = slice_begin(n, recv_c);
+    sendrecv(data + send_b, slice_end(n, send_c) - send_b, next, data + recv_b, slice_end(n, recv_c) - recv_b, prev);
+  }
+#endif
+}
+
+void Communicator::sendrecv([[maybe_unused]] const float* send, [[maybe_unused]] size_t send_n,
+                            [[maybe_unused]] int to, [[maybe_unused]] float* recv, [[maybe_unused]] size_t recv_n,
+                            [[maybe_unused]] int from) {
+#ifdef GPT_WITH_MPI
+  // MPI counts are int: long buffers go in pieces (both sides cut them alike).
+  const size_t piece = static_cast<size_t>(1) << 28;
+  for (size_t off = 0; off < std::max(send_n, recv_n); off += piece) {
+    const int sc = static_cast<int>(off < send_n ? std::min(piece, send_n - off) : 0);
+    const int rc = static_cast<int>(off < recv_n ? std::min(piece, recv_n - off) : 0);
+    mpi_check(MPI_Sendrecv(send + std::min(off, send_n), sc, MPI_FLOAT, to, 7, recv + std::min(off, recv_n), rc,
+                           MPI_FLOAT, from, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+              "sendrecv");
+  }
 #endif
 }
 

@@ -54,9 +54,12 @@ class Communicator {
 
  private:
   Communicator();
+  void ring_reduce_scatter(float* data, size_t n);
+  void ring_allgather(float* data, size_t n);
+  void sendrecv(const float* send, size_t send_n, int to, float* recv, size_t recv_n, int from);
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
-  std::vector<float> scratch_;  // reduce-scatter receive buffer, reused every step
+  std::vector<float> scratch_;  // ring receive buffer, kept between steps
   struct Buckets;
   std::unique_ptr<Buckets> buckets_;  // requests and ranges of the buckets in flight
 };
