@@ -88,7 +88,8 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
   app->add_option("--zero", o->zero, "1: ZeRO-1, shard the AdamW state across MPI ranks")->capture_default_str();
   app->add_option("--overlap-comm", o->overlap_comm,
-                  "Under MPI: all-reduce each block's gradients while backward continues (true/false)")->capture_default_str();
+                  "Under MPI: all-reduce each block's gradients during backward (MPI_Iallreduce) instead of one ring "
+                  "all-reduce after it (true/false)")->capture_default_str();
   app->add_flag("--quiet", o->quiet, "No progress display");
   auto config = std::make_shared<std::string>();
   app->add_option("--config", *config, "JSON file with any of these options (flag names as keys)");

@@ -43,7 +43,11 @@ struct TrainOptions {
   uint64_t seed = 1337;
   int threads = 0;  // 0: OpenMP's default
   int zero = 0;     // 1: ZeRO-1, shard AdamW's state across MPI ranks
-  bool overlap_comm = true;  // all-reduce each block's gradients while backward goes on
+  // All-reduce each block's gradients (MPI_Iallreduce) while backward goes on,
+  // instead of one ring all-reduce after it. Off by default: on one host the ring
+  // is faster (bench/mpi_scaling.sh); with an RDMA network that progresses MPI
+  // in the background, overlapping can win.
+  bool overlap_comm = false;
   bool quiet = false;
 
   void validate() const;
