@@ -1,6 +1,8 @@
 // BPE training: a hand-worked corpus gives the expected merges, training is
 // deterministic, and a trained tokenizer saved as Hugging Face tokenizer.json
 // reloads and encodes identically.
+#include <cstdlib>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -43,10 +45,16 @@ TEST(BpeTrainer, TiesAreBrokenBySmallerPairIds) {
 TEST(BpeTrainer, DeterministicAndSavedTokenizersReloadIdentically) {
   const auto data = testing::shared_data("tinyshakespeare.txt");
   std::string text;
-  if (std::filesystem::exists(data)) {
+  if (std::filesystem::exists(data) && std::getenv("GPT_TEST_NO_SHARED_DATA") == nullptr) {
     text = read_text_file(data).substr(0, 300000);
   } else {
-    for (int i = 0; i < 2000; ++i) text += "the king said unto them, lo! " + std::to_string(i % 97) + "\n";
+    // Enough distinct words for 1000 merges: syllables combined three at a time.
+    const char* syllables[] = {"ka", "lo", "mi", "ren", "tha", "os", "vel", "un", "qui", "bar", "ne", "sto", "ph",
+                               "ix", "dra", "gu", "el", "mor", "ae", "zin", "cu", "ty", "wen"};
+    for (int i = 0; i < 12000; ++i) {
+      text += std::string(i % 5 == 0 ? " The " : " ") + syllables[i % 23] + syllables[(i * 7 + 3) % 19] +
+              syllables[(i / 23) % 17] + (i % 11 == 0 ? ",\n" : "");
+    }
   }
   PieceCounts counts;
   counts.add(text);

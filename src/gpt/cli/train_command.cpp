@@ -90,6 +90,9 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--overlap-comm", o->overlap_comm,
                   "Under MPI: all-reduce each block's gradients during backward (MPI_Iallreduce) instead of one ring "
                   "all-reduce after it (true/false)")->capture_default_str();
+  app->add_option("--dtype", o->dtype,
+                  "Matrix products: fp32, or bf16 (bfloat16 inputs, float32 accumulation; weights, optimizer "
+                  "and reductions stay float32)")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   app->add_flag("--quiet", o->quiet, "No progress display");
   auto config = std::make_shared<std::string>();
   app->add_option("--config", *config, "JSON file with any of these options (flag names as keys)");

@@ -12,6 +12,7 @@
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/model_loader.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/util/rng.h"
@@ -72,7 +73,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}};
+          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -108,6 +109,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.zero = j.value("zero", o.zero);
     o.init_from = j.value("init-from", o.init_from);
     o.overlap_comm = j.value("overlap-comm", o.overlap_comm);
+    o.dtype = j.value("dtype", o.dtype);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad training options: ") + e.what());
   }
@@ -205,6 +207,7 @@ TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
         "--batch-size (" + std::to_string(opts.batch_size) + ") must be divisible by the number of ranks (" +
             std::to_string(comm.size()) + ") times --grad-accum (" + std::to_string(opts.grad_accum) + ")");
   if (opts.threads > 0) omp_set_num_threads(opts.threads);
+  set_matmul_precision(parse_matmul_precision(opts.dtype));
   const bool resuming = !resume_dir.empty();
 
   // Data and tokenizer: a text file is tokenized here; a token shard (gpt tokenize

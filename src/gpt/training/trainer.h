@@ -48,6 +48,7 @@ struct TrainOptions {
   // is faster (bench/mpi_scaling.sh); with an RDMA network that progresses MPI
   // in the background, overlapping can win.
   bool overlap_comm = false;
+  std::string dtype = "fp32";  // matrix products: fp32, or bf16 (float32 weights, optimizer, reductions)
   bool quiet = false;
 
   void validate() const;

@@ -1,0 +1,158 @@
+#include "gpt/kernels/matmul_bf16.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/matmul.h"
+#include "gpt/util/error.h"
+
+namespace gpt {
+
+namespace {
+
+std::atomic<bool> g_force_portable{false};
+
+bool env_forces_portable() {
+  static const bool forced = [] {
+    const char* v = std::getenv("GPT_PORTABLE_KERNELS");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return forced;
+}
+
+// rows x cols floats (leading dimension ld) -> contiguous bf16, rounded to nearest even.
+GPT_MULTIVERSION void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out) {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * ld;
+    uint16_t* dst = out + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      uint32_t bits;
+      std::memcpy(&bits, src + c, 4);
+      bits += 0x7FFFu + ((bits >> 16) & 1u);
+      dst[c] = static_cast<uint16_t>(bits >> 16);
+    }
+  }
+}
+
+GPT_MULTIVERSION void round_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out) {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * ld;
+    float* dst = out + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      uint32_t bits;
+      std::memcpy(&bits, src + c, 4);
+      bits += 0x7FFFu + ((bits >> 16) & 1u);
+      bits &= 0xFFFF0000u;
+      std::memcpy(dst + c, &bits, 4);
+    }
+  }
+}
+
+// oneDNN matmul primitives, one per shape, created on first use.
+class Bf16Matmuls {
+ public:
+  static Bf16Matmuls& instance() {
+    static Bf16Matmuls m;
+    return m;
+  }
+  bool native() const { return native_; }
+
+  void run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    // A is stored (M, K), or (K, M) when transposed; B (K, N), or (N, K).
+    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    if (a16_.size() < static_cast<size_t>(a_rows * a_cols)) a16_.resize(static_cast<size_t>(a_rows * a_cols));
+    if (b16_.size() < static_cast<size_t>(b_rows * b_cols)) b16_.resize(static_cast<size_t>(b_rows * b_cols));
+    to_bf16(A, a_rows, a_cols, lda, a16_.data());
+    to_bf16(B, b_rows, b_cols, ldb, b16_.data());
+    if (beta != 0.0f && beta != 1.0f) {
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t c = 0; c < N; ++c) C[r * ldc + c] *= beta;
+      beta = 1.0f;
+    }
+    const Key key{ta, tb, M, N, K, ldc, beta != 0.0f, alpha};
+    auto it = cache_.find(key);
+    if (it == cache_.end()) it = cache_.emplace(key, make(key)).first;
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
+    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
+    const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+    dnnl::memory am(ad, engine_, a16_.data()), bm(bd, engine_, b16_.data()), cm(cd, engine_, C);
+    it->second.execute(stream_, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream_.wait();
+  }
+
+ private:
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, bool, float>;
+
+  Bf16Matmuls() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    try {  // a probe: does oneDNN have a bf16 matmul for this CPU?
+      make(Key{false, false, 16, 16, 16, 16, false, 1.0f});
+      native_ = true;
+    } catch (const dnnl::error&) {
+      native_ = false;
+    }
+  }
+
+  dnnl::matmul make(const Key& k) const {
+    const auto [ta, tb, M, N, K, ldc, accumulate, alpha] = k;
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
+    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
+    const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+    dnnl::primitive_attr attr;
+    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+    if (accumulate) {  // C += A @ B (beta = 1)
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, engine_));
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  bool native_ = false;
+  std::map<Key, dnnl::matmul> cache_;
+  std::vector<uint16_t> a16_, b16_;
+};
+
+std::vector<float> g_a_round, g_b_round;  // fallback scratch (one caller at a time)
+
+}  // namespace
+
+bool bf16_gemm_native() { return Bf16Matmuls::instance().native() && !g_force_portable.load() && !env_forces_portable(); }
+void force_portable_bf16_gemm(bool force) { g_force_portable.store(force); }
+
+void round_to_bf16(const float* x, float* out, int64_t n) { round_rows(x, 1, n, n, out); }
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (bf16_gemm_native()) {
+    try {
+      Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    } catch (const dnnl::error& e) {
+      throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
+    }
+  }
+  const int64_t a_rows = trans_a ? K : M, a_cols = trans_a ? M : K, b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  if (g_a_round.size() < static_cast<size_t>(a_rows * a_cols)) g_a_round.resize(static_cast<size_t>(a_rows * a_cols));
+  if (g_b_round.size() < static_cast<size_t>(b_rows * b_cols)) g_b_round.resize(static_cast<size_t>(b_rows * b_cols));
+  round_rows(A, a_rows, a_cols, lda, g_a_round.data());
+  round_rows(B, b_rows, b_cols, ldb, g_b_round.data());
+  gemm_f32(trans_a, trans_b, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+}
+
+}  // namespace gpt

@@ -1,0 +1,24 @@
+// Mixed-precision GEMM: inputs rounded to bfloat16, products accumulated and
+// written in float32 (what PyTorch's bf16 autocast does for matrix products).
+// Runs as a oneDNN matmul primitive on bf16 memory, which oneDNN executes with
+// AMX or AVX512_BF16 instructions where the CPU has them; where oneDNN has no
+// bf16 kernel (or GPT_PORTABLE_KERNELS=1) the inputs are rounded to bf16 values
+// and multiplied by the float32 GEMM, which computes the same products.
+#pragma once
+#include <cstdint>
+
+namespace gpt {
+
+// Same contract as gemm() in matmul.h. Called from one thread at a time.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// True when gemm_bf16 runs oneDNN's bf16 kernels (false: the portable fallback).
+bool bf16_gemm_native();
+// Tests force the fallback to compare the two.
+void force_portable_bf16_gemm(bool force);
+
+// x rounded to bfloat16 (nearest, ties to even) and widened back, n values.
+void round_to_bf16(const float* x, float* out, int64_t n);
+
+}  // namespace gpt

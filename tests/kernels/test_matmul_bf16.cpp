@@ -1,0 +1,82 @@
+// bf16 GEMM: oneDNN's bf16 kernels and the portable fallback against float32
+// products of the same bf16-rounded inputs, for every transpose and odd sizes.
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "gpt/kernels/matmul.h"
+#include "gpt/kernels/matmul_bf16.h"
+#include "gpt/util/error.h"
+#include "gpt/util/half.h"
+
+namespace gpt {
+namespace {
+
+TEST(RoundToBf16, MatchesTheScalarConversion) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x(1001), y(1001);
+  for (auto& v : x) v = normal(rng);
+  round_to_bf16(x.data(), y.data(), 1001);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], bf16_to_float(float_to_bf16(x[i]))) << i;
+}
+
+TEST(GemmBf16, BothKernelsComputeTheRoundedProducts) {
+  std::printf("[ info ] oneDNN bf16 matmul %s\n", bf16_gemm_native() ? "available" : "NOT available: fallback only");
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{7, 13, 37}, {64, 96, 128}, {1, 50, 33}}) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      for (float beta : {0.0f, 1.0f}) {
+        const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+        std::vector<float> A(static_cast<size_t>((ta ? K : M) * lda)), B(static_cast<size_t>((tb ? N : K) * ldb)),
+            C0(static_cast<size_t>(M * ldc));
+        for (auto& v : A) v = normal(rng);
+        for (auto& v : B) v = normal(rng);
+        for (auto& v : C0) v = normal(rng);
+        // Reference: float64 products of the rounded inputs.
+        std::vector<float> Ar(A.size()), Br(B.size());
+        round_to_bf16(A.data(), Ar.data(), static_cast<int64_t>(A.size()));
+        round_to_bf16(B.data(), Br.data(), static_cast<int64_t>(B.size()));
+        for (bool portable : {false, true}) {
+          force_portable_bf16_gemm(portable);
+          std::vector<float> C = C0;
+          gemm_bf16(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+          force_portable_bf16_gemm(false);
+          for (int64_t i = 0; i < M; ++i) {
+            for (int64_t j = 0; j < N; ++j) {
+              double ref = beta * C0[static_cast<size_t>(i * ldc + j)], mag = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                const double a = Ar[static_cast<size_t>(ta ? k * lda + i : i * lda + k)];
+                const double b = Br[static_cast<size_t>(tb ? j * ldb + k : k * ldb + j)];
+                ref += a * b;
+                mag += std::fabs(a * b);
+              }
+              ASSERT_NEAR(C[static_cast<size_t>(i * ldc + j)], ref, 1e-5 * (mag + 1))
+                  << M << "x" << N << "x" << K << " ta " << ta << " tb " << tb << " beta " << beta
+                  << (portable ? " portable" : " oneDNN");
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(GemmBf16, PrecisionSwitchRoutesGemm) {
+  const float a[2] = {1.0f + 1.0f / 512, 1.0f}, b[2] = {1.0f, 1.0f};  // 1 + 2^-9 rounds to 1 in bf16
+  float c = 0;
+  gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
+  EXPECT_EQ(c, 2.0f + 1.0f / 512);
+  set_matmul_precision(MatmulPrecision::kBFloat16);
+  gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
+  set_matmul_precision(MatmulPrecision::kFloat32);
+  EXPECT_EQ(c, 2.0f);
+  EXPECT_EQ(parse_matmul_precision("bf16"), MatmulPrecision::kBFloat16);
+  EXPECT_THROW(parse_matmul_precision("fp8"), Error);
+}
+
+}  // namespace
+}  // namespace gpt
