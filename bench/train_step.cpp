@@ -1,15 +1,19 @@
 // One optimizer step (forward, backward, AdamW) of gpt.cpp for the benchmark
-// configs, reported as tokens/s. Threads: OMP_NUM_THREADS.
+// configs, reported as tokens/s, with fp32 and with bf16 matrix products.
+// Threads: OMP_NUM_THREADS.
 //   build/bench/bench_train_step --benchmark_filter=baby
 #include <benchmark/benchmark.h>
 
+#include "gpt/kernels/matmul.h"
 #include "gpt/model/gpt.h"
 #include "gpt/training/adamw.h"
 #include "gpt/util/rng.h"
 
 namespace {
 
-void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B) {
+void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
+                gpt::MatmulPrecision precision = gpt::MatmulPrecision::kFloat32) {
+  gpt::set_matmul_precision(precision);
   gpt::GPT model(config);
   model.init_weights(1);
   gpt::AdamW opt(model.layout(), {});
@@ -28,6 +32,7 @@ void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B) {
     opt.step(model.params.data(), model.grads.data(), 1e-4f);
   }
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * T), benchmark::Counter::kIsIterationInvariantRate);
+  gpt::set_matmul_precision(gpt::MatmulPrecision::kFloat32);
 }
 
 gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
@@ -43,10 +48,17 @@ gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
 void BM_baby(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12); }
 void BM_shakespeare_char(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16); }
 void BM_gpt2_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4); }
+constexpr auto kBf16 = gpt::MatmulPrecision::kBFloat16;
+void BM_baby_bf16(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12, kBf16); }
+void BM_shakespeare_char_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16, kBf16); }
+void BM_gpt2_124M_b4_t256_bf16(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4, kBf16); }
 
 }  // namespace
 
 BENCHMARK(BM_baby)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_gpt2_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_baby_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_shakespeare_char_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_gpt2_124M_b4_t256_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK_MAIN();

@@ -83,12 +83,16 @@ class Bf16Matmuls {
     const Key key{ta, tb, M, N, K, ldc, beta != 0.0f, alpha};
     auto it = cache_.find(key);
     if (it == cache_.end()) it = cache_.emplace(key, make(key)).first;
+    const dnnl::memory::desc& sd = it->second.scratchpad;
+    if (scratchpad_.size() < sd.get_size()) scratchpad_.resize(sd.get_size());
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
     const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
     const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::memory am(ad, engine_, a16_.data()), bm(bd, engine_, b16_.data()), cm(cd, engine_, C);
-    it->second.execute(stream_, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    dnnl::memory scratch(sd, engine_, scratchpad_.data());
+    it->second.matmul.execute(stream_,
+                       {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
     stream_.wait();
   }
 
@@ -104,27 +108,37 @@ class Bf16Matmuls {
     }
   }
 
-  dnnl::matmul make(const Key& k) const {
+  struct Prepared {
+    dnnl::matmul matmul;
+    dnnl::memory::desc scratchpad;
+  };
+
+  Prepared make(const Key& k) const {
     const auto [ta, tb, M, N, K, ldc, accumulate, alpha] = k;
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
     const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
     const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
+    // Scratch memory comes from us, kept between calls: oneDNN would otherwise
+    // allocate (and the kernel zero) fresh pages on every call.
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (accumulate) {  // C += A @ B (beta = 1)
       dnnl::post_ops ops;
       ops.append_sum(1.0f);
       attr.set_post_ops(ops);
     }
-    return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, engine_));
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, engine_);
+    return {dnnl::matmul(pd), pd.scratchpad_desc()};
   }
 
   dnnl::engine engine_;
   dnnl::stream stream_;
   bool native_ = false;
-  std::map<Key, dnnl::matmul> cache_;
+  std::map<Key, Prepared> cache_;
   std::vector<uint16_t> a16_, b16_;
+  std::vector<uint8_t> scratchpad_;
 };
 
 std::vector<float> g_a_round, g_b_round;  // fallback scratch (one caller at a time)
