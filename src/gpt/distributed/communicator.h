@@ -58,7 +58,7 @@ class Communicator {
   void ring_allgather(float* data, size_t n);
   void sendrecv(const float* send, size_t send_n, int to, float* recv, size_t recv_n, int from);
   int rank_ = 0, size_ = 1;
-  bool mpi_ = false;
+  [[maybe_unused]] bool mpi_ = false;  // read only in MPI builds
   std::vector<float> scratch_;  // ring receive buffer, kept between steps
   struct Buckets;
   std::unique_ptr<Buckets> buckets_;  // requests and ranges of the buckets in flight
