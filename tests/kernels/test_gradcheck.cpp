@@ -106,14 +106,14 @@ TEST(GradCheck, Gelu) {
 TEST(GradCheck, CausalAttention) {
   for (auto [B, T, C, NH] : {std::array<int64_t, 4>{2, 5, 8, 2}, {1, 7, 12, 3}, {1, 1, 4, 1}}) {
     auto qkv = random_vector(B * T * 3 * C, 31 + T), R = random_vector(B * T * C, 32 + T);
-    std::vector<float> out(B * T * C), att(B * NH * T * T);
+    std::vector<float> out(B * T * C), lse(B * NH * T);
     auto objective = [&]() {
-      attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+      attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH);
       return dot(out, R);
     };
     objective();
-    std::vector<float> dqkv(B * T * 3 * C), scratch(4 * T);
-    attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, NH, scratch.data(), 4);
+    std::vector<float> dqkv(B * T * 3 * C);
+    attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH);
     expect_gradient("dqkv", qkv, dqkv, objective);
   }
 }

@@ -12,14 +12,16 @@
 #include "gpt/kernels/layernorm.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/rng.h"
+#include "kernels/attention_reference.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
 
-std::vector<float> random_vector(size_t n, uint64_t seed) {
+std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f) {
   Rng rng(seed);
   std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
+  for (auto& x : v) x = scale * static_cast<float>(rng.normal());
   return v;
 }
 
@@ -52,8 +54,9 @@ TEST(Gelu, FastTanhIsAccurate) {
 TEST(Attention, RowsAreCausalDistributions) {
   const int64_t B = 2, T = 9, C = 12, NH = 3;
   auto qkv = random_vector(B * T * 3 * C, 1);
-  std::vector<float> out(B * T * C), att(B * NH * T * T, -1.0f);
-  attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  std::vector<float> out(B * T * C), lse(B * NH * T), att(B * NH * T * T, -1.0f);
+  attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH);
+  for (int64_t b = 0; b < B; ++b) attention_probabilities(att.data() + b * NH * T * T, qkv.data(), lse.data(), b, T, C, NH);
   for (int64_t r = 0; r < B * NH * T; ++r) {
     const int64_t t = r % T;
     double sum = 0;
@@ -77,11 +80,40 @@ TEST(Attention, RowsAreCausalDistributions) {
 TEST(Attention, FutureTokensDoNotChangeThePast) {
   const int64_t T = 8, C = 8, NH = 2;
   auto qkv = random_vector(T * 3 * C, 2);
-  std::vector<float> out1(T * C), out2(T * C), att(NH * T * T);
-  attention_forward(out1.data(), att.data(), qkv.data(), 1, T, C, NH);
+  std::vector<float> out1(T * C), out2(T * C), lse(NH * T);
+  attention_forward(out1.data(), lse.data(), qkv.data(), 1, T, C, NH);
   for (int64_t i = 0; i < 3 * C; ++i) qkv[(T - 1) * 3 * C + i] += 5.0f;  // change the last token only
-  attention_forward(out2.data(), att.data(), qkv.data(), 1, T, C, NH);
+  attention_forward(out2.data(), lse.data(), qkv.data(), 1, T, C, NH);
   for (int64_t i = 0; i < (T - 1) * C; ++i) EXPECT_EQ(out1[i], out2[i]);
+}
+
+// The blocked (flash-style) kernels against the straightforward one that stores
+// every T x T weight: sequence lengths around the 64-query block, head widths 16
+// to 128, forward outputs, the weights recomputed for drawing, and all gradients.
+TEST(Attention, BlockedKernelsMatchTheStraightforwardOne) {
+  struct Shape {
+    int64_t B, T, hs, NH;
+  };
+  for (const Shape s : {Shape{2, 1, 16, 2}, {1, 63, 32, 2}, {2, 64, 64, 1}, {1, 65, 96, 2}, {1, 130, 128, 1},
+                        {3, 17, 16, 4}}) {
+    const int64_t C = s.hs * s.NH, B = s.B, T = s.T, NH = s.NH;
+    auto qkv = random_vector(B * T * 3 * C, static_cast<uint64_t>(T * 7 + s.hs), 1.5f);
+    auto dout = random_vector(B * T * C, static_cast<uint64_t>(T * 11 + s.hs));
+    std::vector<float> out(B * T * C), lse(B * NH * T), ref_out(B * T * C), ref_att(B * NH * T * T);
+    attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH);
+    testing::reference_attention_forward(ref_out.data(), ref_att.data(), qkv.data(), B, T, C, NH);
+    EXPECT_LT(testing::relative_max_error(out.data(), ref_out.data(), out.size()), 2e-6) << "T " << T << " hs " << s.hs;
+    std::vector<float> att(NH * T * T);
+    for (int64_t b = 0; b < B; ++b) {
+      attention_probabilities(att.data(), qkv.data(), lse.data(), b, T, C, NH);
+      EXPECT_LT(testing::relative_max_error(att.data(), ref_att.data() + b * NH * T * T, att.size()), 2e-6);
+    }
+    std::vector<float> dqkv(B * T * 3 * C, 7.0f), ref_dqkv(B * T * 3 * C), scratch(4 * T);
+    attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH);
+    testing::reference_attention_backward(ref_dqkv.data(), dout.data(), qkv.data(), ref_att.data(), B, T, C, NH,
+                                          scratch.data(), 4);
+    EXPECT_LT(testing::relative_max_error(dqkv.data(), ref_dqkv.data(), dqkv.size()), 1e-5) << "T " << T << " hs " << s.hs;
+  }
 }
 
 TEST(LayerNorm, NormalisesEachRow) {

@@ -8,6 +8,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
+
+#include "gpt/kernels/matmul.h"
 
 namespace gpt {
 namespace {
@@ -45,74 +48,129 @@ inline void attend_one_query(float* out, float* row, const float* q, const float
 
 }  // namespace
 
-GPT_MULTIVERSION void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
-                       int64_t C, int64_t NH) {
+// Blocked attention, flash-attention style: per (batch, head) task, queries go in
+// blocks of kQueryBlock rows; a block's scores against the keys it may see are a
+// small GEMM into thread-local scratch, never stored. Forward keeps only each
+// row's log-sum-exp; backward recomputes the block's probabilities from it.
+// Matrix products are oneDNN's sgemm (single-threaded inside the parallel loop).
+namespace {
+
+constexpr int64_t kQueryBlock = 64;
+
+std::vector<float>& thread_scratch(int64_t n) {
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < static_cast<size_t>(n)) scratch.resize(static_cast<size_t>(n));
+  return scratch;
+}
+
+// S (nq, nk) = scale * Q K^T, causal-masked, turned into probabilities P in place.
+// The query of row i sits at position q0 + i and sees keys 0 .. q0 + i. With
+// `lse_in` the rows' log-sum-exps are given (backward); else computed into lse_out.
+GPT_MULTIVERSION void block_probabilities(float* S, int64_t nq, int64_t nk, int64_t q0, const float* lse_in,
+                                          float* lse_out) {
+  for (int64_t i = 0; i < nq; ++i) {
+    float* row = S + i * nk;
+    const int64_t visible = q0 + i + 1;
+    float lse;
+    if (lse_in != nullptr) {
+      lse = lse_in[i];
+    } else {
+      float maxval = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) maxval = std::max(maxval, row[j]);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < visible; ++j) sum += exp_nonpositive(row[j] - maxval);
+      lse = maxval + std::log(sum);
+      lse_out[i] = lse;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < visible; ++j) row[j] = exp_nonpositive(std::min(row[j] - lse, 0.0f));
+    for (int64_t j = visible; j < nk; ++j) row[j] = 0.0f;
+  }
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-#pragma omp parallel for collapse(3) schedule(static)
+#pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < NH; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* q = qkv + (b * T + t) * C3 + h * hs;
-        const float* keys = qkv + b * T * C3 + C + h * hs;
-        float* row = att + ((b * NH + h) * T + t) * T;
-        attend_one_query(out + (b * T + t) * C + h * hs, row, q, keys, keys + C, C3, t + 1, hs, scale);
-        for (int64_t t2 = t + 1; t2 < T; ++t2) row[t2] = 0.0f;  // the causal mask
+      float* S = thread_scratch(kQueryBlock * T).data();
+      const float* Q = qkv + b * T * C3 + h * hs;
+      const float* K = Q + C;
+      const float* V = Q + 2 * C;
+      for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
+        const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+        gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, S, nk);
+        block_probabilities(S, nq, nk, q0, nullptr, lse + (b * NH + h) * T + q0);
+        gemm_f32(false, false, nq, hs, nk, 1.0f, S, nk, V, C3, 0.0f, out + (b * T + q0) * C + h * hs, C);
       }
     }
   }
 }
 
-GPT_MULTIVERSION void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch,
-                        int scratch_threads) {
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
+                        int64_t B, int64_t T, int64_t C, int64_t NH) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const int threads = std::max(1, std::min(omp_get_max_threads(), scratch_threads));
-  // One (b, h) pair per task: row t writes dk and dv of every earlier row, so rows
-  // of one head cannot run in parallel without races.
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+#pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < NH; ++h) {
-      float* datt = scratch + static_cast<int64_t>(omp_get_thread_num()) * T;
-      for (int64_t t = 0; t < T; ++t) {
-        float* d = dqkv + (b * T + t) * C3 + h * hs;
-        std::memset(d, 0, sizeof(float) * static_cast<size_t>(hs));
-        std::memset(d + C, 0, sizeof(float) * static_cast<size_t>(hs));
-        std::memset(d + 2 * C, 0, sizeof(float) * static_cast<size_t>(hs));
+      std::vector<float>& scratch = thread_scratch(2 * kQueryBlock * T + kQueryBlock);
+      float* P = scratch.data();
+      float* dP = P + kQueryBlock * T;
+      float* D = dP + kQueryBlock * T;
+      const float* Q = qkv + b * T * C3 + h * hs;
+      const float* K = Q + C;
+      const float* V = Q + 2 * C;
+      float* dQ = dqkv + b * T * C3 + h * hs;
+      float* dK = dQ + C;
+      float* dV = dQ + 2 * C;
+      for (int64_t t = 0; t < T; ++t) {  // dK and dV accumulate over query blocks
+        std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
+        std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
       }
-      for (int64_t t = 0; t < T; ++t) {
-        const float* row = att + ((b * NH + h) * T + t) * T;
-        const float* dout_t = dout + (b * T + t) * C + h * hs;
-        const float* q = qkv + (b * T + t) * C3 + h * hs;
-        float* dq = dqkv + (b * T + t) * C3 + h * hs;
-        // out_t = sum_t2 att[t2] v_t2  =>  datt[t2] = dout_t . v_t2, dv_t2 += att[t2] dout_t
-        float dot_sum = 0.0f;
-        for (int64_t t2 = 0; t2 <= t; ++t2) {
-          const float* v = qkv + (b * T + t2) * C3 + 2 * C + h * hs;
-          float* dv = dqkv + (b * T + t2) * C3 + 2 * C + h * hs;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < hs; ++i) {
-            dot += dout_t[i] * v[i];
-            dv[i] += row[t2] * dout_t[i];
-          }
-          datt[t2] = dot;
-          dot_sum += row[t2] * dot;
+      for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
+        const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+        const float* dO = dout + (b * T + q0) * C + h * hs;
+        const float* O = out + (b * T + q0) * C + h * hs;
+        gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
+        block_probabilities(P, nq, nk, q0, lse + (b * NH + h) * T + q0, nullptr);
+        // out = P V:  dV += P^T dO,  dP = dO V^T
+        gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, 1.0f, dV, C3);
+        gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+        // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
+        for (int64_t i = 0; i < nq; ++i) {
+          float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+          for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
+          D[i] = d;
         }
-        // softmax backward: dpre = att * (datt - sum(att * datt)), then the scale.
-        for (int64_t t2 = 0; t2 <= t; ++t2) {
-          const float dpre = row[t2] * (datt[t2] - dot_sum) * scale;
-          const float* k = qkv + (b * T + t2) * C3 + C + h * hs;
-          float* dk = dqkv + (b * T + t2) * C3 + C + h * hs;
+        for (int64_t i = 0; i < nq; ++i) {
+          float* ds = dP + i * nk;
+          const float* p = P + i * nk;
 #pragma omp simd
-          for (int64_t i = 0; i < hs; ++i) {
-            dq[i] += dpre * k[i];
-            dk[i] += dpre * q[i];
-          }
+          for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
         }
+        // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
+        gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
+        gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, 1.0f, dK, C3);
       }
     }
+  }
+}
+
+void attention_probabilities(float* att, const float* qkv, const float* lse, int64_t b, int64_t T, int64_t C,
+                             int64_t NH) {
+  const int64_t hs = C / NH, C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  for (int64_t h = 0; h < NH; ++h) {
+    const float* Q = qkv + b * T * C3 + h * hs;
+    float* A = att + h * T * T;
+    gemm_f32(false, true, T, T, hs, scale, Q, C3, Q + C, C3, 0.0f, A, T);
+    block_probabilities(A, T, T, 0, lse + (b * NH + h) * T, nullptr);
   }
 }
 

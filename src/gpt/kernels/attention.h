@@ -6,16 +6,19 @@
 namespace gpt {
 
 // qkv (B,T,3C) holds q, k, v side by side (the fused c_attn output); head h uses
-// channels [h*hs, (h+1)*hs) of each. out (B,T,C); att (B,NH,T,T) keeps the softmax
-// weights for backward and for drawing (entries above the diagonal are 0).
-void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T,
-                       int64_t C, int64_t NH);
+// channels [h*hs, (h+1)*hs) of each. out (B,T,C). The T x T weights are never
+// stored: lse (B,NH,T) keeps each row's log-sum-exp of the scaled scores, from
+// which backward (and drawing) recompute them block by block.
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH);
 
-// dqkv (B,T,3C) = gradient (overwritten). scratch must hold scratch_threads * T floats;
-// at most scratch_threads threads are used.
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch,
-                        int scratch_threads);
+// dqkv (B,T,3C) = gradient (overwritten), given the forward's out and lse.
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
+                        int64_t B, int64_t T, int64_t C, int64_t NH);
+
+// The softmax weights of batch row b, att (NH,T,T) (0 above the diagonal), from
+// the forward's qkv and lse: for drawing attention maps.
+void attention_probabilities(float* att, const float* qkv, const float* lse, int64_t b, int64_t T, int64_t C,
+                             int64_t NH);
 
 // Inference with a KV cache: n new tokens at positions p0 .. p0+n-1 attend to the
 // cached keys/values of positions 0 .. their own. q (n, q_stride) holds the new

@@ -75,7 +75,7 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.ln1_rstd.assign(L * BT, 0);
   a.qkv.assign(L * BT * 3 * C, 0);
   a.atty.assign(L * BT * C, 0);
-  a.att.assign(L * static_cast<size_t>(B) * NH * static_cast<size_t>(T * T), 0);
+  a.att_lse.assign(L * static_cast<size_t>(B) * NH * static_cast<size_t>(T), 0);
   a.residual2.assign(L * BT * C, 0);
   a.ln2.assign(L * BT * C, 0);
   a.ln2_mean.assign(L * BT, 0);
@@ -95,8 +95,6 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.d_atty.assign(BT * C, 0);
   a.d_qkv.assign(BT * 3 * C, 0);
   a.d_fch.assign(BT * 4 * C, 0);
-  a.scratch_threads = omp_get_max_threads();
-  a.attn_scratch.assign(static_cast<size_t>(a.scratch_threads) * static_cast<size_t>(T), 0);
   tokens_.assign(BT, 0);
 }
 
@@ -133,7 +131,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int
     float* ln1_rstd = a.ln1_rstd.data() + l * BT;
     float* qkv = a.qkv.data() + l * BT * 3 * C;
     float* atty = a.atty.data() + l * BT * C;
-    float* att = a.att.data() + l * B * NH * T * T;
+    float* att_lse = a.att_lse.data() + l * B * NH * T;
     float* residual2 = a.residual2.data() + l * BT * C;
     float* ln2 = a.ln2.data() + l * BT * C;
     float* ln2_mean = a.ln2_mean.data() + l * BT;
@@ -146,7 +144,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int
     layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, L.ln_1_weight, L.ln_1_bias, BT, C,
                       config_.layer_norm_epsilon);
     linear_forward(qkv, ln1, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
-    attention_forward(atty, att, qkv, B, T, C, NH);
+    attention_forward(atty, att_lse, qkv, B, T, C, NH);
     linear_forward(residual2, atty, L.attn_c_proj_weight, L.attn_c_proj_bias, BT, C, C, residual);
     // x = x + mlp(ln_2(x))
     layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, L.ln_2_weight, L.ln_2_bias, BT, C,
@@ -206,7 +204,7 @@ void GPT::backward(float loss_scale, const GradientsReady& ready) {
     const float* ln1 = a.ln1.data() + l * BT * C;
     const float* qkv = a.qkv.data() + l * BT * 3 * C;
     const float* atty = a.atty.data() + l * BT * C;
-    const float* att = a.att.data() + l * B * NH * T * T;
+    const float* att_lse = a.att_lse.data() + l * B * NH * T;
     const float* residual2 = a.residual2.data() + l * BT * C;
     const float* ln2 = a.ln2.data() + l * BT * C;
     const float* fch = a.fch.data() + l * BT * 4 * C;
@@ -228,8 +226,7 @@ void GPT::backward(float loss_scale, const GradientsReady& ready) {
     linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dres, atty,
                     L.attn_c_proj_weight, BT, C, C);
     float* dqkv = a.d_qkv.data();
-    attention_backward(dqkv, datty, qkv, att, B, T, C, NH, a.attn_scratch.data(),
-                       a.scratch_threads);
+    attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH);
     float* dln1 = a.d_ln.data();
     linear_backward(dln1, dL.attn_c_attn_weight, dL.attn_c_attn_bias, dqkv, ln1,
                     L.attn_c_attn_weight, BT, C, 3 * C);
@@ -245,9 +242,14 @@ void GPT::backward(float loss_scale, const GradientsReady& ready) {
   if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
 }
 
-const float* GPT::attention_weights(int layer) const {
+const float* GPT::attention_weights(int layer) {
   check(layer >= 0 && layer < config_.n_layer, "layer " + std::to_string(layer) + " out of range");
-  return acts_.att.data() + static_cast<int64_t>(layer) * B_ * config_.n_head * T_ * T_;
+  check(B_ > 0, "attention_weights needs a forward pass first");
+  const int64_t B = B_, T = T_, C = config_.n_embd, NH = config_.n_head;
+  attention_view_.resize(static_cast<size_t>(NH * T * T));
+  attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,
+                          acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH);
+  return attention_view_.data();
 }
 
 }  // namespace gpt

@@ -20,7 +20,7 @@ struct Activations {
   std::vector<float> ln1_rstd;   // (L,B,T)
   std::vector<float> qkv;        // (L,B,T,3C)
   std::vector<float> atty;       // (L,B,T,C) attention output before c_proj
-  std::vector<float> att;        // (L,B,NH,T,T) softmax weights
+  std::vector<float> att_lse;    // (L,B,NH,T) log-sum-exp of each attention row
   std::vector<float> residual2;  // (L,B,T,C) after the attention residual
   std::vector<float> ln2;        // (L,B,T,C)
   std::vector<float> ln2_mean;   // (L,B,T)
@@ -41,8 +41,6 @@ struct Activations {
   std::vector<float> d_atty;      // (B,T,C)
   std::vector<float> d_qkv;       // (B,T,3C)
   std::vector<float> d_fch;       // (B,T,4C)
-  std::vector<float> attn_scratch;  // (threads, T)
-  int scratch_threads = 0;
 };
 
 class GPT {
@@ -72,7 +70,9 @@ class GPT {
   void zero_grad();
 
   const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward
-  const float* attention_weights(int layer) const;             // (B,NH,T,T) of the last forward
+  // (NH,T,T) softmax weights of batch row 0 in `layer` of the last forward,
+  // recomputed (training never stores them).
+  const float* attention_weights(int layer);
   int64_t last_B() const { return B_; }
   int64_t last_T() const { return T_; }
 
@@ -93,6 +93,7 @@ class GPT {
   int64_t B_ = 0, T_ = 0;
   bool has_targets_ = false;
   ModelWeights weight_views_{}, grad_views_{};
+  std::vector<float> attention_view_;  // attention_weights() output
 };
 
 }  // namespace gpt
