@@ -24,6 +24,14 @@ void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
     x[i] = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(config.vocab_size));
     y[i] = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(config.vocab_size));
   }
+  auto step = [&]() {
+    model.zero_grad();
+    benchmark::DoNotOptimize(model.forward(x.data(), y.data(), B, T));
+    model.backward();
+    gpt::clip_grad_norm(model.grads.data(), model.grads.size(), 1.0f);
+    opt.step(model.params.data(), model.grads.data(), 1e-4f);
+  };
+  step();  // warm-up, untimed: first-touch page faults, oneDNN's JIT kernels
   for (auto _ : state) {
     model.zero_grad();
     benchmark::DoNotOptimize(model.forward(x.data(), y.data(), B, T));
