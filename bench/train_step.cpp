@@ -61,8 +61,18 @@ void BM_baby_bf16(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128)
 void BM_shakespeare_char_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16, kBf16); }
 void BM_gpt2_124M_b4_t256_bf16(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4, kBf16); }
 
+// The machine's achievable FP32 rate, for model FLOPs utilisation: oneDNN sgemm.
+void BM_peak_sgemm(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  std::vector<float> A(static_cast<size_t>(M * K), 0.5f), B(static_cast<size_t>(K * N), 0.25f), C(static_cast<size_t>(M * N));
+  gpt::gemm_f32(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);  // warm-up
+  for (auto _ : state) gpt::gemm_f32(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
+BENCHMARK(BM_peak_sgemm)->Args({2048, 2048, 2048})->Args({4096, 3072, 768})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_baby)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_gpt2_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
