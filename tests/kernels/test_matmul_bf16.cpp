@@ -22,7 +22,19 @@ TEST(RoundToBf16, MatchesTheScalarConversion) {
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], bf16_to_float(float_to_bf16(x[i]))) << i;
 }
 
-TEST(GemmBf16, BothKernelsComputeTheRoundedProducts) {
+void check_all_shapes();
+
+TEST(GemmBf16, BothKernelsComputeTheRoundedProducts) { check_all_shapes(); }
+
+// Big products are cut into halves along M, N or K (K halves accumulate): a tiny
+// budget makes every shape split several times, down to single rows or columns.
+TEST(GemmBf16, SplitProductsComputeTheSame) {
+  set_bf16_gemm_split_budget(300);
+  check_all_shapes();
+  set_bf16_gemm_split_budget(int64_t(1) << 22);
+}
+
+void check_all_shapes() {
   std::printf("[ info ] oneDNN bf16 matmul %s\n", bf16_gemm_native() ? "available" : "NOT available: fallback only");
   std::mt19937 rng(2);
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -1,5 +1,6 @@
 #include "gpt/kernels/matmul_bf16.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,10 @@ namespace gpt {
 namespace {
 
 std::atomic<bool> g_force_portable{false};
+// Largest operand converted at once (elements). Bigger products are cut in halves
+// along their largest dimension, so the bf16 copies stay small: the LM head's
+// (B*T, vocab) operands would otherwise need ~180 MB of copies for GPT-2.
+std::atomic<int64_t> g_split_budget{int64_t(1) << 22};
 
 bool env_forces_portable() {
   static const bool forced = [] {
@@ -150,9 +155,35 @@ void force_portable_bf16_gemm(bool force) { g_force_portable.store(force); }
 
 void round_to_bf16(const float* x, float* out, int64_t n) { round_rows(x, 1, n, n, out); }
 
+void set_bf16_gemm_split_budget(int64_t elements) { g_split_budget.store(std::max<int64_t>(elements, 64)); }
+
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  const int64_t budget = g_split_budget.load();
+  if (M * K > budget || K * N > budget) {
+    // Halve the largest dimension; halves of K accumulate into C (beta = 1).
+    if (M >= N && M >= K && M > 1) {
+      const int64_t m = M / 2;
+      gemm_bf16(trans_a, trans_b, m, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_bf16(trans_a, trans_b, M - m, N, K, alpha, trans_a ? A + m : A + m * lda, lda, B, ldb, beta, C + m * ldc,
+                ldc);
+      return;
+    }
+    if (N >= K && N > 1) {
+      const int64_t n = N / 2;
+      gemm_bf16(trans_a, trans_b, M, n, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_bf16(trans_a, trans_b, M, N - n, K, alpha, A, lda, trans_b ? B + n * ldb : B + n, ldb, beta, C + n, ldc);
+      return;
+    }
+    if (K > 1) {
+      const int64_t k = K / 2;
+      gemm_bf16(trans_a, trans_b, M, N, k, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_bf16(trans_a, trans_b, M, N, K - k, alpha, trans_a ? A + k * lda : A + k, lda, trans_b ? B + k : B + k * ldb,
+                ldb, 1.0f, C, ldc);
+      return;
+    }
+  }
   if (bf16_gemm_native()) {
     try {
       Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

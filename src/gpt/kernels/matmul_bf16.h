@@ -17,6 +17,9 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 bool bf16_gemm_native();
 // Tests force the fallback to compare the two.
 void force_portable_bf16_gemm(bool force);
+// Products whose operands exceed this many elements are split (default 4M); tests
+// set it small to exercise the splitting.
+void set_bf16_gemm_split_budget(int64_t elements);
 
 // x rounded to bfloat16 (nearest, ties to even) and widened back, n values.
 void round_to_bf16(const float* x, float* out, int64_t n);
