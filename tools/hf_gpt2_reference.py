@@ -29,7 +29,6 @@ the shared GPT-2 vocabulary). CI never runs this; the outputs are committed.
 import json
 import os
 import shutil
-import struct
 import sys
 
 import torch
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from torch_reference import forward, param_shapes  # noqa: E402  (the same plain-torch GPT-2)
+from torch_reference import forward, param_shapes, write_safetensors  # noqa: E402  (the same plain-torch GPT-2)
 
 ROOT = os.path.join(HERE, "..")
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "hf_gpt2_tiny")
@@ -59,25 +58,6 @@ def gpt2_ids(text):
     out = subprocess.run([exe, "tokenize", "encode", "--tokenizer", VOCAB_DIR],
                          input=text.encode(), capture_output=True, check=True).stdout.decode()
     return [int(t) for t in out.split()]
-
-
-def write_f16_safetensors(path, tensors):
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous()
-        dtype = {torch.float16: "F16", torch.float32: "F32"}[t.dtype]
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
 
 
 def main():
@@ -103,7 +83,7 @@ def main():
             layer = name.split(".")[1]
             T = c["block_size"]
             tensors[f"h.{layer}.attn.bias"] = torch.tril(torch.ones(T, T)).view(1, 1, T, T).half()
-    write_f16_safetensors(os.path.join(OUT_DIR, "model.safetensors"), tensors)
+    write_safetensors(os.path.join(OUT_DIR, "model.safetensors"), tensors, {"format": "pt"})
     hf_config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
                  "vocab_size": c["vocab_size"], "n_positions": c["block_size"], "n_ctx": c["block_size"],
                  "n_embd": c["n_embd"], "n_layer": c["n_layer"], "n_head": c["n_head"], "n_inner": None,

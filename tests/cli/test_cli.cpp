@@ -398,6 +398,12 @@ TEST_F(Cli, ConvertQuantizeAndFineTuneFromImportedModels) {
   // Mistakes.
   expect_one_line_error(run_gpt("train --init-from " + m + " --data " + data() + " --n-layer 2 --quiet"),
                         "--n-layer conflicts with --init-from");
+  expect_one_line_error(run_gpt("train --init-from " + m + " --resume " + ft + " --data " + data() + " --quiet"),
+                        "--init-from and --resume exclude each other");
+  expect_one_line_error(run_gpt("train --init-from " + (dir / "nothing").string() + " --data " + data() + " --quiet"),
+                        "model not found");
+  expect_one_line_error(run_gpt("train --data " + data() + " --dtype fp8 --quiet"), "--dtype");
+  expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --dtype fp8"), "--dtype");
   expect_one_line_error(run_gpt("convert --model " + m + " --quantize q5_k --out " + (dir / "x.gguf").string()),
                         "unknown weight type 'q5_k'");
   expect_one_line_error(run_gpt("convert --model " + m + " --to hf --quantize q8_0 --out " + (dir / "x").string()),

@@ -176,56 +176,19 @@ int64_t GgufTensor::numel() const {
   return n;
 }
 
-GgufValue GgufValue::u32(uint32_t v) {
-  GgufValue x;
-  x.type = GgufType::kU32;
-  x.integer = v;
-  return x;
-}
-GgufValue GgufValue::i32(int32_t v) {
-  GgufValue x;
-  x.type = GgufType::kI32;
-  x.integer = v;
-  return x;
-}
-GgufValue GgufValue::f32(float v) {
-  GgufValue x;
-  x.type = GgufType::kF32;
-  x.real = v;
-  return x;
-}
-GgufValue GgufValue::boolean(bool v) {
-  GgufValue x;
-  x.type = GgufType::kBool;
-  x.integer = v ? 1 : 0;
-  return x;
-}
-GgufValue GgufValue::string(std::string v) {
-  GgufValue x;
-  x.type = GgufType::kString;
-  x.text = std::move(v);
-  return x;
-}
+GgufValue GgufValue::u32(uint32_t v) { return {.type = GgufType::kU32, .integer = v}; }
+GgufValue GgufValue::i32(int32_t v) { return {.type = GgufType::kI32, .integer = v}; }
+GgufValue GgufValue::f32(float v) { return {.type = GgufType::kF32, .real = v}; }
+GgufValue GgufValue::boolean(bool v) { return {.type = GgufType::kBool, .integer = v ? 1 : 0}; }
+GgufValue GgufValue::string(std::string v) { return {.type = GgufType::kString, .text = std::move(v)}; }
 GgufValue GgufValue::string_array(std::vector<std::string> v) {
-  GgufValue x;
-  x.type = GgufType::kArray;
-  x.element_type = GgufType::kString;
-  x.strings = std::move(v);
-  return x;
+  return {.type = GgufType::kArray, .element_type = GgufType::kString, .strings = std::move(v)};
 }
 GgufValue GgufValue::i32_array(std::vector<int64_t> v) {
-  GgufValue x;
-  x.type = GgufType::kArray;
-  x.element_type = GgufType::kI32;
-  x.integers = std::move(v);
-  return x;
+  return {.type = GgufType::kArray, .element_type = GgufType::kI32, .integers = std::move(v)};
 }
 GgufValue GgufValue::f32_array(std::vector<double> v) {
-  GgufValue x;
-  x.type = GgufType::kArray;
-  x.element_type = GgufType::kF32;
-  x.reals = std::move(v);
-  return x;
+  return {.type = GgufType::kArray, .element_type = GgufType::kF32, .reals = std::move(v)};
 }
 
 GgufFile GgufFile::load(const std::filesystem::path& path) {
@@ -343,42 +306,36 @@ const GgufTensor* GgufFile::find(const std::string& name) const {
   return nullptr;
 }
 
-std::string GgufFile::get_string(const std::string& key) const {
+const GgufValue& GgufFile::value(const std::string& key, bool (*is_kind)(const GgufValue&), const char* kind) const {
   auto it = metadata_.find(key);
   check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(it->second.type == GgufType::kString, path_ + ": metadata '" + key + "' is not a string");
-  return it->second.text;
+  check(is_kind(it->second), path_ + ": metadata '" + key + "' is not " + kind);
+  return it->second;
+}
+
+std::string GgufFile::get_string(const std::string& key) const {
+  return value(key, [](const GgufValue& v) { return v.type == GgufType::kString; }, "a string").text;
 }
 
 int64_t GgufFile::get_int(const std::string& key) const {
-  auto it = metadata_.find(key);
-  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(is_integer(it->second.type), path_ + ": metadata '" + key + "' is not an integer");
-  return it->second.integer;
+  return value(key, [](const GgufValue& v) { return is_integer(v.type); }, "an integer").integer;
 }
 
 double GgufFile::get_float(const std::string& key) const {
-  auto it = metadata_.find(key);
-  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(it->second.type == GgufType::kF32 || it->second.type == GgufType::kF64,
-        path_ + ": metadata '" + key + "' is not a float");
-  return it->second.real;
+  return value(key, [](const GgufValue& v) { return v.type == GgufType::kF32 || v.type == GgufType::kF64; }, "a float")
+      .real;
 }
 
 const std::vector<std::string>& GgufFile::get_strings(const std::string& key) const {
-  auto it = metadata_.find(key);
-  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(it->second.type == GgufType::kArray && it->second.element_type == GgufType::kString,
-        path_ + ": metadata '" + key + "' is not an array of strings");
-  return it->second.strings;
+  return value(key, [](const GgufValue& v) { return v.type == GgufType::kArray && v.element_type == GgufType::kString; },
+               "an array of strings")
+      .strings;
 }
 
 const std::vector<int64_t>& GgufFile::get_ints(const std::string& key) const {
-  auto it = metadata_.find(key);
-  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(it->second.type == GgufType::kArray && is_integer(it->second.element_type),
-        path_ + ": metadata '" + key + "' is not an array of integers");
-  return it->second.integers;
+  return value(key, [](const GgufValue& v) { return v.type == GgufType::kArray && is_integer(v.element_type); },
+               "an array of integers")
+      .integers;
 }
 
 void GgufWriter::set(const std::string& key, GgufValue value) {

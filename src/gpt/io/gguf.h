@@ -30,11 +30,11 @@ struct GgufValue {
   // Scalars: integers and bools in `integer`, floats in `real`, strings in `text`.
   int64_t integer = 0;
   double real = 0.0;
-  std::string text;
+  std::string text{};
   // Arrays: by element type.
-  std::vector<int64_t> integers;
-  std::vector<double> reals;
-  std::vector<std::string> strings;
+  std::vector<int64_t> integers{};
+  std::vector<double> reals{};
+  std::vector<std::string> strings{};
 
   static GgufValue u32(uint32_t v);
   static GgufValue i32(int32_t v);
@@ -76,6 +76,7 @@ class GgufFile {
   const std::vector<int64_t>& get_ints(const std::string& key) const;
 
  private:
+  const GgufValue& value(const std::string& key, bool (*is_kind)(const GgufValue&), const char* kind) const;
   MappedFile file_;
   std::string path_;
   uint32_t version_ = 0;

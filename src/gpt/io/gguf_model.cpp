@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -295,14 +296,14 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
     expected.push_back({b + "ffn_down.weight", {4 * C, C}});
   }
   std::map<GgmlType, size_t> bytes_by_type;
+  std::set<std::string> expected_names;
   for (const Expected& e : expected) {
     const GgufTensor& t = need(f, e.name, e.ne);
     if (e.ne.size() == 2) bytes_by_type[t.type] += t.bytes;
+    expected_names.insert(e.name);
   }
   for (const GgufTensor& t : f.tensors()) {
-    bool known = false;
-    for (const Expected& e : expected) known = known || e.name == t.name;
-    check(known, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
+    check(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
                      " layers");
   }
   out.type = GgmlType::kF32;

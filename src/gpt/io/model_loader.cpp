@@ -16,8 +16,8 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
   check(std::filesystem::exists(path, ec), "model not found: " + path.string());
   if (std::filesystem::is_regular_file(path, ec)) {
     check(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
-    const bool want_fp32 = options.dequantize || (options.convert_to && *options.convert_to == GgmlType::kF32);
-    GgufModel g = load_gguf_model(path, want_fp32 || options.convert_to.has_value());
+    // Converting starts from fp32 weights, so any conversion dequantizes first.
+    GgufModel g = load_gguf_model(path, options.dequantize || options.convert_to.has_value());
     m.fp32 = std::move(g.fp32);
     m.quantized = std::move(g.quantized);
     m.tokenizer = std::move(g.tokenizer);

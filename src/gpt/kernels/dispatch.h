@@ -3,9 +3,26 @@
 // x86-64) and the dynamic loader picks the best the running CPU supports (GCC
 // function multiversioning). Matrix products dispatch inside oneDNN.
 #pragma once
+#include <cstdlib>
+#include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GPT_NO_MULTIVERSION)
 #define GPT_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GPT_MULTIVERSION
 #endif
+
+namespace gpt {
+
+// GPT_PORTABLE_KERNELS=1 makes the kernels that choose their instructions at run
+// time (quantized products, bf16 GEMM) take their portable path, as on a CPU
+// without AVX-512 VNNI or bf16 support.
+inline bool portable_kernels_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("GPT_PORTABLE_KERNELS");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return forced;
+}
+
+}  // namespace gpt

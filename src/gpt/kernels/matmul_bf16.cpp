@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -25,40 +24,29 @@ std::atomic<bool> g_force_portable{false};
 // (B*T, vocab) operands would otherwise need ~180 MB of copies for GPT-2.
 std::atomic<int64_t> g_split_budget{int64_t(1) << 22};
 
-bool env_forces_portable() {
-  static const bool forced = [] {
-    const char* v = std::getenv("GPT_PORTABLE_KERNELS");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-  }();
-  return forced;
+// The upper 16 bits of x rounded to nearest, ties to even (NaN is not special-cased:
+// inputs of a training step are finite or the step fails anyway).
+inline uint32_t round_to_bf16_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return bits + 0x7FFFu + ((bits >> 16) & 1u);
 }
 
-// rows x cols floats (leading dimension ld) -> contiguous bf16, rounded to nearest even.
+// rows x cols floats (leading dimension ld) -> contiguous bf16.
 GPT_MULTIVERSION void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* src = x + r * ld;
-    uint16_t* dst = out + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t bits;
-      std::memcpy(&bits, src + c, 4);
-      bits += 0x7FFFu + ((bits >> 16) & 1u);
-      dst[c] = static_cast<uint16_t>(bits >> 16);
-    }
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = static_cast<uint16_t>(round_to_bf16_bits(x[r * ld + c]) >> 16);
   }
 }
 
+// The same values widened back to float (the portable fallback's inputs).
 GPT_MULTIVERSION void round_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* src = x + r * ld;
-    float* dst = out + r * cols;
     for (int64_t c = 0; c < cols; ++c) {
-      uint32_t bits;
-      std::memcpy(&bits, src + c, 4);
-      bits += 0x7FFFu + ((bits >> 16) & 1u);
-      bits &= 0xFFFF0000u;
-      std::memcpy(dst + c, &bits, 4);
+      const uint32_t bits = round_to_bf16_bits(x[r * ld + c]) & 0xFFFF0000u;
+      std::memcpy(out + r * cols + c, &bits, 4);
     }
   }
 }
@@ -88,15 +76,11 @@ class Bf16Matmuls {
     const Key key{ta, tb, M, N, K, ldc, beta != 0.0f, alpha};
     auto it = cache_.find(key);
     if (it == cache_.end()) it = cache_.emplace(key, make(key)).first;
-    const dnnl::memory::desc& sd = it->second.scratchpad;
-    if (scratchpad_.size() < sd.get_size()) scratchpad_.resize(sd.get_size());
-    using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
-    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
-    const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
-    dnnl::memory am(ad, engine_, a16_.data()), bm(bd, engine_, b16_.data()), cm(cd, engine_, C);
-    dnnl::memory scratch(sd, engine_, scratchpad_.data());
-    it->second.matmul.execute(stream_,
+    const Prepared& p = it->second;
+    if (scratchpad_.size() < p.scratchpad.get_size()) scratchpad_.resize(p.scratchpad.get_size());
+    dnnl::memory am(p.a, engine_, a16_.data()), bm(p.b, engine_, b16_.data()), cm(p.c, engine_, C);
+    dnnl::memory scratch(p.scratchpad, engine_, scratchpad_.data());
+    p.matmul.execute(stream_,
                        {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
     stream_.wait();
   }
@@ -115,7 +99,7 @@ class Bf16Matmuls {
 
   struct Prepared {
     dnnl::matmul matmul;
-    dnnl::memory::desc scratchpad;
+    dnnl::memory::desc a, b, c, scratchpad;
   };
 
   Prepared make(const Key& k) const {
@@ -135,7 +119,7 @@ class Bf16Matmuls {
       attr.set_post_ops(ops);
     }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, engine_);
-    return {dnnl::matmul(pd), pd.scratchpad_desc()};
+    return {dnnl::matmul(pd), ad, bd, cd, pd.scratchpad_desc()};
   }
 
   dnnl::engine engine_;
@@ -150,7 +134,7 @@ std::vector<float> g_a_round, g_b_round;  // fallback scratch (one caller at a t
 
 }  // namespace
 
-bool bf16_gemm_native() { return Bf16Matmuls::instance().native() && !g_force_portable.load() && !env_forces_portable(); }
+bool bf16_gemm_native() { return Bf16Matmuls::instance().native() && !g_force_portable.load() && !portable_kernels_forced(); }
 void force_portable_bf16_gemm(bool force) { g_force_portable.store(force); }
 
 void round_to_bf16(const float* x, float* out, int64_t n) { round_rows(x, 1, n, n, out); }

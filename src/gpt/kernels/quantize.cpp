@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
+#include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
@@ -44,14 +44,6 @@ bool cpu_has_vnni() {
 #else
   return false;
 #endif
-}
-
-bool env_forces_portable() {
-  static const bool forced = [] {
-    const char* v = std::getenv("GPT_PORTABLE_KERNELS");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-  }();
-  return forced;
 }
 
 void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
@@ -446,7 +438,7 @@ QuantizedStorage QuantizedStorage::wrap(GgmlType type, std::vector<uint8_t> byte
   return s;
 }
 
-bool quant_kernels_use_vnni() { return cpu_has_vnni() && !g_force_portable.load() && !env_forces_portable(); }
+bool quant_kernels_use_vnni() { return cpu_has_vnni() && !g_force_portable.load() && !portable_kernels_forced(); }
 void force_portable_quant_kernels(bool force) { g_force_portable.store(force); }
 
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,

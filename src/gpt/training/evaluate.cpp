@@ -20,12 +20,24 @@ double total_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int
   return total;
 }
 
+namespace {
+
+TextEvaluation summarize(double nats, double bytes, int64_t n_pred) {
+  TextEvaluation ev;
+  ev.tokens = n_pred;
+  ev.mean_loss = nats / static_cast<double>(n_pred);
+  ev.perplexity = std::exp(ev.mean_loss);
+  ev.bits_per_byte = nats / std::log(2.0) / bytes;
+  return ev;
+}
+
+}  // namespace
+
 TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::string& text, int64_t batch) {
   const std::vector<int32_t> tokens = tokenizer.encode(text);
   check(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
   const int64_t T = model.config().block_size;
   const auto n_pred = static_cast<int64_t>(tokens.size()) - 1;
-  TextEvaluation ev;
   double nats = 0, bytes = 0;
   std::vector<int32_t> x, y;
   for (int64_t start = 0; start < n_pred;) {
@@ -45,11 +57,7 @@ TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::
     for (int32_t id : y) bytes += static_cast<double>(tokenizer.token_bytes(id).size());
     start += B * len;
   }
-  ev.tokens = n_pred;
-  ev.mean_loss = nats / static_cast<double>(n_pred);
-  ev.perplexity = std::exp(ev.mean_loss);
-  ev.bits_per_byte = nats / std::log(2.0) / bytes;
-  return ev;
+  return summarize(nats, bytes, n_pred);
 }
 
 TextEvaluation evaluate_text(const InferenceWeights& weights, const Tokenizer& tokenizer, const std::string& text) {
@@ -73,12 +81,7 @@ TextEvaluation evaluate_text(const InferenceWeights& weights, const Tokenizer& t
       bytes += static_cast<double>(tokenizer.token_bytes(target).size());
     }
   }
-  TextEvaluation ev;
-  ev.tokens = n_pred;
-  ev.mean_loss = nats / static_cast<double>(n_pred);
-  ev.perplexity = std::exp(ev.mean_loss);
-  ev.bits_per_byte = nats / std::log(2.0) / bytes;
-  return ev;
+  return summarize(nats, bytes, n_pred);
 }
 
 }  // namespace gpt
