@@ -26,16 +26,14 @@ void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
   }
   auto step = [&]() {
     model.zero_grad();
-    benchmark::DoNotOptimize(model.forward(x.data(), y.data(), B, T));
-    model.backward();
+    benchmark::DoNotOptimize(model.forward_backward(x.data(), y.data(), B, T));
     gpt::clip_grad_norm(model.grads.data(), model.grads.size(), 1.0f);
     opt.step(model.params.data(), model.grads.data(), 1e-4f);
   };
   step();  // warm-up, untimed: first-touch page faults, oneDNN's JIT kernels
   for (auto _ : state) {
     model.zero_grad();
-    benchmark::DoNotOptimize(model.forward(x.data(), y.data(), B, T));
-    model.backward();
+    benchmark::DoNotOptimize(model.forward_backward(x.data(), y.data(), B, T));
     gpt::clip_grad_norm(model.grads.data(), model.grads.size(), 1.0f);
     opt.step(model.params.data(), model.grads.data(), 1e-4f);
   }
@@ -56,10 +54,12 @@ gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
 void BM_baby(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12); }
 void BM_shakespeare_char(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16); }
 void BM_gpt2_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4); }
+void BM_gpt2_124M_b1_t1024(benchmark::State& s) { train_step(s, config(50257, 1024, 12, 12, 768), 1); }
 constexpr auto kBf16 = gpt::MatmulPrecision::kBFloat16;
 void BM_baby_bf16(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12, kBf16); }
 void BM_shakespeare_char_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16, kBf16); }
 void BM_gpt2_124M_b4_t256_bf16(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4, kBf16); }
+void BM_gpt2_124M_b1_t1024_bf16(benchmark::State& s) { train_step(s, config(50257, 1024, 12, 12, 768), 1, kBf16); }
 
 // The machine's achievable FP32 rate, for model FLOPs utilisation: oneDNN sgemm.
 void BM_peak_sgemm(benchmark::State& state) {
@@ -76,7 +76,9 @@ BENCHMARK(BM_peak_sgemm)->Args({2048, 2048, 2048})->Args({4096, 3072, 768})->Uni
 BENCHMARK(BM_baby)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_gpt2_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_gpt2_124M_b1_t1024)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_baby_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_gpt2_124M_b4_t256_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_gpt2_124M_b1_t1024_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK_MAIN();

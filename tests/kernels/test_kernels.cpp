@@ -51,6 +51,45 @@ TEST(Gelu, FastTanhIsAccurate) {
   EXPECT_EQ(gelu_tanh_approx_for_test(-1000.0f), -1.0f);
 }
 
+// The fused bias+GELU kernels against the separate steps (bias add, gelu_forward,
+// gelu_backward, column sums) in float64, for odd widths and 1-3 threads.
+TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (int64_t OC : {1, 7, 64, 129}) {
+      const int64_t N = 13;
+      const auto x = random_vector(static_cast<size_t>(N * OC), 1, 2.0f);
+      const auto bias = random_vector(static_cast<size_t>(OC), 2);
+      const auto dout = random_vector(static_cast<size_t>(N * OC), 3);
+      std::vector<float> pre = x, out(x.size()), dpre(x.size());
+      std::vector<float> dbias(static_cast<size_t>(OC), 0.5f);
+      bias_gelu_forward(pre.data(), out.data(), bias.data(), N, OC);
+      bias_gelu_backward(dpre.data(), dbias.data(), pre.data(), dout.data(), N, OC);
+      for (int64_t j = 0; j < OC; ++j) {
+        double sum = 0.5;
+        for (int64_t r = 0; r < N; ++r) {
+          const size_t i = static_cast<size_t>(r * OC + j);
+          const double v = static_cast<double>(x[i]) + bias[static_cast<size_t>(j)];
+          const double u = 0.7978845608028654 * (v + 0.044715 * v * v * v), th = std::tanh(u);
+          const double g = 0.5 * v * (1 + th);
+          const double dg = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * 0.7978845608028654 * (1 + 3 * 0.044715 * v * v);
+          ASSERT_NEAR(pre[i], v, 1e-6);
+          ASSERT_NEAR(out[i], g, 2e-6 * (1 + std::abs(g))) << "OC=" << OC;
+          ASSERT_NEAR(dpre[i], dg * dout[i], 2e-6 * (1 + std::abs(dg * dout[i]))) << "OC=" << OC;
+          sum += dg * dout[i];
+        }
+        ASSERT_NEAR(dbias[static_cast<size_t>(j)], sum, 1e-5 * (1 + std::abs(sum))) << "OC=" << OC;
+      }
+      std::vector<float> in_place = dout;  // dpre may alias dout
+      std::vector<float> dbias2(static_cast<size_t>(OC), 0.5f);
+      bias_gelu_backward(in_place.data(), dbias2.data(), pre.data(), in_place.data(), N, OC);
+      EXPECT_EQ(in_place, dpre);
+      EXPECT_EQ(dbias2, dbias);
+    }
+  }
+  omp_set_num_threads(omp_get_num_procs());
+}
+
 TEST(Attention, RowsAreCausalDistributions) {
   const int64_t B = 2, T = 9, C = 12, NH = 3;
   auto qkv = random_vector(B * T * 3 * C, 1);
@@ -132,6 +171,33 @@ TEST(LayerNorm, NormalisesEachRow) {
   }
 }
 
+// The fused residual + LayerNorm equals the add followed by layernorm_forward, and
+// layernorm_apply (the backward's remade output) equals the forward's bit for bit.
+TEST(LayerNorm, FusedResidualAddAndRemadeOutputMatchTheSeparateSteps) {
+  for (int64_t C : {1, 17, 64, 768}) {
+    const int64_t N = 9;
+    const auto res = random_vector(static_cast<size_t>(N * C), 4, 3.0f), delta = random_vector(static_cast<size_t>(N * C), 5);
+    const auto db = random_vector(static_cast<size_t>(C), 6), w = random_vector(static_cast<size_t>(C), 7),
+               b = random_vector(static_cast<size_t>(C), 8);
+    for (bool with_bias : {true, false}) {
+      std::vector<float> sum(static_cast<size_t>(N * C)), y(sum.size()), mean(static_cast<size_t>(N)), rstd(mean.size());
+      residual_layernorm_forward(sum.data(), y.data(), mean.data(), rstd.data(), res.data(), delta.data(),
+                                 with_bias ? db.data() : nullptr, w.data(), b.data(), N, C, 1e-5f);
+      std::vector<float> sum_ref(sum.size()), y_ref(sum.size()), mean_ref(mean.size()), rstd_ref(mean.size());
+      for (int64_t i = 0; i < N * C; ++i)
+        sum_ref[static_cast<size_t>(i)] = res[static_cast<size_t>(i)] + delta[static_cast<size_t>(i)] + (with_bias ? db[static_cast<size_t>(i % C)] : 0.0f);
+      layernorm_forward(y_ref.data(), mean_ref.data(), rstd_ref.data(), sum_ref.data(), w.data(), b.data(), N, C, 1e-5f);
+      for (size_t i = 0; i < sum.size(); ++i) {
+        ASSERT_NEAR(sum[i], sum_ref[i], 1e-6f * (1 + std::abs(sum_ref[i]))) << "C=" << C;
+        ASSERT_NEAR(y[i], y_ref[i], 1e-5f * (1 + std::abs(y_ref[i]))) << "C=" << C;
+      }
+      std::vector<float> remade(sum.size());
+      layernorm_apply(remade.data(), sum.data(), mean.data(), rstd.data(), w.data(), b.data(), N, C);
+      EXPECT_EQ(remade, y) << "C=" << C;
+    }
+  }
+}
+
 TEST(CrossEntropy, StableForHugeLogits) {
   std::vector<float> logits = {1e4f, -1e4f, 0.0f, 1e4f - 1.0f};
   std::vector<int32_t> target = {3};
@@ -145,6 +211,82 @@ TEST(CrossEntropy, RejectsTargetsOutsideTheVocabulary) {
   std::vector<float> logits(4, 0.0f), losses(1), lse(1);
   std::vector<int32_t> target = {4};
   EXPECT_THROW(cross_entropy_forward(losses.data(), lse.data(), logits.data(), target.data(), 1, 4), std::exception);
+}
+
+// The chunked LM head + loss against logits computed whole, in float64: the loss,
+// each row's log-sum-exp, dx and dW, for chunkings that do and don't divide N.
+TEST(CrossEntropy, ChunkedLmHeadMatchesTheWholeLogits) {
+  const int64_t N = 37, C = 24, V = 50;
+  const auto x = random_vector(static_cast<size_t>(N * C), 4);
+  const auto W = random_vector(static_cast<size_t>(V * C), 5, 0.3f);
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (int64_t r = 0; r < N; ++r) targets[static_cast<size_t>(r)] = static_cast<int32_t>((r * 7) % V);
+  const float dloss = 0.25f;
+  // Reference: logits, softmax, gradients.
+  std::vector<double> ref_dx(static_cast<size_t>(N * C), 0), ref_dW(static_cast<size_t>(V * C), 0.1), lse(static_cast<size_t>(N));
+  double ref_loss = 0;
+  for (int64_t r = 0; r < N; ++r) {
+    std::vector<double> z(static_cast<size_t>(V));
+    double m = -1e300;
+    for (int64_t v = 0; v < V; ++v) {
+      double d = 0;
+      for (int64_t c = 0; c < C; ++c) d += static_cast<double>(x[static_cast<size_t>(r * C + c)]) * W[static_cast<size_t>(v * C + c)];
+      z[static_cast<size_t>(v)] = d;
+      m = std::max(m, d);
+    }
+    double s = 0;
+    for (double d : z) s += std::exp(d - m);
+    lse[static_cast<size_t>(r)] = m + std::log(s);
+    ref_loss += lse[static_cast<size_t>(r)] - z[static_cast<size_t>(targets[static_cast<size_t>(r)])];
+    for (int64_t v = 0; v < V; ++v) {
+      const double g = (std::exp(z[static_cast<size_t>(v)] - lse[static_cast<size_t>(r)]) - (v == targets[static_cast<size_t>(r)])) * dloss;
+      for (int64_t c = 0; c < C; ++c) {
+        ref_dx[static_cast<size_t>(r * C + c)] += g * W[static_cast<size_t>(v * C + c)];
+        ref_dW[static_cast<size_t>(v * C + c)] += g * x[static_cast<size_t>(r * C + c)];
+      }
+    }
+  }
+  ref_loss /= N;
+  for (int64_t rows : {int64_t(0), int64_t(1), int64_t(8), int64_t(37), int64_t(64)}) {
+    std::vector<float> losses(static_cast<size_t>(N)), lse32(static_cast<size_t>(N));
+    LmHeadScratch chunk;
+    std::vector<float> dx(static_cast<size_t>(N * C), 99.0f), dW(static_cast<size_t>(V * C), 0.1f);
+    const float loss = lm_head_cross_entropy(losses.data(), lse32.data(), x.data(), W.data(), targets.data(), N, C, V,
+                                             chunk, dx.data(), dW.data(), dloss, rows);
+    EXPECT_NEAR(loss, ref_loss, 1e-5 * ref_loss) << "rows " << rows;
+    for (int64_t r = 0; r < N; ++r) EXPECT_NEAR(lse32[static_cast<size_t>(r)], lse[static_cast<size_t>(r)], 1e-5) << "rows " << rows;
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_NEAR(dx[i], ref_dx[i], 1e-5) << "rows " << rows;
+    for (size_t i = 0; i < dW.size(); ++i) ASSERT_NEAR(dW[i], ref_dW[i], 1e-5) << "rows " << rows;
+    // Loss only: the same loss, nothing else written.
+    std::vector<float> losses2(static_cast<size_t>(N));
+    EXPECT_EQ(lm_head_cross_entropy(losses2.data(), lse32.data(), x.data(), W.data(), targets.data(), N, C, V, chunk,
+                                    nullptr, nullptr, 0.0f, rows),
+              loss);
+  }
+  // bf16 products: several chunks convert the weight once (gemm_bf16_with_b16), one
+  // chunk goes through gemm_bf16; both round the same inputs to bf16.
+  set_matmul_precision(MatmulPrecision::kBFloat16);
+  std::vector<float> dx_whole, dW_whole;
+  float loss_whole = 0;
+  for (int64_t rows : {N, int64_t(8)}) {
+    std::vector<float> losses(static_cast<size_t>(N)), lse32(static_cast<size_t>(N));
+    std::vector<float> dx(static_cast<size_t>(N * C)), dW(static_cast<size_t>(V * C), 0.1f);
+    LmHeadScratch scratch;
+    const float loss = lm_head_cross_entropy(losses.data(), lse32.data(), x.data(), W.data(), targets.data(), N, C, V,
+                                             scratch, dx.data(), dW.data(), dloss, rows);
+    EXPECT_NEAR(loss, ref_loss, 5e-3 * ref_loss);  // bf16 inputs: 2^-9 relative each
+    if (rows == N) {
+      dx_whole = dx, dW_whole = dW, loss_whole = loss;
+      continue;
+    }
+    EXPECT_NEAR(loss, loss_whole, 1e-5 * loss_whole);
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_NEAR(dx[i], dx_whole[i], 1e-4);
+    for (size_t i = 0; i < dW.size(); ++i) ASSERT_NEAR(dW[i], dW_whole[i], 1e-4);
+  }
+  set_matmul_precision(MatmulPrecision::kFloat32);
+  EXPECT_EQ(lm_head_chunk_rows(1024, 50257), 256);  // GPT-2, 4x256 tokens: 4 chunks of ~51 MB
+  EXPECT_EQ(lm_head_chunk_rows(1024, 65), 1024);    // a small vocabulary: one chunk
+  EXPECT_EQ(lm_head_chunk_rows(1000, 50257), 250);  // spread evenly
 }
 
 TEST(Matmul, MatchesNaiveProductForOddShapes) {

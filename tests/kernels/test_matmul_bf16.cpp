@@ -52,10 +52,19 @@ void check_all_shapes() {
         std::vector<float> Ar(A.size()), Br(B.size());
         round_to_bf16(A.data(), Ar.data(), static_cast<int64_t>(A.size()));
         round_to_bf16(B.data(), Br.data(), static_cast<int64_t>(B.size()));
-        for (bool portable : {false, true}) {
+        // B already in bf16, in B's layout (gemm_bf16_with_b16): oneDNN only.
+        std::vector<uint16_t> B16(B.size());
+        to_bf16_matrix(B.data(), (tb ? N : K), ldb, ldb, B16.data());
+        for (int variant = 0; variant < 3; ++variant) {
+          const bool portable = variant == 1, prepacked = variant == 2;
+          if (prepacked && !bf16_gemm_native()) continue;
           force_portable_bf16_gemm(portable);
           std::vector<float> C = C0;
-          gemm_bf16(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+          if (prepacked) {
+            gemm_bf16_with_b16(ta, tb, M, N, K, 1.0f, A.data(), lda, B16.data(), ldb, beta, C.data(), ldc);
+          } else {
+            gemm_bf16(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+          }
           force_portable_bf16_gemm(false);
           for (int64_t i = 0; i < M; ++i) {
             for (int64_t j = 0; j < N; ++j) {
@@ -68,7 +77,7 @@ void check_all_shapes() {
               }
               ASSERT_NEAR(C[static_cast<size_t>(i * ldc + j)], ref, 1e-5 * (mag + 1))
                   << M << "x" << N << "x" << K << " ta " << ta << " tb " << tb << " beta " << beta
-                  << (portable ? " portable" : " oneDNN");
+                  << (portable ? " portable" : prepacked ? " oneDNN, bf16 B" : " oneDNN");
             }
           }
         }

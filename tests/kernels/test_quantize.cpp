@@ -164,7 +164,7 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, bool por
 TEST(QuantizedLinear, AllTypesOddSizesBothKernels) {
   std::printf("[ info ] VNNI kernels %s on this CPU\n", quant_kernels_use_vnni() ? "available" : "NOT available");
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {5, 352}, {3, 512}}) {
       for (int64_t N : {1, 3, 8, 21}) {
         check_linear(t, rows, cols, N, /*portable=*/true);
         check_linear(t, rows, cols, N, /*portable=*/false);
@@ -176,21 +176,23 @@ TEST(QuantizedLinear, AllTypesOddSizesBothKernels) {
 TEST(QuantizedLinear, VnniAndPortableAgree) {
   if (!quant_kernels_use_vnni()) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    const int64_t rows = 37, cols = 288, N = 2;
-    std::mt19937 rng(3);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
-    for (auto& v : w) v = normal(rng);
-    for (auto& v : in) v = normal(rng);
-    const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
-    std::vector<float> fast(static_cast<size_t>(N * rows)), slow(fast.size());
-    QuantScratch scratch;
-    quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
-    force_portable_quant_kernels(true);
-    quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
-    force_portable_quant_kernels(false);
-    // Same integer block sums; only the float accumulation order differs.
-    for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i]))) << ggml_type_name(t);
+    for (const int64_t cols : {288, 352, 768}) {  // 8-block groups, then a pair, then an odd block
+      const int64_t rows = 37, N = 2;
+      std::mt19937 rng(3);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
+      for (auto& v : w) v = normal(rng);
+      for (auto& v : in) v = normal(rng);
+      const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+      std::vector<float> fast(static_cast<size_t>(N * rows)), slow(fast.size());
+      QuantScratch scratch;
+      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+      force_portable_quant_kernels(true);
+      quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
+      force_portable_quant_kernels(false);
+      // Same integer block sums; only the float accumulation order differs.
+      for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i]))) << ggml_type_name(t) << " cols " << cols;
+    }
   }
 }
 

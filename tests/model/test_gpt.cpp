@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "gpt/kernels/cross_entropy.h"
 #include "gpt/model/gpt.h"
 #include "gpt/util/rng.h"
 #include "test_support.h"
@@ -43,8 +44,7 @@ TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
   const int64_t B = 2, T = 6;
   const auto x = random_tokens(B * T, c.vocab_size, 1), y = random_tokens(B * T, c.vocab_size, 2);
   model.zero_grad();
-  model.forward(x.data(), y.data(), B, T);
-  model.backward();
+  model.forward_backward(x.data(), y.data(), B, T);
   const std::vector<float> analytic = model.grads;
   int checked = 0, failures = 0;
   for (const TensorInfo& t : model.layout().tensors()) {
@@ -77,13 +77,9 @@ TEST(GPTModel, MicroBatchesAccumulateToTheFullBatchGradient) {
   const int64_t B = 4, T = 8;
   const auto x = random_tokens(B * T, c.vocab_size, 3), y = random_tokens(B * T, c.vocab_size, 4);
   full.zero_grad();
-  full.forward(x.data(), y.data(), B, T);
-  full.backward();
+  full.forward_backward(x.data(), y.data(), B, T);
   micro.zero_grad();
-  for (int m = 0; m < 2; ++m) {
-    micro.forward(x.data() + m * 2 * T, y.data() + m * 2 * T, 2, T);
-    micro.backward(0.5f);
-  }
+  for (int m = 0; m < 2; ++m) micro.forward_backward(x.data() + m * 2 * T, y.data() + m * 2 * T, 2, T, 0.5f);
   EXPECT_LT(testing::relative_max_error(micro.grads.data(), full.grads.data(), full.grads.size()), 1e-5);
 }
 
@@ -104,15 +100,37 @@ TEST(GPTModel, TrainingStepMakesNoHeapAllocation) {
   GPT model(c);
   model.init_weights(1);
   const auto x = random_tokens(4 * 8, c.vocab_size, 7), y = random_tokens(4 * 8, c.vocab_size, 8);
-  model.forward(x.data(), y.data(), 4, 8);  // first call allocates activations
-  model.backward();
+  model.forward_backward(x.data(), y.data(), 4, 8);  // first call allocates activations
   const long before = g_allocations.load();
   for (int step = 0; step < 3; ++step) {
     model.zero_grad();
-    model.forward(x.data(), y.data(), 4, 8);
-    model.backward();
+    model.forward_backward(x.data(), y.data(), 4, 8);
   }
   EXPECT_EQ(g_allocations.load() - before, 0);
+}
+
+TEST(GPTModel, LossIsTheSameWithAndWithoutTheBackwardAndFromTheKeptLogits) {
+  ModelConfig c = tiny_config();
+  GPT model(c);
+  model.init_weights(11);
+  const int64_t B = 3, T = 7;
+  const auto x = random_tokens(B * T, c.vocab_size, 12), y = random_tokens(B * T, c.vocab_size, 13);
+  model.forward(x.data(), nullptr, B, T);
+  double expected = 0;
+  for (int64_t r = 0; r < B * T; ++r) {
+    const float* row = model.logits() + r * c.vocab_size;
+    expected += log_sum_exp(row, c.vocab_size) - row[y[static_cast<size_t>(r)]];
+  }
+  expected /= static_cast<double>(B * T);
+  const float loss = model.forward(x.data(), y.data(), B, T);
+  EXPECT_NEAR(loss, expected, 1e-5);
+  model.zero_grad();
+  EXPECT_EQ(model.forward_backward(x.data(), y.data(), B, T), loss);
+  std::vector<int32_t> bad = y;
+  bad[4] = c.vocab_size;
+  model.zero_grad();
+  EXPECT_THROW(model.forward_backward(x.data(), bad.data(), B, T), std::exception);
+  for (float g : model.grads) ASSERT_EQ(g, 0.0f);  // rejected before any gradient moved
 }
 
 TEST(GPTModel, RejectsBadInputs) {

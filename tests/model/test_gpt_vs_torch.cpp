@@ -67,7 +67,8 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
   for (const TensorInfo& t : model.layout().tensors())
     f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
 
-  // Forward: logits and loss.
+  // Forward: logits (kept without targets) and loss (with targets, chunked).
+  model.forward(f.tokens.data(), nullptr, f.B, f.T);
   const float loss = model.forward(f.tokens.data(), f.targets.data(), f.B, f.T);
   const auto ref_logits = read(f.file, "logits", {f.B, f.T, f.config.vocab_size});
   const double logits_err = relative_max_error(model.logits(), ref_logits.data(), ref_logits.size());
@@ -77,7 +78,7 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
 
   // Backward: every parameter's gradient.
   model.zero_grad();
-  model.backward();
+  EXPECT_EQ(model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T), loss);
   double worst = 0;
   std::string worst_name;
   for (const TensorInfo& t : model.layout().tensors()) {
@@ -99,8 +100,7 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
   const auto ref_norms = read(f.file, "grad_norms", {3});
   for (int s = 0; s < 3; ++s) {
     model.zero_grad();
-    const float l = model.forward(f.tokens.data(), f.targets.data(), f.B, f.T);
-    model.backward();
+    const float l = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
     const float norm = clip_grad_norm(model.grads.data(), model.grads.size(), clip);
     EXPECT_LT(std::abs(l - ref_losses[s]) / ref_losses[s], kLossTol) << "loss before step " << s + 1;
     EXPECT_LT(std::abs(norm - ref_norms[s]) / ref_norms[s], kGradTol) << "grad norm at step " << s + 1;
@@ -159,12 +159,12 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
         f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
       set_matmul_precision(MatmulPrecision::kBFloat16);
       force_portable_bf16_gemm(portable);
-      const float loss = model.forward(f.tokens.data(), f.targets.data(), f.B, f.T);
+      model.forward(f.tokens.data(), nullptr, f.B, f.T);
       const auto ref_logits = read(f.file, "logits", {f.B, f.T, f.config.vocab_size});
       const double logits_err = relative_max_error(model.logits(), ref_logits.data(), ref_logits.size());
       const float ref_loss = read(f.file, "loss", {1})[0];
       model.zero_grad();
-      model.backward();
+      const float loss = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
       double worst = 0;
       for (const TensorInfo& t : model.layout().tensors()) {
         const auto ref = read(f.file, "grad." + t.name, t.shape);

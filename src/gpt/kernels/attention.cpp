@@ -94,18 +94,23 @@ GPT_MULTIVERSION void block_probabilities(float* S, int64_t nq, int64_t nk, int6
 void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-#pragma omp parallel for collapse(2) schedule(dynamic)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < NH; ++h) {
-      float* S = thread_scratch(kQueryBlock * T).data();
-      const float* Q = qkv + b * T * C3 + h * hs;
-      const float* K = Q + C;
-      const float* V = Q + 2 * C;
-      for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
-        const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
-        gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, S, nk);
-        block_probabilities(S, nq, nk, q0, nullptr, lse + (b * NH + h) * T + q0);
-        gemm_f32(false, false, nq, hs, nk, 1.0f, S, nk, V, C3, 0.0f, out + (b * T + q0) * C + h * hs, C);
+#pragma omp parallel
+  {
+    // Every thread sizes its scratch, tasks or not: a thread that got no task in the
+    // first step would otherwise allocate in a later one.
+    float* S = thread_scratch(kQueryBlock * T).data();
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < NH; ++h) {
+        const float* Q = qkv + b * T * C3 + h * hs;
+        const float* K = Q + C;
+        const float* V = Q + 2 * C;
+        for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
+          const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+          gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, S, nk);
+          block_probabilities(S, nq, nk, q0, nullptr, lse + (b * NH + h) * T + q0);
+          gemm_f32(false, false, nq, hs, nk, 1.0f, S, nk, V, C3, 0.0f, out + (b * T + q0) * C + h * hs, C);
+        }
       }
     }
   }
@@ -115,48 +120,50 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         int64_t B, int64_t T, int64_t C, int64_t NH) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-#pragma omp parallel for collapse(2) schedule(dynamic)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < NH; ++h) {
-      std::vector<float>& scratch = thread_scratch(2 * kQueryBlock * T + kQueryBlock);
-      float* P = scratch.data();
-      float* dP = P + kQueryBlock * T;
-      float* D = dP + kQueryBlock * T;
-      const float* Q = qkv + b * T * C3 + h * hs;
-      const float* K = Q + C;
-      const float* V = Q + 2 * C;
-      float* dQ = dqkv + b * T * C3 + h * hs;
-      float* dK = dQ + C;
-      float* dV = dQ + 2 * C;
-      for (int64_t t = 0; t < T; ++t) {  // dK and dV accumulate over query blocks
-        std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-        std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-      }
-      for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
-        const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
-        const float* dO = dout + (b * T + q0) * C + h * hs;
-        const float* O = out + (b * T + q0) * C + h * hs;
-        gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
-        block_probabilities(P, nq, nk, q0, lse + (b * NH + h) * T + q0, nullptr);
-        // out = P V:  dV += P^T dO,  dP = dO V^T
-        gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, 1.0f, dV, C3);
-        gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
-        // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
-        for (int64_t i = 0; i < nq; ++i) {
-          float d = 0.0f;
+#pragma omp parallel
+  {
+    float* P = thread_scratch(2 * kQueryBlock * T + kQueryBlock).data();  // every thread: see attention_forward
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < NH; ++h) {
+        float* dP = P + kQueryBlock * T;
+        float* D = dP + kQueryBlock * T;
+        const float* Q = qkv + b * T * C3 + h * hs;
+        const float* K = Q + C;
+        const float* V = Q + 2 * C;
+        float* dQ = dqkv + b * T * C3 + h * hs;
+        float* dK = dQ + C;
+        float* dV = dQ + 2 * C;
+        for (int64_t t = 0; t < T; ++t) {  // dK and dV accumulate over query blocks
+          std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
+          std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
+        }
+        for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
+          const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+          const float* dO = dout + (b * T + q0) * C + h * hs;
+          const float* O = out + (b * T + q0) * C + h * hs;
+          gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
+          block_probabilities(P, nq, nk, q0, lse + (b * NH + h) * T + q0, nullptr);
+          // out = P V:  dV += P^T dO,  dP = dO V^T
+          gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, 1.0f, dV, C3);
+          gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+          // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
+          for (int64_t i = 0; i < nq; ++i) {
+            float d = 0.0f;
 #pragma omp simd reduction(+ : d)
-          for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
-          D[i] = d;
-        }
-        for (int64_t i = 0; i < nq; ++i) {
-          float* ds = dP + i * nk;
-          const float* p = P + i * nk;
+            for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
+            D[i] = d;
+          }
+          for (int64_t i = 0; i < nq; ++i) {
+            float* ds = dP + i * nk;
+            const float* p = P + i * nk;
 #pragma omp simd
-          for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+            for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+          }
+          // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
+          gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
+          gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, 1.0f, dK, C3);
         }
-        // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
-        gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
-        gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, 1.0f, dK, C3);
       }
     }
   }

@@ -7,6 +7,8 @@
 #include <limits>
 #include <string>
 
+#include "gpt/kernels/matmul.h"
+#include "gpt/kernels/matmul_bf16.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -20,13 +22,19 @@ GPT_MULTIVERSION float log_sum_exp(const float* row, int64_t V) {
   return maxval + std::log(sum);
 }
 
-float cross_entropy_forward(float* losses, float* lse, const float* logits,
-                            const int32_t* targets, int64_t N, int64_t V) {
+namespace {
+void check_targets(const int32_t* targets, int64_t N, int64_t V) {
   for (int64_t r = 0; r < N; ++r) {
     if (targets[r] < 0 || targets[r] >= V) {
       throw Error("target token " + std::to_string(targets[r]) + " outside the vocabulary of " + std::to_string(V));
     }
   }
+}
+}  // namespace
+
+float cross_entropy_forward(float* losses, float* lse, const float* logits,
+                            const int32_t* targets, int64_t N, int64_t V) {
+  check_targets(targets, N, V);
   double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
   for (int64_t r = 0; r < N; ++r) {
@@ -51,6 +59,52 @@ GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float*
     }
     row[targets[r]] -= dloss;
   }
+}
+
+int64_t lm_head_chunk_rows(int64_t N, int64_t V) {
+  const int64_t budget = int64_t(1) << 24;  // floats of logits per chunk
+  const int64_t rows = std::max<int64_t>(256, budget / std::max<int64_t>(V, 1));
+  if (rows >= N) return std::max<int64_t>(N, 1);
+  const int64_t chunks = (N + rows - 1) / rows;
+  return (N + chunks - 1) / chunks;
+}
+
+float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
+                            int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW,
+                            float dloss, int64_t chunk_rows) {
+  check_targets(targets, N, V);
+  const int64_t rows = chunk_rows > 0 ? chunk_rows : lm_head_chunk_rows(N, V);
+  if (scratch.logits.size() < static_cast<size_t>(rows * V)) scratch.logits.resize(static_cast<size_t>(rows * V));
+  float* logits = scratch.logits.data();
+  // bf16 products: the weight is an operand of two products per chunk; convert it once.
+  const uint16_t* w16 = nullptr;
+  if (matmul_precision() == MatmulPrecision::kBFloat16 && bf16_gemm_native() && N > rows) {
+    if (scratch.weight_bf16.size() < static_cast<size_t>(V * C)) scratch.weight_bf16.resize(static_cast<size_t>(V * C));
+    to_bf16_matrix(W, V, C, C, scratch.weight_bf16.data());
+    w16 = scratch.weight_bf16.data();
+  }
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t n = std::min(rows, N - r0);
+    const float* xr = x + r0 * C;
+    if (w16 != nullptr) {
+      gemm_bf16_with_b16(false, true, n, V, C, 1.0f, xr, C, w16, C, 0.0f, logits, V);
+    } else {
+      gemm(false, true, n, V, C, 1.0f, xr, C, W, C, 0.0f, logits, V);
+    }
+    cross_entropy_forward(losses + r0, lse + r0, logits, targets + r0, n, V);
+    if (dx == nullptr) continue;
+    cross_entropy_backward_inplace(logits, lse + r0, targets + r0, n, V, dloss);
+    if (w16 != nullptr) {
+      gemm_bf16_with_b16(false, false, n, C, V, 1.0f, logits, V, w16, C, 0.0f, dx + r0 * C, C);
+    } else {
+      gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, dx + r0 * C, C);
+    }
+    gemm(true, false, V, C, n, 1.0f, logits, V, xr, C, 1.0f, dW, C);
+  }
+  // Summed in row order: the same loss whatever the chunking and thread count.
+  double total = 0.0;
+  for (int64_t r = 0; r < N; ++r) total += losses[r];
+  return static_cast<float>(total / static_cast<double>(N));
 }
 
 }  // namespace gpt

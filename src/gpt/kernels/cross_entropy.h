@@ -3,6 +3,7 @@
 // in place, so no (B,T,V) probability tensor is ever stored.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace gpt {
 
@@ -14,6 +15,28 @@ float cross_entropy_forward(float* losses, float* lse, const float* logits,
 // logits (N,V) is overwritten with dloss/dlogits = (softmax - onehot(target)) * dloss.
 void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
                                     int64_t N, int64_t V, float dloss);
+
+// Memory the fused LM head keeps between calls: one chunk of logits and, for bf16
+// products, the head's weight converted once per call instead of once per chunk.
+struct LmHeadScratch {
+  std::vector<float> logits;
+  std::vector<uint16_t> weight_bf16;
+};
+
+// The LM head and the cross-entropy fused, a chunk of rows at a time, so the
+// (N,V) logits never exist whole (GPT-2: 206 MB at 4x256 tokens; one chunk is
+// about 50 MB). For x (N,C) and the head W (V,C): logits = x @ W^T, losses and
+// lse as cross_entropy_forward. With dx non-null it runs the backward in the
+// same pass for d(loss_r) = dloss per row: dx (N,C) = dlogits @ W (overwritten),
+// dW (V,C) += dlogits^T @ x.
+// Throws before touching anything if a target is outside [0, V). Returns the
+// mean loss. chunk_rows = 0 chooses lm_head_chunk_rows (tests set it small).
+float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
+                            int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx = nullptr,
+                            float* dW = nullptr, float dloss = 0.0f, int64_t chunk_rows = 0);
+// Rows per chunk: whole chunks of at most ~64 MB of logits, at least 256 rows
+// (each chunk re-reads dW), spread evenly over N.
+int64_t lm_head_chunk_rows(int64_t N, int64_t V);
 
 // Numerically stable log(sum(exp(row))).
 float log_sum_exp(const float* row, int64_t V);

@@ -11,4 +11,13 @@ float gelu_tanh_approx_for_test(float u);
 // dinp = gelu'(inp) * dout (overwrites dinp; dinp may alias dout).
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 
+// The MLP's bias and GELU in one pass over its hidden layer (N rows of OC):
+// pre (N,OC) += bias, out = gelu(pre). `pre` is what the backward needs; `out`
+// only feeds the next matrix product, so the model keeps it in a scratch buffer
+// shared by all layers and recomputes it (gelu_forward) in the backward pass.
+void bias_gelu_forward(float* pre, float* out, const float* bias, int64_t N, int64_t OC);
+// Its backward, also one pass: dpre = gelu'(pre) * dout (dpre may alias dout) and
+// dbias (OC) += column sums of dpre; deterministic for a given thread count.
+void bias_gelu_backward(float* dpre, float* dbias, const float* pre, const float* dout, int64_t N, int64_t OC);
+
 }  // namespace gpt

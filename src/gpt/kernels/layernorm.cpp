@@ -8,24 +8,65 @@
 
 namespace gpt {
 
+namespace {
+
+constexpr int64_t kParallelMinElements = 16384;
+
+// One row: mean and rstd of x, y = normalised x * weight + bias.
+inline void normalise_row(float* y, float* mean, float* rstd, const float* x, const float* weight,
+                          const float* bias, int64_t C, float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < C; ++i) sum += x[i];
+  const float m = sum / static_cast<float>(C);
+  float var = 0.0f;  // two-pass variance: no cancellation for large means
+#pragma omp simd reduction(+ : var)
+  for (int64_t i = 0; i < C; ++i) var += (x[i] - m) * (x[i] - m);
+  const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+  *mean = m;
+  *rstd = s;
+}
+
+}  // namespace
+
 GPT_MULTIVERSION void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
+  // A decoding step normalises one row: starting a thread team would cost more.
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)
+  for (int64_t r = 0; r < N; ++r) normalise_row(out + r * C, mean + r, rstd + r, inp + r * C, weight, bias, C, eps);
+}
+
+GPT_MULTIVERSION void residual_layernorm_forward(float* residual_out, float* out, float* mean, float* rstd,
+                                                 const float* residual_in, const float* delta,
+                                                 const float* delta_bias, const float* weight, const float* bias,
+                                                 int64_t N, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* a = residual_in + r * C;
+    const float* d = delta + r * C;
+    float* x = residual_out + r * C;
+    if (delta_bias != nullptr) {
+#pragma omp simd
+      for (int64_t i = 0; i < C; ++i) x[i] = a[i] + d[i] + delta_bias[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < C; ++i) x[i] = a[i] + d[i];
+    }
+    normalise_row(out + r * C, mean + r, rstd + r, x, weight, bias, C, eps);  // x is still in L1
+  }
+}
+
+GPT_MULTIVERSION void layernorm_apply(float* out, const float* inp, const float* mean, const float* rstd,
+                                      const float* weight, const float* bias, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < C; ++i) sum += x[i];
-    const float m = sum / static_cast<float>(C);
-    float var = 0.0f;  // two-pass variance: no cancellation for large means
-#pragma omp simd reduction(+ : var)
-    for (int64_t i = 0; i < C; ++i) var += (x[i] - m) * (x[i] - m);
-    const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + eps);
     float* y = out + r * C;
+    const float m = mean[r], s = rstd[r];
 #pragma omp simd
     for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
-    mean[r] = m;
-    rstd[r] = s;
   }
 }
 

@@ -60,25 +60,32 @@ class Bf16Matmuls {
   }
   bool native() const { return native_; }
 
+  // B in float32 (converted here) or, when B16 is given, already in bf16 with
+  // leading dimension ldb.
   void run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+           const float* B, const uint16_t* B16, int64_t ldb, float beta, float* C, int64_t ldc) {
     // A is stored (M, K), or (K, M) when transposed; B (K, N), or (N, K).
     const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
     if (a16_.size() < static_cast<size_t>(a_rows * a_cols)) a16_.resize(static_cast<size_t>(a_rows * a_cols));
-    if (b16_.size() < static_cast<size_t>(b_rows * b_cols)) b16_.resize(static_cast<size_t>(b_rows * b_cols));
     to_bf16(A, a_rows, a_cols, lda, a16_.data());
-    to_bf16(B, b_rows, b_cols, ldb, b16_.data());
+    int64_t b_ld = ldb;
+    if (B16 == nullptr) {
+      if (b16_.size() < static_cast<size_t>(b_rows * b_cols)) b16_.resize(static_cast<size_t>(b_rows * b_cols));
+      to_bf16(B, b_rows, b_cols, ldb, b16_.data());
+      B16 = b16_.data();
+      b_ld = b_cols;
+    }
     if (beta != 0.0f && beta != 1.0f) {
       for (int64_t r = 0; r < M; ++r)
         for (int64_t c = 0; c < N; ++c) C[r * ldc + c] *= beta;
       beta = 1.0f;
     }
-    const Key key{ta, tb, M, N, K, ldc, beta != 0.0f, alpha};
+    const Key key{ta, tb, M, N, K, b_ld, ldc, beta != 0.0f, alpha};
     auto it = cache_.find(key);
     if (it == cache_.end()) it = cache_.emplace(key, make(key)).first;
     const Prepared& p = it->second;
     if (scratchpad_.size() < p.scratchpad.get_size()) scratchpad_.resize(p.scratchpad.get_size());
-    dnnl::memory am(p.a, engine_, a16_.data()), bm(p.b, engine_, b16_.data()), cm(p.c, engine_, C);
+    dnnl::memory am(p.a, engine_, a16_.data()), bm(p.b, engine_, const_cast<uint16_t*>(B16)), cm(p.c, engine_, C);
     dnnl::memory scratch(p.scratchpad, engine_, scratchpad_.data());
     p.matmul.execute(stream_,
                        {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
@@ -86,11 +93,11 @@ class Bf16Matmuls {
   }
 
  private:
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, bool, float>;
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float>;
 
   Bf16Matmuls() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     try {  // a probe: does oneDNN have a bf16 matmul for this CPU?
-      make(Key{false, false, 16, 16, 16, 16, false, 1.0f});
+      make(Key{false, false, 16, 16, 16, 16, 16, false, 1.0f});
       native_ = true;
     } catch (const dnnl::error&) {
       native_ = false;
@@ -103,10 +110,10 @@ class Bf16Matmuls {
   };
 
   Prepared make(const Key& k) const {
-    const auto [ta, tb, M, N, K, ldc, accumulate, alpha] = k;
+    const auto [ta, tb, M, N, K, ldb, ldc, accumulate, alpha] = k;
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
-    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, K} : dnnl::memory::dims{N, 1});
+    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
     // Scratch memory comes from us, kept between calls: oneDNN would otherwise
@@ -141,6 +148,37 @@ void round_to_bf16(const float* x, float* out, int64_t n) { round_rows(x, 1, n, 
 
 void set_bf16_gemm_split_budget(int64_t elements) { g_split_budget.store(std::max<int64_t>(elements, 64)); }
 
+void to_bf16_matrix(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out) {
+  to_bf16(x, rows, cols, ld, out);
+}
+
+void gemm_bf16_with_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (!bf16_gemm_native()) throw Error("gemm_bf16_with_b16 needs oneDNN's bf16 kernels");
+  if (M * K > g_split_budget.load()) {  // only A is converted: keep its copy small
+    if (M >= K && M > 1) {
+      const int64_t m = M / 2;
+      gemm_bf16_with_b16(trans_a, trans_b, m, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_bf16_with_b16(trans_a, trans_b, M - m, N, K, alpha, trans_a ? A + m : A + m * lda, lda, B, ldb, beta,
+                         C + m * ldc, ldc);
+      return;
+    }
+    if (K > 1) {
+      const int64_t k = K / 2;
+      gemm_bf16_with_b16(trans_a, trans_b, M, N, k, alpha, A, lda, B, ldb, beta, C, ldc);
+      gemm_bf16_with_b16(trans_a, trans_b, M, N, K - k, alpha, trans_a ? A + k * lda : A + k, lda,
+                         trans_b ? B + k : B + k * ldb, ldb, 1.0f, C, ldc);
+      return;
+    }
+  }
+  try {
+    Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc);
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
+  }
+}
+
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
@@ -170,7 +208,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
   }
   if (bf16_gemm_native()) {
     try {
-      Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, B, nullptr, ldb, beta, C, ldc);
       return;
     } catch (const dnnl::error& e) {
       throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());

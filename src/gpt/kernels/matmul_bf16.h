@@ -13,6 +13,14 @@ namespace gpt {
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// The same with B already in bf16 (leading dimension ldb), for an operand used by
+// several products in a row (the LM head's weight, once per chunk): converted once
+// by to_bf16_matrix instead of by every call. Only when bf16_gemm_native().
+void gemm_bf16_with_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// x (rows, cols; leading dimension ld) rounded to bf16 bits, contiguous.
+void to_bf16_matrix(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out);
+
 // True when gemm_bf16 runs oneDNN's bf16 kernels (false: the portable fallback).
 bool bf16_gemm_native();
 // Tests force the fallback to compare the two.

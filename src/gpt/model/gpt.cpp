@@ -64,32 +64,31 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   B = std::max(B, acts_.B);  // grow, never shrink: earlier shapes must still fit
   T = std::max(T, acts_.T);
   const auto L = static_cast<size_t>(config_.n_layer), C = static_cast<size_t>(config_.n_embd),
-             NH = static_cast<size_t>(config_.n_head), V = static_cast<size_t>(config_.vocab_size);
+             NH = static_cast<size_t>(config_.n_head);
   const auto BT = static_cast<size_t>(B * T);
   Activations& a = acts_;
   a.B = B;
   a.T = T;
   a.encoded.assign(BT * C, 0);
-  a.ln1.assign(L * BT * C, 0);
+  a.ln.assign(BT * C, 0);
+  a.proj.assign(BT * C, 0);
   a.ln1_mean.assign(L * BT, 0);
   a.ln1_rstd.assign(L * BT, 0);
   a.qkv.assign(L * BT * 3 * C, 0);
   a.atty.assign(L * BT * C, 0);
   a.att_lse.assign(L * static_cast<size_t>(B) * NH * static_cast<size_t>(T), 0);
   a.residual2.assign(L * BT * C, 0);
-  a.ln2.assign(L * BT * C, 0);
   a.ln2_mean.assign(L * BT, 0);
   a.ln2_rstd.assign(L * BT, 0);
   a.fch.assign(L * BT * 4 * C, 0);
-  a.fch_gelu.assign(L * BT * 4 * C, 0);
+  a.fch_gelu.assign(BT * 4 * C, 0);
   a.residual3.assign(L * BT * C, 0);
   a.lnf.assign(BT * C, 0);
   a.lnf_mean.assign(BT, 0);
   a.lnf_rstd.assign(BT, 0);
-  a.logits.assign(BT * V, 0);
+  a.logits.clear();  // sized by a forward pass without targets, if one comes
   a.lse.assign(BT, 0);
   a.losses.assign(BT, 0);
-  a.targets.assign(BT, 0);
   a.d_residual.assign(BT * C, 0);
   a.d_ln.assign(BT * C, 0);
   a.d_atty.assign(BT * C, 0);
@@ -99,6 +98,35 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
 }
 
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
+  forward_to_final_norm(tokens, B, T);
+  const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
+  Activations& a = acts_;
+  const float* lm_head = weights().lm_head;
+  if (targets == nullptr) {  // logits (BT,V) = lnf (BT,C) @ lm_head^T (C,V), kept
+    if (a.logits.size() < static_cast<size_t>(BT * V)) a.logits.resize(static_cast<size_t>(BT * V));
+    gemm(false, true, BT, V, C, 1.0f, a.lnf.data(), C, lm_head, C, 0.0f, a.logits.data(), V);
+    return 0.0f;
+  }
+  return lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), lm_head, targets, BT, C, V,
+                               a.head);
+}
+
+float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
+                            float loss_scale, const GradientsReady& ready) {
+  if (targets == nullptr) throw Error("a training pass needs targets");
+  forward_to_final_norm(tokens, B, T);
+  const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
+  Activations& a = acts_;
+  // LM head and loss, forward and backward together: dlnf (into d_ln) and the head's
+  // weight gradient, for d(mean loss * loss_scale).
+  const float loss = lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, targets,
+                                           BT, C, V, a.head, a.d_ln.data(), gradients().lm_head,
+                                           loss_scale / static_cast<float>(BT));
+  backward_from_final_norm(ready);
+  return loss;
+}
+
+void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   // Hot path: build error messages only when something is wrong.
   if (B <= 0 || T <= 0) throw Error("forward needs a non-empty batch");
   if (T > config_.block_size) {
@@ -123,70 +151,53 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int
   const float* pos = w.wpe != nullptr ? w.wpe : sinusoid_table_.data();
   embedding_forward(a.encoded.data(), tokens, w.wte, pos, B, T, C);
 
+  // Every residual add is fused with the LayerNorm that reads its result: the
+  // blocks' second LayerNorm, the next block's first one, or the final one.
+  float* ln = a.ln.data();      // one LayerNorm output at a time
+  float* proj = a.proj.data();  // a sublayer's product before the residual add
+  float* fch_gelu = a.fch_gelu.data();
+  layernorm_forward(ln, a.ln1_mean.data(), a.ln1_rstd.data(), a.encoded.data(), w.layers[0].ln_1_weight,
+                    w.layers[0].ln_1_bias, BT, C, config_.layer_norm_epsilon);
   const float* residual = a.encoded.data();
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    float* ln1 = a.ln1.data() + l * BT * C;
-    float* ln1_mean = a.ln1_mean.data() + l * BT;
-    float* ln1_rstd = a.ln1_rstd.data() + l * BT;
     float* qkv = a.qkv.data() + l * BT * 3 * C;
     float* atty = a.atty.data() + l * BT * C;
     float* att_lse = a.att_lse.data() + l * B * NH * T;
     float* residual2 = a.residual2.data() + l * BT * C;
-    float* ln2 = a.ln2.data() + l * BT * C;
-    float* ln2_mean = a.ln2_mean.data() + l * BT;
-    float* ln2_rstd = a.ln2_rstd.data() + l * BT;
     float* fch = a.fch.data() + l * BT * 4 * C;
-    float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
     float* residual3 = a.residual3.data() + l * BT * C;
 
-    // x = x + attn(ln_1(x))
-    layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, L.ln_1_weight, L.ln_1_bias, BT, C,
-                      config_.layer_norm_epsilon);
-    linear_forward(qkv, ln1, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
+    // x = x + attn(ln_1(x)); ln holds ln_1(x).
+    linear_forward(qkv, ln, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
     attention_forward(atty, att_lse, qkv, B, T, C, NH);
-    linear_forward(residual2, atty, L.attn_c_proj_weight, L.attn_c_proj_bias, BT, C, C, residual);
-    // x = x + mlp(ln_2(x))
-    layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, L.ln_2_weight, L.ln_2_bias, BT, C,
-                      config_.layer_norm_epsilon);
-    linear_forward(fch, ln2, L.mlp_c_fc_weight, L.mlp_c_fc_bias, BT, C, 4 * C);
-    gelu_forward(fch_gelu, fch, BT * 4 * C);
-    linear_forward(residual3, fch_gelu, L.mlp_c_proj_weight, L.mlp_c_proj_bias, BT, 4 * C, C,
-                   residual2);
+    linear_forward(proj, atty, L.attn_c_proj_weight, nullptr, BT, C, C);
+    residual_layernorm_forward(residual2, ln, a.ln2_mean.data() + l * BT, a.ln2_rstd.data() + l * BT, residual,
+                               proj, L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
+                               config_.layer_norm_epsilon);
+    // x = x + mlp(ln_2(x)); the MLP's bias and GELU are one pass after its product.
+    linear_forward(fch, ln, L.mlp_c_fc_weight, nullptr, BT, C, 4 * C);
+    bias_gelu_forward(fch, fch_gelu, L.mlp_c_fc_bias, BT, 4 * C);
+    linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
+    const bool last = l + 1 == config_.n_layer;
+    const LayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
+    residual_layernorm_forward(residual3, last ? a.lnf.data() : ln,
+                               last ? a.lnf_mean.data() : a.ln1_mean.data() + (l + 1) * BT,
+                               last ? a.lnf_rstd.data() : a.ln1_rstd.data() + (l + 1) * BT, residual2, proj,
+                               L.mlp_c_proj_bias, last ? w.ln_f_weight : next->ln_1_weight,
+                               last ? w.ln_f_bias : next->ln_1_bias, BT, C, config_.layer_norm_epsilon);
     residual = residual3;
   }
-
-  // Final LayerNorm and the LM head: logits (BT,V) = lnf (BT,C) @ lm_head^T (C,V).
-  layernorm_forward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), residual, w.ln_f_weight,
-                    w.ln_f_bias, BT, C, config_.layer_norm_epsilon);
-  gemm(false, true, BT, V, C, 1.0f, a.lnf.data(), C, w.lm_head, C, 0.0f, a.logits.data(), V);
-
-  has_targets_ = targets != nullptr;
-  if (!has_targets_) return 0.0f;
-  std::copy(targets, targets + BT, a.targets.begin());
-  return cross_entropy_forward(a.losses.data(), a.lse.data(), a.logits.data(), targets, BT, V);
 }
 
-void GPT::backward(float loss_scale) { backward(loss_scale, GradientsReady()); }
-
-void GPT::backward(float loss_scale, const GradientsReady& ready) {
-  if (!has_targets_) throw Error("backward needs a forward pass with targets");
-  has_targets_ = false;  // the logits are consumed below
+void GPT::backward_from_final_norm(const GradientsReady& ready) {
   const int64_t B = B_, T = T_, BT = B * T;
-  const int64_t V = config_.vocab_size, C = config_.n_embd, NH = config_.n_head;
+  const int64_t C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
   const ModelWeights& w = weights();
   const ModelWeights& g = gradients();
 
-  // d(mean loss)/dlogits, in place of the logits.
-  float* dlogits = a.logits.data();
-  cross_entropy_backward_inplace(dlogits, a.lse.data(), a.targets.data(), BT, V,
-                                 loss_scale / static_cast<float>(BT));
-  // LM head: dlnf = dlogits @ lm_head, dlm_head += dlogits^T @ lnf.
-  float* dlnf = a.d_ln.data();
-  gemm(false, false, BT, C, V, 1.0f, dlogits, V, w.lm_head, C, 0.0f, dlnf, C);
-  gemm(true, false, V, C, BT, 1.0f, dlogits, V, a.lnf.data(), C, 1.0f, g.lm_head, C);
-
+  const float* dlnf = a.d_ln.data();
   float* dres = a.d_residual.data();
   std::fill(a.d_residual.begin(), a.d_residual.begin() + BT * C, 0.0f);
   const float* last_residual = a.residual3.data() + (config_.n_layer - 1) * BT * C;
@@ -197,41 +208,46 @@ void GPT::backward(float loss_scale, const GradientsReady& ready) {
   auto offset_of = [&](const float* p) { return static_cast<size_t>(p - grads.data()); };
   if (ready) ready(offset_of(g.ln_f_weight), grads.size());
 
+  float* fch_gelu = a.fch_gelu.data();
+  float* ln = a.ln.data();  // free in the backward pass: remade LayerNorm outputs
   for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
     const LayerWeights& dL = g.layers[static_cast<size_t>(l)];
     const float* residual = l == 0 ? a.encoded.data() : a.residual3.data() + (l - 1) * BT * C;
-    const float* ln1 = a.ln1.data() + l * BT * C;
     const float* qkv = a.qkv.data() + l * BT * 3 * C;
     const float* atty = a.atty.data() + l * BT * C;
     const float* att_lse = a.att_lse.data() + l * B * NH * T;
     const float* residual2 = a.residual2.data() + l * BT * C;
-    const float* ln2 = a.ln2.data() + l * BT * C;
     const float* fch = a.fch.data() + l * BT * 4 * C;
-    const float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
 
     // MLP: residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))). dres is d residual3,
     // which is also d(MLP output); the residual passes it on unchanged to residual2.
+    gelu_forward(fch_gelu, fch, BT * 4 * C);  // recomputed: cheaper than keeping L copies
     float* dfch = a.d_fch.data();
     linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dres, fch_gelu,
                     L.mlp_c_proj_weight, BT, 4 * C, C);
-    gelu_backward(dfch, fch, dfch, BT * 4 * C);
+    bias_gelu_backward(dfch, dL.mlp_c_fc_bias, fch, dfch, BT, 4 * C);
+    const float* ln2_mean = a.ln2_mean.data() + l * BT;
+    const float* ln2_rstd = a.ln2_rstd.data() + l * BT;
+    layernorm_apply(ln, residual2, ln2_mean, ln2_rstd, L.ln_2_weight, L.ln_2_bias, BT, C);
     float* dln2 = a.d_ln.data();
-    linear_backward(dln2, dL.mlp_c_fc_weight, dL.mlp_c_fc_bias, dfch, ln2, L.mlp_c_fc_weight,
-                    BT, C, 4 * C);
+    linear_backward(dln2, dL.mlp_c_fc_weight, nullptr, dfch, ln, L.mlp_c_fc_weight, BT, C, 4 * C);
     layernorm_backward(dres, dL.ln_2_weight, dL.ln_2_bias, dln2, residual2, L.ln_2_weight,
-                       a.ln2_mean.data() + l * BT, a.ln2_rstd.data() + l * BT, BT, C);
+                       ln2_mean, ln2_rstd, BT, C);
     // Attention: residual2 = residual + c_proj(attn(c_attn(ln_1(residual)))).
     float* datty = a.d_atty.data();
     linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dres, atty,
                     L.attn_c_proj_weight, BT, C, C);
     float* dqkv = a.d_qkv.data();
     attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH);
+    const float* ln1_mean = a.ln1_mean.data() + l * BT;
+    const float* ln1_rstd = a.ln1_rstd.data() + l * BT;
+    layernorm_apply(ln, residual, ln1_mean, ln1_rstd, L.ln_1_weight, L.ln_1_bias, BT, C);
     float* dln1 = a.d_ln.data();
-    linear_backward(dln1, dL.attn_c_attn_weight, dL.attn_c_attn_bias, dqkv, ln1,
-                    L.attn_c_attn_weight, BT, C, 3 * C);
-    layernorm_backward(dres, dL.ln_1_weight, dL.ln_1_bias, dln1, residual, L.ln_1_weight,
-                       a.ln1_mean.data() + l * BT, a.ln1_rstd.data() + l * BT, BT, C);
+    linear_backward(dln1, dL.attn_c_attn_weight, dL.attn_c_attn_bias, dqkv, ln, L.attn_c_attn_weight, BT, C,
+                    3 * C);
+    layernorm_backward(dres, dL.ln_1_weight, dL.ln_1_bias, dln1, residual, L.ln_1_weight, ln1_mean, ln1_rstd, BT,
+                       C);
     if (ready) {
       const size_t end = l + 1 < config_.n_layer ? offset_of(g.layers[static_cast<size_t>(l + 1)].ln_1_weight)
                                                  : offset_of(g.ln_f_weight);

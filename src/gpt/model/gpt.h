@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "gpt/kernels/cross_entropy.h"
 #include "gpt/model/config.h"
 #include "gpt/model/parameters.h"
 
@@ -15,26 +16,28 @@ namespace gpt {
 struct Activations {
   int64_t B = 0, T = 0;  // capacity
   std::vector<float> encoded;    // (B,T,C) embeddings = input of layer 0
-  std::vector<float> ln1;        // (L,B,T,C)
+  std::vector<float> ln;         // (B,T,C) one LayerNorm output at a time; the backward
+                                 // remakes each from its input, mean and rstd
+  std::vector<float> proj;       // (B,T,C) a sublayer's product before its residual add
   std::vector<float> ln1_mean;   // (L,B,T)
   std::vector<float> ln1_rstd;   // (L,B,T)
   std::vector<float> qkv;        // (L,B,T,3C)
   std::vector<float> atty;       // (L,B,T,C) attention output before c_proj
   std::vector<float> att_lse;    // (L,B,NH,T) log-sum-exp of each attention row
   std::vector<float> residual2;  // (L,B,T,C) after the attention residual
-  std::vector<float> ln2;        // (L,B,T,C)
   std::vector<float> ln2_mean;   // (L,B,T)
   std::vector<float> ln2_rstd;   // (L,B,T)
   std::vector<float> fch;        // (L,B,T,4C) MLP hidden, before GELU
-  std::vector<float> fch_gelu;   // (L,B,T,4C)
+  std::vector<float> fch_gelu;   // (B,T,4C) GELU of one layer's fch: made in the forward
+                                 // pass, remade in the backward (not kept per layer)
   std::vector<float> residual3;  // (L,B,T,C) block output
   std::vector<float> lnf;        // (B,T,C)
   std::vector<float> lnf_mean;   // (B,T)
   std::vector<float> lnf_rstd;   // (B,T)
-  std::vector<float> logits;     // (B,T,V); the backward turns it into dlogits in place
+  std::vector<float> logits;     // (B,T,V), only for a forward pass without targets
+  LmHeadScratch head;            // one chunk of logits for the fused LM head + loss
   std::vector<float> lse;        // (B,T) log-sum-exp of each logits row
   std::vector<float> losses;     // (B,T)
-  std::vector<int32_t> targets;  // (B,T) copy of the targets of the last forward
   // Backward scratch, reused by every layer.
   std::vector<float> d_residual;  // (B,T,C) gradient flowing down the residual stream
   std::vector<float> d_ln;        // (B,T,C)
@@ -55,21 +58,23 @@ class GPT {
   // projections scaled by 1/sqrt(2 * n_layer), zero biases, unit LayerNorm weights.
   void init_weights(uint64_t seed);
 
-  // Runs tokens (B,T) through the model; T <= block_size. With targets it returns the
-  // mean cross-entropy loss, else 0. Logits stay available until the next call.
+  // Runs tokens (B,T) through the model; T <= block_size. Without targets it keeps
+  // the logits (B,T,V) for logits() and returns 0; with targets it returns the mean
+  // cross-entropy loss, computed a chunk of rows at a time (the logits are not kept).
   float forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
-  // Accumulates d(loss * loss_scale)/dparams into grads (call after a forward with
-  // targets). Invalidates logits().
-  void backward(float loss_scale = 1.0f);
-  // The same, calling `ready(begin, end)` each time the gradients of a range of the
-  // parameter buffer are final for this pass (the final norm and an untied LM head,
-  // then each block from the last to the first, then the embeddings), so their
-  // all-reduce can start while the rest of the backward pass runs.
+  // A training pass: the forward pass with targets, then the backward, accumulating
+  // d(loss * loss_scale)/dparams into grads. Returns the mean loss. The LM head's
+  // backward runs fused with the loss, chunk by chunk. `ready(begin, end)`, if given,
+  // is called each time the gradients of a range of the parameter buffer are final
+  // for this pass (the final norm and an untied LM head, then each block from the
+  // last to the first, then the embeddings), so their all-reduce can start while
+  // the rest of the backward pass runs.
   using GradientsReady = std::function<void(size_t begin, size_t end)>;
-  void backward(float loss_scale, const GradientsReady& ready);
+  float forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
+                         float loss_scale = 1.0f, const GradientsReady& ready = GradientsReady());
   void zero_grad();
 
-  const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward
+  const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward without targets
   // (NH,T,T) softmax weights of batch row 0 in `layer` of the last forward,
   // recomputed (training never stores them).
   const float* attention_weights(int layer);
@@ -84,6 +89,10 @@ class GPT {
 
  private:
   void ensure_activations(int64_t B, int64_t T);
+  // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B,T).
+  void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
+  // From d(lnf) in acts_.d_ln down to the embeddings.
+  void backward_from_final_norm(const GradientsReady& ready);
 
   ModelConfig config_;
   ParameterLayout layout_;
@@ -91,7 +100,6 @@ class GPT {
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
   int64_t B_ = 0, T_ = 0;
-  bool has_targets_ = false;
   ModelWeights weight_views_{}, grad_views_{};
   std::vector<float> attention_view_;  // attention_weights() output
 };

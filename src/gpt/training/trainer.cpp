@@ -369,16 +369,16 @@ TrainResult train(const TrainOptions& options, const std::string& resume_dir) {
     float loss = 0.0f;
     for (int64_t micro = 0; micro < opts.grad_accum; ++micro) {
       dataset.train_batch(opts.seed, it, 0, B, T, x.data(), y.data(), comm.rank() * B_rank + micro * B);
-      loss += model->forward(x.data(), y.data(), B, T) / static_cast<float>(opts.grad_accum);
+      const float scale = 1.0f / static_cast<float>(opts.grad_accum);
       // On the last micro-batch each block's gradients are final as soon as its
       // backward is done: their all-reduce starts then, overlapping the rest.
       if (overlap && micro + 1 == opts.grad_accum) {
-        model->backward(1.0f / static_cast<float>(opts.grad_accum), [&](size_t begin, size_t end) {
+        loss += scale * model->forward_backward(x.data(), y.data(), B, T, scale, [&](size_t begin, size_t end) {
           comm.bucket_allreduce_start(model->grads.data() + begin, end - begin);
           comm.bucket_progress();
         });
       } else {
-        model->backward(1.0f / static_cast<float>(opts.grad_accum));
+        loss += scale * model->forward_backward(x.data(), y.data(), B, T, scale);
       }
     }
     float norm = 0.0f;
