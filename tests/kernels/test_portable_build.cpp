@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -23,6 +24,19 @@ TEST(PortableBuild, RunsTheFallbackPaths) {
   EXPECT_FALSE(quant_kernels_use_vnni());
   // oneDNN's GEMM and matmul JIT kernels held to SSE4.1 (ONEDNN_MAX_CPU_ISA).
   EXPECT_EQ(dnnl_get_effective_cpu_isa(), dnnl_cpu_isa_sse41);
+}
+
+// Without oneDNN's bf16 kernels a pre-converted bf16 operand has no use: callers
+// check bf16_gemm_native() first, and a caller that doesn't gets a clear error.
+TEST(PortableBuild, PreconvertedBf16ProductNeedsNativeKernels) {
+  std::vector<float> A(4, 1.0f), C(4);
+  std::vector<uint16_t> B16(4, 0x3F80);  // 1.0 in bf16
+  try {
+    gemm_bf16_with_b16(false, false, 2, 2, 2, 1.0f, A.data(), 2, B16.data(), 2, 0.0f, C.data(), 2);
+    ADD_FAILURE() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_STREQ(e.what(), "gemm_bf16_with_b16 needs oneDNN's bf16 kernels");
+  }
 }
 
 }  // namespace

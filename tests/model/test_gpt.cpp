@@ -131,6 +131,12 @@ TEST(GPTModel, LossIsTheSameWithAndWithoutTheBackwardAndFromTheKeptLogits) {
   model.zero_grad();
   EXPECT_THROW(model.forward_backward(x.data(), bad.data(), B, T), std::exception);
   for (float g : model.grads) ASSERT_EQ(g, 0.0f);  // rejected before any gradient moved
+  try {
+    model.forward_backward(x.data(), nullptr, B, T);
+    ADD_FAILURE() << "a training pass without targets must be rejected";
+  } catch (const std::exception& e) {
+    EXPECT_STREQ(e.what(), "a training pass needs targets");
+  }
 }
 
 TEST(GPTModel, RejectsBadInputs) {

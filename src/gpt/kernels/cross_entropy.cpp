@@ -30,20 +30,31 @@ void check_targets(const int32_t* targets, int64_t N, int64_t V) {
     }
   }
 }
+
+// losses and lse for rows whose targets are already checked.
+void row_losses(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N, int64_t V) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* row = logits + r * V;
+    lse[r] = log_sum_exp(row, V);
+    losses[r] = lse[r] - row[targets[r]];
+  }
+}
+
+// Summed in row order: the same mean whatever the chunking and thread count.
+float mean_of(const float* losses, int64_t N) {
+  double total = 0.0;
+  for (int64_t r = 0; r < N; ++r) total += losses[r];
+  return static_cast<float>(total / static_cast<double>(N));
+}
+
 }  // namespace
 
 float cross_entropy_forward(float* losses, float* lse, const float* logits,
                             const int32_t* targets, int64_t N, int64_t V) {
   check_targets(targets, N, V);
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-  for (int64_t r = 0; r < N; ++r) {
-    const float* row = logits + r * V;
-    lse[r] = log_sum_exp(row, V);
-    losses[r] = lse[r] - row[targets[r]];
-    total += losses[r];
-  }
-  return static_cast<float>(total / static_cast<double>(N));
+  row_losses(losses, lse, logits, targets, N, V);
+  return mean_of(losses, N);
 }
 
 GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
@@ -91,7 +102,7 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
     } else {
       gemm(false, true, n, V, C, 1.0f, xr, C, W, C, 0.0f, logits, V);
     }
-    cross_entropy_forward(losses + r0, lse + r0, logits, targets + r0, n, V);
+    row_losses(losses + r0, lse + r0, logits, targets + r0, n, V);
     if (dx == nullptr) continue;
     cross_entropy_backward_inplace(logits, lse + r0, targets + r0, n, V, dloss);
     if (w16 != nullptr) {
@@ -101,10 +112,7 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
     }
     gemm(true, false, V, C, n, 1.0f, logits, V, xr, C, 1.0f, dW, C);
   }
-  // Summed in row order: the same loss whatever the chunking and thread count.
-  double total = 0.0;
-  for (int64_t r = 0; r < N; ++r) total += losses[r];
-  return static_cast<float>(total / static_cast<double>(N));
+  return mean_of(losses, N);
 }
 
 }  // namespace gpt

@@ -1,5 +1,6 @@
 #include "gpt/kernels/embedding.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/thread_share.h"
 
 #include <omp.h>
 
@@ -28,9 +29,7 @@ GPT_MULTIVERSION void embedding_backward(float* dwte, float* dwpe, const float* 
   // the positions): no atomics, and a fixed summation order.
 #pragma omp parallel
   {
-    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (C + nt - 1) / nt;
-    const int64_t i0 = std::min<int64_t>(C, tid * chunk), i1 = std::min<int64_t>(C, i0 + chunk);
+    const auto [i0, i1] = this_thread_share(C);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t t = 0; t < T; ++t) {
         const float* d = dout + (b * T + t) * C;

@@ -1,10 +1,7 @@
 #include "gpt/kernels/gelu.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
-
-#include <omp.h>
-
-#include <algorithm>
+#include "gpt/kernels/thread_share.h"
 
 namespace gpt {
 namespace {
@@ -55,9 +52,7 @@ GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float*
   // no reduction across threads, and their order does not depend on scheduling.
 #pragma omp parallel
   {
-    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (OC + nt - 1) / nt;
-    const int64_t j0 = std::min<int64_t>(OC, tid * chunk), j1 = std::min<int64_t>(OC, j0 + chunk);
+    const auto [j0, j1] = this_thread_share(OC);
     for (int64_t r = 0; r < N; ++r) {
       const float* x = pre + r * OC;
       const float* d = dout + r * OC;

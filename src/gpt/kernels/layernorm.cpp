@@ -1,5 +1,6 @@
 #include "gpt/kernels/layernorm.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/thread_share.h"
 
 #include <omp.h>
 
@@ -99,9 +100,7 @@ GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbi
   // Pass 2, channels split among threads: weight and bias gradients without races.
 #pragma omp parallel
   {
-    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (C + nt - 1) / nt;
-    const int64_t i0 = std::min<int64_t>(C, tid * chunk), i1 = std::min<int64_t>(C, i0 + chunk);
+    const auto [i0, i1] = this_thread_share(C);
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
       const float* dy = dout + r * C;

@@ -11,6 +11,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "gpt/kernels/matmul_bf16.h"
+#include "gpt/kernels/thread_share.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -75,9 +76,7 @@ GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, in
   // summation order does not depend on scheduling.
 #pragma omp parallel
   {
-    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (OC + nt - 1) / nt;
-    const int64_t j0 = std::min<int64_t>(OC, tid * chunk), j1 = std::min<int64_t>(OC, j0 + chunk);
+    const auto [j0, j1] = this_thread_share(OC);
     for (int64_t r = 0; r < N; ++r) {
       const float* row = x + r * OC;
 #pragma omp simd

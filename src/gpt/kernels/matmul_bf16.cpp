@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -19,9 +20,7 @@ namespace gpt {
 namespace {
 
 std::atomic<bool> g_force_portable{false};
-// Largest operand converted at once (elements). Bigger products are cut in halves
-// along their largest dimension, so the bf16 copies stay small: the LM head's
-// (B*T, vocab) operands would otherwise need ~180 MB of copies for GPT-2.
+// Largest operand converted at once (elements); see gemm_bf16_split.
 std::atomic<int64_t> g_split_budget{int64_t(1) << 22};
 
 // The upper 16 bits of x rounded to nearest, ties to even (NaN is not special-cased:
@@ -152,74 +151,69 @@ void to_bf16_matrix(const float* x, int64_t rows, int64_t cols, int64_t ld, uint
   to_bf16(x, rows, cols, ld, out);
 }
 
-void gemm_bf16_with_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                        int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (!bf16_gemm_native()) throw Error("gemm_bf16_with_b16 needs oneDNN's bf16 kernels");
-  if (M * K > g_split_budget.load()) {  // only A is converted: keep its copy small
-    if (M >= K && M > 1) {
-      const int64_t m = M / 2;
-      gemm_bf16_with_b16(trans_a, trans_b, m, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      gemm_bf16_with_b16(trans_a, trans_b, M - m, N, K, alpha, trans_a ? A + m : A + m * lda, lda, B, ldb, beta,
-                         C + m * ldc, ldc);
-      return;
-    }
-    if (K > 1) {
-      const int64_t k = K / 2;
-      gemm_bf16_with_b16(trans_a, trans_b, M, N, k, alpha, A, lda, B, ldb, beta, C, ldc);
-      gemm_bf16_with_b16(trans_a, trans_b, M, N, K - k, alpha, trans_a ? A + k * lda : A + k, lda,
-                         trans_b ? B + k : B + k * ldb, ldb, 1.0f, C, ldc);
-      return;
-    }
-  }
-  try {
-    Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc);
-  } catch (const dnnl::error& e) {
-    throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
-  }
-}
+namespace {
 
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+// Both entry points: B is float32 (converted per call) or, with B16 non-null,
+// already bf16. Products whose converted operands exceed the budget are halved
+// along their largest such dimension (halves of K accumulate into C, beta = 1),
+// so the bf16 copies stay small: the LM head's (B*T, vocab) operands would
+// otherwise need ~180 MB of copies for GPT-2.
+void gemm_bf16_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                     const float* B, const uint16_t* B16, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  const bool convert_b = B16 == nullptr;
   const int64_t budget = g_split_budget.load();
-  if (M * K > budget || K * N > budget) {
-    // Halve the largest dimension; halves of K accumulate into C (beta = 1).
-    if (M >= N && M >= K && M > 1) {
+  // B's element at (row, col) offsets, whichever pointer holds it.
+  auto b_at = [&](int64_t offset) { return std::pair{convert_b ? B + offset : B, convert_b ? B16 : B16 + offset}; };
+  if (M * K > budget || (convert_b && K * N > budget)) {
+    if (M >= K && (!convert_b || M >= N) && M > 1) {
       const int64_t m = M / 2;
-      gemm_bf16(trans_a, trans_b, m, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      gemm_bf16(trans_a, trans_b, M - m, N, K, alpha, trans_a ? A + m : A + m * lda, lda, B, ldb, beta, C + m * ldc,
-                ldc);
+      gemm_bf16_split(ta, tb, m, N, K, alpha, A, lda, B, B16, ldb, beta, C, ldc);
+      gemm_bf16_split(ta, tb, M - m, N, K, alpha, ta ? A + m : A + m * lda, lda, B, B16, ldb, beta, C + m * ldc, ldc);
       return;
     }
-    if (N >= K && N > 1) {
+    if (convert_b && N >= K && N > 1) {
       const int64_t n = N / 2;
-      gemm_bf16(trans_a, trans_b, M, n, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      gemm_bf16(trans_a, trans_b, M, N - n, K, alpha, A, lda, trans_b ? B + n * ldb : B + n, ldb, beta, C + n, ldc);
+      const auto [b, b16] = b_at(tb ? n * ldb : n);
+      gemm_bf16_split(ta, tb, M, n, K, alpha, A, lda, B, B16, ldb, beta, C, ldc);
+      gemm_bf16_split(ta, tb, M, N - n, K, alpha, A, lda, b, b16, ldb, beta, C + n, ldc);
       return;
     }
     if (K > 1) {
       const int64_t k = K / 2;
-      gemm_bf16(trans_a, trans_b, M, N, k, alpha, A, lda, B, ldb, beta, C, ldc);
-      gemm_bf16(trans_a, trans_b, M, N, K - k, alpha, trans_a ? A + k * lda : A + k, lda, trans_b ? B + k : B + k * ldb,
-                ldb, 1.0f, C, ldc);
+      const auto [b, b16] = b_at(tb ? k : k * ldb);
+      gemm_bf16_split(ta, tb, M, N, k, alpha, A, lda, B, B16, ldb, beta, C, ldc);
+      gemm_bf16_split(ta, tb, M, N, K - k, alpha, ta ? A + k * lda : A + k, lda, b, b16, ldb, 1.0f, C, ldc);
       return;
     }
   }
   if (bf16_gemm_native()) {
     try {
-      Bf16Matmuls::instance().run(trans_a, trans_b, M, N, K, alpha, A, lda, B, nullptr, ldb, beta, C, ldc);
+      Bf16Matmuls::instance().run(ta, tb, M, N, K, alpha, A, lda, B, B16, ldb, beta, C, ldc);
       return;
     } catch (const dnnl::error& e) {
       throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
     }
   }
-  const int64_t a_rows = trans_a ? K : M, a_cols = trans_a ? M : K, b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
   if (g_a_round.size() < static_cast<size_t>(a_rows * a_cols)) g_a_round.resize(static_cast<size_t>(a_rows * a_cols));
   if (g_b_round.size() < static_cast<size_t>(b_rows * b_cols)) g_b_round.resize(static_cast<size_t>(b_rows * b_cols));
   round_rows(A, a_rows, a_cols, lda, g_a_round.data());
   round_rows(B, b_rows, b_cols, ldb, g_b_round.data());
-  gemm_f32(trans_a, trans_b, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+  gemm_f32(ta, tb, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+}
+
+}  // namespace
+
+void gemm_bf16_with_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (!bf16_gemm_native()) throw Error("gemm_bf16_with_b16 needs oneDNN's bf16 kernels");
+  gemm_bf16_split(trans_a, trans_b, M, N, K, alpha, A, lda, nullptr, B, ldb, beta, C, ldc);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_bf16_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, nullptr, ldb, beta, C, ldc);
 }
 
 }  // namespace gpt

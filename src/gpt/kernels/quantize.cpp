@@ -217,7 +217,7 @@ GPT_VNNI_TARGET float dot_q4_0_vnni(const uint8_t* row, const ActRow& a, int64_t
   // each block's start, narrowed to its low 16 bits), multiplied by the input's
   // scales and offsets as vectors, then spread to each pair's lanes by a permute.
   const __m256i d_offsets = _mm256_setr_epi32(0, 18, 36, 54, 72, 90, 108, 126);
-  __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
   const __m512i two = _mm512_set1_epi32(2);
   __m256 offsets = _mm256_setzero_ps();  // sum over blocks of d_w * d_x * sum(x)
   __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
