@@ -29,7 +29,8 @@ GPT_MULTIVERSION void embedding_backward(float* dwte, float* dwpe, const float* 
   // the positions): no atomics, and a fixed summation order.
 #pragma omp parallel
   {
-    const auto [i0, i1] = this_thread_share(C);
+    int64_t i0, i1;
+    this_thread_share(C, i0, i1);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t t = 0; t < T; ++t) {
         const float* d = dout + (b * T + t) * C;

@@ -52,7 +52,8 @@ GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float*
   // no reduction across threads, and their order does not depend on scheduling.
 #pragma omp parallel
   {
-    const auto [j0, j1] = this_thread_share(OC);
+    int64_t j0, j1;
+    this_thread_share(OC, j0, j1);
     for (int64_t r = 0; r < N; ++r) {
       const float* x = pre + r * OC;
       const float* d = dout + r * OC;

@@ -100,7 +100,8 @@ GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbi
   // Pass 2, channels split among threads: weight and bias gradients without races.
 #pragma omp parallel
   {
-    const auto [i0, i1] = this_thread_share(C);
+    int64_t i0, i1;
+    this_thread_share(C, i0, i1);
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
       const float* dy = dout + r * C;

@@ -76,7 +76,8 @@ GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, in
   // summation order does not depend on scheduling.
 #pragma omp parallel
   {
-    const auto [j0, j1] = this_thread_share(OC);
+    int64_t j0, j1;
+    this_thread_share(OC, j0, j1);
     for (int64_t r = 0; r < N; ++r) {
       const float* row = x + r * OC;
 #pragma omp simd
