@@ -21,7 +21,7 @@ TEST(PortableBuild, RunsTheFallbackPaths) {
 #endif
   EXPECT_TRUE(portable_kernels_forced());
   EXPECT_FALSE(bf16_gemm_native());
-  EXPECT_FALSE(quant_kernels_use_vnni());
+  EXPECT_EQ(quant_kernels(), QuantKernels::kPortable);
   // oneDNN's GEMM and matmul JIT kernels held to SSE4.1 (ONEDNN_MAX_CPU_ISA).
   EXPECT_EQ(dnnl_get_effective_cpu_isa(), dnnl_cpu_isa_sse41);
 }

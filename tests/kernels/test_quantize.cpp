@@ -116,7 +116,27 @@ TEST(Quantize, RoundTripErrorIsWithinOneStep) {
 // quantized_linear against float arithmetic on the dequantized weights. For block
 // types the input is quantized too (per 32 values, to amax / 127 steps), so the
 // bound is sum_i |w_i| * (half a step of x's block).
-void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, bool portable) {
+const char* kernels_name(QuantKernels k) {
+  switch (k) {
+    case QuantKernels::kPortable: return "portable";
+    case QuantKernels::kVnni: return "vnni";
+    case QuantKernels::kVnniVbmi: return "vnni+vbmi";
+  }
+  return "?";
+}
+
+// Every kernel level this CPU can run, portable first.
+std::vector<QuantKernels> available_kernels() {
+  std::vector<QuantKernels> levels;
+  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kVnni, QuantKernels::kVnniVbmi}) {
+    cap_quant_kernels(k);
+    if (quant_kernels() == k) levels.push_back(k);
+  }
+  cap_quant_kernels(QuantKernels::kVnniVbmi);
+  return levels;
+}
+
+void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKernels kernels) {
   std::mt19937 rng(static_cast<unsigned>(rows * 131 + cols * 7 + N));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols)), bias(static_cast<size_t>(rows)),
@@ -129,11 +149,12 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, bool por
   std::vector<float> wd(w.size());
   for (int64_t r = 0; r < rows; ++r) dequantize_row(type, q.matrix.row(r), wd.data() + r * cols, cols);
 
-  force_portable_quant_kernels(portable);
+  cap_quant_kernels(kernels);
+  ASSERT_EQ(quant_kernels(), kernels);
   QuantScratch scratch;
   std::vector<float> out(residual);  // out aliases residual, as in the model
   quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
-  force_portable_quant_kernels(false);
+  cap_quant_kernels(QuantKernels::kVnniVbmi);
 
   // From 8 rows on, W is widened to float and the input is used as it is.
   const bool blocks = ggml_block_size(type) > 1 && N < 8;
@@ -156,27 +177,30 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, bool por
       }
       ASSERT_NEAR(out[static_cast<size_t>(n * rows + r)], ref, bound)
           << ggml_type_name(type) << " rows " << rows << " cols " << cols << " N " << N << " at (" << n << "," << r
-          << ")" << (portable ? " portable" : " vnni");
+          << ") " << kernels_name(kernels);
     }
   }
 }
 
-TEST(QuantizedLinear, AllTypesOddSizesBothKernels) {
-  std::printf("[ info ] VNNI kernels %s on this CPU\n", quant_kernels_use_vnni() ? "available" : "NOT available");
+TEST(QuantizedLinear, AllTypesOddSizesEveryKernel) {
+  const std::vector<QuantKernels> levels = available_kernels();
+  std::printf("[ info ] best quantized kernels on this CPU: %s\n", kernels_name(levels.back()));
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {5, 352}, {3, 512}}) {
       for (int64_t N : {1, 3, 8, 21}) {
-        check_linear(t, rows, cols, N, /*portable=*/true);
-        check_linear(t, rows, cols, N, /*portable=*/false);
+        for (QuantKernels k : levels) check_linear(t, rows, cols, N, k);
       }
     }
   }
 }
 
-TEST(QuantizedLinear, VnniAndPortableAgree) {
-  if (!quant_kernels_use_vnni()) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
+TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
+  const std::vector<QuantKernels> levels = available_kernels();
+  if (levels.size() == 1) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    for (const int64_t cols : {288, 352, 768}) {  // 8-block groups, then a pair, then an odd block
+    // Q4_0 runs whole quads of blocks, then up to 3 single blocks; Q8_0 pairs,
+    // then an odd block: 9, 11, 12, 15 and 24 blocks.
+    for (const int64_t cols : {288, 352, 384, 480, 768}) {
       const int64_t rows = 37, N = 2;
       std::mt19937 rng(3);
       std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -184,14 +208,21 @@ TEST(QuantizedLinear, VnniAndPortableAgree) {
       for (auto& v : w) v = normal(rng);
       for (auto& v : in) v = normal(rng);
       const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
-      std::vector<float> fast(static_cast<size_t>(N * rows)), slow(fast.size());
       QuantScratch scratch;
-      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
-      force_portable_quant_kernels(true);
+      std::vector<float> slow(static_cast<size_t>(N * rows));
+      cap_quant_kernels(QuantKernels::kPortable);
       quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
-      force_portable_quant_kernels(false);
-      // Same integer block sums; only the float accumulation order differs.
-      for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i]))) << ggml_type_name(t) << " cols " << cols;
+      for (size_t k = 1; k < levels.size(); ++k) {
+        std::vector<float> fast(slow.size());
+        cap_quant_kernels(levels[k]);
+        quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+        // Same integer block sums; only the float accumulation order differs.
+        for (size_t i = 0; i < fast.size(); ++i) {
+          ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i])))
+              << ggml_type_name(t) << " cols " << cols << " " << kernels_name(levels[k]);
+        }
+      }
+      cap_quant_kernels(QuantKernels::kVnniVbmi);
     }
   }
 }

@@ -78,9 +78,11 @@ struct QuantScratch {
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual = nullptr);
 
-// Which kernel runs: the best the CPU offers, or the portable loop when forced
-// (tests run both; GPT_PORTABLE_KERNELS=1 in the environment forces it too).
-bool quant_kernels_use_vnni();
-void force_portable_quant_kernels(bool force);
+// Which kernels run: the best the CPU offers (AVX-512 VNNI, with VBMI byte
+// permutes for Q4_0 where present, else portable loops), under a cap tests set
+// to run each level (GPT_PORTABLE_KERNELS=1 in the environment caps it too).
+enum class QuantKernels { kPortable, kVnni, kVnniVbmi };
+QuantKernels quant_kernels();
+void cap_quant_kernels(QuantKernels max);  // kVnniVbmi: no cap
 
 }  // namespace gpt
