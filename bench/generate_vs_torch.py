@@ -33,12 +33,14 @@ def main():
     theirs = json.loads(subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_generate.py")] + common,
                                        check=True, capture_output=True, text=True, env=env).stdout)
     print(f"GPT-2 124M shape, random weights, {a.threads} threads, prompt {a.prompt_tokens}, decode {a.decode_tokens}; "
-          f"measured read bandwidth {ours[0]['read_gb_per_s']:.1f} GB/s")
-    print(f"{'':16} {'prefill tok/s':>14} {'decode tok/s':>13} {'MB/token':>9} {'bound tok/s':>12} {'of bound':>9}")
+          f"read bandwidth measured right after each decode")
+    print(f"{'':16} {'prefill tok/s':>14} {'decode tok/s':>13} {'KV cache':>9} {'MB/token':>9} {'GB/s':>6} "
+          f"{'bound tok/s':>12} {'of bound':>9}")
     print(f"{'PyTorch fp32':16} {theirs['prefill_tokens_per_sec']:14.1f} {theirs['decode_tokens_per_sec']:13.2f}")
     for o in ours:
         print(f"{'gpt.cpp ' + o['type']:16} {o['prefill_tokens_per_sec']:14.1f} {o['decode_tokens_per_sec']:13.2f} "
-              f"{o['weight_bytes_per_token'] / 1e6:9.0f} {o['bandwidth_bound_tokens_per_sec']:12.1f} "
+              f"{o['kv_cache']:>9} {o['weight_bytes_per_token'] / 1e6:9.0f} {o['read_gb_per_s']:6.1f} "
+              f"{o['bandwidth_bound_tokens_per_sec']:12.1f} "
               f"{100 * o['fraction_of_bound']:8.0f}%")
     f32 = next((o for o in ours if o["type"] == "F32"), None)
     if f32:

@@ -1,7 +1,8 @@
 // The KV-cache path computes what the full model computes: at every step the
 // logits of incremental decoding equal those of recomputing the whole context
-// (tolerance: 2e-5 of the largest logit), also after the context window is full
-// and the session has slid; and greedy decoding reproduces PyTorch's tokens.
+// (tolerance: 2e-5 of the largest logit with an fp32 cache, 2e-3 with a float16
+// one), also after the context window is full and the session has slid; and
+// greedy decoding reproduces PyTorch's tokens.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "gpt/generation/kv_cache.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/model/gpt.h"
+#include "gpt/util/error.h"
 #include "gpt/util/rng.h"
 #include "test_support.h"
 
@@ -17,6 +19,7 @@ namespace gpt {
 namespace {
 
 constexpr double kCacheTol = 2e-5;
+constexpr double kHalfCacheTol = 2e-3;  // keys and values rounded to 11 significant bits
 
 ModelConfig config(PositionEncoding pe, int block = 16) {
   return testing::model_config(23, block, 2, 4, 32, pe);
@@ -28,14 +31,20 @@ void randomize(GPT& model, uint64_t seed) {
   for (auto& p : model.params) p += static_cast<float>(rng.normal()) * 0.1f;  // sharper than the init
 }
 
-class KvCache : public ::testing::TestWithParam<PositionEncoding> {};
+class KvCache : public ::testing::TestWithParam<std::tuple<PositionEncoding, KvCacheType>> {
+ protected:
+  ModelConfig cfg() const { return config(std::get<0>(GetParam())); }
+  KvCacheType kv() const { return std::get<1>(GetParam()); }
+  double tol() const { return kv() == KvCacheType::kF16 ? kHalfCacheTol : kCacheTol; }
+};
 
 TEST_P(KvCache, IncrementalLogitsMatchRecomputationThroughSlides) {
-  const ModelConfig c = config(GetParam());
+  const ModelConfig c = cfg();
   GPT model(c), reference(c);
   randomize(model, 3);
   reference.params = model.params;
-  InferenceSession session(model);
+  InferenceSession session(model, kv());
+  ASSERT_EQ(session.kv_cache_type(), kv());
   Rng rng(9);
   std::vector<int32_t> prompt = {1, 5, 7, 2, 19};
   session.append(prompt.data(), static_cast<int64_t>(prompt.size()));
@@ -50,19 +59,19 @@ TEST_P(KvCache, IncrementalLogitsMatchRecomputationThroughSlides) {
     const float* ref = reference.logits() + (T - 1) * c.vocab_size;
     const double err = testing::relative_max_error(logits, ref, static_cast<size_t>(c.vocab_size));
     worst = std::max(worst, err);
-    EXPECT_LT(err, kCacheTol) << "step " << step << ", context " << T;
+    EXPECT_LT(err, tol()) << "step " << step << ", context " << T;
   }
   EXPECT_GE(session.slides(), 2);
-  std::printf("[ measured ] worst cache-vs-recompute error %.2e over %lld slides\n", worst,
-              static_cast<long long>(session.slides()));
+  std::printf("[ measured ] worst cache-vs-recompute error %.2e over %lld slides (%s cache)\n", worst,
+              static_cast<long long>(session.slides()), kv_cache_type_name(kv()));
 }
 
 TEST_P(KvCache, PrefillGivesEveryPositionsLogits) {
-  const ModelConfig c = config(GetParam());
+  const ModelConfig c = cfg();
   GPT model(c), reference(c);
   randomize(model, 4);
   reference.params = model.params;
-  InferenceSession session(model);
+  InferenceSession session(model, kv());
   const std::vector<int32_t> tokens = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
   const auto n = static_cast<int64_t>(tokens.size());
   session.append(tokens.data(), 6);
@@ -71,13 +80,37 @@ TEST_P(KvCache, PrefillGivesEveryPositionsLogits) {
   for (int64_t i = 6; i < n; ++i) {
     EXPECT_LT(testing::relative_max_error(session.logits() + (i - 6) * c.vocab_size,
                                           reference.logits() + i * c.vocab_size, static_cast<size_t>(c.vocab_size)),
-              kCacheTol)
+              tol())
         << "position " << i;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Positions, KvCache, ::testing::Values(PositionEncoding::kLearned, PositionEncoding::kSinusoidal),
-                         [](const auto& info) { return to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Positions, KvCache,
+                         ::testing::Combine(::testing::Values(PositionEncoding::kLearned, PositionEncoding::kSinusoidal),
+                                            ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
+                         [](const auto& info) {
+                           return to_string(std::get<0>(info.param)) + "_" +
+                                  kv_cache_type_name(std::get<1>(info.param));
+                         });
+
+TEST(KvCache, AutoTypeFollowsTheWeights) {
+  const ModelConfig c = config(PositionEncoding::kLearned);
+  GPT model(c);
+  model.init_weights(1);
+  EXPECT_EQ(InferenceSession(model).kv_cache_type(), KvCacheType::kF32);  // fp32 stays exact
+  for (GgmlType t : {GgmlType::kF16, GgmlType::kQ8_0}) {
+    const auto q = QuantizedModel::quantize(model, t);
+    EXPECT_EQ(InferenceSession(q->weights).kv_cache_type(), KvCacheType::kF16) << ggml_type_name(t);
+    EXPECT_EQ(InferenceSession(q->weights, KvCacheType::kF32).kv_cache_type(), KvCacheType::kF32);
+  }
+  EXPECT_EQ(parse_kv_cache_type("f16"), KvCacheType::kF16);
+  try {
+    parse_kv_cache_type("q8");
+    FAIL() << "an unknown cache type was accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "unknown KV cache type 'q8' (expected auto, f32 or f16)");
+  }
+}
 
 TEST(KvCache, GreedyDecodingMatchesPyTorch) {
   for (const std::string name : {"tiny_learned_tied", "tiny_sinusoidal_untied"}) {
@@ -104,17 +137,19 @@ TEST(KvCache, DecodingAllocatesNothingPerToken) {
   const ModelConfig c = config(PositionEncoding::kLearned, 64);
   GPT model(c);
   model.init_weights(1);
-  InferenceSession session(model);
-  const std::vector<int32_t> prompt = {1, 2, 3};
-  session.append(prompt.data(), 3);
-  const float* logits_before = session.logits();
-  const size_t history_capacity = session.tokens().capacity();
-  for (int32_t i = 0; i < 50; ++i) {
-    const int32_t token = i % c.vocab_size;
-    session.append(&token, 1);
+  for (KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+    InferenceSession session(model, kv);
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    session.append(prompt.data(), 3);
+    const float* logits_before = session.logits();
+    const size_t history_capacity = session.tokens().capacity();
+    for (int32_t i = 0; i < 50; ++i) {
+      const int32_t token = i % c.vocab_size;
+      session.append(&token, 1);
+    }
+    EXPECT_EQ(session.logits(), logits_before);
+    EXPECT_EQ(session.tokens().capacity(), history_capacity);
   }
-  EXPECT_EQ(session.logits(), logits_before);
-  EXPECT_EQ(session.tokens().capacity(), history_capacity);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ Command add_chat_command(CLI::App& parent) {
   o->gen.max_new_tokens = 200;
   o->gen.stop = {"\n\n"};
   add_model_flags(app, o->model);
+  add_kv_cache_flag(app, o->model);
   add_sampling_flags(app, o->gen);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
@@ -37,7 +38,7 @@ Command add_chat_command(CLI::App& parent) {
     if (o->threads > 0) omp_set_num_threads(o->threads);
     OpenedModel m = open_model(o->model);
     const InferenceWeights weights = m.inference_weights();
-    InferenceSession session(weights);
+    InferenceSession session(weights, o->model.kv_cache_type());
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);
     if (interactive) {
       std::fprintf(stderr, "gpt chat: type text and press Enter; the model continues it. /reset forgets, /quit ends.\n");

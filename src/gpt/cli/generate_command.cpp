@@ -33,6 +33,7 @@ Command add_generate_command(CLI::App& parent) {
   };
   auto o = std::make_shared<Options>();
   add_model_flags(app, o->model);
+  add_kv_cache_flag(app, o->model);
   auto* prompt = app->add_option("--prompt", o->prompt, "Prompt text (default: read standard input)");
   app->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file")->excludes(prompt);
   add_sampling_flags(app, o->gen);
@@ -66,7 +67,7 @@ Command add_generate_command(CLI::App& parent) {
     const bool json = o->json && o->gen.top_probs > 0;
     const Tokenizer& tok = *m.tokenizer;
     const InferenceWeights weights = m.inference_weights();
-    InferenceSession session(weights);
+    InferenceSession session(weights, o->model.kv_cache_type());
     for (int sample = 0; sample < o->num_samples; ++sample) {
       if (sample > 0 && !json) std::fputs("\n---------------\n", stdout);
       session.reset();

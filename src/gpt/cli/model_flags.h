@@ -4,14 +4,24 @@
 
 #include <CLI/CLI.hpp>
 
+#include "gpt/generation/kv_cache.h"
 #include "gpt/io/model_loader.h"
 #include "gpt/kernels/matmul.h"
 
 namespace gpt::cli {
 
 struct ModelFlags {
-  std::string model, quantize, dtype = "fp32";
+  std::string model, quantize, dtype = "fp32", kv_cache = "auto";
+  KvCacheType kv_cache_type() const { return parse_kv_cache_type(kv_cache); }
 };
+
+// --kv-cache, for the commands that generate.
+inline void add_kv_cache_flag(CLI::App* app, ModelFlags& flags) {
+  app->add_option("--kv-cache", flags.kv_cache,
+                  "Keys and values kept for generation: f32, f16 (half the memory and reads) or auto "
+                  "(f16 for compact weights, f32 for fp32)")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}))->capture_default_str();
+}
 
 inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantize = true) {
   app->add_option("--model", flags.model,

@@ -7,20 +7,52 @@
 
 #include "gpt/kernels/attention.h"
 #include "gpt/kernels/embedding.h"  // sinusoidal_positions
+#include "gpt/kernels/float16.h"
 #include "gpt/kernels/gelu.h"
 #include "gpt/kernels/layernorm.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
 
-InferenceSession::InferenceSession(GPT& model) : InferenceSession(InferenceWeights::view(model)) {}
+KvCacheType parse_kv_cache_type(const std::string& name) {
+  if (name == "auto") return KvCacheType::kAuto;
+  if (name == "f32") return KvCacheType::kF32;
+  if (name == "f16") return KvCacheType::kF16;
+  throw Error("unknown KV cache type '" + name + "' (expected auto, f32 or f16)");
+}
 
-InferenceSession::InferenceSession(const InferenceWeights& weights) : w_(weights), capacity_(weights.config.block_size) {
+const char* kv_cache_type_name(KvCacheType type) {
+  switch (type) {
+    case KvCacheType::kAuto: return "auto";
+    case KvCacheType::kF32: return "f32";
+    case KvCacheType::kF16: return "f16";
+  }
+  return "?";
+}
+
+KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights) {
+  if (type != KvCacheType::kAuto) return type;
+  bool compact = weights.lm_head.type() != GgmlType::kF32;
+  for (const InferenceLayer& l : weights.layers) {
+    for (const LinearWeights* m : {&l.c_attn, &l.attn_proj, &l.c_fc, &l.mlp_proj}) compact |= m->type() != GgmlType::kF32;
+  }
+  return compact ? KvCacheType::kF16 : KvCacheType::kF32;
+}
+
+InferenceSession::InferenceSession(GPT& model, KvCacheType kv) : InferenceSession(InferenceWeights::view(model), kv) {}
+
+InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType kv)
+    : w_(weights), capacity_(weights.config.block_size), kv_type_(resolve_kv_cache_type(kv, weights)) {
   const ModelConfig& c = w_.config;
   const auto L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.n_embd),
              T = static_cast<size_t>(capacity_);
-  k_cache_.assign(L * T * C, 0.0f);
-  v_cache_.assign(L * T * C, 0.0f);
+  if (kv_type_ == KvCacheType::kF16) {
+    k_half_.assign(L * T * C, 0);
+    v_half_.assign(L * T * C, 0);
+  } else {
+    k_cache_.assign(L * T * C, 0.0f);
+    v_cache_.assign(L * T * C, 0.0f);
+  }
   x_.assign(T * C, 0.0f);
   ln_.assign(T * C, 0.0f);
   qkv_.assign(T * 3 * C, 0.0f);
@@ -35,7 +67,9 @@ InferenceSession::InferenceSession(const InferenceWeights& weights) : w_(weights
     sinusoidal_positions(positions_.data(), capacity_, c.n_embd);
   }
   scratch_threads_ = omp_get_max_threads();
-  attn_scratch_.assign(static_cast<size_t>(scratch_threads_) * T, 0.0f);
+  const int64_t per_thread = kv_type_ == KvCacheType::kF16 ? attention_f16_scratch_floats(capacity_, c.n_embd / c.n_head)
+                                                          : capacity_;
+  attn_scratch_.assign(static_cast<size_t>(scratch_threads_ * per_thread), 0.0f);
 }
 
 void InferenceSession::reset() {
@@ -82,20 +116,31 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   }
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
-    float* K = k_cache_.data() + l * T * C;  // (NH, T, hs)
-    float* Vc = v_cache_.data() + l * T * C;
     layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_1_weight, L.ln_1_bias, n, C,
                       c.layer_norm_epsilon);
     linear_apply(L.c_attn, qkv_.data(), ln_.data(), n, quant_scratch_);
-    for (int64_t i = 0; i < n; ++i) {  // store the new keys and values
+    // Store the new keys and values: per head, (T, hs) rows at positions p0 ...
+    const int64_t layer = l * T * C;
+    for (int64_t i = 0; i < n; ++i) {
       const float* row = qkv_.data() + i * 3 * C;
       for (int64_t h = 0; h < NH; ++h) {
-        std::memcpy(K + (h * T + p0 + i) * hs, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-        std::memcpy(Vc + (h * T + p0 + i) * hs, row + 2 * C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+        const int64_t at = layer + (h * T + p0 + i) * hs;
+        if (kv_type_ == KvCacheType::kF16) {
+          floats_to_halves(row + C + h * hs, k_half_.data() + at, hs);
+          floats_to_halves(row + 2 * C + h * hs, v_half_.data() + at, hs);
+        } else {
+          std::memcpy(k_cache_.data() + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+          std::memcpy(v_cache_.data() + at, row + 2 * C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+        }
       }
     }
-    attention_forward_cached(atty_.data(), qkv_.data(), 3 * C, K, Vc, T, p0, n, C, NH, attn_scratch_.data(),
-                             scratch_threads_);
+    if (kv_type_ == KvCacheType::kF16) {
+      attention_forward_cached_f16(atty_.data(), qkv_.data(), 3 * C, k_half_.data() + layer, v_half_.data() + layer, T,
+                                   p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
+    } else {
+      attention_forward_cached(atty_.data(), qkv_.data(), 3 * C, k_cache_.data() + layer, v_cache_.data() + layer, T,
+                               p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
+    }
     linear_apply(L.attn_proj, x_.data(), atty_.data(), n, quant_scratch_, x_.data());
     layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_2_weight, L.ln_2_bias, n, C,
                       c.layer_norm_epsilon);

@@ -6,8 +6,14 @@
 // When the context is full the session slides: it keeps the most recent half of
 // the tokens and processes them again in one batched pass (learned positions are
 // absolute, so cached keys cannot simply be shifted).
+//
+// The cache holds fp32 or float16 keys and values. Float16 halves the bytes each
+// token reads from it (at a 1000-token context as many as a Q4_0 GPT-2's
+// weights) at a relative rounding of 2^-11, as llama.cpp stores it by default;
+// by default models with compact weights use it and fp32 models stay exact.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "gpt/model/gpt.h"
@@ -15,12 +21,18 @@
 
 namespace gpt {
 
+enum class KvCacheType { kAuto, kF32, kF16 };
+KvCacheType parse_kv_cache_type(const std::string& name);  // "auto", "f32" or "f16"
+const char* kv_cache_type_name(KvCacheType type);
+// kAuto: float16 when any matrix is stored in a compact type, else fp32.
+KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights);
+
 class InferenceSession {
  public:
   // fp32, reading the model's parameters in place (they may change between calls).
-  explicit InferenceSession(GPT& model);
+  explicit InferenceSession(GPT& model, KvCacheType kv = KvCacheType::kAuto);
   // Any weight types (a QuantizedModel's weights); they must outlive the session.
-  explicit InferenceSession(const InferenceWeights& weights);
+  explicit InferenceSession(const InferenceWeights& weights, KvCacheType kv = KvCacheType::kAuto);
 
   void reset();
   int64_t position() const { return pos_; }        // tokens in the cache
@@ -35,6 +47,7 @@ class InferenceSession {
   const float* append(const int32_t* tokens, int64_t n, bool all_logits = false);
   const float* logits() const { return logits_.data(); }
   int64_t slides() const { return slides_; }
+  KvCacheType kv_cache_type() const { return kv_type_; }  // kF32 or kF16
 
  private:
   void run(const int32_t* tokens, int64_t n, bool all_logits);
@@ -43,7 +56,9 @@ class InferenceSession {
   int64_t capacity_, pos_ = 0, slides_ = 0;
   std::vector<int32_t> tokens_;
   std::vector<int32_t> replay_;  // tokens kept when sliding
-  std::vector<float> k_cache_, v_cache_;  // (L, NH, capacity, hs)
+  KvCacheType kv_type_;
+  std::vector<float> k_cache_, v_cache_;     // (L, NH, capacity, hs), fp32 ...
+  std::vector<uint16_t> k_half_, v_half_;    // ... or float16
   std::vector<float> x_, ln_, qkv_, atty_, fch_;  // (capacity, C | 3C | 4C) scratch
   std::vector<float> stats_;                      // LayerNorm mean and rstd (2, capacity)
   std::vector<float> logits_;                     // (V) or (n, V)

@@ -28,4 +28,12 @@ void attention_forward_cached(float* out, const float* q, int64_t q_stride, cons
                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                               int64_t NH, float* scratch, int scratch_threads);
 
+// The same with the cache stored as IEEE float16 (half the bytes read per token).
+// Each task widens the keys and values its queries see into its thread's part of
+// scratch: scratch_threads * attention_f16_scratch_floats(capacity, hs) floats.
+void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
+                                  const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
+                                  int64_t NH, float* scratch, int scratch_threads);
+int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs);
+
 }  // namespace gpt
