@@ -317,5 +317,46 @@ TEST(Matmul, ColumnSumsAreIdenticalAcrossRuns) {
   }
 }
 
+// The one-row products of decoding against float64 sums: odd widths (a tail after
+// the 8-row passes, fewer rows than threads), with and without bias, the output
+// aliasing the residual as in the model, on 1, 2 and 3 threads.
+TEST(Matmul, SingleRowProductsMatchNaiveSums) {
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (auto [C, OC] : {std::array<int64_t, 2>{1, 1}, {2, 7}, {17, 5}, {65, 129}, {768, 300}}) {
+      auto x = random_vector(C, 11), w = random_vector(C * OC, 12), b = random_vector(OC, 13);
+      const auto residual = random_vector(OC, 14);
+      for (const bool with_bias : {false, true}) {
+        std::vector<float> y(residual);  // y aliases the residual
+        gemv_in_out(y.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, C, OC, y.data());
+        std::vector<float> plain(OC);
+        gemv_in_out(plain.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, C, OC);
+        for (int64_t j = 0; j < OC; ++j) {
+          double s = with_bias ? b[j] : 0.0, bound = 1e-5;
+          for (int64_t k = 0; k < C; ++k) {
+            s += static_cast<double>(x[k]) * w[k * OC + j];
+            bound += 1e-6 * std::abs(x[k] * w[k * OC + j]);
+          }
+          ASSERT_NEAR(plain[j], s, bound) << C << "x" << OC << " threads " << threads;
+          ASSERT_NEAR(y[j], s + residual[j], bound + 1e-6 * std::abs(residual[j])) << C << "x" << OC;
+        }
+      }
+      // W as (OC, C) rows: one dot product each.
+      std::vector<float> dots(OC);
+      gemv_out_in(dots.data(), x.data(), w.data(), C, OC);
+      for (int64_t r = 0; r < OC; ++r) {
+        double s = 0, bound = 1e-5;
+        for (int64_t k = 0; k < C; ++k) {
+          s += static_cast<double>(w[r * C + k]) * x[k];
+          bound += 1e-6 * std::abs(w[r * C + k] * x[k]);
+        }
+        ASSERT_NEAR(dots[r], s, bound) << C << "x" << OC << " rows, threads " << threads;
+      }
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 }  // namespace
 }  // namespace gpt

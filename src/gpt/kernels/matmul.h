@@ -39,4 +39,12 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
 // sums (OC) += column sums of x (N, OC); deterministic for a given thread count.
 void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC);
 
+// Products of ONE input row (decoding), bandwidth-bound: every weight is read
+// once, so what matters is streaming it well.
+// y (out) = [residual +] x (in) @ W (in, out) [+ bias]; y may alias residual, not x.
+void gemv_in_out(float* y, const float* x, const float* W, const float* bias, int64_t in, int64_t out,
+                 const float* residual = nullptr);
+// y (out) = W (out, in) . x: one dot product per row of W.
+void gemv_out_in(float* y, const float* x, const float* W, int64_t in, int64_t out);
+
 }  // namespace gpt

@@ -15,9 +15,11 @@ void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N
   if (w.f32 == nullptr) {
     quantized_linear(out, in, w.packed, w.bias, N, scratch, residual);
   } else if (!w.out_major) {
+    if (N == 1) return gemv_in_out(out, in, w.f32, w.bias, w.in, w.out, residual);  // decoding
     linear_forward(out, in, w.f32, w.bias, N, w.in, w.out, residual);
   } else {
     check(w.bias == nullptr && residual == nullptr, "linear_apply: out-major fp32 weights take no bias");
+    if (N == 1) return gemv_out_in(out, in, w.f32, w.in, w.out);
     gemm(false, true, N, w.out, w.in, 1.0f, in, w.in, w.f32, w.in, 0.0f, out, w.out);
   }
 }
