@@ -33,7 +33,7 @@ def main():
     theirs = json.loads(subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_generate.py")] + common,
                                        check=True, capture_output=True, text=True, env=env).stdout)
     print(f"GPT-2 124M shape, random weights, {a.threads} threads, prompt {a.prompt_tokens}, decode {a.decode_tokens}; "
-          f"read bandwidth measured right after each decode")
+          f"read bandwidth: the higher of two measurements, right before and after each decode")
     print(f"{'':16} {'prefill tok/s':>14} {'decode tok/s':>13} {'KV cache':>9} {'MB/token':>9} {'GB/s':>6} "
           f"{'bound tok/s':>12} {'of bound':>9}")
     print(f"{'PyTorch fp32':16} {theirs['prefill_tokens_per_sec']:14.1f} {theirs['decode_tokens_per_sec']:13.2f}")
