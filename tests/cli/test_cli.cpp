@@ -367,6 +367,10 @@ TEST_F(Cli, ConvertQuantizeAndFineTuneFromImportedModels) {
                 base["loss"].get<double>(), 100 * rel);
     if (std::string(type) == "f32") {
       EXPECT_EQ(gen.out, from_dir.out);
+      // A float16 KV cache generates too (compact weights use it by default).
+      const auto half_cache = run_gpt("generate --model " + file + greedy + " --kv-cache f16");
+      ASSERT_EQ(half_cache.exit_code, 0) << half_cache.err;
+      EXPECT_EQ(half_cache.out.rfind("In the", 0), 0u) << half_cache.out;
       EXPECT_NEAR(ev["loss"].get<double>(), base["loss"].get<double>(), 1e-5);
     } else {
       EXPECT_EQ(ev["weights"], std::string(type) == "f16" ? "F16" : std::string(type) == "q8_0" ? "Q8_0" : "Q4_0");
@@ -409,6 +413,7 @@ TEST_F(Cli, ConvertQuantizeAndFineTuneFromImportedModels) {
   expect_one_line_error(run_gpt("convert --model " + m + " --to hf --quantize q8_0 --out " + (dir / "x").string()),
                         "--quantize applies to GGUF output");
   expect_one_line_error(run_gpt("generate --model " + data() + " --prompt hi"), "neither a model directory nor a GGUF file");
+  expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --kv-cache q8_0"), "--kv-cache");
   const auto bytes = read_binary_file(dir / "q8_0.gguf");
   write_file_atomic(dir / "cut.gguf", std::string(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
   expect_one_line_error(run_gpt("generate --model " + (dir / "cut.gguf").string() + " --prompt hi"), "cut.gguf");
