@@ -1,5 +1,6 @@
 #include "gpt/kernels/float16.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "gpt/kernels/dispatch.h"
@@ -30,7 +31,11 @@ __attribute__((target("avx2,f16c"))) void floats_to_halves_f16c(const float* in,
 
 bool float16_uses_f16c() {
 #if defined(__x86_64__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  // F16C read from CPUID leaf 1 (ECX bit 29): clang cannot query it by name.
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  }();
   return has && !portable_kernels_forced();
 #else
   return false;
