@@ -33,6 +33,19 @@ inline void weighted_values(float* out, const float* row, const float* values, i
   for (int j = 0; j < W; ++j) out[j0 + j] = acc[j];
 }
 
+// row[0, n) <- softmax of the scores it holds, whose maximum is maxval.
+inline void softmax_in_place(float* row, int64_t n, float maxval) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n; ++t) {
+    row[t] = exp_nonpositive(row[t] - maxval);
+    sum += row[t];
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) row[t] *= inv;
+}
+
 // One query against keys 0 .. n_keys-1: row <- softmax(q . k / sqrt(hs)) (the
 // attention weights), out (hs) <- sum_t row[t] v_t. Keys and values are rows of
 // `hs` floats, `stride` floats apart (the KV-cache path).
@@ -47,15 +60,7 @@ inline void attend_one_query(float* out, float* row, const float* q, const float
     row[t] = dot * scale;
     maxval = std::max(maxval, row[t]);
   }
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t t = 0; t < n_keys; ++t) {
-    row[t] = exp_nonpositive(row[t] - maxval);
-    sum += row[t];
-  }
-  const float inv = 1.0f / sum;
-#pragma omp simd
-  for (int64_t t = 0; t < n_keys; ++t) row[t] *= inv;
+  softmax_in_place(row, n_keys, maxval);
   int64_t j0 = 0;
   for (; j0 + 64 <= hs; j0 += 64) weighted_values<64>(out, row, values, stride, n_keys, j0);
   if (j0 + 32 <= hs) weighted_values<32>(out, row, values, stride, n_keys, j0), j0 += 32;
@@ -203,13 +208,7 @@ int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs) { return capa
 namespace {
 
 #if defined(__x86_64__)
-// GCC 12 reports its own AVX-512 headers' deliberately undefined registers as
-// uninitialised once inlined here (as in quantize.cpp); they are not.
-#if !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GPT_AVX512_WARNINGS_OFF
 #define GPT_AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512dq")))
 
 bool cpu_has_avx512f() {
@@ -242,16 +241,9 @@ GPT_AVX512_TARGET void attend_one_query_avx512(float* out, float* row, const flo
     row[t] = _mm512_reduce_add_ps(dot);
     maxval = std::max(maxval, row[t]);
   }
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t t = 0; t < n_keys; ++t) {
-    row[t] = exp_nonpositive(row[t] - maxval);
-    sum += row[t];
-  }
-  const float inv = 1.0f / sum;
+  softmax_in_place(row, n_keys, maxval);
   for (int c = 0; c < NQ; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t t = 0; t < n_keys; ++t) {
-    row[t] *= inv;
     const __m512 a = _mm512_set1_ps(row[t]);
     const T* v = values + t * hs;
     for (int c = 0; c < NQ; ++c) acc[c] = _mm512_fmadd_ps(a, load16(v + 16 * c), acc[c]);
@@ -279,9 +271,7 @@ AttendInPlace<T> attend_kernel(int64_t hs) {
     default: return nullptr;
   }
 }
-#if !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GPT_AVX512_WARNINGS_ON
 #else
 template <typename T>
 using AttendInPlace = void (*)(float*, float*, const float*, const T*, const T*, int64_t, float);

@@ -12,6 +12,20 @@
 #define GPT_MULTIVERSION
 #endif
 
+// GCC 12 reports its own AVX-512 headers' deliberately undefined registers
+// (_mm512_undefined_*) as uninitialised once inlined into a kernel; they are not.
+// Kernels written with AVX-512 intrinsics sit between these two lines.
+#if defined(__GNUC__) && !defined(__clang__)
+#define GPT_AVX512_WARNINGS_OFF                                   \
+  _Pragma("GCC diagnostic push")                                  \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")          \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define GPT_AVX512_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define GPT_AVX512_WARNINGS_OFF
+#define GPT_AVX512_WARNINGS_ON
+#endif
+
 namespace gpt {
 
 // GPT_PORTABLE_KERNELS=1 makes the kernels that choose their instructions at run

@@ -170,13 +170,7 @@ void rows_wide_portable(const uint8_t* w, size_t row_bytes, int64_t rows, const 
 
 // ---- AVX-512 VNNI dot products ---------------------------------------------
 #if defined(__x86_64__)
-// GCC 12 reports its own AVX-512 headers' deliberately undefined registers
-// (_mm512_undefined_*) as uninitialised once inlined here; they are not.
-#if !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+GPT_AVX512_WARNINGS_OFF
 #define GPT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 GPT_VNNI_TARGET inline float hsum256(__m256 v) {
@@ -474,9 +468,7 @@ GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, flo
       return;
   }
 }
-#if !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+GPT_AVX512_WARNINGS_ON
 #endif
 
 }  // namespace
