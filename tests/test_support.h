@@ -1,5 +1,6 @@
 // Shared helpers for the test programs.
 #pragma once
+#include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +35,20 @@ inline ModelConfig model_config(int vocab, int block, int layers, int heads, int
   c.position_encoding = pe;
   return c;
 }
+
+// Sets OpenMP's thread count and restores the previous one on scope exit, so a
+// failed ASSERT (which returns early) leaves later tests on the usual count.
+class ThreadCountGuard {
+ public:
+  ThreadCountGuard() : saved_(omp_get_max_threads()) {}
+  explicit ThreadCountGuard(int threads) : ThreadCountGuard() { omp_set_num_threads(threads); }
+  ~ThreadCountGuard() { omp_set_num_threads(saved_); }
+  ThreadCountGuard(const ThreadCountGuard&) = delete;
+  ThreadCountGuard& operator=(const ThreadCountGuard&) = delete;
+
+ private:
+  int saved_;
+};
 
 // A fresh directory under /tmp, removed when the object goes away.
 class TempDir {

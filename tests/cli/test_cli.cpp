@@ -272,6 +272,18 @@ int64_t checkpoint_step(const fs::path& dir) {
   }
 }
 
+// Polls every 10 ms until `ready` holds or the child has exited (up to ten
+// minutes: a loaded machine slows training, it must not fail the test).
+template <typename Ready>
+void wait_while_running(pid_t pid, Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  while (!ready() && std::chrono::steady_clock::now() < deadline) {
+    siginfo_t info{};  // WNOWAIT: the caller still reaps the child and reads its status
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 TEST_F(Cli, KillingTrainingMidCheckpointNeverDamagesTheLastCheckpoint) {
   // A model large enough that writing its checkpoint (weights + AdamW moments,
   // ~40 MB) takes a while, saved after every step: kills land mid-write.
@@ -283,7 +295,7 @@ TEST_F(Cli, KillingTrainingMidCheckpointNeverDamagesTheLastCheckpoint) {
   for (int attempt = 0; attempt < 6; ++attempt) {
     const pid_t pid = spawn_gpt(args + " --seed " + std::to_string(attempt));
     // Wait until a checkpoint exists, then kill at a varying moment.
-    for (int i = 0; i < 600 && checkpoint_step(m) < 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    wait_while_running(pid, [&] { return checkpoint_step(m) >= 0; });
     std::this_thread::sleep_for(std::chrono::milliseconds(37 * attempt + 20));
     ::kill(pid, SIGKILL);
     int status = 0;
@@ -302,8 +314,7 @@ TEST_F(Cli, ResumeAfterSigkillIsBitIdenticalToAnUninterruptedRun) {
                              " --quiet --threads 2";
   ASSERT_EQ(run_gpt("train " + common + " --out " + (dir / "a").string()).exit_code, 0);
   const pid_t pid = spawn_gpt("train " + common + " --out " + (dir / "b").string());
-  for (int i = 0; i < 2000 && checkpoint_step(dir / "b") < 100; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  wait_while_running(pid, [&] { return checkpoint_step(dir / "b") >= 100; });
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);

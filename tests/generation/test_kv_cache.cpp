@@ -10,6 +10,8 @@
 #include "gpt/generation/generate.h"
 #include "gpt/generation/kv_cache.h"
 #include "gpt/io/safetensors.h"
+#include "gpt/kernels/attention.h"
+#include "gpt/kernels/dispatch.h"
 #include "gpt/model/gpt.h"
 #include "gpt/util/error.h"
 #include "gpt/util/rng.h"
@@ -94,14 +96,31 @@ INSTANTIATE_TEST_SUITE_P(Positions, KvCache,
                          });
 
 TEST(KvCache, AutoTypeFollowsTheWeights) {
-  const ModelConfig c = config(PositionEncoding::kLearned);
-  GPT model(c);
-  model.init_weights(1);
-  EXPECT_EQ(InferenceSession(model).kv_cache_type(), KvCacheType::kF32);  // fp32 stays exact
-  for (GgmlType t : {GgmlType::kF16, GgmlType::kQ8_0}) {
-    const auto q = QuantizedModel::quantize(model, t);
-    EXPECT_EQ(InferenceSession(q->weights).kv_cache_type(), KvCacheType::kF16) << ggml_type_name(t);
-    EXPECT_EQ(InferenceSession(q->weights, KvCacheType::kF32).kv_cache_type(), KvCacheType::kF32);
+  // The AVX-512 attention kernel reads a float16 cache in place for heads a
+  // multiple of 16 wide (up to 128); elsewhere the cache would be widened into
+  // scratch at every step, slower than fp32, so auto keeps fp32 there.
+#if defined(__x86_64__)
+  const bool in_place_cpu = __builtin_cpu_supports("avx512f") && !portable_kernels_forced();
+#else
+  const bool in_place_cpu = false;
+#endif
+  EXPECT_EQ(attention_f16_reads_in_place(16), in_place_cpu);
+  EXPECT_EQ(attention_f16_reads_in_place(128), in_place_cpu);
+  EXPECT_FALSE(attention_f16_reads_in_place(8));
+  EXPECT_FALSE(attention_f16_reads_in_place(24));
+  EXPECT_FALSE(attention_f16_reads_in_place(144));
+  for (int heads : {2, 4}) {  // heads 16 and 8 wide
+    const ModelConfig c = testing::model_config(23, 16, 2, heads, 32);
+    GPT model(c);
+    model.init_weights(1);
+    EXPECT_EQ(InferenceSession(model).kv_cache_type(), KvCacheType::kF32);  // fp32 stays exact
+    const KvCacheType compact = heads == 2 && in_place_cpu ? KvCacheType::kF16 : KvCacheType::kF32;
+    for (GgmlType t : {GgmlType::kF16, GgmlType::kQ8_0}) {
+      const auto q = QuantizedModel::quantize(model, t);
+      EXPECT_EQ(InferenceSession(q->weights).kv_cache_type(), compact) << ggml_type_name(t) << " heads " << heads;
+      EXPECT_EQ(InferenceSession(q->weights, KvCacheType::kF32).kv_cache_type(), KvCacheType::kF32);
+      EXPECT_EQ(InferenceSession(q->weights, KvCacheType::kF16).kv_cache_type(), KvCacheType::kF16);
+    }
   }
   EXPECT_EQ(parse_kv_cache_type("f16"), KvCacheType::kF16);
   try {

@@ -54,6 +54,7 @@ TEST(Gelu, FastTanhIsAccurate) {
 // The fused bias+GELU kernels against the separate steps (bias add, gelu_forward,
 // gelu_backward, column sums) in float64, for odd widths and 1-3 threads.
 TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
+  const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     for (int64_t OC : {1, 7, 64, 129}) {
@@ -87,7 +88,6 @@ TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
       EXPECT_EQ(dbias2, dbias);
     }
   }
-  omp_set_num_threads(omp_get_num_procs());
 }
 
 TEST(Attention, RowsAreCausalDistributions) {
@@ -321,7 +321,7 @@ TEST(Matmul, ColumnSumsAreIdenticalAcrossRuns) {
 // the 8-row passes, fewer rows than threads), with and without bias, the output
 // aliasing the residual as in the model, on 1, 2 and 3 threads.
 TEST(Matmul, SingleRowProductsMatchNaiveSums) {
-  const int saved = omp_get_max_threads();
+  const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     for (auto [C, OC] : {std::array<int64_t, 2>{1, 1}, {2, 7}, {17, 5}, {65, 129}, {768, 300}}) {
@@ -355,7 +355,6 @@ TEST(Matmul, SingleRowProductsMatchNaiveSums) {
       }
     }
   }
-  omp_set_num_threads(saved);
 }
 
 }  // namespace

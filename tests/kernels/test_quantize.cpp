@@ -1,6 +1,7 @@
 // Weight types: float16/bfloat16 conversion, llama.cpp's Q8_0/Q4_0 block formats,
 // and the products over them (the VNNI kernels and the portable loop, each against
 // the straightforward float computation).
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -16,7 +17,11 @@
 namespace gpt {
 namespace {
 
-bool cpu_has_f16c() { return __builtin_cpu_supports("f16c"); }
+// CPUID leaf 1, ECX bit 29 (clang cannot ask __builtin_cpu_supports for F16C).
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
 
 __attribute__((target("f16c"))) uint16_t hardware_half(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
@@ -125,6 +130,15 @@ const char* kernels_name(QuantKernels k) {
   return "?";
 }
 
+// Restores the best kernels on scope exit, so a failed ASSERT (which returns
+// early) does not leave later tests on a capped level.
+struct KernelCapGuard {
+  KernelCapGuard() = default;
+  KernelCapGuard(const KernelCapGuard&) = delete;
+  KernelCapGuard& operator=(const KernelCapGuard&) = delete;
+  ~KernelCapGuard() { cap_quant_kernels(QuantKernels::kVnniVbmi); }
+};
+
 // Every kernel level this CPU can run, portable first.
 std::vector<QuantKernels> available_kernels() {
   std::vector<QuantKernels> levels;
@@ -149,12 +163,14 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKer
   std::vector<float> wd(w.size());
   for (int64_t r = 0; r < rows; ++r) dequantize_row(type, q.matrix.row(r), wd.data() + r * cols, cols);
 
-  cap_quant_kernels(kernels);
-  ASSERT_EQ(quant_kernels(), kernels);
-  QuantScratch scratch;
   std::vector<float> out(residual);  // out aliases residual, as in the model
-  quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
-  cap_quant_kernels(QuantKernels::kVnniVbmi);
+  {
+    const KernelCapGuard restore;
+    cap_quant_kernels(kernels);
+    ASSERT_EQ(quant_kernels(), kernels);
+    QuantScratch scratch;
+    quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
+  }
 
   // From 8 rows on, W is widened to float and the input is used as it is.
   const bool blocks = ggml_block_size(type) > 1 && N < 8;
@@ -210,6 +226,7 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
       const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
       QuantScratch scratch;
       std::vector<float> slow(static_cast<size_t>(N * rows));
+      const KernelCapGuard restore;
       cap_quant_kernels(QuantKernels::kPortable);
       quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
       for (size_t k = 1; k < levels.size(); ++k) {
@@ -222,7 +239,6 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
               << ggml_type_name(t) << " cols " << cols << " " << kernels_name(levels[k]);
         }
       }
-      cap_quant_kernels(QuantKernels::kVnniVbmi);
     }
   }
 }

@@ -36,7 +36,10 @@ KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weig
   for (const InferenceLayer& l : weights.layers) {
     for (const LinearWeights* m : {&l.c_attn, &l.attn_proj, &l.c_fc, &l.mlp_proj}) compact |= m->type() != GgmlType::kF32;
   }
-  return compact ? KvCacheType::kF16 : KvCacheType::kF32;
+  const ModelConfig& c = weights.config;
+  // A float16 cache halves the bytes attention reads, but pays off only where
+  // it is read in place; widened into scratch it decodes slower than fp32.
+  return compact && attention_f16_reads_in_place(c.n_embd / c.n_head) ? KvCacheType::kF16 : KvCacheType::kF32;
 }
 
 InferenceSession::InferenceSession(GPT& model, KvCacheType kv) : InferenceSession(InferenceWeights::view(model), kv) {}

@@ -24,7 +24,8 @@ namespace gpt {
 enum class KvCacheType { kAuto, kF32, kF16 };
 KvCacheType parse_kv_cache_type(const std::string& name);  // "auto", "f32" or "f16"
 const char* kv_cache_type_name(KvCacheType type);
-// kAuto: float16 when any matrix is stored in a compact type, else fp32.
+// kAuto: float16 when any matrix is stored in a compact type and this CPU reads
+// a float16 cache in place (AVX-512), else fp32.
 KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights);
 
 class InferenceSession {

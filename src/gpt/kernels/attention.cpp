@@ -2,7 +2,9 @@
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -203,8 +205,6 @@ void attention_probabilities(float* att, const float* qkv, const float* lse, int
   }
 }
 
-int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs) { return capacity * (1 + 2 * hs); }
-
 namespace {
 
 #if defined(__x86_64__)
@@ -281,6 +281,10 @@ AttendInPlace<T> attend_kernel(int64_t) { return nullptr; }
 
 }  // namespace
 
+int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs) { return capacity * (1 + 2 * hs); }
+
+bool attention_f16_reads_in_place(int64_t hs) { return attend_kernel<uint16_t>(hs) != nullptr; }
+
 GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
                                                const float* v_cache, int64_t capacity, int64_t p0, int64_t n,
                                                int64_t C, int64_t NH, float* scratch, int scratch_threads) {
@@ -304,7 +308,7 @@ GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64
   }
 }
 
-void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
+GPT_MULTIVERSION void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                                   int64_t NH, float* scratch, int scratch_threads) {
   const int64_t hs = C / NH, per_thread = attention_f16_scratch_floats(capacity, hs);

@@ -35,5 +35,8 @@ void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, 
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                                   int64_t NH, float* scratch, int scratch_threads);
 int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs);
+// Whether a float16 cache of head width hs is read in place by a vector kernel
+// (else each query's keys and values are widened first, slower than fp32).
+bool attention_f16_reads_in_place(int64_t hs);
 
 }  // namespace gpt

@@ -1,7 +1,9 @@
 #include "gpt/kernels/float16.h"
 
+#if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
+#endif
 
 #include "gpt/kernels/dispatch.h"
 #include "gpt/util/half.h"

@@ -38,7 +38,7 @@ constexpr int64_t kPanelRows = 512;
 
 bool cpu_has_vnni() {
 #if defined(__x86_64__)
-  // (Every AVX-512 CPU also has F16C and FMA, which clang cannot query here.)
+  // (Every AVX-512 CPU also has F16C and FMA; clang cannot query F16C by name.)
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512dq") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -181,8 +181,9 @@ GPT_VNNI_TARGET inline float hsum256(__m256 v) {
 }
 
 // Both kernels make the weights unsigned (Q8_0: w + 128; Q4_0: the stored nibble,
-// w + 8) so VPDPBUSD (unsigned x signed bytes) can multiply them, two blocks per
-// 512-bit instruction, and subtract offset * sum(x) per block at the end.
+// w + 8) so VPDPBUSD (unsigned x signed bytes) can multiply them -- two Q8_0 or
+// four Q4_0 blocks per 512-bit instruction -- and subtract offset * sum(x) per
+// block at the end.
 GPT_VNNI_TARGET inline __m512 pair_scales(float s0, float s1) {
   return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(s0)), _mm256_set1_ps(s1), 1);
 }
@@ -403,7 +404,6 @@ GPT_VNNI_TARGET void rows_bf16_avx512(const uint8_t* w, size_t row_bytes, int64_
   for (int64_t r = 0; r < rows; ++r) out[r] = dot_bf16_avx512(w + r * row_bytes, in.x, in.cols);
 }
 
-// Whole rows to float, 16 at a time (the prefill path multiplies panels of them).
 // quantize_activations with vectors, bit for bit: the same amax, scale and
 // round-to-nearest-even (VCVTPS2DQ under the default rounding mode, as
 // nearbyint). Decode quantizes every product's input on one thread while the
@@ -423,6 +423,7 @@ GPT_VNNI_TARGET void quantize_activations_avx512(const float* x, int8_t* qs, flo
   }
 }
 
+// Whole rows to float, 16 at a time (the prefill path multiplies panels of them).
 GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, float* x, int64_t n) {
   switch (type) {
     case GgmlType::kF16: {
@@ -694,7 +695,9 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
     for (int64_t r0 = begin; r0 < end; r0 += kChunkRows) {
       const int64_t rows = std::min(kChunkRows, end - r0);
       for (int64_t n = 0; n < N; ++n) {
-        const InputRow row{{act_qs + n * C, act_d + n * nb, act_dsum + n * nb}, in + n * C, C};
+        // Float weights (F16/BF16) read only x: no quantized input exists to offset into.
+        const ActRow act = act_qs != nullptr ? ActRow{act_qs + n * C, act_d + n * nb, act_dsum + n * nb} : ActRow{};
+        const InputRow row{act, in + n * C, C};
         float* o = out + n * OC + r0;
         const float* res = residual != nullptr ? residual + n * OC + r0 : nullptr;
         float sums[kChunkRows];
