@@ -34,7 +34,34 @@ TEST(GemmBf16, SplitProductsComputeTheSame) {
   set_bf16_gemm_split_budget(int64_t(1) << 22);
 }
 
+// Which kernels auto picks depends on a timing; each mode is checked on its own.
+TEST(GemmBf16, ModesChooseTheKernels) {
+  EXPECT_EQ(parse_bf16_gemm_mode("auto"), Bf16GemmMode::kAuto);
+  EXPECT_EQ(parse_bf16_gemm_mode("native"), Bf16GemmMode::kNative);
+  EXPECT_EQ(parse_bf16_gemm_mode("emulated"), Bf16GemmMode::kEmulated);
+  try {
+    parse_bf16_gemm_mode("amx");
+    ADD_FAILURE() << "an unknown mode was accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "GPT_BF16_GEMM must be auto, native or emulated, not 'amx'");
+  }
+  set_bf16_gemm_mode(Bf16GemmMode::kEmulated);
+  EXPECT_FALSE(bf16_gemm_native());
+  set_bf16_gemm_mode(Bf16GemmMode::kNative);
+  EXPECT_EQ(bf16_gemm_native(), bf16_gemm_native_available());
+  set_bf16_gemm_mode(Bf16GemmMode::kAuto);
+  const bool chosen = bf16_gemm_native();
+  EXPECT_EQ(bf16_gemm_native(), chosen);  // measured once, then kept
+  EXPECT_TRUE(!chosen || bf16_gemm_native_available());
+  force_portable_bf16_gemm(true);
+  EXPECT_FALSE(bf16_gemm_native());
+  EXPECT_FALSE(bf16_gemm_native_available());
+  force_portable_bf16_gemm(false);
+  std::printf("[ measured ] auto chose %s bf16 products\n", chosen ? "oneDNN's native" : "the emulated (float32 GEMM)");
+}
+
 void check_all_shapes() {
+  set_bf16_gemm_mode(Bf16GemmMode::kNative);  // oneDNN's kernels wherever they exist, whatever auto would pick
   std::printf("[ info ] oneDNN bf16 matmul %s\n", bf16_gemm_native() ? "available" : "NOT available: fallback only");
   std::mt19937 rng(2);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -84,6 +111,7 @@ void check_all_shapes() {
       }
     }
   }
+  set_bf16_gemm_mode(Bf16GemmMode::kAuto);
 }
 
 TEST(GemmBf16, PrecisionSwitchRoutesGemm) {

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -138,9 +141,87 @@ class Bf16Matmuls {
 
 std::vector<float> g_a_round, g_b_round;  // fallback scratch (one caller at a time)
 
+// The portable path: the same bf16 products, by the float32 GEMM on rounded copies.
+void gemm_emulated(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+  if (g_a_round.size() < static_cast<size_t>(a_rows * a_cols)) g_a_round.resize(static_cast<size_t>(a_rows * a_cols));
+  if (g_b_round.size() < static_cast<size_t>(b_rows * b_cols)) g_b_round.resize(static_cast<size_t>(b_rows * b_cols));
+  round_rows(A, a_rows, a_cols, lda, g_a_round.data());
+  round_rows(B, b_rows, b_cols, ldb, g_b_round.data());
+  gemm_f32(ta, tb, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+}
+
+// Native bf16 instructions are not always faster: AMX and AMD's AVX512_BF16 run
+// bf16 products at about twice the float32 rate, but an Intel Xeon without AMX
+// issues VDPBF16PS on one port and runs them at half of it, slower than rounding
+// the inputs for the float32 GEMM. Both compute bf16 products with float32
+// accumulation, so in auto mode the faster one is measured once, interleaved, on
+// a transformer-sized product.
+bool native_measured_faster() {
+  constexpr int64_t M = 256, N = 768, K = 768;
+  std::vector<float> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(K * N)), c(static_cast<size_t>(M * N));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) * 0.125f - 0.25f;
+  auto best_seconds = [&](bool native) {
+    double best = 1e30;
+    for (int rep = 0; rep < 4; ++rep) {  // the first call also builds the primitive
+      const auto t0 = std::chrono::steady_clock::now();
+      if (native) {
+        Bf16Matmuls::instance().run(false, false, M, N, K, 1.0f, a.data(), K, b.data(), nullptr, N, 0.0f, c.data(), N);
+      } else {
+        gemm_emulated(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+      }
+      if (rep > 0) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  double native = 1e30, emulated = 1e30;
+  for (int round = 0; round < 2; ++round) {
+    native = std::min(native, best_seconds(true));
+    emulated = std::min(emulated, best_seconds(false));
+  }
+  return native <= 1.25 * emulated;  // native stays unless it clearly loses
+}
+
+// -1: not chosen yet (GPT_BF16_GEMM, else auto).
+std::atomic<int> g_mode{-1};
+
+Bf16GemmMode current_mode() {
+  int m = g_mode.load();
+  if (m < 0) {
+    const char* env = std::getenv("GPT_BF16_GEMM");
+    m = static_cast<int>(env != nullptr && *env != '\0' ? parse_bf16_gemm_mode(env) : Bf16GemmMode::kAuto);
+    g_mode.store(m);
+  }
+  return static_cast<Bf16GemmMode>(m);
+}
+
 }  // namespace
 
-bool bf16_gemm_native() { return Bf16Matmuls::instance().native() && !g_force_portable.load() && !portable_kernels_forced(); }
+Bf16GemmMode parse_bf16_gemm_mode(const std::string& name) {
+  if (name == "auto") return Bf16GemmMode::kAuto;
+  if (name == "native") return Bf16GemmMode::kNative;
+  if (name == "emulated") return Bf16GemmMode::kEmulated;
+  throw Error("GPT_BF16_GEMM must be auto, native or emulated, not '" + name + "'");
+}
+
+void set_bf16_gemm_mode(Bf16GemmMode mode) { g_mode.store(static_cast<int>(mode)); }
+
+bool bf16_gemm_native_available() {
+  return Bf16Matmuls::instance().native() && !g_force_portable.load() && !portable_kernels_forced();
+}
+
+bool bf16_gemm_native() {
+  if (!bf16_gemm_native_available()) return false;
+  switch (current_mode()) {
+    case Bf16GemmMode::kNative: return true;
+    case Bf16GemmMode::kEmulated: return false;
+    case Bf16GemmMode::kAuto: break;
+  }
+  static const bool faster = native_measured_faster();
+  return faster;
+}
 void force_portable_bf16_gemm(bool force) { g_force_portable.store(force); }
 
 void round_to_bf16(const float* x, float* out, int64_t n) { round_rows(x, 1, n, n, out); }
@@ -195,12 +276,7 @@ void gemm_bf16_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
       throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
     }
   }
-  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-  if (g_a_round.size() < static_cast<size_t>(a_rows * a_cols)) g_a_round.resize(static_cast<size_t>(a_rows * a_cols));
-  if (g_b_round.size() < static_cast<size_t>(b_rows * b_cols)) g_b_round.resize(static_cast<size_t>(b_rows * b_cols));
-  round_rows(A, a_rows, a_cols, lda, g_a_round.data());
-  round_rows(B, b_rows, b_cols, ldb, g_b_round.data());
-  gemm_f32(ta, tb, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+  gemm_emulated(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 // and multiplied by the float32 GEMM, which computes the same products.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace gpt {
 
@@ -21,8 +22,19 @@ void gemm_bf16_with_b16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 // x (rows, cols; leading dimension ld) rounded to bf16 bits, contiguous.
 void to_bf16_matrix(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out);
 
-// True when gemm_bf16 runs oneDNN's bf16 kernels (false: the portable fallback).
+// True when oneDNN has bf16 kernels for this CPU (and the portable path is not forced).
+bool bf16_gemm_native_available();
+// True when gemm_bf16 runs them (false: the portable path, which rounds the inputs
+// for the float32 GEMM and computes the same products).
 bool bf16_gemm_native();
+
+// Which of the two runs where both can. Auto measures both once and keeps the
+// native kernels unless they are clearly slower (they are on Intel CPUs without
+// AMX, where they run at half the float32 rate). The default is read from
+// GPT_BF16_GEMM (auto, native or emulated).
+enum class Bf16GemmMode { kAuto, kNative, kEmulated };
+Bf16GemmMode parse_bf16_gemm_mode(const std::string& name);  // throws gpt::Error on anything else
+void set_bf16_gemm_mode(Bf16GemmMode mode);
 // Tests force the fallback to compare the two.
 void force_portable_bf16_gemm(bool force);
 // Products whose operands exceed this many elements are split (default 4M); tests
