@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gpt/kernels/matmul_bf16.h"
 #include "gpt/model/config.h"
 
 namespace gpt::testing {
@@ -36,18 +37,27 @@ inline ModelConfig model_config(int vocab, int block, int layers, int heads, int
   return c;
 }
 
-// Sets OpenMP's thread count and restores the previous one on scope exit, so a
+// Restores OpenMP's thread count on scope exit, so a
 // failed ASSERT (which returns early) leaves later tests on the usual count.
 class ThreadCountGuard {
  public:
   ThreadCountGuard() : saved_(omp_get_max_threads()) {}
-  explicit ThreadCountGuard(int threads) : ThreadCountGuard() { omp_set_num_threads(threads); }
   ~ThreadCountGuard() { omp_set_num_threads(saved_); }
   ThreadCountGuard(const ThreadCountGuard&) = delete;
   ThreadCountGuard& operator=(const ThreadCountGuard&) = delete;
 
  private:
   int saved_;
+};
+
+// Runs bf16 products in `mode` until scope exit, then back to auto (also when a
+// failed ASSERT returns early).
+class Bf16GemmModeGuard {
+ public:
+  explicit Bf16GemmModeGuard(Bf16GemmMode mode) { set_bf16_gemm_mode(mode); }
+  ~Bf16GemmModeGuard() { set_bf16_gemm_mode(Bf16GemmMode::kAuto); }
+  Bf16GemmModeGuard(const Bf16GemmModeGuard&) = delete;
+  Bf16GemmModeGuard& operator=(const Bf16GemmModeGuard&) = delete;
 };
 
 // A fresh directory under /tmp, removed when the object goes away.

@@ -9,6 +9,7 @@
 #include "gpt/kernels/matmul_bf16.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -61,7 +62,8 @@ TEST(GemmBf16, ModesChooseTheKernels) {
 }
 
 void check_all_shapes() {
-  set_bf16_gemm_mode(Bf16GemmMode::kNative);  // oneDNN's kernels wherever they exist, whatever auto would pick
+  // oneDNN's kernels wherever they exist, whatever auto would pick.
+  const testing::Bf16GemmModeGuard native(Bf16GemmMode::kNative);
   std::printf("[ info ] oneDNN bf16 matmul %s\n", bf16_gemm_native() ? "available" : "NOT available: fallback only");
   std::mt19937 rng(2);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -111,7 +113,6 @@ void check_all_shapes() {
       }
     }
   }
-  set_bf16_gemm_mode(Bf16GemmMode::kAuto);
 }
 
 TEST(GemmBf16, PrecisionSwitchRoutesGemm) {

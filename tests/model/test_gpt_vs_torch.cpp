@@ -158,7 +158,8 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
       for (const TensorInfo& t : model.layout().tensors())
         f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
       set_matmul_precision(MatmulPrecision::kBFloat16);
-      set_bf16_gemm_mode(Bf16GemmMode::kNative);  // oneDNN's kernels where they exist, whatever auto would pick
+      // oneDNN's kernels where they exist, whatever auto would pick.
+      const testing::Bf16GemmModeGuard native(Bf16GemmMode::kNative);
       force_portable_bf16_gemm(portable);
       const char* kernels = portable ? "portable" : (bf16_gemm_native() ? "oneDNN bf16" : "portable: no oneDNN bf16 here");
       model.forward(f.tokens.data(), nullptr, f.B, f.T);
@@ -174,7 +175,6 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
       }
       set_matmul_precision(MatmulPrecision::kFloat32);
       force_portable_bf16_gemm(false);
-      set_bf16_gemm_mode(Bf16GemmMode::kAuto);
       std::printf("[ measured ] bf16 %s (%s): logits %.2e, loss %.2e, worst gradient %.2e\n", name, kernels,
                   logits_err, std::abs(loss - ref_loss) / ref_loss, worst);
       EXPECT_LT(logits_err, 1e-2) << name;

@@ -181,7 +181,12 @@ bool native_measured_faster() {
     native = std::min(native, best_seconds(true));
     emulated = std::min(emulated, best_seconds(false));
   }
-  return native <= 1.25 * emulated;  // native stays unless it clearly loses
+  const bool faster = native <= 1.25 * emulated;  // native stays unless it clearly loses
+  if (faster) {  // the emulated path's scratch will not be used
+    g_a_round = {};
+    g_b_round = {};
+  }
+  return faster;
 }
 
 // -1: not chosen yet (GPT_BF16_GEMM, else auto).
