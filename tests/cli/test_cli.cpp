@@ -419,6 +419,11 @@ TEST_F(Cli, ConvertQuantizeAndFineTuneFromImportedModels) {
                         "model not found");
   expect_one_line_error(run_gpt("train --data " + data() + " --dtype fp8 --quiet"), "--dtype");
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --dtype fp8"), "--dtype");
+  ::setenv("GPT_BF16_GEMM", "amx", 1);  // read when the first bf16 product runs
+  const auto bad_mode = run_gpt("train --data " + data() + " --out " + (dir / "bf16").string() +
+                                " --n-layer 1 --n-head 2 --n-embd 32 --block-size 16 --max-iters 2 --dtype bf16 --quiet");
+  ::unsetenv("GPT_BF16_GEMM");
+  expect_one_line_error(bad_mode, "GPT_BF16_GEMM must be auto, native or emulated, not 'amx'");
   expect_one_line_error(run_gpt("convert --model " + m + " --quantize q5_k --out " + (dir / "x.gguf").string()),
                         "unknown weight type 'q5_k'");
   expect_one_line_error(run_gpt("convert --model " + m + " --to hf --quantize q8_0 --out " + (dir / "x").string()),

@@ -218,8 +218,9 @@ bool bf16_gemm_native_available() {
 }
 
 bool bf16_gemm_native() {
+  const Bf16GemmMode mode = current_mode();  // first: a bad GPT_BF16_GEMM is an error on every CPU
   if (!bf16_gemm_native_available()) return false;
-  switch (current_mode()) {
+  switch (mode) {
     case Bf16GemmMode::kNative: return true;
     case Bf16GemmMode::kEmulated: return false;
     case Bf16GemmMode::kAuto: break;
