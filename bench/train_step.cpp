@@ -53,11 +53,13 @@ gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
 
 void BM_baby(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12); }
 void BM_shakespeare_char(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16); }
+void BM_shakespeare_char_b64(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 64); }
 void BM_gpt2_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4); }
 void BM_gpt2_124M_b1_t1024(benchmark::State& s) { train_step(s, config(50257, 1024, 12, 12, 768), 1); }
 constexpr auto kBf16 = gpt::MatmulPrecision::kBFloat16;
 void BM_baby_bf16(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12, kBf16); }
 void BM_shakespeare_char_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16, kBf16); }
+void BM_shakespeare_char_b64_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 64, kBf16); }
 void BM_gpt2_124M_b4_t256_bf16(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4, kBf16); }
 void BM_gpt2_124M_b1_t1024_bf16(benchmark::State& s) { train_step(s, config(50257, 1024, 12, 12, 768), 1, kBf16); }
 
@@ -75,10 +77,12 @@ void BM_peak_sgemm(benchmark::State& state) {
 BENCHMARK(BM_peak_sgemm)->Args({2048, 2048, 2048})->Args({4096, 3072, 768})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_baby)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_shakespeare_char_b64)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b1_t1024)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_baby_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_shakespeare_char_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_shakespeare_char_b64_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b4_t256_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b1_t1024_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK_MAIN();

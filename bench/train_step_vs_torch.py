@@ -3,7 +3,7 @@
 in separate processes (so each peak RSS is its own), same threads and batch:
 tokens/s, the ratio, model FLOPs utilisation and peak memory, fp32 and bf16.
 
-    /usr/bin/python3 bench/train_step_vs_torch.py [--threads 2] [--configs baby,shakespeare-char,gpt2-124M,gpt2-124M-T1024]
+    /usr/bin/python3 bench/train_step_vs_torch.py [--threads 2] [--configs baby,shakespeare-char,shakespeare-char-b64,gpt2-124M,gpt2-124M-T1024]
 
 FLOPs per token: 6 N + 12 L C T (PaLM's count; N = parameters without the
 position table). MFU is against the machine's measured FP32 peak: the best of
@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {  # name: vocab, block, layers, heads, width, batch, gpt.cpp benchmark
     "baby": (65, 64, 4, 4, 128, 12, "BM_baby"),
     "shakespeare-char": (65, 256, 6, 6, 384, 16, "BM_shakespeare_char"),
+    "shakespeare-char-b64": (65, 256, 6, 6, 384, 64, "BM_shakespeare_char_b64"),
     "gpt2-124M": (50257, 256, 12, 12, 768, 4, "BM_gpt2_124M_b4_t256"),
     "gpt2-124M-T1024": (50257, 1024, 12, 12, 768, 1, "BM_gpt2_124M_b1_t1024"),
 }

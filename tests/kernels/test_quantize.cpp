@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -118,6 +119,57 @@ TEST(Quantize, RoundTripErrorIsWithinOneStep) {
   }
 }
 
+// In memory, Q8_0/Q4_0 matrices are interleaved in groups of 16 rows (quantize.h);
+// every row must come back exactly as llama.cpp's layout has it, whether the
+// matrix was quantized here (row-major or transposed input) or wrapped from GGUF
+// bytes, for sizes with and without rows after the last whole group.
+TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16}) {
+    for (int64_t rows : {1, 15, 16, 17, 40, 48}) {
+      const int64_t cols = 96;
+      const size_t rb = ggml_row_bytes(t, cols);
+      std::vector<float> w(static_cast<size_t>(rows * cols)), wt(w.size());
+      for (auto& v : w) v = normal(rng);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) wt[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
+      }
+      std::vector<uint8_t> canonical(rb * static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) quantize_row(t, w.data() + r * cols, canonical.data() + rb * r, cols);
+      const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+      const QuantizedStorage qt = QuantizedStorage::quantize(t, wt.data(), rows, cols, true);
+      const QuantizedStorage wrapped = QuantizedStorage::wrap(t, canonical, rows, cols);
+      EXPECT_EQ(q.bytes, qt.bytes) << ggml_type_name(t) << " rows " << rows;
+      EXPECT_EQ(q.bytes, wrapped.bytes) << ggml_type_name(t) << " rows " << rows;
+      std::vector<uint8_t> row(rb);
+      std::vector<float> floats(static_cast<size_t>(cols)), expected(floats.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        q.matrix.block_row(r, row.data());
+        ASSERT_TRUE(std::equal(row.begin(), row.end(), canonical.begin() + static_cast<std::ptrdiff_t>(rb * r)))
+            << ggml_type_name(t) << " rows " << rows << " row " << r;
+        dequantize_row(t, canonical.data() + rb * r, expected.data(), cols);
+        q.matrix.float_row(r, floats.data());
+        ASSERT_EQ(floats, expected) << ggml_type_name(t) << " row " << r;
+      }
+      if (t == GgmlType::kQ8_0 && rows >= 16) {  // the documented layout, block 0 of group 0
+        for (int64_t r = 0; r < 16; ++r) {
+          EXPECT_EQ(std::memcmp(q.bytes.data() + 2 * r, canonical.data() + rb * r, 2), 0);  // scales first
+          for (int64_t j = 0; j < 8; ++j) {
+            for (int64_t i = 0; i < 4; ++i) {
+              EXPECT_EQ(q.bytes[static_cast<size_t>(32 + (j * 16 + r) * 4 + i)],
+                        static_cast<uint8_t>(canonical[rb * r + 2 + j * 4 + i] ^ 0x80));
+            }
+          }
+        }
+      } else if (t == GgmlType::kF16) {
+        EXPECT_EQ(q.bytes, canonical);  // 16-bit types stay row-major
+      }
+    }
+  }
+  EXPECT_THROW(QuantizedStorage::wrap(GgmlType::kQ8_0, std::vector<uint8_t>(67), 1, 64), Error);
+}
+
 // quantized_linear against float arithmetic on the dequantized weights. For block
 // types the input is quantized too (per 32 values, to amax / 127 steps), so the
 // bound is sum_i |w_i| * (half a step of x's block).
@@ -125,7 +177,6 @@ const char* kernels_name(QuantKernels k) {
   switch (k) {
     case QuantKernels::kPortable: return "portable";
     case QuantKernels::kVnni: return "vnni";
-    case QuantKernels::kVnniVbmi: return "vnni+vbmi";
   }
   return "?";
 }
@@ -136,17 +187,17 @@ struct KernelCapGuard {
   KernelCapGuard() = default;
   KernelCapGuard(const KernelCapGuard&) = delete;
   KernelCapGuard& operator=(const KernelCapGuard&) = delete;
-  ~KernelCapGuard() { cap_quant_kernels(QuantKernels::kVnniVbmi); }
+  ~KernelCapGuard() { cap_quant_kernels(QuantKernels::kVnni); }
 };
 
 // Every kernel level this CPU can run, portable first.
 std::vector<QuantKernels> available_kernels() {
   std::vector<QuantKernels> levels;
-  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kVnni, QuantKernels::kVnniVbmi}) {
+  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kVnni}) {
     cap_quant_kernels(k);
     if (quant_kernels() == k) levels.push_back(k);
   }
-  cap_quant_kernels(QuantKernels::kVnniVbmi);
+  cap_quant_kernels(QuantKernels::kVnni);
   return levels;
 }
 
@@ -161,7 +212,7 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKer
   for (auto& v : residual) v = normal(rng);
   const QuantizedStorage q = QuantizedStorage::quantize(type, w.data(), rows, cols);
   std::vector<float> wd(w.size());
-  for (int64_t r = 0; r < rows; ++r) dequantize_row(type, q.matrix.row(r), wd.data() + r * cols, cols);
+  for (int64_t r = 0; r < rows; ++r) q.matrix.float_row(r, wd.data() + r * cols);
 
   std::vector<float> out(residual);  // out aliases residual, as in the model
   {
@@ -214,8 +265,8 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
   const std::vector<QuantKernels> levels = available_kernels();
   if (levels.size() == 1) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    // Q4_0 runs whole quads of blocks, then up to 3 single blocks; Q8_0 pairs,
-    // then an odd block: 9, 11, 12, 15 and 24 blocks.
+    // 37 rows: two interleaved groups, then 5 rows in llama.cpp's layout; 9, 11,
+    // 12, 15 and 24 blocks per row.
     for (const int64_t cols : {288, 352, 384, 480, 768}) {
       const int64_t rows = 37, N = 2;
       std::mt19937 rng(3);

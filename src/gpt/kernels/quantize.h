@@ -47,13 +47,23 @@ void quantize_row(GgmlType type, const float* x, void* out, int64_t n);
 // And back.
 void dequantize_row(GgmlType type, const void* in, float* x, int64_t n);
 
-// A matrix of `rows` rows of `cols` weights in one of the types above, row-major
-// (row r = output r of a layer, as in PyTorch's Linear and in GGUF).
+// A matrix of `rows` rows of `cols` weights in one of the types above (row r =
+// output r of a layer, as in PyTorch's Linear and in GGUF), in memory as follows.
+// F16, BF16: row-major. Q8_0, Q4_0: row-interleaved for the decode kernels, so one
+// VPDPBUSD multiplies 4 weights of 16 rows by one broadcast word of the input:
+// each group of 16 rows holds, per block column, the 16 rows' float16 scales (32
+// bytes), then the 16 rows' 4-byte words of weights, word 0 of every row first
+// (Q8_0: each byte + 128, i.e. unsigned; Q4_0: the packed nibble bytes as
+// llama.cpp stores them). A group takes the bytes of its 16 rows in llama.cpp's
+// layout; the rows after the last whole group are stored as in llama.cpp.
 struct QuantizedMatrix {
   GgmlType type = GgmlType::kF32;
   int64_t rows = 0, cols = 0;
   const uint8_t* data = nullptr;  // rows * ggml_row_bytes(type, cols) bytes
-  const uint8_t* row(int64_t r) const;
+  // Row r in llama.cpp's block layout (ggml_row_bytes(type, cols) bytes).
+  void block_row(int64_t r, uint8_t* out) const;
+  // Row r widened to cols floats.
+  void float_row(int64_t r, float* out) const;
 };
 
 // Owns the bytes of a QuantizedMatrix.
@@ -63,6 +73,7 @@ struct QuantizedStorage {
   // Quantizes `rows` x `cols` floats given row-major (or column-major when
   // `transposed`, i.e. x[c * rows + r] is row r, column c: a Conv1D weight).
   static QuantizedStorage quantize(GgmlType type, const float* x, int64_t rows, int64_t cols, bool transposed = false);
+  // Takes rows in llama.cpp's layout (as GGUF stores them) and interleaves them.
   static QuantizedStorage wrap(GgmlType type, std::vector<uint8_t> bytes, int64_t rows, int64_t cols);
 };
 
@@ -78,11 +89,11 @@ struct QuantScratch {
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual = nullptr);
 
-// Which kernels run: the best the CPU offers (AVX-512 VNNI, with VBMI byte
-// permutes for Q4_0 where present, else portable loops), under a cap tests set
-// to run each level (GPT_PORTABLE_KERNELS=1 in the environment caps it too).
-enum class QuantKernels { kPortable, kVnni, kVnniVbmi };
+// Which kernels run: the best the CPU offers (AVX-512 VNNI, else portable
+// loops), under a cap tests set to run each level (GPT_PORTABLE_KERNELS=1 in the
+// environment caps it too).
+enum class QuantKernels { kPortable, kVnni };
 QuantKernels quant_kernels();
-void cap_quant_kernels(QuantKernels max);  // kVnniVbmi: no cap
+void cap_quant_kernels(QuantKernels max);  // kVnni: no cap
 
 }  // namespace gpt

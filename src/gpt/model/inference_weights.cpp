@@ -56,7 +56,7 @@ void InferenceWeights::embed(int32_t token, float* out) const {
     const float* row = wte_f32 + static_cast<int64_t>(token) * C;
     for (int64_t i = 0; i < C; ++i) out[i] = row[i];
   } else {
-    dequantize_row(wte_packed.type, wte_packed.row(token), out, C);
+    wte_packed.float_row(token, out);
   }
 }
 
