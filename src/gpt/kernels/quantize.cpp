@@ -255,6 +255,20 @@ void rows_wide_portable(const uint8_t* w, size_t row_bytes, int64_t rows, const 
 GPT_AVX512_WARNINGS_OFF
 #define GPT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
+// Decode reads each weight once, in one stream per thread, and the hardware
+// prefetchers alone keep too few lines in flight. Measured on GPT-2 124M, 2
+// threads, Intel Xeon VM, decode tok/s without -> with: Q8_0 225-247 -> 303-314
+// and Q4_0 466 -> 578 prefetching each block's lines 8 KB ahead (2-24 KB tried);
+// F16 74 -> 94 and BF16 74 -> 94 prefetching the whole row two rows ahead (the
+// same 8 KB-ahead scheme gained nothing there). Prefetches never fault, so
+// reading past a matrix's end is harmless.
+constexpr size_t kPrefetchAhead = 8192;
+// (Addresses as integers: a pointer past the end of an array would be undefined.)
+GPT_VNNI_TARGET inline void prefetch_lines(const uint8_t* base, size_t ahead, size_t bytes) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(base) + ahead;
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
 // A group of 16 interleaved rows against one input row (see quantize.h): per
 // block, each VPDPBUSD multiplies one 4-byte word of all 16 rows (unsigned: Q8_0
 // stored +128, Q4_0 nibbles +8) by the same broadcast word of the input, into 16
@@ -273,6 +287,7 @@ GPT_VNNI_TARGET inline __m512i broadcast_word(const int8_t* x, int j) {  // inpu
 GPT_VNNI_TARGET void group_q8_0_vnni(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
   __m512 acc = _mm512_setzero_ps(), offsets = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ8_0)) {
+    prefetch_lines(g, kPrefetchAhead, kGroupRows * sizeof(BlockQ8_0));
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
     const uint8_t* q = g + kGroupScaleBytes;
     const int8_t* x = a.qs + b * kQuantBlock;
@@ -293,6 +308,7 @@ GPT_VNNI_TARGET void group_q4_0_vnni(const uint8_t* g, int64_t nb, const ActRow&
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc = _mm512_setzero_ps(), offsets = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ4_0)) {
+    prefetch_lines(g, kPrefetchAhead, kGroupRows * sizeof(BlockQ4_0));
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
     const uint8_t* q = g + kGroupScaleBytes;
     const int8_t* x = a.qs + b * kQuantBlock;
@@ -353,10 +369,16 @@ GPT_VNNI_TARGET inline __attribute__((always_inline)) float dot_bf16_avx512(cons
   return s;
 }
 GPT_VNNI_TARGET void rows_f16_avx512(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
-  for (int64_t r = 0; r < rows; ++r) out[r] = dot_f16_avx512(w + r * row_bytes, in.x, in.cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    prefetch_lines(w + r * row_bytes, 2 * row_bytes, row_bytes);
+    out[r] = dot_f16_avx512(w + r * row_bytes, in.x, in.cols);
+  }
 }
 GPT_VNNI_TARGET void rows_bf16_avx512(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
-  for (int64_t r = 0; r < rows; ++r) out[r] = dot_bf16_avx512(w + r * row_bytes, in.x, in.cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    prefetch_lines(w + r * row_bytes, 2 * row_bytes, row_bytes);
+    out[r] = dot_bf16_avx512(w + r * row_bytes, in.x, in.cols);
+  }
 }
 
 // quantize_activations with vectors, bit for bit: the same amax, scale and
