@@ -152,13 +152,15 @@ TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
         q.matrix.float_row(r, floats.data());
         ASSERT_EQ(floats, expected) << ggml_type_name(t) << " row " << r;
       }
-      if (t == GgmlType::kQ8_0 && rows >= 16) {  // the documented layout, block 0 of group 0
+      if (t != GgmlType::kF16 && rows >= 16) {  // the documented layout, block 0 of group 0
+        const int64_t words = t == GgmlType::kQ8_0 ? 8 : 4;
+        const uint8_t offset = t == GgmlType::kQ8_0 ? 0x80 : 0;  // Q8_0 stored + 128
         for (int64_t r = 0; r < 16; ++r) {
           EXPECT_EQ(std::memcmp(q.bytes.data() + 2 * r, canonical.data() + rb * r, 2), 0);  // scales first
-          for (int64_t j = 0; j < 8; ++j) {
+          for (int64_t j = 0; j < words; ++j) {
             for (int64_t i = 0; i < 4; ++i) {
               EXPECT_EQ(q.bytes[static_cast<size_t>(32 + (j * 16 + r) * 4 + i)],
-                        static_cast<uint8_t>(canonical[rb * r + 2 + j * 4 + i] ^ 0x80));
+                        static_cast<uint8_t>(canonical[rb * r + 2 + j * 4 + i] ^ offset));
             }
           }
         }
@@ -253,7 +255,7 @@ TEST(QuantizedLinear, AllTypesOddSizesEveryKernel) {
   const std::vector<QuantKernels> levels = available_kernels();
   std::printf("[ info ] best quantized kernels on this CPU: %s\n", kernels_name(levels.back()));
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {5, 352}, {3, 512}}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {530, 288}, {5, 352}, {3, 512}}) {
       for (int64_t N : {1, 3, 8, 21}) {
         for (QuantKernels k : levels) check_linear(t, rows, cols, N, k);
       }
@@ -268,26 +270,28 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
     // 37 rows: two interleaved groups, then 5 rows in llama.cpp's layout; 9, 11,
     // 12, 15 and 24 blocks per row.
     for (const int64_t cols : {288, 352, 384, 480, 768}) {
-      const int64_t rows = 37, N = 2;
-      std::mt19937 rng(3);
-      std::normal_distribution<float> normal(0.0f, 1.0f);
-      std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
-      for (auto& v : w) v = normal(rng);
-      for (auto& v : in) v = normal(rng);
-      const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
-      QuantScratch scratch;
-      std::vector<float> slow(static_cast<size_t>(N * rows));
-      const KernelCapGuard restore;
-      cap_quant_kernels(QuantKernels::kPortable);
-      quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
-      for (size_t k = 1; k < levels.size(); ++k) {
-        std::vector<float> fast(slow.size());
-        cap_quant_kernels(levels[k]);
-        quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
-        // Same integer block sums; only the float accumulation order differs.
-        for (size_t i = 0; i < fast.size(); ++i) {
-          ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i])))
-              << ggml_type_name(t) << " cols " << cols << " " << kernels_name(levels[k]);
+      const int64_t rows = 37;
+      for (const int64_t N : {2, 8}) {  // decode kernels, then widened panels
+        std::mt19937 rng(3);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
+        for (auto& v : w) v = normal(rng);
+        for (auto& v : in) v = normal(rng);
+        const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+        QuantScratch scratch;
+        std::vector<float> slow(static_cast<size_t>(N * rows));
+        const KernelCapGuard restore;
+        cap_quant_kernels(QuantKernels::kPortable);
+        quantized_linear(slow.data(), in.data(), q.matrix, nullptr, N, scratch);
+        for (size_t k = 1; k < levels.size(); ++k) {
+          std::vector<float> fast(slow.size());
+          cap_quant_kernels(levels[k]);
+          quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+          // Same integer block sums; only the float accumulation order differs.
+          for (size_t i = 0; i < fast.size(); ++i) {
+            ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i])))
+                << ggml_type_name(t) << " cols " << cols << " N " << N << " " << kernels_name(levels[k]);
+          }
         }
       }
     }

@@ -4,14 +4,12 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/matmul.h"
-#include "gpt/kernels/thread_share.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
 
@@ -21,7 +19,7 @@ namespace {
 
 // An input row quantized for the integer dot products, like Q8_0 but with float
 // scales (the input is not stored, so there is no reason to round them): the int8
-// values contiguous (two blocks load as one 512-bit vector), and per block the
+// values contiguous (a 4-byte word of them is broadcast per VPDPBUSD), and per block the
 // scale d and d * (sum of its values), which undoes the offset the fast kernels
 // give the weights to make them unsigned.
 struct ActRow {
@@ -41,6 +39,7 @@ constexpr int64_t kPanelRows = 512;
 constexpr int64_t kGroupRows = 16;
 constexpr int64_t kGroupScaleBytes = kGroupRows * 2;
 constexpr int64_t kWordBytes = 4;
+static_assert(kPanelRows % kGroupRows == 0, "prompt panels hold whole groups");
 
 bool row_interleaved(GgmlType type) { return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0; }
 int64_t whole_groups(const QuantizedMatrix& m) { return row_interleaved(m.type) ? m.rows / kGroupRows : 0; }
@@ -257,10 +256,11 @@ GPT_AVX512_WARNINGS_OFF
 
 // Decode reads each weight once, in one stream per thread, and the hardware
 // prefetchers alone keep too few lines in flight. Measured on GPT-2 124M, 2
-// threads, Intel Xeon VM, decode tok/s without -> with: Q8_0 225-247 -> 303-314
-// and Q4_0 466 -> 578 prefetching each block's lines 8 KB ahead (2-24 KB tried);
-// F16 74 -> 94 and BF16 74 -> 94 prefetching the whole row two rows ahead (the
-// same 8 KB-ahead scheme gained nothing there). Prefetches never fault, so
+// threads, Intel Xeon VM, decode tok/s without -> with, both in one process
+// (16-token prompt, best of 4 interleaved rounds): Q8_0 225-247 -> 303-314 and
+// Q4_0 466 -> 578 prefetching each block's lines 8 KB ahead (2-24 KB tried); F16
+// 74 -> 94 and BF16 74 -> 94 prefetching the whole row two rows ahead (the same
+// 8 KB-ahead scheme gained nothing there). Prefetches never fault, so
 // reading past a matrix's end is harmless.
 constexpr size_t kPrefetchAhead = 8192;
 // (Addresses as integers: a pointer past the end of an array would be undefined.)
@@ -767,6 +767,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   // rows in chunks small enough to stay in L1 while all N inputs use them: W is
   // read from memory once.
   constexpr int64_t kChunkRows = 16;
+  static_assert(kChunkRows >= kGroupRows, "sums[] takes a whole group");
   const int64_t chunks = (OC - first_row + kChunkRows - 1) / kChunkRows;
 #pragma omp parallel
   {

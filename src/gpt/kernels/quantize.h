@@ -12,7 +12,8 @@
 // (decoding) each input row is quantized once to int8 blocks (scale per block) and
 // every output is a sum over blocks of d_w * d_x * (integer dot product of 32
 // pairs), computed with AVX-512 VNNI where the CPU has it (chosen at run time) and
-// a portable loop otherwise; 16-bit weights are widened and multiplied in float.
+// a portable loop otherwise (and for the at most 15 rows after a matrix's last
+// group of 16); 16-bit weights are widened and multiplied in float.
 // For many input rows (a prompt) panels of W are widened to float and multiplied
 // by oneDNN's GEMM, so the weights' rounding is the only difference from fp32.
 #pragma once
