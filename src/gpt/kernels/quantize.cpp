@@ -284,44 +284,34 @@ GPT_VNNI_TARGET inline __m512i broadcast_word(const int8_t* x, int j) {  // inpu
   return _mm512_set1_epi32(v);
 }
 
-GPT_VNNI_TARGET void group_q8_0_vnni(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
-  __m512 acc = _mm512_setzero_ps(), offsets = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ8_0)) {
-    prefetch_lines(g, kPrefetchAhead, kGroupRows * sizeof(BlockQ8_0));
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
-    const uint8_t* q = g + kGroupScaleBytes;
-    const int8_t* x = a.qs + b * kQuantBlock;
-    __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
-    for (int j = 0; j < 8; j += 2) {
-      d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(q + 64 * j), broadcast_word(x, j));
-      d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(q + 64 * (j + 1)), broadcast_word(x, j + 1));
-    }
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[b])), acc);
-    offsets = _mm512_fmadd_ps(dw, _mm512_set1_ps(a.dsum[b]), offsets);
-  }
-  _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_set1_ps(128.0f), offsets, acc));
-}
-
 // Q4_0: word j of a row holds weights 4j..4j+3 in its low nibbles and
 // 16+4j..16+4j+3 in its high nibbles (llama.cpp's byte order, kept).
-GPT_VNNI_TARGET void group_q4_0_vnni(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
+template <GgmlType kType>
+GPT_VNNI_TARGET void group_vnni(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
+  constexpr size_t kGroupBlockBytes = kGroupRows * (kType == GgmlType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc = _mm512_setzero_ps(), offsets = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ4_0)) {
-    prefetch_lines(g, kPrefetchAhead, kGroupRows * sizeof(BlockQ4_0));
+  for (int64_t b = 0; b < nb; ++b, g += kGroupBlockBytes) {
+    prefetch_lines(g, kPrefetchAhead, kGroupBlockBytes);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
     const uint8_t* q = g + kGroupScaleBytes;
     const int8_t* x = a.qs + b * kQuantBlock;
     __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
     for (int j = 0; j < 4; ++j) {
-      const __m512i v = _mm512_loadu_si512(q + 64 * j);
-      d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v, low4), broadcast_word(x, j));
-      d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4), broadcast_word(x, 4 + j));
+      if constexpr (kType == GgmlType::kQ8_0) {  // words j and j + 4
+        d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(q + 64 * j), broadcast_word(x, j));
+        d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(q + 64 * (j + 4)), broadcast_word(x, j + 4));
+      } else {  // word j: low nibbles against input word j, high against word 4 + j
+        const __m512i v = _mm512_loadu_si512(q + 64 * j);
+        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v, low4), broadcast_word(x, j));
+        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4), broadcast_word(x, 4 + j));
+      }
     }
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[b])), acc);
     offsets = _mm512_fmadd_ps(dw, _mm512_set1_ps(a.dsum[b]), offsets);
   }
-  _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), offsets, acc));
+  const float offset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;  // what the stored weights carry
+  _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_set1_ps(offset), offsets, acc));
 }
 
 GPT_VNNI_TARGET inline __m256i q4_nibbles(const uint8_t* qs) {  // 32 unsigned values, low nibbles first
@@ -746,8 +736,8 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
                                                  : rows_wide_portable<GgmlType::kBF16>;
 #if defined(__x86_64__)
   if (vnni) {
-    if (w.type == GgmlType::kQ8_0) group_dot = group_q8_0_vnni;
-    if (w.type == GgmlType::kQ4_0) group_dot = group_q4_0_vnni;
+    if (w.type == GgmlType::kQ8_0) group_dot = group_vnni<GgmlType::kQ8_0>;
+    if (w.type == GgmlType::kQ4_0) group_dot = group_vnni<GgmlType::kQ4_0>;
     if (w.type == GgmlType::kF16) rows_dot = rows_f16_avx512;
     if (w.type == GgmlType::kBF16) rows_dot = rows_bf16_avx512;
   }
