@@ -259,9 +259,8 @@ GPT_AVX512_WARNINGS_OFF
 // threads, Intel Xeon VM, decode tok/s without -> with, both in one process
 // (16-token prompt, best of 4 interleaved rounds): Q8_0 225-247 -> 303-314 and
 // Q4_0 466 -> 578 prefetching each block's lines 8 KB ahead (2-24 KB tried); F16
-// 74 -> 94 and BF16 74 -> 94 prefetching the whole row two rows ahead (the same
-// 8 KB-ahead scheme gained nothing there). Prefetches never fault, so
-// reading past a matrix's end is harmless.
+// and BF16 74 -> 106-113, each line 8 KB ahead into L2 (see dot_wide_avx512).
+// Prefetches never fault, so reading past a matrix's end is harmless.
 constexpr size_t kPrefetchAhead = 8192;
 // (Addresses as integers: a pointer past the end of an array would be undefined.)
 GPT_VNNI_TARGET inline void prefetch_lines(const uint8_t* base, size_t ahead, size_t bytes) {
@@ -325,49 +324,43 @@ GPT_VNNI_TARGET inline __m256i unpack_q4(const uint8_t* qs) {
   return _mm256_sub_epi8(q4_nibbles(qs), _mm256_set1_epi8(8));
 }
 
-// 16-bit weights: widened to float 16 at a time and multiplied in float.
-GPT_VNNI_TARGET inline __attribute__((always_inline)) float dot_f16_avx512(const uint8_t* row, const float* x, int64_t n) {
+// 16-bit weights: widened to float 16 at a time and multiplied in float. Each
+// 64-byte line is prefetched kWidePrefetchAhead ahead into L2 (T2 hint) as it
+// is read. Against prefetching the whole row two rows ahead into L1 (T0), which
+// the profile showed stalling on the prefetches themselves (L1 fill buffers
+// full), on GPT-2 124M, 2 threads, best of 4 interleaved rounds: F16 and BF16
+// 94-95 -> 110 tok/s (4-32 KB ahead all within noise of each other; T0 and T1
+// hints in the same loop 102-107). The quantized group kernels above stay with
+// T0: T2 there lost 5-9%.
+constexpr size_t kWidePrefetchAhead = 8192;
+
+template <GgmlType kType>
+GPT_VNNI_TARGET inline __m512 load_wide(const uint16_t* p) {  // 16 weights as floats
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if constexpr (kType == GgmlType::kF16) return _mm512_cvtph_ps(v);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+template <GgmlType kType>
+GPT_VNNI_TARGET inline float dot_wide_avx512(const uint8_t* row, const float* x, int64_t n) {
   const auto* w = reinterpret_cast<const uint16_t*>(row);
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(row) + kWidePrefetchAhead;
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))),
-                           _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))),
-                           _mm512_loadu_ps(x + i + 16), acc1);
+  for (; i + 32 <= n; i += 32) {  // one line per iteration
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + sizeof(uint16_t) * static_cast<uintptr_t>(i)), _MM_HINT_T2);
+    acc0 = _mm512_fmadd_ps(load_wide<kType>(w + i), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(load_wide<kType>(w + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
   }
   float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  for (; i < n; ++i) s += _cvtsh_ss(w[i]) * x[i];
+  for (; i < n; ++i) s += (kType == GgmlType::kF16 ? _cvtsh_ss(w[i]) : bf16_to_float(w[i])) * x[i];
   return s;
 }
 
-GPT_VNNI_TARGET inline __m512 load_bf16(const uint16_t* p) {
-  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
-GPT_VNNI_TARGET inline __attribute__((always_inline)) float dot_bf16_avx512(const uint8_t* row, const float* x, int64_t n) {
-  const auto* w = reinterpret_cast<const uint16_t*>(row);
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm512_fmadd_ps(load_bf16(w + i), _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(load_bf16(w + i + 16), _mm512_loadu_ps(x + i + 16), acc1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  for (; i < n; ++i) s += bf16_to_float(w[i]) * x[i];
-  return s;
-}
-GPT_VNNI_TARGET void rows_f16_avx512(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
+template <GgmlType kType>
+GPT_VNNI_TARGET void rows_wide_avx512(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
-    prefetch_lines(w + r * row_bytes, 2 * row_bytes, row_bytes);
-    out[r] = dot_f16_avx512(w + r * row_bytes, in.x, in.cols);
-  }
-}
-GPT_VNNI_TARGET void rows_bf16_avx512(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    prefetch_lines(w + r * row_bytes, 2 * row_bytes, row_bytes);
-    out[r] = dot_bf16_avx512(w + r * row_bytes, in.x, in.cols);
+    out[r] = dot_wide_avx512<kType>(w + r * row_bytes, in.x, in.cols);
   }
 }
 
@@ -423,16 +416,14 @@ GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, flo
     case GgmlType::kF16: {
       const auto* w = reinterpret_cast<const uint16_t*>(in);
       int64_t i = 0;
-      for (; i + 16 <= n; i += 16) {
-        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))));
-      }
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, load_wide<GgmlType::kF16>(w + i));
       for (; i < n; ++i) x[i] = _cvtsh_ss(w[i]);
       return;
     }
     case GgmlType::kBF16: {
       const auto* w = reinterpret_cast<const uint16_t*>(in);
       int64_t i = 0;
-      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, load_bf16(w + i));
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, load_wide<GgmlType::kBF16>(w + i));
       for (; i < n; ++i) x[i] = bf16_to_float(w[i]);
       return;
     }
@@ -738,8 +729,8 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   if (vnni) {
     if (w.type == GgmlType::kQ8_0) group_dot = group_vnni<GgmlType::kQ8_0>;
     if (w.type == GgmlType::kQ4_0) group_dot = group_vnni<GgmlType::kQ4_0>;
-    if (w.type == GgmlType::kF16) rows_dot = rows_f16_avx512;
-    if (w.type == GgmlType::kBF16) rows_dot = rows_bf16_avx512;
+    if (w.type == GgmlType::kF16) rows_dot = rows_wide_avx512<GgmlType::kF16>;
+    if (w.type == GgmlType::kBF16) rows_dot = rows_wide_avx512<GgmlType::kBF16>;
   }
 #endif
   const int64_t groups = whole_groups(w), first_row = groups * kGroupRows;
