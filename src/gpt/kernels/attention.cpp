@@ -92,24 +92,48 @@ std::vector<float>& thread_scratch(int64_t n) {
 // `lse_in` the rows' log-sum-exps are given (backward); else computed into lse_out.
 GPT_MULTIVERSION void block_probabilities(float* S, int64_t nq, int64_t nk, int64_t q0, const float* lse_in,
                                           float* lse_out) {
+  constexpr int64_t kLanes = 16;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
     float* row = S + i * nk;
     const int64_t visible = q0 + i + 1;
+    // Whole blocks of 16 keys, the lanes past the causal edge masked: written as
+    // fixed 16-lane loops so each block is one vector whatever the row's length
+    // (the compiler's own vector loops over `visible` came with scalar tails
+    // that took most of this function's time: a row sees ~nk/2 keys). Keys from
+    // vec_end on (only when nk is not a multiple of 16) go one by one.
+    const int64_t vec_end = std::min((visible + kLanes - 1) / kLanes * kLanes, nk / kLanes * kLanes);
     float lse;
     if (lse_in != nullptr) {
       lse = lse_in[i];
     } else {
-      float maxval = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) maxval = std::max(maxval, row[j]);
+      float m[kLanes];
+      for (int64_t k = 0; k < kLanes; ++k) m[k] = kNegInf;
+      for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
+        for (int64_t k = 0; k < kLanes; ++k) {
+          const float v = j0 + k < visible ? row[j0 + k] : kNegInf;
+          m[k] = m[k] > v ? m[k] : v;
+        }
+      }
+      float maxval = kNegInf;
+      for (int64_t k = 0; k < kLanes; ++k) maxval = std::max(maxval, m[k]);
+      for (int64_t j = vec_end; j < visible; ++j) maxval = std::max(maxval, row[j]);
+      float acc[kLanes] = {};
+      for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
+        for (int64_t k = 0; k < kLanes; ++k) acc[k] += j0 + k < visible ? exp_nonpositive(row[j0 + k] - maxval) : 0.0f;
+      }
       float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < visible; ++j) sum += exp_nonpositive(row[j] - maxval);
+      for (int64_t k = 0; k < kLanes; ++k) sum += acc[k];
+      for (int64_t j = vec_end; j < visible; ++j) sum += exp_nonpositive(row[j] - maxval);
       lse = maxval + std::log(sum);
       lse_out[i] = lse;
     }
-#pragma omp simd
-    for (int64_t j = 0; j < visible; ++j) row[j] = exp_nonpositive(std::min(row[j] - lse, 0.0f));
-    for (int64_t j = visible; j < nk; ++j) row[j] = 0.0f;
+    for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
+      for (int64_t k = 0; k < kLanes; ++k) {
+        row[j0 + k] = j0 + k < visible ? exp_nonpositive(std::min(row[j0 + k] - lse, 0.0f)) : 0.0f;
+      }
+    }
+    for (int64_t j = vec_end; j < nk; ++j) row[j] = j < visible ? exp_nonpositive(std::min(row[j] - lse, 0.0f)) : 0.0f;
   }
 }
 
