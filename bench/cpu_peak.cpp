@@ -55,85 +55,71 @@ double flops_per_instruction(Kind k) {
 #if defined(__x86_64__)
 // Each loop returns a value built from every accumulator, so none is dead code;
 // every accumulator and input passes through an empty asm, so the compiler can
-// neither fold them nor merge the twelve identical-looking chains into one.
-#define GPT_HIDE(i) __asm__ volatile("" : "+v"(a##i));
+// neither fold them nor merge the twelve identical-looking chains into one. A
+// loop defines Vec, zero, its inputs and GPT_PEAK_STEP(acc) / GPT_PEAK_LANE0(acc)
+// (one step of a chain; lane 0 as a float), then expands GPT_CHAINS_BODY. (Macros,
+// not a template: each loop must be compiled for its own instruction set.)
+#define GPT_DECL(i)   \
+  Vec a##i = zero;    \
+  __asm__ volatile("" : "+v"(a##i));
+#define GPT_STEP(i) a##i = GPT_PEAK_STEP(a##i);
+#define GPT_SUM(i) s += GPT_PEAK_LANE0(a##i);
+#define GPT_CHAINS_BODY                      \
+  GPT_REP12(GPT_DECL)                        \
+  for (long it = 0; it < iters; ++it) {      \
+    GPT_REP12(GPT_STEP)                      \
+  }                                          \
+  float s = 0;                               \
+  GPT_REP12(GPT_SUM)                         \
+  return s;
+
+#define GPT_PEAK_STEP(acc) _mm256_fmadd_ps(x, y, acc)
+#define GPT_PEAK_LANE0(acc) _mm256_cvtss_f32(acc)
 __attribute__((target("avx2,fma"))) float loop_fp32_avx2(long iters) {
-#define GPT_DECL(i) __m256 a##i = _mm256_setzero_ps();
-  GPT_REP12(GPT_DECL)
-#undef GPT_DECL
-  GPT_REP12(GPT_HIDE)
-  __m256 x = _mm256_set1_ps(1e-9f), y = _mm256_set1_ps(1.0f);
-  __asm__ volatile("" : "+x"(x), "+x"(y));
-  for (long it = 0; it < iters; ++it) {
-#define GPT_STEP(i) a##i = _mm256_fmadd_ps(x, y, a##i);
-    GPT_REP12(GPT_STEP)
-#undef GPT_STEP
-  }
-  float s = 0;
-#define GPT_SUM(i) s += _mm256_cvtss_f32(a##i);
-  GPT_REP12(GPT_SUM)
-#undef GPT_SUM
-  return s;
-}
-
-__attribute__((target("avx512f"))) float loop_fp32_avx512(long iters) {
-#define GPT_DECL(i) __m512 a##i = _mm512_setzero_ps();
-  GPT_REP12(GPT_DECL)
-#undef GPT_DECL
-  GPT_REP12(GPT_HIDE)
-  __m512 x = _mm512_set1_ps(1e-9f), y = _mm512_set1_ps(1.0f);
+  using Vec = __m256;
+  const Vec zero = _mm256_setzero_ps();
+  Vec x = _mm256_set1_ps(1e-9f), y = _mm256_set1_ps(1.0f);
   __asm__ volatile("" : "+v"(x), "+v"(y));
-  for (long it = 0; it < iters; ++it) {
-#define GPT_STEP(i) a##i = _mm512_fmadd_ps(x, y, a##i);
-    GPT_REP12(GPT_STEP)
-#undef GPT_STEP
-  }
-  float s = 0;
-#define GPT_SUM(i) s += _mm512_cvtss_f32(a##i);
-  GPT_REP12(GPT_SUM)
-#undef GPT_SUM
-  return s;
+  GPT_CHAINS_BODY
 }
+#undef GPT_PEAK_STEP
 
+#define GPT_PEAK_STEP(acc) _mm512_fmadd_ps(x, y, acc)
+#undef GPT_PEAK_LANE0
+#define GPT_PEAK_LANE0(acc) _mm512_cvtss_f32(acc)
+__attribute__((target("avx512f"))) float loop_fp32_avx512(long iters) {
+  using Vec = __m512;
+  const Vec zero = _mm512_setzero_ps();
+  Vec x = _mm512_set1_ps(1e-9f), y = _mm512_set1_ps(1.0f);
+  __asm__ volatile("" : "+v"(x), "+v"(y));
+  GPT_CHAINS_BODY
+}
+#undef GPT_PEAK_STEP
+
+#define GPT_PEAK_STEP(acc) _mm512_dpbf16_ps(acc, x, y)
 __attribute__((target("avx512f,avx512bf16"))) float loop_bf16_dot(long iters) {
-#define GPT_DECL(i) __m512 a##i = _mm512_setzero_ps();
-  GPT_REP12(GPT_DECL)
-#undef GPT_DECL
-  GPT_REP12(GPT_HIDE)
+  using Vec = __m512;
+  const Vec zero = _mm512_setzero_ps();
   __m512i xi = _mm512_set1_epi16(0x3000), yi = _mm512_set1_epi16(0x3F80);  // bf16 bits of 2^-31 and 1
   __asm__ volatile("" : "+v"(xi), "+v"(yi));
   const auto x = reinterpret_cast<__m512bh&>(xi);
   const auto y = reinterpret_cast<__m512bh&>(yi);
-  for (long it = 0; it < iters; ++it) {
-#define GPT_STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y);
-    GPT_REP12(GPT_STEP)
-#undef GPT_STEP
-  }
-  float s = 0;
-#define GPT_SUM(i) s += _mm512_cvtss_f32(a##i);
-  GPT_REP12(GPT_SUM)
-#undef GPT_SUM
-  return s;
+  GPT_CHAINS_BODY
 }
+#undef GPT_PEAK_STEP
+#undef GPT_PEAK_LANE0
 
+#define GPT_PEAK_STEP(acc) _mm512_fmadd_ph(x, y, acc)
+#define GPT_PEAK_LANE0(acc) static_cast<float>(_mm512_cvtsh_h(acc))
 __attribute__((target("avx512f,avx512fp16"))) float loop_fp16(long iters) {
-#define GPT_DECL(i) __m512h a##i = _mm512_setzero_ph();
-  GPT_REP12(GPT_DECL)
-#undef GPT_DECL
-  GPT_REP12(GPT_HIDE)
-  __m512h x = _mm512_set1_ph(static_cast<_Float16>(1e-4f)), y = _mm512_set1_ph(static_cast<_Float16>(1.0f));
+  using Vec = __m512h;
+  const Vec zero = _mm512_setzero_ph();
+  Vec x = _mm512_set1_ph(static_cast<_Float16>(1e-4f)), y = _mm512_set1_ph(static_cast<_Float16>(1.0f));
   __asm__ volatile("" : "+v"(x), "+v"(y));
-  for (long it = 0; it < iters; ++it) {
-#define GPT_STEP(i) a##i = _mm512_fmadd_ph(x, y, a##i);
-    GPT_REP12(GPT_STEP)
-#undef GPT_STEP
-  }
-  float s = 0;
-#define GPT_SUM(i) s += static_cast<float>(_mm512_cvtsh_h(a##i));
-  GPT_REP12(GPT_SUM)
-#undef GPT_SUM
-  return s;
+  GPT_CHAINS_BODY
 }
+#undef GPT_PEAK_STEP
+#undef GPT_PEAK_LANE0
 
 bool supported(Kind k) {
   __builtin_cpu_init();
