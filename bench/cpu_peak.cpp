@@ -196,7 +196,11 @@ int main(int argc, char** argv) {
   double seconds = 0.5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--threads" || a == "--seconds") && i + 1 < argc) {
+    if (a == "--threads" || a == "--seconds") {
+      if (i + 1 == argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", a.c_str());
+        return 2;
+      }
       char* end = nullptr;
       const double v = std::strtod(argv[++i], &end);
       if (*end != '\0' || !(v > 0) || v > 1e6) {

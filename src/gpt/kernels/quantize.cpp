@@ -178,32 +178,27 @@ uint16_t group_scale(const uint8_t* g, int64_t r) {
   return d;
 }
 
-void group_q8_0_portable(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
+// Q8_0 words hold 4 weights (stored +128); Q4_0 words hold weights 4j..4j+3 in
+// their low nibbles and 16+4j..16+4j+3 in their high ones (stored +8).
+template <GgmlType kType>
+void group_portable(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
+  constexpr bool kQ8 = kType == GgmlType::kQ8_0;
+  constexpr size_t kGroupBlockBytes = kGroupRows * (kQ8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  constexpr int64_t kWords = (kQ8 ? kQuantBlock : kQuantBlock / 2) / kWordBytes;  // per row and block
   for (int64_t r = 0; r < kGroupRows; ++r) out[r] = 0.0f;
-  for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ8_0)) {
+  for (int64_t b = 0; b < nb; ++b, g += kGroupBlockBytes) {
     const int8_t* x = a.qs + b * kQuantBlock;
     for (int64_t r = 0; r < kGroupRows; ++r) {
       int32_t s = 0;
-      for (int64_t j = 0; j < kQuantBlock / kWordBytes; ++j) {
-        const uint8_t* word = g + kGroupScaleBytes + (j * kGroupRows + r) * kWordBytes;
-        for (int64_t i = 0; i < kWordBytes; ++i) s += (static_cast<int32_t>(word[i]) - 128) * x[j * kWordBytes + i];
-      }
-      out[r] += half_to_float(group_scale(g, r)) * a.d[b] * static_cast<float>(s);
-    }
-  }
-}
-
-void group_q4_0_portable(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
-  for (int64_t r = 0; r < kGroupRows; ++r) out[r] = 0.0f;
-  for (int64_t b = 0; b < nb; ++b, g += kGroupRows * sizeof(BlockQ4_0)) {
-    const int8_t* x = a.qs + b * kQuantBlock;
-    for (int64_t r = 0; r < kGroupRows; ++r) {
-      int32_t s = 0;
-      for (int64_t j = 0; j < kQuantBlock / 2 / kWordBytes; ++j) {
+      for (int64_t j = 0; j < kWords; ++j) {
         const uint8_t* word = g + kGroupScaleBytes + (j * kGroupRows + r) * kWordBytes;
         for (int64_t i = 0; i < kWordBytes; ++i) {
           const int64_t k = j * kWordBytes + i;
-          s += ((word[i] & 0x0F) - 8) * x[k] + ((word[i] >> 4) - 8) * x[k + kQuantBlock / 2];
+          if constexpr (kQ8) {
+            s += (static_cast<int32_t>(word[i]) - 128) * x[k];
+          } else {
+            s += ((word[i] & 0x0F) - 8) * x[k] + ((word[i] >> 4) - 8) * x[k + kQuantBlock / 2];
+          }
         }
       }
       out[r] += half_to_float(group_scale(g, r)) * a.d[b] * static_cast<float>(s);
@@ -720,7 +715,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   }
   // Row-interleaved groups (Q8_0, Q4_0) take group kernels; the rows after the
   // last whole group, and F16/BF16 matrices, take per-row kernels.
-  GroupDot group_dot = w.type == GgmlType::kQ8_0 ? group_q8_0_portable : group_q4_0_portable;
+  GroupDot group_dot = w.type == GgmlType::kQ8_0 ? group_portable<GgmlType::kQ8_0> : group_portable<GgmlType::kQ4_0>;
   RowsDot rows_dot = w.type == GgmlType::kQ8_0   ? rows_q8_0_portable
                      : w.type == GgmlType::kQ4_0 ? rows_q4_0_portable
                      : w.type == GgmlType::kF16  ? rows_wide_portable<GgmlType::kF16>
