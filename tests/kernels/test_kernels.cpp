@@ -51,8 +51,10 @@ TEST(Gelu, FastTanhIsAccurate) {
   EXPECT_EQ(gelu_tanh_approx_for_test(-1000.0f), -1.0f);
 }
 
-// The fused bias+GELU kernels against the separate steps (bias add, gelu_forward,
-// gelu_backward, column sums) in float64, for odd widths and 1-3 threads.
+// The fused bias+GELU kernels against the separate steps (bias add, GELU, its
+// derivative, column sums) in float64, for odd widths and 1-3 threads; the
+// backward's remake writing the derivative over the pre-activations as the model
+// does, and dpre aliasing dout.
 TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
   const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
@@ -62,10 +64,12 @@ TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
       const auto x = random_vector(static_cast<size_t>(N * OC), 1, 2.0f);
       const auto bias = random_vector(static_cast<size_t>(OC), 2);
       const auto dout = random_vector(static_cast<size_t>(N * OC), 3);
-      std::vector<float> pre = x, out(x.size()), dpre(x.size());
+      std::vector<float> pre = x, out(x.size()), remade(x.size()), derivative(x.size()), dpre(x.size());
       std::vector<float> dbias(static_cast<size_t>(OC), 0.5f);
       bias_gelu_forward(pre.data(), out.data(), bias.data(), N, OC);
-      bias_gelu_backward(dpre.data(), dbias.data(), pre.data(), dout.data(), N, OC);
+      gelu_forward_with_derivative(remade.data(), derivative.data(), pre.data(), N * OC);
+      EXPECT_EQ(remade, out);  // the backward's remake is the forward's output, bit for bit
+      bias_gelu_backward(dpre.data(), dbias.data(), derivative.data(), dout.data(), N, OC);
       for (int64_t j = 0; j < OC; ++j) {
         double sum = 0.5;
         for (int64_t r = 0; r < N; ++r) {
@@ -76,14 +80,19 @@ TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
           const double dg = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * 0.7978845608028654 * (1 + 3 * 0.044715 * v * v);
           ASSERT_NEAR(pre[i], v, 1e-6);
           ASSERT_NEAR(out[i], g, 2e-6 * (1 + std::abs(g))) << "OC=" << OC;
+          ASSERT_NEAR(derivative[i], dg, 2e-6 * (1 + std::abs(dg))) << "OC=" << OC;
           ASSERT_NEAR(dpre[i], dg * dout[i], 2e-6 * (1 + std::abs(dg * dout[i]))) << "OC=" << OC;
           sum += dg * dout[i];
         }
         ASSERT_NEAR(dbias[static_cast<size_t>(j)], sum, 1e-5 * (1 + std::abs(sum))) << "OC=" << OC;
       }
-      std::vector<float> in_place = dout;  // dpre may alias dout
+      std::vector<float> in_place_pre = pre, in_place_out(x.size());  // derivative over pre
+      gelu_forward_with_derivative(in_place_out.data(), in_place_pre.data(), in_place_pre.data(), N * OC);
+      EXPECT_EQ(in_place_out, out);
+      EXPECT_EQ(in_place_pre, derivative);
+      std::vector<float> in_place = dout;  // dpre aliasing dout
       std::vector<float> dbias2(static_cast<size_t>(OC), 0.5f);
-      bias_gelu_backward(in_place.data(), dbias2.data(), pre.data(), in_place.data(), N, OC);
+      bias_gelu_backward(in_place.data(), dbias2.data(), derivative.data(), in_place.data(), N, OC);
       EXPECT_EQ(in_place, dpre);
       EXPECT_EQ(dbias2, dbias);
     }
@@ -198,6 +207,50 @@ TEST(LayerNorm, FusedResidualAddAndRemadeOutputMatchTheSeparateSteps) {
   }
 }
 
+// The backward against float64 sums, accumulating onto what dinp, dweight and dbias
+// hold (as the model's residual stream does): rows split among 1-3 threads,
+// including fewer rows than threads, and odd widths.
+TEST(LayerNorm, BackwardMatchesFloat64OnAnyThreadCount) {
+  const gpt::testing::ThreadCountGuard restore;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (auto [N, C] : {std::array<int64_t, 2>{1, 17}, {2, 64}, {37, 129}}) {
+      const auto x = random_vector(static_cast<size_t>(N * C), 21, 3.0f), dy = random_vector(static_cast<size_t>(N * C), 22);
+      const auto w = random_vector(static_cast<size_t>(C), 23), b = random_vector(static_cast<size_t>(C), 24);
+      std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(mean.size());
+      layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+      std::vector<float> dx(x.size(), 0.25f), dw(static_cast<size_t>(C), 0.5f), db(static_cast<size_t>(C), -0.5f);
+      layernorm_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+      std::vector<double> dw_ref(static_cast<size_t>(C), 0.5), db_ref(static_cast<size_t>(C), -0.5);
+      for (int64_t r = 0; r < N; ++r) {
+        const auto at = [&](int64_t i) { return static_cast<size_t>(r * C + i); };
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < C; ++i) m += x[at(i)];
+        m /= static_cast<double>(C);
+        for (int64_t i = 0; i < C; ++i) v += (x[at(i)] - m) * (x[at(i)] - m);
+        const double s = 1.0 / std::sqrt(v / static_cast<double>(C) + 1e-5);
+        double g_mean = 0, gn_mean = 0;
+        for (int64_t i = 0; i < C; ++i) {
+          const double n = (x[at(i)] - m) * s, g = static_cast<double>(w[static_cast<size_t>(i)]) * dy[at(i)];
+          g_mean += g / static_cast<double>(C);
+          gn_mean += g * n / static_cast<double>(C);
+          dw_ref[static_cast<size_t>(i)] += n * dy[at(i)];
+          db_ref[static_cast<size_t>(i)] += dy[at(i)];
+        }
+        for (int64_t i = 0; i < C; ++i) {
+          const double n = (x[at(i)] - m) * s;
+          const double want = 0.25 + (static_cast<double>(w[static_cast<size_t>(i)]) * dy[at(i)] - g_mean - n * gn_mean) * s;
+          ASSERT_NEAR(dx[at(i)], want, 1e-4 * (1 + std::abs(want))) << "threads " << threads << " N " << N << " C " << C;
+        }
+      }
+      for (int64_t i = 0; i < C; ++i) {
+        ASSERT_NEAR(dw[static_cast<size_t>(i)], dw_ref[static_cast<size_t>(i)], 1e-4 * (1 + std::abs(dw_ref[static_cast<size_t>(i)])));
+        ASSERT_NEAR(db[static_cast<size_t>(i)], db_ref[static_cast<size_t>(i)], 1e-4 * (1 + std::abs(db_ref[static_cast<size_t>(i)])));
+      }
+    }
+  }
+}
+
 TEST(CrossEntropy, StableForHugeLogits) {
   std::vector<float> logits = {1e4f, -1e4f, 0.0f, 1e4f - 1.0f};
   std::vector<int32_t> target = {3};
@@ -303,17 +356,25 @@ TEST(Matmul, MatchesNaiveProductForOddShapes) {
   }
 }
 
+// Bias gradients: identical from run to run, right on 1-3 threads, including
+// fewer rows than threads (a thread with no rows still adds its zero partials).
 TEST(Matmul, ColumnSumsAreIdenticalAcrossRuns) {
-  const int64_t N = 257, OC = 131;
-  auto x = random_vector(N * OC, 8);
-  std::vector<float> s1(OC, 0.0f), s2(OC, 0.0f);
-  add_column_sums(s1.data(), x.data(), N, OC);
-  add_column_sums(s2.data(), x.data(), N, OC);
-  EXPECT_EQ(s1, s2);
-  for (int64_t j = 0; j < OC; ++j) {
-    double s = 0;
-    for (int64_t r = 0; r < N; ++r) s += x[r * OC + j];
-    EXPECT_NEAR(s1[j], s, 1e-3);
+  const gpt::testing::ThreadCountGuard restore;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (int64_t N : {1, 2, 257}) {
+      const int64_t OC = 131;
+      auto x = random_vector(N * OC, 8);
+      std::vector<float> s1(OC, 1.0f), s2(OC, 1.0f);
+      add_column_sums(s1.data(), x.data(), N, OC);
+      add_column_sums(s2.data(), x.data(), N, OC);
+      EXPECT_EQ(s1, s2);
+      for (int64_t j = 0; j < OC; ++j) {
+        double s = 1.0;
+        for (int64_t r = 0; r < N; ++r) s += x[r * OC + j];
+        ASSERT_NEAR(s1[j], s, 1e-3) << "threads " << threads << " N " << N;
+      }
+    }
   }
 }
 

@@ -3,6 +3,8 @@
 #include "gpt/kernels/fast_math.h"
 #include "gpt/kernels/thread_share.h"
 
+#include <algorithm>
+
 namespace gpt {
 namespace {
 
@@ -46,25 +48,40 @@ GPT_MULTIVERSION void bias_gelu_forward(float* pre, float* out, const float* bia
   }
 }
 
-GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float* pre, const float* dout, int64_t N,
-                                         int64_t OC) {
-  // Each thread owns a contiguous range of columns for all rows: its bias sums need
-  // no reduction across threads, and their order does not depend on scheduling.
+GPT_MULTIVERSION void gelu_forward_with_derivative(float* out, float* derivative, const float* pre, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = pre[i];
+    const float th = fast_tanh(kSqrt2OverPi * (x + kCubic * x * x * x));
+    out[i] = 0.5f * x * (1.0f + th);
+    derivative[i] = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+  }
+}
+
+GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float* derivative, const float* dout,
+                                         int64_t N, int64_t OC) {
+  // Rows split among threads (as the product before wrote them), bias sums through
+  // per-thread partials: see thread_partials.
+  float* partials = thread_partials(OC);
 #pragma omp parallel
   {
-    int64_t j0, j1;
-    this_thread_share(OC, j0, j1);
-    for (int64_t r = 0; r < N; ++r) {
-      const float* x = pre + r * OC;
+    float* db = partials + omp_get_thread_num() * OC;
+    std::fill(db, db + OC, 0.0f);
+    int64_t r0, r1;
+    this_thread_share(N, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* g = derivative + r * OC;
       const float* d = dout + r * OC;
-      float* g = dpre + r * OC;
+      float* dp = dpre + r * OC;
 #pragma omp simd
-      for (int64_t j = j0; j < j1; ++j) {
-        const float v = gelu_derivative(x[j]) * d[j];
-        g[j] = v;
-        dbias[j] += v;
+      for (int64_t j = 0; j < OC; ++j) {
+        const float v = g[j] * d[j];
+        dp[j] = v;
+        db[j] += v;
       }
     }
+#pragma omp barrier
+    add_partials_in_thread_order(dbias, partials, OC, OC);
   }
 }
 

@@ -74,44 +74,44 @@ GPT_MULTIVERSION void layernorm_apply(float* out, const float* inp, const float*
 GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int64_t N, int64_t C) {
-  // Pass 1, rows in parallel: the input gradient.
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
-    const float* dy = dout + r * C;
-    const float m = mean[r], s = rstd[r];
-    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
-    for (int64_t i = 0; i < C; ++i) {
-      const float norm = (x[i] - m) * s;
-      const float dnorm = weight[i] * dy[i];
-      dnorm_mean += dnorm;
-      dnorm_norm_mean += dnorm * norm;
-    }
-    dnorm_mean /= static_cast<float>(C);
-    dnorm_norm_mean /= static_cast<float>(C);
-    float* dx = dinp + r * C;
-#pragma omp simd
-    for (int64_t i = 0; i < C; ++i) {
-      const float norm = (x[i] - m) * s;
-      dx[i] += (weight[i] * dy[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
-    }
-  }
-  // Pass 2, channels split among threads: weight and bias gradients without races.
+  // One pass over rows split among threads: the input gradient, and the weight and
+  // bias gradients as per-thread partial sums added up at the end. (Splitting the
+  // channels instead needed a second pass over x and dy, each thread reading parts
+  // of rows the other had just written: 4% of a baby step, now about 1%.)
+  float* partials = thread_partials(2 * C);
 #pragma omp parallel
   {
-    int64_t i0, i1;
-    this_thread_share(C, i0, i1);
-    for (int64_t r = 0; r < N; ++r) {
+    float* dw = partials + omp_get_thread_num() * 2 * C;
+    float* db = dw + C;
+    std::fill(dw, dw + 2 * C, 0.0f);
+    int64_t r0, r1;
+    this_thread_share(N, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
       const float* x = inp + r * C;
       const float* dy = dout + r * C;
       const float m = mean[r], s = rstd[r];
+      float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+      for (int64_t i = 0; i < C; ++i) {
+        const float norm = (x[i] - m) * s;
+        const float dnorm = weight[i] * dy[i];
+        dnorm_mean += dnorm;
+        dnorm_norm_mean += dnorm * norm;
+        dw[i] += norm * dy[i];
+        db[i] += dy[i];
+      }
+      dnorm_mean /= static_cast<float>(C);
+      dnorm_norm_mean /= static_cast<float>(C);
+      float* dx = dinp + r * C;
 #pragma omp simd
-      for (int64_t i = i0; i < i1; ++i) {
-        dweight[i] += (x[i] - m) * s * dy[i];
-        dbias[i] += dy[i];
+      for (int64_t i = 0; i < C; ++i) {
+        const float norm = (x[i] - m) * s;
+        dx[i] += (weight[i] * dy[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
       }
     }
+#pragma omp barrier
+    add_partials_in_thread_order(dweight, partials, 2 * C, C);
+    add_partials_in_thread_order(dbias, partials + C, 2 * C, C);
   }
 }
 

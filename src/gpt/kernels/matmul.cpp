@@ -73,17 +73,21 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 }
 
 GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {
-  // Each thread owns a contiguous range of columns, so there are no races and the
-  // summation order does not depend on scheduling.
+  // Rows split among threads, sums through per-thread partials: see thread_partials.
+  float* partials = thread_partials(OC);
 #pragma omp parallel
   {
-    int64_t j0, j1;
-    this_thread_share(OC, j0, j1);
-    for (int64_t r = 0; r < N; ++r) {
+    float* part = partials + omp_get_thread_num() * OC;
+    std::fill(part, part + OC, 0.0f);
+    int64_t r0, r1;
+    this_thread_share(N, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
       const float* row = x + r * OC;
 #pragma omp simd
-      for (int64_t j = j0; j < j1; ++j) sums[j] += row[j];
+      for (int64_t j = 0; j < OC; ++j) part[j] += row[j];
     }
+#pragma omp barrier
+    add_partials_in_thread_order(sums, partials, OC, OC);
   }
 }
 

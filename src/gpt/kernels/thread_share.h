@@ -1,9 +1,10 @@
-// Splitting work by columns inside an OpenMP parallel region.
+// Splitting work among the threads of an OpenMP parallel region.
 #pragma once
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace gpt {
 
@@ -16,6 +17,32 @@ inline void this_thread_share(int64_t n, int64_t& begin, int64_t& end) {
   const int64_t chunk = (n + nt - 1) / nt;
   begin = std::min<int64_t>(n, tid * chunk);
   end = std::min<int64_t>(n, begin + chunk);
+}
+
+// Column sums over rows split among threads (each thread keeps to the rows it
+// just wrote or will write next, in its own cache) go through per-thread partial
+// sums: thread_partials gives `per_thread` floats for each of up to
+// omp_get_max_threads() threads. Call it before the parallel region; the buffer
+// belongs to the calling thread and only grows, so a training step allocates
+// nothing after its first call.
+inline float* thread_partials(int64_t per_thread) {
+  thread_local std::vector<float> partials;
+  const size_t need = static_cast<size_t>(omp_get_max_threads()) * static_cast<size_t>(per_thread);
+  if (partials.size() < need) partials.resize(need);
+  return partials.data();
+}
+
+// Inside the region, after a barrier: sums[i] += every thread's partial i, added
+// in thread order with the columns split among threads; the result depends on
+// the thread count, never on scheduling.
+inline void add_partials_in_thread_order(float* sums, const float* partials, int64_t per_thread, int64_t n) {
+  int64_t i0, i1;
+  this_thread_share(n, i0, i1);
+  const int nt = omp_get_num_threads();
+  for (int t = 0; t < nt; ++t) {
+    const float* p = partials + t * per_thread;
+    for (int64_t i = i0; i < i1; ++i) sums[i] += p[i];
+  }
 }
 
 }  // namespace gpt

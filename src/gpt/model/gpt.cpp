@@ -218,11 +218,13 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
     const float* atty = a.atty.data() + l * BT * C;
     const float* att_lse = a.att_lse.data() + l * B * NH * T;
     const float* residual2 = a.residual2.data() + l * BT * C;
-    const float* fch = a.fch.data() + l * BT * 4 * C;
 
     // MLP: residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))). dres is d residual3,
     // which is also d(MLP output); the residual passes it on unchanged to residual2.
-    gelu_forward(fch_gelu, fch, BT * 4 * C);  // recomputed: cheaper than keeping L copies
+    // gelu(fch) remade (cheaper than keeping L copies), its derivative over fch in
+    // the same pass: one tanh per value for both.
+    float* fch = a.fch.data() + l * BT * 4 * C;
+    gelu_forward_with_derivative(fch_gelu, fch, fch, BT * 4 * C);
     float* dfch = a.d_fch.data();
     linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dres, fch_gelu,
                     L.mlp_c_proj_weight, BT, 4 * C, C);

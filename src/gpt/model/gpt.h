@@ -27,7 +27,8 @@ struct Activations {
   std::vector<float> residual2;  // (L,B,T,C) after the attention residual
   std::vector<float> ln2_mean;   // (L,B,T)
   std::vector<float> ln2_rstd;   // (L,B,T)
-  std::vector<float> fch;        // (L,B,T,4C) MLP hidden, before GELU
+  std::vector<float> fch;        // (L,B,T,4C) MLP hidden, before GELU; the backward pass
+                                 // overwrites a layer's with GELU's derivative there
   std::vector<float> fch_gelu;   // (B,T,4C) GELU of one layer's fch: made in the forward
                                  // pass, remade in the backward (not kept per layer)
   std::vector<float> residual3;  // (L,B,T,C) block output
