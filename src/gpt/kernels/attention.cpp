@@ -182,18 +182,21 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         float* dQ = dqkv + b * T * C3 + h * hs;
         float* dK = dQ + C;
         float* dV = dQ + 2 * C;
-        for (int64_t t = 0; t < T; ++t) {  // dK and dV accumulate over query blocks
-          std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-          std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-        }
         for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
           const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+          // dK and dV accumulate over query blocks. The first block writes its keys'
+          // rows (beta 0); a later one zeroes the rows of the keys it adds first.
+          const float beta = q0 == 0 ? 0.0f : 1.0f;
+          for (int64_t t = q0 == 0 ? nk : q0; t < nk; ++t) {
+            std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
+            std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
+          }
           const float* dO = dout + (b * T + q0) * C + h * hs;
           const float* O = out + (b * T + q0) * C + h * hs;
           gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
           block_probabilities(P, nq, nk, q0, lse + (b * NH + h) * T + q0, nullptr);
           // out = P V:  dV += P^T dO,  dP = dO V^T
-          gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, 1.0f, dV, C3);
+          gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
           gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
           // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
           for (int64_t i = 0; i < nq; ++i) {
@@ -210,7 +213,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           }
           // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
           gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
-          gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, 1.0f, dK, C3);
+          gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, beta, dK, C3);
         }
       }
     }

@@ -11,13 +11,13 @@ namespace {
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 
-inline float gelu(float x) { return 0.5f * x * (1.0f + fast_tanh(kSqrt2OverPi * (x + kCubic * x * x * x))); }
-
-inline float gelu_derivative(float x) {
-  const float th = fast_tanh(kSqrt2OverPi * (x + kCubic * x * x * x));
-  const float sech2 = 1.0f - th * th;
-  return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+inline float gelu_tanh(float x) { return fast_tanh(kSqrt2OverPi * (x + kCubic * x * x * x)); }
+inline float gelu_from_tanh(float x, float th) { return 0.5f * x * (1.0f + th); }
+inline float gelu_derivative_from_tanh(float x, float th) {
+  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
 }
+inline float gelu(float x) { return gelu_from_tanh(x, gelu_tanh(x)); }
+inline float gelu_derivative(float x) { return gelu_derivative_from_tanh(x, gelu_tanh(x)); }
 
 }  // namespace
 
@@ -34,27 +34,20 @@ GPT_MULTIVERSION void gelu_backward(float* dinp, const float* inp, const float* 
   for (int64_t i = 0; i < n; ++i) dinp[i] = gelu_derivative(inp[i]) * dout[i];
 }
 
-GPT_MULTIVERSION void bias_gelu_forward(float* pre, float* out, const float* bias, int64_t N, int64_t OC) {
+GPT_MULTIVERSION void bias_gelu_forward(float* derivative, float* out, const float* pre, const float* bias, int64_t N,
+                                        int64_t OC) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
-    float* p = pre + r * OC;
+    const float* p = pre + r * OC;
+    float* d = derivative + r * OC;
     float* o = out + r * OC;
 #pragma omp simd
     for (int64_t j = 0; j < OC; ++j) {
       const float x = p[j] + bias[j];
-      p[j] = x;
-      o[j] = gelu(x);
+      const float th = gelu_tanh(x);
+      o[j] = gelu_from_tanh(x, th);
+      d[j] = gelu_derivative_from_tanh(x, th);
     }
-  }
-}
-
-GPT_MULTIVERSION void gelu_forward_with_derivative(float* out, float* derivative, const float* pre, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = pre[i];
-    const float th = fast_tanh(kSqrt2OverPi * (x + kCubic * x * x * x));
-    out[i] = 0.5f * x * (1.0f + th);
-    derivative[i] = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
   }
 }
 

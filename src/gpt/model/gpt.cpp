@@ -80,8 +80,8 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.residual2.assign(L * BT * C, 0);
   a.ln2_mean.assign(L * BT, 0);
   a.ln2_rstd.assign(L * BT, 0);
-  a.fch.assign(L * BT * 4 * C, 0);
-  a.fch_gelu.assign(BT * 4 * C, 0);
+  a.fch_gelu.assign(L * BT * 4 * C, 0);
+  a.gelu_derivative.assign(L * BT * 4 * C, 0);
   a.residual3.assign(L * BT * C, 0);
   a.lnf.assign(BT * C, 0);
   a.lnf_mean.assign(BT, 0);
@@ -155,7 +155,6 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   // blocks' second LayerNorm, the next block's first one, or the final one.
   float* ln = a.ln.data();      // one LayerNorm output at a time
   float* proj = a.proj.data();  // a sublayer's product before the residual add
-  float* fch_gelu = a.fch_gelu.data();
   layernorm_forward(ln, a.ln1_mean.data(), a.ln1_rstd.data(), a.encoded.data(), w.layers[0].ln_1_weight,
                     w.layers[0].ln_1_bias, BT, C, config_.layer_norm_epsilon);
   const float* residual = a.encoded.data();
@@ -165,7 +164,8 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     float* atty = a.atty.data() + l * BT * C;
     float* att_lse = a.att_lse.data() + l * B * NH * T;
     float* residual2 = a.residual2.data() + l * BT * C;
-    float* fch = a.fch.data() + l * BT * 4 * C;
+    float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
+    float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
     float* residual3 = a.residual3.data() + l * BT * C;
 
     // x = x + attn(ln_1(x)); ln holds ln_1(x).
@@ -176,8 +176,9 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
                                proj, L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
                                config_.layer_norm_epsilon);
     // x = x + mlp(ln_2(x)); the MLP's bias and GELU are one pass after its product.
-    linear_forward(fch, ln, L.mlp_c_fc_weight, nullptr, BT, C, 4 * C);
-    bias_gelu_forward(fch, fch_gelu, L.mlp_c_fc_bias, BT, 4 * C);
+    // The product lands in gelu_derivative, which the GELU pass overwrites.
+    linear_forward(gelu_derivative, ln, L.mlp_c_fc_weight, nullptr, BT, C, 4 * C);
+    bias_gelu_forward(gelu_derivative, fch_gelu, gelu_derivative, L.mlp_c_fc_bias, BT, 4 * C);
     linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
     const bool last = l + 1 == config_.n_layer;
     const LayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
@@ -208,7 +209,6 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   auto offset_of = [&](const float* p) { return static_cast<size_t>(p - grads.data()); };
   if (ready) ready(offset_of(g.ln_f_weight), grads.size());
 
-  float* fch_gelu = a.fch_gelu.data();
   float* ln = a.ln.data();  // free in the backward pass: remade LayerNorm outputs
   for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
@@ -221,14 +221,12 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
 
     // MLP: residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))). dres is d residual3,
     // which is also d(MLP output); the residual passes it on unchanged to residual2.
-    // gelu(fch) remade (cheaper than keeping L copies), its derivative over fch in
-    // the same pass: one tanh per value for both.
-    float* fch = a.fch.data() + l * BT * 4 * C;
-    gelu_forward_with_derivative(fch_gelu, fch, fch, BT * 4 * C);
+    const float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
+    const float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
     float* dfch = a.d_fch.data();
     linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dres, fch_gelu,
                     L.mlp_c_proj_weight, BT, 4 * C, C);
-    bias_gelu_backward(dfch, dL.mlp_c_fc_bias, fch, dfch, BT, 4 * C);
+    bias_gelu_backward(dfch, dL.mlp_c_fc_bias, gelu_derivative, dfch, BT, 4 * C);
     const float* ln2_mean = a.ln2_mean.data() + l * BT;
     const float* ln2_rstd = a.ln2_rstd.data() + l * BT;
     layernorm_apply(ln, residual2, ln2_mean, ln2_rstd, L.ln_2_weight, L.ln_2_bias, BT, C);

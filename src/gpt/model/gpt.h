@@ -27,10 +27,9 @@ struct Activations {
   std::vector<float> residual2;  // (L,B,T,C) after the attention residual
   std::vector<float> ln2_mean;   // (L,B,T)
   std::vector<float> ln2_rstd;   // (L,B,T)
-  std::vector<float> fch;        // (L,B,T,4C) MLP hidden, before GELU; the backward pass
-                                 // overwrites a layer's with GELU's derivative there
-  std::vector<float> fch_gelu;   // (B,T,4C) GELU of one layer's fch: made in the forward
-                                 // pass, remade in the backward (not kept per layer)
+  std::vector<float> fch_gelu;   // (L,B,T,4C) MLP hidden after GELU
+  std::vector<float> gelu_derivative;  // (L,B,T,4C) GELU's derivative at the MLP hidden,
+                                       // made with it (its input is not kept)
   std::vector<float> residual3;  // (L,B,T,C) block output
   std::vector<float> lnf;        // (B,T,C)
   std::vector<float> lnf_mean;   // (B,T)
