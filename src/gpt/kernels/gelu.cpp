@@ -3,8 +3,6 @@
 #include "gpt/kernels/fast_math.h"
 #include "gpt/kernels/thread_share.h"
 
-#include <algorithm>
-
 namespace gpt {
 namespace {
 
@@ -58,8 +56,7 @@ GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float*
   float* partials = thread_partials(OC);
 #pragma omp parallel
   {
-    float* db = partials + omp_get_thread_num() * OC;
-    std::fill(db, db + OC, 0.0f);
+    float* db = this_thread_partial(partials, OC);
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
     for (int64_t r = r0; r < r1; ++r) {

@@ -81,9 +81,8 @@ GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbi
   float* partials = thread_partials(2 * C);
 #pragma omp parallel
   {
-    float* dw = partials + omp_get_thread_num() * 2 * C;
+    float* dw = this_thread_partial(partials, 2 * C);
     float* db = dw + C;
-    std::fill(dw, dw + 2 * C, 0.0f);
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
     for (int64_t r = r0; r < r1; ++r) {

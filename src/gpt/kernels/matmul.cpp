@@ -77,8 +77,7 @@ GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, in
   float* partials = thread_partials(OC);
 #pragma omp parallel
   {
-    float* part = partials + omp_get_thread_num() * OC;
-    std::fill(part, part + OC, 0.0f);
+    float* part = this_thread_partial(partials, OC);
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
     for (int64_t r = r0; r < r1; ++r) {

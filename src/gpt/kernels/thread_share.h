@@ -32,6 +32,13 @@ inline float* thread_partials(int64_t per_thread) {
   return partials.data();
 }
 
+// Inside the region: this thread's `per_thread` partial sums, zeroed.
+inline float* this_thread_partial(float* partials, int64_t per_thread) {
+  float* mine = partials + omp_get_thread_num() * per_thread;
+  std::fill(mine, mine + per_thread, 0.0f);
+  return mine;
+}
+
 // Inside the region, after a barrier: sums[i] += every thread's partial i, added
 // in thread order with the columns split among threads; the result depends on
 // the thread count, never on scheduling.
