@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,9 @@ inline CommandResult run_gpt(const std::string& args, const std::string& stdin_f
 inline double relative_max_error(const float* a, const float* b, size_t n) {
   double max_diff = 0, max_ref = 1e-30;
   for (size_t i = 0; i < n; ++i) {
+    // A NaN or infinity where the reference has a number is an infinite error
+    // (std::max would pass over a NaN difference).
+    if (!std::isfinite(a[i]) && std::isfinite(b[i])) return std::numeric_limits<double>::infinity();
     max_diff = std::max(max_diff, std::abs(static_cast<double>(a[i]) - b[i]));
     max_ref = std::max(max_ref, std::abs(static_cast<double>(b[i])));
   }

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <array>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "gpt/kernels/attention.h"
@@ -52,15 +54,14 @@ TEST(Gelu, FastTanhIsAccurate) {
 }
 
 // The fused bias+GELU kernels against the separate steps (bias add, GELU, its
-// derivative, column sums) in float64, for odd widths and 1-3 threads; the
-// derivative written over the pre-activations as the model does, and dpre
-// aliasing dout.
+// derivative, column sums) in float64, for odd widths, 1-3 threads and fewer rows
+// than threads; the derivative written over the pre-activations as the model
+// does, and dpre aliasing dout.
 TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
   const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    for (int64_t OC : {1, 7, 64, 129}) {
-      const int64_t N = 13;
+    for (auto [N, OC] : {std::array<int64_t, 2>{13, 1}, {13, 7}, {13, 64}, {13, 129}, {1, 64}, {2, 129}}) {
       const auto x = random_vector(static_cast<size_t>(N * OC), 1, 2.0f);
       const auto bias = random_vector(static_cast<size_t>(OC), 2);
       const auto dout = random_vector(static_cast<size_t>(N * OC), 3);
@@ -153,11 +154,19 @@ TEST(Attention, BlockedKernelsMatchTheStraightforwardOne) {
       attention_probabilities(att.data(), qkv.data(), lse.data(), b, T, C, NH);
       EXPECT_LT(testing::relative_max_error(att.data(), ref_att.data() + b * NH * T * T, att.size()), 2e-6);
     }
-    std::vector<float> dqkv(B * T * 3 * C, 7.0f), ref_dqkv(B * T * 3 * C), scratch(4 * T);
-    attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH);
+    std::vector<float> ref_dqkv(B * T * 3 * C), scratch(4 * T);
     testing::reference_attention_backward(ref_dqkv.data(), dout.data(), qkv.data(), ref_att.data(), B, T, C, NH,
                                           scratch.data(), 4);
-    EXPECT_LT(testing::relative_max_error(dqkv.data(), ref_dqkv.data(), dqkv.size()), 1e-5) << "T " << T << " hs " << s.hs;
+    // dqkv starts as NaN: every gradient must be written, never accumulated onto
+    // what was there (dK and dV build up over query blocks inside the kernel).
+    const gpt::testing::ThreadCountGuard restore;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dqkv(B * T * 3 * C, std::numeric_limits<float>::quiet_NaN());
+      attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH);
+      EXPECT_LT(testing::relative_max_error(dqkv.data(), ref_dqkv.data(), dqkv.size()), 1e-5)
+          << "T " << T << " hs " << s.hs << " threads " << threads;
+    }
   }
 }
 

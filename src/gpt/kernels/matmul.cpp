@@ -86,7 +86,7 @@ GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, in
       for (int64_t j = 0; j < OC; ++j) part[j] += row[j];
     }
 #pragma omp barrier
-    add_partials_in_thread_order(sums, partials, OC, OC);
+    add_partials_in_thread_order(sums, partials, OC, 0, OC);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -24,30 +25,36 @@ inline void this_thread_share(int64_t n, int64_t& begin, int64_t& end) {
 // sums: thread_partials gives `per_thread` floats for each of up to
 // omp_get_max_threads() threads. Call it before the parallel region; the buffer
 // belongs to the calling thread and only grows, so a training step allocates
-// nothing after its first call.
+// nothing after its first call. Each thread's partials start on their own
+// 64-byte line, so no two threads write to one line.
+inline int64_t partials_stride(int64_t per_thread) { return (per_thread + 15) / 16 * 16; }
+
 inline float* thread_partials(int64_t per_thread) {
   thread_local std::vector<float> partials;
-  const size_t need = static_cast<size_t>(omp_get_max_threads()) * static_cast<size_t>(per_thread);
+  const size_t need = static_cast<size_t>(omp_get_max_threads() * partials_stride(per_thread)) + 16;
   if (partials.size() < need) partials.resize(need);
-  return partials.data();
+  const auto address = reinterpret_cast<uintptr_t>(partials.data());
+  return partials.data() + (64 - address % 64) % 64 / sizeof(float);
 }
 
 // Inside the region: this thread's `per_thread` partial sums, zeroed.
 inline float* this_thread_partial(float* partials, int64_t per_thread) {
-  float* mine = partials + omp_get_thread_num() * per_thread;
+  float* mine = partials + omp_get_thread_num() * partials_stride(per_thread);
   std::fill(mine, mine + per_thread, 0.0f);
   return mine;
 }
 
 // Inside the region, after a barrier: sums[i] += every thread's partial i, added
 // in thread order with the columns split among threads; the result depends on
-// the thread count, never on scheduling.
-inline void add_partials_in_thread_order(float* sums, const float* partials, int64_t per_thread, int64_t n) {
+// the thread count, never on scheduling. `first` picks one of several sets of
+// sums a thread keeps in its partials (at first .. first + n).
+inline void add_partials_in_thread_order(float* sums, const float* partials, int64_t per_thread, int64_t first,
+                                         int64_t n) {
   int64_t i0, i1;
   this_thread_share(n, i0, i1);
   const int nt = omp_get_num_threads();
   for (int t = 0; t < nt; ++t) {
-    const float* p = partials + t * per_thread;
+    const float* p = partials + t * partials_stride(per_thread) + first;
     for (int64_t i = i0; i < i1; ++i) sums[i] += p[i];
   }
 }
