@@ -1,8 +1,11 @@
 // Optimizer pieces: the learning-rate schedule, AdamW's decoupled weight decay on
 // matrices only, and clipping by global norm.
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <array>
 #include <cmath>
+#include <cstdint>
 
 #include "gpt/model/gpt.h"
 #include "gpt/training/adamw.h"
@@ -23,15 +26,28 @@ TEST(LrSchedule, WarmupThenCosineToTheMinimum) {
   for (int i = 100; i < 2000; ++i) EXPECT_LE(s.at(i + 1), s.at(i));
 }
 
+// Zero gradients, so only the decay acts: every element of a matrix shrinks by
+// lr * wd, biases and norms keep their values; also for a ZeRO slice whose ends
+// fall inside tensors (elements outside it untouched), on 1-3 threads.
 TEST(AdamW, DecaysMatricesButNotBiasesOrNorms) {
-  GPT model(testing::model_config(4, 4, 1, 1, 4));
-  model.params.assign(model.params.size(), 1.0f);
-  std::vector<float> zero_grads(model.params.size(), 0.0f);
-  AdamW opt(model.layout(), {0.9f, 0.95f, 1e-8f, 0.5f});
-  opt.step(model.params.data(), zero_grads.data(), 0.1f);  // zero gradient: only the decay acts
-  for (const TensorInfo& t : model.layout().tensors()) {
-    const float expected = t.shape.size() >= 2 ? 1.0f - 0.1f * 0.5f : 1.0f;
-    EXPECT_FLOAT_EQ(model.params[t.offset], expected) << t.name;
+  const gpt::testing::ThreadCountGuard restore;
+  const ParameterLayout layout(testing::model_config(5, 4, 2, 1, 4));
+  const size_t total = layout.total();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (auto [begin, end] : {std::array<size_t, 2>{0, SIZE_MAX}, {7, total - 5}, {total / 3, total / 3 + 1}}) {
+      std::vector<float> params(total, 1.0f), zero_grads(total, 0.0f);
+      AdamW opt(layout, {0.9f, 0.95f, 1e-8f, 0.5f}, begin, end);
+      opt.step(params.data(), zero_grads.data(), 0.1f);
+      for (const TensorInfo& t : layout.tensors()) {
+        for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+          const bool in_slice = i >= begin && i < end;
+          const float expected = in_slice && t.shape.size() >= 2 ? 1.0f - 0.1f * 0.5f : 1.0f;
+          ASSERT_FLOAT_EQ(params[i], expected) << t.name << " element " << i - t.offset << " slice " << begin << ".."
+                                               << end << " threads " << threads;
+        }
+      }
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "gpt/training/adamw.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/thread_share.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,13 +11,19 @@ AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin, si
   end = std::min(end, layout.total());
   begin_ = std::min(begin, end);
   const size_t n = end - begin_;
-  decay_.assign(n, 0.0f);
   m_.assign(n, 0.0f);
   v_.assign(n, 0.0f);
+  // The slice as runs of equal weight decay (tensors in layout order, clipped to
+  // the slice), neighbours with the same decay merged.
   for (const TensorInfo& t : layout.tensors()) {
-    if (!t.weight_decay) continue;
     const size_t lo = std::max(t.offset, begin_), hi = std::min(t.offset + t.numel, end);
-    for (size_t i = lo; i < hi; ++i) decay_[i - begin_] = config.weight_decay;
+    if (lo >= hi) continue;
+    const float decay = t.weight_decay ? config.weight_decay : 0.0f;
+    if (!runs_.empty() && runs_.back().end == lo - begin_ && runs_.back().decay == decay) {
+      runs_.back().end = hi - begin_;
+    } else {
+      runs_.push_back({lo - begin_, hi - begin_, decay});
+    }
   }
 }
 
@@ -32,22 +39,34 @@ GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
   const float bc1 = 1.0f - std::pow(b1, static_cast<float>(t_));
   const float bc2 = 1.0f - std::pow(b2, static_cast<float>(t_));
   const float step_size = lr / bc1;
-  const float bc2_sqrt = std::sqrt(bc2);
+  // sqrt(v) / sqrt(bc2) as a product: the loop is bound by the divider (sqrt
+  // and divide share it), and one divide fewer made it 30% faster (0.8M and
+  // 124M parameters, 2 threads); the result moves by at most an ulp or two.
+  const float inv_bc2_sqrt = 1.0f / std::sqrt(bc2);
   const auto n = static_cast<int64_t>(m_.size());
   float* m = m_.data();
   float* v = v_.data();
-  const float* decay = decay_.data();
   params += begin_;
   grads += begin_;
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grads[i];
-    const float p = params[i] * (1.0f - lr * decay[i]);
-    const float mi = b1 * m[i] + (1.0f - b1) * g;
-    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    params[i] = p - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+#pragma omp parallel
+  {
+    int64_t i0, i1;
+    this_thread_share(n, i0, i1);
+    for (const DecayRun& run : runs_) {
+      const int64_t lo = std::max(i0, static_cast<int64_t>(run.begin));
+      const int64_t hi = std::min(i1, static_cast<int64_t>(run.end));
+      const float keep = 1.0f - lr * run.decay;
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {
+        const float g = grads[i];
+        const float p = params[i] * keep;
+        const float mi = b1 * m[i] + (1.0f - b1) * g;
+        const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] = p - step_size * mi / (std::sqrt(vi) * inv_bc2_sqrt + eps);
+      }
+    }
   }
 }
 
