@@ -97,6 +97,28 @@ TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
   }
 }
 
+// Inference's GELU against float64, for sizes on both sides of the point where it
+// splits among threads (a decoding step's 4C values run on the calling thread),
+// odd lengths, 1-3 threads, and in place as decoding calls it.
+TEST(Gelu, ForwardMatchesFloat64OnAnyThreadCountAndInPlace) {
+  const gpt::testing::ThreadCountGuard restore;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (int64_t n : {1, 17, 3072, 16383, 16384, 40001}) {
+      const auto x = random_vector(static_cast<size_t>(n), 7, 3.0f);
+      std::vector<float> out(x.size(), std::numeric_limits<float>::quiet_NaN());
+      gelu_forward(out.data(), x.data(), n);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double v = x[i], g = 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        ASSERT_NEAR(out[i], g, 2e-6 * (1 + std::abs(g))) << "n=" << n << " i=" << i << " threads=" << threads;
+      }
+      std::vector<float> in_place = x;
+      gelu_forward(in_place.data(), in_place.data(), n);
+      EXPECT_EQ(in_place, out) << "n=" << n;
+    }
+  }
+}
+
 TEST(Attention, RowsAreCausalDistributions) {
   const int64_t B = 2, T = 9, C = 12, NH = 3;
   auto qkv = random_vector(B * T * 3 * C, 1);
