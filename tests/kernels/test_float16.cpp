@@ -4,6 +4,7 @@
 // loops otherwise and in test_portable) against the straightforward reference,
 // with an fp32 cache and a float16 one holding the same values.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "gpt/kernels/float16.h"
 #include "gpt/util/half.h"
 #include "kernels/attention_reference.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -73,8 +75,8 @@ TEST(Float16, NarrowingRoundsToNearestEven) {
 
 // Cached attention against the reference, one query at a time; the float16 cache
 // holds exactly the fp32 cache's values, so both kernels must agree with it.
-void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n) {
-  const int64_t C = NH * hs, capacity = 128;
+void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n, int64_t capacity = 128) {
+  const int64_t C = NH * hs;
   ASSERT_LE(p0 + n, capacity);
   std::mt19937 rng(static_cast<unsigned>(hs * 31 + n));
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -86,8 +88,8 @@ void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n) {
   floats_to_halves(k.data(), k16.data(), static_cast<int64_t>(k.size()));
   floats_to_halves(v.data(), v16.data(), static_cast<int64_t>(v.size()));
   const int threads = 3;  // more scratch than threads is fine; fewer is not
-  std::vector<float> scratch32(static_cast<size_t>(threads * capacity));
-  std::vector<float> scratch16(static_cast<size_t>(threads * attention_f16_scratch_floats(capacity, hs)));
+  std::vector<float> scratch32(static_cast<size_t>(threads * attention_cached_scratch_floats(capacity, hs, false)));
+  std::vector<float> scratch16(static_cast<size_t>(threads * attention_cached_scratch_floats(capacity, hs, true)));
   std::vector<float> want(static_cast<size_t>(n * C)), got(want.size());
   attention_forward_cached(want.data(), q.data(), 3 * C, k.data(), v.data(), capacity, p0, n, C, NH, scratch32.data(),
                            threads);
@@ -108,11 +110,22 @@ void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n) {
   }
 }
 
+// Decoding's per-query kernels and a prompt's blocked GEMMs (sizes on both sides
+// of where one takes over from the other), on 1-3 threads.
 TEST(CachedAttention, Fp32AndFloat16CachesMatchTheReference) {
-  for (const int64_t hs : {16, 20, 32, 48, 64, 96, 128, 144}) {
-    check_cached_attention(3, hs, 37, 1);   // decode: one query after 37 cached positions
-    check_cached_attention(3, hs, 0, 1);    // the very first token
-    check_cached_attention(2, hs, 5, 70);   // a prompt: two blocks of queries, the second partial
+  const testing::ThreadCountGuard restore;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (const int64_t hs : {16, 20, 32, 48, 64, 96, 128, 144}) {
+      check_cached_attention(3, hs, 37, 1);    // decode: one query after 37 cached positions
+      check_cached_attention(3, hs, 0, 1);     // the very first token
+      check_cached_attention(2, hs, 40, 15);   // a few tokens on top of a cache
+      check_cached_attention(2, hs, 3, 16);
+      check_cached_attention(2, hs, 5, 70);    // a prompt: two blocks of queries, the second partial
+      check_cached_attention(1, hs, 0, 128);   // the whole context at once: two full blocks
+      check_cached_attention(2, hs, 63, 65);   // a second chunk ending at the last position
+      check_cached_attention(1, hs, 900, 2, 1024);  // two tokens over a long cache: blocked too
+    }
   }
 }
 

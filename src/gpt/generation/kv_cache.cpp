@@ -70,8 +70,8 @@ InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType 
     sinusoidal_positions(positions_.data(), capacity_, c.n_embd);
   }
   scratch_threads_ = omp_get_max_threads();
-  const int64_t per_thread = kv_type_ == KvCacheType::kF16 ? attention_f16_scratch_floats(capacity_, c.n_embd / c.n_head)
-                                                          : capacity_;
+  const int64_t per_thread =
+      attention_cached_scratch_floats(capacity_, c.n_embd / c.n_head, kv_type_ == KvCacheType::kF16);
   attn_scratch_.assign(static_cast<size_t>(scratch_threads_ * per_thread), 0.0f);
 }
 

@@ -24,17 +24,20 @@ void attention_probabilities(float* att, const float* qkv, const float* lse, int
 // cached keys/values of positions 0 .. their own. q (n, q_stride) holds the new
 // queries (head h at channels [h*hs, (h+1)*hs)); k_cache and v_cache are
 // (NH, capacity, hs) and already hold positions 0 .. p0+n-1. out (n, C).
+// A prompt's queries go by blocks through GEMMs, one query (decoding) through a
+// kernel that reads the cache in place. scratch: scratch_threads *
+// attention_cached_scratch_floats(capacity, hs, false) floats.
 void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                               int64_t NH, float* scratch, int scratch_threads);
 
-// The same with the cache stored as IEEE float16 (half the bytes read per token).
-// Each task widens the keys and values its queries see into its thread's part of
-// scratch: scratch_threads * attention_f16_scratch_floats(capacity, hs) floats.
+// The same with the cache stored as IEEE float16 (half the bytes read per token);
+// a prompt's blocks widen the keys and values they see into their thread's
+// scratch: scratch_threads * attention_cached_scratch_floats(capacity, hs, true).
 void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                                   int64_t NH, float* scratch, int scratch_threads);
-int64_t attention_f16_scratch_floats(int64_t capacity, int64_t hs);
+int64_t attention_cached_scratch_floats(int64_t capacity, int64_t hs, bool float16_cache);
 // Whether a float16 cache of head width hs is read in place by a vector kernel
 // (else each query's keys and values are widened first, slower than fp32).
 bool attention_f16_reads_in_place(int64_t hs);
