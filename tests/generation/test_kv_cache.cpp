@@ -87,6 +87,39 @@ TEST_P(KvCache, PrefillGivesEveryPositionsLogits) {
   }
 }
 
+// Prompts long enough that their attention goes by blocks of queries through
+// GEMMs (a first chunk of 60 tokens, a second of 40 on top of it), then tokens one
+// at a time through the decoding kernel: every position's logits as recomputed.
+TEST_P(KvCache, LongPromptsAndTheTokensAfterThemMatchRecomputation) {
+  const ModelConfig c = config(std::get<0>(GetParam()), 128);
+  GPT model(c), reference(c);
+  randomize(model, 5);
+  reference.params = model.params;
+  InferenceSession session(model, kv());
+  Rng rng(11);
+  std::vector<int32_t> tokens(105);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(c.vocab_size));
+  const auto V = static_cast<size_t>(c.vocab_size);
+  reference.forward(tokens.data(), nullptr, 1, static_cast<int64_t>(tokens.size()));
+  session.append(tokens.data(), 60, /*all_logits=*/true);
+  for (int64_t i = 0; i < 60; ++i) {
+    ASSERT_LT(testing::relative_max_error(session.logits() + i * c.vocab_size, reference.logits() + i * c.vocab_size, V),
+              tol())
+        << "first chunk, position " << i;
+  }
+  session.append(tokens.data() + 60, 40, /*all_logits=*/true);
+  for (int64_t i = 60; i < 100; ++i) {
+    ASSERT_LT(testing::relative_max_error(session.logits() + (i - 60) * c.vocab_size,
+                                          reference.logits() + i * c.vocab_size, V),
+              tol())
+        << "second chunk, position " << i;
+  }
+  for (int64_t i = 100; i < 105; ++i) {
+    const float* logits = session.append(&tokens[static_cast<size_t>(i)], 1);
+    ASSERT_LT(testing::relative_max_error(logits, reference.logits() + i * c.vocab_size, V), tol()) << "position " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Positions, KvCache,
                          ::testing::Combine(::testing::Values(PositionEncoding::kLearned, PositionEncoding::kSinusoidal),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
