@@ -75,7 +75,8 @@ TEST(Float16, NarrowingRoundsToNearestEven) {
 
 // Cached attention against the reference, one query at a time; the float16 cache
 // holds exactly the fp32 cache's values, so both kernels must agree with it.
-void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n, int64_t capacity = 128) {
+void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n, int64_t capacity = 128,
+                            int scratch_threads = 3) {
   const int64_t C = NH * hs;
   ASSERT_LE(p0 + n, capacity);
   std::mt19937 rng(static_cast<unsigned>(hs * 31 + n));
@@ -87,7 +88,7 @@ void check_cached_attention(int64_t NH, int64_t hs, int64_t p0, int64_t n, int64
   std::vector<uint16_t> k16(k.size()), v16(v.size());
   floats_to_halves(k.data(), k16.data(), static_cast<int64_t>(k.size()));
   floats_to_halves(v.data(), v16.data(), static_cast<int64_t>(v.size()));
-  const int threads = 3;  // more scratch than threads is fine; fewer is not
+  const int threads = scratch_threads;  // scratch for more threads than run is fine; fewer caps the team
   std::vector<float> scratch32(static_cast<size_t>(threads * attention_cached_scratch_floats(capacity, hs, false)));
   std::vector<float> scratch16(static_cast<size_t>(threads * attention_cached_scratch_floats(capacity, hs, true)));
   std::vector<float> want(static_cast<size_t>(n * C)), got(want.size());
@@ -125,6 +126,9 @@ TEST(CachedAttention, Fp32AndFloat16CachesMatchTheReference) {
       check_cached_attention(1, hs, 0, 128);   // the whole context at once: two full blocks
       check_cached_attention(2, hs, 63, 65);   // a second chunk ending at the last position
       check_cached_attention(1, hs, 900, 2, 1024);  // two tokens over a long cache: blocked too
+      check_cached_attention(1, hs, 900, 1, 1024);  // decoding over 57 blocks of 16 keys
+      check_cached_attention(3, hs, 37, 1, 128, 1);   // scratch for one thread: the team shrinks to it
+      check_cached_attention(2, hs, 5, 70, 128, 1);
     }
   }
 }

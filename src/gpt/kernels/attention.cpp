@@ -349,7 +349,8 @@ bool use_blocked(int64_t p0, int64_t n) { return n >= 2 && n * p0 + n * (n + 1) 
 
 // Per-thread scratch: the block's scores S (kQueryBlock, capacity) and their rows'
 // log-sum-exps, then for a float16 cache the keys and values a task sees, widened
-// (the per-query kernels use the first `capacity` floats as their score row).
+// (the portable per-query loop uses the first `capacity` floats as its score row
+// and, over a float16 cache, the same widened keys and values).
 int64_t scores_floats(int64_t capacity) { return kQueryBlock * capacity + kQueryBlock; }
 
 template <typename T>

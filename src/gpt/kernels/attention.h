@@ -32,8 +32,9 @@ void attention_forward_cached(float* out, const float* q, int64_t q_stride, cons
                               int64_t NH, float* scratch, int scratch_threads);
 
 // The same with the cache stored as IEEE float16 (half the bytes read per token);
-// a prompt's blocks widen the keys and values they see into their thread's
-// scratch: scratch_threads * attention_cached_scratch_floats(capacity, hs, true).
+// a prompt's blocks (and, without AVX-512, every query) widen the keys and values
+// they see into their thread's scratch: scratch_threads *
+// attention_cached_scratch_floats(capacity, hs, true) floats.
 void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                                   int64_t NH, float* scratch, int scratch_threads);
