@@ -2,12 +2,16 @@
 // token, and sampled frequencies follow softmax(logits / temperature).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gpt/generation/sampler.h"
 #include "gpt/util/error.h"
+#include "gpt/util/rng.h"
 
 namespace gpt {
 namespace {
@@ -118,6 +122,87 @@ TEST(Sampler, ReportsTheDistributionItDrewFrom) {
   EXPECT_EQ(top[0].token, 1);
   EXPECT_NEAR(top[0].prob, 0.75f, 1e-6);
   EXPECT_NEAR(top[1].prob, 0.25f, 1e-6);
+}
+
+// Over a GPT-2-sized vocabulary the sampler sorts only as much as its cut needs;
+// it must choose exactly what sorting the whole softmax would: a reference that
+// sorts everything, fed the same random numbers, for peaked and flat
+// distributions (nuclei of a few to thousands of tokens) and each truncation.
+using Candidates = std::vector<std::pair<double, int32_t>>;
+
+// softmax(logits / temperature) in float64, most likely first, ties by token id.
+Candidates sorted_softmax(const std::vector<float>& logits, float temperature) {
+  const float maxval = *std::max_element(logits.begin(), logits.end());
+  Candidates c(logits.size());
+  double z = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    c[i] = {std::exp((logits[i] - maxval) / static_cast<double>(temperature)), static_cast<int32_t>(i)};
+    z += c[i].first;
+  }
+  for (auto& x : c) x.first /= z;
+  std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  return c;
+}
+
+int32_t reference_draw(const Candidates& c, const SamplingOptions& o, Rng& rng) {
+  size_t n = o.top_k > 0 ? std::min(c.size(), static_cast<size_t>(o.top_k)) : c.size();
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) total += c[i].first;
+  if (o.top_p < 1.0f) {
+    double mass = 0;
+    size_t keep = 0;
+    while (keep < n) {
+      mass += c[keep++].first;
+      if (mass >= o.top_p * total) break;
+    }
+    n = keep;
+  }
+  if (o.min_p > 0.0f) {
+    size_t keep = 1;
+    while (keep < n && c[keep].first >= o.min_p * c[0].first) ++keep;
+    n = keep;
+  }
+  double mass = 0;
+  for (size_t i = 0; i < n; ++i) mass += c[i].first;
+  const double r = rng.uniform() * mass;
+  double acc = 0;
+  for (size_t i = 0; i < n; ++i) {
+    acc += c[i].first;
+    if (r < acc) return c[i].second;
+  }
+  return c[n - 1].second;
+}
+
+// Over a GPT-2-sized vocabulary the sampler sorts only as much as its cut needs;
+// it must choose what sorting the whole softmax would: a float64 reference that
+// sorts everything, fed the same random numbers, for flat and peaked
+// distributions (nuclei of thousands of tokens down to a few) and each truncation.
+TEST(Sampler, TruncationOverALargeVocabularyMatchesSortingEverything) {
+  const size_t V = 50257;
+  const float temperature = 0.9f;
+  Rng data(7);
+  for (const double spread : {0.3, 1.0, 4.0}) {  // flat .. peaked
+    std::vector<float> logits(V);
+    for (auto& l : logits) l = static_cast<float>(spread * data.normal());
+    const Candidates sorted = sorted_softmax(logits, temperature);
+    for (const auto& [top_k, top_p, min_p] : {std::tuple{0, 0.9f, 0.0f}, {0, 0.5f, 0.0f}, {0, 0.99f, 0.0f},
+                                              {0, 1.0f, 0.05f}, {0, 1.0f, 0.001f}, {0, 0.95f, 0.01f},
+                                              {40, 0.9f, 0.0f}, {300, 1.0f, 0.1f}, {40, 1.0f, 0.0f},
+                                              {1000, 1.0f, 0.0f}, {50000, 0.99f, 0.0f}}) {
+      SamplingOptions o;
+      o.temperature = temperature;
+      o.top_k = top_k;
+      o.top_p = top_p;
+      o.min_p = min_p;
+      Sampler s(o, 99);
+      Rng ref(99);
+      int differ = 0;
+      for (int draw = 0; draw < 25; ++draw) differ += s.sample(logits.data(), static_cast<int64_t>(V)) != reference_draw(sorted, o, ref);
+      // A draw within float rounding of the edge between two tokens may go either
+      // way (the sampler works in float32); a different cut changes many draws.
+      EXPECT_LE(differ, 1) << "spread " << spread << " top-k " << top_k << " top-p " << top_p << " min-p " << min_p;
+    }
+  }
 }
 
 TEST(Sampler, RejectsBadOptions) {
