@@ -6,7 +6,6 @@
 
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
-
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -48,14 +47,13 @@ void Sampler::apply_penalties(float* logits, int64_t V, std::span<const int32_t>
 
 namespace {
 
-// probs = softmax(logits / temperature) over the vocabulary; returns the largest
-// logit and the largest probability. Vectorised (the exp that training's kernels use): a decoding step
-// of a compact GPT-2 takes ~1.6 ms, and libm's scalar exp over 50,257 logits
-// took a fifth of that.
 struct Peak {
-  float logit, prob;
+  float logit, prob;  // the largest logit and the largest probability
 };
 
+// probs = softmax(logits / temperature) over the vocabulary. Vectorised, with the
+// exp training's kernels use: a decoding step of a compact GPT-2 takes ~1.6 ms,
+// and libm's scalar exp over 50,257 logits took a fifth of that.
 GPT_MULTIVERSION Peak softmax_with_temperature(float* probs, const float* logits, int64_t V, float temperature) {
   float maxval = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : maxval)
@@ -116,7 +114,6 @@ int32_t Sampler::sample(const float* logits, int64_t V, std::span<const int32_t>
   // The full distribution (kept for top()).
   probs_.resize(static_cast<size_t>(V));
   const Peak peak = softmax_with_temperature(probs_.data(), work_.data(), V, temperature);
-  const float top_prob = peak.prob;
   // The first arg-max (a search for the known maximum: max_element's chain of
   // compares took most of a greedy step's time).
   if (options_.greedy) return static_cast<int32_t>(std::find(work_.begin(), work_.end(), peak.logit) - work_.begin());
@@ -150,17 +147,17 @@ int32_t Sampler::sample(const float* logits, int64_t V, std::span<const int32_t>
   double target = 0;  // top-p's mass
   if (options_.top_k > 0 && options_.top_k < V) {
     const auto k = static_cast<int64_t>(options_.top_k);
-    n = gather_and_sort(highest_threshold(top_prob, [&](float t) { return count_at_or_above(p, V, t) >= k; }),
+    n = gather_and_sort(highest_threshold(peak.prob, [&](float t) { return count_at_or_above(p, V, t) >= k; }),
                         static_cast<size_t>(k));
     for (size_t i = 0; i < n; ++i) target += candidates_[i].first;  // the nucleus of the top k
     target *= options_.top_p;
   } else {
     // min-p's floor is a threshold already; top-p's is found on the mass.
-    float threshold = options_.min_p > 0.0f ? options_.min_p * top_prob : 0.0f;
+    float threshold = options_.min_p > 0.0f ? options_.min_p * peak.prob : 0.0f;
     if (options_.top_p < 1.0f) {
       target = options_.top_p * mass_at_or_above(p, V, 0.0f);
       threshold = std::max(threshold,
-                           highest_threshold(top_prob, [&](float t) { return mass_at_or_above(p, V, t) >= target; }));
+                           highest_threshold(peak.prob, [&](float t) { return mass_at_or_above(p, V, t) >= target; }));
     }
     n = gather_and_sort(threshold, static_cast<size_t>(V));
   }
