@@ -13,7 +13,8 @@ namespace {
 
 void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
                 gpt::MatmulPrecision precision = gpt::MatmulPrecision::kFloat32) {
-  gpt::set_matmul_precision(precision);
+  gpt::ComputeContext compute({precision});
+  const gpt::ComputeScope scope(compute);
   gpt::GPT model(config);
   model.init_weights(1);
   gpt::AdamW opt(model.layout(), {});
@@ -38,7 +39,6 @@ void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
     opt.step(model.params.data(), model.grads.data(), 1e-4f);
   }
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * T), benchmark::Counter::kIsIterationInvariantRate);
-  gpt::set_matmul_precision(gpt::MatmulPrecision::kFloat32);
 }
 
 gpt::ModelConfig config(int V, int T, int L, int NH, int C) {

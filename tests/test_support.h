@@ -1,11 +1,13 @@
 // Shared helpers for the test programs.
 #pragma once
 #include <omp.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +19,9 @@
 #include "gpt/model/config.h"
 
 namespace gpt::testing {
+
+// C++ heap allocations so far in this process (allocation_counter.cpp).
+long heap_allocations();
 
 inline std::filesystem::path source_dir() { return GPT_SOURCE_DIR; }
 inline std::filesystem::path fixture(const std::string& name) { return source_dir() / "tests" / "fixtures" / name; }
@@ -105,6 +110,31 @@ inline CommandResult run_gpt(const std::string& args, const std::string& stdin_f
   };
   r.out = slurp(tmp / "out");
   r.err = slurp(tmp / "err");
+  return r;
+}
+
+// Runs `gpt <args>` (output discarded) and returns its exit code and its peak
+// resident memory in bytes (the kernel's ru_maxrss of that process alone).
+struct MeasuredRun {
+  int exit_code = -1;
+  long peak_rss_bytes = 0;
+  double seconds = 0;
+};
+inline MeasuredRun run_gpt_measured(const std::string& args) {
+  const std::string cmd = "exec " + std::string(GPT_BINARY) + " " + args + " </dev/null >/dev/null 2>&1";
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  MeasuredRun r;
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_rss_bytes = usage.ru_maxrss * 1024L;
   return r;
 }
 

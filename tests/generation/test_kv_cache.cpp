@@ -5,10 +5,16 @@
 // greedy decoding reproduces PyTorch's tokens.
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <type_traits>
+
+
 #include <nlohmann/json.hpp>
 
 #include "gpt/generation/generate.h"
 #include "gpt/generation/kv_cache.h"
+#include "gpt/io/checkpoint.h"
+#include "gpt/io/model_loader.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/kernels/attention.h"
 #include "gpt/kernels/dispatch.h"
@@ -186,24 +192,73 @@ TEST(KvCache, GreedyDecodingMatchesPyTorch) {
 }
 
 TEST(KvCache, DecodingAllocatesNothingPerToken) {
-  // The session owns all its memory; decoding only reuses it.
-  const ModelConfig c = config(PositionEncoding::kLearned, 64);
+  // The session owns all its memory; decoding only reuses it: no heap allocation
+  // per token for any weight type or cache type (checks on the per-token path
+  // build their messages only when they fail).
+  const ModelConfig c = testing::model_config(64, 64, 2, 2, 64);
   GPT model(c);
   model.init_weights(1);
-  for (KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
-    InferenceSession session(model, kv);
-    const std::vector<int32_t> prompt = {1, 2, 3};
-    session.append(prompt.data(), 3);
-    const float* logits_before = session.logits();
-    const size_t history_capacity = session.tokens().capacity();
-    for (int32_t i = 0; i < 50; ++i) {
-      const int32_t token = i % c.vocab_size;
-      session.append(&token, 1);
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    std::unique_ptr<QuantizedModel> q;
+    if (type != GgmlType::kF32) q = QuantizedModel::quantize(model, type);
+    const InferenceWeights weights = q ? q->weights : InferenceWeights::view(model);
+    for (KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+      InferenceSession session(weights, kv);
+      const std::vector<int32_t> prompt = {1, 2, 3};
+      session.append(prompt.data(), 3);
+      const int32_t first = 4;
+      session.append(&first, 1);  // the first decoding step may size scratch
+      const long before = testing::heap_allocations();
+      for (int32_t i = 0; i < 50; ++i) {
+        const int32_t token = i % c.vocab_size;
+        session.append(&token, 1);
+      }
+      EXPECT_EQ(testing::heap_allocations() - before, 0) << ggml_type_name(type) << " weights, " << kv_cache_type_name(kv)
+                                                         << " cache";
     }
-    EXPECT_EQ(session.logits(), logits_before);
-    EXPECT_EQ(session.tokens().capacity(), history_capacity);
   }
 }
+
+TEST(KvCache, AllLogitsBeyondTheContextIsAnError) {
+  // Logits for every token cannot be given when the tokens exceed the context:
+  // an error, not (n, V) logits of which the first rows were never computed.
+  const ModelConfig c = testing::model_config(16, 8, 1, 2, 8);
+  GPT model(c);
+  model.init_weights(1);
+  InferenceSession session(model);
+  const std::vector<int32_t> tokens(12, 3);
+  EXPECT_THROW(session.append(tokens.data(), 12, true), Error);
+  EXPECT_NO_THROW(session.append(tokens.data(), 12, false));  // only the last logits: the newest 8 tokens
+  session.reset();
+  EXPECT_NO_THROW(session.append(tokens.data(), 8, true));
+}
+
+TEST(KvCache, WeightsFromOpenModelOutliveIt) {
+  // open_model's views keep the model alive: a session may outlive the OpenedModel.
+  testing::TempDir dir;
+  GPT model(testing::model_config(256, 16, 1, 2, 32));
+  model.init_weights(5);
+  const auto tok = make_byte_tokenizer();
+  save_checkpoint(dir / "m", {&model, tok.get()});
+  std::unique_ptr<InferenceSession> session;
+  {
+    const OpenedModel m = open_model(dir / "m", {.dequantize = false, .convert_to = GgmlType::kQ8_0});
+    session = std::make_unique<InferenceSession>(m.inference_weights());
+  }
+  const auto q = QuantizedModel::quantize(model, GgmlType::kQ8_0);
+  InferenceSession reference(q->weights);
+  const std::vector<int32_t> prompt = {10, 20, 30};
+  const float* a = session->append(prompt.data(), 3);
+  std::vector<float> got(a, a + 256);
+  EXPECT_EQ(testing::relative_max_error(got.data(), reference.append(prompt.data(), 3), 256), 0.0);
+}
+
+static_assert(!std::is_copy_constructible_v<QuantizedStorage>, "views into its own bytes: no copies");
+static_assert(std::is_move_constructible_v<QuantizedStorage>, "a vector's bytes stay put when moved");
+static_assert(!std::is_copy_constructible_v<QuantizedModel> && !std::is_move_constructible_v<QuantizedModel>,
+              "its weights point into itself");
+static_assert(std::is_same_v<decltype(std::declval<const GPT&>().weights()), const ConstModelWeights&>,
+              "reading a model's weights needs no mutable model");
 
 }  // namespace
 }  // namespace gpt

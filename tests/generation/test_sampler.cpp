@@ -2,6 +2,10 @@
 // token, and sampled frequencies follow softmax(logits / temperature).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -10,6 +14,8 @@
 #include <vector>
 
 #include "gpt/generation/sampler.h"
+#include "gpt/kernels/fast_math.h"
+#include "gpt/util/error.h"
 #include "gpt/util/error.h"
 #include "gpt/util/rng.h"
 
@@ -219,6 +225,23 @@ TEST(Sampler, RejectsBadOptions) {
   EXPECT_THROW(Sampler(with([](auto& o) { o.repeat_penalty = 0; }), 1), Error);
   EXPECT_THROW(Sampler(with([](auto& o) { o.repeat_last_n = -2; }), 1), Error);
   EXPECT_NO_THROW(Sampler(with([](auto& o) { o.greedy = true; o.temperature = 0; }), 1));
+}
+
+TEST(Sampler, RefusesScoresThatAreNotFinite) {
+  // A diverged model's NaN must not become a small probability and be sampled quietly.
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (bool greedy : {true, false}) {
+      SamplingOptions o;
+      o.greedy = greedy;
+      Sampler s(o, 1);
+      std::vector<float> logits(1000, 0.5f);
+      logits[417] = bad;
+      EXPECT_THROW(s.sample(logits.data(), 1000, {}), Error) << bad << (greedy ? " greedy" : " sampled");
+    }
+  }
+  EXPECT_TRUE(std::isnan(exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(exp_nonpositive(-1000.0f), exp_nonpositive(-87.0f));
+  EXPECT_FLOAT_EQ(exp_nonpositive(-1.0f), std::exp(-1.0f));
 }
 
 }  // namespace

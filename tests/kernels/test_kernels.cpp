@@ -1,4 +1,5 @@
 // Properties of the kernels that gradient checks do not cover.
+#include <optional>
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -346,7 +347,8 @@ TEST(CrossEntropy, ChunkedLmHeadMatchesTheWholeLogits) {
   }
   // bf16 products: several chunks convert the weight once (gemm_bf16_with_b16), one
   // chunk goes through gemm_bf16; both round the same inputs to bf16.
-  set_matmul_precision(MatmulPrecision::kBFloat16);
+  ComputeContext bf16({MatmulPrecision::kBFloat16});
+  std::optional<ComputeScope> scope(std::in_place, bf16);
   std::vector<float> dx_whole, dW_whole;
   float loss_whole = 0;
   for (int64_t rows : {N, int64_t(8)}) {
@@ -364,7 +366,7 @@ TEST(CrossEntropy, ChunkedLmHeadMatchesTheWholeLogits) {
     for (size_t i = 0; i < dx.size(); ++i) ASSERT_NEAR(dx[i], dx_whole[i], 1e-4);
     for (size_t i = 0; i < dW.size(); ++i) ASSERT_NEAR(dW[i], dW_whole[i], 1e-4);
   }
-  set_matmul_precision(MatmulPrecision::kFloat32);
+  scope.reset();
   EXPECT_EQ(lm_head_chunk_rows(1024, 50257), 256);  // GPT-2, 4x256 tokens: 4 chunks of ~51 MB
   EXPECT_EQ(lm_head_chunk_rows(1024, 65), 1024);    // a small vocabulary: one chunk
   EXPECT_EQ(lm_head_chunk_rows(1000, 50257), 250);  // spread evenly

@@ -120,10 +120,14 @@ TEST(GemmBf16, PrecisionSwitchRoutesGemm) {
   float c = 0;
   gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
   EXPECT_EQ(c, 2.0f + 1.0f / 512);
-  set_matmul_precision(MatmulPrecision::kBFloat16);
-  gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
-  set_matmul_precision(MatmulPrecision::kFloat32);
+  {
+    ComputeContext bf16({MatmulPrecision::kBFloat16});
+    const ComputeScope scope(bf16);
+    gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
+  }
   EXPECT_EQ(c, 2.0f);
+  gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);  // the scope has ended: float32 again
+  EXPECT_EQ(c, 2.0f + 1.0f / 512);
   EXPECT_EQ(parse_matmul_precision("bf16"), MatmulPrecision::kBFloat16);
   EXPECT_THROW(parse_matmul_precision("fp8"), Error);
 }

@@ -11,15 +11,6 @@
 #include "gpt/util/rng.h"
 #include "test_support.h"
 
-// Counts C++ heap allocations so a test can prove the training step makes none.
-static std::atomic<long> g_allocations{0};
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace gpt {
 namespace {
@@ -101,12 +92,12 @@ TEST(GPTModel, TrainingStepMakesNoHeapAllocation) {
   model.init_weights(1);
   const auto x = random_tokens(4 * 8, c.vocab_size, 7), y = random_tokens(4 * 8, c.vocab_size, 8);
   model.forward_backward(x.data(), y.data(), 4, 8);  // first call allocates activations
-  const long before = g_allocations.load();
+  const long before = testing::heap_allocations();
   for (int step = 0; step < 3; ++step) {
     model.zero_grad();
     model.forward_backward(x.data(), y.data(), 4, 8);
   }
-  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_EQ(testing::heap_allocations() - before, 0);
 }
 
 TEST(GPTModel, LossIsTheSameWithAndWithoutTheBackwardAndFromTheKeptLogits) {

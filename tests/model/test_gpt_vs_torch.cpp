@@ -3,6 +3,7 @@
 // (computed in float64 by PyTorch from the same float32 parameters).
 // Tolerances (error relative to each tensor's largest magnitude, see below) hold
 // at 1 thread and at 2.
+#include <optional>
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -157,7 +158,8 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
       GPT model(f.config);
       for (const TensorInfo& t : model.layout().tensors())
         f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
-      set_matmul_precision(MatmulPrecision::kBFloat16);
+      ComputeContext bf16({MatmulPrecision::kBFloat16});
+      std::optional<ComputeScope> scope(std::in_place, bf16);
       // oneDNN's kernels where they exist, whatever auto would pick.
       const testing::Bf16GemmModeGuard native(Bf16GemmMode::kNative);
       force_portable_bf16_gemm(portable);
@@ -173,7 +175,7 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
         const auto ref = read(f.file, "grad." + t.name, t.shape);
         worst = std::max(worst, relative_max_error(model.grads.data() + t.offset, ref.data(), t.numel));
       }
-      set_matmul_precision(MatmulPrecision::kFloat32);
+      scope.reset();
       force_portable_bf16_gemm(false);
       std::printf("[ measured ] bf16 %s (%s): logits %.2e, loss %.2e, worst gradient %.2e\n", name, kernels,
                   logits_err, std::abs(loss - ref_loss) / ref_loss, worst);

@@ -6,6 +6,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "gpt/util/rng.h"
 
 #include "gpt/model/gpt.h"
 #include "gpt/training/adamw.h"
@@ -68,6 +72,34 @@ TEST(ClipGradNorm, ScalesOnlyAboveTheThreshold) {
   EXPECT_FLOAT_EQ(clip_grad_norm(g.data(), 2, 1.0f), 5.0f);
   EXPECT_NEAR(global_norm(g.data(), 2), 1.0f, 1e-6);
   EXPECT_NEAR(g[0] / g[1], 0.75f, 1e-6);
+}
+
+TEST(AdamW, SumOfSquaresIsTheSameOnEveryThreadCount) {
+  // One fixed order of summation (blocks, then block sums in order), so training
+  // is reproducible on any thread count, and a ZeRO rank's slice sums add up to
+  // the whole buffer's within double rounding.
+  const testing::ThreadCountGuard guard;
+  Rng rng(9);
+  std::vector<float> x(1'000'003);
+  for (auto& v : x) v = static_cast<float>(rng.normal()) * 1e-2f;
+  long double exact = 0;
+  for (float v : x) exact += static_cast<long double>(v) * v;
+  omp_set_num_threads(1);
+  const double one = sum_of_squares(x.data(), x.size());
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    EXPECT_EQ(sum_of_squares(x.data(), x.size()), one) << threads << " threads";
+  }
+  EXPECT_LT(std::abs(static_cast<double>((one - exact) / exact)), 1e-13);
+  // Slices (as ZeRO cuts the buffer across ranks), summed in double: the norm
+  // they give as a float is the whole buffer's.
+  for (size_t cut : {size_t(1), size_t(333'333), size_t(500'001), size_t(8192 * 37)}) {
+    const double parts = sum_of_squares(x.data(), cut) + sum_of_squares(x.data() + cut, x.size() - cut);
+    EXPECT_EQ(static_cast<float>(std::sqrt(parts)), global_norm(x.data(), x.size())) << "cut at " << cut;
+  }
+  std::vector<float> bad(100, 1.0f);
+  bad[57] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(sum_of_squares(bad.data(), bad.size())));
 }
 
 }  // namespace

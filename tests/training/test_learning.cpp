@@ -79,7 +79,6 @@ TEST(Learning, Bf16TracksFp32OnTheBabyConfig) {
   };
   const TrainResult fp32 = run("fp32");
   const TrainResult bf16 = run("bf16");
-  set_matmul_precision(MatmulPrecision::kFloat32);  // train() set it for this process
   const float rel = std::fabs(*bf16.final_val_loss / *fp32.final_val_loss - 1.0f);
   std::printf("[ measured ] val loss fp32 %.4f, bf16 %.4f (%.2f%%); tokens/s %.0f vs %.0f\n", *fp32.final_val_loss,
               *bf16.final_val_loss, 100 * rel, fp32.tokens_per_sec, bf16.tokens_per_sec);

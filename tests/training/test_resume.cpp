@@ -5,7 +5,12 @@
 #include <cstring>
 #include <fstream>
 
+#include <omp.h>
+
+#include "gpt/io/checkpoint.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/training/trainer.h"
+#include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 #include "gpt/util/rng.h"
 #include "test_support.h"
@@ -87,6 +92,78 @@ TEST(Training, GradientAccumulationMatchesTheFullBatch) {
   const TrainResult ra = train(a), rb = train(b);
   for (size_t i = 0; i < ra.history.size(); ++i)
     EXPECT_NEAR(ra.history[i].loss, rb.history[i].loss, 1e-5 * ra.history[i].loss) << "step " << i + 1;
+}
+
+// The trainer's pieces, driven by hand, give the run that Trainer::run gives: what
+// a fine-tuning or preference trainer building on them relies on.
+TEST(Trainer, StepsEvaluationAndCheckpointsByHandMatchRun) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(4000, 1));
+  struct Recorder : TrainingObserver {
+    std::vector<LogEntry> steps;
+    int starts = 0, checkpoints = 0, finishes = 0;
+    void on_start(const Trainer&) override { ++starts; }
+    void on_step(const Trainer&, const LogEntry& e) override { steps.push_back(e); }
+    void on_checkpoint(const Trainer&, int64_t) override { ++checkpoints; }
+    void on_finish(const Trainer&, const TrainResult&) override { ++finishes; }
+  } recorder;
+  TrainOptions o = tiny_options(dir, "run");
+  o.checkpoint_interval = 10;
+  const TrainResult whole = train(o, "", &recorder);
+  EXPECT_EQ(recorder.starts, 1);
+  EXPECT_EQ(recorder.finishes, 1);
+  EXPECT_EQ(recorder.checkpoints, 3);
+  ASSERT_EQ(recorder.steps.size(), 30u);
+
+  Trainer trainer(tiny_options(dir, "by-hand"));
+  for (int64_t s = 1; s <= 30; ++s) {
+    const LogEntry e = trainer.step();
+    EXPECT_EQ(e.step, s);
+    EXPECT_EQ(e.loss, recorder.steps[static_cast<size_t>(s - 1)].loss) << "step " << s;
+    EXPECT_EQ(e.grad_norm, recorder.steps[static_cast<size_t>(s - 1)].grad_norm) << "step " << s;
+    if (s % 5 == 0) {
+      EXPECT_EQ(trainer.evaluate(), *recorder.steps[static_cast<size_t>(s - 1)].val_loss) << "step " << s;
+    }
+  }
+  trainer.save_checkpoint();
+  EXPECT_EQ(load_model(dir / "by-hand").model->params, load_model(dir / "run").model->params);
+  EXPECT_EQ(whole.final_loss, recorder.steps.back().loss);
+}
+
+TEST(Trainer, LeavesTheCallersThreadsAndPrecisionAlone) {
+  // train() runs on its own thread count and precision inside a scope: the
+  // calling thread's OpenMP setting and float32 products are as they were.
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(2000, 3));
+  const testing::ThreadCountGuard guard;
+  omp_set_num_threads(2);
+  TrainOptions o = tiny_options(dir, "bf16");
+  o.max_iters = 2;
+  o.threads = 1;
+  o.dtype = "bf16";
+  train(o);
+  EXPECT_EQ(omp_get_max_threads(), 2);
+  const float a[2] = {1.0f + 1.0f / 512, 1.0f}, b[2] = {1.0f, 1.0f};  // bf16 would round a[0] to 1
+  float c = 0;
+  gemm(false, false, 1, 1, 2, 1.0f, a, 2, b, 1, 0.0f, &c, 1);
+  EXPECT_EQ(c, 2.0f + 1.0f / 512);
+}
+
+TEST(Trainer, DivergenceStopsWithAnErrorNamingTheStep) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(2000, 4));
+  TrainOptions o = tiny_options(dir, "nan");
+  o.lr = 1e30;  // the first update throws the weights to infinity
+  o.warmup_iters = 0;
+  o.grad_clip = 0;
+  try {
+    train(o);
+    FAIL() << "training with lr 1e30 did not stop";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("training diverged"), std::string::npos) << what;
+    EXPECT_NE(what.find("at step 2"), std::string::npos) << what;
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include "gpt/cli/commands.h"
+#include "gpt/cli/loss_plot.h"
 #include "gpt/cli/model_flags.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -33,13 +34,13 @@ Command add_attention_command(CLI::App& parent) {
     OpenedModel m = open_model(o->model, /*dequantize=*/true);
     const ModelConfig& c = m.fp32->config();
     const int layer = o->layer < 0 ? c.n_layer - 1 : o->layer;
-    check(layer < c.n_layer, "--layer " + std::to_string(layer) + " out of range: the model has " +
+    GPT_CHECK(layer < c.n_layer, "--layer " + std::to_string(layer) + " out of range: the model has " +
                                  std::to_string(c.n_layer) + " layers (0 .. " + std::to_string(c.n_layer - 1) + ")");
-    check(o->head < c.n_head, "--head " + std::to_string(o->head) + " out of range: the model has " +
+    GPT_CHECK(o->head < c.n_head, "--head " + std::to_string(o->head) + " out of range: the model has " +
                                   std::to_string(c.n_head) + " heads");
     const std::vector<int32_t> ids = m.tokenizer->encode(o->prompt);
-    check(!ids.empty(), "the prompt is empty");
-    check(static_cast<int64_t>(ids.size()) <= c.block_size,
+    GPT_CHECK(!ids.empty(), "the prompt is empty");
+    GPT_CHECK(static_cast<int64_t>(ids.size()) <= c.block_size,
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
               std::to_string(c.block_size));
     const auto T = static_cast<int64_t>(ids.size());
@@ -68,7 +69,7 @@ Command add_plot_command(CLI::App& parent) {
   app->add_option("log", *log, "Training log (JSON lines, as written by gpt train)")->required();
   app->add_option("--out", *out, "SVG file to write")->required();
   auto run = [log, out]() -> int {
-    write_file_atomic(*out, training_log_svg(read_training_log(*log), "Training loss: " + *log));
+    draw_training_log(*log, *out, "Training loss: " + *log);
     std::printf("%s\n", out->c_str());
     return 0;
   };

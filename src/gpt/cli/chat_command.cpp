@@ -35,10 +35,11 @@ Command add_chat_command(CLI::App& parent) {
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
     o->gen.sampling.validate();
-    if (o->threads > 0) omp_set_num_threads(o->threads);
+    ComputeContext compute(compute_options(o->model, o->threads));
+    const ComputeScope scope(compute);
     OpenedModel m = open_model(o->model);
     const InferenceWeights weights = m.inference_weights();
-    InferenceSession session(weights, o->model.kv_cache_type());
+    InferenceSession session(weights, o->model.kv_cache_type(), compute.options());
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);
     if (interactive) {
       std::fprintf(stderr, "gpt chat: type text and press Enter; the model continues it. /reset forgets, /quit ends.\n");

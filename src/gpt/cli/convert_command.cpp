@@ -32,9 +32,10 @@ Command add_convert_command(CLI::App& parent) {
   app->add_option("--name", o->name, "general.name written into a GGUF file (default: the input's name)");
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
-    if (o->threads > 0) omp_set_num_threads(o->threads);
+    ComputeContext compute({MatmulPrecision::kFloat32, o->threads});
+    const ComputeScope scope(compute);
     const GgmlType type = o->model.quantize.empty() ? GgmlType::kF32 : parse_ggml_type(o->model.quantize);
-    check(o->to == "gguf" || type == GgmlType::kF32,
+    GPT_CHECK(o->to == "gguf" || type == GgmlType::kF32,
           "--quantize applies to GGUF output; a Hugging Face directory holds fp32 weights");
     ModelOpenOptions options;
     options.dequantize = true;  // every output is written from fp32 weights

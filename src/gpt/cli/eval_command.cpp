@@ -27,7 +27,8 @@ Command add_eval_command(CLI::App& parent) {
   app->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
-    if (o->threads > 0) omp_set_num_threads(o->threads);
+    ComputeContext compute(compute_options(o->model, o->threads));
+    const ComputeScope scope(compute);
     OpenedModel m = open_model(o->model);
     const std::string text = read_text_file(o->data);
     // fp32 models run batched training forward passes; compact ones the inference path.

@@ -46,28 +46,29 @@ Command add_generate_command(CLI::App& parent) {
   app->add_flag("--verbose", o->verbose, "Print prefill and decode speed to stderr");
   auto run = [o, prompt]() -> int {
     o->gen.sampling.validate();
-    if (o->threads > 0) omp_set_num_threads(o->threads);
+    ComputeContext compute(compute_options(o->model, o->threads));
+    const ComputeScope scope(compute);
     std::string text = o->prompt;
     if (!o->prompt_file.empty()) {
       text = read_text_file(o->prompt_file);
     } else if (prompt->count() == 0) {
-      check(!::isatty(STDIN_FILENO), "no prompt: pass --prompt TEXT, --prompt-file FILE or pipe text in");
+      GPT_CHECK(!::isatty(STDIN_FILENO), "no prompt: pass --prompt TEXT, --prompt-file FILE or pipe text in");
       text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
-    check(!text.empty(), "the prompt is empty");
+    GPT_CHECK(!text.empty(), "the prompt is empty");
     if (auto bad = find_invalid_utf8(text)) {
       throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
     }
     OpenedModel m = open_model(o->model);
     const std::vector<int32_t> ids = m.tokenizer->encode(text);
     const int64_t context = m.config().block_size;
-    check(static_cast<int64_t>(ids.size()) <= context,
+    GPT_CHECK(static_cast<int64_t>(ids.size()) <= context,
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +
               std::to_string(context) + "; shorten it");
     const bool json = o->json && o->gen.top_probs > 0;
     const Tokenizer& tok = *m.tokenizer;
     const InferenceWeights weights = m.inference_weights();
-    InferenceSession session(weights, o->model.kv_cache_type());
+    InferenceSession session(weights, o->model.kv_cache_type(), compute.options());
     for (int sample = 0; sample < o->num_samples; ++sample) {
       if (sample > 0 && !json) std::fputs("\n---------------\n", stdout);
       session.reset();

@@ -54,20 +54,22 @@ int main(int argc, char** argv) {
   gpt::Communicator& comm = gpt::Communicator::world();
   // On a terminal, first clear a progress line the error would otherwise share.
   const char* clear = ::isatty(STDERR_FILENO) ? "\r\033[K" : "";
+  // Every fatal path prints one line and, under mpirun, ends every rank: a rank
+  // that returned alone would leave the others waiting in a collective forever.
+  auto fail = [&](const char* message) {
+    if (comm.distributed()) comm.abort(message);  // prints the message, does not return
+    std::fprintf(stderr, "%sgpt: error: %s\n", clear, message);
+    return 1;
+  };
   try {
     for (auto& c : commands)
       if (c.app->parsed()) return c.run();
-  } catch (const gpt::Error& e) {
-    if (comm.distributed()) comm.abort(e.what());
-    std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
-    return 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "%sgpt: error: out of memory\n", clear);
-    return 1;
+    return fail("out of memory");
   } catch (const std::exception& e) {
-    if (comm.distributed()) comm.abort(e.what());
-    std::fprintf(stderr, "%sgpt: error: %s\n", clear, e.what());
-    return 1;
+    return fail(e.what());
+  } catch (...) {
+    return fail("unknown internal error");
   }
   return 1;
 }

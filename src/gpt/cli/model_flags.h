@@ -6,7 +6,7 @@
 
 #include "gpt/generation/kv_cache.h"
 #include "gpt/io/model_loader.h"
-#include "gpt/kernels/matmul.h"
+#include "gpt/kernels/compute_context.h"
 
 namespace gpt::cli {
 
@@ -35,8 +35,12 @@ inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantiz
   }
 }
 
+// How a command runs the model: --dtype and --threads (0: all cores).
+inline ComputeOptions compute_options(const ModelFlags& flags, int threads) {
+  return {parse_matmul_precision(flags.dtype), threads};
+}
+
 inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false) {
-  set_matmul_precision(parse_matmul_precision(flags.dtype));
   ModelOpenOptions options;
   options.dequantize = dequantize;
   if (!flags.quantize.empty()) options.convert_to = parse_ggml_type(flags.quantize);

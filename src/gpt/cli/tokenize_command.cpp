@@ -102,8 +102,8 @@ Command add_tokenize_command(CLI::App& parent) {
         } catch (const std::exception&) {
           used = 0;
         }
-        check(used == word.size() && used > 0, "not a token id: '" + word + "'");
-        check(v >= 0 && v < tok->vocab_size(), "token id " + word + " outside the vocabulary of " +
+        GPT_CHECK(used == word.size() && used > 0, "not a token id: '" + word + "'");
+        GPT_CHECK(v >= 0 && v < tok->vocab_size(), "token id " + word + " outside the vocabulary of " +
                                                    std::to_string(tok->vocab_size()));
         ids.push_back(static_cast<int32_t>(v));
       }
@@ -112,7 +112,7 @@ Command add_tokenize_command(CLI::App& parent) {
       return 0;
     }
     if (prepare->parsed()) {
-      check(o->data.size() == 1, "prepare takes one --data file");
+      GPT_CHECK(o->data.size() == 1, "prepare takes one --data file");
       const auto t0 = std::chrono::steady_clock::now();
       const std::string text = read_text_file(o->data[0]);
       const auto ids = encode_all(*tok, text, o->allow_special, threads);

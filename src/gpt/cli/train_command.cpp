@@ -3,18 +3,81 @@
 #include <memory>
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "gpt/cli/commands.h"
+#include "gpt/cli/loss_plot.h"
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/training/trainer.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
+#include "gpt/util/progress.h"
 
 namespace gpt::cli {
 namespace {
+
+// What `gpt train` shows of a run on rank 0: a summary of the setup, a live
+// progress line, and the loss curve drawn beside the checkpoint at the end.
+class ConsoleObserver : public TrainingObserver {
+ public:
+  explicit ConsoleObserver(bool quiet) : quiet_(quiet) {}
+
+  void on_start(const Trainer& t) override {
+    if (!t.comm().is_root()) return;
+    if (t.resumed_with_other_data()) {
+      std::fprintf(stderr, "gpt: warning: %s differs from the data the checkpoint was trained on\n",
+                   t.options().data.c_str());
+    }
+    const TrainOptions& o = t.options();
+    progress_ = std::make_unique<ProgressLine>(o.max_iters, t.first_step(), o.eval_interval);
+    if (quiet_) return;
+    const Dataset& d = t.dataset();
+    std::fprintf(stderr, "gpt: %lld tokens (%lld train, %lld val), vocab %d, %.2fM parameters, %d threads\n",
+                 static_cast<long long>(d.train_size() + d.val_size()), static_cast<long long>(d.train_size()),
+                 static_cast<long long>(d.val_size()), t.model().config().vocab_size,
+                 static_cast<double>(t.model().num_parameters()) / 1e6, t.threads());
+    if (t.comm().distributed()) {
+      std::fprintf(stderr, "gpt: %d ranks, %lld sequences per rank per step%s\n", t.comm().size(),
+                   static_cast<long long>(o.batch_size / t.comm().size()),
+                   o.zero == 1 ? ", ZeRO-1 (optimizer state sharded)" : "");
+    }
+  }
+
+  void on_step(const Trainer& t, const LogEntry& e) override {
+    if (!t.comm().is_root()) return;
+    rate_ema_ = rate_ema_ == 0 ? e.tokens_per_sec : 0.9 * rate_ema_ + 0.1 * e.tokens_per_sec;
+    if (e.val_loss) last_val_ = e.val_loss;
+    if (quiet_) return;
+    char fields[160];
+    std::snprintf(fields, sizeof fields, "loss %.4f | val %s | lr %.2e | %.0f tok/s", e.loss,
+                  last_val_ ? std::to_string(*last_val_).substr(0, 6).c_str() : "-", e.lr, rate_ema_);
+    progress_->update(e.step, fields, e.val_loss.has_value());
+  }
+
+  void on_finish(const Trainer& t, const TrainResult& r) override {
+    if (!t.comm().is_root()) return;
+    if (!quiet_) progress_->finish();
+    // Draw the whole run (earlier steps of a resumed run included) next to the checkpoint.
+    if (r.steps > t.first_step()) {
+      const std::filesystem::path plot = std::filesystem::path(t.options().out) / "loss.svg";
+      draw_training_log(t.log_path().string(), plot.string(), "Training loss: " + t.options().data);
+      if (!quiet_) std::fprintf(stderr, "gpt: loss curve drawn in %s\n", plot.c_str());
+    } else if (t.first_step() > 0 && !quiet_) {
+      std::fprintf(stderr, "gpt: checkpoint is already at step %lld of --max-iters %lld; nothing to do\n",
+                   static_cast<long long>(t.first_step()), static_cast<long long>(t.options().max_iters));
+    }
+  }
+
+ private:
+  bool quiet_;
+  std::unique_ptr<ProgressLine> progress_;
+  double rate_ema_ = 0;
+  std::optional<float> last_val_;
+};
 
 // --config FILE: a JSON object whose keys are the flag names ({"n-layer": 4,
 // "lr": 1e-3}; underscores work too). Flags on the command line win. (CLI11 reads
@@ -26,12 +89,12 @@ void apply_json_config(CLI::App* app, const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error("--config " + path + " is not valid JSON: " + e.what());
   }
-  check(j.is_object(), "--config " + path + " must hold a JSON object");
+  GPT_CHECK(j.is_object(), "--config " + path + " must hold a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string name = it.key();
     std::replace(name.begin(), name.end(), '_', '-');
     CLI::Option* opt = app->get_option_no_throw("--" + name);
-    check(opt != nullptr && name != "config" && name != "resume",
+    GPT_CHECK(opt != nullptr && name != "config" && name != "resume",
           "--config " + path + ": unknown option \"" + it.key() + "\"");
     if (opt->count() > 0) continue;  // given on the command line
     const auto& v = it.value();
@@ -101,9 +164,9 @@ Command add_train_command(CLI::App& parent) {
     if (!config->empty()) apply_json_config(app, *config);
     TrainOptions opts = *o;
     if (!o->init_from.empty()) {
-      check(resume->empty(), "--init-from and --resume exclude each other (--resume continues a run)");
+      GPT_CHECK(resume->empty(), "--init-from and --resume exclude each other (--resume continues a run)");
       for (const char* flag : {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer"}) {
-        check(app->get_option(flag)->count() == 0,
+        GPT_CHECK(app->get_option(flag)->count() == 0,
               std::string(flag) + " conflicts with --init-from: the model and its tokenizer come from " + o->init_from);
       }
     }
@@ -117,7 +180,7 @@ Command add_train_command(CLI::App& parent) {
         if (flag == nullptr || flag->count() == 0) continue;
         for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
                                       "tie-weights", "tokenizer"}) {
-          check(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
+          GPT_CHECK(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
                 "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
                     merged.value(it.key(), nlohmann::json()).dump());
         }
@@ -128,7 +191,8 @@ Command add_train_command(CLI::App& parent) {
       opts = TrainOptions::from_json(merged);
       opts.quiet = o->quiet;
     }
-    const TrainResult r = train(opts, *resume);
+    ConsoleObserver console(opts.quiet);
+    const TrainResult r = train(opts, *resume, &console);
     if (!Communicator::world().is_root()) return 0;  // rank 0 reports
     nlohmann::json summary = {{"steps", r.steps},
                               {"loss", r.final_loss},

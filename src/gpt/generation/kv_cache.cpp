@@ -42,25 +42,29 @@ KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weig
   return compact && attention_f16_reads_in_place(c.n_embd / c.n_head) ? KvCacheType::kF16 : KvCacheType::kF32;
 }
 
-InferenceSession::InferenceSession(GPT& model, KvCacheType kv) : InferenceSession(InferenceWeights::view(model), kv) {}
+InferenceSession::InferenceSession(const GPT& model, KvCacheType kv, ComputeOptions compute)
+    : InferenceSession(InferenceWeights::view(model), kv, compute) {}
 
-InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType kv)
-    : w_(weights), capacity_(weights.config.block_size), kv_type_(resolve_kv_cache_type(kv, weights)) {
+InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType kv, ComputeOptions compute)
+    : w_(weights),
+      capacity_(weights.config.block_size),
+      kv_type_(resolve_kv_cache_type(kv, weights)),
+      compute_({compute.precision, compute.threads > 0 ? compute.threads : omp_get_max_threads()}) {
   const ModelConfig& c = w_.config;
   const auto L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.n_embd),
              T = static_cast<size_t>(capacity_);
   if (kv_type_ == KvCacheType::kF16) {
-    k_half_.assign(L * T * C, 0);
-    v_half_.assign(L * T * C, 0);
+    k_half_ = ZeroedBuffer<uint16_t>(L * T * C);
+    v_half_ = ZeroedBuffer<uint16_t>(L * T * C);
   } else {
-    k_cache_.assign(L * T * C, 0.0f);
-    v_cache_.assign(L * T * C, 0.0f);
+    k_cache_ = ZeroedBuffer<float>(L * T * C);
+    v_cache_ = ZeroedBuffer<float>(L * T * C);
   }
-  x_.assign(T * C, 0.0f);
-  ln_.assign(T * C, 0.0f);
-  qkv_.assign(T * 3 * C, 0.0f);
-  atty_.assign(T * C, 0.0f);
-  fch_.assign(T * 4 * C, 0.0f);
+  x_ = ZeroedBuffer<float>(T * C);
+  ln_ = ZeroedBuffer<float>(T * C);
+  qkv_ = ZeroedBuffer<float>(T * 3 * C);
+  atty_ = ZeroedBuffer<float>(T * C);
+  fch_ = ZeroedBuffer<float>(T * 4 * C);
   logits_.assign(static_cast<size_t>(c.vocab_size), 0.0f);
   tokens_.reserve(T);
   replay_.reserve(T);
@@ -69,10 +73,10 @@ InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType 
     positions_.resize(T * C);
     sinusoidal_positions(positions_.data(), capacity_, c.n_embd);
   }
-  scratch_threads_ = omp_get_max_threads();
+  scratch_threads_ = compute_.threads();
   const int64_t per_thread =
       attention_cached_scratch_floats(capacity_, c.n_embd / c.n_head, kv_type_ == KvCacheType::kF16);
-  attn_scratch_.assign(static_cast<size_t>(scratch_threads_ * per_thread), 0.0f);
+  attn_scratch_ = ZeroedBuffer<float>(static_cast<size_t>(scratch_threads_ * per_thread));
 }
 
 void InferenceSession::reset() {
@@ -81,6 +85,7 @@ void InferenceSession::reset() {
 }
 
 const float* InferenceSession::append(const int32_t* tokens, int64_t n, bool all_logits) {
+  const ComputeScope scope(compute_);
   if (n <= 0) throw Error("append needs at least one token");
   const int64_t V = w_.config.vocab_size;
   for (int64_t i = 0; i < n; ++i) {
@@ -88,7 +93,10 @@ const float* InferenceSession::append(const int32_t* tokens, int64_t n, bool all
       throw Error("token id " + std::to_string(tokens[i]) + " outside the vocabulary of " + std::to_string(V));
     }
   }
-  if (n > capacity_) {  // only the last `capacity_` tokens can matter
+  if (n > capacity_) {  // only the last `capacity_` tokens can matter ...
+    // ... but logits for every token were asked for: they cannot all be given.
+    GPT_CHECK(!all_logits, "logits for all " + std::to_string(n) + " tokens were asked for, but the context holds " +
+                               std::to_string(capacity_));
     tokens += n - capacity_;
     n = capacity_;
   }

@@ -16,8 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "gpt/kernels/compute_context.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
+#include "gpt/util/zeroed_buffer.h"
 
 namespace gpt {
 
@@ -30,10 +32,15 @@ KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weig
 
 class InferenceSession {
  public:
-  // fp32, reading the model's parameters in place (they may change between calls).
-  explicit InferenceSession(GPT& model, KvCacheType kv = KvCacheType::kAuto);
-  // Any weight types (a QuantizedModel's weights); they must outlive the session.
-  explicit InferenceSession(const InferenceWeights& weights, KvCacheType kv = KvCacheType::kAuto);
+  // fp32, reading the model's parameters in place (they may change between calls;
+  // the model must outlive the session).
+  explicit InferenceSession(const GPT& model, KvCacheType kv = KvCacheType::kAuto, ComputeOptions compute = {});
+  // Any weight types (a QuantizedModel's weights). They must outlive the session
+  // unless weights.owner keeps them alive (open_model's do). `compute`: the
+  // session's own thread count and precision for prompts (0 threads: the
+  // caller's at construction), installed for each call and restored after it.
+  explicit InferenceSession(const InferenceWeights& weights, KvCacheType kv = KvCacheType::kAuto,
+                            ComputeOptions compute = {});
 
   void reset();
   int64_t position() const { return pos_; }        // tokens in the cache
@@ -44,7 +51,8 @@ class InferenceSession {
 
   // Runs `n` tokens; returns the logits (V) after the last one. If they do not fit
   // in the free context, the session slides first (see above). With
-  // `all_logits`, logits() afterwards holds (n, V) for every new token.
+  // `all_logits`, logits() afterwards holds (n, V) for every new token (then n
+  // must not exceed the context: gpt::Error).
   const float* append(const int32_t* tokens, int64_t n, bool all_logits = false);
   const float* logits() const { return logits_.data(); }
   int64_t slides() const { return slides_; }
@@ -58,14 +66,16 @@ class InferenceSession {
   std::vector<int32_t> tokens_;
   std::vector<int32_t> replay_;  // tokens kept when sliding
   KvCacheType kv_type_;
-  std::vector<float> k_cache_, v_cache_;     // (L, NH, capacity, hs), fp32 ...
-  std::vector<uint16_t> k_half_, v_half_;    // ... or float16
-  std::vector<float> x_, ln_, qkv_, atty_, fch_;  // (capacity, C | 3C | 4C) scratch
+  // Reserved for the whole context, resident as far as used (zeroed_buffer.h).
+  ZeroedBuffer<float> k_cache_, v_cache_;     // (L, NH, capacity, hs), fp32 ...
+  ZeroedBuffer<uint16_t> k_half_, v_half_;    // ... or float16
+  ZeroedBuffer<float> x_, ln_, qkv_, atty_, fch_;  // (capacity, C | 3C | 4C) scratch
   std::vector<float> stats_;                      // LayerNorm mean and rstd (2, capacity)
   std::vector<float> logits_;                     // (V) or (n, V)
   std::vector<float> positions_;                  // sinusoid table when used
-  std::vector<float> attn_scratch_;
+  ZeroedBuffer<float> attn_scratch_;
   int scratch_threads_;
+  ComputeContext compute_;  // installed for every append()
   QuantScratch quant_scratch_;
 };
 

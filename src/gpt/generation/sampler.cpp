@@ -11,15 +11,15 @@
 namespace gpt {
 
 void SamplingOptions::validate() const {
-  check(greedy || (temperature > 0.0f && std::isfinite(temperature)),
+  GPT_CHECK(greedy || (temperature > 0.0f && std::isfinite(temperature)),
         "--temperature must be positive (use --greedy for arg-max decoding)");
-  check(top_k >= 0, "--top-k must not be negative");
-  check(top_p > 0.0f && top_p <= 1.0f, "--top-p must be in (0, 1]");
-  check(min_p >= 0.0f && min_p < 1.0f, "--min-p must be in [0, 1)");
-  check(repeat_penalty > 0.0f && std::isfinite(repeat_penalty), "--repeat-penalty must be positive");
-  check(repeat_last_n >= -1, "--repeat-last-n must be -1 (whole context), 0 (off) or positive");
-  check(std::isfinite(presence_penalty), "--presence-penalty must be a number");
-  check(std::isfinite(frequency_penalty), "--frequency-penalty must be a number");
+  GPT_CHECK(top_k >= 0, "--top-k must not be negative");
+  GPT_CHECK(top_p > 0.0f && top_p <= 1.0f, "--top-p must be in (0, 1]");
+  GPT_CHECK(min_p >= 0.0f && min_p < 1.0f, "--min-p must be in [0, 1)");
+  GPT_CHECK(repeat_penalty > 0.0f && std::isfinite(repeat_penalty), "--repeat-penalty must be positive");
+  GPT_CHECK(repeat_last_n >= -1, "--repeat-last-n must be -1 (whole context), 0 (off) or positive");
+  GPT_CHECK(std::isfinite(presence_penalty), "--presence-penalty must be a number");
+  GPT_CHECK(std::isfinite(frequency_penalty), "--frequency-penalty must be a number");
 }
 
 Sampler::Sampler(SamplingOptions options, uint64_t seed) : options_(options), rng_(seed) { options_.validate(); }
@@ -114,6 +114,12 @@ int32_t Sampler::sample(const float* logits, int64_t V, std::span<const int32_t>
   // The full distribution (kept for top()).
   probs_.resize(static_cast<size_t>(V));
   const Peak peak = softmax_with_temperature(probs_.data(), work_.data(), V, temperature);
+  // NaN anywhere makes the sum NaN, and so the normaliser: a diverged model (or
+  // corrupt weights) is refused, never sampled as if its scores were small.
+  if (!(peak.prob > 0.0f && std::isfinite(peak.prob) && std::isfinite(peak.logit))) [[unlikely]] {
+    throw Error("the model's next-token scores are not finite (NaN or infinity): refusing to sample "
+                "(diverged training or corrupt weights?)");
+  }
   // The first arg-max (a search for the known maximum: max_element's chain of
   // compares took most of a greedy step's time).
   if (options_.greedy) return static_cast<int32_t>(std::find(work_.begin(), work_.end(), peak.logit) - work_.begin());

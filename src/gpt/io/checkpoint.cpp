@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -31,10 +34,11 @@ fs::path normalized(const fs::path& dir) {
 // (the old directory survives as target.old until the new one is in place).
 void swap_in_directory(const fs::path& staged, const fs::path& target) {
   std::error_code ec;
-  if (!fs::exists(target, ec)) {
-    fs::rename(staged, target);
-    return;
-  }
+  auto rename_or_fail = [&](const fs::path& from, const fs::path& to) {
+    fs::rename(from, to, ec);
+    GPT_CHECK(!ec, "cannot rename " + from.string() + " to " + to.string() + ": " + ec.message());
+  };
+  if (!fs::exists(target, ec)) return rename_or_fail(staged, target);
 #ifdef RENAME_EXCHANGE
   if (::renameat2(AT_FDCWD, staged.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
     fs::remove_all(staged, ec);  // now holds the previous checkpoint
@@ -43,9 +47,29 @@ void swap_in_directory(const fs::path& staged, const fs::path& target) {
 #endif
   const fs::path old = fs::path(target.string() + ".old");
   fs::remove_all(old, ec);
-  fs::rename(target, old);
-  fs::rename(staged, target);
+  rename_or_fail(target, old);
+  rename_or_fail(staged, target);
   fs::remove_all(old, ec);
+}
+
+// Staging directories of saves that died (dir.tmp.<pid>.<n> of a process that is
+// gone, or the older dir.tmp): removed before a new save.
+void remove_dead_staging(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  const std::string prefix = dir.filename().string() + ".tmp";
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    bool dead = rest.empty();
+    if (rest.size() > 1 && rest[0] == '.') {
+      const long pid = std::strtol(rest.c_str() + 1, nullptr, 10);
+      dead = pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    }
+    std::error_code rm;
+    if (dead) fs::remove_all(it->path(), rm);
+  }
 }
 
 }  // namespace
@@ -55,19 +79,41 @@ fs::path resolve_checkpoint_dir(const fs::path& dir_in) {
   std::error_code ec;
   // An interrupted fallback swap (no RENAME_EXCHANGE) can leave only dir.old.
   if (!fs::exists(dir, ec) && fs::is_directory(dir.string() + ".old", ec)) return dir.string() + ".old";
-  check(fs::is_directory(dir, ec), "checkpoint directory not found: " + dir_in.string());
+  GPT_CHECK(fs::is_directory(dir, ec), "checkpoint directory not found: " + dir_in.string());
   return dir;
 }
 
+namespace {
+void write_staged_checkpoint(const fs::path& staged, const fs::path& dir, const CheckpointContents& c);
+}  // namespace
+
 void save_checkpoint(const fs::path& dir_in, const CheckpointContents& c) {
-  check(c.model != nullptr && c.tokenizer != nullptr, "save_checkpoint needs a model and a tokenizer");
+  GPT_CHECK(c.model != nullptr && c.tokenizer != nullptr, "save_checkpoint needs a model and a tokenizer");
   const fs::path dir = normalized(dir_in);
-  const fs::path staged = fs::path(dir.string() + ".tmp");
+  std::error_code exists_ec;
+  GPT_CHECK(!fs::exists(dir, exists_ec) || fs::is_directory(dir, exists_ec),
+            "cannot save a checkpoint at " + dir.string() + ": it exists and is not a directory");
+  // Unique per save: two savers of one directory never share a staging directory.
+  const fs::path staged = fs::path(dir.string() + unique_temp_suffix());
   std::error_code ec;
   if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
-  fs::remove_all(staged, ec);  // left over from an interrupted save
-  check(fs::create_directory(staged, ec) || fs::is_directory(staged),
-        "cannot create checkpoint directory " + staged.string() + ": " + ec.message());
+  remove_dead_staging(dir);
+  fs::create_directory(staged, ec);
+  GPT_CHECK(!ec, "cannot create checkpoint directory " + staged.string() + ": " + ec.message());
+  try {
+    write_staged_checkpoint(staged, dir, c);
+    swap_in_directory(staged, dir);
+  } catch (...) {
+    fs::remove_all(staged, ec);
+    throw;
+  }
+  sync_directory(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
+}
+
+namespace {
+
+void write_staged_checkpoint(const fs::path& staged, const fs::path& dir, const CheckpointContents& c) {
+  std::error_code ec;
 
   const GPT& model = *c.model;
   write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
@@ -94,44 +140,75 @@ void save_checkpoint(const fs::path& dir_in, const CheckpointContents& c) {
   // Carry over what the user (or the trainer) keeps beside the checkpoint: hard
   // links cost nothing and keep appending to the same file.
   if (fs::is_directory(dir, ec)) {
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
       if (kCheckpointFiles.count(name) != 0 || name.find(".tmp.") != std::string::npos) continue;
-      fs::create_hard_link(entry.path(), staged / name, ec);
-      if (ec) fs::copy(entry.path(), staged / name, fs::copy_options::recursive, ec);
+      std::error_code link;
+      fs::create_hard_link(it->path(), staged / name, link);
+      if (link) {
+        fs::copy(it->path(), staged / name, fs::copy_options::recursive, link);
+        GPT_CHECK(!link, "cannot carry " + it->path().string() + " over into the new checkpoint: " + link.message());
+      }
     }
+    GPT_CHECK(!ec, "cannot list " + dir.string() + ": " + ec.message());
   }
   sync_directory(staged);
-  swap_in_directory(staged, dir);
-  sync_directory(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
 }
+
+}  // namespace
+
+namespace {
+
+// The file's name of a model tensor: Hugging Face checkpoints may prefix every
+// name with "transformer.".
+std::string stored_name(const SafetensorsFile& st, const std::string& name) {
+  if (!st.contains(name) && st.contains("transformer." + name)) return "transformer." + name;
+  return name;
+}
+
+// Every tensor the layout needs is in the file with its shape and a readable
+// dtype: checked before a model of the config's size is allocated.
+void check_parameters(const SafetensorsFile& st, const ParameterLayout& layout) {
+  for (const TensorInfo& t : layout.tensors()) st.check_f32(stored_name(st, t.name), t.shape);
+}
+
+void read_parameters(const SafetensorsFile& st, GPT& model) {
+  for (const TensorInfo& t : model.layout().tensors())
+    st.read_f32(stored_name(st, t.name), t.shape, model.params.data() + t.offset);
+}
+
+}  // namespace
 
 void load_parameters(const fs::path& file, GPT& model) {
   const SafetensorsFile st = SafetensorsFile::load(file);
-  for (const TensorInfo& t : model.layout().tensors()) {
-    // Hugging Face checkpoints may prefix every name with "transformer.".
-    std::string name = t.name;
-    if (!st.contains(name) && st.contains("transformer." + name)) name = "transformer." + name;
-    st.read_f32(name, t.shape, model.params.data() + t.offset);
-  }
+  check_parameters(st, model.layout());
+  read_parameters(st, model);
 }
 
 LoadedModel load_model(const fs::path& dir_in) {
   const fs::path dir = resolve_checkpoint_dir(dir_in);
   std::error_code ec;
   for (const char* f : {"config.json", "model.safetensors"}) {
-    check(fs::exists(dir / f, ec), "model directory " + dir.string() + " has no " + f);
+    GPT_CHECK(fs::exists(dir / f, ec), "model directory " + dir.string() + " has no " + f);
   }
-  check(!find_tokenizer(dir).empty(), "model directory " + dir.string() + " has no tokenizer (" + kTokenizerFileName +
+  GPT_CHECK(!find_tokenizer(dir).empty(), "model directory " + dir.string() + " has no tokenizer (" + kTokenizerFileName +
                                           " or " + kHfTokenizerFileName + ")");
   LoadedModel out;
   const ModelConfig config = ModelConfig::load(dir / "config.json");
   out.tokenizer = load_tokenizer(dir);
-  check(out.tokenizer->vocab_size() <= config.vocab_size,
+  GPT_CHECK(out.tokenizer->vocab_size() <= config.vocab_size,
         "tokenizer has " + std::to_string(out.tokenizer->vocab_size()) + " tokens but config.json says vocab_size " +
             std::to_string(config.vocab_size));
+  // config.json is only a claim: the weights' header must agree with it before
+  // memory for a model of its size is taken.
+  const SafetensorsFile st = SafetensorsFile::load(dir / "model.safetensors");
+  try {
+    check_parameters(st, ParameterLayout(config));
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (config.json and the weights disagree)");
+  }
   out.model = std::make_unique<GPT>(config);
-  load_parameters(dir / "model.safetensors", *out.model);
+  read_parameters(st, *out.model);
   return out;
 }
 
@@ -145,7 +222,7 @@ OptimizerState load_optimizer_state(const fs::path& dir, const ParameterLayout& 
     st.read_f32("v." + t.name, t.shape, state.v.data() + t.offset);
   }
   auto it = st.metadata().find("adamw_steps");
-  check(it != st.metadata().end(), "optimizer.safetensors has no adamw_steps metadata");
+  GPT_CHECK(it != st.metadata().end(), "optimizer.safetensors has no adamw_steps metadata");
   try {
     state.steps = std::stoll(it->second);
   } catch (const std::exception&) {
@@ -158,7 +235,7 @@ nlohmann::json load_trainer_state(const fs::path& dir) {
   const fs::path file = resolve_checkpoint_dir(dir) / "trainer_state.json";
   try {
     nlohmann::json j = nlohmann::json::parse(read_text_file(file));
-    check(j.is_object() && j.contains("step") && j["step"].is_number_integer() && j.contains("options"),
+    GPT_CHECK(j.is_object() && j.contains("step") && j["step"].is_number_integer() && j.contains("options"),
           file.string() + " lacks step or options");
     return j;
   } catch (const nlohmann::json::exception& e) {

@@ -154,19 +154,19 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 }  // namespace
 
 size_t ggml_tensor_bytes(GgmlType type, const std::vector<int64_t>& ne) {
-  check(!ne.empty() && ne.size() <= kMaxDims, "a tensor needs 1 to 4 dimensions");
+  GPT_CHECK(!ne.empty() && ne.size() <= kMaxDims, "a tensor needs 1 to 4 dimensions");
   const int64_t block = ggml_block_size(type);
-  check(ne[0] % block == 0, std::string("rows of a ") + ggml_type_name(type) + " tensor must be a multiple of " +
+  GPT_CHECK(ne[0] % block == 0, std::string("rows of a ") + ggml_type_name(type) + " tensor must be a multiple of " +
                                 std::to_string(block) + " elements, got " + std::to_string(ne[0]));
   uint64_t blocks = 1;
   for (size_t i = 0; i < ne.size(); ++i) {
-    check(ne[i] > 0, "tensor dimensions must be positive");
+    GPT_CHECK(ne[i] > 0, "tensor dimensions must be positive");
     const auto d = static_cast<uint64_t>(i == 0 ? ne[0] / block : ne[i]);
-    check(blocks <= (uint64_t(1) << 62) / d, "tensor size overflows");
+    GPT_CHECK(blocks <= (uint64_t(1) << 62) / d, "tensor size overflows");
     blocks *= d;
   }
   const auto bb = static_cast<uint64_t>(ggml_block_bytes(type));
-  check(blocks <= (uint64_t(1) << 62) / bb, "tensor size overflows");
+  GPT_CHECK(blocks <= (uint64_t(1) << 62) / bb, "tensor size overflows");
   return static_cast<size_t>(blocks * bb);
 }
 
@@ -200,21 +200,21 @@ GgufFile GgufFile::load(const std::filesystem::path& path) {
 
   if (f.file_.size() < 4 || in.read<uint32_t>("magic") != kMagic) throw Error(p + " is not a GGUF file (bad magic)");
   f.version_ = in.read<uint32_t>("version");
-  check(f.version_ == 2 || f.version_ == 3,
+  GPT_CHECK(f.version_ == 2 || f.version_ == 3,
         p + ": GGUF version " + std::to_string(f.version_) + " is not supported (gpt.cpp reads versions 2 and 3)");
   const auto n_tensors = in.read<uint64_t>("tensor count");
   const auto n_kv = in.read<uint64_t>("metadata count");
   // Every entry takes at least 8 bytes of file: reject counts the file cannot hold
   // before reserving anything.
   const uint64_t room = f.file_.size() / 8;
-  check(n_tensors <= room && n_kv <= room, p + ": corrupt GGUF header (counts larger than the file)");
+  GPT_CHECK(n_tensors <= room && n_kv <= room, p + ": corrupt GGUF header (counts larger than the file)");
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = in.read_string("metadata key");
-    check(!key.empty(), p + ": empty metadata key");
+    GPT_CHECK(!key.empty(), p + ": empty metadata key");
     GgufValue v;
     const auto type = in.read<uint32_t>("metadata type");
-    check(type <= static_cast<uint32_t>(GgufType::kF64), p + ": metadata '" + key + "' has unknown type " +
+    GPT_CHECK(type <= static_cast<uint32_t>(GgufType::kF64), p + ": metadata '" + key + "' has unknown type " +
                                                              std::to_string(type));
     v.type = static_cast<GgufType>(type);
     const std::string what = "metadata '" + key + "'";
@@ -222,12 +222,12 @@ GgufFile GgufFile::load(const std::filesystem::path& path) {
       v.text = in.read_string(what.c_str());
     } else if (v.type == GgufType::kArray) {
       const auto et = in.read<uint32_t>(what.c_str());
-      check(et <= static_cast<uint32_t>(GgufType::kF64), p + ": " + what + " has unknown element type");
+      GPT_CHECK(et <= static_cast<uint32_t>(GgufType::kF64), p + ": " + what + " has unknown element type");
       v.element_type = static_cast<GgufType>(et);
-      check(v.element_type != GgufType::kArray, p + ": " + what + " is a nested array (not supported)");
+      GPT_CHECK(v.element_type != GgufType::kArray, p + ": " + what + " is a nested array (not supported)");
       const auto n = in.read<uint64_t>(what.c_str());
       const size_t each = v.element_type == GgufType::kString ? 8 : scalar_size(v.element_type);
-      check(n <= (f.file_.size() - in.position()) / each, p + ": truncated GGUF file (" + what + " runs past the end)");
+      GPT_CHECK(n <= (f.file_.size() - in.position()) / each, p + ": truncated GGUF file (" + what + " runs past the end)");
       for (uint64_t k = 0; k < n; ++k) {
         if (v.element_type == GgufType::kString) {
           v.strings.push_back(in.read_string(what.c_str()));
@@ -245,11 +245,11 @@ GgufFile GgufFile::load(const std::filesystem::path& path) {
     } else {
       in.read_scalar(v.type, v.integer, v.real, what.c_str());
     }
-    check(f.metadata_.emplace(key, std::move(v)).second, p + ": metadata key '" + key + "' appears twice");
+    GPT_CHECK(f.metadata_.emplace(key, std::move(v)).second, p + ": metadata key '" + key + "' appears twice");
   }
   if (f.has("general.alignment")) {
     const GgufValue& a = f.metadata_.at("general.alignment");
-    check(a.type == GgufType::kU32 && a.integer > 0 && a.integer % 8 == 0 && (a.integer & (a.integer - 1)) == 0,
+    GPT_CHECK(a.type == GgufType::kU32 && a.integer > 0 && a.integer % 8 == 0 && (a.integer & (a.integer - 1)) == 0,
           p + ": general.alignment must be a u32 power of two, a multiple of 8");
     f.alignment_ = static_cast<uint64_t>(a.integer);
   }
@@ -258,17 +258,17 @@ GgufFile GgufFile::load(const std::filesystem::path& path) {
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensor t;
     t.name = in.read_string("tensor name");
-    check(names.insert(t.name).second, p + ": tensor '" + t.name + "' appears twice");
+    GPT_CHECK(names.insert(t.name).second, p + ": tensor '" + t.name + "' appears twice");
     const std::string what = "tensor '" + t.name + "'";
     const auto n_dims = in.read<uint32_t>(what.c_str());
-    check(n_dims >= 1 && n_dims <= kMaxDims, p + ": " + what + " has " + std::to_string(n_dims) + " dimensions");
+    GPT_CHECK(n_dims >= 1 && n_dims <= kMaxDims, p + ": " + what + " has " + std::to_string(n_dims) + " dimensions");
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto n = in.read<uint64_t>(what.c_str());
-      check(n >= 1 && n < (uint64_t(1) << 40), p + ": " + what + " has a dimension of " + std::to_string(n));
+      GPT_CHECK(n >= 1 && n < (uint64_t(1) << 40), p + ": " + what + " has a dimension of " + std::to_string(n));
       t.ne.push_back(static_cast<int64_t>(n));
     }
     const auto type = in.read<uint32_t>(what.c_str());
-    check(is_known_type(type), p + ": " + what + " has ggml type " + std::to_string(type) +
+    GPT_CHECK(is_known_type(type), p + ": " + what + " has ggml type " + std::to_string(type) +
                                    ", which gpt.cpp does not read (F32, F16, BF16, Q8_0, Q4_0)");
     t.type = static_cast<GgmlType>(type);
     t.offset = in.read<uint64_t>(what.c_str());
@@ -277,23 +277,23 @@ GgufFile GgufFile::load(const std::filesystem::path& path) {
     } catch (const Error& e) {
       throw Error(p + ": " + what + ": " + e.what());
     }
-    check(t.offset % f.alignment_ == 0, p + ": " + what + " is not aligned to " + std::to_string(f.alignment_));
+    GPT_CHECK(t.offset % f.alignment_ == 0, p + ": " + what + " is not aligned to " + std::to_string(f.alignment_));
     f.tensors_.push_back(std::move(t));
   }
 
   const uint64_t data_start = align_up(in.position(), f.alignment_);
-  check(data_start <= f.file_.size() || f.tensors_.empty(), p + ": truncated GGUF file (no tensor data)");
+  GPT_CHECK(data_start <= f.file_.size() || f.tensors_.empty(), p + ": truncated GGUF file (no tensor data)");
   const uint64_t data_size = f.file_.size() > data_start ? f.file_.size() - data_start : 0;
   std::vector<const GgufTensor*> by_offset;
   for (GgufTensor& t : f.tensors_) {
-    check(t.offset <= data_size && t.bytes <= data_size - t.offset,
+    GPT_CHECK(t.offset <= data_size && t.bytes <= data_size - t.offset,
           p + ": truncated GGUF file (tensor '" + t.name + "' runs past the end)");
     t.data = f.file_.data() + data_start + t.offset;
     by_offset.push_back(&t);
   }
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
-    check(by_offset[i - 1]->offset + by_offset[i - 1]->bytes <= by_offset[i]->offset,
+    GPT_CHECK(by_offset[i - 1]->offset + by_offset[i - 1]->bytes <= by_offset[i]->offset,
           p + ": tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
   }
   return f;
@@ -308,8 +308,8 @@ const GgufTensor* GgufFile::find(const std::string& name) const {
 
 const GgufValue& GgufFile::value(const std::string& key, bool (*is_kind)(const GgufValue&), const char* kind) const {
   auto it = metadata_.find(key);
-  check(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
-  check(is_kind(it->second), path_ + ": metadata '" + key + "' is not " + kind);
+  GPT_CHECK(it != metadata_.end(), path_ + ": metadata '" + key + "' is missing");
+  GPT_CHECK(is_kind(it->second), path_ + ": metadata '" + key + "' is not " + kind);
   return it->second;
 }
 
@@ -350,8 +350,8 @@ void GgufWriter::set(const std::string& key, GgufValue value) {
 
 void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> ne, GgmlType type,
                             std::vector<uint8_t> data) {
-  check(data.size() == ggml_tensor_bytes(type, ne), "GGUF writer: tensor '" + name + "' has the wrong byte count");
-  for (const Pending& t : tensors_) check(t.name != name, "GGUF writer: tensor '" + name + "' added twice");
+  GPT_CHECK(data.size() == ggml_tensor_bytes(type, ne), "GGUF writer: tensor '" + name + "' has the wrong byte count");
+  for (const Pending& t : tensors_) GPT_CHECK(t.name != name, "GGUF writer: tensor '" + name + "' added twice");
   tensors_.push_back({name, std::move(ne), type, std::move(data)});
 }
 

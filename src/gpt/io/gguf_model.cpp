@@ -92,21 +92,21 @@ std::unique_ptr<Tokenizer> read_tokenizer(const GgufFile& f) {
     }
   }
   const std::string model = f.get_string("tokenizer.ggml.model");
-  check(model == "gpt2", f.path() + ": tokenizer.ggml.model '" + model +
+  GPT_CHECK(model == "gpt2", f.path() + ": tokenizer.ggml.model '" + model +
                              "' is not supported (gpt.cpp reads GPT-2's byte-level BPE, 'gpt2')");
   const std::vector<std::string>& tokens = f.get_strings("tokenizer.ggml.tokens");
   std::vector<int64_t> types(tokens.size(), kTokenNormal);
   if (f.has("tokenizer.ggml.token_type")) {
     types = f.get_ints("tokenizer.ggml.token_type");
-    check(types.size() == tokens.size(), f.path() + ": tokenizer.ggml.token_type and tokens differ in length");
+    GPT_CHECK(types.size() == tokens.size(), f.path() + ": tokenizer.ggml.token_type and tokens differ in length");
   }
   size_t used = tokens.size();
   while (used > 0 && types[used - 1] == kTokenUnused) --used;  // padding rows
-  check(used > 0, f.path() + ": the tokenizer has no tokens");
+  GPT_CHECK(used > 0, f.path() + ": the tokenizer has no tokens");
   std::unordered_map<std::string, int32_t> vocab;
   std::vector<SpecialToken> special;
   for (size_t id = 0; id < used; ++id) {
-    check(vocab.emplace(tokens[id], static_cast<int32_t>(id)).second,
+    GPT_CHECK(vocab.emplace(tokens[id], static_cast<int32_t>(id)).second,
           f.path() + ": token '" + tokens[id] + "' appears twice in the vocabulary");
     if (types[id] == kTokenControl || types[id] == kTokenUserDefined) {
       special.push_back({tokens[id], static_cast<int32_t>(id)});
@@ -115,7 +115,7 @@ std::unique_ptr<Tokenizer> read_tokenizer(const GgufFile& f) {
   std::vector<std::pair<std::string, std::string>> merges;
   for (const std::string& m : f.get_strings("tokenizer.ggml.merges")) {
     const size_t space = m.find(' ');
-    check(space != std::string::npos && space > 0 && space + 1 < m.size(),
+    GPT_CHECK(space != std::string::npos && space > 0 && space + 1 < m.size(),
           f.path() + ": malformed merge '" + m + "' (expected 'left right')");
     merges.emplace_back(m.substr(0, space), m.substr(space + 1));
   }
@@ -134,8 +134,8 @@ std::string shape_string(const std::vector<int64_t>& ne) {
 
 const GgufTensor& need(const GgufFile& f, const std::string& name, const std::vector<int64_t>& ne) {
   const GgufTensor* t = f.find(name);
-  check(t != nullptr, f.path() + ": tensor '" + name + "' is missing");
-  check(t->ne == ne, f.path() + ": tensor '" + name + "' has shape " + shape_string(t->ne) + ", expected " +
+  GPT_CHECK(t != nullptr, f.path() + ": tensor '" + name + "' is missing");
+  GPT_CHECK(t->ne == ne, f.path() + ": tensor '" + name + "' has shape " + shape_string(t->ne) + ", expected " +
                          shape_string(ne));
   return *t;
 }
@@ -163,12 +163,12 @@ bool is_gguf_file(const std::filesystem::path& path) {
   return in.read(magic, 4) && magic[0] == 'G' && magic[1] == 'G' && magic[2] == 'U' && magic[3] == 'F';
 }
 
-void export_gguf(GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
                  const std::string& name) {
   const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
+  const ConstModelWeights& w = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
-  check(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
+  GPT_CHECK(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
   GgufWriter g;
   g.set("general.architecture", GgufValue::string("gpt2"));
   g.set("general.name", GgufValue::string(name));
@@ -208,7 +208,7 @@ void export_gguf(GPT& model, const Tokenizer& tokenizer, const std::filesystem::
     g.add_tensor("position_embd.weight", {C, T}, GgmlType::kF32, encode_rows(GgmlType::kF32, table.data(), T, C));
   }
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
     const std::string p = "blk." + std::to_string(l) + ".";
     vec(p + "attn_norm.weight", L.ln_1_weight, C);
     vec(p + "attn_norm.bias", L.ln_1_bias, C);
@@ -233,12 +233,12 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   const GgufFile f = GgufFile::load(path);
   const std::string& p = f.path();
   const std::string arch = f.get_string("general.architecture");
-  check(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' models)");
+  GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' models)");
 
   ModelConfig c;
   auto get_dim = [&](const std::string& key) {
     const int64_t v = f.get_int(key);
-    check(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
+    GPT_CHECK(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
     return static_cast<int>(v);
   };
   c.n_embd = get_dim("gpt2.embedding_length");
@@ -246,15 +246,15 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   c.n_head = get_dim("gpt2.attention.head_count");
   c.block_size = get_dim("gpt2.context_length");
   if (f.has("gpt2.feed_forward_length")) {
-    check(f.get_int("gpt2.feed_forward_length") == 4LL * c.n_embd,
+    GPT_CHECK(f.get_int("gpt2.feed_forward_length") == 4LL * c.n_embd,
           p + ": only feed_forward_length = 4 * embedding_length is supported");
   }
   if (f.has("gpt2.attention.layer_norm_epsilon")) {
     c.layer_norm_epsilon = static_cast<float>(f.get_float("gpt2.attention.layer_norm_epsilon"));
   }
   const GgufTensor* embd = f.find("token_embd.weight");
-  check(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
-  check(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
+  GPT_CHECK(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
+  GPT_CHECK(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
         p + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
             std::to_string(c.n_embd) + ", vocab]");
   c.vocab_size = static_cast<int>(embd->ne[1]);
@@ -272,7 +272,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
 
   GgufModel out;
   out.tokenizer = read_tokenizer(f);
-  check(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
+  GPT_CHECK(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
 
   // Every tensor the file must hold, with its shape; anything else is an error.
   struct Expected {
@@ -303,7 +303,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
     expected_names.insert(e.name);
   }
   for (const GgufTensor& t : f.tensors()) {
-    check(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
+    GPT_CHECK(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
                      " layers");
   }
   out.type = GgmlType::kF32;
@@ -319,7 +319,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   if (all_f32 || dequantize) {
     out.fp32 = std::make_unique<GPT>(c);
     GPT& m = *out.fp32;
-    const ModelWeights& w = m.weights();
+    const ModelWeights& w = m.mutable_weights();
     auto copy = [&](const std::string& n, float* dst) {
       const std::vector<float> x = to_floats(*f.find(n));
       std::copy(x.begin(), x.end(), dst);

@@ -23,7 +23,7 @@
 
 namespace gpt {
 
-void export_gguf(GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
                  const std::string& name = "gpt.cpp model");
 
 struct GgufModel {

@@ -6,16 +6,20 @@
 
 namespace gpt {
 
-InferenceWeights OpenedModel::inference_weights() {
-  return fp32 ? InferenceWeights::view(*fp32) : quantized->weights;
+InferenceWeights OpenedModel::inference_weights() const {
+  if (fp32) return InferenceWeights::view(std::shared_ptr<const GPT>(fp32));
+  GPT_CHECK(quantized != nullptr, "no model was opened");
+  InferenceWeights w = quantized->weights;
+  w.owner = quantized;
+  return w;
 }
 
 OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options) {
   OpenedModel m;
   std::error_code ec;
-  check(std::filesystem::exists(path, ec), "model not found: " + path.string());
+  GPT_CHECK(std::filesystem::exists(path, ec), "model not found: " + path.string());
   if (std::filesystem::is_regular_file(path, ec)) {
-    check(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
+    GPT_CHECK(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
     // Converting starts from fp32 weights, so any conversion dequantizes first.
     GgufModel g = load_gguf_model(path, options.dequantize || options.convert_to.has_value());
     m.fp32 = std::move(g.fp32);

@@ -20,14 +20,15 @@ struct ModelOpenOptions {
 };
 
 struct OpenedModel {
-  std::unique_ptr<GPT> fp32;
-  std::unique_ptr<QuantizedModel> quantized;
+  std::shared_ptr<GPT> fp32;
+  std::shared_ptr<QuantizedModel> quantized;
   std::unique_ptr<Tokenizer> tokenizer;
   GgmlType type = GgmlType::kF32;  // of most matrix bytes
 
   const ModelConfig& config() const { return fp32 ? fp32->config() : quantized->config(); }
-  // Weights for an InferenceSession (views; valid while this object lives).
-  InferenceWeights inference_weights();
+  // Weights for an InferenceSession: views that keep the model they point into
+  // alive (they stay valid after this object is gone).
+  InferenceWeights inference_weights() const;
 };
 
 OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options = {});

@@ -34,25 +34,42 @@ std::string shape_to_string(const std::vector<int64_t>& shape) {
 }
 
 SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
-  return parse(read_binary_file(path), path.string());
+  std::error_code ec;
+  GPT_CHECK(std::filesystem::exists(path, ec), "file not found: " + path.string());
+  SafetensorsFile f;
+  f.name_ = path.string();
+  f.mapped_ = MappedFile(path);
+  f.bytes_ = f.mapped_.data();
+  f.size_ = f.mapped_.size();
+  f.parse_header();
+  return f;
 }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::string& name) {
   SafetensorsFile f;
   f.name_ = name;
-  f.bytes_ = std::move(bytes);
+  f.owned_ = std::move(bytes);
+  f.bytes_ = f.owned_.data();
+  f.size_ = f.owned_.size();
+  f.parse_header();
+  return f;
+}
+
+void SafetensorsFile::parse_header() {
+  SafetensorsFile& f = *this;
+  const std::string& name = name_;
   const auto fail = [&](const std::string& why) { throw Error(name + ": " + why); };
-  if (f.bytes_.size() < 8) fail("not a safetensors file (shorter than its 8-byte header length)");
+  if (f.size_ < 8) fail("not a safetensors file (shorter than its 8-byte header length)");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f.bytes_[static_cast<size_t>(i)];
   if (header_len > kMaxHeaderBytes) fail("header length " + std::to_string(header_len) + " is implausible");
-  if (header_len > f.bytes_.size() - 8) fail("truncated: header runs past the end of the file");
+  if (header_len > f.size_ - 8) fail("truncated: header runs past the end of the file");
   f.data_start_ = 8 + static_cast<size_t>(header_len);
-  const size_t data_size = f.bytes_.size() - f.data_start_;
+  const size_t data_size = f.size_ - f.data_start_;
 
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(f.bytes_.begin() + 8, f.bytes_.begin() + static_cast<ptrdiff_t>(f.data_start_));
+    header = nlohmann::json::parse(f.bytes_ + 8, f.bytes_ + f.data_start_);
   } catch (const nlohmann::json::exception&) {
     fail("header is not valid JSON (corrupt file?)");
   }
@@ -111,44 +128,54 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
     pos = e;
   }
   if (pos != data_size) fail("data section has " + std::to_string(data_size - pos) + " trailing bytes");
-  return f;
+}
+
+void SafetensorsFile::check_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+  const SafetensorsEntry& e = entry(name);
+  GPT_CHECK(e.shape == expected_shape, name_ + ": tensor '" + name + "' has shape " + shape_to_string(e.shape) +
+                                           " but the model expects " + shape_to_string(expected_shape));
+  GPT_CHECK(e.dtype == "F32" || e.dtype == "F16" || e.dtype == "BF16",
+            name_ + ": tensor '" + name + "' has dtype " + e.dtype + ", expected F32, F16 or BF16");
 }
 
 void SafetensorsFile::read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                                float* dst) const {
+  check_f32(name, expected_shape);
   const SafetensorsEntry& e = entry(name);
-  check(e.shape == expected_shape, name_ + ": tensor '" + name + "' has shape " +
-                                       shape_to_string(e.shape) + " but the model expects " +
-                                       shape_to_string(expected_shape));
-  const uint8_t* src = bytes_.data() + data_start_ + e.begin;
-  const size_t n = (e.end - e.begin) / dtype_size(e.dtype);
-  if (e.dtype == "F32") {
-    std::memcpy(dst, src, n * 4);
-  } else if (e.dtype == "F16") {
-    for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8)));
-  } else if (e.dtype == "BF16") {
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
-      std::memcpy(dst + i, &bits, 4);
+  const size_t esize = dtype_size(e.dtype), n = (e.end - e.begin) / esize;
+  constexpr size_t kPiece = size_t(1) << 21;  // values per piece (8 MB of F32)
+  for (size_t i0 = 0; i0 < n; i0 += kPiece) {
+    const size_t count = std::min(kPiece, n - i0);
+    const size_t offset = data_start_ + e.begin + i0 * esize;
+    const uint8_t* src = bytes_ + offset;
+    float* out = dst + i0;
+    if (e.dtype == "F32") {
+      std::memcpy(out, src, count * 4);
+    } else if (e.dtype == "F16") {
+      for (size_t i = 0; i < count; ++i) out[i] = half_to_float(static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8)));
+    } else {  // BF16
+      for (size_t i = 0; i < count; ++i) {
+        const uint32_t bits = static_cast<uint32_t>(src[2 * i] | (src[2 * i + 1] << 8)) << 16;
+        std::memcpy(out + i, &bits, 4);
+      }
     }
-  } else {
-    throw Error(name_ + ": tensor '" + name + "' has dtype " + e.dtype + ", expected F32, F16 or BF16");
+    mapped_.release(offset, count * esize);
   }
 }
 
 const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
   auto it = entries_.find(name);
-  check(it != entries_.end(), name_ + ": missing tensor '" + name + "'");
+  GPT_CHECK(it != entries_.end(), name_ + ": missing tensor '" + name + "'");
   return it->second;
 }
 
 void SafetensorsFile::read_i32(const std::string& name, const std::vector<int64_t>& expected_shape,
                                int32_t* dst) const {
   const SafetensorsEntry& e = entry(name);
-  check(e.dtype == "I32", name_ + ": tensor '" + name + "' has dtype " + e.dtype + ", expected I32");
-  check(e.shape == expected_shape, name_ + ": tensor '" + name + "' has shape " + shape_to_string(e.shape) +
+  GPT_CHECK(e.dtype == "I32", name_ + ": tensor '" + name + "' has dtype " + e.dtype + ", expected I32");
+  GPT_CHECK(e.shape == expected_shape, name_ + ": tensor '" + name + "' has shape " + shape_to_string(e.shape) +
                                        " but " + shape_to_string(expected_shape) + " was expected");
-  std::memcpy(dst, bytes_.data() + data_start_ + e.begin, e.end - e.begin);
+  std::memcpy(dst, bytes_ + data_start_ + e.begin, e.end - e.begin);
 }
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,

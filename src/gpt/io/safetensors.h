@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "gpt/util/mapped_file.h"
+
 namespace gpt {
 
 struct SafetensorsEntry {
@@ -21,16 +23,23 @@ struct SafetensorsEntry {
 
 class SafetensorsFile {
  public:
-  // Reads and validates the whole file; throws gpt::Error naming the file and the problem.
+  // Maps the file and validates its header against its size (no tensor is read
+  // yet); throws gpt::Error naming the file and the problem.
   static SafetensorsFile load(const std::filesystem::path& path);
+  // The same over bytes in memory.
   static SafetensorsFile parse(std::vector<uint8_t> bytes, const std::string& name);
 
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
 
+  // gpt::Error unless tensor `name` exists with shape `expected_shape` and a dtype
+  // read_f32 converts (F32, F16, BF16): what a loader checks of every tensor before
+  // it allocates anything.
+  void check_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
   // Copies tensor `name` into dst as float32 (F32, F16 and BF16 are converted),
-  // checking that its shape is `expected_shape`.
+  // checking it as check_f32 does. From a mapped file, a piece at a time, each
+  // piece's pages dropped once copied.
   void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                 float* dst) const;
   // Copies an I32 tensor (token ids in test fixtures), checking its shape.
@@ -39,8 +48,13 @@ class SafetensorsFile {
   const SafetensorsEntry& entry(const std::string& name) const;
 
  private:
+  void parse_header();
+
   std::string name_;
-  std::vector<uint8_t> bytes_;
+  MappedFile mapped_;           // the file, when loaded from one ...
+  std::vector<uint8_t> owned_;  // ... or bytes given to parse()
+  const uint8_t* bytes_ = nullptr;
+  size_t size_ = 0;
   size_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, SafetensorsEntry> entries_;

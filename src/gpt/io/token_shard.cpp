@@ -28,7 +28,7 @@ T get(const uint8_t* p) {
 }  // namespace
 
 void write_token_shard(const std::filesystem::path& path, std::span<const int32_t> ids, int64_t vocab_size) {
-  check(vocab_size > 0 && vocab_size <= (int64_t(1) << 31), "shard vocabulary size out of range");
+  GPT_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 31), "shard vocabulary size out of range");
   const uint32_t width = vocab_size <= 65536 ? 2 : 4;
   uint8_t header[kShardHeaderBytes] = {};
   std::memcpy(header, kShardMagic, 8);
@@ -45,7 +45,7 @@ void write_token_shard(const std::filesystem::path& path, std::span<const int32_
     buf.resize(n * width);
     for (size_t k = 0; k < n; ++k) {
       const int32_t id = ids[i + k];
-      check(id >= 0 && id < vocab_size, "token id " + std::to_string(id) + " outside the vocabulary");
+      GPT_CHECK(id >= 0 && id < vocab_size, "token id " + std::to_string(id) + " outside the vocabulary");
       if (width == 2) put<uint16_t>(buf.data() + 2 * k, static_cast<uint16_t>(id));
       else put<uint32_t>(buf.data() + 4 * k, static_cast<uint32_t>(id));
     }
@@ -64,7 +64,7 @@ bool is_token_shard(const std::filesystem::path& path) {
 TokenShard::TokenShard(const std::filesystem::path& path) {
   const std::string name = path.string();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  check(fd >= 0, "cannot open token shard " + name);
+  GPT_CHECK(fd >= 0, "cannot open token shard " + name);
   struct stat st {};
   ::fstat(fd, &st);
   map_bytes_ = static_cast<size_t>(st.st_size);
@@ -74,7 +74,7 @@ TokenShard::TokenShard(const std::filesystem::path& path) {
   }
   map_ = ::mmap(nullptr, map_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  check(map_ != MAP_FAILED, "cannot map token shard " + name);
+  GPT_CHECK(map_ != MAP_FAILED, "cannot map token shard " + name);
   const auto* h = static_cast<const uint8_t*>(map_);
   auto fail = [&](const std::string& why) {
     ::munmap(map_, map_bytes_);

@@ -89,7 +89,7 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
   float* logits = scratch.logits.data();
   // bf16 products: the weight is an operand of two products per chunk; convert it once.
   const uint16_t* w16 = nullptr;
-  if (matmul_precision() == MatmulPrecision::kBFloat16 && bf16_gemm_native() && N > rows) {
+  if (current_compute_context().precision() == MatmulPrecision::kBFloat16 && bf16_gemm_native() && N > rows) {
     if (scratch.weight_bf16.size() < static_cast<size_t>(V * C)) scratch.weight_bf16.resize(static_cast<size_t>(V * C));
     to_bf16_matrix(W, V, C, C, scratch.weight_bf16.data());
     w16 = scratch.weight_bf16.data();

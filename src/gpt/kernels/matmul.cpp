@@ -15,22 +15,10 @@
 
 namespace gpt {
 
-namespace {
-std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kFloat32};
-}  // namespace
-
-void set_matmul_precision(MatmulPrecision precision) { g_precision.store(precision); }
-MatmulPrecision matmul_precision() { return g_precision.load(); }
-MatmulPrecision parse_matmul_precision(const std::string& name) {
-  if (name == "fp32" || name == "f32") return MatmulPrecision::kFloat32;
-  if (name == "bf16") return MatmulPrecision::kBFloat16;
-  throw Error("unknown --dtype '" + name + "' (expected fp32 or bf16)");
-}
-
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
           int64_t ldc) {
-  if (matmul_precision() == MatmulPrecision::kBFloat16) {
+  if (current_compute_context().precision() == MatmulPrecision::kBFloat16) {
     gemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   } else {
     gemm_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

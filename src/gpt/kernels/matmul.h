@@ -5,16 +5,12 @@
 #include <cstdint>
 #include <string>
 
+#include "gpt/kernels/compute_context.h"
+
 namespace gpt {
 
-// Precision of every matrix product below (process-wide; `--dtype`): float32, or
-// bfloat16 inputs with float32 accumulation and output (matmul_bf16.h).
-enum class MatmulPrecision { kFloat32, kBFloat16 };
-void set_matmul_precision(MatmulPrecision precision);
-MatmulPrecision matmul_precision();
-MatmulPrecision parse_matmul_precision(const std::string& name);  // "fp32" | "bf16"
-
-// C (M,N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T. Row-major.
+// C (M,N) = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T. Row-major. In
+// the precision of the calling thread's ComputeContext (compute_context.h).
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
           int64_t ldc);

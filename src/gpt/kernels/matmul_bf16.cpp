@@ -14,6 +14,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "gpt/kernels/bf16_primitives.h"
+#include "gpt/kernels/compute_context.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
@@ -53,104 +55,103 @@ GPT_MULTIVERSION void round_rows(const float* x, int64_t rows, int64_t cols, int
   }
 }
 
-// oneDNN matmul primitives, one per shape, created on first use.
-class Bf16Matmuls {
- public:
-  static Bf16Matmuls& instance() {
-    static Bf16Matmuls m;
-    return m;
-  }
-  bool native() const { return native_; }
+}  // namespace
 
-  // B in float32 (converted here) or, when B16 is given, already in bf16 with
-  // leading dimension ldb.
-  void run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, const uint16_t* B16, int64_t ldb, float beta, float* C, int64_t ldc) {
-    // A is stored (M, K), or (K, M) when transposed; B (K, N), or (N, K).
-    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-    if (a16_.size() < static_cast<size_t>(a_rows * a_cols)) a16_.resize(static_cast<size_t>(a_rows * a_cols));
-    to_bf16(A, a_rows, a_cols, lda, a16_.data());
-    int64_t b_ld = ldb;
-    if (B16 == nullptr) {
-      if (b16_.size() < static_cast<size_t>(b_rows * b_cols)) b16_.resize(static_cast<size_t>(b_rows * b_cols));
-      to_bf16(B, b_rows, b_cols, ldb, b16_.data());
-      B16 = b16_.data();
-      b_ld = b_cols;
-    }
-    if (beta != 0.0f && beta != 1.0f) {
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t c = 0; c < N; ++c) C[r * ldc + c] *= beta;
-      beta = 1.0f;
-    }
-    const Key key{ta, tb, M, N, K, b_ld, ldc, beta != 0.0f, alpha};
-    auto it = cache_.find(key);
-    if (it == cache_.end()) it = cache_.emplace(key, make(key)).first;
-    const Prepared& p = it->second;
-    if (scratchpad_.size() < p.scratchpad.get_size()) scratchpad_.resize(p.scratchpad.get_size());
-    dnnl::memory am(p.a, engine_, a16_.data()), bm(p.b, engine_, const_cast<uint16_t*>(B16)), cm(p.c, engine_, C);
-    dnnl::memory scratch(p.scratchpad, engine_, scratchpad_.data());
-    p.matmul.execute(stream_,
-                       {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
-    stream_.wait();
-  }
+Bf16Primitives::Bf16Primitives() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
- private:
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float>;
-
-  Bf16Matmuls() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+bool Bf16Primitives::native_available() {
+  static const bool available = [] {
     try {  // a probe: does oneDNN have a bf16 matmul for this CPU?
-      make(Key{false, false, 16, 16, 16, 16, 16, false, 1.0f});
-      native_ = true;
+      const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+      make(engine, Key{false, false, 16, 16, 16, 16, 16, false, 1.0f});
+      return true;
     } catch (const dnnl::error&) {
-      native_ = false;
+      return false;
     }
-  }
-
-  struct Prepared {
-    dnnl::matmul matmul;
-    dnnl::memory::desc a, b, c, scratchpad;
-  };
-
-  Prepared make(const Key& k) const {
-    const auto [ta, tb, M, N, K, ldb, ldc, accumulate, alpha] = k;
-    using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
-    const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-    const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
-    dnnl::primitive_attr attr;
-    // Scratch memory comes from us, kept between calls: oneDNN would otherwise
-    // allocate (and the kernel zero) fresh pages on every call.
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-    if (accumulate) {  // C += A @ B (beta = 1)
-      dnnl::post_ops ops;
-      ops.append_sum(1.0f);
-      attr.set_post_ops(ops);
-    }
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, engine_);
-    return {dnnl::matmul(pd), ad, bd, cd, pd.scratchpad_desc()};
-  }
-
-  dnnl::engine engine_;
-  dnnl::stream stream_;
-  bool native_ = false;
-  std::map<Key, Prepared> cache_;
-  std::vector<uint16_t> a16_, b16_;
-  std::vector<uint8_t> scratchpad_;
-};
-
-std::vector<float> g_a_round, g_b_round;  // fallback scratch (one caller at a time)
-
-// The portable path: the same bf16 products, by the float32 GEMM on rounded copies.
-void gemm_emulated(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-  if (g_a_round.size() < static_cast<size_t>(a_rows * a_cols)) g_a_round.resize(static_cast<size_t>(a_rows * a_cols));
-  if (g_b_round.size() < static_cast<size_t>(b_rows * b_cols)) g_b_round.resize(static_cast<size_t>(b_rows * b_cols));
-  round_rows(A, a_rows, a_cols, lda, g_a_round.data());
-  round_rows(B, b_rows, b_cols, ldb, g_b_round.data());
-  gemm_f32(ta, tb, M, N, K, alpha, g_a_round.data(), a_cols, g_b_round.data(), b_cols, beta, C, ldc);
+  }();
+  return available;
 }
+
+size_t Bf16Primitives::cached() {
+  const std::lock_guard lock(mutex_);
+  return lru_.size();
+}
+
+Bf16Primitives::Prepared Bf16Primitives::make(const dnnl::engine& engine, const Key& k) {
+  const auto [ta, tb, M, N, K, ldb, ldc, accumulate, alpha] = k;
+  using dt = dnnl::memory::data_type;
+  const dnnl::memory::desc ad({M, K}, dt::bf16, ta ? dnnl::memory::dims{1, M} : dnnl::memory::dims{K, 1});
+  const dnnl::memory::desc bd({K, N}, dt::bf16, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+  const dnnl::memory::desc cd({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  // Scratch memory comes from us, kept between calls: oneDNN would otherwise
+  // allocate (and the kernel zero) fresh pages on every call.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (accumulate) {  // C += A @ B (beta = 1)
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, engine);
+  return {dnnl::matmul(pd), ad, bd, cd, pd.scratchpad_desc()};
+}
+
+const Bf16Primitives::Prepared& Bf16Primitives::find_or_make(const Key& key) {
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);  // now the most recent
+    return lru_.front().second;
+  }
+  lru_.emplace_front(key, make(engine_, key));
+  index_.emplace(key, lru_.begin());
+  if (lru_.size() > kMaxCached) {
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  return lru_.front().second;
+}
+
+void Bf16Primitives::run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                         const float* B, const uint16_t* B16, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const std::lock_guard lock(mutex_);
+  // A is stored (M, K), or (K, M) when transposed; B (K, N), or (N, K).
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+  if (a16_.size() < static_cast<size_t>(a_rows * a_cols)) a16_.resize(static_cast<size_t>(a_rows * a_cols));
+  to_bf16(A, a_rows, a_cols, lda, a16_.data());
+  int64_t b_ld = ldb;
+  if (B16 == nullptr) {
+    if (b16_.size() < static_cast<size_t>(b_rows * b_cols)) b16_.resize(static_cast<size_t>(b_rows * b_cols));
+    to_bf16(B, b_rows, b_cols, ldb, b16_.data());
+    B16 = b16_.data();
+    b_ld = b_cols;
+  }
+  if (beta != 0.0f && beta != 1.0f) {
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = 0; c < N; ++c) C[r * ldc + c] *= beta;
+    beta = 1.0f;
+  }
+  const Prepared& p = find_or_make(Key{ta, tb, M, N, K, b_ld, ldc, beta != 0.0f, alpha});
+  if (scratchpad_.size() < p.scratchpad.get_size()) scratchpad_.resize(p.scratchpad.get_size());
+  dnnl::memory am(p.a, engine_, a16_.data()), bm(p.b, engine_, const_cast<uint16_t*>(B16)), cm(p.c, engine_, C);
+  dnnl::memory scratch(p.scratchpad, engine_, scratchpad_.data());
+  p.matmul.execute(stream_,
+                   {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  stream_.wait();
+}
+
+void Bf16Primitives::run_emulated(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const std::lock_guard lock(mutex_);
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+  if (a_round_.size() < static_cast<size_t>(a_rows * a_cols)) a_round_.resize(static_cast<size_t>(a_rows * a_cols));
+  if (b_round_.size() < static_cast<size_t>(b_rows * b_cols)) b_round_.resize(static_cast<size_t>(b_rows * b_cols));
+  round_rows(A, a_rows, a_cols, lda, a_round_.data());
+  round_rows(B, b_rows, b_cols, ldb, b_round_.data());
+  gemm_f32(ta, tb, M, N, K, alpha, a_round_.data(), a_cols, b_round_.data(), b_cols, beta, C, ldc);
+}
+
+namespace {
 
 // Native bf16 instructions are not always faster: AMX and AMD's AVX512_BF16 run
 // bf16 products at about twice the float32 rate, but an Intel Xeon without AMX
@@ -163,14 +164,15 @@ bool native_measured_faster() {
   std::vector<float> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(K * N)), c(static_cast<size_t>(M * N));
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) * 0.125f - 0.25f;
+  Bf16Primitives primitives;  // its own: nothing of the caller's is touched
   auto best_seconds = [&](bool native) {
     double best = 1e30;
     for (int rep = 0; rep < 4; ++rep) {  // the first call also builds the primitive
       const auto t0 = std::chrono::steady_clock::now();
       if (native) {
-        Bf16Matmuls::instance().run(false, false, M, N, K, 1.0f, a.data(), K, b.data(), nullptr, N, 0.0f, c.data(), N);
+        primitives.run(false, false, M, N, K, 1.0f, a.data(), K, b.data(), nullptr, N, 0.0f, c.data(), N);
       } else {
-        gemm_emulated(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
+        primitives.run_emulated(false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, c.data(), N);
       }
       if (rep > 0) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
@@ -181,12 +183,7 @@ bool native_measured_faster() {
     native = std::min(native, best_seconds(true));
     emulated = std::min(emulated, best_seconds(false));
   }
-  const bool faster = native <= 1.25 * emulated;  // native stays unless it clearly loses
-  if (faster) {  // the emulated path's scratch will not be used
-    g_a_round = {};
-    g_b_round = {};
-  }
-  return faster;
+  return native <= 1.25 * emulated;  // native stays unless it clearly loses
 }
 
 // -1: not chosen yet (GPT_BF16_GEMM, else auto).
@@ -214,7 +211,7 @@ Bf16GemmMode parse_bf16_gemm_mode(const std::string& name) {
 void set_bf16_gemm_mode(Bf16GemmMode mode) { g_mode.store(static_cast<int>(mode)); }
 
 bool bf16_gemm_native_available() {
-  return Bf16Matmuls::instance().native() && !g_force_portable.load() && !portable_kernels_forced();
+  return Bf16Primitives::native_available() && !g_force_portable.load() && !portable_kernels_forced();
 }
 
 bool bf16_gemm_native() {
@@ -274,15 +271,16 @@ void gemm_bf16_split(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
       return;
     }
   }
+  Bf16Primitives& primitives = current_compute_context().bf16();
   if (bf16_gemm_native()) {
     try {
-      Bf16Matmuls::instance().run(ta, tb, M, N, K, alpha, A, lda, B, B16, ldb, beta, C, ldc);
+      primitives.run(ta, tb, M, N, K, alpha, A, lda, B, B16, ldb, beta, C, ldc);
       return;
     } catch (const dnnl::error& e) {
       throw Error(std::string("oneDNN bf16 matmul failed: ") + e.what());
     }
   }
-  gemm_emulated(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  primitives.run_emulated(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace

@@ -492,14 +492,14 @@ int64_t ggml_block_bytes(GgmlType type) {
 }
 
 size_t ggml_row_bytes(GgmlType type, int64_t n) {
-  check(n % ggml_block_size(type) == 0, std::string("a row of ") + ggml_type_name(type) + " must be a multiple of " +
+  GPT_CHECK(n % ggml_block_size(type) == 0, std::string("a row of ") + ggml_type_name(type) + " must be a multiple of " +
                                             std::to_string(ggml_block_size(type)) + " weights, got " +
                                             std::to_string(n));
   return static_cast<size_t>(n / ggml_block_size(type) * ggml_block_bytes(type));
 }
 
 void quantize_row(GgmlType type, const float* x, void* out, int64_t n) {
-  check(n % ggml_block_size(type) == 0, "quantize_row: length is not a whole number of blocks");
+  GPT_CHECK(n % ggml_block_size(type) == 0, "quantize_row: length is not a whole number of blocks");
   switch (type) {
     case GgmlType::kF32: std::memcpy(out, x, sizeof(float) * static_cast<size_t>(n)); return;
     case GgmlType::kF16: {
@@ -518,7 +518,7 @@ void quantize_row(GgmlType type, const float* x, void* out, int64_t n) {
 }
 
 void dequantize_row(GgmlType type, const void* in, float* x, int64_t n) {
-  check(n % ggml_block_size(type) == 0, "dequantize_row: length is not a whole number of blocks");
+  GPT_CHECK(n % ggml_block_size(type) == 0, "dequantize_row: length is not a whole number of blocks");
   switch (type) {
     case GgmlType::kF32: std::memcpy(x, in, sizeof(float) * static_cast<size_t>(n)); return;
     case GgmlType::kF16: {
@@ -625,7 +625,7 @@ QuantizedStorage QuantizedStorage::quantize(GgmlType type, const float* x, int64
 
 QuantizedStorage QuantizedStorage::wrap(GgmlType type, std::vector<uint8_t> bytes, int64_t rows, int64_t cols) {
   const size_t rb = ggml_row_bytes(type, cols);
-  check(bytes.size() == rb * static_cast<size_t>(rows), "quantized matrix has the wrong size");
+  GPT_CHECK(bytes.size() == rb * static_cast<size_t>(rows), "quantized matrix has the wrong size");
   QuantizedStorage s;
   s.bytes = std::move(bytes);
   s.matrix = {type, rows, cols, s.bytes.data()};
@@ -653,7 +653,7 @@ void cap_quant_kernels(QuantKernels max) { g_kernel_cap.store(max); }
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual) {
   const int64_t C = w.cols, OC = w.rows;
-  check(w.type != GgmlType::kF32, "quantized_linear: F32 weights go through gemm");
+  GPT_CHECK(w.type != GgmlType::kF32, "quantized_linear: F32 weights go through gemm");
   const bool blocks = w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0;
   const bool vnni = quant_kernels() != QuantKernels::kPortable;
   const int64_t nb = C / kQuantBlock;
@@ -695,7 +695,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   int8_t* act_qs = nullptr;
   float *act_d = nullptr, *act_dsum = nullptr;
   if (blocks) {
-    check(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
+    GPT_CHECK(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
     // Layout: N*C int8 values, then N*nb scales and N*nb scaled sums (floats).
     const size_t values = static_cast<size_t>(N * C), need = values + 2 * sizeof(float) * static_cast<size_t>(N * nb);
     if (scratch.blocks.size() < need) scratch.blocks.resize(need);

@@ -67,8 +67,15 @@ struct QuantizedMatrix {
   void float_row(int64_t r, float* out) const;
 };
 
-// Owns the bytes of a QuantizedMatrix.
+// Owns the bytes of a QuantizedMatrix (`matrix.data` points into `bytes`): it can
+// be moved (the bytes stay where they are) but not copied.
 struct QuantizedStorage {
+  QuantizedStorage() = default;
+  QuantizedStorage(const QuantizedStorage&) = delete;
+  QuantizedStorage& operator=(const QuantizedStorage&) = delete;
+  QuantizedStorage(QuantizedStorage&&) noexcept = default;
+  QuantizedStorage& operator=(QuantizedStorage&&) noexcept = default;
+
   std::vector<uint8_t> bytes;
   QuantizedMatrix matrix;
   // Quantizes `rows` x `cols` floats given row-major (or column-major when

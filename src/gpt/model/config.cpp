@@ -19,22 +19,22 @@ PositionEncoding parse_position_encoding(const std::string& name) {
 
 void ModelConfig::validate() const {
   auto positive = [](int v, const char* name) {
-    check(v > 0, std::string(name) + " must be positive, got " + std::to_string(v));
+    GPT_CHECK(v > 0, std::string(name) + " must be positive, got " + std::to_string(v));
   };
   positive(vocab_size, "vocab size");
   positive(block_size, "block size");
   positive(n_layer, "n-layer");
   positive(n_head, "n-head");
   positive(n_embd, "n-embd");
-  check(n_embd % n_head == 0, "n-head (" + std::to_string(n_head) + ") must divide n-embd (" +
+  GPT_CHECK(n_embd % n_head == 0, "n-head (" + std::to_string(n_head) + ") must divide n-embd (" +
                                   std::to_string(n_embd) + ")");
-  check(position_encoding == PositionEncoding::kLearned || n_embd % 2 == 0,
+  GPT_CHECK(position_encoding == PositionEncoding::kLearned || n_embd % 2 == 0,
         "sinusoidal position encoding needs an even n-embd");
-  check(layer_norm_epsilon > 0, "layer_norm_epsilon must be positive");
+  GPT_CHECK(layer_norm_epsilon > 0, "layer_norm_epsilon must be positive");
   // Keep every tensor index within int64 and every dimension within int.
   const double params = 12.0 * n_layer * n_embd * double(n_embd) +
                         double(vocab_size + block_size) * n_embd;
-  check(params < 4e10, "model too large: about " + std::to_string(params) + " parameters");
+  GPT_CHECK(params < 4e10, "model too large: about " + std::to_string(params) + " parameters");
 }
 
 nlohmann::json ModelConfig::to_json() const {
@@ -59,16 +59,16 @@ nlohmann::json ModelConfig::to_json() const {
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
-  check(j.is_object(), "config.json must hold a JSON object");
+  GPT_CHECK(j.is_object(), "config.json must hold a JSON object");
   ModelConfig c;
   auto get_int = [&](const char* key, int fallback, bool required) {
     if (!j.contains(key) || j[key].is_null()) {
-      check(!required, std::string("config.json is missing \"") + key + "\"");
+      GPT_CHECK(!required, std::string("config.json is missing \"") + key + "\"");
       return fallback;
     }
-    check(j[key].is_number_integer(), std::string("config.json: \"") + key + "\" must be an integer");
+    GPT_CHECK(j[key].is_number_integer(), std::string("config.json: \"") + key + "\" must be an integer");
     const auto v = j[key].get<int64_t>();
-    check(v > 0 && v < (int64_t(1) << 31), std::string("config.json: \"") + key + "\" out of range");
+    GPT_CHECK(v > 0 && v < (int64_t(1) << 31), std::string("config.json: \"") + key + "\" out of range");
     return static_cast<int>(v);
   };
   c.vocab_size = get_int("vocab_size", 0, true);
@@ -77,24 +77,24 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   c.n_layer = get_int("n_layer", 0, true);
   c.n_head = get_int("n_head", 0, true);
   if (j.contains("n_inner") && !j["n_inner"].is_null()) {
-    check(j["n_inner"].is_number_integer() && j["n_inner"].get<int64_t>() == 4LL * c.n_embd,
+    GPT_CHECK(j["n_inner"].is_number_integer() && j["n_inner"].get<int64_t>() == 4LL * c.n_embd,
           "config.json: only n_inner = 4 * n_embd is supported");
   }
   if (j.contains("activation_function")) {
     const auto act = j["activation_function"].get<std::string>();
-    check(act == "gelu_new" || act == "gelu_pytorch_tanh",
+    GPT_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
           "config.json: unsupported activation_function '" + act + "' (gpt.cpp uses tanh GELU)");
   }
   if (j.contains("layer_norm_epsilon")) {
-    check(j["layer_norm_epsilon"].is_number(), "config.json: layer_norm_epsilon must be a number");
+    GPT_CHECK(j["layer_norm_epsilon"].is_number(), "config.json: layer_norm_epsilon must be a number");
     c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
   }
   if (j.contains("tie_word_embeddings")) {
-    check(j["tie_word_embeddings"].is_boolean(), "config.json: tie_word_embeddings must be true or false");
+    GPT_CHECK(j["tie_word_embeddings"].is_boolean(), "config.json: tie_word_embeddings must be true or false");
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
   }
   if (j.contains("position_encoding")) {
-    check(j["position_encoding"].is_string(), "config.json: position_encoding must be a string");
+    GPT_CHECK(j["position_encoding"].is_string(), "config.json: position_encoding must be a string");
     c.position_encoding = parse_position_encoding(j["position_encoding"].get<std::string>());
   }
   c.validate();

@@ -21,7 +21,7 @@ namespace gpt {
 GPT::GPT(const ModelConfig& config) : config_(config), layout_(config) {
   config_.validate();
   params.assign(layout_.total(), 0.0f);
-  grads.assign(layout_.total(), 0.0f);
+  weight_views_ = layout_.bind(static_cast<const float*>(params.data()));
   if (config_.position_encoding == PositionEncoding::kSinusoidal) {
     sinusoid_table_.resize(static_cast<size_t>(config_.block_size) * config_.n_embd);
     sinusoidal_positions(sinusoid_table_.data(), config_.block_size, config_.n_embd);
@@ -47,17 +47,30 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
-const ModelWeights& GPT::weights() {
-  if (weight_views_.wte != params.data()) weight_views_ = layout_.bind(params.data());
+void GPT::allocate_gradients() {
+  if (grads.size() != layout_.total()) grads.assign(layout_.total(), 0.0f);
+}
+
+const ConstModelWeights& GPT::weights() const {
+  if (weight_views_.wte != params.data()) [[unlikely]] weight_views_ = layout_.bind(static_cast<const float*>(params.data()));
   return weight_views_;
 }
 
+const ModelWeights& GPT::mutable_weights() {
+  if (mutable_views_.wte != params.data()) [[unlikely]] mutable_views_ = layout_.bind(params.data());
+  return mutable_views_;
+}
+
 const ModelWeights& GPT::gradients() {
-  if (grad_views_.wte != grads.data()) grad_views_ = layout_.bind(grads.data());
+  allocate_gradients();
+  if (grad_views_.wte != grads.data()) [[unlikely]] grad_views_ = layout_.bind(grads.data());
   return grad_views_;
 }
 
-void GPT::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
+void GPT::zero_grad() {
+  if (grads.size() != layout_.total()) return allocate_gradients();
+  std::fill(grads.begin(), grads.end(), 0.0f);
+}
 
 void GPT::ensure_activations(int64_t B, int64_t T) {
   if (B <= acts_.B && T <= acts_.T) return;
@@ -145,7 +158,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   T_ = T;
   std::copy(tokens, tokens + BT, tokens_.begin());
   Activations& a = acts_;
-  const ModelWeights& w = weights();
+  const ConstModelWeights& w = weights();
 
   // Token + position embedding.
   const float* pos = w.wpe != nullptr ? w.wpe : sinusoid_table_.data();
@@ -159,7 +172,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
                     w.layers[0].ln_1_bias, BT, C, config_.layer_norm_epsilon);
   const float* residual = a.encoded.data();
   for (int64_t l = 0; l < config_.n_layer; ++l) {
-    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
     float* qkv = a.qkv.data() + l * BT * 3 * C;
     float* atty = a.atty.data() + l * BT * C;
     float* att_lse = a.att_lse.data() + l * B * NH * T;
@@ -181,7 +194,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     bias_gelu_forward(gelu_derivative, fch_gelu, gelu_derivative, L.mlp_c_fc_bias, BT, 4 * C);
     linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
     const bool last = l + 1 == config_.n_layer;
-    const LayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
+    const ConstLayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
     residual_layernorm_forward(residual3, last ? a.lnf.data() : ln,
                                last ? a.lnf_mean.data() : a.ln1_mean.data() + (l + 1) * BT,
                                last ? a.lnf_rstd.data() : a.ln1_rstd.data() + (l + 1) * BT, residual2, proj,
@@ -195,7 +208,7 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   const int64_t B = B_, T = T_, BT = B * T;
   const int64_t C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
-  const ModelWeights& w = weights();
+  const ConstModelWeights& w = weights();
   const ModelWeights& g = gradients();
 
   const float* dlnf = a.d_ln.data();
@@ -211,7 +224,7 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
 
   float* ln = a.ln.data();  // free in the backward pass: remade LayerNorm outputs
   for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
-    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
     const LayerWeights& dL = g.layers[static_cast<size_t>(l)];
     const float* residual = l == 0 ? a.encoded.data() : a.residual3.data() + (l - 1) * BT * C;
     const float* qkv = a.qkv.data() + l * BT * 3 * C;
@@ -259,8 +272,8 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
 }
 
 const float* GPT::attention_weights(int layer) {
-  check(layer >= 0 && layer < config_.n_layer, "layer " + std::to_string(layer) + " out of range");
-  check(B_ > 0, "attention_weights needs a forward pass first");
+  GPT_CHECK(layer >= 0 && layer < config_.n_layer, "layer " + std::to_string(layer) + " out of range");
+  GPT_CHECK(B_ > 0, "attention_weights needs a forward pass first");
   const int64_t B = B_, T = T_, C = config_.n_embd, NH = config_.n_head;
   attention_view_.resize(static_cast<size_t>(NH * T * T));
   attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,

@@ -82,9 +82,17 @@ class GPT {
   int64_t last_T() const { return T_; }
 
   std::vector<float> params;  // layout_.total() floats
-  std::vector<float> grads;   // same layout
-  // Named views into params / grads (bound once; rebound only if a buffer moved).
-  const ModelWeights& weights();
+  // Same layout; empty until training needs it (allocate_gradients, zero_grad or
+  // forward_backward), so a model loaded for inference costs its weights only.
+  std::vector<float> grads;
+  void allocate_gradients();
+
+  // Named read-only views into params (what inference, export and quantization
+  // read), and writable ones into params and grads (what training updates).
+  // (The views are kept; they are bound again only if params was reallocated, which
+  // nothing in the library does.)
+  const ConstModelWeights& weights() const;
+  const ModelWeights& mutable_weights();
   const ModelWeights& gradients();
 
  private:
@@ -100,8 +108,9 @@ class GPT {
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
   int64_t B_ = 0, T_ = 0;
-  ModelWeights weight_views_{}, grad_views_{};
   std::vector<float> attention_view_;  // attention_weights() output
+  mutable ConstModelWeights weight_views_{};
+  ModelWeights mutable_views_{}, grad_views_{};
 };
 
 }  // namespace gpt

@@ -18,21 +18,28 @@ void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N
     if (N == 1) return gemv_in_out(out, in, w.f32, w.bias, w.in, w.out, residual);  // decoding
     linear_forward(out, in, w.f32, w.bias, N, w.in, w.out, residual);
   } else {
-    check(w.bias == nullptr && residual == nullptr, "linear_apply: out-major fp32 weights take no bias");
+    GPT_CHECK(w.bias == nullptr && residual == nullptr, "linear_apply: out-major fp32 weights take no bias");
     if (N == 1) return gemv_out_in(out, in, w.f32, w.in, w.out);
     gemm(false, true, N, w.out, w.in, 1.0f, in, w.in, w.f32, w.in, 0.0f, out, w.out);
   }
 }
 
-InferenceWeights InferenceWeights::view(GPT& model) {
+InferenceWeights InferenceWeights::view(std::shared_ptr<const GPT> model) {
+  GPT_CHECK(model != nullptr, "InferenceWeights::view needs a model");
+  InferenceWeights w = view(*model);
+  w.owner = std::move(model);
+  return w;
+}
+
+InferenceWeights InferenceWeights::view(const GPT& model) {
   const ModelConfig& c = model.config();
-  const ModelWeights& m = model.weights();
+  const ConstModelWeights& m = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size;
   InferenceWeights w;
   w.config = c;
   w.wte_f32 = m.wte;
   w.wpe = m.wpe;
-  for (const LayerWeights& L : m.layers) {
+  for (const ConstLayerWeights& L : m.layers) {
     InferenceLayer l{};
     l.ln_1_weight = L.ln_1_weight;
     l.ln_1_bias = L.ln_1_bias;
@@ -68,8 +75,8 @@ size_t InferenceWeights::bytes_per_token() const {
   return total;
 }
 
-std::unique_ptr<QuantizedModel> QuantizedModel::quantize(GPT& model, GgmlType type) {
-  check(type != GgmlType::kF32, "QuantizedModel::quantize: F32 needs no conversion");
+std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, GgmlType type) {
+  GPT_CHECK(type != GgmlType::kF32, "QuantizedModel::quantize: F32 needs no conversion");
   auto q = std::make_unique<QuantizedModel>();
   q->weights = InferenceWeights::view(model);
   const ModelConfig& c = model.config();

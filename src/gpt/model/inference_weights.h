@@ -40,9 +40,14 @@ struct InferenceWeights {
   std::vector<InferenceLayer> layers;
   const float *ln_f_weight = nullptr, *ln_f_bias = nullptr;
   LinearWeights lm_head;  // (V, C) out-major; the embedding itself when tied
+  // What the pointers above point into, kept alive by every copy of these views
+  // when set (open_model's weights); null when the caller keeps it alive.
+  std::shared_ptr<const void> owner;
 
-  // Views of a GPT's fp32 parameters (valid while the model lives).
-  static InferenceWeights view(GPT& model);
+  // Views of a GPT's fp32 parameters: valid while the model lives, or for as long
+  // as the views when given as a shared_ptr.
+  static InferenceWeights view(const GPT& model);
+  static InferenceWeights view(std::shared_ptr<const GPT> model);
   // Writes the embedding of `token` (C floats).
   void embed(int32_t token, float* out) const;
   // Bytes of weights a decode step reads (every matrix once, the embedding row aside).
@@ -51,15 +56,20 @@ struct InferenceWeights {
 
 // A model whose matrices are stored in a compact type (F16, BF16, Q8_0 or Q4_0;
 // each matrix may differ when loaded from a file). Norms, biases and positions
-// stay fp32. `weights` points into the storage below, which is filled once.
+// stay fp32. `weights` points into the storage below, which is filled once: the
+// object can neither be copied nor moved (it lives behind a pointer).
 struct QuantizedModel {
+  QuantizedModel() = default;
+  QuantizedModel(const QuantizedModel&) = delete;
+  QuantizedModel& operator=(const QuantizedModel&) = delete;
+
   InferenceWeights weights;
   std::vector<std::vector<float>> vectors;  // fp32 tensors
   std::vector<QuantizedStorage> matrices;   // compact matrices
 
   // Converts a GPT's weights. Matrices whose rows are not a whole number of
   // blocks stay in F16 (Q8_0, Q4_0 need multiples of 32), as llama.cpp falls back.
-  static std::unique_ptr<QuantizedModel> quantize(GPT& model, GgmlType type);
+  static std::unique_ptr<QuantizedModel> quantize(const GPT& model, GgmlType type);
   const ModelConfig& config() const { return weights.config; }
 };
 

@@ -43,11 +43,12 @@ const TensorInfo* ParameterLayout::find(const std::string& name) const {
   return nullptr;
 }
 
-ModelWeights ParameterLayout::bind(float* base) const {
+template <class T>
+BasicModelWeights<T> ParameterLayout::bind_as(T* base) const {
   // Tensors were added in a fixed order; walk the same order.
   size_t i = 0;
   auto next = [&]() { return base + tensors_[i++].offset; };
-  ModelWeights w{};
+  BasicModelWeights<T> w{};
   w.wte = next();
   w.wpe = config_.position_encoding == PositionEncoding::kLearned ? next() : nullptr;
   w.layers.resize(static_cast<size_t>(config_.n_layer));
@@ -70,5 +71,8 @@ ModelWeights ParameterLayout::bind(float* base) const {
   w.lm_head = config_.tie_word_embeddings ? w.wte : next();
   return w;
 }
+
+ModelWeights ParameterLayout::bind(float* base) const { return bind_as(base); }
+ConstModelWeights ParameterLayout::bind(const float* base) const { return bind_as(base); }
 
 }  // namespace gpt

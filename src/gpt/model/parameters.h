@@ -18,30 +18,38 @@ struct TensorInfo {
   bool weight_decay = false;   // AdamW decays matrices only (ndim >= 2)
 };
 
-// Pointers into a parameter-shaped buffer (parameters, gradients, or optimizer state).
-struct LayerWeights {
-  float* ln_1_weight;       // (C)
-  float* ln_1_bias;         // (C)
-  float* attn_c_attn_weight;  // (C, 3C)
-  float* attn_c_attn_bias;    // (3C)
-  float* attn_c_proj_weight;  // (C, C)
-  float* attn_c_proj_bias;    // (C)
-  float* ln_2_weight;       // (C)
-  float* ln_2_bias;         // (C)
-  float* mlp_c_fc_weight;   // (C, 4C)
-  float* mlp_c_fc_bias;     // (4C)
-  float* mlp_c_proj_weight; // (4C, C)
-  float* mlp_c_proj_bias;   // (C)
+// Pointers into a parameter-shaped buffer (parameters, gradients, or optimizer
+// state): writable (ModelWeights) or read-only (ConstModelWeights).
+template <class T>
+struct BasicLayerWeights {
+  T* ln_1_weight;         // (C)
+  T* ln_1_bias;           // (C)
+  T* attn_c_attn_weight;  // (C, 3C)
+  T* attn_c_attn_bias;    // (3C)
+  T* attn_c_proj_weight;  // (C, C)
+  T* attn_c_proj_bias;    // (C)
+  T* ln_2_weight;         // (C)
+  T* ln_2_bias;           // (C)
+  T* mlp_c_fc_weight;     // (C, 4C)
+  T* mlp_c_fc_bias;       // (4C)
+  T* mlp_c_proj_weight;   // (4C, C)
+  T* mlp_c_proj_bias;     // (C)
 };
 
-struct ModelWeights {
-  float* wte;      // (V, C) token embedding; also the LM head when tied
-  float* wpe;      // (T, C) learned positions, or nullptr for sinusoidal
-  std::vector<LayerWeights> layers;
-  float* ln_f_weight;  // (C)
-  float* ln_f_bias;    // (C)
-  float* lm_head;      // (V, C): == wte when tied
+template <class T>
+struct BasicModelWeights {
+  T* wte;  // (V, C) token embedding; also the LM head when tied
+  T* wpe;  // (T, C) learned positions, or nullptr for sinusoidal
+  std::vector<BasicLayerWeights<T>> layers;
+  T* ln_f_weight;  // (C)
+  T* ln_f_bias;    // (C)
+  T* lm_head;      // (V, C): == wte when tied
 };
+
+using LayerWeights = BasicLayerWeights<float>;
+using ModelWeights = BasicModelWeights<float>;
+using ConstLayerWeights = BasicLayerWeights<const float>;
+using ConstModelWeights = BasicModelWeights<const float>;
 
 class ParameterLayout {
  public:
@@ -52,8 +60,12 @@ class ParameterLayout {
   const TensorInfo* find(const std::string& name) const;
   // Views into a buffer of total() floats laid out by this table.
   ModelWeights bind(float* base) const;
+  ConstModelWeights bind(const float* base) const;
 
  private:
+  template <class T>
+  BasicModelWeights<T> bind_as(T* base) const;
+
   ModelConfig config_;
   std::vector<TensorInfo> tensors_;
   size_t total_ = 0;

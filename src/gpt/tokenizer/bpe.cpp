@@ -169,10 +169,10 @@ const std::vector<std::string>& gpt2_byte_to_unicode() {
 BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
                            std::vector<std::pair<std::string, std::string>> merges, std::vector<SpecialToken> special)
     : merges_(std::move(merges)), special_(std::move(special)) {
-  check(!vocab.empty(), "BPE vocabulary is empty");
+  GPT_CHECK(!vocab.empty(), "BPE vocabulary is empty");
   int32_t max_id = -1;
   for (const auto& [tok, id] : vocab) {
-    check(id >= 0 && id < (1 << 24), "BPE token id " + std::to_string(id) + " out of range");
+    GPT_CHECK(id >= 0 && id < (1 << 24), "BPE token id " + std::to_string(id) + " out of range");
     max_id = std::max(max_id, id);
   }
   token_strings_.assign(static_cast<size_t>(max_id) + 1, "");
@@ -183,7 +183,7 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
   for (int b = 0; b < 256; ++b) byte_of[decode_utf8(b2u[static_cast<size_t>(b)], "byte alphabet")[0]] = static_cast<uint8_t>(b);
   std::vector<bool> seen(token_strings_.size(), false);
   for (const auto& [tok, id] : vocab) {
-    check(!seen[static_cast<size_t>(id)], "BPE vocabulary uses id " + std::to_string(id) + " twice");
+    GPT_CHECK(!seen[static_cast<size_t>(id)], "BPE vocabulary uses id " + std::to_string(id) + " twice");
     seen[static_cast<size_t>(id)] = true;
     token_strings_[static_cast<size_t>(id)] = tok;
     std::string bytes;
@@ -195,20 +195,20 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
     }
     token_bytes_[static_cast<size_t>(id)] = bytes;
   }
-  check(std::all_of(seen.begin(), seen.end(), [](bool s) { return s; }), "BPE vocabulary ids are not contiguous");
+  GPT_CHECK(std::all_of(seen.begin(), seen.end(), [](bool s) { return s; }), "BPE vocabulary ids are not contiguous");
   for (int b = 0; b < 256; ++b) {
     auto it = vocab.find(b2u[static_cast<size_t>(b)]);
-    check(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
+    GPT_CHECK(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
     byte_id_[b] = it->second;
   }
   for (const auto& sp : special_) {
-    check(!sp.text.empty() && sp.id >= 0 && sp.id <= max_id && token_strings_[static_cast<size_t>(sp.id)] == sp.text,
+    GPT_CHECK(!sp.text.empty() && sp.id >= 0 && sp.id <= max_id && token_strings_[static_cast<size_t>(sp.id)] == sp.text,
           "special token '" + sp.text + "' is not in the vocabulary with id " + std::to_string(sp.id));
   }
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto& [a, b] = merges_[r];
     auto ia = vocab.find(a), ib = vocab.find(b), im = vocab.find(a + b);
-    check(ia != vocab.end() && ib != vocab.end() && im != vocab.end(),
+    GPT_CHECK(ia != vocab.end() && ib != vocab.end() && im != vocab.end(),
           "merge " + std::to_string(r + 1) + " ('" + a + "' '" + b + "') names a token not in the vocabulary");
     merge_of_.emplace(pair_key(ia->second, ib->second), std::make_pair(static_cast<int32_t>(r), im->second));
   }
@@ -219,9 +219,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::pat
   std::unordered_map<std::string, int32_t> vocab;
   try {
     const auto j = nlohmann::json::parse(read_text_file(encoder_json));
-    check(j.is_object(), encoder_json.string() + " must hold a JSON object of token -> id");
+    GPT_CHECK(j.is_object(), encoder_json.string() + " must hold a JSON object of token -> id");
     for (auto it = j.begin(); it != j.end(); ++it) {
-      check(it.value().is_number_integer(), encoder_json.string() + ": id of '" + it.key() + "' is not an integer");
+      GPT_CHECK(it.value().is_number_integer(), encoder_json.string() + ": id of '" + it.key() + "' is not an integer");
       vocab.emplace(it.key(), it.value().get<int32_t>());
     }
   } catch (const nlohmann::json::exception& e) {
@@ -239,7 +239,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::pat
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
     auto merge = split_merge(line);
-    check(merge.has_value(), vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
+    GPT_CHECK(merge.has_value(), vocab_bpe.string() + ":" + std::to_string(line_no) + ": expected two tokens separated by one space");
     merges.push_back(std::move(*merge));
   }
   std::vector<SpecialToken> special;
@@ -252,14 +252,14 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::pat
 }
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j) {
-  check(j.is_object() && j.contains("model") && j["model"].is_object(), "tokenizer.json has no \"model\"");
+  GPT_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), "tokenizer.json has no \"model\"");
   const auto& model = j["model"];
-  check(model.value("type", std::string()) == "BPE", "tokenizer.json: only BPE models are supported");
-  check(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges") && model["merges"].is_array(),
+  GPT_CHECK(model.value("type", std::string()) == "BPE", "tokenizer.json: only BPE models are supported");
+  GPT_CHECK(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges") && model["merges"].is_array(),
         "tokenizer.json: the model needs \"vocab\" and \"merges\"");
   std::unordered_map<std::string, int32_t> vocab;
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-    check(it.value().is_number_integer(), "tokenizer.json: id of '" + it.key() + "' is not an integer");
+    GPT_CHECK(it.value().is_number_integer(), "tokenizer.json: id of '" + it.key() + "' is not an integer");
     vocab.emplace(it.key(), it.value().get<int32_t>());
   }
   std::vector<std::pair<std::string, std::string>> merges;
@@ -268,15 +268,15 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j
       merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
       continue;
     }
-    check(m.is_string(), "tokenizer.json: merges must be \"left right\" strings or [left, right] pairs");
+    GPT_CHECK(m.is_string(), "tokenizer.json: merges must be \"left right\" strings or [left, right] pairs");
     auto merge = split_merge(m.get<std::string>());
-    check(merge.has_value(), "tokenizer.json: malformed merge '" + m.get<std::string>() + "'");
+    GPT_CHECK(merge.has_value(), "tokenizer.json: malformed merge '" + m.get<std::string>() + "'");
     merges.push_back(std::move(*merge));
   }
   std::vector<SpecialToken> special;
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const auto& t : j["added_tokens"]) {
-      check(t.is_object() && t.contains("id") && t["id"].is_number_integer() && t.contains("content") &&
+      GPT_CHECK(t.is_object() && t.contains("id") && t["id"].is_number_integer() && t.contains("content") &&
                 t["content"].is_string(), "tokenizer.json: malformed added_tokens entry");
       special.push_back({t["content"].get<std::string>(), t["id"].get<int32_t>()});
       vocab.emplace(special.back().text, special.back().id);  // added tokens may live outside model.vocab

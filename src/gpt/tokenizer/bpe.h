@@ -51,6 +51,9 @@ class BpeTokenizer final : public Tokenizer {
   int vocab_size() const override { return static_cast<int>(token_bytes_.size()); }
   // Special tokens such as <|endoftext|> are encoded as plain text here.
   std::vector<int32_t> encode(std::string_view text) const override;
+  std::vector<int32_t> encode_corpus(std::string_view text, int threads) const override {
+    return encode(text, false, threads);
+  }
   // With allow_special, the special tokens' text becomes their ids.
   std::vector<int32_t> encode(std::string_view text, bool allow_special, int threads = 1) const;
   const std::vector<SpecialToken>& special_tokens() const { return special_; }

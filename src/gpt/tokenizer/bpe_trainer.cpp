@@ -37,9 +37,9 @@ struct HeapEntry {
 
 std::unique_ptr<BpeTokenizer> train_bpe(const PieceCounts& pieces, const BpeTrainOptions& options) {
   const int n_special = static_cast<int>(options.special_tokens.size());
-  check(options.vocab_size >= 256 + n_special, "--vocab-size must be at least 256 + the special tokens (" +
+  GPT_CHECK(options.vocab_size >= 256 + n_special, "--vocab-size must be at least 256 + the special tokens (" +
                                                    std::to_string(256 + n_special) + ")");
-  check(pieces.size() > 0, "no text to train the tokenizer on");
+  GPT_CHECK(pieces.size() > 0, "no text to train the tokenizer on");
   const int n_merges_max = options.vocab_size - 256 - n_special;
 
   // Words as symbol sequences, with their counts.
@@ -159,7 +159,7 @@ std::unique_ptr<BpeTokenizer> train_bpe(const PieceCounts& pieces, const BpeTrai
   std::vector<SpecialToken> special;
   for (const auto& s : options.special_tokens) {
     const auto id = static_cast<int32_t>(vocab.size());
-    check(vocab.emplace(s, id).second, "special token '" + s + "' collides with a learned token");
+    GPT_CHECK(vocab.emplace(s, id).second, "special token '" + s + "' collides with a learned token");
     special.push_back({s, id});
   }
   return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merge_strings), std::move(special));

@@ -16,7 +16,7 @@ namespace gpt {
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   std::string out;
   for (int32_t id : ids) {
-    check(id >= 0 && id < vocab_size(), "token id " + std::to_string(id) +
+    GPT_CHECK(id >= 0 && id < vocab_size(), "token id " + std::to_string(id) +
                                             " outside the vocabulary of " +
                                             std::to_string(vocab_size()));
     out += token_bytes(id);
@@ -41,11 +41,11 @@ std::string describe_char(char32_t cp) {
 class CharTokenizer final : public Tokenizer {
  public:
   explicit CharTokenizer(std::vector<char32_t> chars) : chars_(std::move(chars)) {
-    check(!chars_.empty(), "a character tokenizer needs at least one character");
+    GPT_CHECK(!chars_.empty(), "a character tokenizer needs at least one character");
     for (size_t i = 0; i < chars_.size(); ++i) {
-      check(chars_[i] <= 0x10FFFF && !(chars_[i] >= 0xD800 && chars_[i] <= 0xDFFF),
+      GPT_CHECK(chars_[i] <= 0x10FFFF && !(chars_[i] >= 0xD800 && chars_[i] <= 0xDFFF),
             "character tokenizer holds an invalid code point");
-      check(i == 0 || chars_[i - 1] < chars_[i],
+      GPT_CHECK(i == 0 || chars_[i - 1] < chars_[i],
             "character tokenizer vocabulary must be sorted and without duplicates");
       id_of_.emplace(chars_[i], static_cast<int32_t>(i));
     }
@@ -115,17 +115,17 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteT
 
 std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
   if (j.is_object() && j.contains("model")) return BpeTokenizer::from_hf_json(j);  // Hugging Face tokenizer.json
-  check(j.is_object() && j.contains("type") && j["type"].is_string(),
+  GPT_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(),
         "tokenizer file has no \"type\"");
   const std::string type = j["type"].get<std::string>();
   if (type == "byte") return make_byte_tokenizer();
   if (type == "char") {
-    check(j.contains("tokens") && j["tokens"].is_array(), "char tokenizer file has no \"tokens\" list");
+    GPT_CHECK(j.contains("tokens") && j["tokens"].is_array(), "char tokenizer file has no \"tokens\" list");
     std::vector<char32_t> chars;
     for (const auto& t : j["tokens"]) {
-      check(t.is_string(), "char tokenizer tokens must be strings");
+      GPT_CHECK(t.is_string(), "char tokenizer tokens must be strings");
       std::vector<char32_t> cps = decode_utf8(t.get<std::string>(), "tokenizer token");
-      check(cps.size() == 1, "char tokenizer tokens must be single characters");
+      GPT_CHECK(cps.size() == 1, "char tokenizer tokens must be single characters");
       chars.push_back(cps[0]);
     }
     return std::make_unique<CharTokenizer>(std::move(chars));
@@ -148,7 +148,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
   std::filesystem::path file = path;
   if (std::filesystem::is_directory(path)) {
     file = find_tokenizer(path);
-    check(!file.empty(), "no tokenizer in " + path.string() + " (expected " + kTokenizerFileName + ", " +
+    GPT_CHECK(!file.empty(), "no tokenizer in " + path.string() + " (expected " + kTokenizerFileName + ", " +
                              kHfTokenizerFileName + ", encoder.json + vocab.bpe or vocab.json + merges.txt)");
   }
   // GPT-2's own files (encoder.json + vocab.bpe) or Hugging Face's (vocab.json + merges.txt).

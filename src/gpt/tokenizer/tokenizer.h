@@ -27,6 +27,9 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   // Throws gpt::Error if the text holds something the vocabulary cannot express.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // A whole corpus (training data), on up to `threads` threads where the
+  // tokenizer can split the work; the same ids as encode().
+  virtual std::vector<int32_t> encode_corpus(std::string_view text, int /*threads*/) const { return encode(text); }
   // The bytes of one token (may be part of a UTF-8 character for byte tokenizers).
   virtual std::string token_bytes(int32_t id) const = 0;
   virtual nlohmann::json to_json() const = 0;

@@ -70,23 +70,46 @@ GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
   }
 }
 
-GPT_MULTIVERSION float global_norm(const float* x, size_t n) {
+namespace {
+GPT_MULTIVERSION double block_sum_of_squares(const float* x, int64_t n) {
   double sum = 0.0;
-  const auto len = static_cast<int64_t>(n);
-#pragma omp parallel for simd schedule(static) reduction(+ : sum)
-  for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(x[i]) * x[i];
-  return static_cast<float>(std::sqrt(sum));
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  return sum;
+}
+}  // namespace
+
+double sum_of_squares(const float* x, size_t n) {
+  const auto blocks = static_cast<int64_t>((n + kSumBlock - 1) / kSumBlock);
+  if (blocks <= 1) return block_sum_of_squares(x, static_cast<int64_t>(n));
+  thread_local std::vector<double> sums;  // kept: a training step allocates nothing
+  if (sums.size() < static_cast<size_t>(blocks)) sums.resize(static_cast<size_t>(blocks));
+  double* s = sums.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t begin = static_cast<size_t>(b) * kSumBlock;
+    s[b] = block_sum_of_squares(x + begin, static_cast<int64_t>(std::min(kSumBlock, n - begin)));
+  }
+  double total = 0.0;
+  for (int64_t b = 0; b < blocks; ++b) total += s[b];
+  return total;
 }
 
-float clip_grad_norm(float* grads, size_t n, float max_norm) {
-  const float norm = global_norm(grads, n);
-  if (max_norm <= 0.0f) return norm;
+float global_norm(const float* x, size_t n) { return static_cast<float>(std::sqrt(sum_of_squares(x, n))); }
+
+void scale_to_norm(float* x, size_t n, float norm, float max_norm) {
+  if (max_norm <= 0.0f) return;
   const float coef = max_norm / (norm + 1e-6f);
   if (coef < 1.0f) {
     const auto len = static_cast<int64_t>(n);
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < len; ++i) grads[i] *= coef;
+    for (int64_t i = 0; i < len; ++i) x[i] *= coef;
   }
+}
+
+float clip_grad_norm(float* grads, size_t n, float max_norm) {
+  const float norm = global_norm(grads, n);
+  scale_to_norm(grads, n, norm, max_norm);
   return norm;
 }
 

@@ -50,10 +50,18 @@ class AdamW {
   int64_t t_ = 0;
 };
 
-// sqrt(sum of squares) of n values, accumulated in double.
+// The sum of x[i]^2 in double, in a fixed order whatever the thread count: blocks
+// of kSumBlock values, each summed on its own, the block sums added in order.
+// NaN or infinity in x gives a result that is not finite.
+inline constexpr size_t kSumBlock = 8192;
+double sum_of_squares(const float* x, size_t n);
+// sqrt(sum_of_squares(x, n)).
 float global_norm(const float* x, size_t n);
-// Scales grads so their global norm is at most max_norm (PyTorch's clip_grad_norm_:
-// factor max_norm / (norm + 1e-6), only when below 1). Returns the norm before clipping.
+// Scales x so that vectors of global norm `norm` end at most max_norm (PyTorch's
+// clip_grad_norm_: factor max_norm / (norm + 1e-6), applied only when below 1;
+// max_norm 0: no clipping). For a slice of a larger vector, pass the whole one's norm.
+void scale_to_norm(float* x, size_t n, float norm, float max_norm);
+// Both at once for a whole vector: returns the norm before clipping.
 float clip_grad_norm(float* grads, size_t n, float max_norm);
 
 }  // namespace gpt

@@ -27,11 +27,11 @@ Dataset::Dataset(std::shared_ptr<const TokenShard> shard, double val_fraction, i
 }
 
 void Dataset::split(double val_fraction, int64_t block_size) {
-  check(n_ > 0, "the data file is empty");
-  check(val_fraction > 0.0 && val_fraction < 1.0, "validation fraction must be in (0, 1)");
+  GPT_CHECK(n_ > 0, "the data file is empty");
+  GPT_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "validation fraction must be in (0, 1)");
   n_train_ = static_cast<int64_t>(std::floor(static_cast<double>(n_) * (1.0 - val_fraction)));
   const int64_t need = block_size + 1;
-  check(n_train_ >= need && n_ - n_train_ >= need,
+  GPT_CHECK(n_train_ >= need && n_ - n_train_ >= need,
         "the data is too short: " + std::to_string(n_) + " tokens give " + std::to_string(n_train_) +
             " for training and " + std::to_string(n_ - n_train_) + " for validation, but each part needs at least " +
             std::to_string(need) + " (block size + 1); use more text or a smaller --block-size");

@@ -35,7 +35,7 @@ TextEvaluation summarize(double nats, double bytes, int64_t n_pred) {
 
 TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::string& text, int64_t batch) {
   const std::vector<int32_t> tokens = tokenizer.encode(text);
-  check(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
+  GPT_CHECK(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
   const int64_t T = model.config().block_size;
   const auto n_pred = static_cast<int64_t>(tokens.size()) - 1;
   double nats = 0, bytes = 0;
@@ -62,7 +62,7 @@ TextEvaluation evaluate_text(GPT& model, const Tokenizer& tokenizer, const std::
 
 TextEvaluation evaluate_text(const InferenceWeights& weights, const Tokenizer& tokenizer, const std::string& text) {
   const std::vector<int32_t> tokens = tokenizer.encode(text);
-  check(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
+  GPT_CHECK(tokens.size() >= 2, "the evaluation text needs at least 2 tokens, it has " + std::to_string(tokens.size()));
   const int64_t T = weights.config.block_size, V = weights.config.vocab_size;
   const auto n_pred = static_cast<int64_t>(tokens.size()) - 1;
   InferenceSession session(weights);

@@ -1,13 +1,27 @@
-// The training loop: data -> micro-batches -> forward/backward -> clip -> AdamW,
-// with evaluation, logging, progress display and checkpoints.
+// Pretraining, in pieces that other trainers (fine-tuning, preference tuning)
+// reuse: TrainingData (text or token shard -> tokenizer + batches), the model's
+// forward/backward, OptimizerStep (gradients over ranks, clipping, AdamW),
+// evaluation, checkpoints and the training log. A TrainingObserver sees the run
+// (the command line draws its progress line and loss curve from it); the library
+// itself prints nothing and changes no process-wide setting.
 #pragma once
 #include <cstdint>
-#include <functional>
+#include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "gpt/distributed/communicator.h"
+#include "gpt/model/gpt.h"
+#include "gpt/kernels/compute_context.h"
+#include "gpt/tokenizer/tokenizer.h"
+#include "gpt/training/dataset.h"
+#include "gpt/training/lr_schedule.h"
+#include "gpt/training/optimizer_step.h"
+#include "gpt/training/training_log.h"
 
 namespace gpt {
 
@@ -56,22 +70,6 @@ struct TrainOptions {
   static TrainOptions from_json(const nlohmann::json& j);
 };
 
-struct LogEntry {
-  int64_t step = 0;
-  float loss = 0;
-  std::optional<float> val_loss;
-  float lr = 0;
-  float grad_norm = 0;
-  double tokens_per_sec = 0;
-  nlohmann::json to_json() const;
-};
-
-// Reads a JSON-lines training log (a torn last line is skipped); throws gpt::Error
-// for a missing file or a line that is not a log entry.
-std::vector<LogEntry> read_training_log(const std::string& path);
-// Draws a training log as an SVG loss curve.
-std::string training_log_svg(const std::vector<LogEntry>& log, const std::string& title);
-
 struct TrainResult {
   int64_t steps = 0;  // optimizer steps completed, counting those before a resume
   float final_loss = 0;
@@ -84,8 +82,76 @@ struct TrainResult {
   std::vector<LogEntry> history;  // this run's steps only
 };
 
-// Trains from scratch, or continues the checkpoint in `resume_dir` (then opts must
-// be the checkpoint's options with any overrides already applied).
-TrainResult train(const TrainOptions& opts, const std::string& resume_dir = "");
+// The corpus of a run: a text file, tokenized (and the tokenizer made, unless one
+// is given), or a token shard mapped as it is.
+struct TrainingData {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Dataset> dataset;
+  uint64_t fingerprint = 0;  // of the data, kept in the checkpoint to warn on a resume with other data
+};
+// `tokenizer` null: made from opts.tokenizer (char, byte or a file).
+TrainingData load_training_data(const TrainOptions& opts, std::unique_ptr<Tokenizer> tokenizer, int threads);
+
+// What a caller sees of a run. Called on every rank (most callers act on rank 0).
+class TrainingObserver {
+ public:
+  virtual ~TrainingObserver() = default;
+  virtual void on_start(const class Trainer&) {}
+  virtual void on_step(const class Trainer&, const LogEntry&) {}
+  virtual void on_checkpoint(const class Trainer&, int64_t /*step*/) {}
+  virtual void on_finish(const class Trainer&, const TrainResult&) {}
+};
+
+class Trainer {
+ public:
+  // Sets up a run from scratch or from opts.init_from, or continues the checkpoint
+  // in `resume_dir` (then opts must be the checkpoint's options with any overrides
+  // already applied).
+  explicit Trainer(const TrainOptions& opts, const std::string& resume_dir = "",
+                   Communicator& comm = Communicator::world());
+
+  // One optimizer step: every micro-batch's forward/backward, then OptimizerStep.
+  // The entry has no validation loss; see evaluate().
+  LogEntry step();
+  // Mean loss over opts.eval_iters validation batches (ranks split them).
+  float evaluate();
+  // Writes the checkpoint (rank 0; every rank must call it: ZeRO gathers moments).
+  void save_checkpoint();
+  // Steps until opts.max_iters: evaluating every eval_interval steps, logging each
+  // step, checkpointing every checkpoint_interval steps and at the end.
+  TrainResult run(TrainingObserver* observer = nullptr);
+
+  const TrainOptions& options() const { return opts_; }
+  int64_t steps_done() const { return step_; }
+  int64_t first_step() const { return start_step_; }  // of this run (> 0 when resumed)
+  const GPT& model() const { return *model_; }
+  GPT& model() { return *model_; }
+  const Tokenizer& tokenizer() const { return *data_.tokenizer; }
+  const Dataset& dataset() const { return *data_.dataset; }
+  const Communicator& comm() const { return comm_; }
+  int threads() const { return threads_; }
+  // Rank 0's training log (empty path on other ranks).
+  std::filesystem::path log_path() const { return log_ ? log_->path() : std::filesystem::path(); }
+  // A resumed run whose data differs from what the checkpoint was trained on.
+  bool resumed_with_other_data() const { return other_data_; }
+
+ private:
+  TrainOptions opts_;
+  Communicator& comm_;
+  ComputeContext compute_;
+  int threads_;
+  TrainingData data_;
+  std::shared_ptr<GPT> model_;
+  std::unique_ptr<OptimizerStep> optimizer_;
+  LrSchedule schedule_;
+  std::unique_ptr<TrainingLog> log_;  // rank 0
+  int64_t start_step_ = 0, step_ = 0;
+  bool other_data_ = false;
+  int64_t B_ = 0, B_rank_ = 0, T_ = 0;  // micro-batch rows, this rank's rows of a step, context
+  std::vector<int32_t> x_, y_;
+};
+
+// Trainer(opts, resume_dir).run(observer).
+TrainResult train(const TrainOptions& opts, const std::string& resume_dir = "", TrainingObserver* observer = nullptr);
 
 }  // namespace gpt

@@ -11,7 +11,12 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
-// Throws gpt::Error(message) when condition is false.
-void check(bool condition, const std::string& message);
-
 }  // namespace gpt
+
+// Throws gpt::Error(message) when `condition` is false. A macro so that the
+// message (often a concatenation of strings) is built only when the check fails:
+// checks sit in per-token and per-row paths that must not allocate.
+#define GPT_CHECK(condition, ...)                                 \
+  do {                                                            \
+    if (!(condition)) [[unlikely]] throw ::gpt::Error(__VA_ARGS__); \
+  } while (0)

@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "gpt/util/error.h"
 
@@ -19,16 +21,16 @@ std::string errno_text() { return std::strerror(errno); }
 
 std::vector<uint8_t> read_binary_file(const fs::path& path) {
   std::error_code ec;
-  check(fs::exists(path, ec), "file not found: " + path.string());
-  check(!fs::is_directory(path, ec), "expected a file but found a directory: " + path.string());
+  GPT_CHECK(fs::exists(path, ec), "file not found: " + path.string());
+  GPT_CHECK(!fs::is_directory(path, ec), "expected a file but found a directory: " + path.string());
   std::ifstream in(path, std::ios::binary);
-  check(in.good(), "cannot open " + path.string() + ": " + errno_text());
+  GPT_CHECK(in.good(), "cannot open " + path.string() + ": " + errno_text());
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
   in.seekg(0, std::ios::beg);
   std::vector<uint8_t> data(static_cast<size_t>(size));
   if (size > 0) in.read(reinterpret_cast<char*>(data.data()), size);
-  check(in.good() || in.eof(), "cannot read " + path.string());
+  GPT_CHECK(in.good() || in.eof(), "cannot read " + path.string());
   return data;
 }
 
@@ -37,35 +39,59 @@ std::string read_text_file(const fs::path& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)) {
-  temp_path_ = path_;
-  temp_path_ += ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  check(fd_ >= 0, "cannot create " + temp_path_.string() + ": " + errno_text());
+std::string unique_temp_suffix() {
+  // Process id and a process-wide counter: unique among every writer of this
+  // process (any thread) and of every other process on the machine.
+  static std::atomic<uint64_t> counter{0};
+  return ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
 }
 
-AtomicFileWriter::~AtomicFileWriter() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    ::unlink(temp_path_.c_str());
-  }
+AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)) {
+  temp_path_ = path_;
+  temp_path_ += unique_temp_suffix();
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  GPT_CHECK(fd_ >= 0, "cannot create " + temp_path_.string() + ": " + errno_text());
+}
+
+AtomicFileWriter::~AtomicFileWriter() { discard(); }
+
+void AtomicFileWriter::discard() {
+  if (fd_ < 0) return;
+  ::close(std::exchange(fd_, -1));
+  ::unlink(temp_path_.c_str());
 }
 
 void AtomicFileWriter::write(const void* data, size_t size) {
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
+    GPT_CHECK(fd_ >= 0, "write to " + temp_path_.string() + " after it was committed or failed");
     ssize_t n = ::write(fd_, p, size);
     if (n < 0 && errno == EINTR) continue;
-    check(n > 0, "cannot write " + temp_path_.string() + ": " + errno_text());
+    if (n <= 0) {
+      const std::string why = n < 0 ? errno_text() : "no progress";
+      discard();
+      throw Error("cannot write " + temp_path_.string() + ": " + why);
+    }
     p += n;
     size -= static_cast<size_t>(n);
   }
 }
 
 void AtomicFileWriter::commit() {
-  check(::fsync(fd_) == 0, "cannot sync " + temp_path_.string() + ": " + errno_text());
-  check(::close(fd_) == 0, "cannot close " + temp_path_.string() + ": " + errno_text());
-  fd_ = -1;
+  GPT_CHECK(fd_ >= 0, "commit of " + temp_path_.string() + " after it was already committed or failed");
+  if (::fsync(fd_) != 0) {
+    const std::string why = errno_text();
+    discard();
+    throw Error("cannot sync " + temp_path_.string() + ": " + why);
+  }
+  // close() releases the descriptor even when it fails: never close it again
+  // (its number may already belong to another thread's file).
+  const int fd = std::exchange(fd_, -1);
+  if (::close(fd) != 0) {
+    const std::string why = errno_text();
+    ::unlink(temp_path_.c_str());
+    throw Error("cannot close " + temp_path_.string() + ": " + why);
+  }
   if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
     std::string why = errno_text();
     ::unlink(temp_path_.c_str());
@@ -89,9 +115,9 @@ void sync_directory(const fs::path& dir) {
 
 void append_line(const fs::path& path, std::string_view line) {
   std::ofstream out(path, std::ios::app);
-  check(out.good(), "cannot open log file " + path.string() + " for appending");
+  GPT_CHECK(out.good(), "cannot open log file " + path.string() + " for appending");
   out << line << '\n';
-  check(out.good(), "cannot write log file " + path.string());
+  GPT_CHECK(out.good(), "cannot write log file " + path.string());
 }
 
 }  // namespace gpt

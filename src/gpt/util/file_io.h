@@ -13,6 +13,8 @@ std::string read_text_file(const std::filesystem::path& path);
 std::vector<uint8_t> read_binary_file(const std::filesystem::path& path);
 
 // Writes `data` to `path` atomically: temp file in the same directory, fsync, rename.
+// Temp names (path + ".tmp.<pid>.<n>") are unique per writer, so any number of
+// threads and processes may write the same path at once; the last rename wins.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 
 // Streaming writer behind write_file_atomic, for large files written in pieces.
@@ -23,14 +25,21 @@ class AtomicFileWriter {
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
 
+  // Each throws gpt::Error on failure, after removing the temp file (the
+  // destination is untouched); the writer is then spent.
   void write(const void* data, size_t size);
   void commit();  // fsync + rename over the destination + fsync the directory
 
  private:
+  void discard();  // closes and removes the temp file, if still open
+
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
   int fd_ = -1;
 };
+
+// A suffix no other temp file of this process or another one has: ".tmp.<pid>.<n>".
+std::string unique_temp_suffix();
 
 // fsync a directory so a rename inside it is durable.
 void sync_directory(const std::filesystem::path& dir);

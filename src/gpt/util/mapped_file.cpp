@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -32,6 +33,13 @@ MappedFile::MappedFile(const std::filesystem::path& path) {
     }
   }
   ::close(fd);
+}
+
+void MappedFile::release(size_t offset, size_t size) const {
+  if (map_ == nullptr || offset >= size_) return;
+  const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t begin = (offset + page - 1) / page * page, end = std::min(offset + size, size_) / page * page;
+  if (end > begin) ::madvise(static_cast<uint8_t*>(map_) + begin, end - begin, MADV_DONTNEED);  // advice: may fail harmlessly
 }
 
 MappedFile::~MappedFile() {

@@ -19,6 +19,10 @@ class MappedFile {
 
   const uint8_t* data() const { return static_cast<const uint8_t*>(map_); }
   size_t size() const { return size_; }
+  // Drops the whole pages of [offset, offset + size) from this process's memory
+  // (they are read from the file again if touched): a file copied out piece by
+  // piece never has more than a piece resident.
+  void release(size_t offset, size_t size) const;
 
  private:
   void* map_ = nullptr;

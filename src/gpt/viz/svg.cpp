@@ -100,7 +100,7 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
       y1 = std::max(y1, *v);
     }
   }
-  check(x0 <= x1, "nothing to plot: the log holds no loss values");
+  GPT_CHECK(x0 <= x1, "nothing to plot: the log holds no loss values");
   if (x1 == x0) x1 = x0 + 1;
   if (y1 - y0 < 1e-6) y1 = y0 + 1e-3;
   const double pad = (y1 - y0) * 0.05;
@@ -170,8 +170,8 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
 std::string attention_svg(const std::vector<std::string>& labels, const std::vector<std::vector<float>>& heads,
                           const std::vector<int>& head_ids, int layer) {
   const auto T = static_cast<int>(labels.size());
-  check(T > 0 && !heads.empty() && heads.size() == head_ids.size(), "nothing to draw");
-  for (const auto& h : heads) check(h.size() == static_cast<size_t>(T) * T, "attention matrix does not match the tokens");
+  GPT_CHECK(T > 0 && !heads.empty() && heads.size() == head_ids.size(), "nothing to draw");
+  for (const auto& h : heads) GPT_CHECK(h.size() == static_cast<size_t>(T) * T, "attention matrix does not match the tokens");
   const int n = static_cast<int>(heads.size());
   const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int rows = (n + cols - 1) / cols;

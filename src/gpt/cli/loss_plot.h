@@ -1,0 +1,28 @@
+// Drawing a training log: `gpt plot` and the loss curve `gpt train` leaves beside
+// its checkpoint. (Training writes the log; drawing is the command line's.)
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpt/training/training_log.h"
+#include "gpt/util/file_io.h"
+#include "gpt/viz/svg.h"
+
+namespace gpt::cli {
+
+inline std::string training_log_svg(const std::vector<LogEntry>& log, const std::string& title) {
+  std::vector<LossPoint> points;
+  points.reserve(log.size());
+  for (const auto& e : log) {
+    points.push_back({e.step, static_cast<double>(e.loss),
+                      e.val_loss ? std::optional<double>(*e.val_loss) : std::nullopt});
+  }
+  return loss_curve_svg(points, title);
+}
+
+inline void draw_training_log(const std::string& log_path, const std::string& svg_path, const std::string& title) {
+  write_file_atomic(svg_path, training_log_svg(read_training_log(log_path), title));
+}
+
+}  // namespace gpt::cli

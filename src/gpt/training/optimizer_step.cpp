@@ -1,0 +1,63 @@
+#include "gpt/training/optimizer_step.h"
+
+#include <cmath>
+
+#include "gpt/util/error.h"
+
+namespace gpt {
+
+OptimizerStep::OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options)
+    : comm_(comm),
+      n_(layout.total()),
+      zero_(options.zero && comm.distributed()),
+      overlap_(options.overlap && comm.distributed() && !zero_),
+      grad_clip_(options.grad_clip),
+      adamw_(layout, options.adamw, zero_ ? comm.slice_begin(layout.total(), comm.rank()) : 0,
+             zero_ ? comm.slice_end(layout.total(), comm.rank()) : layout.total()) {}
+
+GPT::GradientsReady OptimizerStep::gradients_ready(GPT& model) {
+  if (!overlap_) return {};
+  return [this, &model](size_t begin, size_t end) {
+    comm_.bucket_allreduce_start(model.grads.data() + begin, end - begin);
+    comm_.bucket_progress();
+  };
+}
+
+float OptimizerStep::apply(GPT& model, float lr, int64_t step) {
+  float* grads = model.grads.data();
+  // Average over ranks; ZeRO keeps only this rank's slice of the mean.
+  if (zero_) {
+    comm_.reduce_scatter_mean(grads, n_);
+  } else if (overlap_) {
+    comm_.bucket_allreduce_finish_mean();
+  } else {
+    comm_.allreduce_mean(grads, n_);  // no-op on one rank
+  }
+  float* mine = grads + adamw_.begin();
+  const size_t mine_n = adamw_.end() - adamw_.begin();
+  double sumsq = sum_of_squares(mine, mine_n);
+  if (zero_) comm_.allreduce_sum(&sumsq, 1);
+  const float norm = static_cast<float>(std::sqrt(sumsq));
+  if (!std::isfinite(norm)) {
+    throw Error("training diverged: the gradient norm is " + std::to_string(norm) + " at step " +
+                std::to_string(step) + " (NaN or infinity in the gradients; try a lower --lr)");
+  }
+  scale_to_norm(mine, mine_n, norm, grad_clip_);
+  adamw_.step(model.params.data(), grads, lr);
+  if (zero_) comm_.allgather(model.params.data(), n_);
+  return norm;
+}
+
+OptimizerStep::Moments OptimizerStep::full_moments() {
+  if (!zero_) return {adamw_.m().data(), adamw_.v().data()};
+  if (comm_.is_root()) {
+    full_m_.resize(n_);
+    full_v_.resize(n_);
+  }
+  comm_.gather_slices_to_root(adamw_.m().data(), full_m_.data(), n_);
+  comm_.gather_slices_to_root(adamw_.v().data(), full_v_.data(), n_);
+  if (!comm_.is_root()) return {};
+  return {full_m_.data(), full_v_.data()};
+}
+
+}  // namespace gpt

@@ -1,0 +1,61 @@
+// What follows the backward pass of a step, on one rank or many: gradients
+// averaged over the ranks, clipped by their global norm, AdamW applied, and the
+// parameters the same on every rank again. Three ways, by the options:
+//   plain   one ring all-reduce of the gradients after backward
+//   overlap each block's gradients all-reduced (MPI_Iallreduce) while backward
+//           goes on, through gradients_ready()
+//   ZeRO-1  reduce-scatter; each rank updates its slice with its share of the
+//           AdamW state; all-gather the parameters
+// Every way clips against the same norm: sum_of_squares in double (fixed order),
+// summed over ranks in double.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "gpt/distributed/communicator.h"
+#include "gpt/model/gpt.h"
+#include "gpt/training/adamw.h"
+
+namespace gpt {
+
+struct OptimizerStepOptions {
+  AdamWConfig adamw;
+  float grad_clip = 1.0f;  // 0: no clipping
+  bool zero = false;       // shard AdamW's state (only with more than one rank)
+  bool overlap = false;    // all-reduce during backward (not with zero)
+};
+
+class OptimizerStep {
+ public:
+  OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options);
+
+  // For GPT::forward_backward on the last micro-batch of a step: starts the
+  // all-reduce of each range of gradients as backward finishes it (overlap mode;
+  // an empty function otherwise).
+  GPT::GradientsReady gradients_ready(GPT& model);
+  // Averages, clips and applies the gradients with learning rate lr. Returns the
+  // global gradient norm before clipping; a norm that is not finite is an error
+  // naming `step` (the parameters are left as they were).
+  float apply(GPT& model, float lr, int64_t step);
+
+  AdamW& adamw() { return adamw_; }
+  const AdamW& adamw() const { return adamw_; }
+  bool zero() const { return zero_; }
+  // Full-size AdamW moments on rank 0 for a checkpoint (gathered from every rank
+  // under ZeRO; every rank must call it). Other ranks get null pointers.
+  struct Moments {
+    const float* m = nullptr;
+    const float* v = nullptr;
+  };
+  Moments full_moments();
+
+ private:
+  Communicator& comm_;
+  const size_t n_;
+  const bool zero_, overlap_;
+  const float grad_clip_;
+  AdamW adamw_;
+  std::vector<float> full_m_, full_v_;  // ZeRO: moments gathered on rank 0
+};
+
+}  // namespace gpt
