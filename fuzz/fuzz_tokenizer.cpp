@@ -5,11 +5,17 @@
 //   2: token ids (little-endian uint16) for the decoder
 //   3: a safetensors file for its parser
 //   4: a GGUF file for the model loader (container, metadata, tokenizer, tensors)
-// Anything may be thrown as gpt::Error; a crash, a sanitizer report or a broken
-// round trip is a bug. The GPT-2 vocabulary comes from GPT_FUZZ_GPT2_DIR (or
+//   5: a config.json for the model config parser
+//   6: a whole checkpoint directory for load_model: config.json, a tokenizer file
+//      (tokenizer.json or tokenizer.gpt.json) and model.safetensors, cut from the
+//      input by two 16-bit lengths; a model that loads also runs one token
+// Only gpt::Error may be thrown: any other exception type that escapes (a
+// std::out_of_range, a JSON library exception, std::filesystem_error), a crash, a
+// sanitizer report or a broken round trip is a finding. The GPT-2 vocabulary comes from GPT_FUZZ_GPT2_DIR (or
 // ../shared/data/gpt2); without it a small trained vocabulary is used.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -19,7 +25,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gpt/generation/kv_cache.h"
+#include "gpt/io/checkpoint.h"
 #include "gpt/io/gguf_model.h"
+#include "gpt/model/config.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/bpe_trainer.h"
@@ -47,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 5) {
+    switch (data[0] % 7) {
       case 0: {
         const auto& tok = tokenizer();
         if (tok.decode(tok.encode(body, data[0] & 4)) != body) std::abort();
@@ -72,12 +81,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (bool dequantize : {false, true}) gpt::load_gguf_model(path, dequantize);
         break;
       }
+      case 5: {
+        const auto j = nlohmann::json::parse(body, nullptr, false);
+        if (!j.is_discarded()) gpt::ModelConfig::from_json(j);
+        break;
+      }
+      case 6: {
+        if (body.size() < 4) break;
+        const auto u16 = [&](size_t at) { return static_cast<size_t>(static_cast<uint8_t>(body[at]) | (static_cast<uint8_t>(body[at + 1]) << 8)); };
+        const size_t n_config = std::min(u16(0), body.size() - 4);
+        const size_t n_tok = std::min(u16(2), body.size() - 4 - n_config);
+        static const std::filesystem::path dir = "/dev/shm/gpt-fuzz-ckpt-" + std::to_string(::getpid());
+        std::filesystem::remove_all(dir);
+        std::filesystem::create_directories(dir);
+        auto put = [&](const char* name, size_t begin, size_t n) {
+          std::ofstream(dir / name, std::ios::binary).write(body.data() + begin, static_cast<std::streamsize>(n));
+        };
+        put("config.json", 4, n_config);
+        put(data[0] & 8 ? "tokenizer.json" : "tokenizer.gpt.json", 4 + n_config, n_tok);
+        put("model.safetensors", 4 + n_config + n_tok, body.size() - 4 - n_config - n_tok);
+        // What a config may legitimately cost without weights to back it (the
+        // sinusoid table, the KV cache: positions x width) is kept to fuzzing size.
+        const gpt::ModelConfig c = gpt::ModelConfig::load(dir / "config.json");
+        if (int64_t(c.n_layer + 1) * c.block_size * c.n_embd > (int64_t(1) << 24)) break;
+        gpt::LoadedModel m = gpt::load_model(dir);
+        gpt::InferenceSession session(*m.model);
+        const int32_t token = 0;
+        session.append(&token, 1);
+        break;
+      }
       default:
         gpt::SafetensorsFile::parse(std::vector<uint8_t>(body.begin(), body.end()), "fuzz.safetensors");
     }
   } catch (const gpt::Error&) {
-  } catch (const nlohmann::json::exception&) {
-  } catch (const std::out_of_range&) {
   }
   return 0;
 }

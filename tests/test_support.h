@@ -113,6 +113,21 @@ inline CommandResult run_gpt(const std::string& args, const std::string& stdin_f
   return r;
 }
 
+// Memory figures mean nothing under AddressSanitizer (shadow memory, quarantine).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GPT_TEST_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define GPT_TEST_UNDER_ASAN 1
+#endif
+#ifdef GPT_TEST_UNDER_ASAN
+inline constexpr bool kUnderAddressSanitizer = true;
+#else
+inline constexpr bool kUnderAddressSanitizer = false;
+#endif
+
 // Runs `gpt <args>` (output discarded) and returns its exit code and its peak
 // resident memory in bytes (the kernel's ru_maxrss of that process alone).
 struct MeasuredRun {

@@ -111,6 +111,9 @@ TEST_F(Mpi, TwoRanksMatchOneRankStepForStep) {
   r = shell(mpirun(2) + common() + " --zero 1 --out " + (dir / "zero").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_losses(dir / "one" / "train_log.jsonl", dir / "zero" / "train_log.jsonl", 20);
+  // ZeRO clips against the same norm as the plain path (one sum-of-squares helper,
+  // slices summed in double): two ranks with and without it end bit-identical.
+  EXPECT_EQ(load_model(dir / "zero").model->params, load_model(dir / "two").model->params);
   // The checkpoint holds the whole optimizer state, gathered from the shards.
   const auto a = load_optimizer_state(dir / "one", load_model(dir / "one").model->layout());
   const auto z = load_optimizer_state(dir / "zero", load_model(dir / "zero").model->layout());
@@ -133,6 +136,21 @@ TEST_F(Mpi, BadBatchSplitStopsEveryRank) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.exit_code, 124) << "ranks hung";
   EXPECT_NE(r.err.find("must be divisible by the number of ranks (3)"), std::string::npos) << r.err;
+}
+
+TEST_F(Mpi, OutOfMemoryOnOneRankEndsEveryRank) {
+  // Rank 1 may not map more than 600 MB, and the model (~100M parameters, its
+  // gradients and AdamW moments) needs more: its allocation fails. The job must
+  // end with that error at once, not leave rank 0 waiting in a collective.
+  const std::string train = "train --data " + (dir / "data.txt").string() +
+                            " --n-layer 8 --n-head 8 --n-embd 1024 --block-size 32 --batch-size 2 --max-iters 2"
+                            " --threads 1 --quiet --out " + (dir / "oom").string();
+  const std::string cmd = "timeout 120 mpirun --oversubscribe -np 2 sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; "
+                          "then ulimit -v 600000; fi; exec " + std::string(GPT_BINARY) + " " + train + "'";
+  const auto r = shell(cmd);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "ranks hung after one ran out of memory";
+  EXPECT_NE(r.err.find("rank 1: out of memory"), std::string::npos) << r.err;
 }
 
 TEST_F(Mpi, KillingOneRankEndsTheJobAndKeepsTheCheckpoint) {

@@ -151,8 +151,10 @@ TEST(Checkpoint, AConfigThatDisagreesWithTheWeightsIsAnErrorBeforeAnyLargeAlloca
   const testing::MeasuredRun r = testing::run_gpt_measured("generate --model " + (dir / "m").string() +
                                                            " --prompt hi --max-tokens 1");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_LT(r.peak_rss_bytes, 200L << 20) << "peak resident memory of the failed load";
-  EXPECT_LT(r.seconds, 10.0);
+  if (!testing::kUnderAddressSanitizer) {
+    EXPECT_LT(r.peak_rss_bytes, 200L << 20) << "peak resident memory of the failed load";
+    EXPECT_LT(r.seconds, 10.0);
+  }
 }
 
 TEST(Checkpoint, GradientsAreAllocatedOnlyForTraining) {

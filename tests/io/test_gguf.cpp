@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <tuple>
 
 #include "gpt/generation/kv_cache.h"
 #include "gpt/io/checkpoint.h"
@@ -286,7 +287,9 @@ TEST_F(GgufModelTest, GptTwoVocabularyAndCompactTypes) {
   // (perplexity on a trained model is the real measure: bench/quantized_decode.sh).
   const std::pair<GgmlType, float> types[] = {{GgmlType::kF16, 1e-5f}, {GgmlType::kBF16, 2e-2f},
                                               {GgmlType::kQ8_0, 5e-2f}, {GgmlType::kQ4_0, 5e-1f}};
-  for (auto [type, tol] : types) {
+  for (const auto& shape : types) {  // (plain variables: lambdas capture them)
+    const auto type = std::get<0>(shape);
+    const auto tol = std::get<1>(shape);
     const auto file = dir / (std::string(ggml_type_name(type)) + ".gguf");
     export_gguf(*m.model, *m.tokenizer, file, type);
     spec_check(read_bytes(file));

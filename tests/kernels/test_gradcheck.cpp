@@ -104,7 +104,8 @@ TEST(GradCheck, Gelu) {
 }
 
 TEST(GradCheck, CausalAttention) {
-  for (auto [B, T, C, NH] : {std::array<int64_t, 4>{2, 5, 8, 2}, {1, 7, 12, 3}, {1, 1, 4, 1}}) {
+  for (const auto& shape : {std::array<int64_t, 4>{2, 5, 8, 2}, {1, 7, 12, 3}, {1, 1, 4, 1}}) {
+    const int64_t B = shape[0], T = shape[1], C = shape[2], NH = shape[3];  // (lambdas capture these)
     auto qkv = random_vector(B * T * 3 * C, 31 + T), R = random_vector(B * T * C, 32 + T);
     std::vector<float> out(B * T * C), lse(B * NH * T);
     auto objective = [&]() {

@@ -1,6 +1,7 @@
 // Properties of the kernels that gradient checks do not cover.
 #include <optional>
 #include <gtest/gtest.h>
+#include <tuple>
 #include <omp.h>
 
 #include <array>
@@ -62,7 +63,9 @@ TEST(Gelu, FusedBiasGeluMatchesTheSeparateSteps) {
   const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    for (auto [N, OC] : {std::array<int64_t, 2>{13, 1}, {13, 7}, {13, 64}, {13, 129}, {1, 64}, {2, 129}}) {
+    for (const auto& shape : {std::array<int64_t, 2>{13, 1}, {13, 7}, {13, 64}, {13, 129}, {1, 64}, {2, 129}}) {  // (plain variables: lambdas capture them)
+      const auto N = std::get<0>(shape);
+      const auto OC = std::get<1>(shape);
       const auto x = random_vector(static_cast<size_t>(N * OC), 1, 2.0f);
       const auto bias = random_vector(static_cast<size_t>(OC), 2);
       const auto dout = random_vector(static_cast<size_t>(N * OC), 3);
@@ -243,7 +246,9 @@ TEST(LayerNorm, BackwardMatchesFloat64OnAnyThreadCount) {
   const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    for (auto [N, C] : {std::array<int64_t, 2>{1, 17}, {2, 64}, {37, 129}}) {
+    for (const auto& shape : {std::array<int64_t, 2>{1, 17}, {2, 64}, {37, 129}}) {  // (plain variables: lambdas capture them)
+      const auto N = std::get<0>(shape);
+      const auto C = std::get<1>(shape);
       const auto x = random_vector(static_cast<size_t>(N * C), 21, 3.0f), dy = random_vector(static_cast<size_t>(N * C), 22);
       const auto w = random_vector(static_cast<size_t>(C), 23), b = random_vector(static_cast<size_t>(C), 24);
       std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(mean.size());
@@ -373,7 +378,10 @@ TEST(CrossEntropy, ChunkedLmHeadMatchesTheWholeLogits) {
 }
 
 TEST(Matmul, MatchesNaiveProductForOddShapes) {
-  for (auto [N, C, OC] : {std::array<int64_t, 3>{1, 1, 1}, {3, 17, 5}, {33, 65, 129}}) {
+  for (const auto& shape : {std::array<int64_t, 3>{1, 1, 1}, {3, 17, 5}, {33, 65, 129}}) {  // (plain variables: lambdas capture them)
+    const auto N = std::get<0>(shape);
+    const auto C = std::get<1>(shape);
+    const auto OC = std::get<2>(shape);
     auto a = random_vector(N * C, 5), w = random_vector(C * OC, 6), b = random_vector(OC, 7);
     std::vector<float> out(N * OC);
     linear_forward(out.data(), a.data(), w.data(), b.data(), N, C, OC);
@@ -415,7 +423,9 @@ TEST(Matmul, SingleRowProductsMatchNaiveSums) {
   const gpt::testing::ThreadCountGuard restore;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    for (auto [C, OC] : {std::array<int64_t, 2>{1, 1}, {2, 7}, {17, 5}, {65, 129}, {768, 300}}) {
+    for (const auto& shape : {std::array<int64_t, 2>{1, 1}, {2, 7}, {17, 5}, {65, 129}, {768, 300}}) {  // (plain variables: lambdas capture them)
+      const auto C = std::get<0>(shape);
+      const auto OC = std::get<1>(shape);
       auto x = random_vector(C, 11), w = random_vector(C * OC, 12), b = random_vector(OC, 13);
       const auto residual = random_vector(OC, 14);
       for (const bool with_bias : {false, true}) {

@@ -4,6 +4,7 @@
 #include <random>
 
 #include <gtest/gtest.h>
+#include <tuple>
 
 #include "gpt/kernels/matmul.h"
 #include "gpt/kernels/matmul_bf16.h"
@@ -67,7 +68,10 @@ void check_all_shapes() {
   std::printf("[ info ] oneDNN bf16 matmul %s\n", bf16_gemm_native() ? "available" : "NOT available: fallback only");
   std::mt19937 rng(2);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{7, 13, 37}, {64, 96, 128}, {1, 50, 33}}) {
+  for (const auto& shape : {std::tuple<int64_t, int64_t, int64_t>{7, 13, 37}, {64, 96, 128}, {1, 50, 33}}) {  // (plain variables: lambdas capture them)
+    const auto M = std::get<0>(shape);
+    const auto N = std::get<1>(shape);
+    const auto K = std::get<2>(shape);
     for (int t = 0; t < 4; ++t) {
       const bool ta = t & 1, tb = t & 2;
       for (float beta : {0.0f, 1.0f}) {

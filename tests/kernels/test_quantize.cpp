@@ -10,6 +10,7 @@
 #include <random>
 
 #include <gtest/gtest.h>
+#include <tuple>
 
 #include "gpt/kernels/quantize.h"
 #include "gpt/util/error.h"
@@ -255,7 +256,9 @@ TEST(QuantizedLinear, AllTypesOddSizesEveryKernel) {
   const std::vector<QuantKernels> levels = available_kernels();
   std::printf("[ info ] best quantized kernels on this CPU: %s\n", kernels_name(levels.back()));
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {530, 288}, {5, 352}, {3, 512}}) {
+    for (const auto& shape : {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {50, 800}, {33, 64}, {600, 64}, {530, 288}, {5, 352}, {3, 512}}) {  // (plain variables: lambdas capture them)
+      const auto rows = std::get<0>(shape);
+      const auto cols = std::get<1>(shape);
       for (int64_t N : {1, 3, 8, 21}) {
         for (QuantKernels k : levels) check_linear(t, rows, cols, N, k);
       }

@@ -1,6 +1,7 @@
 // Optimizer pieces: the learning-rate schedule, AdamW's decoupled weight decay on
 // matrices only, and clipping by global norm.
 #include <gtest/gtest.h>
+#include <tuple>
 #include <omp.h>
 
 #include <array>
@@ -39,7 +40,9 @@ TEST(AdamW, DecaysMatricesButNotBiasesOrNorms) {
   const size_t total = layout.total();
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    for (auto [begin, end] : {std::array<size_t, 2>{0, SIZE_MAX}, {7, total - 5}, {total / 3, total / 3 + 1}}) {
+    for (const auto& shape : {std::array<size_t, 2>{0, SIZE_MAX}, {7, total - 5}, {total / 3, total / 3 + 1}}) {  // (plain variables: lambdas capture them)
+      const auto begin = std::get<0>(shape);
+      const auto end = std::get<1>(shape);
       std::vector<float> params(total, 1.0f), zero_grads(total, 0.0f);
       AdamW opt(layout, {0.9f, 0.95f, 1e-8f, 0.5f}, begin, end);
       opt.step(params.data(), zero_grads.data(), 0.1f);

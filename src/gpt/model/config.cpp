@@ -35,6 +35,10 @@ void ModelConfig::validate() const {
   const double params = 12.0 * n_layer * n_embd * double(n_embd) +
                         double(vocab_size + block_size) * n_embd;
   GPT_CHECK(params < 4e10, "model too large: about " + std::to_string(params) + " parameters");
+  // A full KV cache (keys and values of every layer and position) within the same bound.
+  GPT_CHECK(2.0 * n_layer * double(block_size) * n_embd < 4e10,
+            "context too large: a full KV cache would hold " +
+                std::to_string(2.0 * n_layer * double(block_size) * n_embd) + " values");
 }
 
 nlohmann::json ModelConfig::to_json() const {
@@ -58,7 +62,9 @@ nlohmann::json ModelConfig::to_json() const {
   };
 }
 
-ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
+namespace {
+
+ModelConfig parse_config(const nlohmann::json& j) {
   GPT_CHECK(j.is_object(), "config.json must hold a JSON object");
   ModelConfig c;
   auto get_int = [&](const char* key, int fallback, bool required) {
@@ -81,6 +87,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
           "config.json: only n_inner = 4 * n_embd is supported");
   }
   if (j.contains("activation_function")) {
+    GPT_CHECK(j["activation_function"].is_string(), "config.json: activation_function must be a string");
     const auto act = j["activation_function"].get<std::string>();
     GPT_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
           "config.json: unsupported activation_function '" + act + "' (gpt.cpp uses tanh GELU)");
@@ -99,6 +106,16 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   }
   c.validate();
   return c;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
+  try {
+    return parse_config(j);
+  } catch (const nlohmann::json::exception& e) {  // a value of an unexpected type
+    throw Error(std::string("config.json: ") + e.what());
+  }
 }
 
 ModelConfig ModelConfig::load(const std::filesystem::path& path) {

@@ -113,7 +113,8 @@ std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus) {
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
 
-std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
+namespace {
+std::unique_ptr<Tokenizer> parse_tokenizer(const nlohmann::json& j) {
   if (j.is_object() && j.contains("model")) return BpeTokenizer::from_hf_json(j);  // Hugging Face tokenizer.json
   GPT_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(),
         "tokenizer file has no \"type\"");
@@ -131,6 +132,15 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
     return std::make_unique<CharTokenizer>(std::move(chars));
   }
   throw Error("unknown tokenizer type '" + type + "' (expected char or byte)");
+}
+}  // namespace
+
+std::unique_ptr<Tokenizer> tokenizer_from_json(const nlohmann::json& j) {
+  try {
+    return parse_tokenizer(j);
+  } catch (const nlohmann::json::exception& e) {  // a value of an unexpected type
+    throw Error(std::string("tokenizer file: ") + e.what());
+  }
 }
 
 std::filesystem::path find_tokenizer(const std::filesystem::path& dir) {
