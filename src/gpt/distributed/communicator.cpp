@@ -227,9 +227,12 @@ void Communicator::barrier() {
 #endif
 }
 
-void Communicator::abort(const std::string& message) {
-  std::fprintf(stderr, "gpt: error: %s%s\n", size_ > 1 ? ("rank " + std::to_string(rank_) + ": ").c_str() : "",
-               message.c_str());
+void Communicator::abort(const char* message) {
+  if (size_ > 1) {
+    std::fprintf(stderr, "gpt: error: rank %d: %s\n", rank_, message);
+  } else {
+    std::fprintf(stderr, "gpt: error: %s\n", message);
+  }
   std::fflush(stderr);
 #ifdef GPT_WITH_MPI
   if (mpi_) MPI_Abort(MPI_COMM_WORLD, 1);

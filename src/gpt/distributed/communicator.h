@@ -44,7 +44,9 @@ class Communicator {
   void bucket_progress();
   void bucket_allreduce_finish_mean();
   // Ends every rank (MPI_Abort) after printing `message`: no rank is left waiting.
-  [[noreturn]] void abort(const std::string& message);
+  // Allocates nothing (it may follow an out-of-memory error).
+  [[noreturn]] void abort(const char* message);
+  [[noreturn]] void abort(const std::string& message) { abort(message.c_str()); }
 
   // The slice of an n-element buffer owned by `rank` for sharded collectives.
   size_t slice_begin(size_t n, int rank) const { return n * static_cast<size_t>(rank) / static_cast<size_t>(size_); }

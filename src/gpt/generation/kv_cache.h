@@ -34,13 +34,15 @@ class InferenceSession {
  public:
   // fp32, reading the model's parameters in place (they may change between calls;
   // the model must outlive the session).
-  explicit InferenceSession(const GPT& model, KvCacheType kv = KvCacheType::kAuto, ComputeOptions compute = {});
+  explicit InferenceSession(const GPT& model, KvCacheType kv = KvCacheType::kAuto,
+                            ComputeOptions compute = current_compute_options());
   // Any weight types (a QuantizedModel's weights). They must outlive the session
   // unless weights.owner keeps them alive (open_model's do). `compute`: the
-  // session's own thread count and precision for prompts (0 threads: the
-  // caller's at construction), installed for each call and restored after it.
+  // session's own thread count and precision for prompts (by default the
+  // calling thread's at construction; 0 threads: likewise), installed for each
+  // call and restored after it.
   explicit InferenceSession(const InferenceWeights& weights, KvCacheType kv = KvCacheType::kAuto,
-                            ComputeOptions compute = {});
+                            ComputeOptions compute = current_compute_options());
 
   void reset();
   int64_t position() const { return pos_; }        // tokens in the cache

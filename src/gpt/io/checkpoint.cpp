@@ -52,8 +52,9 @@ void swap_in_directory(const fs::path& staged, const fs::path& target) {
   fs::remove_all(old, ec);
 }
 
-// Staging directories of saves that died (dir.tmp.<pid>.<n> of a process that is
-// gone, or the older dir.tmp): removed before a new save.
+// Staging directories of saves that died (dir.tmp.<pid>@<host>.<n> of a process
+// of this host that is gone, or the older dir.tmp): removed before a new save.
+// Another host's are left alone: its processes cannot be seen from here.
 void remove_dead_staging(const fs::path& dir) {
   std::error_code ec;
   const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
@@ -63,7 +64,9 @@ void remove_dead_staging(const fs::path& dir) {
     if (name.rfind(prefix, 0) != 0) continue;
     const std::string rest = name.substr(prefix.size());
     bool dead = rest.empty();
-    if (rest.size() > 1 && rest[0] == '.') {
+    const size_t at = rest.find('@'), dot = rest.rfind('.');
+    if (rest.size() > 1 && rest[0] == '.' && at != std::string::npos && dot != std::string::npos && dot > at &&
+        rest.substr(at + 1, dot - at - 1) == this_host()) {
       const long pid = std::strtol(rest.c_str() + 1, nullptr, 10);
       dead = pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
     }
@@ -203,6 +206,16 @@ LoadedModel load_model(const fs::path& dir_in) {
   // memory for a model of its size is taken.
   const SafetensorsFile st = SafetensorsFile::load(dir / "model.safetensors");
   try {
+    // The count first: even the table of a claimed model's tensors is not built
+    // before the file could hold them.
+    const int64_t needed = 12LL * config.n_layer + 3 + (config.position_encoding == PositionEncoding::kLearned) +
+                           (config.tie_word_embeddings ? 0 : 1);
+    if (needed > static_cast<int64_t>(st.entries().size())) {
+      // Name the first block the file lacks (at most entries / 12 + 1 look-ups).
+      for (int l = 0; l < config.n_layer; ++l) st.entry(stored_name(st, "h." + std::to_string(l) + ".ln_1.weight"));
+      throw Error(dir.string() + "/model.safetensors holds " + std::to_string(st.entries().size()) +
+                  " tensors, but " + std::to_string(needed) + " are needed");
+    }
     check_parameters(st, ParameterLayout(config));
   } catch (const Error& e) {
     throw Error(std::string(e.what()) + " (config.json and the weights disagree)");

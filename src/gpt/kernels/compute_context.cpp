@@ -45,6 +45,10 @@ ComputeScope::~ComputeScope() {
   if (omp_get_max_threads() != previous_threads_) omp_set_num_threads(previous_threads_);
 }
 
+ComputeOptions current_compute_options() {
+  return {current_compute_context().precision(), omp_get_max_threads()};
+}
+
 ComputeContext& current_compute_context() {
   if (t_current != nullptr) return *t_current;
   thread_local ComputeContext fallback;

@@ -67,5 +67,8 @@ class ComputeScope {
 // The context installed on this thread, or else the thread's own default one
 // (float32, the caller's thread count).
 ComputeContext& current_compute_context();
+// What a computation started now on this thread would run with: its context's
+// precision and the thread count in force.
+ComputeOptions current_compute_options();
 
 }  // namespace gpt

@@ -31,6 +31,9 @@ void ModelConfig::validate() const {
   GPT_CHECK(position_encoding == PositionEncoding::kLearned || n_embd % 2 == 0,
         "sinusoidal position encoding needs an even n-embd");
   GPT_CHECK(layer_norm_epsilon > 0, "layer_norm_epsilon must be positive");
+  // Sinusoidal positions have no tensor that would bound the context: a table of
+  // block_size x n_embd is made from the config alone.
+  GPT_CHECK(block_size <= (1 << 20), "block size " + std::to_string(block_size) + " exceeds 1,048,576 positions");
   // Keep every tensor index within int64 and every dimension within int.
   const double params = 12.0 * n_layer * n_embd * double(n_embd) +
                         double(vocab_size + block_size) * n_embd;

@@ -49,6 +49,12 @@ struct Activations {
 class GPT {
  public:
   explicit GPT(const ModelConfig& config);
+  // Its weight views point into its own buffers: moved, never copied (copy
+  // params explicitly: `b.params = a.params`).
+  GPT(const GPT&) = delete;
+  GPT& operator=(const GPT&) = delete;
+  GPT(GPT&&) noexcept = default;
+  GPT& operator=(GPT&&) noexcept = default;
 
   const ModelConfig& config() const { return config_; }
   const ParameterLayout& layout() const { return layout_; }

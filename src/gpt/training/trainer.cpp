@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <algorithm>
 #include <memory>
 
 #include "gpt/distributed/communicator.h"
@@ -161,7 +162,7 @@ TrainingData load_training_data(const TrainOptions& opts, std::unique_ptr<Tokeni
 Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Communicator& comm)
     : opts_(options),
       comm_(comm),
-      compute_({parse_matmul_precision(options.dtype), options.threads}),
+      compute_({parse_matmul_precision(options.dtype), std::max(options.threads, 0)}),  // validate() reports < 0
       threads_(options.threads > 0 ? options.threads : omp_get_max_threads()),
       schedule_{} {
   opts_.validate();
@@ -262,6 +263,7 @@ LogEntry Trainer::step() {
         micro + 1 == opts_.grad_accum ? optimizer_->gradients_ready(model) : GPT::GradientsReady();
     loss += scale * model.forward_backward(x_.data(), y_.data(), B_, T_, scale, ready);
   }
+  const auto t_comm = std::chrono::steady_clock::now();
   if (comm_.distributed()) {
     double loss_sum = loss;
     comm_.allreduce_sum(&loss_sum, 1);
@@ -274,7 +276,12 @@ LogEntry Trainer::step() {
   entry.loss = loss;
   entry.lr = lr;
   entry.grad_norm = optimizer_->apply(model, lr, it + 1);
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t_end = std::chrono::steady_clock::now();
+  if (comm_.distributed()) {  // time outside forward/backward: the collectives and the optimizer step
+    compute_seconds_ += std::chrono::duration<double>(t_comm - t0).count();
+    comm_seconds_ += std::chrono::duration<double>(t_end - t_comm).count();
+  }
+  const double dt = std::chrono::duration<double>(t_end - t0).count();
   entry.tokens_per_sec = static_cast<double>(opts_.batch_size * T_) / dt;
   step_ = it + 1;
   return entry;
@@ -308,6 +315,7 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   result.steps = step_;
   obs.on_start(*this);
   const auto t_start = std::chrono::steady_clock::now();
+  const double compute0 = compute_seconds_, comm0 = comm_seconds_;
   while (step_ < opts_.max_iters) {
     LogEntry entry = step();
     if (step_ % opts_.eval_interval == 0 || step_ == opts_.max_iters) {
@@ -325,6 +333,8 @@ TrainResult Trainer::run(TrainingObserver* observer) {
     }
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  result.compute_seconds = compute_seconds_ - compute0;
+  result.comm_seconds = comm_seconds_ - comm0;
   const int64_t steps_run = result.steps - start_step_;
   result.tokens_per_sec =
       result.seconds > 0 ? static_cast<double>(steps_run * opts_.batch_size * T_) / result.seconds : 0;

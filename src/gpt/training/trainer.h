@@ -147,6 +147,7 @@ class Trainer {
   std::unique_ptr<TrainingLog> log_;  // rank 0
   int64_t start_step_ = 0, step_ = 0;
   bool other_data_ = false;
+  double compute_seconds_ = 0, comm_seconds_ = 0;  // under MPI: forward/backward, and what follows it
   int64_t B_ = 0, B_rank_ = 0, T_ = 0;  // micro-batch rows, this rank's rows of a step, context
   std::vector<int32_t> x_, y_;
 };

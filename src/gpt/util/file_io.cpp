@@ -39,11 +39,22 @@ std::string read_text_file(const fs::path& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
+std::string this_host() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  std::string host(name);
+  for (char& c : host)
+    if (c == '.' || c == '/') c = '_';  // the suffix is parsed at its dots
+  return host;
+}
+
 std::string unique_temp_suffix() {
-  // Process id and a process-wide counter: unique among every writer of this
-  // process (any thread) and of every other process on the machine.
+  // Process id, host and a process-wide counter: unique among every writer of
+  // this process (any thread), of every other process, and of other machines
+  // writing to a shared filesystem.
+  static const std::string host = this_host();
   static std::atomic<uint64_t> counter{0};
-  return ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  return ".tmp." + std::to_string(::getpid()) + "@" + host + "." + std::to_string(counter.fetch_add(1));
 }
 
 AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)) {

@@ -38,8 +38,11 @@ class AtomicFileWriter {
   int fd_ = -1;
 };
 
-// A suffix no other temp file of this process or another one has: ".tmp.<pid>.<n>".
+// A suffix no other temp file of this process or another one has:
+// ".tmp.<pid>@<host>.<n>" (dots in the host name become '_').
 std::string unique_temp_suffix();
+// This machine's name as unique_temp_suffix writes it.
+std::string this_host();
 
 // fsync a directory so a rename inside it is durable.
 void sync_directory(const std::filesystem::path& dir);
