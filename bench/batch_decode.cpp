@@ -1,0 +1,113 @@
+// Aggregate decoding throughput of the batched engine (generation/batch_engine.h)
+// by number of concurrent sequences and weight type, on a model with random
+// weights (default: GPT-2 124M's shape). Every sequence gets the same-length
+// prompt (different tokens); all join at once, their prompts are read, then the
+// decoding steps are timed. One JSON line per (type, sequences):
+// aggregate tokens/s, per-sequence tokens/s, p50/p99 step time, KV bytes in use
+// at the end of decoding and reserved.
+//   build/bench/bench_batch_decode [--types f32,q8_0 --sequences 1,2,4,8,16,32 --prompt-tokens 128
+//       --decode-tokens 64 --threads 2 --n-layer 12 --n-head 12 --n-embd 768 --vocab 50257 --block-size 1024]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gpt/generation/batch_engine.h"
+#include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
+
+namespace {
+using Clock = std::chrono::steady_clock;
+std::vector<int> parse_ints(const std::string& list) {
+  std::vector<int> v;
+  std::stringstream s(list);
+  for (std::string x; std::getline(s, x, ',');) v.push_back(std::atoi(x.c_str()));
+  return v;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  gpt::ModelConfig c;
+  c.vocab_size = 50257;
+  c.block_size = 1024;
+  c.n_layer = 12;
+  c.n_head = 12;
+  c.n_embd = 768;
+  int prompt = 128, decode = 64, threads = 0;
+  std::string types = "f32,q8_0", sequences = "1,2,4,8,16,32";
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_batch_decode: %s needs a value\n", k.c_str());
+      return 2;
+    }
+    const std::string v = argv[i + 1];
+    if (k == "--n-layer") c.n_layer = std::atoi(v.c_str());
+    else if (k == "--n-head") c.n_head = std::atoi(v.c_str());
+    else if (k == "--n-embd") c.n_embd = std::atoi(v.c_str());
+    else if (k == "--vocab") c.vocab_size = std::atoi(v.c_str());
+    else if (k == "--block-size") c.block_size = std::atoi(v.c_str());
+    else if (k == "--prompt-tokens") prompt = std::atoi(v.c_str());
+    else if (k == "--decode-tokens") decode = std::atoi(v.c_str());
+    else if (k == "--threads") threads = std::atoi(v.c_str());
+    else if (k == "--types") types = v;
+    else if (k == "--sequences") sequences = v;
+    else {
+      std::fprintf(stderr, "bench_batch_decode: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  if (threads > 0) omp_set_num_threads(threads);
+  gpt::GPT model(c);
+  model.init_weights(1);
+  std::stringstream list(types);
+  for (std::string type; std::getline(list, type, ',');) {
+    const gpt::GgmlType t = gpt::parse_ggml_type(type);
+    std::unique_ptr<gpt::QuantizedModel> q;
+    if (t != gpt::GgmlType::kF32) q = gpt::QuantizedModel::quantize(model, t);
+    const gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    for (int n : parse_ints(sequences)) {
+      gpt::EngineOptions eo;
+      eo.kv_bytes = static_cast<int64_t>(n) * (prompt + decode + 16) * 2 * c.n_layer * c.n_embd * 4;
+      gpt::BatchedEngine engine(weights, eo);
+      gpt::SequenceOptions o;
+      o.sampling.greedy = true;
+      o.max_new_tokens = decode;
+      for (int s = 0; s < n; ++s) {
+        std::vector<int32_t> ids(static_cast<size_t>(prompt));
+        for (int i = 0; i < prompt; ++i) ids[static_cast<size_t>(i)] = ((i + 31 * s) * 7919) % c.vocab_size;
+        engine.add(ids, o);
+      }
+      // Read the prompts (and sample each sequence's first token): untimed.
+      int64_t produced = 0;
+      while (produced < n) produced += static_cast<int64_t>(engine.step().size());
+      std::vector<double> steps;
+      int64_t tokens = 0, kv_in_use = 0;
+      const auto t0 = Clock::now();
+      while (!engine.idle()) {
+        kv_in_use = std::max(kv_in_use, engine.kv_bytes_in_use());
+        const auto s0 = Clock::now();
+        tokens += static_cast<int64_t>(engine.step().size());
+        steps.push_back(std::chrono::duration<double>(Clock::now() - s0).count());
+      }
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::sort(steps.begin(), steps.end());
+      const auto pct = [&](double p) { return steps[std::min(steps.size() - 1, static_cast<size_t>(p * static_cast<double>(steps.size())))]; };
+      std::printf("{\"type\":\"%s\",\"sequences\":%d,\"decode_tokens\":%lld,\"aggregate_tokens_per_sec\":%.1f,"
+                  "\"per_sequence_tokens_per_sec\":%.1f,\"step_ms_p50\":%.2f,\"step_ms_p99\":%.2f,"
+                  "\"kv_bytes_in_use\":%lld,\"kv_bytes_reserved\":%lld,\"kv_cache\":\"%s\",\"threads\":%d}\n",
+                  gpt::ggml_type_name(t), n, static_cast<long long>(tokens), static_cast<double>(tokens) / seconds,
+                  static_cast<double>(tokens) / seconds / n, 1e3 * pct(0.5), 1e3 * pct(0.99),
+                  static_cast<long long>(kv_in_use), static_cast<long long>(engine.kv_bytes_reserved()),
+                  gpt::kv_cache_type_name(gpt::resolve_kv_cache_type(eo.kv_cache, weights)), omp_get_max_threads());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

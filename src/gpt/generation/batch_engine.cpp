@@ -1,0 +1,248 @@
+#include "gpt/generation/batch_engine.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "gpt/kernels/embedding.h"  // sinusoidal_positions
+#include "gpt/kernels/float16.h"
+#include "gpt/kernels/gelu.h"
+#include "gpt/kernels/layernorm.h"
+#include "gpt/kernels/paged_attention.h"
+#include "gpt/util/error.h"
+
+namespace gpt {
+namespace {
+
+int64_t pool_pages(const InferenceWeights& w, KvCacheType type, const EngineOptions& o) {
+  GPT_CHECK(o.page_size > 0, "KV page size must be positive");
+  if (o.kv_bytes > 0) return KvPagePool::pages_in(w.config, type, o.kv_bytes, o.page_size);
+  return 4 * ((w.config.block_size + o.page_size - 1) / o.page_size);  // four full contexts
+}
+
+}  // namespace
+
+BatchedEngine::BatchedEngine(const InferenceWeights& weights, EngineOptions options)
+    : w_(weights),
+      options_(options),
+      kv_type_(resolve_kv_cache_type(options.kv_cache, weights)),
+      pool_(weights.config, kv_type_, pool_pages(weights, kv_type_, options), options.page_size),
+      compute_(options.compute) {
+  GPT_CHECK(options.max_step_tokens > 0, "max_step_tokens must be positive");
+  if (w_.wpe == nullptr) {  // sinusoidal positions: the table once
+    positions_.resize(static_cast<size_t>(w_.config.block_size) * static_cast<size_t>(w_.config.n_embd));
+    sinusoidal_positions(positions_.data(), w_.config.block_size, w_.config.n_embd);
+  }
+}
+
+int64_t BatchedEngine::add(std::span<const int32_t> prompt, const SequenceOptions& options) {
+  const ModelConfig& c = w_.config;
+  GPT_CHECK(!prompt.empty(), "a sequence needs a prompt of at least one token");
+  GPT_CHECK(static_cast<int64_t>(prompt.size()) <= c.block_size,
+            "the prompt is " + std::to_string(prompt.size()) + " tokens but the model's context is " +
+                std::to_string(c.block_size));
+  GPT_CHECK(options.max_new_tokens > 0,
+            "max_new_tokens must be positive, got " + std::to_string(options.max_new_tokens));
+  for (int32_t t : prompt) {
+    GPT_CHECK(t >= 0 && t < c.vocab_size,
+              "token id " + std::to_string(t) + " outside the vocabulary of " + std::to_string(c.vocab_size));
+  }
+  for (int32_t t : options.stop_tokens) {
+    GPT_CHECK(t >= 0 && t < c.vocab_size, "stop token " + std::to_string(t) + " outside the vocabulary");
+  }
+  Sequence s{{prompt.begin(), prompt.end()}, 0, static_cast<int64_t>(prompt.size()), 0, {}, options,
+             Sampler(options.sampling, options.seed), {}};
+  const int64_t id = next_id_++;
+  sequences_.emplace(id, std::move(s));
+  return id;
+}
+
+void BatchedEngine::release(Sequence& s) {
+  for (int32_t p : s.pages) pool_.release(p);
+  s.pages.clear();
+}
+
+void BatchedEngine::cancel(int64_t id) {
+  auto it = sequences_.find(id);
+  GPT_CHECK(it != sequences_.end(), "no sequence with id " + std::to_string(id));
+  release(it->second);
+  sequences_.erase(it);
+}
+
+const BatchedEngine::Sequence& BatchedEngine::find(int64_t id) const {
+  auto it = sequences_.find(id);
+  GPT_CHECK(it != sequences_.end(), "no sequence with id " + std::to_string(id));
+  return it->second;
+}
+
+const std::vector<int32_t>& BatchedEngine::tokens(int64_t id) const { return find(id).tokens; }
+const std::vector<float>& BatchedEngine::last_logits(int64_t id) const { return find(id).logits; }
+
+std::vector<BatchedEngine::Event> BatchedEngine::step() {
+  const ComputeScope scope(compute_);
+  std::vector<Event> events;
+  if (sequences_.empty()) return events;
+  const ModelConfig& c = w_.config;
+  const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, V = c.vocab_size, P = pool_.page_size();
+
+  // Rows of this step: every running sequence's last token, and chunks of the
+  // prompts still being read, within the step's row budget.
+  struct Work {
+    int64_t id;
+    Sequence* s;
+    int64_t first, n;  // positions first .. first + n - 1
+    bool samples;      // its last row ends what the sequence has to read: sample after it
+  };
+  std::vector<Work> work;
+  int64_t budget = options_.max_step_tokens;
+  for (auto& [id, s] : sequences_) {
+    const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.fed;
+    if (pending == 1) work.push_back({id, &s, s.fed, 1, true});  // decoding (or a prompt's last token)
+  }
+  for (auto& [id, s] : sequences_) {
+    const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.fed;
+    if (pending <= 1 || budget <= 0) continue;
+    const int64_t n = std::min(pending, budget);
+    budget -= n;
+    work.push_back({id, &s, s.fed, n, n == pending});
+  }
+  if (work.empty()) return events;
+  std::sort(work.begin(), work.end(), [](const Work& a, const Work& b) { return a.id < b.id; });
+
+  // Pages for the new positions. A sequence that cannot get one is cancelled.
+  for (Work& wk : work) {
+    Sequence& s = *wk.s;
+    const int64_t need = (wk.first + wk.n + P - 1) / P;
+    try {
+      while (static_cast<int64_t>(s.pages.size()) < need) s.pages.push_back(pool_.allocate());
+    } catch (const Error& e) {
+      cancel(wk.id);
+      throw Error(std::string(e.what()) + "; sequence " + std::to_string(wk.id) + " was cancelled");
+    }
+  }
+
+  int64_t R = 0, S = 0;
+  for (const Work& wk : work) {
+    R += wk.n;
+    S += wk.samples ? 1 : 0;
+  }
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  };
+  grow(x_, R * C);
+  grow(ln_, R * C);
+  grow(qkv_, R * 3 * C);
+  grow(atty_, R * C);
+  grow(fch_, R * 4 * C);
+  grow(stats_, 2 * R);
+  if (queries_.size() < static_cast<size_t>(R)) queries_.resize(static_cast<size_t>(R));
+  if (row_of_.size() < static_cast<size_t>(R)) row_of_.resize(static_cast<size_t>(R));
+
+  // Embeddings, and each row's sequence and position.
+  const float* pos_table = w_.wpe != nullptr ? w_.wpe : positions_.data();
+  int64_t r = 0;
+  for (const Work& wk : work) {
+    for (int64_t i = 0; i < wk.n; ++i, ++r) {
+      const int64_t pos = wk.first + i;
+      float* row = x_.data() + r * C;
+      w_.embed(wk.s->tokens[static_cast<size_t>(pos)], row);
+      const float* p = pos_table + pos * C;
+      for (int64_t j = 0; j < C; ++j) row[j] += p[j];
+      queries_[static_cast<size_t>(r)] = {qkv_.data() + r * 3 * C, atty_.data() + r * C, pos, wk.s->pages.data()};
+      row_of_[static_cast<size_t>(r)] = {wk.s, pos};
+    }
+  }
+
+  const bool f16 = kv_type_ == KvCacheType::kF16;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const InferenceLayer& L = w_.layers[static_cast<size_t>(l)];
+    layernorm_forward(ln_.data(), stats_.data(), stats_.data() + R, x_.data(), L.ln_1_weight, L.ln_1_bias, R, C,
+                      c.layer_norm_epsilon);
+    linear_apply(L.c_attn, qkv_.data(), ln_.data(), R, quant_scratch_);
+    // Each row's key and value into its sequence's page: head h at (h, slot).
+    for (int64_t i = 0; i < R; ++i) {
+      const auto [s, pos] = row_of_[static_cast<size_t>(i)];
+      const int32_t page = s->pages[static_cast<size_t>(pos / P)];
+      const int64_t slot = pos % P;
+      const float* row = qkv_.data() + i * 3 * C;
+      for (int64_t h = 0; h < NH; ++h) {
+        const int64_t at = (h * P + slot) * hs;
+        if (f16) {
+          floats_to_halves(row + C + h * hs, pool_.keys_f16(page, l) + at, hs);
+          floats_to_halves(row + 2 * C + h * hs, pool_.values_f16(page, l) + at, hs);
+        } else {
+          std::memcpy(pool_.keys(page, l) + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+          std::memcpy(pool_.values(page, l) + at, row + 2 * C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+        }
+      }
+    }
+    PagedKv kv;
+    kv.page_size = P;
+    kv.float16 = f16;
+    kv.page_stride = pool_.page_elements();
+    if (f16) {
+      kv.k_base = pool_.keys_f16(0, l);
+      kv.v_base = pool_.values_f16(0, l);
+
+    } else {
+      kv.k_base = pool_.keys(0, l);
+      kv.v_base = pool_.values(0, l);
+
+    }
+    paged_attention(queries_.data(), R, kv, C, NH);
+    linear_apply(L.attn_proj, x_.data(), atty_.data(), R, quant_scratch_, x_.data());
+    layernorm_forward(ln_.data(), stats_.data(), stats_.data() + R, x_.data(), L.ln_2_weight, L.ln_2_bias, R, C,
+                      c.layer_norm_epsilon);
+    linear_apply(L.c_fc, fch_.data(), ln_.data(), R, quant_scratch_);
+    gelu_forward(fch_.data(), fch_.data(), R * 4 * C);
+    linear_apply(L.mlp_proj, x_.data(), fch_.data(), R, quant_scratch_, x_.data());
+  }
+
+  // Final norm and LM head for the rows that end what their sequence had to read.
+  int64_t k = 0;
+  r = 0;
+  for (const Work& wk : work) {
+    r += wk.n;
+    wk.s->fed += wk.n;
+    if (!wk.samples) continue;
+    std::memcpy(atty_.data() + k * C, x_.data() + (r - 1) * C, sizeof(float) * static_cast<size_t>(C));
+    ++k;
+  }
+  if (S > 0) {
+    layernorm_forward(ln_.data(), stats_.data(), stats_.data() + S, atty_.data(), w_.ln_f_weight, w_.ln_f_bias, S, C,
+                      c.layer_norm_epsilon);
+    grow(logits_, S * V);
+    linear_apply(w_.lm_head, logits_.data(), ln_.data(), S, quant_scratch_);
+  }
+
+  // Sample each sequence with its own sampler; finished ones leave at once.
+  k = 0;
+  for (const Work& wk : work) {
+    if (!wk.samples) continue;
+    Sequence& s = *wk.s;
+    const float* logits = logits_.data() + k * V;
+    ++k;
+    if (s.options.keep_logits) s.logits.assign(logits, logits + V);
+    const int32_t token = s.sampler.sample(logits, V, s.tokens);
+    s.tokens.push_back(token);
+    ++s.generated;
+    FinishReason done = FinishReason::kNone;
+    if (std::find(s.options.stop_tokens.begin(), s.options.stop_tokens.end(), token) != s.options.stop_tokens.end()) {
+      done = FinishReason::kStopToken;
+    } else if (s.generated >= s.options.max_new_tokens) {
+      done = FinishReason::kLength;
+    } else if (static_cast<int64_t>(s.tokens.size()) > c.block_size) {
+      done = FinishReason::kContextFull;  // the new token has no position left to be read at
+    }
+    events.push_back({wk.id, token, done});
+    if (done != FinishReason::kNone) {
+      release(s);
+      sequences_.erase(wk.id);
+    }
+  }
+  return events;
+}
+
+}  // namespace gpt

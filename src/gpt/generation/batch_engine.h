@@ -1,0 +1,112 @@
+// Many sequences decoded together (continuous batching). Decoding one sequence
+// reads every weight once per token; a step of the engine runs the next
+// positions of every active sequence at once — prompt chunks of sequences that
+// joined and one token of each running one — so the linear layers are one
+// product over all those rows and the weights are read once for all of them.
+// Attention runs per sequence over its own pages of a shared KV page pool
+// (kv_pages.h). Sequences join and leave at any step; a finished or cancelled
+// sequence returns its pages at once.
+//
+// Each sequence has its own sampler settings, seed, penalties and token budget,
+// and its tokens do not depend on what else is in the batch (its logits match
+// single-sequence decoding up to the rounding of a product over more rows).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <span>
+#include <vector>
+
+#include "gpt/generation/kv_pages.h"
+#include "gpt/generation/sampler.h"
+#include "gpt/kernels/compute_context.h"
+#include "gpt/kernels/paged_attention.h"
+#include "gpt/model/inference_weights.h"
+
+namespace gpt {
+
+struct SequenceOptions {
+  SamplingOptions sampling;
+  uint64_t seed = 1337;
+  int64_t max_new_tokens = 64;       // must be positive
+  std::vector<int32_t> stop_tokens;  // ends the sequence when sampled (kept as its last token)
+  bool keep_logits = false;          // keep each step's logits (V) for last_logits()
+};
+
+enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kCancelled };
+
+struct EngineOptions {
+  KvCacheType kv_cache = KvCacheType::kAuto;
+  int64_t kv_bytes = 0;            // KV memory budget; 0: four full contexts
+  int64_t page_size = 16;          // positions per KV page
+  int64_t max_step_tokens = 512;   // prompt rows per step (a prompt longer than that takes several steps)
+  ComputeOptions compute = current_compute_options();
+};
+
+class BatchedEngine {
+ public:
+  // The weights must outlive the engine unless weights.owner keeps them alive.
+  explicit BatchedEngine(const InferenceWeights& weights, EngineOptions options = {});
+
+  // A new sequence; returns its id. gpt::Error for an empty prompt, a prompt
+  // that fills the context, a token outside the vocabulary or a bad budget.
+  int64_t add(std::span<const int32_t> prompt, const SequenceOptions& options);
+  // Ends a sequence now and frees its pages. gpt::Error for an unknown id.
+  void cancel(int64_t id);
+
+  struct Event {
+    int64_t id;
+    int32_t token;          // sampled this step
+    FinishReason finished;  // kNone while the sequence goes on
+  };
+  // One step of every active sequence; the tokens sampled in it. A sequence whose
+  // prompt is not yet fully read produces none. gpt::Error when the KV pool runs
+  // out of pages (the sequences that could not get one are cancelled).
+  std::vector<Event> step();
+
+  bool idle() const { return sequences_.empty(); }
+  int64_t active() const { return static_cast<int64_t>(sequences_.size()); }
+  bool contains(int64_t id) const { return sequences_.count(id) != 0; }
+  // The tokens of a sequence so far (prompt, then generated); its logits of the
+  // last sampled position (with keep_logits).
+  const std::vector<int32_t>& tokens(int64_t id) const;
+  const std::vector<float>& last_logits(int64_t id) const;
+
+  const KvPagePool& pool() const { return pool_; }
+  int64_t kv_bytes_in_use() const { return (pool_.total_pages() - pool_.free_pages()) * pool_.bytes_per_page(); }
+  int64_t kv_bytes_reserved() const { return pool_.total_pages() * pool_.bytes_per_page(); }
+  const InferenceWeights& weights() const { return w_; }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> tokens;  // prompt + generated
+    int64_t fed = 0;              // tokens whose keys and values are in the cache
+    int64_t prompt_length = 0;
+    int64_t generated = 0;
+    std::vector<int32_t> pages;
+    SequenceOptions options;
+    Sampler sampler;
+    std::vector<float> logits;
+  };
+  void release(Sequence& s);
+  const Sequence& find(int64_t id) const;
+
+  InferenceWeights w_;
+  EngineOptions options_;
+  KvCacheType kv_type_;
+  KvPagePool pool_;
+  ComputeContext compute_;
+  std::map<int64_t, Sequence> sequences_;  // by id: steps run them in the order they joined
+  int64_t next_id_ = 0;
+  // Step scratch, grown to the largest step so far: rows of all sequences.
+  std::vector<float> x_, ln_, qkv_, atty_, fch_, stats_, logits_;
+  std::vector<float> positions_;  // sinusoid table when used
+  struct RowOf {
+    Sequence* s;
+    int64_t position;
+  };
+  std::vector<RowOf> row_of_;
+  std::vector<PagedQuery> queries_;
+  QuantScratch quant_scratch_;
+};
+
+}  // namespace gpt

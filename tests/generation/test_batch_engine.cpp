@@ -1,0 +1,249 @@
+// The batched engine: every sequence's logits and tokens are single-sequence
+// decoding's, whatever else is in the batch, and the page pool gets every page back.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "gpt/generation/batch_engine.h"
+#include "gpt/generation/kv_cache.h"
+#include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
+#include "gpt/util/error.h"
+#include "gpt/util/rng.h"
+#include "test_support.h"
+
+namespace gpt {
+namespace {
+
+std::vector<int32_t> random_prompt(int64_t n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(V));
+  return t;
+}
+
+// Single-sequence decoding, the reference: logits before each sampled token, and the tokens.
+struct Reference {
+  std::vector<std::vector<float>> logits;
+  std::vector<int32_t> tokens;
+};
+Reference decode_alone(const InferenceWeights& w, KvCacheType kv, const std::vector<int32_t>& prompt,
+                       const SequenceOptions& o) {
+  InferenceSession session(w, kv);
+  Sampler sampler(o.sampling, o.seed);
+  Reference ref;
+  const int64_t V = w.config.vocab_size;
+  const float* logits = session.append(prompt.data(), static_cast<int64_t>(prompt.size()));
+  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    ref.logits.emplace_back(logits, logits + V);
+    const int32_t t = sampler.sample(logits, V, session.tokens());
+    ref.tokens.push_back(t);
+    if (session.position() >= w.config.block_size) break;
+    logits = session.append(&t, 1);
+  }
+  return ref;
+}
+
+struct Case {
+  GgmlType type;
+  KvCacheType kv;
+  double tolerance;  // on logits, relative to their scale
+};
+
+TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
+  // Sequences of different prompt lengths (within a page, across pages, longer
+  // than a step's row budget) join at different steps and run side by side;
+  // each one's logits at every step are those of decoding it alone. fp32 and
+  // f16 weights: within 1e-5 (a product over more rows sums in another order),
+  // same tokens. Q8_0: one decoding row takes int8-quantized activations and a
+  // batch's rows widened weight panels (quantize.h), so they differ by the
+  // activations' rounding (1.1e-2 measured); bounded by 3e-2, compared until a
+  // draw near a tie goes the other way.
+  const ModelConfig c = testing::model_config(96, 80, 2, 2, 64);
+  GPT model(c);
+  model.init_weights(11);
+  const testing::ThreadCountGuard guard;
+  for (const Case& k : {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5}, Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
+                        Case{GgmlType::kQ8_0, KvCacheType::kF16, 3e-2}, Case{GgmlType::kF16, KvCacheType::kF32, 1e-5}}) {
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::unique_ptr<QuantizedModel> q;
+      if (k.type != GgmlType::kF32) q = QuantizedModel::quantize(model, k.type);
+      const InferenceWeights w = q ? q->weights : InferenceWeights::view(model);
+      EngineOptions eo;
+      eo.kv_cache = k.kv;
+      eo.max_step_tokens = 24;
+      BatchedEngine engine(w, eo);
+      const std::vector<int64_t> lengths = {1, 5, 16, 17, 40, 3};
+      const std::vector<int> join_at = {0, 0, 1, 2, 2, 5};
+      std::map<int64_t, Reference> refs;
+      std::map<int64_t, size_t> seen;
+      std::map<int64_t, int> which;
+      std::map<int64_t, bool> diverged;  // compact weights: a token drawn differently (near a tie) ends the comparison
+      double worst = 0;
+      for (int step = 0; step < 40; ++step) {
+        for (size_t i = 0; i < lengths.size(); ++i) {
+          if (join_at[i] != step) continue;
+          SequenceOptions o;
+          o.sampling.temperature = 0.9f;
+          o.sampling.top_k = 20;
+          o.seed = 100 + i;
+          o.max_new_tokens = 12;
+          o.keep_logits = true;
+          const auto prompt = random_prompt(lengths[i], c.vocab_size, 7 + i);
+          const int64_t id = engine.add(prompt, o);
+          refs[id] = decode_alone(w, k.kv, prompt, o);
+          which[id] = static_cast<int>(i);
+        }
+        const auto events = engine.step();
+        for (const auto& e : events) {
+          const Reference& ref = refs[e.id];
+          const size_t at = seen[e.id]++;
+          ASSERT_LT(at, ref.tokens.size());
+          if (e.finished == FinishReason::kNone && !diverged[e.id]) {
+            const auto& got = engine.last_logits(e.id);
+            const double err = testing::relative_max_error(got.data(), ref.logits[at].data(), got.size());
+            worst = std::max(worst, err);
+            ASSERT_LT(err, k.tolerance) << ggml_type_name(k.type) << " " << kv_cache_type_name(k.kv) << ", " << threads
+                                        << " threads, sequence " << which[e.id] << ", token " << at;
+          }
+          if (k.tolerance <= 1e-5) {
+            ASSERT_EQ(e.token, ref.tokens[at]) << "sequence " << which[e.id] << ", token " << at;
+          }
+          diverged[e.id] = diverged[e.id] || e.token != ref.tokens[at];
+        }
+      }
+      EXPECT_TRUE(engine.idle());
+      for (const auto& [id, n] : seen) EXPECT_EQ(n, 12u) << "sequence " << which[id];
+      EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+      if (threads == 2) {
+        std::printf("[ measured ] %s weights, %s cache: worst logits error vs decoding alone %.1e\n",
+                    ggml_type_name(k.type), kv_cache_type_name(k.kv), worst);
+      }
+    }
+  }
+}
+
+TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
+  const ModelConfig c = testing::model_config(32, 64, 1, 2, 8);
+  GPT model(c);
+  model.init_weights(3);
+  EngineOptions eo;
+  eo.page_size = 4;
+  BatchedEngine engine(InferenceWeights::view(model), eo);
+  Rng rng(5);
+  std::vector<int64_t> live;
+  int full = 0;
+  for (int op = 0; op < 10000; ++op) {
+    const uint64_t r = rng.next_u64() % 10;
+    if (r < 4 || live.empty()) {
+      SequenceOptions o;
+      o.max_new_tokens = 1 + static_cast<int64_t>(rng.next_u64() % 20);
+      o.seed = static_cast<uint64_t>(op);
+      if (engine.active() < 12) live.push_back(engine.add(random_prompt(1 + static_cast<int64_t>(rng.next_u64() % 30), 32, op), o));
+    } else if (r < 6) {
+      const size_t i = rng.next_u64() % live.size();
+      if (engine.contains(live[i])) engine.cancel(live[i]);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      try {
+        engine.step();
+      } catch (const Error& e) {  // the pool ran out: one sequence was cancelled, the rest go on
+        ++full;
+        EXPECT_NE(std::string(e.what()).find("KV cache is full"), std::string::npos) << e.what();
+      }
+      std::erase_if(live, [&](int64_t id) { return !engine.contains(id); });
+    }
+  }
+  for (int64_t id : live) engine.cancel(id);
+  EXPECT_TRUE(engine.idle());
+  EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+  EXPECT_EQ(engine.kv_bytes_in_use(), 0);
+  EXPECT_GT(full, 0);  // the pool did run out along the way
+}
+
+TEST(BatchedEngine, AFullPoolIsAClearErrorAndTheEngineGoesOn) {
+  const ModelConfig c = testing::model_config(32, 64, 1, 2, 8);
+  GPT model(c);
+  model.init_weights(3);
+  EngineOptions eo;
+  eo.page_size = 4;
+  eo.kv_bytes = 3 * 2 * 1 * 8 * 4 * 4;  // three pages of 4 positions
+  BatchedEngine engine(InferenceWeights::view(model), eo);
+  ASSERT_EQ(engine.pool().total_pages(), 3);
+  SequenceOptions o;
+  o.max_new_tokens = 2;
+  const int64_t big = engine.add(random_prompt(20, 32, 1), o);  // needs 5 pages
+  try {
+    engine.step();
+    FAIL() << "a sequence larger than the pool ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache is full"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(engine.contains(big));
+  EXPECT_EQ(engine.pool().free_pages(), 3);
+  const int64_t small = engine.add(random_prompt(5, 32, 2), o);
+  while (!engine.idle()) engine.step();
+  EXPECT_FALSE(engine.contains(small));
+  EXPECT_EQ(engine.pool().free_pages(), 3);
+}
+
+TEST(BatchedEngine, ThirtyTwoSequencesOf256TokensFitInEightFullContexts) {
+  // Pages are taken as positions fill: 32 x 256 positions need what 8 whole
+  // 1024-token contexts would reserve, no more.
+  const ModelConfig c = testing::model_config(64, 1024, 1, 2, 16);
+  GPT model(c);
+  model.init_weights(4);
+  EngineOptions eo;
+  eo.kv_cache = KvCacheType::kF32;
+  eo.kv_bytes = 8 * 1024 * (2 * c.n_layer * c.n_embd * 4);
+  BatchedEngine engine(InferenceWeights::view(model), eo);
+  SequenceOptions o;
+  o.max_new_tokens = 56;
+  for (int i = 0; i < 32; ++i) engine.add(random_prompt(200, 64, static_cast<uint64_t>(i)), o);
+  int64_t peak = 0, tokens = 0;
+  while (!engine.idle()) {
+    tokens += static_cast<int64_t>(engine.step().size());
+    peak = std::max(peak, engine.kv_bytes_in_use());
+  }
+  EXPECT_EQ(tokens, 32 * 56);
+  EXPECT_LE(peak, engine.kv_bytes_reserved());
+  std::printf("[ measured ] 32 sequences x 256 tokens: KV peak %lld of %lld bytes reserved\n",
+              static_cast<long long>(peak), static_cast<long long>(engine.kv_bytes_reserved()));
+}
+
+TEST(BatchedEngine, BadRequestsGetClearErrors) {
+  const ModelConfig c = testing::model_config(32, 16, 1, 2, 8);
+  GPT model(c);
+  model.init_weights(3);
+  BatchedEngine engine(InferenceWeights::view(model));
+  SequenceOptions o;
+  EXPECT_THROW(engine.add({}, o), Error);                             // empty prompt
+  EXPECT_THROW(engine.add(random_prompt(17, 32, 1), o), Error);       // longer than the context
+  EXPECT_THROW(engine.add(std::vector<int32_t>{1, 32}, o), Error);    // outside the vocabulary
+  for (int64_t budget : {0, -3}) {
+    SequenceOptions b;
+    b.max_new_tokens = budget;
+    EXPECT_THROW(engine.add(std::vector<int32_t>{1}, b), Error) << budget;
+  }
+  SequenceOptions bad_sampling;
+  bad_sampling.sampling.temperature = -1.0f;
+  EXPECT_THROW(engine.add(std::vector<int32_t>{1}, bad_sampling), Error);
+  EXPECT_THROW(engine.cancel(42), Error);
+  EXPECT_THROW(engine.tokens(42), Error);
+  EXPECT_TRUE(engine.idle());
+  // A prompt that fills the context gets its one token, then the context is full.
+  o.max_new_tokens = 5;
+  const int64_t id = engine.add(random_prompt(16, 32, 2), o);
+  const auto events = engine.step();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].id, id);
+  EXPECT_EQ(events[0].finished, FinishReason::kContextFull);
+  EXPECT_TRUE(engine.idle());
+}
+
+}  // namespace
+}  // namespace gpt
