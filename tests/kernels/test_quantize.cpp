@@ -226,8 +226,8 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKer
     quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
   }
 
-  // From 8 rows on, W is widened to float and the input is used as it is.
-  const bool blocks = ggml_block_size(type) > 1 && N < 8;
+  // From kQuantPanelMinRows rows on, W is widened to float and the input is used as it is.
+  const bool blocks = ggml_block_size(type) > 1 && N < kQuantPanelMinRows;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t r = 0; r < rows; ++r) {
       double ref = residual[static_cast<size_t>(n * rows + r)] + bias[static_cast<size_t>(r)], bound = 1e-5;

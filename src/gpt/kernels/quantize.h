@@ -92,6 +92,11 @@ struct QuantScratch {
   std::vector<float> panel;
 };
 
+// From this many input rows on, quantized_linear widens panels of W to float for
+// oneDNN's GEMM (the input used as it is); fewer rows are quantized to int8 blocks
+// (Q8_0, Q4_0) and go through the group kernels, each row exactly as alone.
+inline constexpr int64_t kQuantPanelMinRows = 8;
+
 // out (N, rows) = [residual +] in (N, cols) @ W^T [+ bias]. out may alias residual.
 // W's type may be Q8_0, Q4_0, F16 or BF16 (F32 weights go through gemm instead).
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
