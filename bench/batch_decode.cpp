@@ -20,6 +20,7 @@
 
 #include "gpt/generation/batch_engine.h"
 #include "gpt/model/gpt.h"
+#include "gpt2_shape.h"
 #include "gpt/model/inference_weights.h"
 
 namespace {
@@ -33,12 +34,7 @@ std::vector<int> parse_ints(const std::string& list) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gpt::ModelConfig c;
-  c.vocab_size = 50257;
-  c.block_size = 1024;
-  c.n_layer = 12;
-  c.n_head = 12;
-  c.n_embd = 768;
+  gpt::ModelConfig c = bench::gpt2_124m_shape();
   int prompt = 128, decode = 64, threads = 0;
   std::string types = "f32,q8_0", sequences = "1,2,4,8,16,32";
   for (int i = 1; i < argc; i += 2) {

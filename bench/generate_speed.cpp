@@ -24,6 +24,7 @@
 #include "gpt/generation/kv_cache.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/model/gpt.h"
+#include "gpt2_shape.h"
 #include "gpt/model/inference_weights.h"
 
 namespace {
@@ -89,12 +90,7 @@ double measure_read_gb_per_s() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gpt::ModelConfig c;
-  c.vocab_size = 50257;
-  c.block_size = 1024;
-  c.n_layer = 12;
-  c.n_head = 12;
-  c.n_embd = 768;
+  gpt::ModelConfig c = bench::gpt2_124m_shape();
   int prompt = 128, decode = 64, threads = 0;
   std::string types = "f32,f16,bf16,q8_0,q4_0";
   gpt::KvCacheType kv = gpt::KvCacheType::kAuto;
