@@ -52,7 +52,7 @@ int64_t BatchedEngine::add(std::span<const int32_t> prompt, const SequenceOption
   for (int32_t t : options.stop_tokens) {
     GPT_CHECK(t >= 0 && t < c.vocab_size, "stop token " + std::to_string(t) + " outside the vocabulary");
   }
-  Sequence s{{prompt.begin(), prompt.end()}, 0, static_cast<int64_t>(prompt.size()), 0, {}, options,
+  Sequence s{{prompt.begin(), prompt.end()}, 0, 0, {}, options,
              Sampler(options.sampling, options.seed), {}};
   const int64_t id = next_id_++;
   sequences_.emplace(id, std::move(s));
@@ -87,8 +87,9 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   const ModelConfig& c = w_.config;
   const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, V = c.vocab_size, P = pool_.page_size();
 
-  // Rows of this step: every running sequence's last token, and chunks of the
-  // prompts still being read, within the step's row budget.
+  // Rows of this step, in the order sequences joined: every running sequence's
+  // last token (outside the budget), and chunks of the prompts still being read
+  // within the step's row budget.
   struct Work {
     int64_t id;
     Sequence* s;
@@ -99,17 +100,15 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   int64_t budget = options_.max_step_tokens;
   for (auto& [id, s] : sequences_) {
     const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.fed;
-    if (pending == 1) work.push_back({id, &s, s.fed, 1, true});  // decoding (or a prompt's last token)
-  }
-  for (auto& [id, s] : sequences_) {
-    const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.fed;
-    if (pending <= 1 || budget <= 0) continue;
-    const int64_t n = std::min(pending, budget);
-    budget -= n;
-    work.push_back({id, &s, s.fed, n, n == pending});
+    if (pending == 1) {
+      work.push_back({id, &s, s.fed, 1, true});  // decoding (or a prompt's last token)
+    } else if (budget > 0) {
+      const int64_t n = std::min(pending, budget);
+      budget -= n;
+      work.push_back({id, &s, s.fed, n, n == pending});
+    }
   }
   if (work.empty()) return events;
-  std::sort(work.begin(), work.end(), [](const Work& a, const Work& b) { return a.id < b.id; });
 
   // Pages for the new positions. A sequence that cannot get one is cancelled.
   for (Work& wk : work) {

@@ -80,7 +80,6 @@ class BatchedEngine {
   struct Sequence {
     std::vector<int32_t> tokens;  // prompt + generated
     int64_t fed = 0;              // tokens whose keys and values are in the cache
-    int64_t prompt_length = 0;
     int64_t generated = 0;
     std::vector<int32_t> pages;
     SequenceOptions options;
