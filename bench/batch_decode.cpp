@@ -6,7 +6,7 @@
 // aggregate tokens/s, per-sequence tokens/s, p50/p99 step time, KV bytes in use
 // at the end of decoding and reserved.
 //   build/bench/bench_batch_decode [--types f32,q8_0 --sequences 1,2,4,8,16,32 --prompt-tokens 128
-//       --decode-tokens 64 --threads 2 --n-layer 12 --n-head 12 --n-embd 768 --vocab 50257 --block-size 1024]
+//       --decode-tokens 64 --threads 2 --kv-cache auto|f32|f16 --n-layer 12 --n-head 12 --n-embd 768 --vocab 50257 --block-size 1024]
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "gpt/generation/batch_engine.h"
 #include "gpt/model/gpt.h"
 #include "gpt2_shape.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/model/inference_weights.h"
 
 namespace {
@@ -36,6 +38,7 @@ std::vector<int> parse_ints(const std::string& list) {
 int main(int argc, char** argv) {
   gpt::ModelConfig c = bench::gpt2_124m_shape();
   int prompt = 128, decode = 64, threads = 0;
+  gpt::KvCacheType kv = gpt::KvCacheType::kAuto;
   std::string types = "f32,q8_0", sequences = "1,2,4,8,16,32";
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
@@ -52,6 +55,7 @@ int main(int argc, char** argv) {
     else if (k == "--prompt-tokens") prompt = std::atoi(v.c_str());
     else if (k == "--decode-tokens") decode = std::atoi(v.c_str());
     else if (k == "--threads") threads = std::atoi(v.c_str());
+    else if (k == "--kv-cache") kv = gpt::parse_kv_cache_type(v);
     else if (k == "--types") types = v;
     else if (k == "--sequences") sequences = v;
     else {
@@ -64,12 +68,21 @@ int main(int argc, char** argv) {
   model.init_weights(1);
   std::stringstream list(types);
   for (std::string type; std::getline(list, type, ',');) {
-    const gpt::GgmlType t = gpt::parse_ggml_type(type);
+    // f32: the matrices in panels where the CPU runs the few-rows kernels (as
+    // `gpt generate` loads them); f32-rowmajor: as the GPT holds them.
+    const bool row_major = type == "f32-rowmajor";
+    const gpt::GgmlType t = row_major ? gpt::GgmlType::kF32 : gpt::parse_ggml_type(type);
     std::unique_ptr<gpt::QuantizedModel> q;
     if (t != gpt::GgmlType::kF32) q = gpt::QuantizedModel::quantize(model, t);
-    const gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    if (t == gpt::GgmlType::kF32 && !row_major && gpt::few_rows_kernels()) {
+      auto copy = std::make_shared<gpt::GPT>(c);
+      copy->init_weights(1);  // the same weights
+      weights = gpt::InferenceWeights::in_panels(std::move(copy));
+    }
     for (int n : parse_ints(sequences)) {
       gpt::EngineOptions eo;
+      eo.kv_cache = kv;
       eo.kv_bytes = static_cast<int64_t>(n) * (prompt + decode + 16) * 2 * c.n_layer * c.n_embd * 4;
       gpt::BatchedEngine engine(weights, eo);
       gpt::SequenceOptions o;
@@ -81,8 +94,12 @@ int main(int argc, char** argv) {
         engine.add(ids, o);
       }
       // Read the prompts (and sample each sequence's first token): untimed.
-      int64_t produced = 0;
-      while (produced < n) produced += static_cast<int64_t>(engine.step().size());
+      // (A step reads at most max_step_tokens prompt rows, so prompts can take
+      // several; the ones read early decode meanwhile.)
+      std::set<int64_t> started;
+      while (static_cast<int>(started.size()) < n) {
+        for (const gpt::BatchedEngine::Event& e : engine.step()) started.insert(e.id);
+      }
       std::vector<double> steps;
       int64_t tokens = 0, kv_in_use = 0;
       const auto t0 = Clock::now();
@@ -98,7 +115,7 @@ int main(int argc, char** argv) {
       std::printf("{\"type\":\"%s\",\"sequences\":%d,\"decode_tokens\":%lld,\"aggregate_tokens_per_sec\":%.1f,"
                   "\"per_sequence_tokens_per_sec\":%.1f,\"step_ms_p50\":%.2f,\"step_ms_p99\":%.2f,"
                   "\"kv_bytes_in_use\":%lld,\"kv_bytes_reserved\":%lld,\"kv_cache\":\"%s\",\"threads\":%d}\n",
-                  gpt::ggml_type_name(t), n, static_cast<long long>(tokens), static_cast<double>(tokens) / seconds,
+                  row_major ? "F32-rowmajor" : gpt::ggml_type_name(t), n, static_cast<long long>(tokens), static_cast<double>(tokens) / seconds,
                   static_cast<double>(tokens) / seconds / n, 1e3 * pct(0.5), 1e3 * pct(0.99),
                   static_cast<long long>(kv_in_use), static_cast<long long>(engine.kv_bytes_reserved()),
                   gpt::kv_cache_type_name(gpt::resolve_kv_cache_type(eo.kv_cache, weights)), omp_get_max_threads());

@@ -25,6 +25,7 @@
 #include "gpt/kernels/dispatch.h"
 #include "gpt/model/gpt.h"
 #include "gpt2_shape.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/model/inference_weights.h"
 
 namespace {
@@ -120,10 +121,18 @@ int main(int argc, char** argv) {
 
   std::stringstream list(types);
   for (std::string type; std::getline(list, type, ',');) {
-    const gpt::GgmlType t = gpt::parse_ggml_type(type);
+    // f32: the matrices in panels where the CPU runs the few-rows kernels (as
+    // `gpt generate` loads them); f32-rowmajor: as the GPT holds them.
+    const bool row_major = type == "f32-rowmajor";
+    const gpt::GgmlType t = row_major ? gpt::GgmlType::kF32 : gpt::parse_ggml_type(type);
     std::unique_ptr<gpt::QuantizedModel> q;
     if (t != gpt::GgmlType::kF32) q = gpt::QuantizedModel::quantize(model, t);
-    const gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
+    if (t == gpt::GgmlType::kF32 && !row_major && gpt::few_rows_kernels()) {
+      auto copy = std::make_shared<gpt::GPT>(c);
+      copy->init_weights(1);  // the same weights
+      weights = gpt::InferenceWeights::in_panels(std::move(copy));
+    }
     gpt::InferenceSession session(weights, kv);
     // Warm up with the whole prompt: oneDNN's JIT kernels, and the first touch of
     // the cache and scratch rows it uses (a session's memory is resident only
@@ -146,7 +155,7 @@ int main(int argc, char** argv) {
     std::printf("{\"type\":\"%s\",\"prefill_tokens\":%d,\"prefill_tokens_per_sec\":%.1f,\"decode_tokens\":%d,"
                 "\"decode_tokens_per_sec\":%.2f,\"weight_bytes_per_token\":%.0f,\"read_gb_per_s\":%.1f,"
                 "\"bandwidth_bound_tokens_per_sec\":%.1f,\"fraction_of_bound\":%.2f,\"kv_cache\":\"%s\",\"threads\":%d}\n",
-                gpt::ggml_type_name(t), prompt, prompt / prefill, decode, decode / dec, bytes, gbps, bound,
+                row_major ? "F32-rowmajor" : gpt::ggml_type_name(t), prompt, prompt / prefill, decode, decode / dec, bytes, gbps, bound,
                 decode / dec / bound, gpt::kv_cache_type_name(session.kv_cache_type()), omp_get_max_threads());
     std::fflush(stdout);
   }

@@ -85,6 +85,38 @@ TEST_F(Cli, TrainEvalGenerateWorkEndToEnd) {
   EXPECT_EQ(again.out, r.out);  // same seed, same text
 }
 
+TEST_F(Cli, SeveralSamplesDecodeTogetherEachAsItWouldAlone) {
+  // --num-samples runs on the batched engine: every sample is the text that
+  // sample's seed gives alone, in order, whatever --parallel is, and the prompt's
+  // full page (16 positions) is read once and shared by the other samples.
+  auto r = run_gpt("train --data " + data() + " --out " + (dir / "m").string() +
+                   " --n-layer 1 --n-head 2 --n-embd 16 --block-size 64 --batch-size 4 --eval-iters 2 --quiet"
+                   " --threads 1 --max-iters 20 --eval-interval 10");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string prompt = "In the beginning God created the";  // 32 characters: one page to share
+  const std::string base = "generate --model " + (dir / "m").string() + " --prompt '" + prompt + "' --max-tokens 12";
+  const auto four = run_gpt(base + " --seed 5 --num-samples 4 --verbose");
+  ASSERT_EQ(four.exit_code, 0) << four.err;
+  EXPECT_NE(four.err.find("prompt read once, 48 positions shared"), std::string::npos) << four.err;
+  std::vector<std::string> samples;
+  for (size_t at = 0;;) {
+    const size_t sep = four.out.find("\n---------------\n", at);
+    samples.push_back(four.out.substr(at, sep == std::string::npos ? std::string::npos : sep - at));
+    if (sep == std::string::npos) break;
+    at = sep + 17;
+  }
+  ASSERT_EQ(samples.size(), 4u) << four.out;
+  for (int i = 0; i < 4; ++i) {
+    const auto alone = run_gpt(base + " --seed " + std::to_string(5 + i));
+    ASSERT_EQ(alone.exit_code, 0) << alone.err;
+    EXPECT_EQ(samples[static_cast<size_t>(i)], alone.out) << "sample " << i;
+    EXPECT_EQ(alone.out.size(), prompt.size() + 12 + 1) << alone.out;
+  }
+  const auto two_at_a_time = run_gpt(base + " --seed 5 --num-samples 4 --parallel 2");
+  EXPECT_EQ(two_at_a_time.out, four.out);
+  expect_one_line_error(run_gpt(base + " --num-samples 2 --parallel -1"), "--parallel");
+}
+
 TEST_F(Cli, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   write_file_atomic(dir / "cfg.json", R"({"n_layer": 1, "n-head": 2, "n-embd": 8, "block-size": 8,
                                           "max-iters": 3, "batch-size": 2, "eval-iters": 1, "quiet": true})");

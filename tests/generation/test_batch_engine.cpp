@@ -9,6 +9,7 @@
 
 #include "gpt/generation/batch_engine.h"
 #include "gpt/generation/kv_cache.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
 #include "gpt/util/error.h"
@@ -50,7 +51,8 @@ Reference decode_alone(const InferenceWeights& w, KvCacheType kv, const std::vec
 struct Case {
   GgmlType type;
   KvCacheType kv;
-  double tolerance;  // on logits, relative to their scale
+  double tolerance;     // on logits, relative to their scale
+  bool panels = false;  // fp32 in panels (InferenceWeights::in_panels), as `gpt generate` loads it
 };
 
 TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
@@ -66,13 +68,25 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
   GPT model(c);
   model.init_weights(11);
   const testing::ThreadCountGuard guard;
-  for (const Case& k : {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5}, Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
-                        Case{GgmlType::kQ8_0, KvCacheType::kF16, 3e-2}, Case{GgmlType::kF16, KvCacheType::kF32, 1e-5}}) {
+  std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5}, Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
+                             Case{GgmlType::kQ8_0, KvCacheType::kF16, 3e-2}, Case{GgmlType::kF16, KvCacheType::kF32, 1e-5}};
+  if (few_rows_kernels()) {
+    cases.push_back(Case{GgmlType::kF32, KvCacheType::kF32, 1e-5, true});
+    cases.push_back(Case{GgmlType::kF32, KvCacheType::kF16, 1e-5, true});
+  } else {
+    std::printf("[ skipped  ] fp32 weights in panels: this CPU has no AVX-512\n");
+  }
+  for (const Case& k : cases) {
     for (int threads : {1, 2, 3}) {
       omp_set_num_threads(threads);
       std::unique_ptr<QuantizedModel> q;
       if (k.type != GgmlType::kF32) q = QuantizedModel::quantize(model, k.type);
-      const InferenceWeights w = q ? q->weights : InferenceWeights::view(model);
+      InferenceWeights w = q ? q->weights : InferenceWeights::view(model);
+      if (k.panels) {
+        auto copy = std::make_shared<GPT>(c);
+        copy->init_weights(11);
+        w = InferenceWeights::in_panels(copy);
+      }
       EngineOptions eo;
       eo.kv_cache = k.kv;
       eo.max_step_tokens = 24;
@@ -118,16 +132,89 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
       }
       EXPECT_TRUE(engine.idle());
       for (const auto& [id, n] : seen) EXPECT_EQ(n, 12u) << "sequence " << which[id];
+      EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
+      engine.drop_prefix_cache();
       EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
       if (threads == 2) {
-        std::printf("[ measured ] %s weights, %s cache: worst logits error vs decoding alone %.1e\n",
-                    ggml_type_name(k.type), kv_cache_type_name(k.kv), worst);
+        std::printf("[ measured ] %s weights%s, %s cache: worst logits error vs decoding alone %.1e\n",
+                    ggml_type_name(k.type), k.panels ? " in panels" : "", kv_cache_type_name(k.kv), worst);
       }
     }
   }
 }
 
+TEST(BatchedEngine, ASequencesLogitsAreTheSameBitForBitAloneOrAmong31Others) {
+  // fp32 weights in panels: every product computes a row the same way whatever
+  // rows run beside it, and attention and the norms work row by row, so a
+  // sequence's logits and tokens are those it gets alone, to the bit, while 31
+  // others join before and after it, with prompts read in chunks beside it.
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512, so no weights are in panels";
+  const ModelConfig c = testing::model_config(96, 128, 2, 2, 64);
+  auto model = std::make_shared<GPT>(c);
+  model->init_weights(17);
+  const InferenceWeights w = InferenceWeights::in_panels(model);
+  const testing::ThreadCountGuard guard;
+  for (KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      EngineOptions eo;
+      eo.kv_cache = kv;
+      eo.max_step_tokens = 40;
+      eo.kv_bytes = 8 << 20;  // room for all 33
+      SequenceOptions o;
+      o.sampling.temperature = 1.0f;
+      o.seed = 5;
+      o.max_new_tokens = 30;
+      o.keep_logits = true;
+      const auto prompt = random_prompt(21, c.vocab_size, 3);
+      std::vector<std::vector<float>> alone_logits;
+      std::vector<int32_t> alone_tokens;
+      {
+        BatchedEngine alone(w, eo);
+        const int64_t id = alone.add(prompt, o);
+        while (!alone.idle()) {
+          for (const auto& e : alone.step()) {
+            alone_tokens.push_back(e.token);
+            if (e.finished == FinishReason::kNone) alone_logits.push_back(alone.last_logits(id));
+          }
+        }
+      }
+      BatchedEngine crowd(w, eo);
+      SequenceOptions other = o;
+      other.keep_logits = false;
+      other.max_new_tokens = 25;
+      int64_t id = -1;
+      std::vector<int32_t> tokens;
+      size_t compared = 0;
+      for (int step = 0; step < 80 && (id < 0 || crowd.contains(id)); ++step) {
+        if (step < 16) {  // two others a step for 16 steps; ours joins at step 4
+          for (int j = 0; j < 2; ++j) {
+            other.seed = static_cast<uint64_t>(100 + 2 * step + j);
+            crowd.add(random_prompt(1 + (7 * step + 5 * j) % 50, c.vocab_size, other.seed), other);
+          }
+        }
+        if (step == 4) id = crowd.add(prompt, o);
+        for (const auto& e : crowd.step()) {
+          if (e.id != id) continue;
+          tokens.push_back(e.token);
+          if (e.finished != FinishReason::kNone) continue;
+          const std::vector<float>& got = crowd.last_logits(id);
+          ASSERT_LT(compared, alone_logits.size());
+          ASSERT_EQ(got, alone_logits[compared]) << kv_cache_type_name(kv) << ", " << threads << " threads, token " << compared;
+          ++compared;
+        }
+      }
+      EXPECT_EQ(compared, alone_logits.size());
+      EXPECT_EQ(tokens, alone_tokens);
+    }
+  }
+}
+
 TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
+  // Random joins, cancellations and steps, the pool running out now and then;
+  // half the prompts start with one of three shared prefixes, so pages are
+  // shared, cached, taken from the cache and evicted all along. At the end every
+  // page is free or held by the cache alone, and free once the cache is dropped.
   const ModelConfig c = testing::model_config(32, 64, 1, 2, 8);
   GPT model(c);
   model.init_weights(3);
@@ -135,6 +222,8 @@ TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
   eo.page_size = 4;
   BatchedEngine engine(InferenceWeights::view(model), eo);
   Rng rng(5);
+  const std::vector<std::vector<int32_t>> prefixes = {random_prompt(24, 32, 901), random_prompt(24, 32, 902),
+                                                      random_prompt(24, 32, 903)};
   std::vector<int64_t> live;
   int full = 0;
   for (int op = 0; op < 10000; ++op) {
@@ -143,7 +232,14 @@ TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
       SequenceOptions o;
       o.max_new_tokens = 1 + static_cast<int64_t>(rng.next_u64() % 20);
       o.seed = static_cast<uint64_t>(op);
-      if (engine.active() < 12) live.push_back(engine.add(random_prompt(1 + static_cast<int64_t>(rng.next_u64() % 30), 32, op), o));
+      std::vector<int32_t> prompt;
+      if (rng.next_u64() % 2 == 0) {
+        const auto& pre = prefixes[rng.next_u64() % prefixes.size()];
+        prompt.assign(pre.begin(), pre.begin() + static_cast<std::ptrdiff_t>(rng.next_u64() % pre.size()));
+      }
+      const auto tail = random_prompt(1 + static_cast<int64_t>(rng.next_u64() % 20), 32, op);
+      prompt.insert(prompt.end(), tail.begin(), tail.end());
+      if (engine.active() < 12) live.push_back(engine.add(prompt, o));
     } else if (r < 6) {
       const size_t i = rng.next_u64() % live.size();
       if (engine.contains(live[i])) engine.cancel(live[i]);
@@ -157,12 +253,91 @@ TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
       }
       std::erase_if(live, [&](int64_t id) { return !engine.contains(id); });
     }
+    ASSERT_LE(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
   }
   for (int64_t id : live) engine.cancel(id);
   EXPECT_TRUE(engine.idle());
-  EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+  EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
   EXPECT_EQ(engine.kv_bytes_in_use(), 0);
-  EXPECT_GT(full, 0);  // the pool did run out along the way
+  engine.drop_prefix_cache();
+  EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+  EXPECT_GT(full, 0);                        // the pool did run out along the way
+  EXPECT_GT(engine.reused_positions(), 0);   // and prefixes were shared
+  std::printf("[ measured ] 10,000 operations: the pool ran out %d times, %lld prompt positions taken from cached pages\n",
+              full, static_cast<long long>(engine.reused_positions()));
+}
+
+TEST(BatchedEngine, CommonPrefixesAreReadOnceAndGiveTheSameLogits) {
+  // A reads a 48-token prefix + 1 token; B (the prefix + 2 others) joins with it
+  // and waits for A's three full pages instead of computing them; C (A's prompt
+  // again) joins after A left and takes them from the cache. Their logits are
+  // those of an engine that shares nothing: bit for bit with fp32 weights in
+  // panels (the same operations per row), within rounding otherwise.
+  const ModelConfig c = testing::model_config(96, 128, 2, 2, 64);
+  std::vector<std::pair<std::string, InferenceWeights>> weights;
+  GPT model(c);
+  model.init_weights(23);
+  weights.emplace_back("f32", InferenceWeights::view(model));
+  auto q8 = QuantizedModel::quantize(model, GgmlType::kQ8_0);
+  weights.emplace_back("q8_0", q8->weights);
+  if (few_rows_kernels()) {
+    auto copy = std::make_shared<GPT>(c);
+    copy->init_weights(23);
+    weights.emplace_back("f32 in panels", InferenceWeights::in_panels(copy));
+  }
+  const auto prefix = random_prompt(48, c.vocab_size, 40);
+  auto with = [&](std::vector<int32_t> tail) {
+    std::vector<int32_t> p = prefix;
+    p.insert(p.end(), tail.begin(), tail.end());
+    return p;
+  };
+  const std::vector<std::vector<int32_t>> prompts = {with({5}), with({6, 7}), with({5})};
+  for (const auto& [name, w] : weights) {
+    // Runs A and B from step 0, C once A is done; the logits of every step.
+    auto run = [&](bool share, int64_t* reused) {
+      EngineOptions eo;
+      eo.prefix_cache = share;
+      eo.kv_cache = KvCacheType::kF32;
+      BatchedEngine engine(w, eo);
+      SequenceOptions o;
+      o.sampling.greedy = true;
+      o.max_new_tokens = 6;
+      o.keep_logits = true;
+      std::map<int64_t, int> which;
+      std::vector<std::vector<std::vector<float>>> logits(3);
+      which[engine.add(prompts[0], o)] = 0;
+      which[engine.add(prompts[1], o)] = 1;
+      bool c_added = false;
+      while (!engine.idle() || !c_added) {
+        if (!c_added && !engine.contains(0)) {
+          which[engine.add(prompts[2], o)] = 2;
+          c_added = true;
+        }
+        for (const auto& e : engine.step()) {  // (a finished sequence has left, its logits with it)
+          if (e.finished == FinishReason::kNone) logits[static_cast<size_t>(which[e.id])].push_back(engine.last_logits(e.id));
+        }
+      }
+      *reused = engine.reused_positions();
+      return logits;
+    };
+    int64_t reused_shared = 0, reused_none = 0;
+    const auto shared = run(true, &reused_shared), alone = run(false, &reused_none);
+    EXPECT_EQ(reused_shared, 96) << name;  // B's 48 and C's 48
+    EXPECT_EQ(reused_none, 0) << name;
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_EQ(shared[i].size(), 5u) << name;
+      ASSERT_EQ(alone[i].size(), 5u) << name;
+      for (size_t t = 0; t < 5; ++t) {
+        if (name == "f32 in panels") {
+          ASSERT_EQ(shared[i][t], alone[i][t]) << name << ", sequence " << i << ", token " << t;
+        } else {
+          ASSERT_LT(testing::relative_max_error(shared[i][t].data(), alone[i][t].data(), shared[i][t].size()),
+                    name == "q8_0" ? 3e-2 : 1e-5)
+              << name << ", sequence " << i << ", token " << t;
+        }
+      }
+    }
+  }
 }
 
 TEST(BatchedEngine, AFullPoolIsAClearErrorAndTheEngineGoesOn) {
@@ -188,7 +363,7 @@ TEST(BatchedEngine, AFullPoolIsAClearErrorAndTheEngineGoesOn) {
   const int64_t small = engine.add(random_prompt(5, 32, 2), o);
   while (!engine.idle()) engine.step();
   EXPECT_FALSE(engine.contains(small));
-  EXPECT_EQ(engine.pool().free_pages(), 3);
+  EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), 3);
 }
 
 TEST(BatchedEngine, ThirtyTwoSequencesOf256TokensFitInEightFullContexts) {

@@ -37,7 +37,7 @@ Command add_chat_command(CLI::App& parent) {
     o->gen.sampling.validate();
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
-    OpenedModel m = open_model(o->model);
+    OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
     const InferenceWeights weights = m.inference_weights();
     InferenceSession session(weights, o->model.kv_cache_type(), compute.options());
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);

@@ -2,6 +2,7 @@
 // optionally show the distribution the model chose each token from.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -28,6 +29,7 @@ Command add_generate_command(CLI::App& parent) {
     std::string prompt, prompt_file;
     GenerateOptions gen;
     int num_samples = 1;
+    int parallel = 0;
     int threads = 0;
     bool verbose = false, json = false;
   };
@@ -39,6 +41,10 @@ Command add_generate_command(CLI::App& parent) {
   add_sampling_flags(app, o->gen);
   app->add_option("--num-samples", o->num_samples, "Independent samples (seeds seed, seed+1, ...)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--parallel", o->parallel,
+                  "With --num-samples: samples decoded together on the batched engine (0: all, at most 16); "
+                  "the prompt is read once")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--show-probs", o->gen.top_probs, "Show the K most likely next tokens at every step (stderr)")
       ->check(CLI::NonNegativeNumber);
   app->add_flag("--json", o->json, "With --show-probs: one JSON object per token on stdout instead of the text");
@@ -59,7 +65,7 @@ Command add_generate_command(CLI::App& parent) {
     if (auto bad = find_invalid_utf8(text)) {
       throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
     }
-    OpenedModel m = open_model(o->model);
+    OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
     const std::vector<int32_t> ids = m.tokenizer->encode(text);
     const int64_t context = m.config().block_size;
     GPT_CHECK(static_cast<int64_t>(ids.size()) <= context,
@@ -68,6 +74,31 @@ Command add_generate_command(CLI::App& parent) {
     const bool json = o->json && o->gen.top_probs > 0;
     const Tokenizer& tok = *m.tokenizer;
     const InferenceWeights weights = m.inference_weights();
+    if (o->num_samples > 1 && o->gen.top_probs == 0 && o->gen.max_new_tokens > 0) {
+      // Several samples: decoded side by side, each printed whole, in order.
+      EngineOptions eo;
+      eo.kv_cache = o->model.kv_cache_type();
+      eo.compute = compute.options();
+      const int parallel = o->parallel > 0 ? std::min(o->parallel, o->num_samples) : std::min(o->num_samples, 16);
+      const int64_t positions = std::min<int64_t>(context, static_cast<int64_t>(ids.size()) + o->gen.max_new_tokens);
+      const ModelConfig& c = m.config();
+      eo.kv_bytes = static_cast<int64_t>(parallel) * (positions + eo.page_size) * 2 * c.n_layer * c.n_embd * 4;
+      const SamplesReport report = generate_samples(weights, tok, ids, o->gen, o->num_samples, parallel, eo,
+                                                    [&](int sample, const GenerateResult& r) {
+                                                      if (sample > 0) std::fputs("\n---------------\n", stdout);
+                                                      std::fwrite(text.data(), 1, text.size(), stdout);
+                                                      std::fwrite(r.text.data(), 1, r.text.size(), stdout);
+                                                      std::fputc('\n', stdout);
+                                                      std::fflush(stdout);
+                                                    });
+      if (o->verbose) {
+        std::fprintf(stderr, "gpt: %d samples, %d at a time: %lld tokens in %.3f s (%.1f tokens/s); prompt read once, "
+                     "%lld positions shared\n", o->num_samples, parallel, static_cast<long long>(report.generated_tokens),
+                     report.seconds, report.seconds > 0 ? report.generated_tokens / report.seconds : 0.0,
+                     static_cast<long long>(report.reused_positions));
+      }
+      return 0;
+    }
     InferenceSession session(weights, o->model.kv_cache_type(), compute.options());
     for (int sample = 0; sample < o->num_samples; ++sample) {
       if (sample > 0 && !json) std::fputs("\n---------------\n", stdout);

@@ -40,9 +40,12 @@ inline ComputeOptions compute_options(const ModelFlags& flags, int threads) {
   return {parse_matmul_precision(flags.dtype), threads};
 }
 
-inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false) {
+// `inference`: the model only generates (fp32 matrices may be re-laid as panels
+// for the few-rows kernels, unless products run in bf16, which want oneDNN).
+inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false, bool inference = false) {
   ModelOpenOptions options;
   options.dequantize = dequantize;
+  options.panels = inference && !dequantize && parse_matmul_precision(flags.dtype) == MatmulPrecision::kFloat32;
   if (!flags.quantize.empty()) options.convert_to = parse_ggml_type(flags.quantize);
   return gpt::open_model(flags.model, options);
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "gpt/kernels/embedding.h"  // sinusoidal_positions
@@ -31,6 +32,8 @@ BatchedEngine::BatchedEngine(const InferenceWeights& weights, EngineOptions opti
       pool_(weights.config, kv_type_, pool_pages(weights, kv_type_, options), options.page_size),
       compute_(options.compute) {
   GPT_CHECK(options.max_step_tokens > 0, "max_step_tokens must be positive");
+  cached_children_.assign(static_cast<size_t>(pool_.total_pages()), 0);
+  quant_scratch_.panel_min_rows = 64;  // decoding batches through the int8 group kernels (quantize.h)
   if (w_.wpe == nullptr) {  // sinusoidal positions: the table once
     positions_.resize(static_cast<size_t>(w_.config.block_size) * static_cast<size_t>(w_.config.n_embd));
     sinusoidal_positions(positions_.data(), w_.config.block_size, w_.config.n_embd);
@@ -52,15 +55,129 @@ int64_t BatchedEngine::add(std::span<const int32_t> prompt, const SequenceOption
   for (int32_t t : options.stop_tokens) {
     GPT_CHECK(t >= 0 && t < c.vocab_size, "stop token " + std::to_string(t) + " outside the vocabulary");
   }
-  Sequence s{{prompt.begin(), prompt.end()}, 0, 0, {}, options,
-             Sampler(options.sampling, options.seed), {}};
+  Sequence s{{prompt.begin(), prompt.end()}, 0, 0, {}, options, Sampler(options.sampling, options.seed), {}, 0};
+  take_cached_prefix(s);
   const int64_t id = next_id_++;
   sequences_.emplace(id, std::move(s));
   return id;
 }
 
+size_t BatchedEngine::PageKeyHash::operator()(const PageKey& k) const {
+  uint64_t h = 1469598103934665603ull ^ static_cast<uint64_t>(static_cast<uint32_t>(k.parent));
+  for (int32_t t : k.tokens) h = (h ^ static_cast<uint32_t>(t)) * 1099511628211ull;  // FNV-1a
+  return static_cast<size_t>(h);
+}
+
+void BatchedEngine::touch(int32_t page) {
+  auto it = idle_at_.find(page);
+  if (it == idle_at_.end()) return;
+  idle_.erase(it->second);
+  idle_at_.erase(it);
+}
+
+// The prompt's leading full pages that the cache holds, taken by reference. The
+// prompt's last token is always computed: its logits give the first token.
+void BatchedEngine::take_cached_prefix(Sequence& s) {
+  if (!options_.prefix_cache || s.fed != 0 || !s.pages.empty()) return;
+  const int64_t P = pool_.page_size(), usable = (static_cast<int64_t>(s.tokens.size()) - 1) / P;
+  PageKey key{-1, {}};
+  for (int64_t i = 0; i < usable; ++i) {
+    key.tokens.assign(s.tokens.begin() + i * P, s.tokens.begin() + (i + 1) * P);
+    auto it = cache_.find(key);
+    if (it == cache_.end()) break;
+    const int32_t page = it->second;
+    pool_.retain(page);
+    touch(page);
+    s.pages.push_back(page);
+    key.parent = page;
+  }
+  const auto taken = static_cast<int64_t>(s.pages.size());
+  s.fed = taken * P;
+  s.registered = taken;
+  reused_positions_ += taken * P;
+}
+
+// Whether an earlier sequence still reading its prompt will fill pages this one
+// could take (whole pages of a common prefix): then this one waits for them.
+bool BatchedEngine::waits_for_shared_prompt(int64_t id, const Sequence& s) const {
+  if (!options_.prefix_cache || s.fed != 0) return false;
+  const int64_t P = pool_.page_size(), usable = (static_cast<int64_t>(s.tokens.size()) - 1) / P;
+  if (usable == 0) return false;
+  for (const auto& [other_id, o] : sequences_) {
+    if (other_id >= id) break;
+    if (o.generated > 0 || o.fed >= usable * P) continue;  // its prompt is read, or as far as we could share
+    const size_t limit = std::min(o.tokens.size(), static_cast<size_t>(usable * P));
+    size_t common = 0;
+    while (common < limit && o.tokens[common] == s.tokens[common]) ++common;
+    if (static_cast<int64_t>(common) / P > o.fed / P) return true;
+  }
+  return false;
+}
+
+// Offers the pages this step filled to the cache. A page joins only if the page
+// before it is cached (so every cached chain is whole) and no page with the
+// same contents is cached already.
+void BatchedEngine::register_full_pages(Sequence& s) {
+  if (!options_.prefix_cache) return;
+  const int64_t P = pool_.page_size(), full = s.fed / P;
+  for (; s.registered < full; ++s.registered) {
+    const int64_t i = s.registered;
+    const int32_t parent = i > 0 ? s.pages[static_cast<size_t>(i - 1)] : -1;
+    const int32_t page = s.pages[static_cast<size_t>(i)];
+    if (key_of_.count(page) != 0) continue;  // taken from the cache
+    if (parent >= 0 && key_of_.count(parent) == 0) {
+      s.registered = std::numeric_limits<int64_t>::max() / 2;  // its chain left the cache: none after it
+      return;
+    }
+    PageKey key{parent, {s.tokens.begin() + i * P, s.tokens.begin() + (i + 1) * P}};
+    if (cache_.count(key) != 0) {  // computed twice (side by side): keep the first
+      s.registered = std::numeric_limits<int64_t>::max() / 2;
+      return;
+    }
+    pool_.retain(page);
+    cache_.emplace(key, page);
+    key_of_.emplace(page, std::move(key));
+    if (parent >= 0) ++cached_children_[static_cast<size_t>(parent)];
+  }
+}
+
+// A page from the pool; when none is free, the least recently used cached page
+// that no sequence holds and no cached page follows is evicted first.
+int32_t BatchedEngine::allocate_page() {
+  if (pool_.free_pages() == 0) {
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      const int32_t page = *it;
+      if (cached_children_[static_cast<size_t>(page)] != 0) continue;
+      auto k = key_of_.find(page);
+      if (k->second.parent >= 0) --cached_children_[static_cast<size_t>(k->second.parent)];
+      cache_.erase(k->second);
+      key_of_.erase(k);
+      idle_at_.erase(page);
+      idle_.erase(it);
+      pool_.release(page);
+      break;
+    }
+  }
+  return pool_.allocate();
+}
+
+void BatchedEngine::drop_prefix_cache() {
+  for (const auto& [page, key] : key_of_) pool_.release(page);
+  cache_.clear();
+  key_of_.clear();
+  idle_.clear();
+  idle_at_.clear();
+  std::fill(cached_children_.begin(), cached_children_.end(), 0);
+  for (auto& [id, s] : sequences_) s.registered = std::numeric_limits<int64_t>::max() / 2;
+}
+
 void BatchedEngine::release(Sequence& s) {
-  for (int32_t p : s.pages) pool_.release(p);
+  // Last page first: a chain's later pages become the older idle ones, evicted first.
+  for (auto it = s.pages.rbegin(); it != s.pages.rend(); ++it) {
+    const int32_t page = *it;
+    pool_.release(page);
+    if (key_of_.count(page) != 0 && pool_.references(page) == 1) idle_at_[page] = idle_.insert(idle_.end(), page);
+  }
   s.pages.clear();
 }
 
@@ -99,6 +216,10 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   std::vector<Work> work;
   int64_t budget = options_.max_step_tokens;
   for (auto& [id, s] : sequences_) {
+    if (s.fed == 0) {  // not started: pages cached since it joined, or ones it should wait for
+      take_cached_prefix(s);
+      if (waits_for_shared_prompt(id, s)) continue;
+    }
     const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.fed;
     if (pending == 1) {
       work.push_back({id, &s, s.fed, 1, true});  // decoding (or a prompt's last token)
@@ -115,7 +236,7 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
     Sequence& s = *wk.s;
     const int64_t need = (wk.first + wk.n + P - 1) / P;
     try {
-      while (static_cast<int64_t>(s.pages.size()) < need) s.pages.push_back(pool_.allocate());
+      while (static_cast<int64_t>(s.pages.size()) < need) s.pages.push_back(allocate_page());
     } catch (const Error& e) {
       cancel(wk.id);
       throw Error(std::string(e.what()) + "; sequence " + std::to_string(wk.id) + " was cancelled");
@@ -205,6 +326,7 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   for (const Work& wk : work) {
     r += wk.n;
     wk.s->fed += wk.n;
+    register_full_pages(*wk.s);
     if (!wk.samples) continue;
     std::memcpy(atty_.data() + k * C, x_.data() + (r - 1) * C, sizeof(float) * static_cast<size_t>(C));
     ++k;

@@ -9,11 +9,24 @@
 //
 // Each sequence has its own sampler settings, seed, penalties and token budget,
 // and its tokens do not depend on what else is in the batch (its logits match
-// single-sequence decoding up to the rounding of a product over more rows).
+// single-sequence decoding up to the rounding of a product over more rows; with
+// fp32 weights in panels they are the same bit for bit alone or in any batch).
+//
+// Shared prefixes (vLLM's automatic prefix caching): every page a sequence fills
+// is registered under its tokens and the page before it, and stays cached after
+// the sequence leaves, until the pool needs it (least recently used first). A
+// new sequence whose prompt starts with cached pages takes them (references,
+// not copies) and reads only the rest; one whose prompt shares whole pages with
+// a prompt still being read waits for those pages instead of computing them
+// twice. Shared pages are full, and sequences only write past what they read,
+// so a shared page is never written: the first page that differs is the
+// sequence's own (the part of it that was common is recomputed, not copied).
 #pragma once
 #include <cstdint>
+#include <list>
 #include <map>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "gpt/generation/kv_pages.h"
@@ -39,6 +52,7 @@ struct EngineOptions {
   int64_t kv_bytes = 0;            // KV memory budget; 0: four full contexts
   int64_t page_size = 16;          // positions per KV page
   int64_t max_step_tokens = 512;   // prompt rows per step (a prompt longer than that takes several steps)
+  bool prefix_cache = true;        // share and keep full pages of common prefixes (above)
   ComputeOptions compute = current_compute_options();
 };
 
@@ -72,7 +86,16 @@ class BatchedEngine {
   const std::vector<float>& last_logits(int64_t id) const;
 
   const KvPagePool& pool() const { return pool_; }
-  int64_t kv_bytes_in_use() const { return (pool_.total_pages() - pool_.free_pages()) * pool_.bytes_per_page(); }
+  // Pages held only by the prefix cache (free to take when the pool runs out).
+  int64_t cached_pages() const { return static_cast<int64_t>(idle_.size()); }
+  // Prompt positions taken from cached pages instead of computed, since the start.
+  int64_t reused_positions() const { return reused_positions_; }
+  // Empties the prefix cache: its pages go back to the pool unless a sequence holds them.
+  void drop_prefix_cache();
+  // KV memory of pages that sequences hold (idle cached pages not counted).
+  int64_t kv_bytes_in_use() const {
+    return (pool_.total_pages() - pool_.free_pages() - cached_pages()) * pool_.bytes_per_page();
+  }
   int64_t kv_bytes_reserved() const { return pool_.total_pages() * pool_.bytes_per_page(); }
   const InferenceWeights& weights() const { return w_; }
 
@@ -85,9 +108,30 @@ class BatchedEngine {
     SequenceOptions options;
     Sampler sampler;
     std::vector<float> logits;
+    int64_t registered = 0;  // leading pages offered to the prefix cache
   };
   void release(Sequence& s);
   const Sequence& find(int64_t id) const;
+  // Prefix cache: pages by (previous page, tokens); see the comment at the top.
+  struct PageKey {
+    int32_t parent;  // the page before it in its sequence, -1 for the first
+    std::vector<int32_t> tokens;
+    bool operator==(const PageKey&) const = default;
+  };
+  struct PageKeyHash {
+    size_t operator()(const PageKey& k) const;
+  };
+  void take_cached_prefix(Sequence& s);
+  bool waits_for_shared_prompt(int64_t id, const Sequence& s) const;
+  void register_full_pages(Sequence& s);
+  int32_t allocate_page();
+  void touch(int32_t page);
+  std::unordered_map<PageKey, int32_t, PageKeyHash> cache_;
+  std::unordered_map<int32_t, PageKey> key_of_;          // cached page -> its key
+  std::list<int32_t> idle_;                              // cached pages no sequence holds, oldest first
+  std::unordered_map<int32_t, std::list<int32_t>::iterator> idle_at_;
+  std::vector<int32_t> cached_children_;  // per page: cached pages whose parent it is (evicted only at 0)
+  int64_t reused_positions_ = 0;
 
   InferenceWeights w_;
   EngineOptions options_;

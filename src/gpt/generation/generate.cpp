@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "gpt/util/error.h"
 #include "gpt/util/utf8.h"
@@ -78,6 +79,61 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tokenizer, c
   result.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   result.text = text;
   return result;
+}
+
+SamplesReport generate_samples(const InferenceWeights& weights, const Tokenizer& tokenizer,
+                               const std::vector<int32_t>& prompt, const GenerateOptions& options, int num_samples,
+                               int parallel, const EngineOptions& engine_options,
+                               const std::function<void(int, const GenerateResult&)>& on_sample) {
+  using clock = std::chrono::steady_clock;
+  GPT_CHECK(num_samples > 0, "the number of samples must be positive");
+  GPT_CHECK(parallel > 0, "--parallel must be positive");
+  GPT_CHECK(options.max_new_tokens > 0, "--max-tokens must be positive for several samples");
+  for (const auto& s : options.stop) GPT_CHECK(!s.empty(), "--stop strings must not be empty");
+  const auto t0 = clock::now();
+  BatchedEngine engine(weights, engine_options);
+  SamplesReport report;
+  report.samples.resize(static_cast<size_t>(num_samples));
+  std::map<int64_t, int> sample_of;  // engine id -> sample
+  std::vector<bool> done(static_cast<size_t>(num_samples), false);
+  int next_to_add = 0, next_to_report = 0;
+  auto finish = [&](int i) {
+    done[static_cast<size_t>(i)] = true;
+    while (next_to_report < num_samples && done[static_cast<size_t>(next_to_report)]) {
+      if (on_sample) on_sample(next_to_report, report.samples[static_cast<size_t>(next_to_report)]);
+      ++next_to_report;
+    }
+  };
+  while (next_to_report < num_samples) {
+    while (next_to_add < num_samples && engine.active() < parallel) {
+      SequenceOptions so;
+      so.sampling = options.sampling;
+      so.seed = options.seed + static_cast<uint64_t>(next_to_add);
+      so.max_new_tokens = options.max_new_tokens;
+      sample_of[engine.add(prompt, so)] = next_to_add++;
+    }
+    for (const BatchedEngine::Event& e : engine.step()) {
+      const int i = sample_of.at(e.id);
+      GenerateResult& r = report.samples[static_cast<size_t>(i)];
+      r.tokens.push_back(e.token);
+      ++report.generated_tokens;
+      r.text += tokenizer.token_bytes(e.token);
+      size_t stop_at = std::string::npos;
+      for (const auto& s : options.stop) stop_at = std::min(stop_at, r.text.find(s));
+      if (stop_at != std::string::npos) {
+        r.text.resize(stop_at);
+        r.stopped = true;
+        if (engine.contains(e.id)) engine.cancel(e.id);
+      }
+      if (r.stopped || e.finished != FinishReason::kNone) {
+        sample_of.erase(e.id);
+        finish(i);
+      }
+    }
+  }
+  report.reused_positions = engine.reused_positions();
+  report.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  return report;
 }
 
 }  // namespace gpt

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gpt/generation/batch_engine.h"
 #include "gpt/generation/kv_cache.h"
 #include "gpt/generation/sampler.h"
 #include "gpt/tokenizer/tokenizer.h"
@@ -42,5 +43,21 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tokenizer, c
                         const GenerateOptions& options,
                         const std::function<void(const std::string&)>& on_text = {},
                         const std::function<void(const TokenEvent&)>& on_token = {});
+
+// Several independent samples of one prompt (seeds options.seed, seed + 1, ...)
+// decoded together on the batched engine, at most `parallel` at a time; the
+// prompt's full pages are read once and shared (batch_engine.h). Samples end at
+// max_new_tokens, a stop string or the context's end (no sliding). `on_sample`
+// receives each sample in order, as soon as it and every one before it are done.
+struct SamplesReport {
+  std::vector<GenerateResult> samples;
+  int64_t generated_tokens = 0;
+  int64_t reused_positions = 0;  // prompt positions taken from shared pages, not computed
+  double seconds = 0;
+};
+SamplesReport generate_samples(const InferenceWeights& weights, const Tokenizer& tokenizer,
+                               const std::vector<int32_t>& prompt, const GenerateOptions& options, int num_samples,
+                               int parallel, const EngineOptions& engine_options,
+                               const std::function<void(int, const GenerateResult&)>& on_sample = {});
 
 }  // namespace gpt

@@ -2,11 +2,13 @@
 
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/gguf_model.h"
+#include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
 
 InferenceWeights OpenedModel::inference_weights() const {
+  if (panels) return *panels;
   if (fp32) return InferenceWeights::view(std::shared_ptr<const GPT>(fp32));
   GPT_CHECK(quantized != nullptr, "no model was opened");
   InferenceWeights w = quantized->weights;
@@ -37,6 +39,7 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
     m.fp32.reset();
     m.type = *options.convert_to;
   }
+  if (options.panels && m.fp32 && few_rows_kernels()) m.panels = InferenceWeights::in_panels(std::move(m.fp32));
   return m;
 }
 

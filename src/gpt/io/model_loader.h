@@ -17,15 +17,21 @@ namespace gpt {
 struct ModelOpenOptions {
   bool dequantize = false;              // always produce an fp32 GPT (training, attention maps)
   std::optional<GgmlType> convert_to;   // convert the matrices at load time (--quantize)
+  // fp32 weights for inference only: re-laid as panels (InferenceWeights::in_panels)
+  // on CPUs that run the few-rows kernels; `fp32` is then null.
+  bool panels = false;
 };
 
 struct OpenedModel {
   std::shared_ptr<GPT> fp32;
   std::shared_ptr<QuantizedModel> quantized;
+  std::optional<InferenceWeights> panels;  // fp32 in panels (ModelOpenOptions::panels)
   std::unique_ptr<Tokenizer> tokenizer;
   GgmlType type = GgmlType::kF32;  // of most matrix bytes
 
-  const ModelConfig& config() const { return fp32 ? fp32->config() : quantized->config(); }
+  const ModelConfig& config() const {
+    return fp32 ? fp32->config() : panels ? panels->config : quantized->config();
+  }
   // Weights for an InferenceSession: views that keep the model they point into
   // alive (they stay valid after this object is gone).
   InferenceWeights inference_weights() const;

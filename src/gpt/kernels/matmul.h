@@ -43,4 +43,25 @@ void gemv_in_out(float* y, const float* x, const float* W, const float* bias, in
 // y (out) = W (out, in) . x: one dot product per row of W.
 void gemv_out_in(float* y, const float* x, const float* W, int64_t in, int64_t out);
 
+// Products of a few input rows (a step of batched decoding: matmul_rows.cpp),
+// W read once for all M rows, tiles of up to 8 rows x 48 outputs in registers.
+// Each row's outputs come from the same operations in the same order whatever M
+// and the thread count: a row's result does not depend on the rows beside it.
+// AVX-512 only: callers check few_rows_kernels() and otherwise use gemm.
+bool few_rows_kernels();
+
+// fp32 (in, out) weights re-laid as panels of kPanelColumns columns, one after
+// another, each (in, width) row-major (the last one narrower when out is not a
+// multiple): a panel streams from memory in one run, where the columns of a
+// row-major W are `out` floats apart (measured, GPT-2's matrices read from
+// memory, 16 rows, 2 threads, AMD EPYC Zen 4: 100 -> 175 GFLOP/s, the same as
+// oneDNN's sgemm from 128 rows on). Same size as W.
+inline constexpr int64_t kPanelColumns = 48;
+void pack_panels(const float* W, int64_t in, int64_t out, float* panels);  // panels must not alias W
+// y (M, out) = [residual +] x (M, in) @ W (in, out) [+ bias], W in panels; y may alias residual.
+void gemm_rows_panels(float* y, const float* x, int64_t M, const float* panels, const float* bias, int64_t in,
+                      int64_t out, const float* residual = nullptr);
+// y (M, out) = x (M, in) @ W (out, in)^T, W as it is (the tied LM head).
+void gemm_rows_out_in(float* y, const float* x, int64_t M, const float* W, int64_t in, int64_t out);
+
 }  // namespace gpt

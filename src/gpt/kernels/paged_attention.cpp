@@ -9,6 +9,10 @@
 #include "gpt/kernels/fast_math.h"
 #include "gpt/kernels/float16.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace gpt {
 namespace {
 
@@ -65,10 +69,111 @@ GPT_MULTIVERSION void attend_head(const PagedQuery& query, const PagedKv& kv, in
   for (int64_t i = 0; i < hs; ++i) out[i] = acc[i] * inv;
 }
 
+#if defined(__x86_64__)
+GPT_AVX512_WARNINGS_OFF
+#define GPT_PAGED_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512dq")))
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  return has;
+}
+
+GPT_PAGED_TARGET inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+GPT_PAGED_TARGET inline __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// attend_head with the query and the running output in NQ = hs / 16 registers,
+// keys and values read in place (float16 widened per vector), online softmax a
+// page at a time. At 16 sequences x ~160 positions, 12 layers, the portable
+// loop (its output row stored and reloaded per key) took a fifth of a step.
+template <int NQ, typename T>
+GPT_PAGED_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
+  constexpr int64_t hs = 16 * NQ;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  __m512 qv[NQ], acc[NQ];
+  for (int c = 0; c < NQ; ++c) {
+    qv[c] = _mm512_mul_ps(_mm512_loadu_ps(query.q + h * hs + 16 * c), _mm512_set1_ps(scale));
+    acc[c] = _mm512_setzero_ps();
+  }
+  const int64_t P = kv.page_size, head_offset = h * P * hs;
+  float m = kNegInf, sum = 0.0f;
+  for (int64_t p0 = 0; p0 <= query.position; p0 += P) {
+    const int64_t page = query.pages[p0 / P], count = std::min(P, query.position + 1 - p0);
+    const int64_t at = page * kv.page_stride + head_offset;
+    const T* k = static_cast<const T*>(kv.k_base) + at;
+    const T* v = static_cast<const T*>(kv.v_base) + at;
+    float block_max = kNegInf;
+    for (int64_t j = 0; j < count; ++j) {
+      __m512 dot = _mm512_mul_ps(qv[0], load16(k + j * hs));
+      for (int c = 1; c < NQ; ++c) dot = _mm512_fmadd_ps(qv[c], load16(k + j * hs + 16 * c), dot);
+      scores[j] = _mm512_reduce_add_ps(dot);
+      block_max = std::max(block_max, scores[j]);
+    }
+    const float m_new = std::max(m, block_max);
+    if (m_new > m) {  // rescale what was summed against the old maximum
+      const float shrink = m == kNegInf ? 0.0f : exp_nonpositive(m - m_new);
+      sum *= shrink;
+      for (int c = 0; c < NQ; ++c) acc[c] = _mm512_mul_ps(acc[c], _mm512_set1_ps(shrink));
+      m = m_new;
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const float e = exp_nonpositive(scores[j] - m);
+      sum += e;
+      const __m512 a = _mm512_set1_ps(e);
+      for (int c = 0; c < NQ; ++c) acc[c] = _mm512_fmadd_ps(a, load16(v + j * hs + 16 * c), acc[c]);
+    }
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
+  float* out = query.out + h * hs;
+  for (int c = 0; c < NQ; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
+}
+
+using AttendHead = void (*)(const PagedQuery&, const PagedKv&, int64_t, float*);
+
+template <typename T>
+AttendHead attend_head_kernel(int64_t hs) {
+  switch (hs / 16) {
+    case 1: return attend_head_avx512<1, T>;
+    case 2: return attend_head_avx512<2, T>;
+    case 3: return attend_head_avx512<3, T>;
+    case 4: return attend_head_avx512<4, T>;
+    case 5: return attend_head_avx512<5, T>;
+    case 6: return attend_head_avx512<6, T>;
+    case 7: return attend_head_avx512<7, T>;
+    case 8: return attend_head_avx512<8, T>;
+    default: return nullptr;
+  }
+}
+GPT_AVX512_WARNINGS_ON
+#endif
+
+// The AVX-512 kernel for this head width and cache type, or null (portable loop).
+AttendHead fast_kernel(int64_t hs, bool float16) {
+#if defined(__x86_64__)
+  if (!cpu_has_avx512() || portable_kernels_forced() || hs % 16 != 0) return nullptr;
+  return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
+#else
+  (void)hs, (void)float16;
+  return nullptr;
+#endif
+}
+
 }  // namespace
 
 void paged_attention(const PagedQuery* queries, int64_t n, const PagedKv& kv, int64_t C, int64_t NH) {
   const int64_t hs = C / NH, tasks = n * NH;
+  if (const AttendHead fast = fast_kernel(hs, kv.float16)) {
+#pragma omp parallel if (tasks > 1)
+    {
+      thread_local std::vector<float> scores;
+      if (scores.size() < static_cast<size_t>(kv.page_size)) scores.resize(static_cast<size_t>(kv.page_size));
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t t = 0; t < tasks; ++t) fast(queries[t / NH], kv, t % NH, scores.data());
+    }
+    return;
+  }
 #pragma omp parallel if (tasks > 1)
   {
     // Per thread: the running output, a page's scores, a page widened from float16.

@@ -663,7 +663,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   const bool vnni = quant_kernels() != QuantKernels::kPortable;
   const int64_t nb = C / kQuantBlock;
   const size_t rb = ggml_row_bytes(w.type, C);
-  if (N >= kPanelMinRows) {
+  if (N >= (blocks ? std::max<int64_t>(1, scratch.panel_min_rows) : kPanelMinRows)) {
     // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
     // multiply them; the widening is paid once per weight for all N inputs.
     if (residual != nullptr && residual != out) std::memcpy(out, residual, sizeof(float) * static_cast<size_t>(N * OC));

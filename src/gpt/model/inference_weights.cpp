@@ -3,16 +3,27 @@
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace gpt {
 
+namespace {
+// Up to this many rows, gemm_rows_out_in beats oneDNN's sgemm on the LM head
+// (bench_few_rows_matmul).
+constexpr int64_t kFewRowsMax = 64;
+}  // namespace
+
 size_t LinearWeights::bytes() const {
-  if (f32 != nullptr) return sizeof(float) * static_cast<size_t>(in * out);
+  if (f32 != nullptr || panels != nullptr) return sizeof(float) * static_cast<size_t>(in * out);
   return ggml_row_bytes(packed.type, packed.cols) * static_cast<size_t>(packed.rows);
 }
 
 void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N, QuantScratch& scratch,
                   const float* residual) {
-  if (w.f32 == nullptr) {
+  if (w.panels != nullptr) {
+    gemm_rows_panels(out, in, N, w.panels, w.bias, w.in, w.out, residual);
+  } else if (w.f32 == nullptr) {
     quantized_linear(out, in, w.packed, w.bias, N, scratch, residual);
   } else if (!w.out_major) {
     if (N == 1) return gemv_in_out(out, in, w.f32, w.bias, w.in, w.out, residual);  // decoding
@@ -20,8 +31,69 @@ void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N
   } else {
     GPT_CHECK(w.bias == nullptr && residual == nullptr, "linear_apply: out-major fp32 weights take no bias");
     if (N == 1) return gemv_out_in(out, in, w.f32, w.in, w.out);
+    // A few rows (a step of batched decoding): 1.5-2x oneDNN from 4 to 32 rows
+    // (bench_few_rows_matmul), unless products are meant to run in bf16.
+    if (N <= kFewRowsMax && few_rows_kernels() && current_compute_context().precision() == MatmulPrecision::kFloat32) {
+      return gemm_rows_out_in(out, in, N, w.f32, w.in, w.out);
+    }
     gemm(false, true, N, w.out, w.in, 1.0f, in, w.in, w.f32, w.in, 0.0f, out, w.out);
   }
+}
+
+namespace {
+
+// A row-major (in, out) matrix -> its panels, in place, through a copy.
+void to_panels_in_place(float* W, int64_t in, int64_t out) {
+  const std::vector<float> copy(W, W + in * out);
+  pack_panels(copy.data(), in, out, W);
+}
+
+// A row-major (rows, cols) matrix -> the panels of its transpose (cols, rows),
+// in place. Panel p holds rows 48p .. 48p + width of the original, which occupy
+// exactly the bytes the panel takes: one panel's rows are copied at a time.
+void transpose_to_panels_in_place(float* W, int64_t rows, int64_t cols) {
+  std::vector<float> block(static_cast<size_t>(kPanelColumns * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += kPanelColumns) {
+    const int64_t width = std::min(kPanelColumns, rows - r0);
+    float* p = W + r0 * cols;
+    std::copy(p, p + width * cols, block.begin());
+    for (int64_t k = 0; k < cols; ++k) {
+      for (int64_t j = 0; j < width; ++j) p[k * width + j] = block[static_cast<size_t>(j * cols + k)];
+    }
+  }
+}
+
+}  // namespace
+
+InferenceWeights InferenceWeights::in_panels(std::shared_ptr<GPT> model) {
+  GPT_CHECK(model != nullptr, "InferenceWeights::in_panels needs a model");
+  GPT_CHECK(few_rows_kernels(), "InferenceWeights::in_panels: this CPU runs no panel kernels (AVX-512)");
+  const ModelConfig& c = model->config();
+  const ModelWeights& m = model->mutable_weights();
+  const bool tied = m.lm_head == m.wte;
+  InferenceWeights w = view(*model);
+  const int64_t C = c.n_embd, V = c.vocab_size;
+  auto relay = [](LinearWeights& lw, float* storage) {
+    to_panels_in_place(storage, lw.in, lw.out);
+    lw.panels = storage;
+    lw.f32 = nullptr;
+  };
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    InferenceLayer& l = w.layers[i];
+    const LayerWeights& L = m.layers[i];
+    relay(l.c_attn, L.attn_c_attn_weight);
+    relay(l.attn_proj, L.attn_c_proj_weight);
+    relay(l.c_fc, L.mlp_c_fc_weight);
+    relay(l.mlp_proj, L.mlp_c_proj_weight);
+  }
+  transpose_to_panels_in_place(m.lm_head, V, C);
+  w.lm_head = {C, V, nullptr, false, {}, nullptr, m.lm_head};
+  if (tied) {
+    w.wte_f32 = nullptr;
+    w.wte_panels = m.lm_head;
+  }
+  w.owner = std::move(model);
+  return w;
 }
 
 InferenceWeights InferenceWeights::view(std::shared_ptr<const GPT> model) {
@@ -62,6 +134,10 @@ void InferenceWeights::embed(int32_t token, float* out) const {
   if (wte_f32 != nullptr) {
     const float* row = wte_f32 + static_cast<int64_t>(token) * C;
     for (int64_t i = 0; i < C; ++i) out[i] = row[i];
+  } else if (wte_panels != nullptr) {  // column `token` of the transpose: C floats `width` apart
+    const int64_t p0 = token - token % kPanelColumns, width = std::min(kPanelColumns, config.vocab_size - p0);
+    const float* col = wte_panels + p0 * C + (token - p0);
+    for (int64_t i = 0; i < C; ++i) out[i] = col[i * width];
   } else {
     wte_packed.float_row(token, out);
   }

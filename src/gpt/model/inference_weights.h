@@ -17,9 +17,10 @@ struct LinearWeights {
   int64_t in = 0, out = 0;
   const float* f32 = nullptr;  // fp32: (in, out) Conv1D layout, or (out, in) when out_major
   bool out_major = false;
-  QuantizedMatrix packed;      // used when f32 is null: (out, in) rows
+  QuantizedMatrix packed;      // used when f32 and panels are null: (out, in) rows
   const float* bias = nullptr;  // (out) or null
-  GgmlType type() const { return f32 != nullptr ? GgmlType::kF32 : packed.type; }
+  const float* panels = nullptr;  // fp32 (in, out) in panels (kernels/matmul.h), f32 null
+  GgmlType type() const { return f32 != nullptr || panels != nullptr ? GgmlType::kF32 : packed.type; }
   size_t bytes() const;  // weight bytes read per use
 };
 
@@ -34,8 +35,9 @@ struct InferenceLayer {
 
 struct InferenceWeights {
   ModelConfig config;
-  const float* wte_f32 = nullptr;  // (V, C) embedding rows when fp32 ...
-  QuantizedMatrix wte_packed;      // ... else in a compact type
+  const float* wte_f32 = nullptr;     // (V, C) embedding rows when fp32 ...
+  const float* wte_panels = nullptr;  // ... or its transpose (C, V) in panels (the tied LM head's) ...
+  QuantizedMatrix wte_packed;         // ... else in a compact type
   const float* wpe = nullptr;      // (T, C), or null for the sinusoidal encoding
   std::vector<InferenceLayer> layers;
   const float *ln_f_weight = nullptr, *ln_f_bias = nullptr;
@@ -48,6 +50,13 @@ struct InferenceWeights {
   // as the views when given as a shared_ptr.
   static InferenceWeights view(const GPT& model);
   static InferenceWeights view(std::shared_ptr<const GPT> model);
+  // fp32 weights for the few-rows kernels (kernels/matmul.h, AVX-512 CPUs): the
+  // matrices re-laid in place as panels, the tied LM head as the embedding's
+  // transpose (embedding rows are read from it), so no byte is added. Takes the
+  // model over: its parameters no longer hold a GPT's layout, and the model must
+  // not be used as one again (the views keep it alive). Decoding one sequence
+  // reads the panels faster than the row-major matrices too (see docs/benchmarks.md).
+  static InferenceWeights in_panels(std::shared_ptr<GPT> model);
   // Writes the embedding of `token` (C floats).
   void embed(int32_t token, float* out) const;
   // Bytes of weights a decode step reads (every matrix once, the embedding row aside).
