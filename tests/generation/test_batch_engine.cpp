@@ -292,7 +292,9 @@ TEST(BatchedEngine, CommonPrefixesAreReadOnceAndGiveTheSameLogits) {
     return p;
   };
   const std::vector<std::vector<int32_t>> prompts = {with({5}), with({6, 7}), with({5})};
-  for (const auto& [name, w] : weights) {
+  for (const auto& entry : weights) {  // (no structured binding: lambdas below capture these)
+    const std::string& name = entry.first;
+    const InferenceWeights& w = entry.second;
     // Runs A and B from step 0, C once A is done; the logits of every step.
     auto run = [&](bool share, int64_t* reused) {
       EngineOptions eo;
