@@ -8,13 +8,15 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include <gtest/gtest.h>
-#include <tuple>
+#include <omp.h>
 
 #include "gpt/kernels/quantize.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -295,6 +297,41 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
             ASSERT_NEAR(fast[i], slow[i], 1e-4f * (1 + std::fabs(slow[i])))
                 << ggml_type_name(t) << " cols " << cols << " N " << N << " " << kernels_name(levels[k]);
           }
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizedLinear, BelowThePanelThresholdEachRowIsItsSumAloneBitForBit) {
+  // What the batched engine stands on (it sets panel_min_rows = 64): a Q8_0 or
+  // Q4_0 product over N rows gives each row exactly the sums of that row alone,
+  // whether the group kernels take it with three others (group_vnni_rows) or by
+  // itself, on any thread count.
+  const testing::ThreadCountGuard guard;
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    const int64_t rows = 53, cols = 384;  // three interleaved groups and 5 rows in llama.cpp's layout
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(40 * cols)), bias(static_cast<size_t>(rows));
+    for (auto& v : w) v = normal(rng);
+    for (auto& v : in) v = normal(rng);
+    for (auto& v : bias) v = normal(rng);
+    const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+    QuantScratch scratch;
+    scratch.panel_min_rows = 64;
+    std::vector<float> alone(static_cast<size_t>(40 * rows));
+    for (int64_t n = 0; n < 40; ++n) {
+      quantized_linear(alone.data() + n * rows, in.data() + n * cols, q.matrix, bias.data(), 1, scratch);
+    }
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (int64_t N : {2, 4, 5, 9, 21, 40}) {
+        std::vector<float> out(static_cast<size_t>(N * rows));
+        quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch);
+        for (int64_t i = 0; i < N * rows; ++i) {
+          ASSERT_EQ(out[static_cast<size_t>(i)], alone[static_cast<size_t>(i)])
+              << ggml_type_name(t) << ", " << N << " rows, " << threads << " threads, at " << i;
         }
       }
     }

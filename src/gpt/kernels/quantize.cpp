@@ -313,6 +313,46 @@ GPT_VNNI_TARGET void group_vnni(const uint8_t* g, int64_t nb, const ActRow& a, f
   _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_set1_ps(offset), offsets, acc));
 }
 
+// group_vnni for NR input rows at once: each block's 16 scales and 8 weight
+// vectors are loaded once for all NR rows (from L1, where one row per call
+// reloaded them: the loads, not the VPDPBUSDs, bounded a decoding batch). Each
+// row's arithmetic is group_vnni's, in the same order: the same sums, bit for bit.
+template <GgmlType kType, int NR>
+GPT_VNNI_TARGET void group_vnni_rows(const uint8_t* g, int64_t nb, const ActRow* a, float* out) {
+  constexpr size_t kGroupBlockBytes = kGroupRows * (kType == GgmlType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[NR], offsets[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = offsets[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, g += kGroupBlockBytes) {
+    prefetch_lines(g, kPrefetchAhead, kGroupBlockBytes);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+    const uint8_t* q = g + kGroupScaleBytes;
+    __m512i w[8];  // w[j] multiplies input word j
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (kType == GgmlType::kQ8_0) {
+        w[j] = _mm512_loadu_si512(q + 64 * j);
+        w[j + 4] = _mm512_loadu_si512(q + 64 * (j + 4));
+      } else {
+        const __m512i v = _mm512_loadu_si512(q + 64 * j);
+        w[j] = _mm512_and_si512(v, low4);
+        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      const int8_t* x = a[r].qs + b * kQuantBlock;
+      __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
+      for (int j = 0; j < 4; ++j) {
+        d0 = _mm512_dpbusd_epi32(d0, w[j], broadcast_word(x, j));
+        d1 = _mm512_dpbusd_epi32(d1, w[j + 4], broadcast_word(x, j + 4));
+      }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), _mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[b])), acc[r]);
+      offsets[r] = _mm512_fmadd_ps(dw, _mm512_set1_ps(a[r].dsum[b]), offsets[r]);
+    }
+  }
+  const float offset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;  // what the stored weights carry
+  for (int r = 0; r < NR; ++r) _mm512_storeu_ps(out + 16 * r, _mm512_fnmadd_ps(_mm512_set1_ps(offset), offsets[r], acc[r]));
+}
+
 GPT_VNNI_TARGET inline __m256i q4_nibbles(const uint8_t* qs) {  // 32 unsigned values, low nibbles first
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
@@ -750,13 +790,28 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   constexpr int64_t kChunkRows = 16;
   static_assert(kChunkRows >= kGroupRows, "sums[] takes a whole group");
   const int64_t chunks = (OC - first_row + kChunkRows - 1) / kChunkRows;
+  using GroupDotRows = void (*)(const uint8_t*, int64_t, const ActRow*, float*);
+  GroupDotRows group_dot4 = nullptr;  // four input rows per pass over a group (same sums as group_dot)
+#if defined(__x86_64__)
+  if (vnni && w.type == GgmlType::kQ8_0) group_dot4 = group_vnni_rows<GgmlType::kQ8_0, 4>;
+  if (vnni && w.type == GgmlType::kQ4_0) group_dot4 = group_vnni_rows<GgmlType::kQ4_0, 4>;
+#endif
 #pragma omp parallel
   {
-    float sums[kChunkRows];
+    float sums[4 * kChunkRows];
 #pragma omp for schedule(static) nowait
     for (int64_t g = 0; g < groups; ++g) {
-      for (int64_t n = 0; n < N; ++n) {
-        group_dot(w.data + rb * static_cast<size_t>(g * kGroupRows), nb, input(n).blocks, sums);
+      const uint8_t* group = w.data + rb * static_cast<size_t>(g * kGroupRows);
+      int64_t n = 0;
+      if (group_dot4 != nullptr) {
+        for (; n + 4 <= N; n += 4) {
+          const ActRow rows[4] = {input(n).blocks, input(n + 1).blocks, input(n + 2).blocks, input(n + 3).blocks};
+          group_dot4(group, nb, rows, sums);
+          for (int r = 0; r < 4; ++r) finish(n + r, g * kGroupRows, kGroupRows, sums + 16 * r);
+        }
+      }
+      for (; n < N; ++n) {
+        group_dot(group, nb, input(n).blocks, sums);
         finish(n, g * kGroupRows, kGroupRows, sums);
       }
     }
