@@ -310,10 +310,18 @@ TEST_F(GgufModelTest, GptTwoVocabularyAndCompactTypes) {
     InferenceSession s2(q->weights, KvCacheType::kF32);
     EXPECT_EQ(logits_of(s2, ids), got) << ggml_type_name(type);
     // By default compact weights get a float16 cache: keys and values rounded to
-    // 11 significant bits (measured 3e-4 of the largest logit here).
+    // 11 significant bits (measured 3e-4 of the largest logit here for F16 and
+    // BF16). Q8_0 / Q4_0 quantize every activation row to int8 (with VNNI, also a
+    // prompt's), so the cache's rounding can move an activation across an int8
+    // step: measured 1.6e-2 / 1.5e-2 on these deliberately wide weights. It must
+    // stay below what the weights' own quantization moves (err above: 2.4e-2 /
+    // 0.29); on a trained model neither shows in perplexity (bench/quantized_quality.sh:
+    // Q8_0 235.620 with float prompts, 235.625 with int8 ones).
     InferenceSession half(g.quantized->weights);
     ASSERT_EQ(half.kv_cache_type(), KvCacheType::kF16);
-    EXPECT_LT(max_abs_diff(logits_of(half, ids), got) / scale, 2e-3f) << ggml_type_name(type);
+    const float half_err = max_abs_diff(logits_of(half, ids), got) / scale;
+    std::printf("[ info ] %s: float16 cache against float32: %.2e of the largest logit\n", ggml_type_name(type), half_err);
+    EXPECT_LT(half_err, ggml_block_size(type) == 1 ? 2e-3f : err) << ggml_type_name(type);
     // Dequantized into a GPT: the same function in fp32 arithmetic.
     GgufModel d = load_gguf_model(file, /*dequantize=*/true);
     ASSERT_TRUE(d.fp32);

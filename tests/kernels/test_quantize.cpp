@@ -228,8 +228,9 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKer
     quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch, out.data());
   }
 
-  // From kQuantPanelMinRows rows on, W is widened to float and the input is used as it is.
-  const bool blocks = ggml_block_size(type) > 1 && N < kQuantPanelMinRows;
+  // From kQuantPanelMinRows rows on, W is widened to float and the input is used as
+  // it is, except Q8_0 / Q4_0 with VNNI: int8 blocks for any number of rows.
+  const bool blocks = ggml_block_size(type) > 1 && (N < kQuantPanelMinRows || kernels == QuantKernels::kVnni);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t r = 0; r < rows; ++r) {
       double ref = residual[static_cast<size_t>(n * rows + r)] + bias[static_cast<size_t>(r)], bound = 1e-5;
@@ -276,7 +277,11 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
     // 12, 15 and 24 blocks per row.
     for (const int64_t cols : {288, 352, 384, 480, 768}) {
       const int64_t rows = 37;
-      for (const int64_t N : {2, 8}) {  // decode kernels, then widened panels
+      // Q8_0 / Q4_0: int8 rows on both paths below kQuantPanelMinRows (from there
+      // the portable path widens panels, the VNNI one stays int8: not comparable);
+      // F16 / BF16: decode kernels, then widened panels.
+      const bool blocks = t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0;
+      for (const int64_t N : blocks ? std::vector<int64_t>{2, kQuantPanelMinRows - 1} : std::vector<int64_t>{2, 8}) {
         std::mt19937 rng(3);
         std::normal_distribution<float> normal(0.0f, 1.0f);
         std::vector<float> w(static_cast<size_t>(rows * cols)), in(static_cast<size_t>(N * cols));
@@ -303,11 +308,13 @@ TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
   }
 }
 
-TEST(QuantizedLinear, BelowThePanelThresholdEachRowIsItsSumAloneBitForBit) {
-  // What the batched engine stands on (it sets panel_min_rows = 64): a Q8_0 or
-  // Q4_0 product over N rows gives each row exactly the sums of that row alone,
-  // whether the group kernels take it with three others (group_vnni_rows) or by
-  // itself, on any thread count.
+TEST(QuantizedLinear, EachRowIsItsSumAloneBitForBit) {
+  // What batch invariance stands on: with AVX-512 VNNI, a Q8_0 or Q4_0 product
+  // over N rows gives each row exactly the sums of that row alone, whether the
+  // group kernels take it with three others (group_vnni_rows) or by itself, on
+  // any thread count.
+  const std::vector<QuantKernels> levels = available_kernels();
+  if (levels.back() != QuantKernels::kVnni) GTEST_SKIP() << "no AVX-512 VNNI here: many rows widen panels";
   const testing::ThreadCountGuard guard;
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
     const int64_t rows = 53, cols = 384;  // three interleaved groups and 5 rows in llama.cpp's layout
@@ -319,7 +326,6 @@ TEST(QuantizedLinear, BelowThePanelThresholdEachRowIsItsSumAloneBitForBit) {
     for (auto& v : bias) v = normal(rng);
     const QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
     QuantScratch scratch;
-    scratch.panel_min_rows = 64;
     std::vector<float> alone(static_cast<size_t>(40 * rows));
     for (int64_t n = 0; n < 40; ++n) {
       quantized_linear(alone.data() + n * rows, in.data() + n * cols, q.matrix, bias.data(), 1, scratch);

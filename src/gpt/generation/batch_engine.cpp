@@ -33,7 +33,6 @@ BatchedEngine::BatchedEngine(const InferenceWeights& weights, EngineOptions opti
       compute_(options.compute) {
   GPT_CHECK(options.max_step_tokens > 0, "max_step_tokens must be positive");
   cached_children_.assign(static_cast<size_t>(pool_.total_pages()), 0);
-  quant_scratch_.panel_min_rows = 64;  // decoding batches through the int8 group kernels (quantize.h)
   if (w_.wpe == nullptr) {  // sinusoidal positions: the table once
     positions_.resize(static_cast<size_t>(w_.config.block_size) * static_cast<size_t>(w_.config.n_embd));
     sinusoidal_positions(positions_.data(), w_.config.block_size, w_.config.n_embd);

@@ -30,12 +30,8 @@ struct ActRow {
 
 std::atomic<QuantKernels> g_kernel_cap{QuantKernels::kVnni};
 
-// From this many input rows on, products widen W to float panels for GEMM
-// (quantize.h). Measured on AMD EPYC Zen 4, GPT-2 124M shape, 2 threads: the
-// group kernels would be 4-5x faster for Q8_0 prompts of 16-48 tokens and a
-// 16-sequence decoding batch 3x faster (107 -> 336 tok/s) below 64 rows, but they
-// quantize the activations to int8, which a prompt's products then share with
-// decoding's: kept at 8 until that precision change is measured on a trained model.
+// From this many input rows on, F16 and BF16 products (and Q8_0 / Q4_0 ones on
+// CPUs without AVX-512 VNNI) widen W to float panels for GEMM (quantize.h).
 constexpr int64_t kPanelMinRows = kQuantPanelMinRows;
 constexpr int64_t kPanelRows = 512;
 
@@ -703,7 +699,9 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   const bool vnni = quant_kernels() != QuantKernels::kPortable;
   const int64_t nb = C / kQuantBlock;
   const size_t rb = ggml_row_bytes(w.type, C);
-  if (N >= (blocks ? std::max<int64_t>(1, scratch.panel_min_rows) : kPanelMinRows)) {
+  // With VNNI, Q8_0 and Q4_0 never widen: every row is quantized to int8 and
+  // goes through the group kernels, as llama.cpp does (see kQuantPanelMinRows).
+  if (N >= kPanelMinRows && !(blocks && vnni)) {
     // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
     // multiply them; the widening is paid once per weight for all N inputs.
     if (residual != nullptr && residual != out) std::memcpy(out, residual, sizeof(float) * static_cast<size_t>(N * OC));
