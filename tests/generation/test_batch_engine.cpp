@@ -226,56 +226,66 @@ TEST(BatchedEngine, EveryPageReturnsAfterTenThousandJoinsAndLeaves) {
   // half the prompts start with one of three shared prefixes, so pages are
   // shared, cached, taken from the cache and evicted all along. At the end every
   // page is free or held by the cache alone, and free once the cache is dropped.
+  // Then again with preemption: the pool running dry fails nothing.
   const ModelConfig c = testing::model_config(32, 64, 1, 2, 8);
   GPT model(c);
   model.init_weights(3);
-  EngineOptions eo;
-  eo.page_size = 4;
-  BatchedEngine engine(InferenceWeights::view(model), eo);
-  Rng rng(5);
-  const std::vector<std::vector<int32_t>> prefixes = {random_prompt(24, 32, 901), random_prompt(24, 32, 902),
-                                                      random_prompt(24, 32, 903)};
-  std::vector<int64_t> live;
-  int full = 0;
-  for (int op = 0; op < 10000; ++op) {
-    const uint64_t r = rng.next_u64() % 10;
-    if (r < 4 || live.empty()) {
-      SequenceOptions o;
-      o.max_new_tokens = 1 + static_cast<int64_t>(rng.next_u64() % 20);
-      o.seed = static_cast<uint64_t>(op);
-      std::vector<int32_t> prompt;
-      if (rng.next_u64() % 2 == 0) {
-        const auto& pre = prefixes[rng.next_u64() % prefixes.size()];
-        prompt.assign(pre.begin(), pre.begin() + static_cast<std::ptrdiff_t>(rng.next_u64() % pre.size()));
+  for (bool preempt : {false, true}) {
+    EngineOptions eo;
+    eo.page_size = 4;
+    eo.preempt_when_full = preempt;
+    BatchedEngine engine(InferenceWeights::view(model), eo);
+    Rng rng(5);
+    const std::vector<std::vector<int32_t>> prefixes = {random_prompt(24, 32, 901), random_prompt(24, 32, 902),
+                                                        random_prompt(24, 32, 903)};
+    std::vector<int64_t> live;
+    int full = 0;
+    for (int op = 0; op < 10000; ++op) {
+      const uint64_t r = rng.next_u64() % 10;
+      if (r < 4 || live.empty()) {
+        SequenceOptions o;
+        o.max_new_tokens = 1 + static_cast<int64_t>(rng.next_u64() % 20);
+        o.seed = static_cast<uint64_t>(op);
+        std::vector<int32_t> prompt;
+        if (rng.next_u64() % 2 == 0) {
+          const auto& pre = prefixes[rng.next_u64() % prefixes.size()];
+          prompt.assign(pre.begin(), pre.begin() + static_cast<std::ptrdiff_t>(rng.next_u64() % pre.size()));
+        }
+        const auto tail = random_prompt(1 + static_cast<int64_t>(rng.next_u64() % 20), 32, op);
+        prompt.insert(prompt.end(), tail.begin(), tail.end());
+        if (engine.active() < 12) live.push_back(engine.add(prompt, o));
+      } else if (r < 6) {
+        const size_t i = rng.next_u64() % live.size();
+        if (engine.contains(live[i])) engine.cancel(live[i]);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        try {
+          engine.step();
+        } catch (const Error& e) {  // the pool ran out: one sequence was cancelled, the rest go on
+          ++full;
+          EXPECT_NE(std::string(e.what()).find("KV cache is full"), std::string::npos) << e.what();
+        }
+        std::erase_if(live, [&](int64_t id) { return !engine.contains(id); });
       }
-      const auto tail = random_prompt(1 + static_cast<int64_t>(rng.next_u64() % 20), 32, op);
-      prompt.insert(prompt.end(), tail.begin(), tail.end());
-      if (engine.active() < 12) live.push_back(engine.add(prompt, o));
-    } else if (r < 6) {
-      const size_t i = rng.next_u64() % live.size();
-      if (engine.contains(live[i])) engine.cancel(live[i]);
-      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
-    } else {
-      try {
-        engine.step();
-      } catch (const Error& e) {  // the pool ran out: one sequence was cancelled, the rest go on
-        ++full;
-        EXPECT_NE(std::string(e.what()).find("KV cache is full"), std::string::npos) << e.what();
-      }
-      std::erase_if(live, [&](int64_t id) { return !engine.contains(id); });
+      ASSERT_LE(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
     }
-    ASSERT_LE(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
+    for (int64_t id : live) engine.cancel(id);
+    EXPECT_TRUE(engine.idle());
+    EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
+    EXPECT_EQ(engine.kv_bytes_in_use(), 0);
+    engine.drop_prefix_cache();
+    EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+    EXPECT_GT(engine.reused_positions(), 0);   // prefixes were shared
+    if (preempt) {
+      EXPECT_EQ(full, 0);
+      EXPECT_GT(engine.preemptions(), 0);  // the pool did run dry, and sequences waited
+    } else {
+      EXPECT_GT(full, 0);  // the pool did run out along the way
+    }
+    std::printf("[ measured ] 10,000 operations%s: the pool ran out %d times, %lld preemptions, %lld prompt positions "
+                "taken from cached pages\n", preempt ? " with preemption" : "", full,
+                static_cast<long long>(engine.preemptions()), static_cast<long long>(engine.reused_positions()));
   }
-  for (int64_t id : live) engine.cancel(id);
-  EXPECT_TRUE(engine.idle());
-  EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
-  EXPECT_EQ(engine.kv_bytes_in_use(), 0);
-  engine.drop_prefix_cache();
-  EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
-  EXPECT_GT(full, 0);                        // the pool did run out along the way
-  EXPECT_GT(engine.reused_positions(), 0);   // and prefixes were shared
-  std::printf("[ measured ] 10,000 operations: the pool ran out %d times, %lld prompt positions taken from cached pages\n",
-              full, static_cast<long long>(engine.reused_positions()));
 }
 
 TEST(BatchedEngine, CommonPrefixesAreReadOnceAndGiveTheSameLogits) {
@@ -351,6 +361,65 @@ TEST(BatchedEngine, CommonPrefixesAreReadOnceAndGiveTheSameLogits) {
       }
     }
   }
+}
+
+TEST(BatchedEngine, WithPreemptionAFullPoolDelaysSequencesAndTheirTokensStayTheSame) {
+  // Eight sampled sequences need ~40 pages; the pool has 12. With
+  // preempt_when_full the youngest holders give their pages back and read their
+  // tokens again later: every sequence still ends with the tokens it gets in a
+  // pool big enough for all (bit for bit with fp32 weights in panels, whose rows
+  // are computed alike in any batch), where without it the step fails.
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512, so recomputed rows need not match bit for bit";
+  const ModelConfig c = testing::model_config(96, 128, 2, 2, 64);
+  auto model = std::make_shared<GPT>(c);
+  model->init_weights(29);
+  const InferenceWeights w = InferenceWeights::in_panels(model);
+  const int64_t page_bytes = 16 * 2 * c.n_layer * c.n_embd * 4;  // f32 cache, 16 positions
+  auto run = [&](int64_t pages, bool preempt, int64_t* preemptions) {
+    EngineOptions eo;
+    eo.kv_cache = KvCacheType::kF32;
+    eo.kv_bytes = pages * page_bytes;
+    eo.preempt_when_full = preempt;
+    eo.max_step_tokens = 48;
+    BatchedEngine engine(w, eo);
+    std::map<int64_t, std::vector<int32_t>> tokens;
+    for (int i = 0; i < 8; ++i) {
+      SequenceOptions o;
+      o.sampling.temperature = 1.0f;
+      o.seed = static_cast<uint64_t>(50 + i);
+      o.max_new_tokens = 30;
+      tokens[engine.add(random_prompt(10 + 4 * i, c.vocab_size, 60 + i), o)];
+    }
+    while (!engine.idle()) {
+      for (const auto& e : engine.step()) tokens[e.id].push_back(e.token);
+    }
+    *preemptions = engine.preemptions();
+    return tokens;
+  };
+  int64_t none = 0, preempted = 0;
+  const auto roomy = run(64, false, &none);
+  const auto tight = run(12, true, &preempted);
+  EXPECT_EQ(none, 0);
+  EXPECT_GT(preempted, 0);
+  ASSERT_EQ(tight.size(), roomy.size());
+  for (const auto& [id, t] : roomy) {
+    EXPECT_EQ(t.size(), 30u) << "sequence " << id;
+    EXPECT_EQ(tight.at(id), t) << "sequence " << id;
+  }
+  std::printf("[ measured ] 8 sequences in 12 pages: %lld preemptions, every token as in a roomy pool\n",
+              static_cast<long long>(preempted));
+  int64_t unused = 0;
+  EXPECT_THROW(run(12, false, &unused), Error);
+  // A sequence larger than the whole pool fails even with preemption.
+  EngineOptions eo;
+  eo.kv_cache = KvCacheType::kF32;
+  eo.kv_bytes = 2 * page_bytes;
+  eo.preempt_when_full = true;
+  BatchedEngine small(w, eo);
+  SequenceOptions o;
+  small.add(random_prompt(40, c.vocab_size, 1), o);
+  EXPECT_THROW(small.step(), Error);
+  EXPECT_TRUE(small.idle());
 }
 
 TEST(BatchedEngine, AFullPoolIsAClearErrorAndTheEngineGoesOn) {

@@ -230,17 +230,51 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   }
   if (work.empty()) return events;
 
-  // Pages for the new positions. A sequence that cannot get one is cancelled.
-  for (Work& wk : work) {
+  // Pages for the new positions. When the pool is out of pages: with preemption,
+  // the youngest sequence holding pages gives them back and will read its tokens
+  // again later (possibly the one asking: it then waits); otherwise, or when the
+  // one asking is alone, it is cancelled and the step fails.
+  for (size_t i = 0; i < work.size(); ++i) {
+    Work& wk = work[i];
+    if (wk.n == 0) continue;  // preempted this step
     Sequence& s = *wk.s;
     const int64_t need = (wk.first + wk.n + P - 1) / P;
-    try {
-      while (static_cast<int64_t>(s.pages.size()) < need) s.pages.push_back(allocate_page());
-    } catch (const Error& e) {
-      cancel(wk.id);
-      throw Error(std::string(e.what()) + "; sequence " + std::to_string(wk.id) + " was cancelled");
+    while (static_cast<int64_t>(s.pages.size()) < need) {
+      if (pool_.free_pages() == 0 && cached_pages() == 0 && options_.preempt_when_full) {
+        int64_t victim = -1, holders = 0;  // the youngest sequence holding pages; how many hold any
+        for (auto it = sequences_.rbegin(); it != sequences_.rend(); ++it) {
+          if (it->second.pages.empty()) continue;
+          if (victim < 0) victim = it->first;
+          ++holders;
+        }
+        if (victim >= 0 && victim < wk.id) {  // every holder is older: the one asking waits
+          wk.n = 0;
+          break;
+        }
+        // (The one asking, alone with pages, does not fit in the pool at all.)
+        if (victim >= 0 && (victim != wk.id || holders > 1)) {
+          Sequence& v = sequences_.at(victim);
+          release(v);
+          v.fed = 0;
+          v.registered = 0;
+          ++preemptions_;
+          for (Work& other : work) {
+            if (other.s == &v) other.n = 0;  // not run this step
+          }
+          if (victim == wk.id) break;
+          continue;
+        }
+      }
+      try {
+        s.pages.push_back(allocate_page());
+      } catch (const Error& e) {
+        cancel(wk.id);
+        throw Error(std::string(e.what()) + "; sequence " + std::to_string(wk.id) + " was cancelled");
+      }
     }
   }
+  std::erase_if(work, [](const Work& wk) { return wk.n == 0; });
+  if (work.empty()) return events;
 
   int64_t R = 0, S = 0;
   for (const Work& wk : work) {

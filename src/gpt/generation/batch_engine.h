@@ -53,6 +53,12 @@ struct EngineOptions {
   int64_t page_size = 16;          // positions per KV page
   int64_t max_step_tokens = 512;   // prompt rows per step (a prompt longer than that takes several steps)
   bool prefix_cache = true;        // share and keep full pages of common prefixes (above)
+  // When the KV pool runs out of pages: false, the sequence that asked is cancelled
+  // and step() throws; true (a server), the youngest sequence holding pages gives
+  // them back and reads its tokens (prompt and generated) again once pages are
+  // free, as vLLM's recompute preemption does: the oldest always progresses, and
+  // only a sequence larger than the whole pool fails.
+  bool preempt_when_full = false;
   ComputeOptions compute = current_compute_options();
 };
 
@@ -73,8 +79,9 @@ class BatchedEngine {
     FinishReason finished;  // kNone while the sequence goes on
   };
   // One step of every active sequence; the tokens sampled in it. A sequence whose
-  // prompt is not yet fully read produces none. gpt::Error when the KV pool runs
-  // out of pages (the sequences that could not get one are cancelled).
+  // prompt is not yet fully read produces none. When the KV pool runs out of
+  // pages: with preempt_when_full the youngest holders wait (see EngineOptions);
+  // otherwise gpt::Error (the sequence that could not get one is cancelled).
   std::vector<Event> step();
 
   bool idle() const { return sequences_.empty(); }
@@ -90,6 +97,8 @@ class BatchedEngine {
   int64_t cached_pages() const { return static_cast<int64_t>(idle_.size()); }
   // Prompt positions taken from cached pages instead of computed, since the start.
   int64_t reused_positions() const { return reused_positions_; }
+  // Sequences that gave their pages back to let older ones go on (preempt_when_full).
+  int64_t preemptions() const { return preemptions_; }
   // Empties the prefix cache: its pages go back to the pool unless a sequence holds them.
   void drop_prefix_cache();
   // KV memory of pages that sequences hold (idle cached pages not counted).
@@ -132,6 +141,7 @@ class BatchedEngine {
   std::unordered_map<int32_t, std::list<int32_t>::iterator> idle_at_;
   std::vector<int32_t> cached_children_;  // per page: cached pages whose parent it is (evicted only at 0)
   int64_t reused_positions_ = 0;
+  int64_t preemptions_ = 0;
 
   InferenceWeights w_;
   EngineOptions options_;
