@@ -25,7 +25,6 @@
 #include "gpt/io/model_loader.h"
 #include "gpt/model/gpt.h"
 #include "gpt2_shape.h"
-#include "gpt/kernels/matmul.h"
 #include "gpt/model/inference_weights.h"
 
 namespace {
@@ -152,18 +151,10 @@ int main(int argc, char** argv) {
   model.init_weights(1);
   std::stringstream list(types);
   for (std::string type; std::getline(list, type, ',');) {
-    // f32: the matrices in panels where the CPU runs the few-rows kernels (as
-    // `gpt generate` loads them); f32-rowmajor: as the GPT holds them.
-    const bool row_major = type == "f32-rowmajor";
-    const gpt::GgmlType t = row_major ? gpt::GgmlType::kF32 : gpt::parse_ggml_type(type);
     std::unique_ptr<gpt::QuantizedModel> q;
-    if (t != gpt::GgmlType::kF32) q = gpt::QuantizedModel::quantize(model, t);
-    gpt::InferenceWeights weights = q ? q->weights : gpt::InferenceWeights::view(model);
-    if (t == gpt::GgmlType::kF32 && !row_major && gpt::few_rows_kernels()) {
-      auto copy = std::make_shared<gpt::GPT>(c);
-      copy->init_weights(1);  // the same weights
-      weights = gpt::InferenceWeights::in_panels(std::move(copy));
-    }
+    const gpt::InferenceWeights weights = bench::weights_of(type, model, 1, q);
+    const bool row_major = type == "f32-rowmajor";
+    const gpt::GgmlType t = gpt::parse_ggml_type(row_major ? "f32" : type);
     run(row_major ? "F32-rowmajor" : gpt::ggml_type_name(t), weights);
   }
   return 0;

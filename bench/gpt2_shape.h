@@ -1,6 +1,12 @@
 // The model shape the speed benchmarks default to: GPT-2 124M.
 #pragma once
+#include <memory>
+#include <string>
+
+#include "gpt/kernels/matmul.h"
 #include "gpt/model/config.h"
+#include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 
 namespace bench {
 
@@ -12,6 +18,24 @@ inline gpt::ModelConfig gpt2_124m_shape() {
   c.n_head = 12;
   c.n_embd = 768;
   return c;
+}
+
+// A benchmark's weights of one type for `model` (initialised with `seed`):
+// "f32" in panels where the CPU runs the few-rows kernels (as `gpt generate`
+// loads a model), "f32-rowmajor" as the GPT holds them, else converted into
+// `quantized`, which must outlive the weights.
+inline gpt::InferenceWeights weights_of(const std::string& type, const gpt::GPT& model, uint64_t seed,
+                                        std::unique_ptr<gpt::QuantizedModel>& quantized) {
+  if (type == "f32-rowmajor") return gpt::InferenceWeights::view(model);
+  const gpt::GgmlType t = gpt::parse_ggml_type(type);
+  if (t != gpt::GgmlType::kF32) {
+    quantized = gpt::QuantizedModel::quantize(model, t);
+    return quantized->weights;
+  }
+  if (!gpt::few_rows_kernels()) return gpt::InferenceWeights::view(model);
+  auto copy = std::make_shared<gpt::GPT>(model.config());
+  copy->init_weights(seed);  // the same weights, re-laid
+  return gpt::InferenceWeights::in_panels(std::move(copy));
 }
 
 }  // namespace bench

@@ -17,6 +17,10 @@
 namespace gpt {
 namespace {
 
+// Sequence::registered once a sequence's later pages may not join the prefix
+// cache (its chain left the cache, or the cache was dropped).
+constexpr int64_t kRegisterNoMore = std::numeric_limits<int64_t>::max() / 2;
+
 int64_t pool_pages(const InferenceWeights& w, KvCacheType type, const EngineOptions& o) {
   GPT_CHECK(o.page_size > 0, "KV page size must be positive");
   if (o.kv_bytes > 0) return KvPagePool::pages_in(w.config, type, o.kv_bytes, o.page_size);
@@ -125,12 +129,12 @@ void BatchedEngine::register_full_pages(Sequence& s) {
     const int32_t page = s.pages[static_cast<size_t>(i)];
     if (key_of_.count(page) != 0) continue;  // taken from the cache
     if (parent >= 0 && key_of_.count(parent) == 0) {
-      s.registered = std::numeric_limits<int64_t>::max() / 2;  // its chain left the cache: none after it
+      s.registered = kRegisterNoMore;  // its chain left the cache: none after it
       return;
     }
     PageKey key{parent, {s.tokens.begin() + i * P, s.tokens.begin() + (i + 1) * P}};
     if (cache_.count(key) != 0) {  // computed twice (side by side): keep the first
-      s.registered = std::numeric_limits<int64_t>::max() / 2;
+      s.registered = kRegisterNoMore;
       return;
     }
     pool_.retain(page);
@@ -167,7 +171,7 @@ void BatchedEngine::drop_prefix_cache() {
   idle_.clear();
   idle_at_.clear();
   std::fill(cached_children_.begin(), cached_children_.end(), 0);
-  for (auto& [id, s] : sequences_) s.registered = std::numeric_limits<int64_t>::max() / 2;
+  for (auto& [id, s] : sequences_) s.registered = kRegisterNoMore;
 }
 
 void BatchedEngine::release(Sequence& s) {

@@ -117,9 +117,10 @@ SamplesReport generate_samples(const InferenceWeights& weights, const Tokenizer&
       GenerateResult& r = report.samples[static_cast<size_t>(i)];
       r.tokens.push_back(e.token);
       ++report.generated_tokens;
+      const size_t before = r.text.size();
       r.text += tokenizer.token_bytes(e.token);
-      size_t stop_at = std::string::npos;
-      for (const auto& s : options.stop) stop_at = std::min(stop_at, r.text.find(s));
+      size_t stop_at = std::string::npos;  // (only where the new bytes could complete one)
+      for (const auto& s : options.stop) stop_at = std::min(stop_at, r.text.find(s, before >= s.size() ? before - s.size() + 1 : 0));
       if (stop_at != std::string::npos) {
         r.text.resize(stop_at);
         r.stopped = true;

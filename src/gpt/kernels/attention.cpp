@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "gpt/kernels/avx512.h"
 #include "gpt/kernels/float16.h"
 #include "gpt/kernels/matmul.h"
 
@@ -237,17 +238,6 @@ namespace {
 
 #if defined(__x86_64__)
 GPT_AVX512_WARNINGS_OFF
-#define GPT_AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512dq")))
-
-bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
-
-GPT_AVX512_TARGET inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-GPT_AVX512_TARGET inline __m512 load16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
 
 // One query against keys and values read in place (fp32, or float16 widened 16
 // per instruction), NQ = hs / 16 vectors of the query and of the output held in

@@ -6,10 +6,7 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
+#include "gpt/kernels/avx512.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/util/error.h"
 
@@ -18,14 +15,7 @@ namespace {
 
 #if defined(__x86_64__)
 GPT_AVX512_WARNINGS_OFF
-#define GPT_ROWS_TARGET __attribute__((target("avx2,fma,avx512f,avx512dq")))
-
 constexpr int kMaxTileRows = 8;  // input rows per register tile
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
 
 // ---- W (in, out) in panels: outputs are columns of W ------------------------
 // A tile: MR input rows x NV vectors of 16 columns of one panel (the last vector
@@ -38,7 +28,7 @@ static_assert(kPanelColumns % 16 == 0, "panels are whole vectors wide");
 constexpr int64_t kPanelPrefetchRows = 8;
 
 template <int MR, int NV>
-GPT_ROWS_TARGET void tile_panel(float* y, const float* x, const float* P, int64_t width, const float* bias,
+GPT_AVX512_TARGET void tile_panel(float* y, const float* x, const float* P, int64_t width, const float* bias,
                                 const float* residual, int64_t in, int64_t out, __mmask16 tail) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -106,7 +96,7 @@ TilePanel tile_panel_for(int mr, int nv) {
 constexpr int kWRows = 3;
 
 template <int MR, int NR>
-GPT_ROWS_TARGET void tile_out_in(float* y, int64_t ldy, const float* x, const float* W, int64_t in) {
+GPT_AVX512_TARGET void tile_out_in(float* y, int64_t ldy, const float* x, const float* W, int64_t in) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -166,7 +156,7 @@ GPT_AVX512_WARNINGS_ON
 
 bool few_rows_kernels() {
 #if defined(__x86_64__)
-  return cpu_has_avx512() && !portable_kernels_forced();
+  return cpu_has_avx512f() && !portable_kernels_forced();
 #else
   return false;
 #endif

@@ -5,13 +5,11 @@
 #include <limits>
 #include <vector>
 
+#include "gpt/kernels/avx512.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
 #include "gpt/kernels/float16.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace gpt {
 namespace {
@@ -71,24 +69,13 @@ GPT_MULTIVERSION void attend_head(const PagedQuery& query, const PagedKv& kv, in
 
 #if defined(__x86_64__)
 GPT_AVX512_WARNINGS_OFF
-#define GPT_PAGED_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512dq")))
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
-
-GPT_PAGED_TARGET inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-GPT_PAGED_TARGET inline __m512 load16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
 
 // attend_head with the query and the running output in NQ = hs / 16 registers,
 // keys and values read in place (float16 widened per vector), online softmax a
 // page at a time. At 16 sequences x ~160 positions, 12 layers, the portable
 // loop (its output row stored and reloaded per key) took a fifth of a step.
 template <int NQ, typename T>
-GPT_PAGED_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
+GPT_AVX512_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
   constexpr int64_t hs = 16 * NQ;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -152,7 +139,7 @@ GPT_AVX512_WARNINGS_ON
 // The AVX-512 kernel for this head width and cache type, or null (portable loop).
 AttendHead fast_kernel(int64_t hs, bool float16) {
 #if defined(__x86_64__)
-  if (!cpu_has_avx512() || portable_kernels_forced() || hs % 16 != 0) return nullptr;
+  if (!cpu_has_avx512f() || portable_kernels_forced() || hs % 16 != 0) return nullptr;
   return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
 #else
   (void)hs, (void)float16;

@@ -281,38 +281,11 @@ GPT_VNNI_TARGET inline __m512i broadcast_word(const int8_t* x, int j) {  // inpu
 
 // Q4_0: word j of a row holds weights 4j..4j+3 in its low nibbles and
 // 16+4j..16+4j+3 in its high nibbles (llama.cpp's byte order, kept).
-template <GgmlType kType>
-GPT_VNNI_TARGET void group_vnni(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
-  constexpr size_t kGroupBlockBytes = kGroupRows * (kType == GgmlType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  __m512 acc = _mm512_setzero_ps(), offsets = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b, g += kGroupBlockBytes) {
-    prefetch_lines(g, kPrefetchAhead, kGroupBlockBytes);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
-    const uint8_t* q = g + kGroupScaleBytes;
-    const int8_t* x = a.qs + b * kQuantBlock;
-    __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
-    for (int j = 0; j < 4; ++j) {
-      if constexpr (kType == GgmlType::kQ8_0) {  // words j and j + 4
-        d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(q + 64 * j), broadcast_word(x, j));
-        d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(q + 64 * (j + 4)), broadcast_word(x, j + 4));
-      } else {  // word j: low nibbles against input word j, high against word 4 + j
-        const __m512i v = _mm512_loadu_si512(q + 64 * j);
-        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v, low4), broadcast_word(x, j));
-        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4), broadcast_word(x, 4 + j));
-      }
-    }
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[b])), acc);
-    offsets = _mm512_fmadd_ps(dw, _mm512_set1_ps(a.dsum[b]), offsets);
-  }
-  const float offset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;  // what the stored weights carry
-  _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_set1_ps(offset), offsets, acc));
-}
 
-// group_vnni for NR input rows at once: each block's 16 scales and 8 weight
-// vectors are loaded once for all NR rows (from L1, where one row per call
-// reloaded them: the loads, not the VPDPBUSDs, bounded a decoding batch). Each
-// row's arithmetic is group_vnni's, in the same order: the same sums, bit for bit.
+// The group kernel, for NR input rows at once: each block's 16 scales and 8
+// weight vectors are loaded once for all NR rows (one row per call reloaded them
+// from L1: the loads, not the VPDPBUSDs, bounded a decoding batch). A row's
+// arithmetic does not depend on NR: the same sums, bit for bit, with 1 or 4.
 template <GgmlType kType, int NR>
 GPT_VNNI_TARGET void group_vnni_rows(const uint8_t* g, int64_t nb, const ActRow* a, float* out) {
   constexpr size_t kGroupBlockBytes = kGroupRows * (kType == GgmlType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
@@ -347,6 +320,11 @@ GPT_VNNI_TARGET void group_vnni_rows(const uint8_t* g, int64_t nb, const ActRow*
   }
   const float offset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;  // what the stored weights carry
   for (int r = 0; r < NR; ++r) _mm512_storeu_ps(out + 16 * r, _mm512_fnmadd_ps(_mm512_set1_ps(offset), offsets[r], acc[r]));
+}
+
+template <GgmlType kType>
+GPT_VNNI_TARGET void group_vnni_one(const uint8_t* g, int64_t nb, const ActRow& a, float* out) {
+  group_vnni_rows<kType, 1>(g, nb, &a, out);
 }
 
 GPT_VNNI_TARGET inline __m256i q4_nibbles(const uint8_t* qs) {  // 32 unsigned values, low nibbles first
@@ -765,8 +743,8 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
                                                  : rows_wide_portable<GgmlType::kBF16>;
 #if defined(__x86_64__)
   if (vnni) {
-    if (w.type == GgmlType::kQ8_0) group_dot = group_vnni<GgmlType::kQ8_0>;
-    if (w.type == GgmlType::kQ4_0) group_dot = group_vnni<GgmlType::kQ4_0>;
+    if (w.type == GgmlType::kQ8_0) group_dot = group_vnni_one<GgmlType::kQ8_0>;
+    if (w.type == GgmlType::kQ4_0) group_dot = group_vnni_one<GgmlType::kQ4_0>;
     if (w.type == GgmlType::kF16) rows_dot = rows_wide_avx512<GgmlType::kF16>;
     if (w.type == GgmlType::kBF16) rows_dot = rows_wide_avx512<GgmlType::kBF16>;
   }
@@ -789,7 +767,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   static_assert(kChunkRows >= kGroupRows, "sums[] takes a whole group");
   const int64_t chunks = (OC - first_row + kChunkRows - 1) / kChunkRows;
   using GroupDotRows = void (*)(const uint8_t*, int64_t, const ActRow*, float*);
-  GroupDotRows group_dot4 = nullptr;  // four input rows per pass over a group (same sums as group_dot)
+  GroupDotRows group_dot4 = nullptr;  // four input rows per pass over a group (the same sums as one by one)
 #if defined(__x86_64__)
   if (vnni && w.type == GgmlType::kQ8_0) group_dot4 = group_vnni_rows<GgmlType::kQ8_0, 4>;
   if (vnni && w.type == GgmlType::kQ4_0) group_dot4 = group_vnni_rows<GgmlType::kQ4_0, 4>;
