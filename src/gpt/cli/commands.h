@@ -21,5 +21,6 @@ Command add_attention_command(CLI::App& parent);
 Command add_plot_command(CLI::App& parent);
 Command add_tokenize_command(CLI::App& parent);
 Command add_convert_command(CLI::App& parent);
+Command add_serve_command(CLI::App& parent);
 
 }  // namespace gpt::cli

@@ -51,7 +51,7 @@ Command add_generate_command(CLI::App& parent) {
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app->add_flag("--verbose", o->verbose, "Print prefill and decode speed to stderr");
   auto run = [o, prompt]() -> int {
-    o->gen.sampling.validate();
+    validate_sampling_flags(o->gen);
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
     std::string text = o->prompt;

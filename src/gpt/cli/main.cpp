@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
       gpt::cli::add_plot_command(app),
       gpt::cli::add_tokenize_command(app),
       gpt::cli::add_convert_command(app),
+      gpt::cli::add_serve_command(app),
   };
   if (argc == 1) {  // bare `gpt`: show what it can do
     std::printf("%s", app.help().c_str());

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "gpt/generation/generate.h"
+#include "gpt/util/error.h"
 
 namespace gpt::cli {
 
@@ -20,6 +21,12 @@ inline void add_sampling_flags(CLI::App* app, GenerateOptions& g) {
   app->add_option("--seed", g.seed, "Sampling seed (same seed, same text)")->capture_default_str();
   app->add_option("--stop", g.stop, "Stop when this text appears (repeatable; not printed)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+// Checks the flags above, naming the one at fault.
+inline void validate_sampling_flags(const GenerateOptions& g) {
+  g.sampling.validate();
+  for (const auto& s : g.stop) GPT_CHECK(!s.empty(), "--stop strings must not be empty");
 }
 
 }  // namespace gpt::cli

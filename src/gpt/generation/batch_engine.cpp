@@ -394,7 +394,8 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
     } else if (static_cast<int64_t>(s.tokens.size()) > c.block_size) {
       done = FinishReason::kContextFull;  // the new token has no position left to be read at
     }
-    events.push_back({wk.id, token, done});
+    events.push_back({wk.id, token, done, s.sampler.probability(token),
+                      s.options.top_probs > 0 ? s.sampler.top(s.options.top_probs) : std::vector<TokenProbability>{}});
     if (done != FinishReason::kNone) {
       release(s);
       sequences_.erase(wk.id);

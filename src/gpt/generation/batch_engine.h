@@ -43,6 +43,7 @@ struct SequenceOptions {
   int64_t max_new_tokens = 64;       // must be positive
   std::vector<int32_t> stop_tokens;  // ends the sequence when sampled (kept as its last token)
   bool keep_logits = false;          // keep each step's logits (V) for last_logits()
+  int top_probs = 0;                 // > 0: each event lists this many most likely tokens
 };
 
 enum class FinishReason { kNone, kLength, kStopToken, kContextFull, kCancelled };
@@ -77,6 +78,8 @@ class BatchedEngine {
     int64_t id;
     int32_t token;          // sampled this step
     FinishReason finished;  // kNone while the sequence goes on
+    float prob = 0;         // of `token`, in the distribution it was drawn from (Sampler::probability)
+    std::vector<TokenProbability> top;  // SequenceOptions::top_probs most likely, before truncation
   };
   // One step of every active sequence; the tokens sampled in it. A sequence whose
   // prompt is not yet fully read produces none. When the KV pool runs out of

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "gpt/kernels/attention.h"
@@ -152,6 +153,7 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
       attention_forward_cached(atty_.data(), qkv_.data(), 3 * C, k_cache_.data() + layer, v_cache_.data() + layer, T,
                                p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
     }
+    if (l == capture_layer_) capture(layer, p0, n);
     linear_apply(L.attn_proj, x_.data(), atty_.data(), n, quant_scratch_, x_.data());
     layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_2_weight, L.ln_2_bias, n, C,
                       c.layer_norm_epsilon);
@@ -167,6 +169,39 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   linear_apply(w.lm_head, logits_.data(), ln_.data(), rows, quant_scratch_);
   tokens_.insert(tokens_.end(), tokens, tokens + n);
   pos_ += n;
+}
+
+// softmax(q k^T / sqrt(hs)) of the new rows over the cached keys, recomputed
+// plainly (only for inspection: the attention kernels never form it).
+void InferenceSession::capture(int64_t layer_offset, int64_t p0, int64_t n) {
+  const ModelConfig& c = w_.config;
+  const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, T = capacity_, P = p0 + n;
+  captured_.assign(static_cast<size_t>(NH * n * P), 0.0f);
+  std::vector<float> key(static_cast<size_t>(hs));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  for (int64_t h = 0; h < NH; ++h) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float* q = qkv_.data() + i * 3 * C + h * hs;
+      float* row = captured_.data() + (h * n + i) * P;
+      float max = -INFINITY;
+      for (int64_t j = 0; j <= p0 + i; ++j) {
+        const int64_t at = layer_offset + (h * T + j) * hs;
+        const float* k = key.data();
+        if (kv_type_ == KvCacheType::kF16) {
+          halves_to_floats(k_half_.data() + at, key.data(), hs);
+        } else {
+          k = k_cache_.data() + at;
+        }
+        float dot = 0;
+        for (int64_t d = 0; d < hs; ++d) dot += q[d] * k[d];
+        row[j] = dot * scale;
+        max = std::max(max, row[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j <= p0 + i; ++j) sum += row[j] = std::exp(row[j] - max);
+      for (int64_t j = 0; j <= p0 + i; ++j) row[j] /= sum;
+    }
+  }
 }
 
 }  // namespace gpt

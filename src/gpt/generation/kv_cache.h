@@ -58,10 +58,18 @@ class InferenceSession {
   const float* append(const int32_t* tokens, int64_t n, bool all_logits = false);
   const float* logits() const { return logits_.data(); }
   int64_t slides() const { return slides_; }
+
+  // Inspection (what the server's /v1/inspect and `gpt attention` show): the
+  // attention weights of `layer` in the following append() calls, as (NH, n,
+  // position after the call) for the n new tokens, zero past each token's own
+  // position. -1 (the default) turns it off.
+  void capture_attention(int layer) { capture_layer_ = layer; }
+  const std::vector<float>& captured_attention() const { return captured_; }
   KvCacheType kv_cache_type() const { return kv_type_; }  // kF32 or kF16
 
  private:
   void run(const int32_t* tokens, int64_t n, bool all_logits);
+  void capture(int64_t layer_offset, int64_t p0, int64_t n);
 
   InferenceWeights w_;
   int64_t capacity_, pos_ = 0, slides_ = 0;
@@ -79,6 +87,8 @@ class InferenceSession {
   int scratch_threads_;
   ComputeContext compute_;  // installed for every append()
   QuantScratch quant_scratch_;
+  int capture_layer_ = -1;
+  std::vector<float> captured_;
 };
 
 }  // namespace gpt
