@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine and runs every test: installs packages, builds
-# (warnings are errors), runs CTest, then builds again with ASan + UBSan (clang)
+# Sets up a fresh Debian machine and runs every test: installs packages (and the
+# server tests' npm packages), builds (warnings are errors), runs CTest, then builds again with ASan + UBSan (clang)
 # and runs the unit tests under them and fuzzes the file loaders for 60 s
 # (scripts/sanitize.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh --fuzz
+scripts/install-deps.sh --fuzz --js
+# The Node packages the server's tests use, at the versions package-lock.json pins.
+(cd tests/serving/js && npm ci --no-audit --no-fund --loglevel=error)
 scripts/build.sh
 (cd build && ctest --output-on-failure --timeout 900 "$@")
 scripts/sanitize.sh 60

@@ -325,6 +325,7 @@ GenerationRequest parse_generation_request(const json& body, bool chat, const Mo
   if (auto p = number(body, "min_p", 0.0, 1.0)) so.min_p = static_cast<float>(*p);
   if (auto p = number(body, "repeat_penalty", 1e-3, 100.0)) so.repeat_penalty = static_cast<float>(*p);
   if (auto n = integer(body, "repeat_last_n", -1, model.context)) so.repeat_last_n = static_cast<int>(*n);
+  if (auto e = boolean(body, "ignore_eos")) r.ignore_eos = *e;
   // (presence/frequency apply over the whole context, as OpenAI's do, unless a window is asked for.)
   if (!body.contains("repeat_last_n") && (so.presence_penalty != 0.0f || so.frequency_penalty != 0.0f)) {
     so.repeat_last_n = -1;

@@ -55,6 +55,7 @@ struct GenerationRequest {
   std::vector<std::string> stop;
   int logprobs = -1;  // -1: none; else the number of alternatives per token (0 allowed)
   bool echo = false;  // completions: the prompt's text before the completion
+  bool ignore_eos = false;  // go on past the end-of-text token (llama.cpp's name; benchmarks)
 };
 
 // Parses a request body (already JSON) for /v1/completions or

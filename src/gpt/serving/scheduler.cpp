@@ -177,7 +177,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
     so.sampling = r.sampling;
     so.seed = r.seed + static_cast<uint64_t>(i);
     so.max_new_tokens = r.max_tokens;
-    so.stop_tokens = options_.stop_tokens;
+    if (!r.ignore_eos) so.stop_tokens = options_.stop_tokens;
     so.top_probs = std::max(r.logprobs, 0);
     int64_t id;
     try {
