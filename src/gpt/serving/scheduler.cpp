@@ -74,17 +74,21 @@ Scheduler::Scheduler(const InferenceWeights& weights, const Tokenizer& tokenizer
     : tokenizer_(tokenizer), options_(std::move(options)), metrics_(metrics), engine_(weights, options_.engine) {
   GPT_CHECK(options_.parallel > 0, "--parallel must be positive");
   GPT_CHECK(options_.max_queue >= 0, "--max-queue must not be negative");
-  thread_ = std::thread([this] { loop(); });
 }
 
-Scheduler::~Scheduler() {
+void Scheduler::run() { loop(); }
+
+void Scheduler::stop() {
   {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
     accepting_ = false;
   }
   wake_.notify_all();
-  thread_.join();
+}
+
+Scheduler::~Scheduler() {
+  stop();
   for (auto& job : queue_) job->finish("the server is shutting down");
   for (auto& job : running_) job->finish("the server is shutting down");
   for (auto& task : tasks_) task();  // (each reports that it did not run)

@@ -1,4 +1,4 @@
-// The server's one engine thread. HTTP handlers submit jobs (a request's n
+// The server's engine loop. HTTP handlers submit jobs (a request's n
 // choices); the thread admits them while fewer than `parallel` sequences run,
 // steps the batched engine, turns each sampled token into text (stop strings,
 // whole characters) and hands it to the job's reader. Jobs beyond the bounded
@@ -15,7 +15,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "gpt/generation/batch_engine.h"
@@ -87,7 +86,16 @@ struct SchedulerOptions {
 class Scheduler {
  public:
   Scheduler(const InferenceWeights& weights, const Tokenizer& tokenizer, SchedulerOptions options, Metrics& metrics);
-  ~Scheduler();  // cancels what is left and joins the thread
+  ~Scheduler();  // fails what is left
+
+  // The engine loop, on the calling thread, until stop(). Call it from the
+  // thread that loaded the model (the main thread): OpenMP keeps one team of
+  // workers per thread that starts parallel regions, and a second team would
+  // put more spinning workers than cores on the machine, so libgomp would make
+  // them all sleep between regions (measured: a third of the decoding speed lost
+  // to futex wake-ups).
+  void run();
+  void stop();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -129,7 +137,6 @@ class Scheduler {
   std::map<int64_t, std::pair<Job*, int>> sequence_of_;  // engine id -> (job, choice)
   int64_t running_sequences_ = 0;
   Metrics::Gauges last_gauges_;
-  std::thread thread_;
 };
 
 }  // namespace gpt::serving

@@ -128,9 +128,14 @@ class Server {
                   " (in use, or not an address of this machine)");
     }
     std::thread signals([this] { wait_for_stop_signal(); });
+    bool listened = true;
+    std::thread listener([&] {
+      listened = http_.listen_after_bind();
+      if (!stopping_) ::kill(::getpid(), SIGTERM);  // (the listener failed: wake the signal thread)
+    });
     if (on_listening) on_listening(options_.host, port);
-    const bool listened = http_.listen_after_bind();
-    if (!stopping_) ::kill(::getpid(), SIGTERM);  // (the listener failed: wake the signal thread)
+    scheduler_.run();  // the engine, on this thread (see Scheduler::run), until the signal thread stops it
+    listener.join();
     signals.join();
     if (!listened && !stopping_) throw Error("the HTTP listener stopped unexpectedly");
     return 0;
@@ -153,8 +158,10 @@ class Server {
       std::fprintf(stderr, "gpt serve: ending the requests still running\n");
       scheduler_.end_all();
     }
-    // The handlers write their last bytes, then the listener stops and its threads join.
+    // The handlers write their last bytes, then the listener stops and its threads
+    // join; then the engine loop ends.
     http_.stop();
+    scheduler_.stop();
   }
 
   bool authorised(const httplib::Request& req, httplib::Response& res) {
