@@ -31,6 +31,7 @@ constexpr int kEvents = 64;
 int serve_httplib(int port, int threads) {
   httplib::Server s;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  s.set_tcp_nodelay(true);  // as gpt serve does (small writes must not wait for an ACK)
   s.Post("/echo", [](const httplib::Request& req, httplib::Response& res) {
     res.set_content(req.body.empty() ? "{}" : kAnswer, "application/json");
   });
@@ -93,7 +94,8 @@ MHD_Result handle(void*, MHD_Connection* c, const char* url, const char* method,
 int serve_microhttpd(int port, int threads) {
   MHD_Daemon* d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, static_cast<uint16_t>(port),
                                    nullptr, nullptr, &handle, nullptr, MHD_OPTION_THREAD_POOL_SIZE,
-                                   static_cast<unsigned>(threads), MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_END);
+                                   static_cast<unsigned>(threads), MHD_OPTION_CONNECTION_LIMIT, 1024u,
+                                   MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
   if (d == nullptr) return 1;
   sigset_t set;
   sigemptyset(&set);

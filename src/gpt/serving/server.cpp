@@ -113,6 +113,9 @@ class Server {
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     http_.set_payload_max_length(options_.max_body_bytes);
     http_.set_keep_alive_max_count(1000);
+    // Each token is a small write: Nagle's algorithm would hold it until the
+    // previous one is acknowledged (up to the client's 40 ms delayed ACK).
+    http_.set_tcp_nodelay(true);
     // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would let a
     // second server bind the same port and silently take half of its connections.
     http_.set_socket_options([](socket_t sock) {
