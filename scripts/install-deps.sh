@@ -4,7 +4,8 @@
 set -euo pipefail
 #   --demo  also the default corpus (bible-kjv)
 #   --fuzz  also clang and libFuzzer (scripts/sanitize.sh: sanitized tests and fuzzing)
-#   --js    also Node.js and chromium (the server's tests with the openai client, a browser, autocannon)
+#   --js    also Node.js, chromium and python3-html5lib (the server's tests with the openai client, a
+#           browser and autocannon; the strict parse of gpt explain's report)
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
   libopenmpi-dev openmpi-bin libcpp-httplib-dev pkg-config)
 for arg in "$@"; do
@@ -12,7 +13,7 @@ for arg in "$@"; do
     --demo) packages+=(bible-kjv) ;;
     --fuzz) packages+=(clang libclang-rt-14-dev libomp-dev) ;;
     --js)
-      packages+=(chromium)
+      packages+=(chromium python3-html5lib)
       command -v npm >/dev/null || packages+=(nodejs npm) ;;
     *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac

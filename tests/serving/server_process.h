@@ -70,6 +70,11 @@ class ServerProcess {
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return -1;
     ::kill(pid_, sig);
+    return wait_exit();
+  }
+  // Waits for the server to exit by itself (up to 30 s, then SIGKILL); the exit status.
+  int wait_exit() {
+    if (pid_ <= 0) return -1;
     int status = 0;
     for (int i = 0; i < 300; ++i) {
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {

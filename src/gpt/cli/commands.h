@@ -22,5 +22,6 @@ Command add_plot_command(CLI::App& parent);
 Command add_tokenize_command(CLI::App& parent);
 Command add_convert_command(CLI::App& parent);
 Command add_serve_command(CLI::App& parent);
+Command add_explain_command(CLI::App& parent);
 
 }  // namespace gpt::cli

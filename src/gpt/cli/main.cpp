@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       gpt::cli::add_generate_command(app),
       gpt::cli::add_chat_command(app),
       gpt::cli::add_attention_command(app),
+      gpt::cli::add_explain_command(app),
       gpt::cli::add_plot_command(app),
       gpt::cli::add_tokenize_command(app),
       gpt::cli::add_convert_command(app),

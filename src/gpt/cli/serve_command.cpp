@@ -1,4 +1,5 @@
 // gpt serve: the model behind an OpenAI-compatible HTTP API and a web page.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -69,7 +70,9 @@ Command add_serve_command(CLI::App& parent) {
     const std::filesystem::path path(o->model.model);
     served.info.id = !o->alias.empty() ? o->alias
                                        : (path.has_filename() ? path.filename() : path.parent_path().filename()).string();
-    served.info.context = c.block_size;
+    // (Requests are checked against what the KV pool can hold, when --ctx-size is smaller.)
+    const int64_t pool_positions = o->ctx_size > 0 ? o->ctx_size : static_cast<int64_t>(o->parallel) * c.block_size;
+    served.info.context = std::min<int64_t>(c.block_size, pool_positions);
     served.info.vocab_size = c.vocab_size;
     served.info.created = static_cast<int64_t>(std::time(nullptr));
     if (!o->chat_template.empty()) {

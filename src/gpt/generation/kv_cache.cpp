@@ -126,6 +126,16 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
     const float* p = pos_table + (p0 + i) * C;
     for (int64_t j = 0; j < C; ++j) row[j] += p[j];
   }
+  // The traced position, if among these tokens: its row.
+  const int64_t traced = trace_.position >= p0 && trace_.position < p0 + n ? trace_.position - p0 : -1;
+  if (traced >= 0) {
+    const int64_t L = c.n_layer;
+    trace_.embedded.assign(x_.data() + traced * C, x_.data() + (traced + 1) * C);
+    trace_.attention_output.assign(static_cast<size_t>(L * C), 0.0f);
+    trace_.ffn_output.assign(static_cast<size_t>(L * C), 0.0f);
+    trace_.residual.assign(static_cast<size_t>(L * C), 0.0f);
+    trace_.attention.assign(static_cast<size_t>(L * NH * (trace_.position + 1)), 0.0f);
+  }
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
     layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_1_weight, L.ln_1_bias, n, C,
@@ -154,13 +164,24 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
                                p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
     }
     if (l == capture_layer_) capture(layer, p0, n);
+    if (traced >= 0) {
+      // The sublayer's own output for the traced row (the pass adds it into the stream in place).
+      const int64_t P = trace_.position + 1;
+      for (int64_t h = 0; h < NH; ++h) attention_row(layer, h, p0, traced, trace_.attention.data() + (l * NH + h) * P);
+      linear_apply(L.attn_proj, trace_.attention_output.data() + l * C, atty_.data() + traced * C, 1, quant_scratch_);
+    }
     linear_apply(L.attn_proj, x_.data(), atty_.data(), n, quant_scratch_, x_.data());
     layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_2_weight, L.ln_2_bias, n, C,
                       c.layer_norm_epsilon);
     linear_apply(L.c_fc, fch_.data(), ln_.data(), n, quant_scratch_);
     gelu_forward(fch_.data(), fch_.data(), n * 4 * C);
+    if (traced >= 0) {
+      linear_apply(L.mlp_proj, trace_.ffn_output.data() + l * C, fch_.data() + traced * 4 * C, 1, quant_scratch_);
+    }
     linear_apply(L.mlp_proj, x_.data(), fch_.data(), n, quant_scratch_, x_.data());
+    if (traced >= 0) std::copy(x_.data() + traced * C, x_.data() + (traced + 1) * C, trace_.residual.data() + l * C);
   }
+  if (traced >= 0) trace_.complete = true;
   // Final norm and LM head: for every new row when asked, else only the last.
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
   layernorm_forward(ln_.data(), stats_.data(), stats_.data() + rows, x_.data() + first * C, w.ln_f_weight,
@@ -171,37 +192,44 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   pos_ += n;
 }
 
-// softmax(q k^T / sqrt(hs)) of the new rows over the cached keys, recomputed
-// plainly (only for inspection: the attention kernels never form it).
-void InferenceSession::capture(int64_t layer_offset, int64_t p0, int64_t n) {
+// softmax(q k^T / sqrt(hs)) over the cached keys, recomputed plainly (only for
+// inspection: the attention kernels never form it).
+void InferenceSession::attention_row(int64_t layer_offset, int64_t h, int64_t p0, int64_t i, float* row) {
   const ModelConfig& c = w_.config;
-  const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, T = capacity_, P = p0 + n;
-  captured_.assign(static_cast<size_t>(NH * n * P), 0.0f);
+  const int64_t C = c.n_embd, hs = C / c.n_head, T = capacity_;
   std::vector<float> key(static_cast<size_t>(hs));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  for (int64_t h = 0; h < NH; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float* q = qkv_.data() + i * 3 * C + h * hs;
-      float* row = captured_.data() + (h * n + i) * P;
-      float max = -INFINITY;
-      for (int64_t j = 0; j <= p0 + i; ++j) {
-        const int64_t at = layer_offset + (h * T + j) * hs;
-        const float* k = key.data();
-        if (kv_type_ == KvCacheType::kF16) {
-          halves_to_floats(k_half_.data() + at, key.data(), hs);
-        } else {
-          k = k_cache_.data() + at;
-        }
-        float dot = 0;
-        for (int64_t d = 0; d < hs; ++d) dot += q[d] * k[d];
-        row[j] = dot * scale;
-        max = std::max(max, row[j]);
-      }
-      float sum = 0;
-      for (int64_t j = 0; j <= p0 + i; ++j) sum += row[j] = std::exp(row[j] - max);
-      for (int64_t j = 0; j <= p0 + i; ++j) row[j] /= sum;
+  const float* q = qkv_.data() + i * 3 * C + h * hs;
+  float max = -INFINITY;
+  for (int64_t j = 0; j <= p0 + i; ++j) {
+    const int64_t at = layer_offset + (h * T + j) * hs;
+    const float* k = key.data();
+    if (kv_type_ == KvCacheType::kF16) {
+      halves_to_floats(k_half_.data() + at, key.data(), hs);
+    } else {
+      k = k_cache_.data() + at;
     }
+    float dot = 0;
+    for (int64_t d = 0; d < hs; ++d) dot += q[d] * k[d];
+    row[j] = dot * scale;
+    max = std::max(max, row[j]);
   }
+  float sum = 0;
+  for (int64_t j = 0; j <= p0 + i; ++j) sum += row[j] = std::exp(row[j] - max);
+  for (int64_t j = 0; j <= p0 + i; ++j) row[j] /= sum;
+}
+
+void InferenceSession::capture(int64_t layer_offset, int64_t p0, int64_t n) {
+  const int64_t NH = w_.config.n_head, P = p0 + n;
+  captured_.assign(static_cast<size_t>(NH * n * P), 0.0f);
+  for (int64_t h = 0; h < NH; ++h) {
+    for (int64_t i = 0; i < n; ++i) attention_row(layer_offset, h, p0, i, captured_.data() + (h * n + i) * P);
+  }
+}
+
+void InferenceSession::trace_position(int64_t position) {
+  trace_ = Trace{};
+  trace_.position = position;
 }
 
 }  // namespace gpt

@@ -65,11 +65,30 @@ class InferenceSession {
   // position. -1 (the default) turns it off.
   void capture_attention(int layer) { capture_layer_ = layer; }
   const std::vector<float>& captured_attention() const { return captured_; }
+
+  // Inspection of one position (`gpt explain`): while it is among the tokens of
+  // the following append() calls, keeps for token `position` (absolute) the
+  // residual stream after the embedding, the output of every attention and
+  // feed-forward sublayer (before it is added to the stream), the stream after
+  // the last block, and every layer's attention weights from it. -1: off.
+  struct Trace {
+    int64_t position = -1;
+    std::vector<float> embedded;          // (C): token + position
+    std::vector<float> attention_output;  // (L, C)
+    std::vector<float> ffn_output;        // (L, C)
+    std::vector<float> residual;          // (L, C): the stream after each block
+    std::vector<float> attention;         // (L, NH, position + 1)
+    bool complete = false;                // the position has been run
+  };
+  void trace_position(int64_t position);
+  const Trace& trace() const { return trace_; }
   KvCacheType kv_cache_type() const { return kv_type_; }  // kF32 or kF16
 
  private:
   void run(const int32_t* tokens, int64_t n, bool all_logits);
   void capture(int64_t layer_offset, int64_t p0, int64_t n);
+  // softmax(q k^T / sqrt(hs)) of new row i over positions 0 .. p0 + i, one head.
+  void attention_row(int64_t layer_offset, int64_t head, int64_t p0, int64_t i, float* row);
 
   InferenceWeights w_;
   int64_t capacity_, pos_ = 0, slides_ = 0;
@@ -89,6 +108,7 @@ class InferenceSession {
   QuantScratch quant_scratch_;
   int capture_layer_ = -1;
   std::vector<float> captured_;
+  Trace trace_;
 };
 
 }  // namespace gpt

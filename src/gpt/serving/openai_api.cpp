@@ -62,11 +62,12 @@ std::string message_content(const json& content, const std::string& param) {
   if (!content.is_array()) throw bad(param, "'" + param + "' must be a string or an array of text parts");
   std::string text;
   for (const json& part : content) {
-    if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") ||
-        !part["text"].is_string()) {
+    const auto type = part.is_object() ? part.find("type") : part.end();
+    const auto txt = part.is_object() ? part.find("text") : part.end();
+    if (!part.is_object() || type == part.end() || *type != "text" || txt == part.end() || !txt->is_string()) {
       throw bad(param, "'" + param + "' parts must be {\"type\": \"text\", \"text\": string} (this model reads text only)");
     }
-    text += part["text"].get<std::string>();
+    text += txt->get_ref<const std::string&>();
   }
   return text;
 }
@@ -83,7 +84,12 @@ std::vector<int32_t> token_array(const json& arr, const ModelInfo& model, const 
   return ids;
 }
 
-std::vector<int32_t> encode_text(const Tokenizer& tokenizer, const std::string& text, const char* param) {
+std::vector<int32_t> encode_text(const Tokenizer& tokenizer, const std::string& text, const char* param,
+                                 const ModelInfo& model) {
+  if (static_cast<int64_t>(text.size()) > model.context * kMaxBytesPerToken) {
+    throw bad(param, std::string("'") + param + "' is " + std::to_string(text.size()) + " bytes, more than the context of " +
+                         std::to_string(model.context) + " tokens can hold", "context_length_exceeded");
+  }
   try {
     return tokenizer.encode(text);
   } catch (const Error& e) {
@@ -220,7 +226,14 @@ GenerationRequest parse_generation_request(const json& body, bool chat, const Mo
       if (role != "system" && role != "user" && role != "assistant") {
         throw bad(at + ".role", "'" + at + ".role' must be system, developer, user or assistant (got '" + role + "')");
       }
-      conversation.push_back({role, message_content(m.value("content", json()), at + ".content")});
+      const auto content = m.find("content");
+      conversation.push_back({role, content == m.end() ? std::string() : message_content(*content, at + ".content")});
+    }
+    int64_t bytes = 0;
+    for (const ChatMessage& m : conversation) bytes += static_cast<int64_t>(m.content.size());
+    if (bytes > model.context * kMaxBytesPerToken) {
+      throw bad("messages", "the messages are " + std::to_string(bytes) + " bytes, more than the context of " +
+                                std::to_string(model.context) + " tokens can hold", "context_length_exceeded");
     }
     try {
       r.prompt = chat_template->encode(conversation, tokenizer);
@@ -231,11 +244,11 @@ GenerationRequest parse_generation_request(const json& body, bool chat, const Mo
     const json* prompt = field(body, "prompt");
     if (prompt == nullptr) throw bad("prompt", "'prompt' is required");
     if (prompt->is_string()) {
-      r.prompt = encode_text(tokenizer, prompt->get<std::string>(), "prompt");
+      r.prompt = encode_text(tokenizer, prompt->get<std::string>(), "prompt", model);
     } else if (prompt->is_array() && !prompt->empty() && (*prompt)[0].is_number_integer()) {
       r.prompt = token_array(*prompt, model, "prompt");
     } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-      r.prompt = encode_text(tokenizer, (*prompt)[0].get<std::string>(), "prompt");
+      r.prompt = encode_text(tokenizer, (*prompt)[0].get<std::string>(), "prompt", model);
     } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_array()) {
       r.prompt = token_array((*prompt)[0], model, "prompt");
     } else if (prompt->is_array() && prompt->size() > 1) {
@@ -285,18 +298,19 @@ GenerationRequest parse_generation_request(const json& body, bool chat, const Mo
     if (auto u = boolean(*so, "include_usage")) r.include_usage = *u;
   }
   if (const json* stop = field(body, "stop")) {
-    std::vector<json> items;
+    std::vector<const json*> items;  // (pointers: a client's JSON is never copied)
     if (stop->is_string()) {
-      items.push_back(*stop);
+      items.push_back(stop);
     } else if (stop->is_array()) {
-      items.assign(stop->begin(), stop->end());
+      for (const json& s : *stop) items.push_back(&s);
     } else {
       throw bad("stop", "'stop' must be a string or an array of strings");
     }
     if (static_cast<int64_t>(items.size()) > limits.max_stop) {
       throw bad("stop", "at most " + std::to_string(limits.max_stop) + " stop strings");
     }
-    for (const json& s : items) {
+    for (const json* sp : items) {
+      const json& s = *sp;
       if (!s.is_string() || s.get<std::string>().empty() || s.get<std::string>().size() > limits.max_stop_bytes) {
         throw bad("stop", "stop strings must be non-empty strings of at most " + std::to_string(limits.max_stop_bytes) +
                               " bytes");

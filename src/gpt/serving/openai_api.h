@@ -36,6 +36,10 @@ struct ApiLimits {
   int max_messages = 512;
 };
 
+// Text longer than this many bytes per position of the context is refused before
+// it is tokenized (tokenizing is the one cost paid before a length is known).
+inline constexpr int64_t kMaxBytesPerToken = 32;
+
 struct ModelInfo {
   std::string id;  // what /v1/models lists and requests may name
   int64_t context = 0;

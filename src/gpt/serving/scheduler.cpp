@@ -91,7 +91,8 @@ Scheduler::~Scheduler() {
   stop();
   for (auto& job : queue_) job->finish("the server is shutting down");
   for (auto& job : running_) job->finish("the server is shutting down");
-  for (auto& task : tasks_) task();  // (each reports that it did not run)
+  for (auto& task : tasks_) task(false);  // (each reports that it did not run)
+  tasks_.clear();
 }
 
 std::shared_ptr<Job> Scheduler::submit(GenerationRequest request, int peer_socket) {
@@ -116,8 +117,8 @@ void Scheduler::run_between_steps(const std::function<void()>& fn) {
   {
     const std::lock_guard lock(mutex_);
     if (stopping_) throw ApiError{503, "the server is shutting down", "", ""};
-    tasks_.push_back([fn, done, this] {
-      if (stopping_) {
+    tasks_.push_back([fn, done](bool run) {
+      if (!run) {
         done->set_exception(std::make_exception_ptr(ApiError{503, "the server is shutting down", "", ""}));
         return;
       }
@@ -260,12 +261,18 @@ void Scheduler::loop() {
   std::unique_lock lock(mutex_);
   while (true) {
     wake_.wait(lock, [&] { return stopping_ || !tasks_.empty() || !queue_.empty() || !running_.empty(); });
-    if (stopping_) return;
-    while (!tasks_.empty()) {
+    if (stopping_) {
+      // Tasks still waiting fail (503) rather than leave their handlers waiting.
+      for (auto& task : tasks_) task(false);
+      tasks_.clear();
+      return;
+    }
+    // One task between two steps: a stream of inspections must not stop decoding.
+    if (!tasks_.empty()) {
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      task();
+      task(true);
       lock.lock();
     }
     // Clients that went away: their sequences end before the next step.

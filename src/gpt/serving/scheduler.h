@@ -130,7 +130,7 @@ class Scheduler {
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::deque<std::function<void()>> tasks_;
+  std::deque<std::function<void(bool run)>> tasks_;  // run false: the server stops, fail instead
   bool accepting_ = true, stopping_ = false;
   // Engine thread (read under mutex_ for gauges).
   std::vector<std::shared_ptr<Job>> running_;

@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +27,7 @@ namespace {
 
 using nlohmann::json;
 using clock_type = std::chrono::steady_clock;
+constexpr int kMaxJsonDepth = 64;
 
 int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -55,10 +58,43 @@ json parse_body(const httplib::Request& req) {
     throw ApiError{400, "the request body is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")",
                    "", ""};
   }
+  // Nesting is bounded before parsing: copying a deeply nested value recurses.
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : req.body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  if (deepest > kMaxJsonDepth) {
+    throw ApiError{400, "the request body nests more than " + std::to_string(kMaxJsonDepth) + " levels", "", ""};
+  }
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) throw ApiError{400, "the request body is not valid JSON", "", ""};
   if (!body.is_object()) throw ApiError{400, "the request body must be a JSON object", "", ""};
   return body;
+}
+
+std::string address_of(const sockaddr_storage& a) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (a.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, buf, sizeof buf);
+  } else if (a.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, buf, sizeof buf);
+  }
+  return buf;
 }
 
 uint16_t port_of(const sockaddr_storage& a) {
@@ -68,7 +104,7 @@ uint16_t port_of(const sockaddr_storage& a) {
 }
 
 // The socket of the request's connection (cpp-httplib 0.11 does not hand it to
-// handlers): the open socket whose local and remote ports are the request's.
+// handlers): the open socket whose local port and peer address and port are the request's.
 // The scheduler watches it to cancel the work of a client that hangs up.
 int connection_socket(const httplib::Request& req) {
   std::error_code ec;
@@ -83,7 +119,9 @@ int connection_socket(const httplib::Request& req) {
     socklen_t peer_len = sizeof peer, local_len = sizeof local;
     if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
     if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (port_of(peer) == req.remote_port && port_of(local) == req.local_port) return fd;
+    if (port_of(peer) == req.remote_port && port_of(local) == req.local_port && address_of(peer) == req.remote_addr) {
+      return fd;
+    }
   }
   return -1;
 }
@@ -131,16 +169,15 @@ class Server {
                   " (in use, or not an address of this machine)");
     }
     std::thread signals([this] { wait_for_stop_signal(); });
-    bool listened = true;
     std::thread listener([&] {
-      listened = http_.listen_after_bind();
+      if (!http_.listen_after_bind() && !stopping_) listen_failed_ = true;
       if (!stopping_) ::kill(::getpid(), SIGTERM);  // (the listener failed: wake the signal thread)
     });
     if (on_listening) on_listening(options_.host, port);
     scheduler_.run();  // the engine, on this thread (see Scheduler::run), until the signal thread stops it
     listener.join();
     signals.join();
-    if (!listened && !stopping_) throw Error("the HTTP listener stopped unexpectedly");
+    if (listen_failed_) throw Error("the HTTP listener stopped unexpectedly");
     return 0;
   }
 
@@ -156,13 +193,24 @@ class Server {
     std::fprintf(stderr, "gpt serve: %s: no new requests; letting running ones finish (up to %.0f s)\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM", options_.drain_seconds);
     stopping_ = true;
+    // A second signal ends the process at once (default action, on this thread only).
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
     scheduler_.stop_accepting();
     if (!scheduler_.wait_idle(std::chrono::milliseconds(static_cast<int64_t>(options_.drain_seconds * 1000)))) {
       std::fprintf(stderr, "gpt serve: ending the requests still running\n");
       scheduler_.end_all();
     }
-    // The handlers write their last bytes, then the listener stops and its threads
+    // The handlers write their last bytes (cpp-httplib stops calling a stream's
+    // provider once the listener stops), then the listener stops and its threads
     // join; then the engine loop ends.
+    const auto deadline = clock_type::now() + std::chrono::seconds(5);
+    while (open_responses_ > 0 && clock_type::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // (A signal during start-up: stop() does nothing until the listener runs.)
+    while (!http_.is_running() && !listen_failed_ && clock_type::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     http_.stop();
     scheduler_.stop();
   }
@@ -185,6 +233,10 @@ class Server {
         send_error(res, e);
       } catch (const Error& e) {
         send_error(res, {400, e.what(), "", ""});
+      } catch (const nlohmann::json::exception& e) {
+        send_error(res, {400, std::string("a field has the wrong type: ") + e.what(), "", ""});
+      } catch (const std::exception& e) {
+        send_error(res, {500, e.what(), "", ""});
       }
       metrics_.request(endpoint, res.status);
     };
@@ -226,6 +278,7 @@ class Server {
       const json body = parse_body(req);
       const auto it = body.find("content");
       if (it == body.end() || !it->is_string()) throw ApiError{400, "'content' must be a string", "content", ""};
+      check_text_size(it->get<std::string>(), "content");
       std::vector<int32_t> ids;
       try {
         ids = model_.tokenizer->encode(it->get<std::string>());
@@ -233,7 +286,9 @@ class Server {
         throw ApiError{400, std::string("'content' cannot be tokenized: ") + e.what(), "content", ""};
       }
       json tokens = json::array();
-      const bool pieces = body.value("with_pieces", false);
+      const auto wp = body.find("with_pieces");
+      if (wp != body.end() && !wp->is_boolean()) throw ApiError{400, "'with_pieces' must be true or false", "with_pieces", ""};
+      const bool pieces = wp != body.end() && wp->get<bool>();
       for (int32_t id : ids) {
         if (pieces) {
           tokens.push_back({{"id", id}, {"piece", model_.tokenizer->token_bytes(id)}});
@@ -269,7 +324,8 @@ class Server {
                                                       std::to_string(options_.max_body_bytes) + " bytes"
                                                 : "bad request";
       send_error(res, {res.status, message, "", ""});
-      metrics_.request(res.status == 404 ? "(none)" : req.path, res.status);
+      // (A fixed label: paths come from clients, and each label value is kept forever.)
+      metrics_.request("(error)", res.status);
     });
     http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string what = "internal error";
@@ -281,6 +337,17 @@ class Server {
       }
       send_error(res, {500, what, "", ""});
     });
+  }
+
+  // Tokenizing is the one cost paid before a length is known: text longer than
+  // any context's worth is refused first (kMaxBytesPerToken per position).
+  void check_text_size(const std::string& text, const char* param) const {
+    const size_t limit = static_cast<size_t>(model_.info.context) * kMaxBytesPerToken;
+    if (text.size() > limit) {
+      throw ApiError{400, std::string("'") + param + "' is " + std::to_string(text.size()) + " bytes; at most " +
+                              std::to_string(limit) + " are taken (" + std::to_string(kMaxBytesPerToken) +
+                              " per position of the context)", param, "context_length_exceeded"};
+    }
   }
 
   json model_json() const {
@@ -300,6 +367,9 @@ class Server {
     const bool stream = r.stream;
     const std::string echo = r.echo ? model_.tokenizer->decode(r.prompt) : "";
     std::shared_ptr<Job> job = scheduler_.submit(std::move(r), connection_socket(req));
+    // Counted until the last byte is written (shutdown waits for them).
+    auto open = std::shared_ptr<void>(nullptr, [this](void*) { --open_responses_; });
+    ++open_responses_;
     const std::string id = random_id(chat ? "chatcmpl" : "cmpl");
     const int64_t created = unix_time();
     if (!stream) {
@@ -324,7 +394,7 @@ class Server {
     res.status = 200;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
-    res.set_chunked_content_provider("text/event-stream", [this, job, id, created, chat, echo](size_t, httplib::DataSink& sink) {
+    res.set_chunked_content_provider("text/event-stream", [this, job, id, created, chat, echo, open](size_t, httplib::DataSink& sink) {
       const GenerationRequest& r = job->request();
       std::vector<bool> opened(static_cast<size_t>(r.n), false);
       std::vector<size_t> offsets(static_cast<size_t>(r.n), 0);
@@ -359,7 +429,8 @@ class Server {
                                      e.finish, first, *model_.tokenizer, offsets[c]))) {
             return false;
           }
-          offsets[c] += e.text.size();
+          // (Offsets of the tokens' own bytes, as in a whole answer: text may be held back.)
+          for (const TokenLogprob& t : e.logprobs) offsets[c] += model_.tokenizer->token_bytes(t.token).size();
         }
       }
       if (auto err = job->error()) {
@@ -395,6 +466,7 @@ class Server {
     const int64_t layer = int_field("layer", c.n_layer - 1, 0, c.n_layer - 1);
     const int64_t head = int_field("head", -1, -1, c.n_head - 1);
     const int64_t top = int_field("top", 5, 0, options_.limits.max_top_logprobs);
+    check_text_size(text->get<std::string>(), "text");
     std::vector<int32_t> ids;
     try {
       ids = model_.tokenizer->encode(text->get<std::string>());
@@ -409,10 +481,17 @@ class Server {
     }
     const auto T = static_cast<int64_t>(ids.size());
     const int64_t V = c.vocab_size, NH = c.n_head;
+    // Inspections run between decoding steps, one per step: a few at a time, more get 429.
+    struct Slot {
+      std::atomic<int>& n;
+      explicit Slot(std::atomic<int>& count) : n(count) { ++n; }
+      ~Slot() { --n; }
+    } slot(inspections_);
+    if (inspections_ > kMaxInspections) throw ApiError{429, "too many inspections at once; retry later", "", ""};
     std::vector<float> logits, attention;
     scheduler_.run_between_steps([&] {
       if (!inspector_) {
-        inspector_ = std::make_unique<InferenceSession>(model_.weights, KvCacheType::kAuto,
+        inspector_ = std::make_unique<InferenceSession>(model_.weights, scheduler_.options().engine.kv_cache,
                                                         scheduler_.options().engine.compute);
       }
       inspector_->reset();
@@ -474,6 +553,10 @@ class Server {
   httplib::Server http_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<InferenceSession> inspector_;  // engine thread only
+  static constexpr int kMaxInspections = 2;
+  std::atomic<int> inspections_{0};
+  std::atomic<int> open_responses_{0};  // generation responses not yet fully written
+  std::atomic<bool> listen_failed_{false};
 };
 
 }  // namespace

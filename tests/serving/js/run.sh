@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v node >/dev/null; then echo "SKIPPED: node is not installed (scripts/install-deps.sh --js)"; exit 77; fi
 if [[ ! -d node_modules/openai ]]; then echo "SKIPPED: npm packages missing: run 'npm ci' in tests/serving/js"; exit 77; fi
-if [[ $1 == browser.test.mjs ]] && ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
+if [[ $1 == browser.test.mjs || $1 == explain_report.test.mjs ]] && ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
   echo "SKIPPED: chromium is not installed (scripts/install-deps.sh --js)"; exit 77
 fi
 exec node --test --test-reporter=spec "$1"
