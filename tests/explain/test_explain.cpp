@@ -3,7 +3,11 @@
 // and the sublayers' outputs add up to the residual stream.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "gpt/explain/explain.h"
 #include "gpt/generation/kv_cache.h"
@@ -128,6 +132,32 @@ TEST(Explain, TheReportIsSelfContainedAndShowsUnprintableTokensSafely) {
   EXPECT_EQ(html.find("<b>"), std::string::npos);
   for (const char* id : {"id=\"tokens\"", "id=\"embedding\"", "id=\"blocks\"", "id=\"output\""}) {
     EXPECT_NE(html.find(id), std::string::npos) << id;
+  }
+}
+
+TEST(Explain, TheCommandWritesTheReportOrJsonAndRefusesBadInput) {
+  const std::string model = testing::fixture("hf_gpt2_tiny").string();
+  testing::TempDir dir;
+  auto r = testing::run_gpt("explain --model " + model + " --prompt 'Hello there' --out " + (dir / "r.html").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir / "r.html"));
+  r = testing::run_gpt("explain --model " + model + " --prompt 'Hello there' --json --position 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["position"], 0);
+  EXPECT_EQ(j["blocks"].size(), 2u);
+  EXPECT_EQ(j["tokens"][0]["piece"], "Hello");
+  struct Bad {
+    std::string args, message;
+  };
+  for (const Bad& b : {Bad{"--prompt '' --json", "the prompt is empty"},
+                       Bad{"--prompt 'Hello there' --position 5 --json", "outside the prompt"},
+                       Bad{"--prompt '" + std::string(200, 'x') + " " + std::string(200, 'y') + "' --json", "context is 64"},
+                       Bad{"--prompt 'Hi'", "--out"}}) {
+    r = testing::run_gpt("explain --model " + model + " " + b.args);
+    EXPECT_EQ(r.exit_code, 1) << b.args;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }
 

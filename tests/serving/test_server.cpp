@@ -189,6 +189,12 @@ TEST(Server, LogprobsAreTheDistributionInspectShows) {
     EXPECT_NEAR(sum, 1.0, 1e-3);
   }
   EXPECT_EQ(post(c, "/v1/inspect", json{{"text", "x"}, {"layer", 2}}).status, 400);  // the model has 2 layers
+  // gpt explain's view of the same text: its output distribution is the one above.
+  const HttpResult ex = post(c, "/v1/explain", json{{"text", "The cat sat"}});
+  ASSERT_EQ(ex.status, 200) << ex.text;
+  EXPECT_EQ(ex.body["blocks"].size(), 2u);
+  EXPECT_NEAR(ex.body["output"]["top"][0]["prob"].get<double>(), next[0]["prob"].get<double>(), 2e-4);
+  EXPECT_EQ(post(c, "/v1/explain", json{{"text", "The cat sat"}, {"position", 99}}).status, 400);
   EXPECT_EQ(post(c, "/v1/inspect", json{{"text", std::string(300, 'a') + " b"}}).status, 400);  // over the context
 }
 

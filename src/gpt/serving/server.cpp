@@ -18,6 +18,7 @@
 
 #include <httplib.h>
 
+#include "gpt/explain/explain.h"
 #include "gpt/generation/kv_cache.h"
 #include "gpt/util/error.h"
 #include "gpt/util/utf8.h"
@@ -314,6 +315,34 @@ class Server {
     }));
     http_.Post("/v1/inspect", api("/v1/inspect", [this](const httplib::Request& req, httplib::Response& res) {
       inspect(req, res);
+    }));
+    // gpt explain's data (explain/explain.h) for one position of a text.
+    http_.Post("/v1/explain", api("/v1/explain", [this](const httplib::Request& req, httplib::Response& res) {
+      const json body = parse_body(req);
+      const auto text = body.find("text");
+      if (text == body.end() || !text->is_string()) throw ApiError{400, "'text' must be a string", "text", ""};
+      check_text_size(text->get<std::string>(), "text");
+      int64_t position = -1;
+      if (const auto p = body.find("position"); p != body.end() && !p->is_null()) {
+        if (!p->is_number_integer()) throw ApiError{400, "'position' must be an integer", "position", ""};
+        position = p->get<int64_t>();
+        if (position < 0) throw ApiError{400, "'position' must not be negative", "position", ""};
+      }
+      struct Slot {
+        std::atomic<int>& n;
+        explicit Slot(std::atomic<int>& count) : n(count) { ++n; }
+        ~Slot() { --n; }
+      } slot(inspections_);
+      if (inspections_ > kMaxInspections) throw ApiError{429, "too many inspections at once; retry later", "", ""};
+      json out;
+      scheduler_.run_between_steps([&] {
+        try {
+          out = explanation_json(explain(model_.weights, *model_.tokenizer, text->get<std::string>(), position, 10));
+        } catch (const Error& e) {
+          throw ApiError{400, e.what(), "text", ""};
+        }
+      });
+      send_json(res, 200, out);
     }));
     // Anything else, and errors cpp-httplib answers itself (413 for a body over
     // the limit, 400 for a malformed request): OpenAI's error shape.
