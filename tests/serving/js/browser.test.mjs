@@ -91,6 +91,10 @@ test("attention view: layer and head selectors, a query token, a heat map", asyn
   assert.match(shading[0], /rgba/);                         // token 0 gets some of token 3's attention
   assert.equal(await page.$eval("#attn-tokens .tok.query", (e) => e.dataset.index), "3");
   assert.ok(shading.slice(4).every((s) => / 0\)$/.test(s)), "nothing attends to the future");
+  // gpt explain's view of the chosen token: one row per block and the output.
+  await page.click("#explain");
+  await page.waitForFunction(() => /Explained token 3/.test(document.getElementById("status").textContent));
+  assert.equal(await page.$$eval("#explain-view tr", (rows) => rows.length), 1 + 2 + 1);
   await page.screenshot({ path: path.join(shots, "attention.png") });
   assert.deepEqual(errors, []);
   await page.close();
