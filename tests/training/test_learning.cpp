@@ -49,7 +49,7 @@ TEST(Learning, TinyShakespeareCharReachesNanoGptValidationLoss) {
 
 // --dtype bf16 trains like fp32: the baby config (4 x 128, block 64, batch 12)
 // for 300 steps, validation loss within 2% of fp32's (the 2000-step comparison
-// on Tiny Shakespeare is in the README: 0.x%). On text generated here when the
+// on Tiny Shakespeare is in docs/benchmarks.md: 0.x%). On text generated here when the
 // shared data is missing.
 TEST(Learning, Bf16TracksFp32OnTheBabyConfig) {
   testing::TempDir dir;

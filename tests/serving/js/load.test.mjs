@@ -1,7 +1,7 @@
 // A bounded load test on loopback with autocannon: 16 connections for 20 s,
 // one request in ten malformed. Zero crashes, zero 5xx, every valid request
 // answered 200 and every malformed one 400, resident memory flat within 10%
-// after warm-up. Prints the figures (they go in the README).
+// after warm-up. Prints the figures (they go in docs/serving.md).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
