@@ -91,9 +91,12 @@ struct CommandResult {
 };
 
 // Runs `gpt <args>` through the shell, standard input from `stdin_file`.
-inline CommandResult run_gpt(const std::string& args, const std::string& stdin_file = "/dev/null") {
+// `env`: assignments put before the command ("NAME=value ...").
+inline CommandResult run_gpt(const std::string& args, const std::string& stdin_file = "/dev/null",
+                             const std::string& env = "") {
   TempDir tmp;
-  const std::string cmd = std::string(GPT_BINARY) + " " + args + " <" + stdin_file + " >" + (tmp / "out").string() +
+  const std::string cmd = env + (env.empty() ? "" : " ") + std::string(GPT_BINARY) + " " + args + " <" + stdin_file +
+                          " >" + (tmp / "out").string() +
                           " 2>" + (tmp / "err").string();
   CommandResult r;
   const int status = std::system(cmd.c_str());

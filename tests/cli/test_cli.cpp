@@ -507,3 +507,44 @@ TEST_F(Cli, GeneratingFromAGpt2SizedModelTakesLittleMoreThanItsWeights) {
 
 }  // namespace
 }  // namespace gpt
+
+namespace gpt {
+namespace {
+
+TEST_F(Cli, VersionNamesTheCommitAndWhatThisCpuUses) {
+  const auto r = testing::run_gpt("--version");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* part : {"gpt.cpp 0.1.0 (commit ", "CPU: ", "hand-written loops: ", "Q8_0/Q4_0 products: ",
+                           "bf16 matrix products: ", "oneDNN ", "MPI: "}) {
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << " in:\n" << r.out;
+  }
+}
+
+TEST_F(Cli, EverySubcommandsHelpEndsWithExamplesThatParse) {
+  for (const char* command : {"train", "eval", "generate", "chat", "attention", "explain", "plot", "tokenize",
+                              "convert", "serve"}) {
+    const auto r = testing::run_gpt(std::string(command) + " --help");
+    ASSERT_EQ(r.exit_code, 0) << command;
+    const size_t at = r.out.find("Examples:");
+    ASSERT_NE(at, std::string::npos) << command;
+    // Each example's flags are ones the command knows: GPT_PARSE_ONLY=1 checks
+    // the command line and stops; an unknown flag or a bad value is exit code 2.
+    std::istringstream lines(r.out.substr(at));
+    std::string line;
+    std::getline(lines, line);
+    int examples = 0;
+    while (std::getline(lines, line)) {
+      const size_t gpt = line.find("gpt ");
+      if (gpt == std::string::npos || line.find("| gpt") != std::string::npos) continue;
+      std::string args = line.substr(gpt + 4);
+      if (const size_t hash = args.find(" #"); hash != std::string::npos) args.resize(hash);
+      const auto parsed = testing::run_gpt(args, "/dev/null", "GPT_PARSE_ONLY=1");
+      EXPECT_EQ(parsed.exit_code, 0) << "gpt " << args << "\n" << parsed.err;
+      ++examples;
+    }
+    EXPECT_GE(examples, 1) << command;
+  }
+}
+
+}  // namespace
+}  // namespace gpt

@@ -16,6 +16,7 @@ namespace gpt::cli {
 
 Command add_attention_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("attention", "Draw a model's attention weights on a prompt (SVG)");
+  app->footer("\nExamples:\n  gpt attention --model out/mymodel --prompt \"To be, or not to be\" --out attention.svg\n  gpt attention --model out/mymodel --prompt \"To be, or not to be\" --layer 0 --head 3 --out head3.svg");
   struct Options {
     ModelFlags model;
     std::string prompt, out;
@@ -64,6 +65,7 @@ Command add_attention_command(CLI::App& parent) {
 
 Command add_plot_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("plot", "Draw a training log's loss curves (SVG)");
+  app->footer("\nExamples:\n  gpt plot out/mymodel/train_log.jsonl --out loss.svg");
   auto log = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   app->add_option("log", *log, "Training log (JSON lines, as written by gpt train)")->required();

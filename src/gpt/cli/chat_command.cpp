@@ -21,6 +21,7 @@ namespace gpt::cli {
 
 Command add_chat_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("chat", "Talk to a model: each line you type is continued");
+  app->footer("\nExamples:\n  gpt chat --model out/mymodel\n  gpt chat --model gpt2-q8_0.gguf --temperature 0.7 --top-k 40");
   struct Options {
     ModelFlags model;
     GenerateOptions gen;

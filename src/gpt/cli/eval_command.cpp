@@ -15,6 +15,7 @@ namespace gpt::cli {
 
 Command add_eval_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("eval", "Evaluate a model on a text file");
+  app->footer("\nExamples:\n  gpt eval --model out/mymodel --data held_out.txt\n  gpt eval --model gpt2-q8_0.gguf --data held_out.txt --batch 4");
   struct Options {
     ModelFlags model;
     std::string data;

@@ -24,6 +24,7 @@ namespace gpt::cli {
 
 Command add_generate_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("generate", "Generate text from a prompt");
+  app->footer("\nExamples:\n  gpt generate --model out/mymodel --prompt \"ROMEO:\" --max-tokens 300 --temperature 0.8 --top-k 40\n  gpt generate --model out/mymodel --prompt \"ROMEO:\" --max-tokens 20 --show-probs 5\n  gpt generate --model gpt2-q8_0.gguf --prompt \"Hello\" --num-samples 8 --parallel 8");
   struct Options {
     ModelFlags model;
     std::string prompt, prompt_file;

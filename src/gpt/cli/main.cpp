@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 #include <string>
@@ -9,12 +10,14 @@
 
 #include "gpt/cli/commands.h"
 #include "gpt/distributed/communicator.h"
+#include "gpt/kernels/build_info.h"
 #include "gpt/util/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"gpt.cpp: train, evaluate and run GPT language models", "gpt"};
   app.require_subcommand(1, 1);
-  app.set_version_flag("--version", "gpt.cpp 0.1.0");
+  app.set_version_flag("--version", [] { return gpt::build_info(); },
+                       "Print the version, the commit, and what this build uses on this CPU");
   // A flag given twice takes its last value, so scripts can append overrides.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<gpt::cli::Command> commands = {
@@ -52,6 +55,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt: error: %s (see gpt --help)\n", e.what());
     return 2;
   }
+  // GPT_PARSE_ONLY=1: check the command line and stop (the tests check every
+  // --help example this way; --help itself would stop before unknown flags are seen).
+  if (const char* p = std::getenv("GPT_PARSE_ONLY"); p != nullptr && std::string(p) == "1") return 0;
   // Under mpirun, an error on one rank must stop them all, not leave them waiting.
   gpt::Communicator& comm = gpt::Communicator::world();
   // On a terminal, first clear a progress line the error would otherwise share.

@@ -30,6 +30,7 @@ std::vector<int32_t> encode_all(const Tokenizer& tok, const std::string& text, b
 
 Command add_tokenize_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("tokenize", "Train a BPE tokenizer, encode, decode, prepare token shards");
+  app->footer("\nExamples:\n  gpt tokenize train --data corpus.txt --vocab-size 8000 --out tok.json\n  echo \"Hello world\" | gpt tokenize encode --tokenizer tok.json\n  gpt tokenize prepare --tokenizer tok.json --data corpus.txt --out corpus.bin");
   app->require_subcommand(1, 1);
   struct Options {
     std::vector<std::string> data;

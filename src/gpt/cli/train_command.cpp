@@ -116,6 +116,7 @@ void apply_json_config(CLI::App* app, const std::string& path) {
 
 Command add_train_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("train", "Train a GPT model on a text file");
+  app->footer("\nExamples:\n  gpt train --data input.txt --out out/mymodel --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --max-iters 2000\n  gpt train --resume out/mymodel\n  gpt train --init-from path/to/gpt2 --data mytext.txt --out out/finetuned --lr 1e-4 --dtype bf16");
   auto o = std::make_shared<TrainOptions>();
   auto resume = std::make_shared<std::string>();
   app->add_option("--data", o->data, "Training text (UTF-8 for --tokenizer char)");

@@ -1,0 +1,69 @@
+#include "gpt/kernels/build_info.h"
+
+#include <fstream>
+
+#include <dnnl.hpp>
+
+#include "gpt/kernels/float16.h"
+#include "gpt/kernels/matmul.h"
+#include "gpt/kernels/matmul_bf16.h"
+#include "gpt/kernels/quantize.h"
+
+#ifndef GPT_GIT_COMMIT
+#define GPT_GIT_COMMIT "unknown"
+#endif
+#ifndef GPT_VERSION
+#define GPT_VERSION "0.1.0"
+#endif
+
+namespace gpt {
+namespace {
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string dispatch_level() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    return "x86-64-v4 (AVX-512)";
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3 (AVX2 + FMA)";
+  return "x86-64 baseline";
+#else
+  return "portable";
+#endif
+}
+
+}  // namespace
+
+std::string build_info() {
+  const dnnl_version_t* v = dnnl_version();
+#ifdef GPT_WITH_MPI
+  const char* mpi = "on (run under mpirun for data parallel training)";
+#else
+  const char* mpi = "off";
+#endif
+  std::string s = "gpt.cpp " GPT_VERSION " (commit " GPT_GIT_COMMIT ")\n";
+  s += "CPU: " + cpu_model() + "\n";
+  s += "hand-written loops: " + dispatch_level() + "\n";
+  s += std::string("few-rows fp32 products in panels: ") + (few_rows_kernels() ? "yes (AVX-512)" : "no (oneDNN)") + "\n";
+  s += std::string("Q8_0/Q4_0 products: ") + (quant_kernels() == QuantKernels::kVnni ? "AVX-512 VNNI" : "portable") + "\n";
+  s += std::string("bf16 matrix products: ") +
+       (bf16_gemm_native_available() ? "oneDNN bf16 kernels available" : "emulated (fp32 GEMM on bf16-rounded inputs)") + "\n";
+  s += std::string("float16 conversion: ") + (float16_uses_f16c() ? "F16C" : "portable") + "\n";
+  s += "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) + "\n";
+  s += std::string("MPI: ") + mpi;
+  return s;
+}
+
+}  // namespace gpt
