@@ -10,6 +10,7 @@
 
 #include "gpt/cli/commands.h"
 #include "gpt/cli/model_flags.h"
+#include "gpt/cli/prompt_flags.h"
 #include "gpt/explain/explain.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -44,17 +45,7 @@ Command add_explain_command(CLI::App& parent) {
     GPT_CHECK(o->json || !o->out.empty(), "--out FILE.html is required (or --json)");
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
-    std::string text = o->prompt;
-    if (!o->prompt_file.empty()) {
-      text = read_text_file(o->prompt_file);
-    } else if (prompt->count() == 0) {
-      GPT_CHECK(!::isatty(STDIN_FILENO), "no prompt: pass --prompt TEXT, --prompt-file FILE or pipe text in");
-      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    }
-    GPT_CHECK(!text.empty(), "the prompt is empty");
-    if (auto bad = find_invalid_utf8(text)) {
-      throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
-    }
+    const std::string text = read_prompt(o->prompt, o->prompt_file, prompt);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
     const Explanation e = explain(m.inference_weights(), *m.tokenizer, text, o->position, o->top);
     const std::string out = o->json ? explanation_json(e).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"

@@ -13,6 +13,7 @@
 
 #include "gpt/cli/commands.h"
 #include "gpt/cli/model_flags.h"
+#include "gpt/cli/prompt_flags.h"
 #include "gpt/cli/sampling_flags.h"
 #include "gpt/generation/generate.h"
 #include "gpt/util/error.h"
@@ -55,17 +56,7 @@ Command add_generate_command(CLI::App& parent) {
     validate_sampling_flags(o->gen);
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
-    std::string text = o->prompt;
-    if (!o->prompt_file.empty()) {
-      text = read_text_file(o->prompt_file);
-    } else if (prompt->count() == 0) {
-      GPT_CHECK(!::isatty(STDIN_FILENO), "no prompt: pass --prompt TEXT, --prompt-file FILE or pipe text in");
-      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    }
-    GPT_CHECK(!text.empty(), "the prompt is empty");
-    if (auto bad = find_invalid_utf8(text)) {
-      throw Error("the prompt is not valid UTF-8 (first bad byte at offset " + std::to_string(*bad) + ")");
-    }
+    const std::string text = read_prompt(o->prompt, o->prompt_file, prompt);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
     const std::vector<int32_t> ids = m.tokenizer->encode(text);
     const int64_t context = m.config().block_size;

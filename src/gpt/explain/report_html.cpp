@@ -6,62 +6,10 @@
 #include <string>
 
 #include "gpt/explain/explain.h"
-#include "gpt/util/utf8.h"
+#include "gpt/viz/svg.h"  // visible_token, xml_escape
 
 namespace gpt {
 namespace {
-
-// A token's bytes as readable, valid text: spaces and newlines made visible,
-// other control bytes and bytes that are not UTF-8 as <XX>.
-std::string visible(const std::string& bytes) {
-  std::string out;
-  auto hex = [&](unsigned char c) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "<%02X>", c);
-    out += buf;
-  };
-  size_t i = 0;
-  while (i < bytes.size()) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    if (c == ' ') {
-      out += "\u2423";
-    } else if (c == '\n') {
-      out += "\u21b5";
-    } else if (c == '\t') {
-      out += "\u21e5";
-    } else if (c < 0x20 || c == 0x7f) {
-      hex(c);
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else {
-      // One whole, valid character, or its first byte shown as hex.
-      const size_t len = std::min<size_t>(c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2, bytes.size() - i);
-      if (c >= 0xC2 && c <= 0xF4 && !find_invalid_utf8(bytes.substr(i, len)) &&
-          complete_utf8_prefix(bytes.substr(i, len)) == len) {
-        out += bytes.substr(i, len);
-        i += len;
-        continue;
-      }
-      hex(c);
-    }
-    ++i;
-  }
-  return out;
-}
-
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -87,7 +35,7 @@ std::string heat_strip(const std::vector<float>& v, const std::string& label) {
   float scale = 1e-12f;
   for (float x : v) scale = std::max(scale, std::abs(x));
   std::string s = "<svg class=\"strip\" viewBox=\"0 0 " + std::to_string(v.size()) +
-                  " 10\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"" + escape(label) + "\">";
+                  " 10\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"" + xml_escape(label) + "\">";
   for (size_t i = 0; i < v.size(); ++i) {
     s += "<rect x=\"" + std::to_string(i) + "\" width=\"1\" height=\"10\" fill=\"" + diverging(v[i] / scale) + "\"/>";
   }
@@ -171,7 +119,7 @@ const Text kKorean = {
 
 std::string explanation_html(const Explanation& e, const std::string& lang) {
   const Text& t = lang == "ko" ? kKorean : kEnglish;
-  auto piece = [&](int32_t id) { return escape(visible(e.piece_of.at(id))); };
+  auto piece = [&](int32_t id) { return xml_escape(visible_token(e.piece_of.at(id))); };
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"" + std::string(lang == "ko" ? "ko" : "en") + "\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" + std::string(t.title) +
@@ -204,7 +152,7 @@ section.block{border:1px solid #e3e3e3;border-radius:8px;padding:.5rem .8rem;mar
   h += "<section id=\"tokens\">\n<h2>" + std::string(t.tokens_h) + "</h2>\n<p class=\"why\">" + t.tokens_p + "</p>\n<p>";
   for (size_t i = 0; i < e.tokens.size(); ++i) {
     const bool at = static_cast<int64_t>(i) == e.position;
-    h += std::string("<span class=\"tok") + (at ? " at" : "") + "\">" + escape(visible(e.pieces[i])) + "<small>" +
+    h += std::string("<span class=\"tok") + (at ? " at" : "") + "\">" + xml_escape(visible_token(e.pieces[i])) + "<small>" +
          std::to_string(e.tokens[i]) + " · " + std::to_string(e.pieces[i].size()) + " B</small></span>";
   }
   h += "</p>\n</section>\n";
@@ -262,7 +210,7 @@ section.block{border:1px solid #e3e3e3;border-radius:8px;padding:.5rem .8rem;mar
   h += "</table>\n<p>" + std::string(t.entropy) + ": " + fmt("%.3f", e.entropy) + " nats</p>\n<table>\n<tr><th>" + t.setting +
        "</th><th>" + t.kept + "</th><th>" + t.top_prob + "</th><th>" + t.entropy + "</th></tr>\n";
   for (const auto& s : e.sampling) {
-    h += "<tr><td>" + escape(s.setting) + "</td><td>" + std::to_string(s.kept) + "</td><td>" + fmt("%.4f", s.top_prob) +
+    h += "<tr><td>" + xml_escape(s.setting) + "</td><td>" + std::to_string(s.kept) + "</td><td>" + fmt("%.4f", s.top_prob) +
          "</td><td>" + fmt("%.3f", s.entropy) + "</td></tr>\n";
   }
   h += "</table>\n</section>\n</body>\n</html>\n";

@@ -156,7 +156,7 @@ void Scheduler::end_all() {
         ev.text = ch.text.flush();
         ev.finish = Finish::kLength;
         job->push(std::move(ev));
-        end_choice(*job, static_cast<int>(c), Finish::kLength);
+        end_choice(*job, static_cast<int>(c));
       }
     }
     running_.clear();
@@ -201,8 +201,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
   return true;
 }
 
-void Scheduler::end_choice(Job& job, int choice, Finish finish) {
-  (void)finish;
+void Scheduler::end_choice(Job& job, int choice) {
   Job::Choice& ch = job.choices_[static_cast<size_t>(choice)];
   if (ch.done) return;
   ch.done = true;
@@ -219,7 +218,7 @@ void Scheduler::end_choice(Job& job, int choice, Finish finish) {
 }
 
 void Scheduler::cancel_job(Job& job) {
-  for (size_t i = 0; i < job.choices_.size(); ++i) end_choice(job, static_cast<int>(i), Finish::kNone);
+  for (size_t i = 0; i < job.choices_.size(); ++i) end_choice(job, static_cast<int>(i));
   job.finish();
 }
 
@@ -254,7 +253,7 @@ void Scheduler::handle(const BatchedEngine::Event& e) {
     ev.finish = finish;
   }
   job.push(std::move(ev));
-  if (finish != Finish::kNone) end_choice(job, c, finish);
+  if (finish != Finish::kNone) end_choice(job, c);
 }
 
 void Scheduler::loop() {

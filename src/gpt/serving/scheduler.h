@@ -119,7 +119,7 @@ class Scheduler {
   void loop();
   bool admit(const std::shared_ptr<Job>& job);  // false: no room now
   void handle(const BatchedEngine::Event& e);
-  void end_choice(Job& job, int choice, Finish finish);
+  void end_choice(Job& job, int choice);
   void cancel_job(Job& job);
 
   const Tokenizer& tokenizer_;

@@ -279,13 +279,7 @@ class Server {
       const json body = parse_body(req);
       const auto it = body.find("content");
       if (it == body.end() || !it->is_string()) throw ApiError{400, "'content' must be a string", "content", ""};
-      check_text_size(it->get<std::string>(), "content");
-      std::vector<int32_t> ids;
-      try {
-        ids = model_.tokenizer->encode(it->get<std::string>());
-      } catch (const Error& e) {
-        throw ApiError{400, std::string("'content' cannot be tokenized: ") + e.what(), "content", ""};
-      }
+      const std::vector<int32_t> ids = encode_field(it->get<std::string>(), "content");
       json tokens = json::array();
       const auto wp = body.find("with_pieces");
       if (wp != body.end() && !wp->is_boolean()) throw ApiError{400, "'with_pieces' must be true or false", "with_pieces", ""};
@@ -328,12 +322,7 @@ class Server {
         position = p->get<int64_t>();
         if (position < 0) throw ApiError{400, "'position' must not be negative", "position", ""};
       }
-      struct Slot {
-        std::atomic<int>& n;
-        explicit Slot(std::atomic<int>& count) : n(count) { ++n; }
-        ~Slot() { --n; }
-      } slot(inspections_);
-      if (inspections_ > kMaxInspections) throw ApiError{429, "too many inspections at once; retry later", "", ""};
+      const auto slot = reserve_inspection();
       json out;
       scheduler_.run_between_steps([&] {
         try {
@@ -377,6 +366,26 @@ class Server {
                               std::to_string(limit) + " are taken (" + std::to_string(kMaxBytesPerToken) +
                               " per position of the context)", param, "context_length_exceeded"};
     }
+  }
+
+  // A request field's text as tokens: 400 naming the field if it is too long or
+  // cannot be tokenized.
+  std::vector<int32_t> encode_field(const std::string& text, const char* param) const {
+    check_text_size(text, param);
+    try {
+      return model_.tokenizer->encode(text);
+    } catch (const Error& e) {
+      throw ApiError{400, std::string("'") + param + "' cannot be tokenized: " + e.what(), param, ""};
+    }
+  }
+
+  // Inspections run between decoding steps, one per step: a few at a time, more
+  // get 429. Held until the returned guard goes away.
+  std::shared_ptr<void> reserve_inspection() {
+    ++inspections_;
+    std::shared_ptr<void> guard(nullptr, [this](void*) { --inspections_; });
+    if (inspections_ > kMaxInspections) throw ApiError{429, "too many inspections at once; retry later", "", ""};
+    return guard;
   }
 
   json model_json() const {
@@ -495,13 +504,7 @@ class Server {
     const int64_t layer = int_field("layer", c.n_layer - 1, 0, c.n_layer - 1);
     const int64_t head = int_field("head", -1, -1, c.n_head - 1);
     const int64_t top = int_field("top", 5, 0, options_.limits.max_top_logprobs);
-    check_text_size(text->get<std::string>(), "text");
-    std::vector<int32_t> ids;
-    try {
-      ids = model_.tokenizer->encode(text->get<std::string>());
-    } catch (const Error& e) {
-      throw ApiError{400, std::string("'text' cannot be tokenized: ") + e.what(), "text", ""};
-    }
+    const std::vector<int32_t> ids = encode_field(text->get<std::string>(), "text");
     if (ids.empty()) throw ApiError{400, "'text' is empty", "text", ""};
     const int64_t limit = std::min<int64_t>(options_.inspect_max_tokens, c.block_size);
     if (static_cast<int64_t>(ids.size()) > limit) {
@@ -510,13 +513,7 @@ class Server {
     }
     const auto T = static_cast<int64_t>(ids.size());
     const int64_t V = c.vocab_size, NH = c.n_head;
-    // Inspections run between decoding steps, one per step: a few at a time, more get 429.
-    struct Slot {
-      std::atomic<int>& n;
-      explicit Slot(std::atomic<int>& count) : n(count) { ++n; }
-      ~Slot() { --n; }
-    } slot(inspections_);
-    if (inspections_ > kMaxInspections) throw ApiError{429, "too many inspections at once; retry later", "", ""};
+    const auto slot = reserve_inspection();
     std::vector<float> logits, attention;
     scheduler_.run_between_steps([&] {
       if (!inspector_) {
