@@ -5,7 +5,7 @@
 # (scripts/sanitize.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh --fuzz --js
+scripts/install-deps.sh --fuzz --js --demo
 # The Node packages the server's tests use, at the versions package-lock.json pins.
 (cd tests/serving/js && npm ci --no-audit --no-fund --loglevel=error)
 scripts/build.sh

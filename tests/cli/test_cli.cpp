@@ -548,3 +548,29 @@ TEST_F(Cli, EverySubcommandsHelpEndsWithExamplesThatParse) {
 
 }  // namespace
 }  // namespace gpt
+
+namespace gpt {
+namespace {
+
+// `gpt --help` is a table of contents: one short line per subcommand, which fits
+// a terminal (and names each man page, gpt-<command>(1)).
+TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
+  const auto r = testing::run_gpt("--help");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t at = r.out.find("Subcommands:\n");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  std::istringstream lines(r.out.substr(at));
+  std::string line;
+  std::getline(lines, line);
+  int listed = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    EXPECT_EQ(line.rfind("  ", 0), 0u) << line;
+    EXPECT_LE(line.size(), 100u) << "too long for a terminal: " << line;
+    ++listed;
+  }
+  EXPECT_EQ(listed, 10) << r.out;
+}
+
+}  // namespace
+}  // namespace gpt

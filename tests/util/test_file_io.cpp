@@ -105,3 +105,25 @@ TEST(AtomicFileWriter, ManyThreadsWritingOnePathEachWriteAWholeFile) {
 
 }  // namespace
 }  // namespace gpt
+
+// `gpt eval --data <(command)` and /dev/stdin: a pipe has no size to seek to.
+TEST(ReadFile, ReadsAPipeToItsEnd) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::string sent;
+  for (int i = 0; i < 20000; ++i) sent += "line " + std::to_string(i) + "\n";  // more than one pipe buffer
+  std::thread writer([&] {
+    size_t off = 0;
+    while (off < sent.size()) {
+      const ssize_t n = ::write(fds[1], sent.data() + off, sent.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    ::close(fds[1]);
+  });
+  const std::string got = gpt::read_text_file("/proc/self/fd/" + std::to_string(fds[0]));
+  writer.join();
+  ::close(fds[0]);
+  EXPECT_EQ(got.size(), sent.size());
+  EXPECT_EQ(got, sent);
+}

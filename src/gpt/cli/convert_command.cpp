@@ -16,7 +16,7 @@
 namespace gpt::cli {
 
 Command add_convert_command(CLI::App& parent) {
-  CLI::App* app = parent.add_subcommand("convert", "Convert a model to GGUF (optionally quantized) or to a Hugging Face directory");
+  CLI::App* app = parent.add_subcommand("convert", "Convert a model to GGUF (quantized or not) or a Hugging Face directory");
   app->footer("\nExamples:\n  gpt convert --model out/mymodel --to gguf --out model.gguf\n  gpt convert --model path/to/gpt2 --to gguf --quantize q8_0 --out gpt2-q8_0.gguf\n  gpt convert --model gpt2-q8_0.gguf --to hf --out gpt2-hf");
   struct Options {
     ModelFlags model;

@@ -20,9 +20,9 @@ namespace gpt::cli {
 
 Command add_explain_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
-      "explain", "Watch one prediction: tokens, embedding, each block's attention and contributions with a logit "
-                 "lens, and the output distribution, as a self-contained HTML report");
-  app->footer("\nExamples:\n  gpt explain --model out/mymodel --prompt \"To be, or not to\" --out explain.html\n  gpt explain --model gpt2-q8_0.gguf --prompt-file prompt.txt --position 5 --lang ko --out explain.html\n  gpt explain --model out/mymodel --prompt \"To be\" --json");
+      "explain", "Watch one prediction step by step, as a self-contained HTML report");
+  app->footer("\nThe report: the tokens, the embedding, each block's attention and contributions with a logit lens,\n"
+              "and the output distribution.\n\nExamples:\n  gpt explain --model out/mymodel --prompt \"To be, or not to\" --out explain.html\n  gpt explain --model gpt2-q8_0.gguf --prompt-file prompt.txt --position 5 --lang ko --out explain.html\n  gpt explain --model out/mymodel --prompt \"To be\" --json");
   struct Options {
     ModelFlags model;
     std::string prompt, prompt_file, out, lang = "en";

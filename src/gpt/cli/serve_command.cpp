@@ -14,9 +14,9 @@ namespace gpt::cli {
 
 Command add_serve_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
-      "serve", "Serve a model over HTTP: OpenAI-compatible /v1/completions and /v1/chat/completions (streaming), "
-               "/v1/models, /tokenize, /detokenize, /v1/inspect, /health, /metrics, and a web page at /");
-  app->footer("\nExamples:\n  gpt serve --model out/mymodel                       # http://127.0.0.1:8080/\n  gpt serve --model gpt2-q8_0.gguf --parallel 8 --api-key secret --chat-template chatml\n  curl 127.0.0.1:8080/v1/completions -d '{\"prompt\": \"Hello\", \"max_tokens\": 20, \"stream\": true}'");
+      "serve", "Serve a model over HTTP: an OpenAI-compatible API and a web page");
+  app->footer("\nEndpoints: /v1/completions and /v1/chat/completions (streaming), /v1/models, /tokenize,\n"
+              "/detokenize, /v1/inspect, /v1/explain, /health, /metrics, and the web page at /.\n\nExamples:\n  gpt serve --model out/mymodel                       # http://127.0.0.1:8080/\n  gpt serve --model gpt2-q8_0.gguf --parallel 8 --api-key secret --chat-template chatml\n  curl 127.0.0.1:8080/v1/completions -d '{\"prompt\": \"Hello\", \"max_tokens\": 20, \"stream\": true}'");
   struct Options {
     ModelFlags model;
     serving::ServerOptions server;

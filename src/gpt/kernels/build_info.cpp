@@ -46,6 +46,8 @@ std::string dispatch_level() {
 
 }  // namespace
 
+const char* version_string() { return GPT_VERSION " (commit " GPT_GIT_COMMIT ")"; }
+
 std::string build_info() {
   const dnnl_version_t* v = dnnl_version();
 #ifdef GPT_WITH_MPI

@@ -7,5 +7,7 @@
 namespace gpt {
 
 std::string build_info();
+// "0.1.0 (commit abc1234)": the first line's version, for the C API's gpt_version().
+const char* version_string();
 
 }  // namespace gpt

@@ -25,11 +25,19 @@ std::vector<uint8_t> read_binary_file(const fs::path& path) {
   GPT_CHECK(!fs::is_directory(path, ec), "expected a file but found a directory: " + path.string());
   std::ifstream in(path, std::ios::binary);
   GPT_CHECK(in.good(), "cannot open " + path.string() + ": " + errno_text());
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  if (size > 0) in.read(reinterpret_cast<char*>(data.data()), size);
+  std::vector<uint8_t> data;
+  if (fs::is_regular_file(path, ec)) {
+    in.seekg(0, std::ios::end);
+    const std::streamoff size = in.tellg();
+    in.seekg(0, std::ios::beg);
+    GPT_CHECK(size >= 0, "cannot read " + path.string() + ": " + errno_text());
+    data.resize(static_cast<size_t>(size));
+    if (size > 0) in.read(reinterpret_cast<char*>(data.data()), size);
+  } else {
+    // A pipe or a device (`--data <(command)`, /dev/stdin): read until its end.
+    char chunk[1 << 16];
+    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) data.insert(data.end(), chunk, chunk + in.gcount());
+  }
   GPT_CHECK(in.good() || in.eof(), "cannot read " + path.string());
   return data;
 }
