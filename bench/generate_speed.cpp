@@ -3,9 +3,9 @@
 // the machine's measured memory bandwidth: decode reads every weight once per
 // token, so bandwidth / (weight bytes per token) bounds its speed when the
 // weights do not fit in cache. Prints one JSON line per type.
-//   build/bench/bench_generate_speed [--types f32,f16,bf16,q8_0,q4_0 --n-layer 12 --n-head 12
+//   build/bench/bench_generate_speed [--types f32,f16,bf16,q8_0,q4_0,q4_k_m,... --n-layer 12 --n-head 12
 //       --n-embd 768 --vocab 50257 --block-size 1024 --prompt-tokens 128 --decode-tokens 64 --threads 2
-//       --kv-cache auto|f32|f16]
+//       --kv-cache auto|f32|f16] [--models A.gguf,B.gguf: these files instead, as `gpt generate` opens them]
 #include <omp.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -26,6 +26,7 @@
 #include "gpt/model/gpt.h"
 #include "gpt2_shape.h"
 #include "gpt/model/inference_weights.h"
+#include "gpt/io/model_loader.h"
 
 namespace {
 
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
   gpt::ModelConfig c = bench::gpt2_124m_shape();
   int prompt = 128, decode = 64, threads = 0;
   std::string types = "f32,f16,bf16,q8_0,q4_0";
+  std::string models;
   gpt::KvCacheType kv = gpt::KvCacheType::kAuto;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
     else if (k == "--decode-tokens") decode = v;
     else if (k == "--threads") threads = v;
     else if (k == "--types") types = argv[i + 1];
+    else if (k == "--models") models = argv[i + 1];
     else if (k == "--kv-cache") kv = gpt::parse_kv_cache_type(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
@@ -118,12 +121,21 @@ int main(int argc, char** argv) {
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int i = 0; i < prompt; ++i) ids[static_cast<size_t>(i)] = (i * 7919) % c.vocab_size;
 
-  std::stringstream list(types);
+  std::stringstream list(models.empty() ? types : models);
   for (std::string type; std::getline(list, type, ',');) {
     std::unique_ptr<gpt::QuantizedModel> q;
-    const gpt::InferenceWeights weights = bench::weights_of(type, model, 1, q);
-    const bool row_major = type == "f32-rowmajor";
-    const gpt::GgmlType t = gpt::parse_ggml_type(row_major ? "f32" : type);
+    gpt::OpenedModel opened;
+    gpt::InferenceWeights weights;
+    std::string label;
+    if (!models.empty()) {
+      opened = gpt::open_model(type, {.dequantize = false, .convert_to = std::nullopt, .panels = true});
+      weights = opened.inference_weights();
+      label = type;
+      for (auto& id : ids) id %= weights.config.vocab_size;
+    } else {
+      weights = bench::weights_of(type, model, 1, q);
+      label = type == "f32-rowmajor" ? "F32-rowmajor" : gpt::QuantRecipe::parse(type).name();
+    }
     gpt::InferenceSession session(weights, kv);
     // Warm up with the whole prompt: oneDNN's JIT kernels, and the first touch of
     // the cache and scratch rows it uses (a session's memory is resident only
@@ -136,7 +148,7 @@ int main(int argc, char** argv) {
     const double gbps_before = measure_read_gb_per_s();
     t0 = Clock::now();
     for (int i = 0; i < decode; ++i) {
-      const int32_t next = (i * 104729) % c.vocab_size;
+      const int32_t next = (i * 104729) % weights.config.vocab_size;
       session.append(&next, 1);
     }
     const double dec = seconds_since(t0);
@@ -146,7 +158,7 @@ int main(int argc, char** argv) {
     std::printf("{\"type\":\"%s\",\"prefill_tokens\":%d,\"prefill_tokens_per_sec\":%.1f,\"decode_tokens\":%d,"
                 "\"decode_tokens_per_sec\":%.2f,\"weight_bytes_per_token\":%.0f,\"read_gb_per_s\":%.1f,"
                 "\"bandwidth_bound_tokens_per_sec\":%.1f,\"fraction_of_bound\":%.2f,\"kv_cache\":\"%s\",\"threads\":%d}\n",
-                row_major ? "F32-rowmajor" : gpt::ggml_type_name(t), prompt, prompt / prefill, decode, decode / dec, bytes, gbps, bound,
+                label.c_str(), prompt, prompt / prefill, decode, decode / dec, bytes, gbps, bound,
                 decode / dec / bound, gpt::kv_cache_type_name(session.kv_cache_type()), omp_get_max_threads());
     std::fflush(stdout);
   }

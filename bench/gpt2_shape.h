@@ -27,9 +27,9 @@ inline gpt::ModelConfig gpt2_124m_shape() {
 inline gpt::InferenceWeights weights_of(const std::string& type, const gpt::GPT& model, uint64_t seed,
                                         std::unique_ptr<gpt::QuantizedModel>& quantized) {
   if (type == "f32-rowmajor") return gpt::InferenceWeights::view(model);
-  const gpt::GgmlType t = gpt::parse_ggml_type(type);
-  if (t != gpt::GgmlType::kF32) {
-    quantized = gpt::QuantizedModel::quantize(model, t);
+  const gpt::QuantRecipe recipe = gpt::QuantRecipe::parse(type);  // a type or a K-quant mix (q4_k_m, ...)
+  if (recipe.base() != gpt::GgmlType::kF32) {
+    quantized = gpt::QuantizedModel::quantize(model, recipe);
     return quantized->weights;
   }
   if (!gpt::few_rows_kernels()) return gpt::InferenceWeights::view(model);

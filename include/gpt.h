@@ -8,8 +8,11 @@
  *   thread's next failing call). Nothing is thrown, nothing aborts: a bad path,
  *   a corrupt file, a NULL handle or a buffer too small is an error code.
  * - Buffers are the caller's. A call writing into one takes its capacity; when
- *   it is too small the call returns GPT_ERR_BUFFER_TOO_SMALL and stores the size
- *   needed, so the caller can allocate and call again.
+ *   it is too small the call returns GPT_ERR_BUFFER_TOO_SMALL and, where the
+ *   size needed is not known in advance (text, tokens), stores it, so the caller
+ *   can allocate and call again.
+ * - The structs are fixed for GPT_API_VERSION 1: what later versions add comes
+ *   as new functions, so a program built against this header keeps working.
  * - A model handle is used by one thread at a time (its sessions and trainer
  *   included). Separate models are independent.
  *
@@ -56,9 +59,9 @@ typedef struct gpt_model gpt_model;
 typedef enum gpt_kv_cache_type { GPT_KV_AUTO = 0, GPT_KV_F32 = 1, GPT_KV_F16 = 2 } gpt_kv_cache_type;
 
 typedef struct gpt_model_params {
-  int threads;                  /* 0: all cores */
+  int threads;                  /* 0: OpenMP's default (all cores unless OMP_NUM_THREADS says otherwise) */
   int trainable;                /* nonzero: fp32 weights that gpt_trainer_step can update (GGUF and compact weights are dequantized) */
-  const char* quantize;         /* NULL, or "f16", "bf16", "q8_0", "q4_0": convert the matrices when loading (inference only) */
+  const char* quantize;         /* NULL, or "f16", "bf16", "q8_0", "q4_0", ..., "q4_k_m", ...: convert the matrices when loading (inference only) */
   int kv_cache;                 /* a gpt_kv_cache_type: keys and values kept while generating */
 } gpt_model_params;
 
@@ -117,7 +120,8 @@ int64_t gpt_session_position(const gpt_session* session);
 /* Appends `n_tokens` ids. `logits`, if not NULL, receives the logits: for the
  * last token only (vocab_size floats), or with `all_positions` for each
  * appended token in order (n_tokens * vocab_size floats; then the tokens must
- * fit in the free context). `capacity` counts floats. */
+ * fit in the free context). `capacity` counts floats; a smaller one is
+ * GPT_ERR_BUFFER_TOO_SMALL and the session is left as it was. */
 gpt_status gpt_session_eval(gpt_session* session, const int32_t* tokens, size_t n_tokens, int all_positions,
                             float* logits, size_t capacity);
 

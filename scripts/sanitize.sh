@@ -6,7 +6,8 @@
 # long learning runs (minutes of training at a fraction of the speed), and the
 # Node tests of the server (memory figures mean nothing under ASan), and the
 # Python and install tests (an instrumented libgptcpp loads only into instrumented
-# programs; the C API's own tests, in C, run here); the Release suite runs them all.
+# programs; the C API's own tests, in C, run here), and the README's tour (a minute
+# of training); the Release suite runs them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -15,7 +16,7 @@ cmake -S . -B build-sanitize -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang
 cmake --build build-sanitize -j"$(nproc)" >/dev/null
 echo "unit tests under ASan + UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-sanitize && ctest --output-on-failure --timeout 900 -E '^(Mpi\.|Learning\.|Js\.|Python\.|Install\.)')
+(cd build-sanitize && ctest --output-on-failure --timeout 900 -E '^(Mpi\.|Learning\.|Js\.|Python\.|Install\.|Docs\.)')
 
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT

@@ -54,6 +54,8 @@ for path in docs:
             if r.returncode != 0:
                 failures.append(f"{os.path.relpath(path, source)}: `{line}` does not parse: {r.stderr.strip()}")
 print(f"{checked} commands in README.md and docs/*.md parse" if not failures else "\n".join(failures))
+if checked < 20:
+    failures.append(f"only {checked} gpt commands found in README.md and docs/*.md: is the extraction broken?")
 
 runnable = [script for info, script in blocks(os.path.join(source, "README.md")) if "runnable" in info]
 if not runnable:

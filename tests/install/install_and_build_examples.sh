@@ -28,6 +28,12 @@ done
 grep -qF -- '\-\-max\-tokens' "$prefix/share/man/man1/gpt-generate.1" || fail "gpt-generate.1 lacks the options"
 echo "installed: gpt, libgptcpp, headers, CMake package, pkg-config file, $(wc -w <<<"gpt $commands") man pages"
 
+# gpt.h is strict C99 and C11, and C++.
+for std in c99 c11; do
+  echo '#include <gpt.h>' | cc -std=$std -pedantic-errors -Wall -Wextra -fsyntax-only -I"$prefix/include" -x c - \
+    || fail "gpt.h is not valid $std"
+done
+echo '#include <gpt.h>' | g++ -std=c++17 -Wall -Wextra -fsyntax-only -I"$prefix/include" -x c++ - || fail "gpt.h in C++"
 # The installed headers alone compile (nothing reaches back into the source tree).
 for h in $(cd "$prefix/include" && find gpt -name '*.h'); do echo "#include <$h>"; done > "$work/all_headers.cpp"
 g++ -std=c++20 -fsyntax-only -I"$prefix/include" "$work/all_headers.cpp" || fail "installed headers do not compile alone"

@@ -2,11 +2,13 @@
 // second, independent reading of the bytes written from the specification;
 // damaged files; and models exported and loaded back (fp32 exactly, compact
 // types within their rounding).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <set>
 #include <tuple>
 
 #include "gpt/generation/kv_cache.h"
@@ -329,6 +331,109 @@ TEST_F(GgufModelTest, GptTwoVocabularyAndCompactTypes) {
     // (For block types the difference left is the int8 rounding of the activations.)
     EXPECT_LT(max_abs_diff(logits_of(s3, ids), got) / scale, ggml_block_size(type) == 1 ? 1e-5f : tol);
   }
+}
+
+// llama.cpp's K-quants and legacy types, as its own llama-quantize wrote them
+// (tests/fixtures/kquants/make_fixture.sh: one type per matrix, from a model at
+// its seed's initial weights): each matrix decodes to those weights within what
+// its type allows, and gpt.cpp's quantizer of the same type is as close (within
+// 15%) as llama.cpp's. A wrong bit or byte anywhere in a layout would be far off.
+TEST_F(GgufModelTest, LlamaCppKQuantFileDecodesEveryType) {
+  const auto file = fixture("kquants/llamacpp_mixed.gguf");
+  const GgufFile f = GgufFile::load(file);
+  GgufModel d = load_gguf_model(file, /*dequantize=*/true);
+  ASSERT_TRUE(d.fp32);
+  GPT ref(d.fp32->config());
+  ref.init_weights(7);  // make_fixture.sh trains one step at lr 1e-30 from seed 7
+  const ConstModelWeights& w = ref.weights();
+  // The reference matrix of a GGUF tensor, as rows of outputs.
+  auto reference = [&](const std::string& name, int64_t rows, int64_t cols) {
+    std::vector<float> m(static_cast<size_t>(rows * cols));
+    const float* src = nullptr;
+    bool conv1d = true;  // Conv1D weights are (in, out)
+    if (name == "token_embd.weight" || name == "output.weight") {
+      src = w.wte;
+      conv1d = false;
+    } else {
+      const int layer = std::stoi(name.substr(4));
+      const ConstLayerWeights& L = w.layers[static_cast<size_t>(layer)];
+      if (name.find("attn_qkv") != std::string::npos) src = L.attn_c_attn_weight;
+      if (name.find("attn_output") != std::string::npos) src = L.attn_c_proj_weight;
+      if (name.find("ffn_up") != std::string::npos) src = L.mlp_c_fc_weight;
+      if (name.find("ffn_down") != std::string::npos) src = L.mlp_c_proj_weight;
+    }
+    EXPECT_NE(src, nullptr) << name;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) m[static_cast<size_t>(r * cols + c)] = conv1d ? src[c * rows + r] : src[r * cols + c];
+    return m;
+  };
+  auto rel_rms = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double e = 0, n = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      e += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+      n += static_cast<double>(b[i]) * b[i];
+    }
+    return std::sqrt(e / n);
+  };
+  std::set<GgmlType> seen;
+  for (const GgufTensor& t : f.tensors()) {
+    if (t.ne.size() != 2 || t.type == GgmlType::kF32) continue;
+    const int64_t cols = t.ne[0], rows = t.ne[1];
+    ASSERT_EQ(cols % 256, 0) << t.name;
+    seen.insert(t.type);
+    const std::vector<float> want = reference(t.name, rows, cols);
+    std::vector<float> theirs(want.size());
+    const size_t rb = ggml_row_bytes(t.type, cols);
+    ASSERT_EQ(t.bytes, rb * static_cast<size_t>(rows)) << t.name;
+    for (int64_t r = 0; r < rows; ++r) dequantize_row(t.type, t.data + rb * static_cast<size_t>(r), theirs.data() + r * cols, cols);
+    // Ours, of the same type.
+    std::vector<uint8_t> bytes(rb * static_cast<size_t>(rows));
+    std::vector<float> ours(want.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_row(t.type, want.data() + r * cols, bytes.data() + rb * static_cast<size_t>(r), cols);
+      dequantize_row(t.type, bytes.data() + rb * static_cast<size_t>(r), ours.data() + r * cols, cols);
+    }
+    const double e_theirs = rel_rms(theirs, want), e_ours = rel_rms(ours, want);
+    std::printf("[ info ] %-26s %-5s relative RMS error: llama.cpp %.4f, gpt.cpp %.4f\n", t.name.c_str(),
+                ggml_type_name(t.type), e_theirs, e_ours);
+    // Bits per weight bound the error: 2-bit under 0.45, 8-bit under 0.01.
+    EXPECT_LT(e_theirs, t.type == GgmlType::kQ2_K ? 0.45 : t.type == GgmlType::kQ3_K ? 0.25 : 0.12) << t.name;
+    EXPECT_LT(e_ours, 1.15 * e_theirs) << t.name << " " << ggml_type_name(t.type);
+  }
+  for (GgmlType t : {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kQ4_1,
+                     GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0})
+    EXPECT_EQ(seen.count(t), 1u) << ggml_type_name(t) << " is not in the fixture";
+  // A damaged scale (float16 infinity) in any block is a one-line error naming the tensor.
+  {
+    TempDir dir;
+    std::vector<uint8_t> bytes = read_bytes(file);
+    const GgufTensor* qkv = f.find("blk.0.attn_qkv.weight");  // Q4_K: d at byte 0 of each 144-byte block
+    ASSERT_NE(qkv, nullptr);
+    ASSERT_EQ(qkv->type, GgmlType::kQ4_K);
+    // The tensor's bytes in the file, found by content (its first block is unique).
+    const auto it = std::search(bytes.begin(), bytes.end(), qkv->data, qkv->data + 144);
+    ASSERT_NE(it, bytes.end());
+    const size_t block3 = static_cast<size_t>(it - bytes.begin()) + 3 * 144;
+    bytes[block3] = 0x00;
+    bytes[block3 + 1] = 0x7C;
+    std::ofstream(dir / "damaged.gguf", std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    try {
+      open_model(dir / "damaged.gguf");
+      FAIL() << "a damaged scale loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'blk.0.attn_qkv.weight' (Q4_K) block 3 has a scale that is not a finite number"),
+                std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+  }
+  // And the file runs: the compact weights as they are against the same file dequantized.
+  const OpenedModel m = open_model(file);
+  ASSERT_TRUE(m.quantized);
+  const std::vector<int32_t> ids = m.tokenizer->encode("The quick brown fox jumps over the lazy dog.");
+  InferenceSession compact(m.inference_weights(), KvCacheType::kF32), wide(*d.fp32);
+  const std::vector<float> a = logits_of(compact, ids), b = logits_of(wide, ids);
+  // Only the inputs' int8 rounding differs.
+  EXPECT_LT(max_abs_diff(a, b), 2e-2f * std::max(1.0f, max_abs(b)));
 }
 
 TEST_F(GgufModelTest, WrongModelsAreOneLineErrors) {

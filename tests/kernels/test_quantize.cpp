@@ -348,7 +348,8 @@ TEST(Quantize, TypeNames) {
   EXPECT_EQ(parse_ggml_type("Q8_0"), GgmlType::kQ8_0);
   EXPECT_EQ(parse_ggml_type("q4_0"), GgmlType::kQ4_0);
   EXPECT_EQ(parse_ggml_type("bf16"), GgmlType::kBF16);
-  EXPECT_THROW(parse_ggml_type("q5_k"), Error);
+  EXPECT_EQ(parse_ggml_type("q5_k"), GgmlType::kQ5_K);
+  EXPECT_THROW(parse_ggml_type("q7_0"), Error);
   EXPECT_EQ(ggml_row_bytes(GgmlType::kQ8_0, 64), 68u);
   EXPECT_EQ(ggml_row_bytes(GgmlType::kQ4_0, 64), 36u);
   EXPECT_THROW(ggml_row_bytes(GgmlType::kQ4_0, 48), Error);

@@ -5,6 +5,9 @@
 #include "gpt.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -28,6 +31,7 @@
 #include "gpt/util/error.h"
 
 struct gpt_model {
+  bool trainable = false;  // loaded for training: fp32 weights that gpt_trainer_step updates
   gpt::OpenedModel opened;
   gpt::InferenceWeights weights;  // views that keep the model alive (sessions outlive the handle safely)
   std::unique_ptr<gpt::ComputeContext> compute;
@@ -50,19 +54,25 @@ struct gpt_trainer {
 
 namespace {
 
-thread_local std::string last_error;
+// The message of the thread's last failure: a fixed buffer, so recording one
+// never allocates (it may follow an out-of-memory error) and never throws.
+thread_local char last_error[1024];
 
 struct StopRequested {};  // thrown through generate() when the callback asks to stop
 
-gpt_status fail(gpt_status status, const std::string& message) {
-  last_error = message;
+gpt_status fail(gpt_status status, const char* message) noexcept {
+  std::snprintf(last_error, sizeof last_error, "%s", message);
+  for (char* c = last_error; *c != '\0'; ++c)
+    if (*c == '\n') *c = ' ';  // one line
   return status;
 }
+gpt_status fail(gpt_status status, const std::string& message) noexcept { return fail(status, message.c_str()); }
 
 // Runs `body`, turning every exception into a status: gpt::Error (bad input)
-// becomes `input_error`, the rest by kind.
+// becomes `input_error`, the rest by kind. Every entry point runs all its work,
+// argument checks and messages included, in here: nothing escapes into C.
 template <class F>
-gpt_status guarded(gpt_status input_error, F&& body) {
+gpt_status guarded(gpt_status input_error, F&& body) noexcept {
   try {
     return body();
   } catch (const gpt::Error& e) {
@@ -72,14 +82,20 @@ gpt_status guarded(gpt_status input_error, F&& body) {
   } catch (const std::filesystem::filesystem_error& e) {
     return fail(GPT_ERR_IO, e.what());
   } catch (const std::exception& e) {
-    return fail(GPT_ERR_INTERNAL, std::string("internal error: ") + e.what());
+    char message[sizeof last_error];
+    std::snprintf(message, sizeof message, "internal error: %s", e.what());
+    return fail(GPT_ERR_INTERNAL, message);
   } catch (...) {
     return fail(GPT_ERR_INTERNAL, "unknown internal error");
   }
 }
 
-#define GPT_REQUIRE(pointer, name) \
-  if ((pointer) == nullptr) return fail(GPT_ERR_INVALID_ARGUMENT, name " is NULL")
+#define GPT_REQUIRE(pointer, name)                                                         \
+  do {                                                                                     \
+    if ((pointer) == nullptr) return fail(GPT_ERR_INVALID_ARGUMENT, name " is NULL");    \
+  } while (0)
+
+bool finite_nonnegative(float x) { return std::isfinite(x) && x >= 0; }
 
 gpt_status check_ids(const int32_t* ids, size_t n, int64_t vocab, const char* what) {
   for (size_t i = 0; i < n; ++i) {
@@ -101,7 +117,7 @@ std::string weight_type_name(const gpt::OpenedModel& m) {
 
 extern "C" {
 
-const char* gpt_last_error(void) { return last_error.c_str(); }
+const char* gpt_last_error(void) { return last_error; }
 
 const char* gpt_status_name(int status) {
   switch (status) {
@@ -132,6 +148,7 @@ gpt_model_params gpt_model_default_params(void) {
 }
 
 gpt_status gpt_model_load(const char* path, const gpt_model_params* params, gpt_model** model) {
+  return guarded(GPT_ERR_BAD_MODEL, [&] {
   GPT_REQUIRE(model, "model (the output pointer)");
   *model = nullptr;
   GPT_REQUIRE(path, "path");
@@ -144,18 +161,21 @@ gpt_status gpt_model_load(const char* path, const gpt_model_params* params, gpt_
     return fail(GPT_ERR_INVALID_ARGUMENT, "a trainable model keeps fp32 weights: quantize must be NULL");
   }
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return fail(GPT_ERR_NOT_FOUND, std::string("model not found: ") + path);
-  return guarded(GPT_ERR_BAD_MODEL, [&] {
+  const bool exists = std::filesystem::exists(path, ec);
+  if (ec) return fail(GPT_ERR_IO, std::string("cannot look at ") + path + ": " + ec.message());
+  if (!exists) return fail(GPT_ERR_NOT_FOUND, std::string("model not found: ") + path);
     auto m = std::make_unique<gpt_model>();
+    m->trainable = p.trainable != 0;
     m->compute = std::make_unique<gpt::ComputeContext>(gpt::ComputeOptions{gpt::MatmulPrecision::kFloat32, p.threads});
     const gpt::ComputeScope scope(*m->compute);
     gpt::ModelOpenOptions options;
-    options.dequantize = p.trainable != 0;
-    // As `gpt generate` loads: fp32 matrices re-laid for the few-rows kernels.
-    options.panels = p.trainable == 0;
+    options.dequantize = m->trainable;
+    // As `gpt generate` loads: fp32 matrices re-laid for the few-rows kernels
+    // (on CPUs that run them).
+    options.panels = !m->trainable;
     if (p.quantize != nullptr) {
       try {
-        options.convert_to = gpt::parse_ggml_type(p.quantize);
+        options.convert_to = gpt::QuantRecipe::parse(p.quantize);
       } catch (const gpt::Error& e) {
         return fail(GPT_ERR_INVALID_ARGUMENT, e.what());
       }
@@ -175,9 +195,9 @@ gpt_status gpt_model_load(const char* path, const gpt_model_params* params, gpt_
 void gpt_model_free(gpt_model* model) { delete model; }
 
 gpt_status gpt_model_get_info(const gpt_model* model, gpt_model_info* info) {
-  GPT_REQUIRE(model, "model");
-  GPT_REQUIRE(info, "info");
   return guarded(GPT_ERR_INTERNAL, [&] {
+    GPT_REQUIRE(model, "model");
+    GPT_REQUIRE(info, "info");
     const gpt::ModelConfig& c = model->opened.config();
     info->vocab_size = c.vocab_size;
     info->context_length = c.block_size;
@@ -192,12 +212,12 @@ gpt_status gpt_model_get_info(const gpt_model* model, gpt_model_info* info) {
 }
 
 gpt_status gpt_model_save(const gpt_model* model, const char* dir) {
-  GPT_REQUIRE(model, "model");
-  GPT_REQUIRE(dir, "dir");
-  if (!model->opened.fp32) {
-    return fail(GPT_ERR_UNSUPPORTED, "saving needs a model loaded with trainable = 1 (its fp32 weights)");
-  }
   return guarded(GPT_ERR_IO, [&] {
+    GPT_REQUIRE(model, "model");
+    GPT_REQUIRE(dir, "dir");
+    if (!model->trainable) {
+      return fail(GPT_ERR_UNSUPPORTED, "saving needs a model loaded with trainable = 1 (its fp32 weights)");
+    }
     gpt::CheckpointContents contents;
     contents.model = model->opened.fp32.get();
     contents.tokenizer = model->opened.tokenizer.get();
@@ -208,11 +228,11 @@ gpt_status gpt_model_save(const gpt_model* model, const char* dir) {
 
 gpt_status gpt_tokenize(const gpt_model* model, const char* text, size_t text_len, int32_t* tokens, size_t capacity,
                         size_t* n_tokens) {
-  GPT_REQUIRE(model, "model");
-  GPT_REQUIRE(n_tokens, "n_tokens");
-  if (text == nullptr && text_len > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
-  if (tokens == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "tokens is NULL");
   return guarded(GPT_ERR_BAD_INPUT, [&] {
+    GPT_REQUIRE(model, "model");
+    GPT_REQUIRE(n_tokens, "n_tokens");
+    if (text == nullptr && text_len > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
+    if (tokens == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "tokens is NULL");
     const std::vector<int32_t> ids = model->opened.tokenizer->encode(std::string_view(text ? text : "", text_len));
     *n_tokens = ids.size();
     if (ids.size() > capacity) {
@@ -226,12 +246,12 @@ gpt_status gpt_tokenize(const gpt_model* model, const char* text, size_t text_le
 
 gpt_status gpt_detokenize(const gpt_model* model, const int32_t* tokens, size_t n_tokens, char* text,
                           size_t capacity, size_t* n_bytes) {
-  GPT_REQUIRE(model, "model");
-  GPT_REQUIRE(n_bytes, "n_bytes");
-  if (tokens == nullptr && n_tokens > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "tokens is NULL");
-  if (text == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
-  if (gpt_status s = check_ids(tokens, n_tokens, model->opened.config().vocab_size, "tokens"); s != GPT_OK) return s;
   return guarded(GPT_ERR_BAD_INPUT, [&] {
+    GPT_REQUIRE(model, "model");
+    GPT_REQUIRE(n_bytes, "n_bytes");
+    if (tokens == nullptr && n_tokens > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    if (text == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
+    if (gpt_status s = check_ids(tokens, n_tokens, model->opened.config().vocab_size, "tokens"); s != GPT_OK) return s;
     const std::string bytes = model->opened.tokenizer->decode({tokens, n_tokens});
     *n_bytes = bytes.size();
     if (bytes.size() + 1 > capacity) {
@@ -245,10 +265,10 @@ gpt_status gpt_detokenize(const gpt_model* model, const int32_t* tokens, size_t 
 }
 
 gpt_status gpt_session_create(gpt_model* model, gpt_session** session) {
-  GPT_REQUIRE(session, "session (the output pointer)");
-  *session = nullptr;
-  GPT_REQUIRE(model, "model");
   return guarded(GPT_ERR_INTERNAL, [&] {
+    GPT_REQUIRE(session, "session (the output pointer)");
+    *session = nullptr;
+    GPT_REQUIRE(model, "model");
     auto s = std::make_unique<gpt_session>();
     s->session = std::make_unique<gpt::InferenceSession>(model->weights, model->kv, model->compute->options());
     *session = s.release();
@@ -259,32 +279,37 @@ gpt_status gpt_session_create(gpt_model* model, gpt_session** session) {
 void gpt_session_free(gpt_session* session) { delete session; }
 
 gpt_status gpt_session_reset(gpt_session* session) {
-  GPT_REQUIRE(session, "session");
-  session->session->reset();
-  return GPT_OK;
+  return guarded(GPT_ERR_INTERNAL, [&] {
+    GPT_REQUIRE(session, "session");
+    session->session->reset();
+    return GPT_OK;
+  });
 }
 
 int64_t gpt_session_position(const gpt_session* session) { return session ? session->session->position() : -1; }
 
 gpt_status gpt_session_eval(gpt_session* session, const int32_t* tokens, size_t n_tokens, int all_positions,
                             float* logits, size_t capacity) {
-  GPT_REQUIRE(session, "session");
-  GPT_REQUIRE(tokens, "tokens");
-  if (n_tokens == 0) return fail(GPT_ERR_INVALID_ARGUMENT, "n_tokens is 0");
-  if (logits == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "logits is NULL");
-  gpt::InferenceSession& s = *session->session;
-  const int64_t V = s.vocab_size();
-  if (gpt_status st = check_ids(tokens, n_tokens, V, "tokens"); st != GPT_OK) return st;
-  const size_t needed = static_cast<size_t>(V) * (all_positions ? n_tokens : 1);
-  if (logits != nullptr && capacity < needed) {
-    return fail(GPT_ERR_BUFFER_TOO_SMALL, "the logits need " + std::to_string(needed) + " floats; the buffer holds " +
-                                              std::to_string(capacity));
-  }
-  if (all_positions && static_cast<int64_t>(n_tokens) > s.capacity() - s.position()) {
-    return fail(GPT_ERR_BAD_INPUT, "logits for all " + std::to_string(n_tokens) + " tokens need them in the free context (" +
-                                       std::to_string(s.capacity() - s.position()) + " positions)");
-  }
   return guarded(GPT_ERR_BAD_INPUT, [&] {
+    GPT_REQUIRE(session, "session");
+    GPT_REQUIRE(tokens, "tokens");
+    if (n_tokens == 0) return fail(GPT_ERR_INVALID_ARGUMENT, "n_tokens is 0");
+    if (logits == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "logits is NULL");
+    gpt::InferenceSession& s = *session->session;
+    const int64_t V = s.vocab_size();
+    // First the context, so that n_tokens * V below cannot overflow.
+    const auto free_positions = static_cast<size_t>(s.capacity() - s.position());
+    if (all_positions && n_tokens > free_positions) {
+      return fail(GPT_ERR_BAD_INPUT, "logits for all " + std::to_string(n_tokens) +
+                                         " tokens need them in the free context (" + std::to_string(free_positions) +
+                                         " positions)");
+    }
+    if (gpt_status st = check_ids(tokens, n_tokens, V, "tokens"); st != GPT_OK) return st;
+    const size_t needed = static_cast<size_t>(V) * (all_positions ? n_tokens : 1);
+    if (logits != nullptr && capacity < needed) {
+      return fail(GPT_ERR_BUFFER_TOO_SMALL, "the logits need " + std::to_string(needed) + " floats; the buffer holds " +
+                                                std::to_string(capacity));
+    }
     const float* out = s.append(tokens, static_cast<int64_t>(n_tokens), all_positions != 0);
     if (logits != nullptr) std::memcpy(logits, all_positions ? s.logits() : out, needed * sizeof(float));
     return GPT_OK;
@@ -292,10 +317,10 @@ gpt_status gpt_session_eval(gpt_session* session, const int32_t* tokens, size_t 
 }
 
 gpt_status gpt_score_text(gpt_model* model, const char* text, size_t text_len, gpt_text_score* score) {
-  GPT_REQUIRE(model, "model");
-  GPT_REQUIRE(score, "score");
-  if (text == nullptr && text_len > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
   return guarded(GPT_ERR_BAD_INPUT, [&] {
+    GPT_REQUIRE(model, "model");
+    GPT_REQUIRE(score, "score");
+    if (text == nullptr && text_len > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
     const gpt::ComputeScope scope(*model->compute);
     const gpt::TextEvaluation e =
         gpt::evaluate_text(model->weights, *model->opened.tokenizer, std::string(text ? text : "", text_len));
@@ -328,6 +353,7 @@ gpt_generate_params gpt_generate_default_params(void) {
 
 gpt_status gpt_generate(gpt_model* model, const char* prompt, const gpt_generate_params* params,
                         gpt_text_callback callback, void* user_data, char* text, size_t capacity, size_t* n_bytes) {
+  return guarded(GPT_ERR_BAD_INPUT, [&] {
   GPT_REQUIRE(model, "model");
   GPT_REQUIRE(prompt, "prompt");
   if (text == nullptr && capacity > 0) return fail(GPT_ERR_INVALID_ARGUMENT, "text is NULL");
@@ -358,7 +384,6 @@ gpt_status gpt_generate(gpt_model* model, const char* prompt, const gpt_generate
   } catch (const gpt::Error& e) {
     return fail(GPT_ERR_INVALID_ARGUMENT, e.what());
   }
-  return guarded(GPT_ERR_BAD_INPUT, [&] {
     const gpt::ComputeScope scope(*model->compute);
     const gpt::Tokenizer& tok = *model->opened.tokenizer;
     const std::vector<int32_t> ids = tok.encode(prompt);
@@ -406,19 +431,20 @@ gpt_train_params gpt_train_default_params(void) {
 }
 
 gpt_status gpt_trainer_create(gpt_model* model, const gpt_train_params* params, gpt_trainer** trainer) {
+  return guarded(GPT_ERR_INTERNAL, [&] {
   GPT_REQUIRE(trainer, "trainer (the output pointer)");
   *trainer = nullptr;
   GPT_REQUIRE(model, "model");
-  if (!model->opened.fp32) {
+  if (!model->trainable) {
     return fail(GPT_ERR_UNSUPPORTED, "training needs a model loaded with trainable = 1 (fp32 weights)");
   }
   const gpt_train_params p = params ? *params : gpt_train_default_params();
-  if (!(p.learning_rate >= 0) || !(p.beta1 >= 0 && p.beta1 < 1) || !(p.beta2 >= 0 && p.beta2 < 1) || !(p.eps > 0) ||
-      !(p.weight_decay >= 0) || !(p.grad_clip >= 0)) {
+  if (!finite_nonnegative(p.learning_rate) || !(p.beta1 >= 0 && p.beta1 < 1) || !(p.beta2 >= 0 && p.beta2 < 1) ||
+      !(std::isfinite(p.eps) && p.eps > 0) || !finite_nonnegative(p.weight_decay) || !finite_nonnegative(p.grad_clip)) {
     return fail(GPT_ERR_INVALID_ARGUMENT,
-                "train params out of range: learning_rate, weight_decay, grad_clip >= 0; 0 <= beta1, beta2 < 1; eps > 0");
+                "train params out of range: learning_rate, weight_decay, grad_clip finite and >= 0; "
+                "0 <= beta1, beta2 < 1; eps finite and > 0");
   }
-  return guarded(GPT_ERR_INTERNAL, [&] {
     auto t = std::make_unique<gpt_trainer>();
     t->model = model->opened.fp32;
     t->params = p;
@@ -428,7 +454,8 @@ gpt_status gpt_trainer_create(gpt_model* model, const gpt_train_params* params, 
     o.adamw.eps = p.eps;
     o.adamw.weight_decay = p.weight_decay;
     o.grad_clip = p.grad_clip;
-    t->optimizer = std::make_unique<gpt::OptimizerStep>(t->model->layout(), gpt::Communicator::world(), o);
+    // One process: MPI, if the host program uses it, is not ours to start or join.
+    t->optimizer = std::make_unique<gpt::OptimizerStep>(t->model->layout(), gpt::Communicator::single_process(), o);
     t->compute = std::make_unique<gpt::ComputeContext>(model->compute->options());
     *trainer = t.release();
     return GPT_OK;
@@ -441,13 +468,14 @@ int64_t gpt_trainer_steps(const gpt_trainer* trainer) { return trainer ? trainer
 
 gpt_status gpt_trainer_set_learning_rate(gpt_trainer* trainer, float learning_rate) {
   GPT_REQUIRE(trainer, "trainer");
-  if (!(learning_rate >= 0)) return fail(GPT_ERR_INVALID_ARGUMENT, "learning_rate must be >= 0");
+  if (!finite_nonnegative(learning_rate)) return fail(GPT_ERR_INVALID_ARGUMENT, "learning_rate must be finite and >= 0");
   trainer->params.learning_rate = learning_rate;
   return GPT_OK;
 }
 
 gpt_status gpt_trainer_step(gpt_trainer* trainer, const int32_t* inputs, const int32_t* targets, int32_t batch,
                             int32_t seq_len, float* loss, float* grad_norm) {
+  return guarded(GPT_ERR_BAD_INPUT, [&] {
   GPT_REQUIRE(trainer, "trainer");
   GPT_REQUIRE(inputs, "inputs");
   GPT_REQUIRE(targets, "targets");
@@ -463,7 +491,6 @@ gpt_status gpt_trainer_step(gpt_trainer* trainer, const int32_t* inputs, const i
   const int64_t V = model.config().vocab_size;
   if (gpt_status s = check_ids(inputs, n, V, "inputs"); s != GPT_OK) return s;
   if (gpt_status s = check_ids(targets, n, V, "targets"); s != GPT_OK) return s;
-  return guarded(GPT_ERR_BAD_INPUT, [&] {
     const gpt::ComputeScope scope(*trainer->compute);
     model.zero_grad();
     const float l = model.forward_backward(inputs, targets, batch, seq_len);

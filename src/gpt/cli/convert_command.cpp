@@ -17,7 +17,7 @@ namespace gpt::cli {
 
 Command add_convert_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("convert", "Convert a model to GGUF (quantized or not) or a Hugging Face directory");
-  app->footer("\nExamples:\n  gpt convert --model out/mymodel --to gguf --out model.gguf\n  gpt convert --model path/to/gpt2 --to gguf --quantize q8_0 --out gpt2-q8_0.gguf\n  gpt convert --model gpt2-q8_0.gguf --to hf --out gpt2-hf");
+  app->footer("\nExamples:\n  gpt convert --model out/mymodel --to gguf --out model.gguf\n  gpt convert --model path/to/gpt2 --to gguf --quantize q4_k_m --out gpt2-q4_k_m.gguf\n  gpt convert --model gpt2-q8_0.gguf --to hf --out gpt2-hf");
   struct Options {
     ModelFlags model;
     std::string to = "gguf", out, name;
@@ -29,14 +29,15 @@ Command add_convert_command(CLI::App& parent) {
       ->check(CLI::IsMember({"gguf", "hf"}))->capture_default_str();
   app->add_option("--out", o->out, "Output file (gguf) or directory (hf)")->required();
   app->add_option("--quantize,--type", o->model.quantize,
-                  "Weight type of the GGUF matrices: f32 (default), f16, bf16, q8_0, q4_0");
+                  "Weights of the GGUF matrices: f32 (default), f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or one of "
+                  "llama.cpp's K-quant mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k");
   app->add_option("--name", o->name, "general.name written into a GGUF file (default: the input's name)");
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   auto run = [o]() -> int {
     ComputeContext compute({MatmulPrecision::kFloat32, o->threads});
     const ComputeScope scope(compute);
-    const GgmlType type = o->model.quantize.empty() ? GgmlType::kF32 : parse_ggml_type(o->model.quantize);
-    GPT_CHECK(o->to == "gguf" || type == GgmlType::kF32,
+    const QuantRecipe recipe = o->model.quantize.empty() ? QuantRecipe(GgmlType::kF32) : QuantRecipe::parse(o->model.quantize);
+    GPT_CHECK(o->to == "gguf" || recipe.base() == GgmlType::kF32,
           "--quantize applies to GGUF output; a Hugging Face directory holds fp32 weights");
     ModelOpenOptions options;
     options.dequantize = true;  // every output is written from fp32 weights
@@ -45,13 +46,13 @@ Command add_convert_command(CLI::App& parent) {
     std::string name = o->name;
     if (name.empty()) name = in_path.has_filename() ? in_path.filename().string() : in_path.parent_path().filename().string();
     if (o->to == "gguf") {
-      export_gguf(*m.fp32, *m.tokenizer, o->out, type, name);
+      export_gguf(*m.fp32, *m.tokenizer, o->out, recipe, name);
     } else {
       save_checkpoint(o->out, {m.fp32.get(), m.tokenizer.get()});
     }
     std::error_code ec;
     const auto bytes = o->to == "gguf" ? std::filesystem::file_size(o->out, ec) : 0;
-    nlohmann::json summary = {{"out", o->out}, {"format", o->to}, {"type", ggml_type_name(type)},
+    nlohmann::json summary = {{"out", o->out}, {"format", o->to}, {"type", recipe.name()},
                               {"parameters", m.fp32->num_parameters()}};
     if (bytes > 0) summary["bytes"] = bytes;
     std::printf("%s\n", summary.dump().c_str());

@@ -29,7 +29,8 @@ inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantiz
       ->required();
   if (allow_quantize) {
     app->add_option("--quantize", flags.quantize,
-                    "Convert the weights when loading: f16, bf16, q8_0 or q4_0 (f32 dequantizes a GGUF file)");
+                    "Convert the weights when loading: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or a K-quant mix "
+                    "q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k (f32 dequantizes a GGUF file)");
     app->add_option("--dtype", flags.dtype, "Matrix products over many tokens (prompts): fp32 or bf16")
         ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   }
@@ -46,7 +47,7 @@ inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false, 
   ModelOpenOptions options;
   options.dequantize = dequantize;
   options.panels = inference && !dequantize && parse_matmul_precision(flags.dtype) == MatmulPrecision::kFloat32;
-  if (!flags.quantize.empty()) options.convert_to = parse_ggml_type(flags.quantize);
+  if (!flags.quantize.empty()) options.convert_to = QuantRecipe::parse(flags.quantize);
   return gpt::open_model(flags.model, options);
 }
 

@@ -46,6 +46,13 @@ Communicator& Communicator::world() {
   return c;
 }
 
+Communicator::Communicator(SingleProcess) {}
+
+Communicator& Communicator::single_process() {
+  static Communicator c{SingleProcess{}};
+  return c;
+}
+
 Communicator::Communicator() {
 #ifdef GPT_WITH_MPI
   if (!launched_by_mpi()) return;

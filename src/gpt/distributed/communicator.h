@@ -16,6 +16,9 @@ class Communicator {
   // The process-wide communicator: MPI when launched by mpirun (and built with
   // MPI), a single rank otherwise.
   static Communicator& world();
+  // One rank that never touches MPI, whatever launched the process: for
+  // training inside another program (the C API), where MPI is not ours to start.
+  static Communicator& single_process();
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -56,6 +59,8 @@ class Communicator {
 
  private:
   Communicator();
+  struct SingleProcess {};
+  explicit Communicator(SingleProcess);
   void ring_reduce_scatter(float* data, size_t n);
   void ring_allgather(float* data, size_t n);
   void sendrecv(const float* send, size_t send_n, int to, float* recv, size_t recv_n, int from);

@@ -17,17 +17,7 @@ constexpr uint32_t kVersion = 3;
 constexpr uint64_t kDefaultAlignment = 32;
 constexpr int kMaxDims = 4;  // GGML_MAX_DIMS
 
-bool is_known_type(uint32_t t) {
-  switch (static_cast<GgmlType>(t)) {
-    case GgmlType::kF32:
-    case GgmlType::kF16:
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ8_0:
-    case GgmlType::kBF16:
-      return true;
-  }
-  return false;
-}
+bool is_known_type(uint32_t t) { return is_known_ggml_type(t); }
 
 size_t scalar_size(GgufType t) {
   switch (t) {

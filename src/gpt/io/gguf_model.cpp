@@ -18,18 +18,6 @@ namespace {
 // llama.cpp's token types.
 constexpr int64_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
 
-// llama.cpp's llama_ftype for a file whose matrices are mostly `type`.
-uint32_t file_type_of(GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32: return 0;
-    case GgmlType::kF16: return 1;
-    case GgmlType::kQ4_0: return 2;
-    case GgmlType::kQ8_0: return 7;
-    case GgmlType::kBF16: return 32;
-  }
-  return 0;
-}
-
 std::vector<uint8_t> encode_rows(GgmlType type, const float* rows, int64_t n_rows, int64_t n_cols) {
   const size_t rb = ggml_row_bytes(type, n_cols);
   std::vector<uint8_t> out(rb * static_cast<size_t>(n_rows));
@@ -163,7 +151,7 @@ bool is_gguf_file(const std::filesystem::path& path) {
   return in.read(magic, 4) && magic[0] == 'G' && magic[1] == 'G' && magic[2] == 'U' && magic[3] == 'F';
 }
 
-void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
                  const std::string& name) {
   const ModelConfig& c = model.config();
   const ConstModelWeights& w = model.weights();
@@ -172,8 +160,8 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   GgufWriter g;
   g.set("general.architecture", GgufValue::string("gpt2"));
   g.set("general.name", GgufValue::string(name));
-  g.set("general.file_type", GgufValue::u32(file_type_of(type)));
-  if (ggml_block_size(type) > 1) g.set("general.quantization_version", GgufValue::u32(2));
+  g.set("general.file_type", GgufValue::u32(recipe.file_type()));
+  if (ggml_block_size(recipe.base()) > 1) g.set("general.quantization_version", GgufValue::u32(2));
   g.set("gpt2.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
   g.set("gpt2.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
   g.set("gpt2.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(4 * C)));
@@ -185,21 +173,20 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   auto vec = [&](const std::string& n, const float* x, int64_t len) {
     g.add_tensor(n, {len}, GgmlType::kF32, encode_rows(GgmlType::kF32, x, 1, len));
   };
-  auto matrix_type = [&](int64_t in) { return in % ggml_block_size(type) == 0 ? type : GgmlType::kF16; };
-  auto rows = [&](const std::string& n, const float* x, int64_t n_out, int64_t in) {
-    const GgmlType t = matrix_type(in);
+  auto rows = [&](const std::string& n, const float* x, int64_t n_out, int64_t in, TensorRole role, int64_t layer) {
+    const GgmlType t = recipe.type_for(role, layer, c.n_layer, in);
     g.add_tensor(n, {in, n_out}, t, encode_rows(t, x, n_out, in));
   };
   std::vector<float> tmp;
-  auto conv1d = [&](const std::string& n, const float* x, int64_t in, int64_t n_out) {
+  auto conv1d = [&](const std::string& n, const float* x, int64_t in, int64_t n_out, TensorRole role, int64_t layer) {
     tmp.resize(static_cast<size_t>(in * n_out));
     for (int64_t r = 0; r < n_out; ++r) {
       for (int64_t k = 0; k < in; ++k) tmp[static_cast<size_t>(r * in + k)] = x[k * n_out + r];
     }
-    rows(n, tmp.data(), n_out, in);
+    rows(n, tmp.data(), n_out, in, role, layer);
   };
 
-  rows("token_embd.weight", w.wte, V, C);
+  rows("token_embd.weight", w.wte, V, C, TensorRole::kTokenEmbedding, 0);
   if (w.wpe != nullptr) {
     g.add_tensor("position_embd.weight", {C, T}, GgmlType::kF32, encode_rows(GgmlType::kF32, w.wpe, T, C));
   } else {  // the sinusoid, written out as a table (llama.cpp's gpt2 adds a learned table)
@@ -212,20 +199,20 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
     const std::string p = "blk." + std::to_string(l) + ".";
     vec(p + "attn_norm.weight", L.ln_1_weight, C);
     vec(p + "attn_norm.bias", L.ln_1_bias, C);
-    conv1d(p + "attn_qkv.weight", L.attn_c_attn_weight, C, 3 * C);
+    conv1d(p + "attn_qkv.weight", L.attn_c_attn_weight, C, 3 * C, TensorRole::kAttentionQkv, l);
     vec(p + "attn_qkv.bias", L.attn_c_attn_bias, 3 * C);
-    conv1d(p + "attn_output.weight", L.attn_c_proj_weight, C, C);
+    conv1d(p + "attn_output.weight", L.attn_c_proj_weight, C, C, TensorRole::kAttentionOutput, l);
     vec(p + "attn_output.bias", L.attn_c_proj_bias, C);
     vec(p + "ffn_norm.weight", L.ln_2_weight, C);
     vec(p + "ffn_norm.bias", L.ln_2_bias, C);
-    conv1d(p + "ffn_up.weight", L.mlp_c_fc_weight, C, 4 * C);
+    conv1d(p + "ffn_up.weight", L.mlp_c_fc_weight, C, 4 * C, TensorRole::kFfnUp, l);
     vec(p + "ffn_up.bias", L.mlp_c_fc_bias, 4 * C);
-    conv1d(p + "ffn_down.weight", L.mlp_c_proj_weight, 4 * C, C);
+    conv1d(p + "ffn_down.weight", L.mlp_c_proj_weight, 4 * C, C, TensorRole::kFfnDown, l);
     vec(p + "ffn_down.bias", L.mlp_c_proj_bias, C);
   }
   vec("output_norm.weight", w.ln_f_weight, C);
   vec("output_norm.bias", w.ln_f_bias, C);
-  rows("output.weight", w.lm_head, V, C);
+  rows("output.weight", w.lm_head, V, C, TensorRole::kOutput, 0);
   g.write(out);
 }
 
@@ -300,6 +287,9 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   for (const Expected& e : expected) {
     const GgufTensor& t = need(f, e.name, e.ne);
     if (e.ne.size() == 2) bytes_by_type[t.type] += t.bytes;
+    const int64_t bad = first_invalid_block(t.type, t.data, t.bytes);
+    GPT_CHECK(bad < 0, p + ": tensor '" + t.name + "' (" + ggml_type_name(t.type) + ") block " + std::to_string(bad) +
+                           " has a scale that is not a finite number: the file is damaged");
     expected_names.insert(e.name);
   }
   for (const GgufTensor& t : f.tensors()) {

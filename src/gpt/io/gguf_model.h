@@ -18,12 +18,13 @@
 
 #include "gpt/kernels/quantize.h"
 #include "gpt/model/gpt.h"
+#include "gpt/model/quant_recipe.h"
 #include "gpt/model/inference_weights.h"
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt {
 
-void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, GgmlType type,
+void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
                  const std::string& name = "gpt.cpp model");
 
 struct GgufModel {

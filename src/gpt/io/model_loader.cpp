@@ -34,10 +34,10 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
     m.tokenizer = std::move(l.tokenizer);
   }
   if (m.fp32) m.type = GgmlType::kF32;
-  if (options.convert_to && *options.convert_to != GgmlType::kF32 && !options.dequantize) {
+  if (options.convert_to && options.convert_to->base() != GgmlType::kF32 && !options.dequantize) {
     m.quantized = QuantizedModel::quantize(*m.fp32, *options.convert_to);
     m.fp32.reset();
-    m.type = *options.convert_to;
+    m.type = options.convert_to->base();
   }
   if (options.panels && m.fp32 && few_rows_kernels()) m.panels = InferenceWeights::in_panels(std::move(m.fp32));
   return m;

@@ -10,13 +10,14 @@
 #include "gpt/kernels/quantize.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
+#include "gpt/model/quant_recipe.h"
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt {
 
 struct ModelOpenOptions {
   bool dequantize = false;              // always produce an fp32 GPT (training, attention maps)
-  std::optional<GgmlType> convert_to;   // convert the matrices at load time (--quantize)
+  std::optional<QuantRecipe> convert_to;  // convert the matrices at load time (--quantize)
   // fp32 weights for inference only: re-laid as panels (InferenceWeights::in_panels)
   // on CPUs that run the few-rows kernels; `fp32` is then null.
   bool panels = false;

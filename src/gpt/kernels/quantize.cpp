@@ -12,6 +12,7 @@
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
+#include "gpt/kernels/kquants.h"
 
 namespace gpt {
 
@@ -466,6 +467,9 @@ GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, flo
     case GgmlType::kF32:
       std::memcpy(x, in, sizeof(float) * static_cast<size_t>(n));
       return;
+    default:  // the K and legacy types
+      dequantize_row_extra(static_cast<uint32_t>(type), in, x, n);
+      return;
   }
 }
 GPT_AVX512_WARNINGS_ON
@@ -478,25 +482,50 @@ const char* ggml_type_name(GgmlType type) {
     case GgmlType::kF32: return "F32";
     case GgmlType::kF16: return "F16";
     case GgmlType::kQ4_0: return "Q4_0";
+    case GgmlType::kQ4_1: return "Q4_1";
+    case GgmlType::kQ5_0: return "Q5_0";
+    case GgmlType::kQ5_1: return "Q5_1";
     case GgmlType::kQ8_0: return "Q8_0";
+    case GgmlType::kQ2_K: return "Q2_K";
+    case GgmlType::kQ3_K: return "Q3_K";
+    case GgmlType::kQ4_K: return "Q4_K";
+    case GgmlType::kQ5_K: return "Q5_K";
+    case GgmlType::kQ6_K: return "Q6_K";
     case GgmlType::kBF16: return "BF16";
   }
   return "?";
 }
 
+bool is_known_ggml_type(uint32_t type) {
+  const char* name = ggml_type_name(static_cast<GgmlType>(type));
+  return name[0] != '?';
+}
+
 GgmlType parse_ggml_type(const std::string& name) {
   std::string s = name;
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s == "f32") return GgmlType::kF32;
-  if (s == "f16") return GgmlType::kF16;
-  if (s == "bf16") return GgmlType::kBF16;
-  if (s == "q8_0") return GgmlType::kQ8_0;
-  if (s == "q4_0") return GgmlType::kQ4_0;
-  throw Error("unknown weight type '" + name + "' (expected f32, f16, bf16, q8_0 or q4_0)");
+  for (uint32_t t = 0; t <= static_cast<uint32_t>(GgmlType::kBF16); ++t) {
+    if (!is_known_ggml_type(t)) continue;
+    std::string known = ggml_type_name(static_cast<GgmlType>(t));
+    for (char& c : known) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (s == known) return static_cast<GgmlType>(t);
+  }
+  throw Error("unknown weight type '" + name + "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
+              "q4_k, q5_k or q6_k)");
 }
 
 int64_t ggml_block_size(GgmlType type) {
-  return (type == GgmlType::kQ4_0 || type == GgmlType::kQ8_0) ? kQuantBlock : 1;
+  switch (type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16: return 1;
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K: return kSuperBlock;
+    default: return kQuantBlock;
+  }
 }
 
 int64_t ggml_block_bytes(GgmlType type) {
@@ -505,7 +534,15 @@ int64_t ggml_block_bytes(GgmlType type) {
     case GgmlType::kF16:
     case GgmlType::kBF16: return 2;
     case GgmlType::kQ4_0: return sizeof(BlockQ4_0);
+    case GgmlType::kQ4_1: return sizeof(BlockQ4_1);
+    case GgmlType::kQ5_0: return sizeof(BlockQ5_0);
+    case GgmlType::kQ5_1: return sizeof(BlockQ5_1);
     case GgmlType::kQ8_0: return sizeof(BlockQ8_0);
+    case GgmlType::kQ2_K: return sizeof(BlockQ2_K);
+    case GgmlType::kQ3_K: return sizeof(BlockQ3_K);
+    case GgmlType::kQ4_K: return sizeof(BlockQ4_K);
+    case GgmlType::kQ5_K: return sizeof(BlockQ5_K);
+    case GgmlType::kQ6_K: return sizeof(BlockQ6_K);
   }
   return 0;
 }
@@ -515,6 +552,33 @@ size_t ggml_row_bytes(GgmlType type, int64_t n) {
                                             std::to_string(ggml_block_size(type)) + " weights, got " +
                                             std::to_string(n));
   return static_cast<size_t>(n / ggml_block_size(type) * ggml_block_bytes(type));
+}
+
+int64_t first_invalid_block(GgmlType type, const uint8_t* data, size_t bytes) {
+  // Offsets of each block's float16 fields, from the layouts.
+  int at[2] = {-1, -1};
+  switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ5_0: at[0] = 0; break;
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K: at[0] = 0; at[1] = 2; break;
+    case GgmlType::kQ2_K: at[0] = 80; at[1] = 82; break;
+    case GgmlType::kQ3_K: at[0] = 108; break;
+    case GgmlType::kQ6_K: at[0] = 208; break;
+    default: return -1;
+  }
+  const auto bb = static_cast<size_t>(ggml_block_bytes(type));
+  for (size_t b = 0; b + bb <= bytes; b += bb) {
+    for (int o : at) {
+      if (o < 0) continue;
+      const auto h = static_cast<uint16_t>(data[b + static_cast<size_t>(o)] | (data[b + static_cast<size_t>(o) + 1] << 8));
+      if ((h & 0x7C00) == 0x7C00) return static_cast<int64_t>(b / bb);  // infinity or NaN
+    }
+  }
+  return -1;
 }
 
 void quantize_row(GgmlType type, const float* x, void* out, int64_t n) {
@@ -533,6 +597,7 @@ void quantize_row(GgmlType type, const float* x, void* out, int64_t n) {
     }
     case GgmlType::kQ8_0: quantize_q8_0(x, static_cast<BlockQ8_0*>(out), n); return;
     case GgmlType::kQ4_0: quantize_q4_0(x, static_cast<BlockQ4_0*>(out), n); return;
+    default: quantize_row_extra(static_cast<uint32_t>(type), x, out, n); return;
   }
 }
 
@@ -569,6 +634,7 @@ void dequantize_row(GgmlType type, const void* in, float* x, int64_t n) {
       }
       return;
     }
+    default: dequantize_row_extra(static_cast<uint32_t>(type), in, x, n); return;
   }
 }
 
@@ -669,17 +735,77 @@ QuantKernels quant_kernels() {
 }
 void cap_quant_kernels(QuantKernels max) { g_kernel_cap.store(max); }
 
+namespace {
+
+// out[n, r] (+ bias, + residual) for the row-major types, every row through `dot`:
+// each thread takes chunks of rows small enough to stay in L1 while all N inputs
+// use them, so W is read from memory once.
+template <class Input>
+void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t N, const float* residual,
+                ExtraRowsDot dot, const Input& input, ExtraRowsDot4 dot4 = nullptr) {
+  const int64_t C = w.cols, OC = w.rows;
+  const size_t rb = ggml_row_bytes(w.type, C);
+  constexpr int64_t kChunkRows = 16;
+  const int64_t chunks = (OC + kChunkRows - 1) / kChunkRows;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float sums[4 * kChunkRows];
+    const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, OC - r0);
+    auto finish = [&](int64_t n, const float* s) {
+      float* o = out + n * OC + r0;
+      const float* res = residual != nullptr ? residual + n * OC + r0 : nullptr;
+      for (int64_t r = 0; r < rows; ++r) o[r] = s[r] + (bias != nullptr ? bias[r0 + r] : 0.0f) + (res != nullptr ? res[r] : 0.0f);
+    };
+    int64_t n = 0;
+    if (dot4 != nullptr) {
+      for (; n + 4 <= N; n += 4) {
+        const ExtraInput in4[4] = {input(n), input(n + 1), input(n + 2), input(n + 3)};
+        dot4(w.data + rb * static_cast<size_t>(r0), rb, rows, C, in4, sums);
+        for (int i = 0; i < 4; ++i) finish(n + i, sums + i * rows);
+      }
+    }
+    for (; n < N; ++n) {
+      dot(w.data + rb * static_cast<size_t>(r0), rb, rows, C, input(n), sums);
+      finish(n, sums);
+    }
+  }
+}
+
+// The K types: each input row quantized once to Q8_K blocks.
+void k_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
+              QuantScratch& scratch, const float* residual, bool fast) {
+  const int64_t C = w.cols, nbk = C / kSuperBlock;
+  const size_t need = sizeof(BlockQ8_K) * static_cast<size_t>(N * nbk);
+  if (scratch.blocks.size() < need) scratch.blocks.resize(need);
+  auto* act = reinterpret_cast<BlockQ8_K*>(scratch.blocks.data());
+  const bool swapped = k_input_swapped(static_cast<uint32_t>(w.type), fast);
+#pragma omp parallel for schedule(static) if (N > 1)
+  for (int64_t n = 0; n < N; ++n) {
+    quantize_row_q8_k(in + n * C, act + n * nbk, C);
+    if (swapped) swap_middle_quarters(act + n * nbk, nbk);
+  }
+  extra_rows(out, w, bias, N, residual, extra_rows_dot(static_cast<uint32_t>(w.type), fast),
+             [&](int64_t n) { return ExtraInput{act + n * nbk, nullptr, nullptr, nullptr}; },
+             extra_rows_dot4(static_cast<uint32_t>(w.type), fast));
+}
+
+}  // namespace
+
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual) {
   const int64_t C = w.cols, OC = w.rows;
   GPT_CHECK(w.type != GgmlType::kF32, "quantized_linear: F32 weights go through gemm");
   const bool blocks = w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0;
   const bool vnni = quant_kernels() != QuantKernels::kPortable;
+  const auto type_id = static_cast<uint32_t>(w.type);
+  const bool extra = is_extra_type(type_id), k_type = is_k_type(type_id);
   const int64_t nb = C / kQuantBlock;
   const size_t rb = ggml_row_bytes(w.type, C);
   // With VNNI, Q8_0 and Q4_0 never widen: every row is quantized to int8 and
-  // goes through the group kernels, as llama.cpp does (see kQuantPanelMinRows).
-  if (N >= kPanelMinRows && !(blocks && vnni)) {
+  // goes through the group kernels, as llama.cpp does (see kQuantPanelMinRows);
+  // so do the K and legacy types that have AVX-512 kernels.
+  const bool int8_prompts = vnni && (blocks || (extra && extra_has_fast_kernel(type_id)));
+  if (N >= kPanelMinRows && !int8_prompts) {
     // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
     // multiply them; the widening is paid once per weight for all N inputs.
     if (residual != nullptr && residual != out) std::memcpy(out, residual, sizeof(float) * static_cast<size_t>(N * OC));
@@ -715,7 +841,8 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
 
   int8_t* act_qs = nullptr;
   float *act_d = nullptr, *act_dsum = nullptr;
-  if (blocks) {
+  if (k_type) return k_linear(out, in, w, bias, N, scratch, residual, vnni);
+  if (blocks || extra) {
     GPT_CHECK(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
     // Layout: N*C int8 values, then N*nb scales and N*nb scaled sums (floats).
     const size_t values = static_cast<size_t>(N * C), need = values + 2 * sizeof(float) * static_cast<size_t>(N * nb);
@@ -733,6 +860,13 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
 #endif
       quantize_activations(in + n * C, act_qs + n * C, act_d + n * nb, act_dsum + n * nb, C);
     }
+  }
+  if (extra) {  // Q4_1, Q5_0, Q5_1: row-major, every row through the per-row kernel
+    const ExtraRowsDot dot = extra_rows_dot(type_id, vnni);
+    extra_rows(out, w, bias, N, residual, dot, [&](int64_t n) {
+      return ExtraInput{nullptr, act_qs + n * C, act_d + n * nb, act_dsum + n * nb};
+    });
+    return;
   }
   // Row-interleaved groups (Q8_0, Q4_0) take group kernels; the rows after the
   // last whole group, and F16/BF16 matrices, take per-row kernels.

@@ -25,9 +25,14 @@
 namespace gpt {
 
 // ggml's numbering of the types (also GGUF's tensor type field).
-enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kBF16 = 30 };
+// Q4_1 .. Q6_K: kernels/kquants.h.
+enum class GgmlType : uint32_t {
+  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30
+};
 const char* ggml_type_name(GgmlType type);
-GgmlType parse_ggml_type(const std::string& name);  // "f32", "q8_0", ... (any case); gpt::Error otherwise
+GgmlType parse_ggml_type(const std::string& name);  // "f32", "q8_0", "q4_k", ... (any case); gpt::Error otherwise
+bool is_known_ggml_type(uint32_t type);  // a type gpt.cpp reads
 int64_t ggml_block_size(GgmlType type);   // weights per block (1 for plain types)
 int64_t ggml_block_bytes(GgmlType type);  // bytes per block
 size_t ggml_row_bytes(GgmlType type, int64_t n);  // n must be a multiple of the block size
@@ -43,6 +48,10 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "llama.cpp's block layouts");
 
+// The first block of `bytes` bytes of `type` whose float16 scale (or min) is not a
+// finite number — a damaged file — or -1. (Any other bits decode to some weight.)
+int64_t first_invalid_block(GgmlType type, const uint8_t* data, size_t bytes);
+
 // Converts n floats (a multiple of the block size for Q types) to `type`.
 void quantize_row(GgmlType type, const float* x, void* out, int64_t n);
 // And back.
@@ -50,7 +59,7 @@ void dequantize_row(GgmlType type, const void* in, float* x, int64_t n);
 
 // A matrix of `rows` rows of `cols` weights in one of the types above (row r =
 // output r of a layer, as in PyTorch's Linear and in GGUF), in memory as follows.
-// F16, BF16: row-major. Q8_0, Q4_0: row-interleaved for the decode kernels, so one
+// F16, BF16, the K types, Q4_1, Q5_0, Q5_1: row-major, as llama.cpp stores them. Q8_0, Q4_0: row-interleaved for the decode kernels, so one
 // VPDPBUSD multiplies 4 weights of 16 rows by one broadcast word of the input:
 // each group of 16 rows holds, per block column, the 16 rows' float16 scales (32
 // bytes), then the 16 rows' 4-byte words of weights, word 0 of every row first
@@ -104,7 +113,7 @@ struct QuantScratch {
 };
 
 // out (N, rows) = [residual +] in (N, cols) @ W^T [+ bias]. out may alias residual.
-// W's type may be Q8_0, Q4_0, F16 or BF16 (F32 weights go through gemm instead).
+// W's type may be any but F32 (F32 weights go through gemm instead).
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual = nullptr);
 

@@ -151,8 +151,8 @@ size_t InferenceWeights::bytes_per_token() const {
   return total;
 }
 
-std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, GgmlType type) {
-  GPT_CHECK(type != GgmlType::kF32, "QuantizedModel::quantize: F32 needs no conversion");
+std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, const QuantRecipe& recipe) {
+  GPT_CHECK(recipe.base() != GgmlType::kF32, "QuantizedModel::quantize: F32 needs no conversion");
   auto q = std::make_unique<QuantizedModel>();
   q->weights = InferenceWeights::view(model);
   const ModelConfig& c = model.config();
@@ -165,8 +165,8 @@ std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, GgmlT
     return q->vectors.back().data();
   };
   // Conv1D weights are (in, out): quantized transposed, to rows of outputs.
-  auto convert = [&](LinearWeights& lw, bool conv1d) {
-    const GgmlType t = lw.in % ggml_block_size(type) == 0 ? type : GgmlType::kF16;
+  auto convert = [&](LinearWeights& lw, bool conv1d, TensorRole role, int64_t layer) {
+    const GgmlType t = recipe.type_for(role, layer, c.n_layer, lw.in);
     q->matrices.push_back(QuantizedStorage::quantize(t, lw.f32, lw.out, lw.in, conv1d));
     lw.packed = q->matrices.back().matrix;
     lw.f32 = nullptr;
@@ -175,22 +175,24 @@ std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, GgmlT
   };
   InferenceWeights& w = q->weights;
   const int64_t C = c.n_embd;
-  for (InferenceLayer& l : w.layers) {
-    convert(l.c_attn, true);
-    convert(l.attn_proj, true);
-    convert(l.c_fc, true);
-    convert(l.mlp_proj, true);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    InferenceLayer& l = w.layers[i];
+    const auto layer = static_cast<int64_t>(i);
+    convert(l.c_attn, true, TensorRole::kAttentionQkv, layer);
+    convert(l.attn_proj, true, TensorRole::kAttentionOutput, layer);
+    convert(l.c_fc, true, TensorRole::kFfnUp, layer);
+    convert(l.mlp_proj, true, TensorRole::kFfnDown, layer);
     l.ln_1_weight = keep(l.ln_1_weight, C);
     l.ln_1_bias = keep(l.ln_1_bias, C);
     l.ln_2_weight = keep(l.ln_2_weight, C);
     l.ln_2_bias = keep(l.ln_2_bias, C);
   }
   const bool tied = w.lm_head.f32 == w.wte_f32;
-  convert(w.lm_head, false);
+  convert(w.lm_head, false, TensorRole::kOutput, 0);
   if (tied) {
     w.wte_packed = w.lm_head.packed;
   } else {
-    const GgmlType t = C % ggml_block_size(type) == 0 ? type : GgmlType::kF16;
+    const GgmlType t = recipe.type_for(TensorRole::kTokenEmbedding, 0, c.n_layer, C);
     q->matrices.push_back(QuantizedStorage::quantize(t, w.wte_f32, c.vocab_size, C));
     w.wte_packed = q->matrices.back().matrix;
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gpt/kernels/quantize.h"
+#include "gpt/model/quant_recipe.h"
 #include "gpt/model/config.h"
 #include "gpt/model/gpt.h"
 
@@ -76,9 +77,9 @@ struct QuantizedModel {
   std::vector<std::vector<float>> vectors;  // fp32 tensors
   std::vector<QuantizedStorage> matrices;   // compact matrices
 
-  // Converts a GPT's weights. Matrices whose rows are not a whole number of
-  // blocks stay in F16 (Q8_0, Q4_0 need multiples of 32), as llama.cpp falls back.
-  static std::unique_ptr<QuantizedModel> quantize(const GPT& model, GgmlType type);
+  // Converts a GPT's weights, each matrix to the type the recipe gives it
+  // (model/quant_recipe.h: one type, or one of llama.cpp's K-quant mixes).
+  static std::unique_ptr<QuantizedModel> quantize(const GPT& model, const QuantRecipe& recipe);
   const ModelConfig& config() const { return weights.config; }
 };
 

@@ -1,0 +1,373 @@
+// llama.cpp's K-quants (Q2_K .. Q6_K) and legacy Q4_1/Q5_0/Q5_1: each format's
+// layout against a reference decoder written here from ggml-common.h's
+// definitions (float64, another way of walking the bits), the round-trip error of
+// the quantizers, the products against the float computation, and the recipes.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include "gpt/kernels/kquants.h"
+#include "gpt/kernels/quantize.h"
+#include "gpt/model/quant_recipe.h"
+#include "gpt/util/error.h"
+#include "gpt/util/half.h"
+
+namespace gpt {
+namespace {
+
+const GgmlType kExtraTypes[] = {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                GgmlType::kQ6_K, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1};
+
+// Weights as trained matrices have them: mostly normal, a few large.
+std::vector<float> weights(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = normal(rng);
+  std::uniform_int_distribution<int64_t> at(0, n - 1);
+  for (int i = 0; i < n / 200; ++i) x[static_cast<size_t>(at(rng))] *= 8.0f;
+  return x;
+}
+
+// ---- reference decoders: ggml-common.h's structs read byte by byte ----------------
+
+double h(const uint8_t* p) {  // a little-endian float16
+  return half_to_float(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+}
+
+// One 256-weight super-block of each K type; `b` points at its bytes.
+void ref_q2_k(const uint8_t* b, double* y) {
+  const uint8_t* scales = b;       // 16
+  const uint8_t* qs = b + 16;      // 64
+  const double d = h(b + 80), dmin = h(b + 82);
+  // Two halves of 128 weights; in each, four 2-bit planes of the same 32 bytes.
+  for (int half = 0; half < 2; ++half)
+    for (int plane = 0; plane < 4; ++plane)
+      for (int i = 0; i < 32; ++i) {
+        const int e = 128 * half + 32 * plane + i, sub = e / 16;
+        const int q = (qs[32 * half + i] >> (2 * plane)) & 3;
+        y[e] = d * (scales[sub] & 15) * q - dmin * (scales[sub] >> 4);
+      }
+}
+
+void ref_q3_k(const uint8_t* b, double* y) {
+  const uint8_t* hmask = b;        // 32
+  const uint8_t* qs = b + 32;      // 64
+  const uint8_t* sc = b + 96;      // 12
+  const double d = h(b + 108);
+  int scale[16];
+  for (int j = 0; j < 16; ++j) {
+    // 4 low bits: bytes 0-7, low nibbles for sub-blocks 0-7, high for 8-15;
+    // 2 high bits: byte 8 + j % 4, bit pair j / 4.
+    const int low = (sc[j % 8] >> (4 * (j / 8))) & 15;
+    const int high = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+    scale[j] = (low | (high << 4)) - 32;
+  }
+  for (int half = 0; half < 2; ++half)
+    for (int plane = 0; plane < 4; ++plane)
+      for (int i = 0; i < 32; ++i) {
+        const int e = 128 * half + 32 * plane + i;
+        const int low = (qs[32 * half + i] >> (2 * plane)) & 3;
+        const bool high = (hmask[i] >> (4 * half + plane)) & 1;
+        y[e] = d * scale[e / 16] * (low - (high ? 0 : 4));
+      }
+}
+
+void ref_scale_min_k4(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+void ref_q45_k(const uint8_t* b, double* y, bool five) {
+  const double d = h(b), dmin = h(b + 2);
+  const uint8_t* sc = b + 4;
+  const uint8_t* qh = b + 16;                // Q5_K only
+  const uint8_t* qs = b + (five ? 48 : 16);  // 128
+  // Four chunks of 64 weights: the low nibbles of 32 bytes, then their high nibbles.
+  for (int chunk = 0; chunk < 4; ++chunk)
+    for (int nib = 0; nib < 2; ++nib) {
+      const int sub = 2 * chunk + nib;
+      int s, m;
+      ref_scale_min_k4(sc, sub, &s, &m);
+      for (int i = 0; i < 32; ++i) {
+        int q = (qs[32 * chunk + i] >> (4 * nib)) & 15;
+        if (five) q += ((qh[i] >> sub) & 1) << 4;
+        y[32 * sub + i] = d * s * q - dmin * m;
+      }
+    }
+}
+
+void ref_q6_k(const uint8_t* b, double* y) {
+  const uint8_t* ql = b;          // 128
+  const uint8_t* qh = b + 128;    // 64
+  const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const double d = h(b + 208);
+  for (int half = 0; half < 2; ++half)
+    for (int i = 0; i < 32; ++i) {
+      const int l0 = ql[64 * half + i], l1 = ql[64 * half + 32 + i], hh = qh[32 * half + i];
+      const int q[4] = {(l0 & 15) | ((hh & 3) << 4), (l1 & 15) | (((hh >> 2) & 3) << 4), (l0 >> 4) | (((hh >> 4) & 3) << 4),
+                        (l1 >> 4) | (((hh >> 6) & 3) << 4)};
+      for (int k = 0; k < 4; ++k) {
+        const int e = 128 * half + 32 * k + i;
+        y[e] = d * sc[e / 16] * (q[k] - 32);
+      }
+    }
+}
+
+// One 32-weight block of the legacy types.
+void ref_legacy(GgmlType t, const uint8_t* b, double* y) {
+  const double d = h(b);
+  const double m = t == GgmlType::kQ5_0 ? 0.0 : h(b + 2);
+  const uint8_t* qs = b + (t == GgmlType::kQ4_1 ? 4 : t == GgmlType::kQ5_0 ? 6 : 8);
+  const uint8_t* qh = b + (t == GgmlType::kQ5_0 ? 2 : 4);
+  const uint32_t high = t == GgmlType::kQ4_1 ? 0 : static_cast<uint32_t>(qh[0] | (qh[1] << 8) | (qh[2] << 16)) | (static_cast<uint32_t>(qh[3]) << 24);
+  for (int j = 0; j < 32; ++j) {
+    int q = (qs[j % 16] >> (4 * (j / 16))) & 15;
+    if (t != GgmlType::kQ4_1) q |= static_cast<int>((high >> j) & 1) << 4;
+    if (t == GgmlType::kQ5_0) q -= 16;
+    y[j] = d * q + m;
+  }
+}
+
+std::vector<double> reference_decode(GgmlType t, const std::vector<uint8_t>& bytes, int64_t n) {
+  std::vector<double> y(static_cast<size_t>(n));
+  const int64_t bs = ggml_block_size(t), bb = ggml_block_bytes(t);
+  for (int64_t blk = 0; blk < n / bs; ++blk) {
+    const uint8_t* b = bytes.data() + blk * bb;
+    double* out = y.data() + blk * bs;
+    switch (t) {
+      case GgmlType::kQ2_K: ref_q2_k(b, out); break;
+      case GgmlType::kQ3_K: ref_q3_k(b, out); break;
+      case GgmlType::kQ4_K: ref_q45_k(b, out, false); break;
+      case GgmlType::kQ5_K: ref_q45_k(b, out, true); break;
+      case GgmlType::kQ6_K: ref_q6_k(b, out); break;
+      default: ref_legacy(t, b, out); break;
+    }
+  }
+  return y;
+}
+
+TEST(KQuants, BlockSizesAreLlamaCpps) {
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ2_K, 256), 84u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ3_K, 256), 110u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ4_K, 512), 288u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ5_K, 256), 176u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ6_K, 768), 630u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ4_1, 64), 40u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ5_0, 32), 22u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::kQ5_1, 32), 24u);
+  EXPECT_THROW(ggml_row_bytes(GgmlType::kQ4_K, 288), Error);
+  for (GgmlType t : kExtraTypes) EXPECT_EQ(parse_ggml_type(ggml_type_name(t)), t);
+}
+
+// Our decoder agrees with the definition on arbitrary bytes (every bit pattern a
+// file may hold), and on what our quantizer writes.
+TEST(KQuants, DecodingMatchesTheFormatDefinition) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (GgmlType t : kExtraTypes) {
+    const int64_t n = 1024;
+    std::vector<uint8_t> bytes(ggml_row_bytes(t, n));
+    for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
+    // Scales as float16 must be finite: clear the exponent's top bit of each d/dmin.
+    const int64_t bs = ggml_block_size(t), bb = ggml_block_bytes(t);
+    for (int64_t blk = 0; blk < n / bs; ++blk) {
+      uint8_t* b = bytes.data() + blk * bb;
+      std::vector<int> at;
+      if (t == GgmlType::kQ2_K) at = {80, 82};
+      else if (t == GgmlType::kQ3_K) at = {108};
+      else if (t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ4_1 || t == GgmlType::kQ5_1) at = {0, 2};
+      else if (t == GgmlType::kQ6_K) at = {208};
+      else at = {0};
+      for (int o : at) b[o + 1] &= 0x3F;  // |value| < 2
+    }
+    std::vector<float> ours(static_cast<size_t>(n));
+    dequantize_row(t, bytes.data(), ours.data(), n);
+    const std::vector<double> ref = reference_decode(t, bytes, n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(ours[static_cast<size_t>(i)], ref[static_cast<size_t>(i)], 1e-6 * (1 + std::fabs(ref[static_cast<size_t>(i)])))
+          << ggml_type_name(t) << " weight " << i;
+  }
+}
+
+// Quantize -> decode: relative RMS error within what each format's bits allow
+// (measured here: the bound is ~1.3x the measured error), and every row's
+// decode by the definition equals ours.
+TEST(KQuants, RoundTripErrorFitsEachFormat) {
+  struct Bound {
+    GgmlType type;
+    double max_rel_rms;
+  };
+  // Measured: Q2_K 0.301, Q3_K 0.170, Q4_K 0.081, Q5_K 0.041, Q6_K 0.021, Q4_1 0.079, Q5_0 0.054, Q5_1 0.038.
+  const Bound bounds[] = {{GgmlType::kQ2_K, 0.40}, {GgmlType::kQ3_K, 0.22}, {GgmlType::kQ4_K, 0.105},
+                          {GgmlType::kQ5_K, 0.053}, {GgmlType::kQ6_K, 0.0275}, {GgmlType::kQ4_1, 0.10},
+                          {GgmlType::kQ5_0, 0.07}, {GgmlType::kQ5_1, 0.05}};
+  const int64_t n = 4096;
+  const std::vector<float> x = weights(n, 3);
+  double prev = 1e9;
+  for (const Bound& b : bounds) {
+    std::vector<uint8_t> bytes(ggml_row_bytes(b.type, n));
+    quantize_row(b.type, x.data(), bytes.data(), n);
+    std::vector<float> y(static_cast<size_t>(n));
+    dequantize_row(b.type, bytes.data(), y.data(), n);
+    const std::vector<double> ref = reference_decode(b.type, bytes, n);
+    double err = 0, norm = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto k = static_cast<size_t>(i);
+      ASSERT_NEAR(y[k], ref[k], 1e-6 * (1 + std::fabs(ref[k])));
+      err += (y[k] - x[k]) * (y[k] - x[k]);
+      norm += static_cast<double>(x[k]) * x[k];
+    }
+    const double rel = std::sqrt(err / norm);
+    EXPECT_LT(rel, b.max_rel_rms) << ggml_type_name(b.type);
+    if (is_k_type(static_cast<uint32_t>(b.type))) {
+      EXPECT_LT(rel, prev) << ggml_type_name(b.type) << ": more bits, less error";
+      prev = rel;
+    }
+    std::printf("%s: relative RMS error %.4f\n", ggml_type_name(b.type), rel);
+  }
+}
+
+TEST(KQuants, ZerosAndConstantsStayExact) {
+  for (GgmlType t : kExtraTypes) {
+    const int64_t n = 512;
+    for (float value : {0.0f, 0.5f, -0.25f}) {
+      // A constant row: asymmetric types reproduce it through the min; symmetric ones through the scale.
+      const std::vector<float> x(static_cast<size_t>(n), value);
+      std::vector<uint8_t> bytes(ggml_row_bytes(t, n));
+      quantize_row(t, x.data(), bytes.data(), n);
+      std::vector<float> y(static_cast<size_t>(n));
+      dequantize_row(t, bytes.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[static_cast<size_t>(i)], value, 2e-3 * (1 + std::fabs(value))) << ggml_type_name(t);
+    }
+  }
+}
+
+// The products: every type, odd shapes, 1-3 threads, against the float product of
+// the decoded weights with the input (the only other error is the input's int8
+// rounding).
+TEST(KQuants, ProductsMatchTheDecodedWeights) {
+  for (GgmlType t : kExtraTypes) {
+    for (int64_t rows : {1, 7, 33}) {
+      const int64_t cols = ggml_block_size(t) == 256 ? 768 : 96;
+      const std::vector<float> w = weights(rows * cols, 7);
+      QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+      std::vector<float> decoded(static_cast<size_t>(rows * cols));
+      for (int64_t r = 0; r < rows; ++r) q.matrix.float_row(r, decoded.data() + r * cols);
+      for (int64_t N : {1, 3, 9}) {
+        std::vector<float> in = weights(N * cols, 9);
+        for (auto& v : in) v *= 50;  // activations of order 1
+        std::vector<float> bias(static_cast<size_t>(rows), 0.25f);
+        for (int threads : {1, 2, 3}) {
+          omp_set_num_threads(threads);
+          std::vector<float> out(static_cast<size_t>(N * rows));
+          QuantScratch scratch;
+          quantized_linear(out.data(), in.data(), q.matrix, bias.data(), N, scratch);
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t r = 0; r < rows; ++r) {
+              double ref = 0.25, mag = 0;
+              for (int64_t c = 0; c < cols; ++c) {
+                ref += static_cast<double>(in[static_cast<size_t>(n * cols + c)]) * decoded[static_cast<size_t>(r * cols + c)];
+                mag += std::fabs(in[static_cast<size_t>(n * cols + c)] * decoded[static_cast<size_t>(r * cols + c)]);
+              }
+              // int8 inputs: each product off by at most half a step of 1/127 of the block's largest input.
+              ASSERT_NEAR(out[static_cast<size_t>(n * rows + r)], ref, 1e-2 * mag + 1e-5)
+                  << ggml_type_name(t) << " rows " << rows << " N " << N << " threads " << threads;
+            }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(omp_get_num_procs());
+}
+
+TEST(KQuants, KernelsAgreeWithThePortableLoops) {
+  if (quant_kernels() == QuantKernels::kPortable) GTEST_SKIP() << "this CPU runs the portable loops only";
+  for (GgmlType t : kExtraTypes) {
+    const int64_t rows = 37, cols = ggml_block_size(t) == 256 ? 1024 : 160;
+    const std::vector<float> w = weights(rows * cols, 21);
+    QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+    // Fewer rows than kQuantPanelMinRows: both go through int8 inputs (from there
+    // on the portable path widens the weights instead: ProductsMatchTheDecodedWeights).
+    for (int64_t N : {1, 5, 7}) {
+      std::vector<float> in = weights(N * cols, 23);
+      for (auto& v : in) v *= 50;
+      std::vector<float> fast(static_cast<size_t>(N * rows)), portable(fast.size());
+      QuantScratch scratch;
+      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+      cap_quant_kernels(QuantKernels::kPortable);
+      quantized_linear(portable.data(), in.data(), q.matrix, nullptr, N, scratch);
+      cap_quant_kernels(QuantKernels::kVnni);
+      for (size_t i = 0; i < fast.size(); ++i)
+        ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i]))) << ggml_type_name(t) << " N " << N;
+    }
+  }
+}
+
+TEST(KQuants, DamagedSizesAreErrors) {
+  std::vector<uint8_t> bytes(ggml_row_bytes(GgmlType::kQ4_K, 512) * 3 - 1);
+  EXPECT_THROW(QuantizedStorage::wrap(GgmlType::kQ4_K, bytes, 3, 512), Error);
+  EXPECT_THROW(parse_ggml_type("q7_k"), Error);
+}
+
+// ---- recipes --------------------------------------------------------------------
+
+TEST(QuantRecipe, MixesFollowLlamaCpp) {
+  const QuantRecipe m = QuantRecipe::parse("Q4_K_M");
+  EXPECT_EQ(m.name(), "q4_k_m");
+  EXPECT_EQ(m.file_type(), 15u);
+  EXPECT_EQ(m.base(), GgmlType::kQ4_K);
+  // GPT-2 124M: 12 layers, rows of 768 (and 3072 into ffn_down).
+  EXPECT_EQ(m.type_for(TensorRole::kOutput, 0, 12, 768), GgmlType::kQ6_K);
+  EXPECT_EQ(m.type_for(TensorRole::kTokenEmbedding, 0, 12, 768), GgmlType::kQ4_K);
+  // qkv takes llama.cpp's attn_v rule: Q6_K in the layers with more bits, else Q4_K.
+  EXPECT_EQ(m.type_for(TensorRole::kAttentionQkv, 0, 12, 768), GgmlType::kQ6_K);
+  EXPECT_EQ(m.type_for(TensorRole::kAttentionQkv, 4, 12, 768), GgmlType::kQ4_K);
+  EXPECT_EQ(m.type_for(TensorRole::kAttentionOutput, 5, 12, 768), GgmlType::kQ4_K);
+  EXPECT_EQ(m.type_for(TensorRole::kFfnUp, 5, 12, 768), GgmlType::kQ4_K);
+  // ffn_down gets Q6_K in layers 0, 3, 6, 9, 10 and 11 of 12 (the first and last eighth, every third between).
+  std::vector<int> six;
+  for (int l = 0; l < 12; ++l)
+    if (m.type_for(TensorRole::kFfnDown, l, 12, 3072) == GgmlType::kQ6_K) six.push_back(l);
+  EXPECT_EQ(six, (std::vector<int>{0, 3, 6, 9, 10, 11}));
+  // Rows that are not whole super-blocks fall back as llama.cpp does.
+  EXPECT_EQ(m.type_for(TensorRole::kFfnUp, 0, 12, 96), GgmlType::kQ5_0);
+  EXPECT_EQ(m.type_for(TensorRole::kOutput, 0, 12, 96), GgmlType::kQ8_0);
+  EXPECT_EQ(m.type_for(TensorRole::kFfnUp, 0, 12, 40), GgmlType::kF16);
+  EXPECT_EQ(QuantRecipe::parse("q2_k").type_for(TensorRole::kFfnUp, 0, 4, 64), GgmlType::kQ4_0);
+  EXPECT_EQ(QuantRecipe::parse("q6_k").type_for(TensorRole::kFfnUp, 0, 4, 64), GgmlType::kQ8_0);
+  EXPECT_EQ(QuantRecipe::parse("q5_k_s").type_for(TensorRole::kFfnUp, 0, 4, 64), GgmlType::kQ5_1);
+  // Other mixes.
+  EXPECT_EQ(QuantRecipe::parse("q3_k_m").type_for(TensorRole::kAttentionOutput, 0, 12, 768), GgmlType::kQ4_K);
+  EXPECT_EQ(QuantRecipe::parse("q3_k_l").type_for(TensorRole::kFfnDown, 3, 12, 3072), GgmlType::kQ5_K);
+  EXPECT_EQ(QuantRecipe::parse("q2_k").type_for(TensorRole::kFfnDown, 3, 12, 3072), GgmlType::kQ3_K);
+  EXPECT_EQ(QuantRecipe::parse("q4_k_s").type_for(TensorRole::kFfnDown, 0, 12, 3072), GgmlType::kQ5_K);
+  EXPECT_EQ(QuantRecipe::parse("q4_k_s").type_for(TensorRole::kFfnDown, 2, 12, 3072), GgmlType::kQ4_K);
+  EXPECT_EQ(QuantRecipe::parse("q5_k_m").type_for(TensorRole::kAttentionQkv, 0, 12, 768), GgmlType::kQ6_K);
+  EXPECT_EQ(QuantRecipe::parse("q5_k_m").type_for(TensorRole::kAttentionQkv, 4, 12, 768), GgmlType::kQ5_K);
+  EXPECT_EQ(QuantRecipe::parse("q3_k_m").type_for(TensorRole::kAttentionQkv, 1, 12, 768), GgmlType::kQ5_K);
+  EXPECT_EQ(QuantRecipe::parse("q3_k_m").type_for(TensorRole::kAttentionQkv, 2, 12, 768), GgmlType::kQ4_K);
+  EXPECT_EQ(QuantRecipe::parse("q2_k").type_for(TensorRole::kAttentionQkv, 2, 12, 768), GgmlType::kQ3_K);
+  EXPECT_EQ(QuantRecipe::parse("q4_k_s").type_for(TensorRole::kAttentionQkv, 3, 12, 768), GgmlType::kQ5_K);
+  EXPECT_EQ(QuantRecipe::parse("q4_k_s").type_for(TensorRole::kAttentionQkv, 4, 12, 768), GgmlType::kQ4_K);
+  EXPECT_EQ(QuantRecipe::parse("q4_k").name(), "q4_k_m");
+  // Plain types: every matrix.
+  const QuantRecipe q8 = QuantRecipe::parse("q8_0");
+  EXPECT_EQ(q8.type_for(TensorRole::kOutput, 0, 12, 768), GgmlType::kQ8_0);
+  EXPECT_EQ(q8.file_type(), 7u);
+  EXPECT_EQ(QuantRecipe(GgmlType::kQ4_0).type_for(TensorRole::kOutput, 0, 12, 768), GgmlType::kQ4_0);
+  EXPECT_THROW(QuantRecipe::parse("q4_k_xl"), Error);
+}
+
+}  // namespace
+}  // namespace gpt
