@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -189,7 +190,7 @@ TEST(KQuants, DecodingMatchesTheFormatDefinition) {
       else if (t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ4_1 || t == GgmlType::kQ5_1) at = {0, 2};
       else if (t == GgmlType::kQ6_K) at = {208};
       else at = {0};
-      for (int o : at) b[o + 1] &= 0x3F;  // |value| < 2
+      for (int o : at) b[o + 1] &= 0xBF;  // |value| < 2, either sign (files hold negative scales)
     }
     std::vector<float> ours(static_cast<size_t>(n));
     dequantize_row(t, bytes.data(), ours.data(), n);
@@ -311,6 +312,63 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
       for (size_t i = 0; i < fast.size(); ++i)
         ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i]))) << ggml_type_name(t) << " N " << N;
     }
+  }
+}
+
+// Blocks of random bytes (every bit pattern a file may hold, scales of either sign),
+// not only what our quantizer writes: the AVX-512 kernels against the portable loops.
+TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
+  if (quant_kernels() == QuantKernels::kPortable) GTEST_SKIP() << "this CPU runs the portable loops only";
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (GgmlType t : kExtraTypes) {
+    const int64_t rows = 21, cols = ggml_block_size(t) == 256 ? 768 : 96;
+    std::vector<uint8_t> bytes(ggml_row_bytes(t, cols) * rows);
+    for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
+    const int64_t bb = ggml_block_bytes(t);
+    for (size_t at = 0; at < bytes.size(); at += static_cast<size_t>(bb)) {  // finite float16 scales, |d| < 2
+      std::vector<int> fields;
+      if (t == GgmlType::kQ2_K) fields = {80, 82};
+      else if (t == GgmlType::kQ3_K) fields = {108};
+      else if (t == GgmlType::kQ6_K) fields = {208};
+      else if (t == GgmlType::kQ5_0) fields = {0};
+      else fields = {0, 2};
+      for (int o : fields) bytes[at + static_cast<size_t>(o) + 1] &= 0xBF;
+    }
+    const QuantizedStorage q = QuantizedStorage::wrap(t, bytes, rows, cols);
+    for (int64_t N : {1, 4, 7}) {
+      std::vector<float> in = weights(N * cols, 33);
+      for (auto& v : in) v *= 50;
+      std::vector<float> fast(static_cast<size_t>(N * rows)), portable(fast.size());
+      QuantScratch scratch;
+      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
+      cap_quant_kernels(QuantKernels::kPortable);
+      quantized_linear(portable.data(), in.data(), q.matrix, nullptr, N, scratch);
+      cap_quant_kernels(QuantKernels::kVnni);
+      float scale = 0;
+      for (float v : portable) scale = std::max(scale, std::fabs(v));
+      for (size_t i = 0; i < fast.size(); ++i)
+        ASSERT_NEAR(fast[i], portable[i], 1e-5f * (1 + scale)) << ggml_type_name(t) << " N " << N << " i " << i;
+    }
+  }
+}
+
+// Weights no format can hold stay defined: NaN and infinities quantize to finite
+// scales (a file we write is one we read), tiny ranges to exact zeros.
+TEST(KQuants, NonFiniteAndTinyWeightsGiveFiniteScales) {
+  for (GgmlType t : kExtraTypes) {
+    const int64_t n = 512;
+    std::vector<float> x = weights(n, 41);
+    x[3] = std::numeric_limits<float>::quiet_NaN();
+    x[70] = std::numeric_limits<float>::infinity();
+    x[300] = -1e30f;
+    for (int i = 384; i < 448; ++i) x[static_cast<size_t>(i)] = (i == 385) ? 1e-40f : 0.0f;  // a denormal in zero blocks
+    std::vector<uint8_t> bytes(ggml_row_bytes(t, n));
+    quantize_row(t, x.data(), bytes.data(), n);
+    EXPECT_EQ(first_invalid_block(t, bytes.data(), bytes.size()), -1) << ggml_type_name(t);
+    std::vector<float> y(static_cast<size_t>(n));
+    dequantize_row(t, bytes.data(), y.data(), n);
+    for (int i = 384; i < 448; ++i) EXPECT_LT(std::fabs(y[static_cast<size_t>(i)]), 1e-3f) << ggml_type_name(t);
   }
 }
 

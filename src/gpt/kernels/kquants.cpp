@@ -109,7 +109,19 @@ void pack_q3k_scales(const int* sc, uint8_t* out) {  // 16 signed scales in [-32
 // The weights favour large-magnitude values (w = rms + |x|, as llama.cpp's
 // reference quantizers weigh them without an importance matrix).
 
-int nearest(float v) { return static_cast<int>(std::nearbyint(v)); }
+// Rounded to the nearest integer; NaN gives 0 and the clamp keeps the cast defined
+// (callers clamp to their level range after).
+int nearest(float v) {
+  if (!(v == v)) return 0;
+  return static_cast<int>(std::nearbyint(std::clamp(v, -1e9f, 1e9f)));
+}
+
+// A scale as stored: float16, kept finite (weights beyond float16's range
+// saturate rather than write a file that no reader takes).
+uint16_t scale_to_half(float v) {
+  if (!(v == v)) return 0;
+  return float_to_half(std::clamp(v, -65504.0f, 65504.0f));
+}
 
 // x ≈ scale * L - min with L in [0, nmax], min >= 0 unless `free_offset`.
 // Returns the scale; *min receives the subtracted offset.
@@ -120,7 +132,7 @@ float fit_scale_min(const float* x, const float* w, int n, int nmax, uint8_t* L,
     hi = std::max(hi, x[i]);
   }
   if (!free_offset) lo = std::min(lo, 0.0f);
-  if (hi <= lo) {
+  if (!(hi - lo > 1e-30f)) {  // constant (or too narrow for a finite inverse scale)
     std::fill(L, L + n, 0);
     *min = -lo;
     return 0.0f;
@@ -220,8 +232,8 @@ void quantize_scale_min_k(const float* x, int sub, int nmax, int scale_max, uint
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
-  const float d = half_to_float(float_to_half(max_scale / static_cast<float>(scale_max)));
-  const float dmin = half_to_float(float_to_half(max_min / static_cast<float>(scale_max)));
+  const float d = half_to_float(scale_to_half(max_scale / static_cast<float>(scale_max)));
+  const float dmin = half_to_float(scale_to_half(max_min / static_cast<float>(scale_max)));
   *d_out = d;
   *dmin_out = dmin;
   for (int j = 0; j < subs; ++j) {
@@ -253,7 +265,7 @@ float quantize_symmetric_k(const float* x, int lo, int hi, int scale_lo, int sca
     return 0.0f;
   }
   // The largest scale goes to the level of largest magnitude, scale_lo.
-  const float d = half_to_float(float_to_half(vmax / static_cast<float>(scale_lo)));
+  const float d = half_to_float(scale_to_half(vmax / static_cast<float>(scale_lo)));
   for (int j = 0; j < 16; ++j) {
     sc[j] = d != 0.0f ? std::clamp(nearest(scales[j] / d), scale_lo, scale_hi) : 0;
     const float ds = d * static_cast<float>(sc[j]);
@@ -327,8 +339,8 @@ void quantize_q_1(const float* x, B* y, int64_t nb) {  // Q4_1, Q5_1
     uint8_t L[kBlock];
     importance(x, kBlock, w);
     float d = fit_scale_min(x, w, kBlock, kFive ? 31 : 15, L, &mn, true);
-    y[b].d = float_to_half(d);
-    y[b].m = float_to_half(-mn);
+    y[b].d = scale_to_half(d);
+    y[b].m = scale_to_half(-mn);
     // Against the stored scale and offset.
     const float ds = half_to_float(y[b].d), m = half_to_float(y[b].m);
     if (ds > 0)
@@ -346,7 +358,7 @@ void quantize_q5_0(const float* x, BlockQ5_0* y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += kBlock) {
     float w[kBlock];
     importance(x, kBlock, w);
-    y[b].d = float_to_half(fit_scale(x, w, kBlock, -16, 15));
+    y[b].d = scale_to_half(fit_scale(x, w, kBlock, -16, 15));
     const float d = half_to_float(y[b].d);
     uint32_t qh = 0;
     uint8_t u[kBlock];

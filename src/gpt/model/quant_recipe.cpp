@@ -86,7 +86,12 @@ uint32_t QuantRecipe::file_type() const {
     case Mix::kQ6_K: return 18;
     case Mix::kPure: break;
   }
-  switch (base_) {
+  switch (base_) {  // pure types; a pure K type takes its mix's "small" file type
+    case GgmlType::kQ2_K: return 10;
+    case GgmlType::kQ3_K: return 11;
+    case GgmlType::kQ4_K: return 14;
+    case GgmlType::kQ5_K: return 16;
+    case GgmlType::kQ6_K: return 18;
     case GgmlType::kF32: return 0;
     case GgmlType::kF16: return 1;
     case GgmlType::kQ4_0: return 2;
