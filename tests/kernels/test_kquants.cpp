@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -33,6 +34,33 @@ std::vector<float> weights(int64_t n, uint32_t seed) {
   std::uniform_int_distribution<int64_t> at(0, n - 1);
   for (int i = 0; i < n / 200; ++i) x[static_cast<size_t>(at(rng))] *= 8.0f;
   return x;
+}
+
+// Random bytes made valid as a file's: each block's float16 scales (and mins)
+// finite, |value| < 2, either sign (files hold negative scales).
+void finite_scales(GgmlType t, std::vector<uint8_t>& bytes) {
+  std::vector<int> at;
+  if (t == GgmlType::kQ2_K) at = {80, 82};
+  else if (t == GgmlType::kQ3_K) at = {108};
+  else if (t == GgmlType::kQ6_K) at = {208};
+  else if (t == GgmlType::kQ5_0) at = {0};
+  else at = {0, 2};  // Q4_K, Q5_K, Q4_1, Q5_1: d and dmin (or m)
+  const auto bb = static_cast<size_t>(ggml_block_bytes(t));
+  for (size_t b = 0; b + bb <= bytes.size(); b += bb)
+    for (int o : at) bytes[b + static_cast<size_t>(o) + 1] &= 0xBF;
+}
+
+// N input rows of order 1 through the AVX-512 kernels and through the portable loops.
+std::pair<std::vector<float>, std::vector<float>> fast_and_portable(const QuantizedMatrix& m, int64_t N, uint32_t seed) {
+  std::vector<float> in = weights(N * m.cols, seed);
+  for (auto& v : in) v *= 50;
+  std::vector<float> fast(static_cast<size_t>(N * m.rows)), portable(fast.size());
+  QuantScratch scratch;
+  quantized_linear(fast.data(), in.data(), m, nullptr, N, scratch);
+  cap_quant_kernels(QuantKernels::kPortable);
+  quantized_linear(portable.data(), in.data(), m, nullptr, N, scratch);
+  cap_quant_kernels(QuantKernels::kVnni);
+  return {fast, portable};
 }
 
 // ---- reference decoders: ggml-common.h's structs read byte by byte ----------------
@@ -180,18 +208,7 @@ TEST(KQuants, DecodingMatchesTheFormatDefinition) {
     const int64_t n = 1024;
     std::vector<uint8_t> bytes(ggml_row_bytes(t, n));
     for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
-    // Scales as float16 must be finite: clear the exponent's top bit of each d/dmin.
-    const int64_t bs = ggml_block_size(t), bb = ggml_block_bytes(t);
-    for (int64_t blk = 0; blk < n / bs; ++blk) {
-      uint8_t* b = bytes.data() + blk * bb;
-      std::vector<int> at;
-      if (t == GgmlType::kQ2_K) at = {80, 82};
-      else if (t == GgmlType::kQ3_K) at = {108};
-      else if (t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ4_1 || t == GgmlType::kQ5_1) at = {0, 2};
-      else if (t == GgmlType::kQ6_K) at = {208};
-      else at = {0};
-      for (int o : at) b[o + 1] &= 0xBF;  // |value| < 2, either sign (files hold negative scales)
-    }
+    finite_scales(t, bytes);
     std::vector<float> ours(static_cast<size_t>(n));
     dequantize_row(t, bytes.data(), ours.data(), n);
     const std::vector<double> ref = reference_decode(t, bytes, n);
@@ -301,14 +318,7 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
     // Fewer rows than kQuantPanelMinRows: both go through int8 inputs (from there
     // on the portable path widens the weights instead: ProductsMatchTheDecodedWeights).
     for (int64_t N : {1, 5, 7}) {
-      std::vector<float> in = weights(N * cols, 23);
-      for (auto& v : in) v *= 50;
-      std::vector<float> fast(static_cast<size_t>(N * rows)), portable(fast.size());
-      QuantScratch scratch;
-      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
-      cap_quant_kernels(QuantKernels::kPortable);
-      quantized_linear(portable.data(), in.data(), q.matrix, nullptr, N, scratch);
-      cap_quant_kernels(QuantKernels::kVnni);
+      const auto [fast, portable] = fast_and_portable(q.matrix, N, 23);
       for (size_t i = 0; i < fast.size(); ++i)
         ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i]))) << ggml_type_name(t) << " N " << N;
     }
@@ -325,26 +335,10 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
     const int64_t rows = 21, cols = ggml_block_size(t) == 256 ? 768 : 96;
     std::vector<uint8_t> bytes(ggml_row_bytes(t, cols) * rows);
     for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
-    const int64_t bb = ggml_block_bytes(t);
-    for (size_t at = 0; at < bytes.size(); at += static_cast<size_t>(bb)) {  // finite float16 scales, |d| < 2
-      std::vector<int> fields;
-      if (t == GgmlType::kQ2_K) fields = {80, 82};
-      else if (t == GgmlType::kQ3_K) fields = {108};
-      else if (t == GgmlType::kQ6_K) fields = {208};
-      else if (t == GgmlType::kQ5_0) fields = {0};
-      else fields = {0, 2};
-      for (int o : fields) bytes[at + static_cast<size_t>(o) + 1] &= 0xBF;
-    }
+    finite_scales(t, bytes);
     const QuantizedStorage q = QuantizedStorage::wrap(t, bytes, rows, cols);
     for (int64_t N : {1, 4, 7}) {
-      std::vector<float> in = weights(N * cols, 33);
-      for (auto& v : in) v *= 50;
-      std::vector<float> fast(static_cast<size_t>(N * rows)), portable(fast.size());
-      QuantScratch scratch;
-      quantized_linear(fast.data(), in.data(), q.matrix, nullptr, N, scratch);
-      cap_quant_kernels(QuantKernels::kPortable);
-      quantized_linear(portable.data(), in.data(), q.matrix, nullptr, N, scratch);
-      cap_quant_kernels(QuantKernels::kVnni);
+      const auto [fast, portable] = fast_and_portable(q.matrix, N, 33);
       float scale = 0;
       for (float v : portable) scale = std::max(scale, std::fabs(v));
       for (size_t i = 0; i < fast.size(); ++i)

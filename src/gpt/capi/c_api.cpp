@@ -97,6 +97,17 @@ gpt_status guarded(gpt_status input_error, F&& body) noexcept {
 
 bool finite_nonnegative(float x) { return std::isfinite(x) && x >= 0; }
 
+// `s` and a NUL into the caller's buffer, or GPT_ERR_BUFFER_TOO_SMALL.
+gpt_status copy_text(const std::string& s, char* text, size_t capacity) {
+  if (s.size() + 1 > capacity) {
+    return fail(GPT_ERR_BUFFER_TOO_SMALL,
+                "the text is " + std::to_string(s.size()) + " bytes and a NUL; the buffer holds " + std::to_string(capacity));
+  }
+  std::memcpy(text, s.data(), s.size());
+  text[s.size()] = '\0';
+  return GPT_OK;
+}
+
 gpt_status check_ids(const int32_t* ids, size_t n, int64_t vocab, const char* what) {
   for (size_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || ids[i] >= vocab) {
@@ -254,13 +265,7 @@ gpt_status gpt_detokenize(const gpt_model* model, const int32_t* tokens, size_t 
     if (gpt_status s = check_ids(tokens, n_tokens, model->opened.config().vocab_size, "tokens"); s != GPT_OK) return s;
     const std::string bytes = model->opened.tokenizer->decode({tokens, n_tokens});
     *n_bytes = bytes.size();
-    if (bytes.size() + 1 > capacity) {
-      return fail(GPT_ERR_BUFFER_TOO_SMALL, "the text is " + std::to_string(bytes.size()) +
-                                                " bytes and a NUL; the buffer holds " + std::to_string(capacity));
-    }
-    std::memcpy(text, bytes.data(), bytes.size());
-    text[bytes.size()] = '\0';
-    return GPT_OK;
+    return copy_text(bytes, text, capacity);
   });
 }
 
@@ -408,13 +413,7 @@ gpt_status gpt_generate(gpt_model* model, const char* prompt, const gpt_generate
     }
     if (n_bytes != nullptr) *n_bytes = produced.size();
     if (text == nullptr) return GPT_OK;
-    if (produced.size() + 1 > capacity) {
-      return fail(GPT_ERR_BUFFER_TOO_SMALL, "the text is " + std::to_string(produced.size()) +
-                                                " bytes and a NUL; the buffer holds " + std::to_string(capacity));
-    }
-    std::memcpy(text, produced.data(), produced.size());
-    text[produced.size()] = '\0';
-    return GPT_OK;
+    return copy_text(produced, text, capacity);
   });
 }
 
