@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     gpt::InferenceWeights weights;
     std::string label;
     if (!models.empty()) {
-      opened = gpt::open_model(type, {.dequantize = false, .convert_to = std::nullopt, .panels = true});
+      opened = gpt::open_model(type, {.dequantize = false, .convert_to = std::nullopt, .panels = true, .adapter = {}});
       weights = opened.inference_weights();
       label = type;
       for (auto& id : ids) id %= weights.config.vocab_size;

@@ -90,17 +90,29 @@ def sinusoid(T, C):
     return pe
 
 
-def forward(c, p, tokens):
+def forward(c, p, tokens, lora=None):
+    """lora: None, or dict(scale, A/B per "h.{l}.{module}" and "tokens_begin" + "token_rows")."""
     B, T = tokens.shape
     C, NH = c["n_embd"], c["n_head"]
     hs = C // NH
     pos = p["wpe.weight"][:T] if c["position_encoding"] == "learned" else sinusoid(T, C)
-    x = p["wte.weight"][tokens] + pos
+    wte = p["wte.weight"]
+    if lora is not None and "token_rows" in lora:  # PEFT's trainable tokens: the rows replaced
+        wte = torch.cat([wte[:lora["tokens_begin"]], lora["token_rows"]], dim=0)
+    x = wte[tokens] + pos
+
+    def linear(h, l, module):
+        y = h @ p[f"h.{l}.{module}.weight"]
+        key = f"h.{l}.{module}"
+        if lora is not None and key in lora["A"]:
+            y = y + lora["scale"] * (h @ lora["A"][key].T) @ lora["B"][key].T
+        return y + p[f"h.{l}.{module}.bias"]
+
     mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
     for l in range(c["n_layer"]):
         q = f"h.{l}."
         h = F.layer_norm(x, (C,), p[q + "ln_1.weight"], p[q + "ln_1.bias"], eps=1e-5)
-        qkv = h @ p[q + "attn.c_attn.weight"] + p[q + "attn.c_attn.bias"]
+        qkv = linear(h, l, "attn.c_attn")
         qq, kk, vv = qkv.split(C, dim=2)
         qq = qq.view(B, T, NH, hs).transpose(1, 2)
         kk = kk.view(B, T, NH, hs).transpose(1, 2)
@@ -108,12 +120,12 @@ def forward(c, p, tokens):
         att = (qq @ kk.transpose(-2, -1)) / math.sqrt(hs)
         att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
         y = (att @ vv).transpose(1, 2).reshape(B, T, C)
-        x = x + y @ p[q + "attn.c_proj.weight"] + p[q + "attn.c_proj.bias"]
+        x = x + linear(y, l, "attn.c_proj")
         h = F.layer_norm(x, (C,), p[q + "ln_2.weight"], p[q + "ln_2.bias"], eps=1e-5)
-        h = F.gelu(h @ p[q + "mlp.c_fc.weight"] + p[q + "mlp.c_fc.bias"], approximate="tanh")
-        x = x + h @ p[q + "mlp.c_proj.weight"] + p[q + "mlp.c_proj.bias"]
+        h = F.gelu(linear(h, l, "mlp.c_fc"), approximate="tanh")
+        x = x + linear(h, l, "mlp.c_proj")
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps=1e-5)
-    head = p["wte.weight"] if c["tie_word_embeddings"] else p["lm_head.weight"]
+    head = wte if c["tie_word_embeddings"] else p["lm_head.weight"]
     return x @ head.T
 
 
@@ -201,11 +213,105 @@ def make_fixture(name, c):
           f"smallest greedy margin {min(margins):.2e}")
 
 
+LORA_CONFIG = dict(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=16, position_encoding="learned",
+                   tie_word_embeddings=True, B=3, T=12, seed=3, rank=4, alpha=8.0, tokens_begin=37,
+                   targets=["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"])
+
+
+def make_lora_fixture(name, c):
+    """Fine-tuning: targets masked as a chat's prompt is (-1: ignored, the mean over
+    the rest), for the whole model and for a LoRA adapter (rank r, alpha, all four
+    products, the last vocabulary rows trainable as PEFT's trainable tokens), then 3
+    AdamW steps of the adapter alone.
+
+      param.<name>, tokens, targets (int32, -1 = ignored)
+      loss, logits, grad.<name>                the whole model, masked loss
+      lora.<peft name>                         the adapter's initial values (B nonzero)
+      lora_logits, lora_loss, lora_grad.<peft name>
+      lora_losses (3,), lora_step3.<peft name> after 3 AdamW steps (clipped)
+    """
+    gen = torch.Generator().manual_seed(c["seed"])
+    p = init_params(c, gen)
+    for v in p.values():  # away from the init's symmetries
+        v.data += 0.1 * torch.randn(v.shape, generator=gen)
+    B, T, V, C = c["B"], c["T"], c["vocab_size"], c["n_embd"]
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    targets = torch.randint(0, V, (B, T), generator=gen)
+    tokens[0, 2], tokens[1, 5], targets[2, 3] = V - 1, V - 2, V - 3  # the trainable tokens in use
+    ignored = torch.rand(B, T, generator=gen) < 0.4
+    targets[ignored] = -1
+    out = {f"param.{k}": v.detach().clone() for k, v in p.items()}
+    out["tokens"], out["targets"] = tokens.int(), targets.int()
+
+    logits = forward(c, p, tokens)
+    loss = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1)
+    loss.backward()
+    out["logits"], out["loss"] = logits, loss.detach().view(1)
+    for k, v in p.items():
+        out[f"grad.{k}"] = v.grad.clone()
+        v.grad = None
+        v.requires_grad_(False)
+
+    r, scale = c["rank"], c["alpha"] / c["rank"]
+    lora = {"scale": scale, "A": {}, "B": {}, "tokens_begin": c["tokens_begin"]}
+    names = {}
+    for l in range(c["n_layer"]):
+        for m in c["targets"]:
+            key = f"h.{l}.{m}"
+            w = p[key + ".weight"]
+            fan_in, fan_out = w.shape
+            lora["A"][key] = ((torch.rand(r, fan_in, generator=gen) * 2 - 1) / math.sqrt(fan_in)).requires_grad_()
+            lora["B"][key] = (0.2 * torch.randn(fan_out, r, generator=gen)).requires_grad_()
+            names[f"base_model.model.transformer.{key}.lora_A.weight"] = lora["A"][key]
+            names[f"base_model.model.transformer.{key}.lora_B.weight"] = lora["B"][key]
+    rows = p["wte.weight"][c["tokens_begin"]:].clone() + 0.05 * torch.randn(V - c["tokens_begin"], C, generator=gen)
+    lora["token_rows"] = rows.requires_grad_()
+    names["base_model.model.transformer.wte.token_adapter.trainable_tokens_delta"] = lora["token_rows"]
+    for k, v in names.items():
+        out[f"lora.{k}"] = v.detach().clone()
+
+    lora_logits = forward(c, p, tokens, lora)
+    lora_loss = F.cross_entropy(lora_logits.view(-1, V), targets.view(-1), ignore_index=-1)
+    lora_loss.backward()
+    out["lora_logits"], out["lora_loss"] = lora_logits, lora_loss.detach().view(1)
+    for k, v in names.items():
+        out[f"lora_grad.{k}"] = v.grad.clone()
+    first_norm = torch.sqrt(sum((v.grad ** 2).sum() for v in names.values())).item()
+    clip = 0.5 * first_norm
+    decay = [v for k, v in names.items() if "lora_" in k]
+    no_decay = [v for k, v in names.items() if "lora_" not in k]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=LRS[0], betas=BETAS, eps=EPS)
+    losses = []
+    for lr in LRS:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad()
+        l = F.cross_entropy(forward(c, p, tokens, lora).view(-1, V), targets.view(-1), ignore_index=-1)
+        l.backward()
+        torch.nn.utils.clip_grad_norm_(list(names.values()), clip)
+        losses.append(l.item())
+        opt.step()
+    out["lora_losses"] = torch.tensor(losses, dtype=torch.float64)
+    for k, v in names.items():
+        out[f"lora_step3.{k}"] = v.detach().clone()
+    cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding", "tie_word_embeddings")}
+    cfg["n_positions"] = c["block_size"]
+    meta = {"config": json.dumps(cfg), "lrs": json.dumps(LRS), "betas": json.dumps(list(BETAS)), "eps": repr(EPS),
+            "weight_decay": repr(WEIGHT_DECAY), "grad_clip": repr(clip), "rank": str(r), "alpha": repr(c["alpha"]),
+            "tokens_begin": str(c["tokens_begin"]), "torch_version": torch.__version__}
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: masked loss {loss.item():.6f} ({int((~ignored).sum())} of {B * T} targets), "
+          f"LoRA loss {lora_loss.item():.6f}, losses {losses}")
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
     for name, c in CONFIGS.items():
         make_fixture(name, c)
+    make_lora_fixture("tiny_lora_sft", LORA_CONFIG)
     return 0
 
 

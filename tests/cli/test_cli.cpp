@@ -15,6 +15,7 @@
 
 #include "gpt/io/checkpoint.h"
 #include "gpt/model/gpt.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/util/file_io.h"
 #include "test_support.h"
@@ -574,6 +575,113 @@ TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
     ++listed;
   }
   EXPECT_EQ(listed, 10) << r.out;
+}
+
+// gpt sft: full and LoRA fine-tuning from the command line, the adapter used by
+// generate/eval/chat and merged by convert, and bad fine-tuning input.
+class Sft : public Cli {
+ protected:
+  void SetUp() override {
+    Cli::SetUp();
+    std::string chats;
+    for (int i = 0; i < 40; ++i) {
+      chats += nlohmann::json{{"messages", {{{"role", "user"}, {"content", "say " + std::to_string(i % 7)}},
+                                             {{"role", "assistant"}, {"content", std::to_string(i % 7)}}}}}.dump() + "\n";
+    }
+    write_file_atomic(dir / "chats.jsonl", chats);
+    const auto r = run_gpt("train --data " + data() + " --out " + base() + " --tokenizer byte " + tiny() +
+                           " --block-size 64 --max-iters 4");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  std::string base() const { return (dir / "base").string(); }
+  std::string chats() const { return (dir / "chats.jsonl").string(); }
+  std::string sft_args(const std::string& out) const {
+    return "sft --init-from " + base() + " --data " + chats() + " --out " + (dir / out).string() +
+           " --max-iters 6 --batch-size 4 --quiet --threads 1";
+  }
+};
+
+TEST_F(Sft, FullFineTuningMakesAChatModel) {
+  auto r = run_gpt(sft_args("chat"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["steps"], 6);
+  EXPECT_TRUE(summary.contains("val_loss"));
+  const std::string model = (dir / "chat").string();
+  EXPECT_TRUE(fs::exists(dir / "chat" / "loss.svg"));
+  // --message answers once and exits; the reply ends at the end-of-turn marker, which is not printed.
+  r = run_gpt("chat --model " + model + " --message 'say 3' --greedy --max-tokens 20 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("<|im_end|>"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.back(), '\n');
+  r = run_gpt("chat --model " + model + " --system 'Be brief.' --message 'say 3' --greedy --max-tokens 5 --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // --system without a template is refused.
+  expect_one_line_error(run_gpt("chat --model " + base() + " --system hi --message x"), "--system needs");
+  // A pretraining checkpoint is not resumed as fine-tuning, nor the other way round.
+  expect_one_line_error(run_gpt("sft --resume " + base() + " --quiet"), "gpt train");
+  expect_one_line_error(run_gpt("train --resume " + model + " --quiet"), "gpt sft");
+}
+
+TEST_F(Sft, LoraAdapterRunsUnmergedAndMergedAlike) {
+  auto r = run_gpt(sft_args("adapter") + " --lora-rank 4 --lora-alpha 8 --lora-targets c_attn,mlp.c_proj --lr 1e-2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path adapter = dir / "adapter";
+  EXPECT_TRUE(fs::exists(adapter / "adapter_config.json"));
+  EXPECT_TRUE(fs::exists(adapter / "adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(adapter / "model.safetensors"));
+  // generate --adapter and a merged model (convert --adapter) write the same greedy text.
+  const std::string gen = " --prompt 'say' --greedy --max-tokens 12 --threads 1";
+  const auto with_adapter = run_gpt("generate --model " + base() + " --adapter " + adapter.string() + gen);
+  ASSERT_EQ(with_adapter.exit_code, 0) << with_adapter.err;
+  r = run_gpt("convert --model " + base() + " --adapter " + adapter.string() + " --to hf --out " + (dir / "merged").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto merged = run_gpt("generate --model " + (dir / "merged").string() + gen);
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_EQ(with_adapter.out, merged.out);
+  EXPECT_EQ(ChatTemplate::of_model(dir / "merged")->name(), "chatml");  // the merged model chats too
+  // The adapter changes the model; merged or not, by the same amount.
+  auto loss_of = [&](const std::string& model_args) {
+    const auto e = run_gpt("eval " + model_args + " --data " + data() + " --threads 1");
+    EXPECT_EQ(e.exit_code, 0) << e.err;
+    return nlohmann::json::parse(e.out)["loss"].get<double>();
+  };
+  const double base_loss = loss_of("--model " + base());
+  const double adapted = loss_of("--model " + base() + " --adapter " + adapter.string());
+  const double merged_loss = loss_of("--model " + (dir / "merged").string());
+  EXPECT_GT(std::abs(adapted - base_loss), 1e-4);
+  EXPECT_NEAR(adapted, merged_loss, 1e-6);
+  // Merged into a GGUF file, the chat template goes along (tokenizer.chat_template).
+  r = run_gpt("convert --model " + base() + " --adapter " + adapter.string() + " --out " + (dir / "m.gguf").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt("chat --model " + (dir / "m.gguf").string() + " --system 'x' --message 'say 2' --greedy --max-tokens 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt("chat --model " + base() + " --adapter " + adapter.string() + " --message 'say 2' --greedy --max-tokens 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // An adapter for another base model is refused in one line.
+  r = run_gpt("train --data " + data() + " --out " + (dir / "other").string() +
+              " --tokenizer byte --n-layer 1 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_one_line_error(run_gpt("generate --model " + (dir / "other").string() + " --adapter " + adapter.string() + gen),
+                        "another base model");
+  expect_one_line_error(run_gpt("generate --model " + base() + " --adapter " + base() + gen), "not a LoRA adapter");
+}
+
+TEST_F(Sft, BadFineTuningInputGetsOneLine) {
+  write_file_atomic(dir / "broken.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
+                                           "{\"role\": \"assistant\", \"content\": \"a\"}]}\n{oops\n");
+  const std::string common = " --out " + (dir / "x").string() + " --max-iters 1 --quiet";
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + (dir / "broken.jsonl").string() + common),
+                        "broken.jsonl:2: not valid JSON");
+  write_file_atomic(dir / "noreply.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n");
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + (dir / "noreply.jsonl").string() + common),
+                        "no assistant message");
+  expect_one_line_error(run_gpt("sft --data " + chats() + common), "--init-from");
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + chats() + common + " --lora-rank 4 --lora-targets q_proj"),
+                        "unknown LoRA target 'q_proj'");
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + chats() + common + " --chat-template vicuna"),
+                        "unknown chat template");
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data /no/such.jsonl" + common), "not found");
 }
 
 }  // namespace

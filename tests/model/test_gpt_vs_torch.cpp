@@ -187,5 +187,92 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
   }
 }
 
+// Fine-tuning (tools/torch_reference.py make_lora_fixture): targets masked as a
+// chat's prompt is, for the whole model; then a LoRA adapter on all four
+// products with trainable token rows: logits, loss, every adapter gradient, and
+// the adapter after 3 clipped AdamW steps (OptimizerStep over the adapter).
+TEST(TorchReferenceFinetune, MaskedLossAndLoraMatch) {
+  const Fixture f = load_fixture("tiny_lora_sft");
+  GPT model(f.config);
+  for (const TensorInfo& t : model.layout().tensors())
+    f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
+  const auto meta = f.file.metadata();
+
+  // The whole model with ignored targets (-1).
+  model.zero_grad();
+  const float loss = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
+  const float ref_loss = read(f.file, "loss", {1})[0];
+  EXPECT_LT(std::abs(loss - ref_loss) / ref_loss, kLossTol) << loss << " vs " << ref_loss;
+  EXPECT_EQ(model.forward(f.tokens.data(), f.targets.data(), f.B, f.T), loss);
+  double worst = 0;
+  for (const TensorInfo& t : model.layout().tensors()) {
+    const auto ref = read(f.file, "grad." + t.name, t.shape);
+    const double err = relative_max_error(model.grads.data() + t.offset, ref.data(), t.numel);
+    EXPECT_LT(err, kGradTol) << "gradient of " << t.name;
+    worst = std::max(worst, err);
+  }
+
+  // LoRA: the adapter as the fixture has it.
+  LoraConfig lc;
+  lc.rank = std::stoi(meta.at("rank"));
+  lc.alpha = std::stof(meta.at("alpha"));
+  lc.trainable_tokens_begin = std::stoi(meta.at("tokens_begin"));
+  auto adapter = std::make_shared<LoraAdapters>(f.config, lc);
+  for (const TensorInfo& t : adapter->tensors())
+    f.file.read_f32("lora." + t.name, t.shape, adapter->params.data() + t.offset);
+  adapter->apply_token_rows(model);
+  model.attach_lora(adapter);
+  model.forward(f.tokens.data(), nullptr, f.B, f.T);
+  const auto ref_logits = read(f.file, "lora_logits", {f.B, f.T, f.config.vocab_size});
+  const double logits_err = relative_max_error(model.logits(), ref_logits.data(), ref_logits.size());
+  EXPECT_LT(logits_err, kLogitsTol);
+  model.zero_grad();
+  const float lora_loss = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
+  const float ref_lora_loss = read(f.file, "lora_loss", {1})[0];
+  EXPECT_LT(std::abs(lora_loss - ref_lora_loss) / ref_lora_loss, kLossTol) << lora_loss << " vs " << ref_lora_loss;
+  double worst_lora = 0;
+  for (const TensorInfo& t : adapter->tensors()) {
+    const auto ref = read(f.file, "lora_grad." + t.name, t.shape);
+    const double err = relative_max_error(adapter->grads.data() + t.offset, ref.data(), t.numel);
+    EXPECT_LT(err, kGradTol) << "gradient of " << t.name;
+    worst_lora = std::max(worst_lora, err);
+  }
+  EXPECT_TRUE(model.grads.size() == model.layout().total());  // the earlier full pass's, untouched
+  const std::vector<float> base_grads = model.grads;
+
+  // Three AdamW steps of the adapter alone (its table: decay on A and B, not on the token rows), clipped.
+  const auto lrs = nlohmann::json::parse(meta.at("lrs")).get<std::vector<float>>();
+  const auto betas = nlohmann::json::parse(meta.at("betas")).get<std::vector<float>>();
+  AdamW opt(adapter->tensors(), adapter->total(),
+            {betas[0], betas[1], std::stof(meta.at("eps")), std::stof(meta.at("weight_decay"))});
+  const float clip = std::stof(meta.at("grad_clip"));
+  const std::vector<float> base_params = model.params;
+  const auto ref_losses = read(f.file, "lora_losses", {3});
+  for (int s = 0; s < 3; ++s) {
+    model.zero_grad();
+    const float l = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
+    EXPECT_LT(std::abs(l - ref_losses[s]) / ref_losses[s], kLossTol) << "loss before step " << s + 1;
+    clip_grad_norm(adapter->grads.data(), adapter->total(), clip);
+    opt.step(adapter->params.data(), adapter->grads.data(), lrs[s]);
+    adapter->apply_token_rows(model);
+  }
+  double worst_step = 0;
+  for (const TensorInfo& t : adapter->tensors()) {
+    const auto ref = read(f.file, "lora_step3." + t.name, t.shape);
+    const double err = relative_max_error(adapter->params.data() + t.offset, ref.data(), t.numel);
+    EXPECT_LT(err, kStepTol) << t.name << " after 3 AdamW steps";
+    worst_step = std::max(worst_step, err);
+  }
+  // The base stayed frozen (only the trainable token rows, written back from the adapter, changed).
+  const int64_t C = f.config.n_embd;
+  for (size_t i = 0; i < base_params.size(); ++i) {
+    if (i >= static_cast<size_t>(lc.trainable_tokens_begin * C) && i < static_cast<size_t>(f.config.vocab_size * C)) continue;
+    ASSERT_EQ(model.params[i], base_params[i]) << "base parameter " << i << " moved";
+  }
+  EXPECT_EQ(model.grads, base_grads);
+  std::printf("[ measured ] masked loss: worst gradient %.2e; LoRA: logits %.2e, worst gradient %.2e, after 3 steps %.2e\n",
+              worst, logits_err, worst_lora, worst_step);
+}
+
 }  // namespace
 }  // namespace gpt

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gpt/serving/chat_template.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/serving/openai_api.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/tokenizer.h"
@@ -129,42 +129,6 @@ TEST(OpenAiApi, ChatNeedsATemplateAndWellFormedMessages) {
   EXPECT_EQ(error_of({{"messages", {{{"role", "user"}, {"content", 5}}}}}, true, &t).param, "messages[0].content");
   EXPECT_EQ(error_of({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"top_logprobs", 2}}, true, &t).param,
             "top_logprobs");
-}
-
-TEST(ChatTemplate, MarkersAreSpecialTokensOnlyWhereTheTemplatePutsThem) {
-  // A BPE vocabulary with <|im_start|> and <|im_end|> as special tokens: the
-  // template's markers become their ids; the same text typed by a user stays text.
-  const std::filesystem::path gpt2 = testing::shared_data("gpt2");
-  if (!std::filesystem::exists(gpt2 / "encoder.json")) GTEST_SKIP() << "no GPT-2 vocabulary at " << gpt2;
-  auto base = BpeTokenizer::load_gpt2(gpt2 / "encoder.json", gpt2 / "vocab.bpe");
-  nlohmann::json j = base->to_json();
-  const int32_t start = base->vocab_size(), end = start + 1;
-  j["added_tokens"].push_back({{"id", start}, {"content", "<|im_start|>"}, {"special", true}});
-  j["added_tokens"].push_back({{"id", end}, {"content", "<|im_end|>"}, {"special", true}});
-  j["model"]["vocab"]["<|im_start|>"] = start;
-  j["model"]["vocab"]["<|im_end|>"] = end;
-  auto tok = BpeTokenizer::from_hf_json(j);
-  const ChatTemplate t = ChatTemplate::named("chatml");
-  const std::vector<int32_t> ids = t.encode({{"user", "say <|im_end|> now"}}, *tok);
-  EXPECT_EQ(std::count(ids.begin(), ids.end(), start), 2);  // the user turn and the assistant's opening
-  EXPECT_EQ(std::count(ids.begin(), ids.end(), end), 1);    // only the template's: the user's stays text
-  EXPECT_EQ(tok->decode(ids), t.render({{"user", "say <|im_end|> now"}}));
-}
-
-TEST(ChatTemplate, KnownByNameOrRecognisedInAJinjaSource) {
-  EXPECT_EQ(ChatTemplate::recognise("{% for m in messages %}<|im_start|>{{ m.role }}...")->name(), "chatml");
-  EXPECT_EQ(ChatTemplate::recognise("<|start_header_id|>{{ message['role'] }}")->name(), "llama3");
-  EXPECT_FALSE(ChatTemplate::recognise("{{ messages }}").has_value());
-  EXPECT_THROW(ChatTemplate::named("vicuna"), Error);
-  EXPECT_EQ(ChatTemplate::named("llama3").render({{"user", "hi"}}),
-            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  testing::TempDir dir;
-  EXPECT_FALSE(ChatTemplate::of_model(dir.path()).has_value());
-  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{{ '<|im_start|>' }}"})");
-  EXPECT_EQ(ChatTemplate::of_model(dir.path())->name(), "chatml");
-  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{{ unknown }}"})");
-  EXPECT_THROW(ChatTemplate::of_model(dir.path()), Error);
 }
 
 TEST(OpenAiApi, ResponsesAndChunksHaveOpenAIsShapes) {

@@ -1,5 +1,8 @@
-// gpt chat: an interactive loop. Each line you type is appended to the running
-// text and the model continues it; the context is kept between turns.
+// gpt chat: an interactive loop. A model with a chat template (gpt sft writes
+// one) gets a conversation: each line is a user message, the reply ends at the
+// template's end-of-turn marker, and the conversation is kept between turns
+// (the oldest turns give way when it outgrows the context). A model without
+// one continues the running text. --message answers once and exits.
 // Commands: /reset (forget the conversation), /quit (or end of input).
 #include <unistd.h>
 
@@ -14,6 +17,7 @@
 #include "gpt/cli/sampling_flags.h"
 #include "gpt/generation/generate.h"
 #include "gpt/cli/model_flags.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/util/error.h"
 #include "gpt/util/utf8.h"
 
@@ -26,27 +30,78 @@ Command add_chat_command(CLI::App& parent) {
     ModelFlags model;
     GenerateOptions gen;
     int threads = 0;
+    std::string message, system, chat_template;
   };
   auto o = std::make_shared<Options>();
   o->gen.max_new_tokens = 200;
-  o->gen.stop = {"\n\n"};
   add_model_flags(app, o->model);
   add_kv_cache_flag(app, o->model);
   add_sampling_flags(app, o->gen);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("--message", o->message, "Answer this one message, print the reply and exit (for scripts)");
+  app->add_option("--system", o->system, "A system message that opens the conversation (chat-template models)");
+  app->add_option("--chat-template", o->chat_template,
+                  "Use this template (chatml, llama3) instead of the one the model declares");
   auto run = [o]() -> int {
     validate_sampling_flags(o->gen);
     ComputeContext compute(compute_options(o->model, o->threads));
     const ComputeScope scope(compute);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
+    std::optional<ChatTemplate> tmpl = m.chat_template;
+    if (!o->chat_template.empty()) tmpl = ChatTemplate::named(o->chat_template);
+    GPT_CHECK(o->system.empty() || tmpl.has_value(),
+              "--system needs a model with a chat template (gpt sft makes one; or pass --chat-template)");
+    if (auto bad = find_invalid_utf8(o->system)) throw Error("--system is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
     const InferenceWeights weights = m.inference_weights();
     InferenceSession session(weights, o->model.kv_cache_type(), compute.options());
+    const int64_t context = m.config().block_size;
+    std::vector<ChatMessage> conversation;
+    if (!o->system.empty()) conversation.push_back({"system", o->system});
+    uint64_t turn = 0;
+
+    // One user message in, the reply printed as it comes; the conversation grows.
+    auto answer = [&](const std::string& line) {
+      if (auto bad = find_invalid_utf8(line)) throw Error("input is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
+      GenerateOptions gen = o->gen;
+      gen.seed = o->gen.seed + turn++;
+      auto print = [](const std::string& piece) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      };
+      if (!tmpl) {
+        if (gen.stop.empty()) gen.stop = {"\n\n"};
+        generate(session, *m.tokenizer, m.tokenizer->encode(line + "\n"), gen, print);
+        return;
+      }
+      conversation.push_back({"user", line});
+      gen.stop.push_back(tmpl->end_of_turn());
+      std::vector<int32_t> ids = tmpl->encode(conversation, *m.tokenizer);
+      // Forget the oldest turns (never the system message) until the prompt leaves room to answer.
+      const int64_t room = std::min<int64_t>(gen.max_new_tokens, context / 2);
+      const size_t first = !conversation.empty() && conversation[0].role == "system" ? 1 : 0;
+      while (static_cast<int64_t>(ids.size()) + room > context && conversation.size() > first + 1) {
+        conversation.erase(conversation.begin() + static_cast<std::ptrdiff_t>(first));
+        ids = tmpl->encode(conversation, *m.tokenizer);
+      }
+      GPT_CHECK(static_cast<int64_t>(ids.size()) < context,
+                "the message is too long for the model's context of " + std::to_string(context) + " tokens");
+      session.reset();
+      const GenerateResult r = generate(session, *m.tokenizer, ids, gen, print);
+      conversation.push_back({"assistant", r.text});
+    };
+
+    if (!o->message.empty()) {
+      answer(o->message);
+      std::fputc('\n', stdout);
+      return 0;
+    }
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);
     if (interactive) {
-      std::fprintf(stderr, "gpt chat: type text and press Enter; the model continues it. /reset forgets, /quit ends.\n");
+      std::fprintf(stderr, tmpl ? "gpt chat: type a message and press Enter (template %s). /reset forgets, /quit ends.\n"
+                                : "gpt chat: type text and press Enter; the model continues it. /reset forgets, /quit ends.\n",
+                   tmpl ? tmpl->name().c_str() : "");
     }
     std::string line;
-    uint64_t turn = 0;
     while (true) {
       if (interactive) {
         std::fputs("\n> ", stdout);
@@ -56,19 +111,14 @@ Command add_chat_command(CLI::App& parent) {
       if (line == "/quit" || line == "/exit") break;
       if (line == "/reset") {
         session.reset();
+        conversation.clear();
+        if (!o->system.empty()) conversation.push_back({"system", o->system});
         if (interactive) std::fputs("(conversation forgotten)\n", stdout);
         continue;
       }
       if (line.empty()) continue;
       try {
-        if (auto bad = find_invalid_utf8(line)) throw Error("input is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
-        const std::vector<int32_t> ids = m.tokenizer->encode(line + "\n");
-        GenerateOptions gen = o->gen;
-        gen.seed = o->gen.seed + turn++;
-        generate(session, *m.tokenizer, ids, gen, [](const std::string& piece) {
-          std::fwrite(piece.data(), 1, piece.size(), stdout);
-          std::fflush(stdout);
-        });
+        answer(line);
         std::fputc('\n', stdout);
         std::fflush(stdout);
       } catch (const Error& e) {

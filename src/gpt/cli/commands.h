@@ -14,6 +14,7 @@ struct Command {
 };
 
 Command add_train_command(CLI::App& parent);
+Command add_sft_command(CLI::App& parent);
 Command add_eval_command(CLI::App& parent);
 Command add_generate_command(CLI::App& parent);
 Command add_chat_command(CLI::App& parent);

@@ -41,14 +41,19 @@ Command add_convert_command(CLI::App& parent) {
           "--quantize applies to GGUF output; a Hugging Face directory holds fp32 weights");
     ModelOpenOptions options;
     options.dequantize = true;  // every output is written from fp32 weights
+    options.adapter = o->model.adapter;  // merged into the weights written
     OpenedModel m = gpt::open_model(o->model.model, options);
     const std::filesystem::path in_path = std::filesystem::path(o->model.model).lexically_normal();
     std::string name = o->name;
     if (name.empty()) name = in_path.has_filename() ? in_path.filename().string() : in_path.parent_path().filename().string();
     if (o->to == "gguf") {
-      export_gguf(*m.fp32, *m.tokenizer, o->out, recipe, name);
+      export_gguf(*m.fp32, *m.tokenizer, o->out, recipe, name, m.chat_template ? &*m.chat_template : nullptr);
     } else {
-      save_checkpoint(o->out, {m.fp32.get(), m.tokenizer.get()});
+      CheckpointContents c;
+      c.model = m.fp32.get();
+      c.tokenizer = m.tokenizer.get();
+      if (m.chat_template) c.chat_template = &*m.chat_template;  // a chat model stays one
+      save_checkpoint(o->out, c);
     }
     std::error_code ec;
     const auto bytes = o->to == "gguf" ? std::filesystem::file_size(o->out, ec) : 0;

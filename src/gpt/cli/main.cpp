@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<gpt::cli::Command> commands = {
       gpt::cli::add_train_command(app),
+      gpt::cli::add_sft_command(app),
       gpt::cli::add_eval_command(app),
       gpt::cli::add_generate_command(app),
       gpt::cli::add_chat_command(app),

@@ -11,7 +11,7 @@
 namespace gpt::cli {
 
 struct ModelFlags {
-  std::string model, quantize, dtype = "fp32", kv_cache = "auto";
+  std::string model, quantize, dtype = "fp32", kv_cache = "auto", adapter;
   KvCacheType kv_cache_type() const { return parse_kv_cache_type(kv_cache); }
 };
 
@@ -27,6 +27,8 @@ inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantiz
   app->add_option("--model", flags.model,
                   "Model: a gpt.cpp checkpoint or Hugging Face GPT-2 directory, or a GGUF file")
       ->required();
+  app->add_option("--adapter", flags.adapter,
+                  "A LoRA adapter directory (gpt sft --lora-rank, or PEFT's) merged into the model when it loads");
   if (allow_quantize) {
     app->add_option("--quantize", flags.quantize,
                     "Convert the weights when loading: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or a K-quant mix "
@@ -48,6 +50,7 @@ inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false, 
   options.dequantize = dequantize;
   options.panels = inference && !dequantize && parse_matmul_precision(flags.dtype) == MatmulPrecision::kFloat32;
   if (!flags.quantize.empty()) options.convert_to = QuantRecipe::parse(flags.quantize);
+  options.adapter = flags.adapter;
   return gpt::open_model(flags.model, options);
 }
 

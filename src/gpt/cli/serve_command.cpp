@@ -7,7 +7,6 @@
 #include "gpt/cli/commands.h"
 #include "gpt/cli/model_flags.h"
 #include "gpt/serving/server.h"
-#include "gpt/tokenizer/bpe.h"
 #include "gpt/util/error.h"
 
 namespace gpt::cli {
@@ -78,8 +77,9 @@ Command add_serve_command(CLI::App& parent) {
     served.info.created = static_cast<int64_t>(std::time(nullptr));
     if (!o->chat_template.empty()) {
       served.chat_template = ChatTemplate::named(o->chat_template);
-    } else if (std::filesystem::is_directory(path)) {
-      served.chat_template = ChatTemplate::of_model(path);
+    } else {
+      GPT_CHECK(m.chat_template_problem.empty(), m.chat_template_problem);
+      served.chat_template = m.chat_template;
     }
     serving::SchedulerOptions so;
     so.parallel = o->parallel;
@@ -91,11 +91,7 @@ Command add_serve_command(CLI::App& parent) {
     const int64_t bytes_per_position = 2 * c.n_layer * c.n_embd * (kv == KvCacheType::kF16 ? 2 : 4);
     const int64_t positions = o->ctx_size > 0 ? o->ctx_size : static_cast<int64_t>(o->parallel) * c.block_size;
     so.engine.kv_bytes = positions * bytes_per_position;
-    if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(m.tokenizer.get())) {
-      for (const SpecialToken& s : bpe->special_tokens()) {
-        if (s.text == "<|endoftext|>") so.stop_tokens.push_back(s.id);
-      }
-    }
+    if (auto eot = m.tokenizer->special_token_id("<|endoftext|>")) so.stop_tokens.push_back(*eot);
     return serving::serve(o->server, served, so, [&](const std::string& host, int port) {
       std::fprintf(stderr, "gpt serve: %s (%s, context %lld, chat template %s), %d parallel, queue %d\n",
                    served.info.id.c_str(), ggml_type_name(m.type), static_cast<long long>(c.block_size),

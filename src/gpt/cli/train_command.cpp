@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/cli/commands.h"
+#include "gpt/cli/training_flags.h"
 #include "gpt/cli/loss_plot.h"
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
@@ -35,7 +36,19 @@ class ConsoleObserver : public TrainingObserver {
     const TrainOptions& o = t.options();
     progress_ = std::make_unique<ProgressLine>(o.max_iters, t.first_step(), o.eval_interval);
     if (quiet_) return;
-    const Dataset& d = t.dataset();
+    if (const ChatDataStats* cs = t.chat_stats()) {
+      std::fprintf(stderr, "gpt: %lld conversations (%lld train, %lld held out), %lld reply tokens to learn",
+                   static_cast<long long>(cs->conversations), static_cast<long long>(cs->train),
+                   static_cast<long long>(cs->val), static_cast<long long>(cs->reply_tokens));
+      if (cs->truncated > 0) std::fprintf(stderr, ", %lld cut at the context", static_cast<long long>(cs->truncated));
+      if (cs->dropped > 0) std::fprintf(stderr, ", %lld dropped (no reply within the context)", static_cast<long long>(cs->dropped));
+      std::fprintf(stderr, "\n");
+      if (const LoraAdapters* lora = t.model().lora()) {
+        std::fprintf(stderr, "gpt: LoRA rank %d on %s: %.3fM trainable parameters (base frozen)\n", lora->config().rank,
+                     lora->config().targets_csv().c_str(), static_cast<double>(lora->total()) / 1e6);
+      }
+    }
+    const BatchSource& d = t.dataset();
     std::fprintf(stderr, "gpt: %lld tokens (%lld train, %lld val), vocab %d, %.2fM parameters, %d threads\n",
                  static_cast<long long>(d.train_size() + d.val_size()), static_cast<long long>(d.train_size()),
                  static_cast<long long>(d.val_size()), t.model().config().vocab_size,
@@ -114,99 +127,120 @@ void apply_json_config(CLI::App* app, const std::string& path) {
 
 }  // namespace
 
+void add_training_flags(CLI::App* app, TrainOptions& o, std::string& resume, std::string& config) {
+  app->add_option("--data", o.data, o.task == "sft" ? "Conversations: JSON lines {\"messages\": [{\"role\", \"content\"}, ...]}"
+                                                    : "Training text (UTF-8 for --tokenizer char)");
+  app->add_option("--out", o.out, "Checkpoint directory")->capture_default_str();
+  app->add_option("--resume", resume, "Continue training from this checkpoint directory");
+  app->add_option("--log", o.log, "JSON-lines training log (default: OUT/train_log.jsonl)");
+  app->add_option("--block-size", o.block_size,
+                  o.task == "sft" ? "Context length in tokens (0: the model's; longer chats are cut)"
+                                  : "Context length in tokens")->capture_default_str();
+  app->add_option("--batch-size", o.batch_size, "Sequences per optimizer step (global batch)")->capture_default_str();
+  app->add_option("--grad-accum", o.grad_accum, "Micro-batches per step (must divide --batch-size)")->capture_default_str();
+  app->add_option("--max-iters", o.max_iters, "Optimizer steps")->capture_default_str();
+  app->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  app->add_option("--warmup-iters", o.warmup_iters, "Linear warmup steps")->capture_default_str();
+  app->add_option("--lr-decay-iters", o.lr_decay_iters, "Step where the cosine reaches --min-lr (0: --max-iters)")->capture_default_str();
+  app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
+  app->add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
+  app->add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();
+  app->add_option("--grad-clip", o.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  app->add_option("--eval-interval", o.eval_interval, "Steps between validation evaluations")->capture_default_str();
+  if (o.task != "sft") {
+    app->add_option("--eval-iters", o.eval_iters, "Batches per validation evaluation")->capture_default_str();
+  }
+  app->add_option("--checkpoint-interval", o.checkpoint_interval, "Steps between checkpoints (0: only at the end)")->capture_default_str();
+  app->add_option("--val-fraction", o.val_fraction,
+                  o.task == "sft" ? "Share of the conversations held out for validation"
+                                  : "Share of the text held out for validation")->capture_default_str();
+  app->add_option("--seed", o.seed, "Seed for initialisation and batches")->capture_default_str();
+  app->add_option("--threads", o.threads, "Threads (0: all cores)")->capture_default_str();
+  app->add_option("--zero", o.zero, "1: ZeRO-1, shard the AdamW state across MPI ranks")->capture_default_str();
+  app->add_option("--overlap-comm", o.overlap_comm,
+                  "Under MPI: all-reduce each block's gradients during backward (MPI_Iallreduce) instead of one ring "
+                  "all-reduce after it (true/false)")->capture_default_str();
+  app->add_option("--dtype", o.dtype,
+                  "Matrix products: fp32, or bf16 (bfloat16 inputs, float32 accumulation; weights, optimizer "
+                  "and reductions stay float32)")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  app->add_flag("--quiet", o.quiet, "No progress display");
+  app->add_option("--config", config, "JSON file with any of these options (flag names as keys)");
+}
+
+int run_training(CLI::App* app, const TrainOptions& o, const std::string& resume, const std::string& config,
+                 const std::vector<std::string>& shape_flags) {
+  if (!config.empty()) apply_json_config(app, config);
+  TrainOptions opts = o;
+  if (!o.init_from.empty()) {
+    GPT_CHECK(resume.empty(), "--init-from and --resume exclude each other (--resume continues a run)");
+    for (const std::string& flag : shape_flags) {
+      const CLI::Option* opt = app->get_option_no_throw(flag);
+      GPT_CHECK(opt == nullptr || opt->count() == 0,
+                flag + " conflicts with --init-from: the model and its tokenizer come from " + o.init_from);
+    }
+  }
+  if (!resume.empty()) {
+    // Start from the checkpoint's own options; flags given now override them.
+    const nlohmann::json state = load_trainer_state(resume);
+    nlohmann::json merged = state["options"];
+    GPT_CHECK(merged.value("task", std::string("pretrain")) == o.task,
+              resume + " is a " + (o.task == "sft" ? std::string("pretraining") : std::string("fine-tuning")) +
+                  " checkpoint: resume it with gpt " + (o.task == "sft" ? "train" : "sft"));
+    const nlohmann::json given = o.to_json();
+    for (auto it = given.begin(); it != given.end(); ++it) {
+      const CLI::Option* flag = app->get_option_no_throw("--" + it.key());
+      if (flag == nullptr || flag->count() == 0) continue;
+      for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
+                                    "tie-weights", "tokenizer", "chat-template", "lora-rank", "lora-targets",
+                                    "init-from"}) {
+        GPT_CHECK(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
+              "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
+                  merged.value(it.key(), nlohmann::json()).dump());
+      }
+      merged[it.key()] = it.value();
+    }
+    if (app->get_option("--out")->count() == 0) merged["out"] = resume;
+    if (app->get_option("--log")->count() == 0 && merged.value("log", std::string()).empty()) merged["log"] = "";
+    opts = TrainOptions::from_json(merged);
+    opts.quiet = o.quiet;
+  }
+  ConsoleObserver console(opts.quiet);
+  const TrainResult r = train(opts, resume, &console);
+  if (!Communicator::world().is_root()) return 0;  // rank 0 reports
+  nlohmann::json summary = {{"steps", r.steps},
+                            {"loss", r.final_loss},
+                            {"seconds", std::round(r.seconds * 100) / 100},
+                            {"tokens_per_sec", std::round(r.tokens_per_sec)},
+                            {"checkpoint", opts.out}};
+  if (r.final_val_loss) summary["val_loss"] = *r.final_val_loss;
+  if (Communicator::world().distributed()) {
+    summary["ranks"] = Communicator::world().size();
+    summary["comm_fraction"] = std::round(1000 * r.comm_seconds / std::max(1e-9, r.comm_seconds + r.compute_seconds)) / 1000;
+  }
+  std::printf("%s\n", summary.dump().c_str());
+  return 0;
+}
+
 Command add_train_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("train", "Train a GPT model on a text file");
   app->footer("\nExamples:\n  gpt train --data input.txt --out out/mymodel --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --max-iters 2000\n  gpt train --resume out/mymodel\n  gpt train --init-from path/to/gpt2 --data mytext.txt --out out/finetuned --lr 1e-4 --dtype bf16");
   auto o = std::make_shared<TrainOptions>();
   auto resume = std::make_shared<std::string>();
-  app->add_option("--data", o->data, "Training text (UTF-8 for --tokenizer char)");
-  app->add_option("--out", o->out, "Checkpoint directory")->capture_default_str();
-  app->add_option("--resume", *resume, "Continue training from this checkpoint directory");
+  auto config = std::make_shared<std::string>();
+  add_training_flags(app, *o, *resume, *config);
   app->add_option("--init-from", o->init_from,
                   "Fine-tune: start from this model (checkpoint, Hugging Face GPT-2 dir or GGUF file)");
   app->add_option("--tokenizer", o->tokenizer, "char, byte, or a tokenizer file / checkpoint")->capture_default_str();
-  app->add_option("--log", o->log, "JSON-lines training log (default: OUT/train_log.jsonl)");
   app->add_option("--n-layer", o->n_layer, "Transformer blocks")->capture_default_str();
   app->add_option("--n-head", o->n_head, "Attention heads per block")->capture_default_str();
   app->add_option("--n-embd", o->n_embd, "Embedding width")->capture_default_str();
-  app->add_option("--block-size", o->block_size, "Context length in tokens")->capture_default_str();
   app->add_option("--position-encoding", o->position_encoding, "learned or sinusoidal")
       ->check(CLI::IsMember({"learned", "sinusoidal"}))->capture_default_str();
   app->add_option("--tie-weights", o->tie_weights, "Share the token embedding with the LM head")->capture_default_str();
-  app->add_option("--batch-size", o->batch_size, "Sequences per optimizer step (global batch)")->capture_default_str();
-  app->add_option("--grad-accum", o->grad_accum, "Micro-batches per step (must divide --batch-size)")->capture_default_str();
-  app->add_option("--max-iters", o->max_iters, "Optimizer steps")->capture_default_str();
-  app->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
-  app->add_option("--min-lr", o->min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
-  app->add_option("--warmup-iters", o->warmup_iters, "Linear warmup steps")->capture_default_str();
-  app->add_option("--lr-decay-iters", o->lr_decay_iters, "Step where the cosine reaches --min-lr (0: --max-iters)")->capture_default_str();
-  app->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
-  app->add_option("--beta1", o->beta1, "AdamW beta1")->capture_default_str();
-  app->add_option("--beta2", o->beta2, "AdamW beta2")->capture_default_str();
-  app->add_option("--grad-clip", o->grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
-  app->add_option("--eval-interval", o->eval_interval, "Steps between validation evaluations")->capture_default_str();
-  app->add_option("--eval-iters", o->eval_iters, "Batches per validation evaluation")->capture_default_str();
-  app->add_option("--checkpoint-interval", o->checkpoint_interval, "Steps between checkpoints (0: only at the end)")->capture_default_str();
-  app->add_option("--val-fraction", o->val_fraction, "Share of the text held out for validation")->capture_default_str();
-  app->add_option("--seed", o->seed, "Seed for initialisation and batches")->capture_default_str();
-  app->add_option("--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
-  app->add_option("--zero", o->zero, "1: ZeRO-1, shard the AdamW state across MPI ranks")->capture_default_str();
-  app->add_option("--overlap-comm", o->overlap_comm,
-                  "Under MPI: all-reduce each block's gradients during backward (MPI_Iallreduce) instead of one ring "
-                  "all-reduce after it (true/false)")->capture_default_str();
-  app->add_option("--dtype", o->dtype,
-                  "Matrix products: fp32, or bf16 (bfloat16 inputs, float32 accumulation; weights, optimizer "
-                  "and reductions stay float32)")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
-  app->add_flag("--quiet", o->quiet, "No progress display");
-  auto config = std::make_shared<std::string>();
-  app->add_option("--config", *config, "JSON file with any of these options (flag names as keys)");
-
   auto run = [app, o, resume, config]() -> int {
-    if (!config->empty()) apply_json_config(app, *config);
-    TrainOptions opts = *o;
-    if (!o->init_from.empty()) {
-      GPT_CHECK(resume->empty(), "--init-from and --resume exclude each other (--resume continues a run)");
-      for (const char* flag : {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer"}) {
-        GPT_CHECK(app->get_option(flag)->count() == 0,
-              std::string(flag) + " conflicts with --init-from: the model and its tokenizer come from " + o->init_from);
-      }
-    }
-    if (!resume->empty()) {
-      // Start from the checkpoint's own options; flags given now override them.
-      const nlohmann::json state = load_trainer_state(*resume);
-      nlohmann::json merged = state["options"];
-      const nlohmann::json given = o->to_json();
-      for (auto it = given.begin(); it != given.end(); ++it) {
-        const CLI::Option* flag = app->get_option_no_throw("--" + it.key());
-        if (flag == nullptr || flag->count() == 0) continue;
-        for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
-                                      "tie-weights", "tokenizer"}) {
-          GPT_CHECK(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
-                "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
-                    merged.value(it.key(), nlohmann::json()).dump());
-        }
-        merged[it.key()] = it.value();
-      }
-      if (app->get_option("--out")->count() == 0) merged["out"] = *resume;
-      if (app->get_option("--log")->count() == 0 && merged.value("log", std::string()).empty()) merged["log"] = "";
-      opts = TrainOptions::from_json(merged);
-      opts.quiet = o->quiet;
-    }
-    ConsoleObserver console(opts.quiet);
-    const TrainResult r = train(opts, *resume, &console);
-    if (!Communicator::world().is_root()) return 0;  // rank 0 reports
-    nlohmann::json summary = {{"steps", r.steps},
-                              {"loss", r.final_loss},
-                              {"seconds", std::round(r.seconds * 100) / 100},
-                              {"tokens_per_sec", std::round(r.tokens_per_sec)},
-                              {"checkpoint", opts.out}};
-    if (r.final_val_loss) summary["val_loss"] = *r.final_val_loss;
-    if (Communicator::world().distributed()) {
-      summary["ranks"] = Communicator::world().size();
-      summary["comm_fraction"] = std::round(1000 * r.comm_seconds / std::max(1e-9, r.comm_seconds + r.compute_seconds)) / 1000;
-    }
-    std::printf("%s\n", summary.dump().c_str());
-    return 0;
+    return run_training(app, *o, *resume, *config,
+                        {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer"});
   };
   return {app, run};
 }

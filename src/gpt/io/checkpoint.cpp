@@ -11,6 +11,7 @@
 #include <cstring>
 #include <set>
 
+#include "gpt/io/peft_adapter.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -21,7 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::set<std::string> kCheckpointFiles = {"config.json", "model.safetensors", kTokenizerFileName,
-                                                kHfTokenizerFileName, "optimizer.safetensors", "trainer_state.json"};
+                                                kHfTokenizerFileName, "optimizer.safetensors", "trainer_state.json",
+                                                "tokenizer_config.json", kAdapterConfigFile, kAdapterWeightsFile};
 
 fs::path normalized(const fs::path& dir) {
   fs::path p = dir.lexically_normal();
@@ -119,18 +121,24 @@ void write_staged_checkpoint(const fs::path& staged, const fs::path& dir, const 
   std::error_code ec;
 
   const GPT& model = *c.model;
-  write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
   save_tokenizer(*c.tokenizer, staged / tokenizer_file_name(*c.tokenizer));
+  if (c.chat_template != nullptr) c.chat_template->save_to(staged);
   std::map<std::string, std::string> meta = {{"format", "pt"}};
   if (c.trainer_state && c.trainer_state->contains("step"))
     meta["step"] = std::to_string((*c.trainer_state)["step"].get<int64_t>());
-  std::vector<TensorToWrite> tensors;
-  for (const TensorInfo& t : model.layout().tensors())
-    tensors.push_back({t.name, t.shape, model.params.data() + t.offset});
-  write_safetensors(staged / "model.safetensors", tensors, meta);
+  if (c.adapter != nullptr) {
+    write_adapter_files(staged, *c.adapter, c.adapter_base, c.adapter_base_vocab);
+  } else {
+    write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
+    std::vector<TensorToWrite> tensors;
+    for (const TensorInfo& t : model.layout().tensors())
+      tensors.push_back({t.name, t.shape, model.params.data() + t.offset});
+    write_safetensors(staged / "model.safetensors", tensors, meta);
+  }
+  const std::vector<TensorInfo>& trained = c.adapter != nullptr ? c.adapter->tensors() : model.layout().tensors();
   if (c.adam_m != nullptr && c.adam_v != nullptr) {
     std::vector<TensorToWrite> state;
-    for (const TensorInfo& t : model.layout().tensors()) {
+    for (const TensorInfo& t : trained) {
       state.push_back({"m." + t.name, t.shape, c.adam_m + t.offset});
       state.push_back({"v." + t.name, t.shape, c.adam_v + t.offset});
     }
@@ -226,11 +234,15 @@ LoadedModel load_model(const fs::path& dir_in) {
 }
 
 OptimizerState load_optimizer_state(const fs::path& dir, const ParameterLayout& layout) {
+  return load_optimizer_state(dir, layout.tensors(), layout.total());
+}
+
+OptimizerState load_optimizer_state(const fs::path& dir, const std::vector<TensorInfo>& tensors, size_t total) {
   const SafetensorsFile st = SafetensorsFile::load(resolve_checkpoint_dir(dir) / "optimizer.safetensors");
   OptimizerState state;
-  state.m.assign(layout.total(), 0.0f);
-  state.v.assign(layout.total(), 0.0f);
-  for (const TensorInfo& t : layout.tensors()) {
+  state.m.assign(total, 0.0f);
+  state.v.assign(total, 0.0f);
+  for (const TensorInfo& t : tensors) {
     st.read_f32("m." + t.name, t.shape, state.m.data() + t.offset);
     st.read_f32("v." + t.name, t.shape, state.v.data() + t.offset);
   }

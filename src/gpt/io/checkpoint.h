@@ -4,6 +4,10 @@
 //   tokenizer.gpt.json     the tokenizer
 //   optimizer.safetensors  AdamW moments ("m.<name>", "v.<name>")   [training only]
 //   trainer_state.json     step, options, loss history, data fingerprint [training only]
+//   tokenizer_config.json  the chat template, Hugging Face's way       [chat models]
+// A LoRA fine-tuning run keeps its adapter instead of config.json and
+// model.safetensors: adapter_config.json + adapter_model.safetensors (PEFT's
+// files, io/peft_adapter.h); its optimizer state is the adapter's.
 // Saving builds the whole directory next to the target and swaps it in with one
 // atomic rename, so a crash at any moment leaves either the old checkpoint or the
 // new one, never a mixture. Files in the directory that are not part of the
@@ -15,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/model/gpt.h"
+#include "gpt/model/lora.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/training/adamw.h"
 
@@ -28,6 +34,11 @@ struct CheckpointContents {
   const float* adam_v = nullptr;
   int64_t adam_steps = 0;
   const nlohmann::json* trainer_state = nullptr;  // optional
+  const ChatTemplate* chat_template = nullptr;     // optional: written to tokenizer_config.json
+  // Optional: save this adapter (and moments in its layout) instead of the model.
+  const LoraAdapters* adapter = nullptr;
+  std::string adapter_base{};   // base_model_name_or_path
+  int adapter_base_vocab = 0;   // the base model's vocabulary before added tokens
 };
 
 // The directory to read a checkpoint from (dir, or dir.old after an interrupted save).
@@ -49,6 +60,9 @@ struct OptimizerState {
   int64_t steps = 0;
 };
 OptimizerState load_optimizer_state(const std::filesystem::path& dir, const ParameterLayout& layout);
+// The same for any table of tensors (a LoRA adapter's).
+OptimizerState load_optimizer_state(const std::filesystem::path& dir, const std::vector<TensorInfo>& tensors,
+                                    size_t total);
 nlohmann::json load_trainer_state(const std::filesystem::path& dir);
 
 }  // namespace gpt

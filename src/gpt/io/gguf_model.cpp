@@ -152,7 +152,7 @@ bool is_gguf_file(const std::filesystem::path& path) {
 }
 
 void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
-                 const std::string& name) {
+                 const std::string& name, const ChatTemplate* chat_template) {
   const ModelConfig& c = model.config();
   const ConstModelWeights& w = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
@@ -169,6 +169,7 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   g.set("gpt2.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_head)));
   g.set("gpt2.attention.layer_norm_epsilon", GgufValue::f32(c.layer_norm_epsilon));
   add_tokenizer(g, tokenizer, V);
+  if (chat_template != nullptr) g.set("tokenizer.chat_template", GgufValue::string(chat_template->jinja_source()));
 
   auto vec = [&](const std::string& n, const float* x, int64_t len) {
     g.add_tensor(n, {len}, GgmlType::kF32, encode_rows(GgmlType::kF32, x, 1, len));
@@ -259,6 +260,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
 
   GgufModel out;
   out.tokenizer = read_tokenizer(f);
+  if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
   GPT_CHECK(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
 
   // Every tensor the file must hold, with its shape; anything else is an error.

@@ -20,18 +20,21 @@
 #include "gpt/model/gpt.h"
 #include "gpt/model/quant_recipe.h"
 #include "gpt/model/inference_weights.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt {
 
+// chat_template: written as tokenizer.chat_template (its Jinja source, llama.cpp's key).
 void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
-                 const std::string& name = "gpt.cpp model");
+                 const std::string& name = "gpt.cpp model", const ChatTemplate* chat_template = nullptr);
 
 struct GgufModel {
   std::unique_ptr<GPT> fp32;                   // every matrix F32, or dequantized on request
   std::unique_ptr<QuantizedModel> quantized;   // otherwise
   std::unique_ptr<Tokenizer> tokenizer;
   GgmlType type = GgmlType::kF32;              // the type of most matrix bytes
+  std::string chat_template;                   // tokenizer.chat_template (Jinja source), if any
 };
 
 // Every failure (not GGUF, damaged, another architecture, missing or misshapen

@@ -2,6 +2,7 @@
 
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/gguf_model.h"
+#include "gpt/io/peft_adapter.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 
@@ -23,17 +24,37 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
   if (std::filesystem::is_regular_file(path, ec)) {
     GPT_CHECK(is_gguf_file(path), path.string() + " is neither a model directory nor a GGUF file");
     // Converting starts from fp32 weights, so any conversion dequantizes first.
-    GgufModel g = load_gguf_model(path, options.dequantize || options.convert_to.has_value());
+    GgufModel g = load_gguf_model(path, options.dequantize || options.convert_to.has_value() || !options.adapter.empty());
     m.fp32 = std::move(g.fp32);
     m.quantized = std::move(g.quantized);
     m.tokenizer = std::move(g.tokenizer);
     m.type = g.type;
+    if (!g.chat_template.empty()) m.chat_template = ChatTemplate::recognise(g.chat_template);
   } else {
     LoadedModel l = load_model(path);
     m.fp32 = std::move(l.model);
     m.tokenizer = std::move(l.tokenizer);
   }
   if (m.fp32) m.type = GgmlType::kF32;
+  // A template gpt.cpp cannot read does not stop the model from loading (generate
+  // needs none); the commands that chat report it.
+  auto read_template = [&](const std::filesystem::path& dir) {
+    try {
+      if (auto t = ChatTemplate::of_model(dir)) m.chat_template = t;
+    } catch (const Error& e) {
+      m.chat_template_problem = e.what();
+    }
+  };
+  if (std::filesystem::is_directory(path, ec)) read_template(path);
+  if (!options.adapter.empty()) {
+    GPT_CHECK(std::filesystem::is_directory(options.adapter, ec), "adapter not found: " + options.adapter.string());
+    LoadedAdapter a = load_adapter(options.adapter, m.fp32->config());
+    m.fp32 = merge_adapter(*m.fp32, a);
+    if (a.tokenizer) m.tokenizer = std::move(a.tokenizer);
+    GPT_CHECK(m.tokenizer->vocab_size() <= m.fp32->config().vocab_size,
+              "the adapter adds tokens but has no tokenizer that knows them");
+    read_template(options.adapter);
+  }
   if (options.convert_to && options.convert_to->base() != GgmlType::kF32 && !options.dequantize) {
     m.quantized = QuantizedModel::quantize(*m.fp32, *options.convert_to);
     m.fp32.reset();

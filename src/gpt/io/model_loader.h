@@ -11,6 +11,7 @@
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
 #include "gpt/model/quant_recipe.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt {
@@ -21,6 +22,10 @@ struct ModelOpenOptions {
   // fp32 weights for inference only: re-laid as panels (InferenceWeights::in_panels)
   // on CPUs that run the few-rows kernels; `fp32` is then null.
   bool panels = false;
+  // A LoRA adapter directory (PEFT's layout) merged into the weights at load
+  // (the base is read as fp32 for it); its tokenizer and chat template, where
+  // it has them, replace the base model's.
+  std::filesystem::path adapter{};
 };
 
 struct OpenedModel {
@@ -29,6 +34,10 @@ struct OpenedModel {
   std::optional<InferenceWeights> panels;  // fp32 in panels (ModelOpenOptions::panels)
   std::unique_ptr<Tokenizer> tokenizer;
   GgmlType type = GgmlType::kF32;  // of most matrix bytes
+  // The chat template the model declares (tokenizer_config.json of the model
+  // directory, or of the adapter's when one was merged), if any.
+  std::optional<ChatTemplate> chat_template;
+  std::string chat_template_problem;  // why a declared template could not be read
 
   const ModelConfig& config() const {
     return fp32 ? fp32->config() : panels ? panels->config : quantized->config();

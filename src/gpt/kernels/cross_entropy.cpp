@@ -23,12 +23,17 @@ GPT_MULTIVERSION float log_sum_exp(const float* row, int64_t V) {
 }
 
 namespace {
-void check_targets(const int32_t* targets, int64_t N, int64_t V) {
+// The number of rows that count (targets other than kIgnoreTarget).
+int64_t check_targets(const int32_t* targets, int64_t N, int64_t V, bool allow_ignored) {
+  int64_t counted = 0;
   for (int64_t r = 0; r < N; ++r) {
+    if (targets[r] == kIgnoreTarget && allow_ignored) continue;
     if (targets[r] < 0 || targets[r] >= V) {
       throw Error("target token " + std::to_string(targets[r]) + " outside the vocabulary of " + std::to_string(V));
     }
+    ++counted;
   }
+  return counted;
 }
 
 // losses and lse for rows whose targets are already checked.
@@ -52,7 +57,7 @@ float mean_of(const float* losses, int64_t N) {
 
 float cross_entropy_forward(float* losses, float* lse, const float* logits,
                             const int32_t* targets, int64_t N, int64_t V) {
-  check_targets(targets, N, V);
+  check_targets(targets, N, V, false);
   row_losses(losses, lse, logits, targets, N, V);
   return mean_of(losses, N);
 }
@@ -80,10 +85,11 @@ int64_t lm_head_chunk_rows(int64_t N, int64_t V) {
   return (N + chunks - 1) / chunks;
 }
 
-float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
-                            int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW,
-                            float dloss, int64_t chunk_rows) {
-  check_targets(targets, N, V);
+namespace {
+// lm_head_cross_entropy for rows whose targets all count.
+float lm_head_rows(float* losses, float* lse, const float* x, const float* W, const int32_t* targets, int64_t N,
+                   int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW, float dloss,
+                   int64_t chunk_rows, int64_t dW_first_row) {
   const int64_t rows = chunk_rows > 0 ? chunk_rows : lm_head_chunk_rows(N, V);
   if (scratch.logits.size() < static_cast<size_t>(rows * V)) scratch.logits.resize(static_cast<size_t>(rows * V));
   float* logits = scratch.logits.data();
@@ -110,9 +116,54 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
     } else {
       gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, dx + r0 * C, C);
     }
-    gemm(true, false, V, C, n, 1.0f, logits, V, xr, C, 1.0f, dW, C);
+    // dW rows [dW_first_row, V) (V - first, C) += dlogits[:, first:]^T @ x
+    if (dW != nullptr) {
+      gemm(true, false, V - dW_first_row, C, n, 1.0f, logits + dW_first_row, V, xr, C, 1.0f, dW, C);
+    }
   }
   return mean_of(losses, N);
+}
+}  // namespace
+
+float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
+                            int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW,
+                            float dloss, int64_t chunk_rows, int64_t dW_first_row) {
+  GPT_CHECK(dW_first_row >= 0 && dW_first_row < V, "lm_head_cross_entropy: dW_first_row out of range");
+  const int64_t counted = check_targets(targets, N, V, true);
+  if (counted < N) {
+    // Only the rows that count go through the head (fine-tuning ignores prompt
+    // tokens, often most of a row): gathered, run, and their dx scattered back.
+    GPT_CHECK(counted > 0, "every target of the batch is ignored: nothing to learn from");
+    std::vector<int64_t>& rows_kept = scratch.kept_rows;
+    rows_kept.clear();
+    for (int64_t r = 0; r < N; ++r)
+      if (targets[r] != kIgnoreTarget) rows_kept.push_back(r);
+    scratch.x_kept.resize(static_cast<size_t>(counted * C));
+    scratch.targets_kept.resize(static_cast<size_t>(counted));
+    scratch.losses_kept.resize(static_cast<size_t>(counted * 2));
+    for (int64_t i = 0; i < counted; ++i) {
+      std::copy_n(x + rows_kept[static_cast<size_t>(i)] * C, C, scratch.x_kept.data() + i * C);
+      scratch.targets_kept[static_cast<size_t>(i)] = targets[rows_kept[static_cast<size_t>(i)]];
+    }
+    std::vector<float>& dx_kept = scratch.dx_kept;
+    if (dx != nullptr) dx_kept.resize(static_cast<size_t>(counted * C));
+    float* kept_losses = scratch.losses_kept.data();
+    float* kept_lse = kept_losses + counted;
+    const float mean = lm_head_rows(kept_losses, kept_lse, scratch.x_kept.data(), W, scratch.targets_kept.data(),
+                                    counted, C, V, scratch, dx != nullptr ? dx_kept.data() : nullptr, dW, dloss,
+                                    chunk_rows, dW_first_row);
+    std::fill(losses, losses + N, 0.0f);
+    std::fill(lse, lse + N, 0.0f);
+    if (dx != nullptr) std::fill(dx, dx + N * C, 0.0f);
+    for (int64_t i = 0; i < counted; ++i) {
+      const int64_t r = rows_kept[static_cast<size_t>(i)];
+      losses[r] = kept_losses[i];
+      lse[r] = kept_lse[i];
+      if (dx != nullptr) std::copy_n(dx_kept.data() + i * C, C, dx + r * C);
+    }
+    return mean;
+  }
+  return lm_head_rows(losses, lse, x, W, targets, N, C, V, scratch, dx, dW, dloss, chunk_rows, dW_first_row);
 }
 
 }  // namespace gpt

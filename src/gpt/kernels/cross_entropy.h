@@ -16,11 +16,19 @@ float cross_entropy_forward(float* losses, float* lse, const float* logits,
 void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
                                     int64_t N, int64_t V, float dloss);
 
+// A target that does not count (fine-tuning's prompt tokens, padding): no loss,
+// no gradient, and the mean is over the other rows. (PyTorch's ignore_index.)
+inline constexpr int32_t kIgnoreTarget = -1;
+
 // Memory the fused LM head keeps between calls: one chunk of logits and, for bf16
-// products, the head's weight converted once per call instead of once per chunk.
+// products, the head's weight converted once per call instead of once per chunk;
+// with ignored targets, the rows that count, gathered.
 struct LmHeadScratch {
   std::vector<float> logits;
   std::vector<uint16_t> weight_bf16;
+  std::vector<int64_t> kept_rows;
+  std::vector<float> x_kept, dx_kept, losses_kept;
+  std::vector<int32_t> targets_kept;
 };
 
 // The LM head and the cross-entropy fused, a chunk of rows at a time, so the
@@ -29,11 +37,15 @@ struct LmHeadScratch {
 // lse as cross_entropy_forward. With dx non-null it runs the backward in the
 // same pass for d(loss_r) = dloss per row: dx (N,C) = dlogits @ W (overwritten),
 // dW (V,C) += dlogits^T @ x.
-// Throws before touching anything if a target is outside [0, V). Returns the
-// mean loss. chunk_rows = 0 chooses lm_head_chunk_rows (tests set it small).
+// Targets equal to kIgnoreTarget are skipped (loss 0, dx 0) and only the other
+// rows go through the head; dW may be null (a frozen head: dx only), or hold only
+// the rows from dW_first_row on (LoRA's trainable tokens: (V - first, C)).
+// Throws before touching anything if a target is outside [0, V) and not ignored,
+// or if every target is ignored. Returns the mean loss over the rows that count. chunk_rows = 0 chooses lm_head_chunk_rows (tests set it small).
 float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
                             int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx = nullptr,
-                            float* dW = nullptr, float dloss = 0.0f, int64_t chunk_rows = 0);
+                            float* dW = nullptr, float dloss = 0.0f, int64_t chunk_rows = 0,
+                            int64_t dW_first_row = 0);
 // Rows per chunk: whole chunks of at most ~64 MB of logits, at least 256 rows
 // (each chunk re-reads dW), spread evenly over N.
 int64_t lm_head_chunk_rows(int64_t N, int64_t V);

@@ -83,7 +83,7 @@ GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float*
       }
     }
 #pragma omp barrier
-    add_partials_in_thread_order(dbias, partials, OC, 0, OC);
+    if (dbias != nullptr) add_partials_in_thread_order(dbias, partials, OC, 0, OC);
   }
 }
 

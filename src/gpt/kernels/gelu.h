@@ -17,7 +17,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 // (the model keeps GELU's derivative, not its input).
 void bias_gelu_forward(float* derivative, float* out, const float* pre, const float* bias, int64_t N, int64_t OC);
 // Its backward: dpre = derivative * dout (dpre may alias dout) and dbias (OC) +=
-// column sums of dpre; deterministic for a given thread count.
+// column sums of dpre (dbias may be null); deterministic for a given thread count.
 void bias_gelu_backward(float* dpre, float* dbias, const float* derivative, const float* dout, int64_t N,
                         int64_t OC);
 

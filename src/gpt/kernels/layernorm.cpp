@@ -109,8 +109,8 @@ GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbi
       }
     }
 #pragma omp barrier
-    add_partials_in_thread_order(dweight, partials, 2 * C, 0, C);
-    add_partials_in_thread_order(dbias, partials, 2 * C, C, C);
+    if (dweight != nullptr) add_partials_in_thread_order(dweight, partials, 2 * C, 0, C);
+    if (dbias != nullptr) add_partials_in_thread_order(dbias, partials, 2 * C, C, C);
   }
 }
 

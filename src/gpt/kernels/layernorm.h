@@ -23,7 +23,8 @@ void layernorm_apply(float* out, const float* inp, const float* mean, const floa
                      const float* weight, const float* bias, int64_t N, int64_t C);
 
 // dinp (N,C) += d/dinp (so the gradient arriving down the residual stream and the
-// LayerNorm's add up in one pass); dweight, dbias (C) += their gradients.
+// LayerNorm's add up in one pass); dweight, dbias (C) += their gradients (either
+// may be null: a frozen LayerNorm).
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int64_t N, int64_t C);

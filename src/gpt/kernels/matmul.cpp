@@ -83,8 +83,8 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
     // dinp (N,C) = dout (N,OC) @ weight^T, weight is (C,OC)
     gemm(false, true, N, C, OC, 1.0f, dout, OC, weight, OC, accumulate_dinp ? 1.0f : 0.0f, dinp, C);
   }
-  // dweight (C,OC) += inp^T (C,N) @ dout (N,OC)
-  gemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);
+  // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); skipped for a frozen weight
+  if (dweight != nullptr) gemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);
   if (dbias != nullptr) add_column_sums(dbias, dout, N, OC);
 }
 

@@ -27,7 +27,7 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 
 // Given dout (N, OC): dinp (N, C) = dout @ weight^T (overwritten, or added when
 // accumulate_dinp), dweight (C, OC) += inp^T @ dout, dbias (OC) += column sums of dout.
-// dinp and dbias may be null.
+// dinp, dweight and dbias may be null (dweight: a frozen weight, as under LoRA).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int64_t N, int64_t C, int64_t OC,
                      bool accumulate_dinp = false);

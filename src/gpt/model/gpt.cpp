@@ -68,8 +68,17 @@ const ModelWeights& GPT::gradients() {
 }
 
 void GPT::zero_grad() {
+  if (lora_) {  // a frozen base has no gradient buffer
+    lora_->grads.assign(lora_->total(), 0.0f);
+    return;
+  }
   if (grads.size() != layout_.total()) return allocate_gradients();
   std::fill(grads.begin(), grads.end(), 0.0f);
+}
+
+float* GPT::lora_token_grads() {
+  if (lora_->grads.size() != lora_->total()) lora_->grads.assign(lora_->total(), 0.0f);
+  return lora_->grads.data() + lora_->token_delta_offset();
 }
 
 void GPT::ensure_activations(int64_t B, int64_t T) {
@@ -110,7 +119,19 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   tokens_.assign(BT, 0);
 }
 
+void GPT::attach_lora(std::shared_ptr<LoraAdapters> lora) {
+  if (lora) {
+    const ModelConfig& c = lora->model_config();
+    GPT_CHECK(c.n_layer == config_.n_layer && c.n_embd == config_.n_embd && c.vocab_size == config_.vocab_size,
+              "the LoRA adapter was made for another model shape");
+    frozen_views_ = {};
+    frozen_views_.layers.assign(static_cast<size_t>(config_.n_layer), LayerWeights{});
+  }
+  lora_ = std::move(lora);
+}
+
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
+  training_pass_ = false;
   forward_to_final_norm(tokens, B, T);
   const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
   Activations& a = acts_;
@@ -127,14 +148,28 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int
 float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                             float loss_scale, const GradientsReady& ready) {
   if (targets == nullptr) throw Error("a training pass needs targets");
+  training_pass_ = true;
   forward_to_final_norm(tokens, B, T);
+  training_pass_ = false;
   const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
   Activations& a = acts_;
+  int64_t counted = 0;
+  for (int64_t i = 0; i < BT; ++i) counted += targets[i] != kIgnoreTarget;
   // LM head and loss, forward and backward together: dlnf (into d_ln) and the head's
-  // weight gradient, for d(mean loss * loss_scale).
+  // weight gradient, for d(mean loss * loss_scale) over the targets that count. A
+  // frozen head gets no gradient, except in the rows of LoRA's trainable tokens.
+  float* dhead = nullptr;
+  int64_t dhead_first_row = 0;
+  if (!lora_) {
+    dhead = gradients().lm_head;
+  } else if (lora_->config().trainable_tokens_begin >= 0) {
+    dhead = lora_token_grads();
+    dhead_first_row = lora_->config().trainable_tokens_begin;
+  }
   const float loss = lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, targets,
-                                           BT, C, V, a.head, a.d_ln.data(), gradients().lm_head,
-                                           loss_scale / static_cast<float>(BT));
+                                           BT, C, V, a.head, a.d_ln.data(), dhead,
+                                           loss_scale / static_cast<float>(std::max<int64_t>(counted, 1)), 0,
+                                           dhead_first_row);
   backward_from_final_norm(ready);
   return loss;
 }
@@ -182,17 +217,22 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     float* residual3 = a.residual3.data() + l * BT * C;
 
     // x = x + attn(ln_1(x)); ln holds ln_1(x).
+    const int li = static_cast<int>(l);
     linear_forward(qkv, ln, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
+    lora_forward(li, LoraTarget::kAttnQkv, ln, BT, qkv);
     attention_forward(atty, att_lse, qkv, B, T, C, NH);
     linear_forward(proj, atty, L.attn_c_proj_weight, nullptr, BT, C, C);
+    lora_forward(li, LoraTarget::kAttnProj, atty, BT, proj);
     residual_layernorm_forward(residual2, ln, a.ln2_mean.data() + l * BT, a.ln2_rstd.data() + l * BT, residual,
                                proj, L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
                                config_.layer_norm_epsilon);
     // x = x + mlp(ln_2(x)); the MLP's bias and GELU are one pass after its product.
     // The product lands in gelu_derivative, which the GELU pass overwrites.
     linear_forward(gelu_derivative, ln, L.mlp_c_fc_weight, nullptr, BT, C, 4 * C);
+    lora_forward(li, LoraTarget::kMlpFc, ln, BT, gelu_derivative);
     bias_gelu_forward(gelu_derivative, fch_gelu, gelu_derivative, L.mlp_c_fc_bias, BT, 4 * C);
     linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
+    lora_forward(li, LoraTarget::kMlpProj, fch_gelu, BT, proj);
     const bool last = l + 1 == config_.n_layer;
     const ConstLayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
     residual_layernorm_forward(residual3, last ? a.lnf.data() : ln,
@@ -209,7 +249,12 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   const int64_t C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
   const ConstModelWeights& w = weights();
-  const ModelWeights& g = gradients();
+  // Under LoRA the base is frozen: every base gradient pointer is null, and the
+  // kernels skip those products.
+  const bool frozen = lora_ != nullptr;
+  const ModelWeights& g = frozen ? frozen_views_ : gradients();
+  LoraAdapters* lora = lora_.get();
+  const uint64_t seed = dropout_seed_;
 
   const float* dlnf = a.d_ln.data();
   float* dres = a.d_residual.data();
@@ -220,7 +265,7 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   // Buffer order: wte, wpe, h.0 ... h.{L-1}, ln_f, [lm_head]. A tied head's gradient
   // lives in wte, which the embedding backward finishes last.
   auto offset_of = [&](const float* p) { return static_cast<size_t>(p - grads.data()); };
-  if (ready) ready(offset_of(g.ln_f_weight), grads.size());
+  if (ready && !frozen) ready(offset_of(g.ln_f_weight), grads.size());
 
   float* ln = a.ln.data();  // free in the backward pass: remade LayerNorm outputs
   for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
@@ -237,20 +282,24 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
     const float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
     const float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
     float* dfch = a.d_fch.data();
+    const int li = static_cast<int>(l);
     linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dres, fch_gelu,
                     L.mlp_c_proj_weight, BT, 4 * C, C);
+    if (lora) lora->backward(li, LoraTarget::kMlpProj, fch_gelu, dres, BT, dfch, seed);
     bias_gelu_backward(dfch, dL.mlp_c_fc_bias, gelu_derivative, dfch, BT, 4 * C);
     const float* ln2_mean = a.ln2_mean.data() + l * BT;
     const float* ln2_rstd = a.ln2_rstd.data() + l * BT;
     layernorm_apply(ln, residual2, ln2_mean, ln2_rstd, L.ln_2_weight, L.ln_2_bias, BT, C);
     float* dln2 = a.d_ln.data();
     linear_backward(dln2, dL.mlp_c_fc_weight, nullptr, dfch, ln, L.mlp_c_fc_weight, BT, C, 4 * C);
+    if (lora) lora->backward(li, LoraTarget::kMlpFc, ln, dfch, BT, dln2, seed);
     layernorm_backward(dres, dL.ln_2_weight, dL.ln_2_bias, dln2, residual2, L.ln_2_weight,
                        ln2_mean, ln2_rstd, BT, C);
     // Attention: residual2 = residual + c_proj(attn(c_attn(ln_1(residual)))).
     float* datty = a.d_atty.data();
     linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dres, atty,
                     L.attn_c_proj_weight, BT, C, C);
+    if (lora) lora->backward(li, LoraTarget::kAttnProj, atty, dres, BT, datty, seed);
     float* dqkv = a.d_qkv.data();
     attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH);
     const float* ln1_mean = a.ln1_mean.data() + l * BT;
@@ -259,16 +308,29 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
     float* dln1 = a.d_ln.data();
     linear_backward(dln1, dL.attn_c_attn_weight, dL.attn_c_attn_bias, dqkv, ln, L.attn_c_attn_weight, BT, C,
                     3 * C);
+    if (lora) lora->backward(li, LoraTarget::kAttnQkv, ln, dqkv, BT, dln1, seed);
     layernorm_backward(dres, dL.ln_1_weight, dL.ln_1_bias, dln1, residual, L.ln_1_weight, ln1_mean, ln1_rstd, BT,
                        C);
-    if (ready) {
+    if (ready && !frozen) {
       const size_t end = l + 1 < config_.n_layer ? offset_of(g.layers[static_cast<size_t>(l + 1)].ln_1_weight)
                                                  : offset_of(g.ln_f_weight);
       ready(offset_of(dL.ln_1_weight), end);
     }
   }
-  embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C);
-  if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
+  if (!frozen) {
+    embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C);
+    if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
+  } else if (lora->config().trainable_tokens_begin >= 0) {
+    // Only the rows of the adapter's trainable tokens learn.
+    const int32_t first = lora->config().trainable_tokens_begin;
+    float* dtok = lora_token_grads();
+    for (int64_t i = 0; i < BT; ++i) {
+      if (tokens_[static_cast<size_t>(i)] < first) continue;
+      float* row = dtok + (tokens_[static_cast<size_t>(i)] - first) * C;
+      const float* d = dres + i * C;
+      for (int64_t k = 0; k < C; ++k) row[k] += d[k];
+    }
+  }
 }
 
 const float* GPT::attention_weights(int layer) {
@@ -279,6 +341,31 @@ const float* GPT::attention_weights(int layer) {
   attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,
                           acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH);
   return attention_view_.data();
+}
+
+GPT with_vocabulary(const GPT& model, int vocab_size) {
+  const ModelConfig& old = model.config();
+  GPT_CHECK(vocab_size >= old.vocab_size, "a vocabulary can only grow (" + std::to_string(old.vocab_size) + " -> " +
+                                              std::to_string(vocab_size) + ")");
+  ModelConfig c = old;
+  c.vocab_size = vocab_size;
+  GPT out(c);
+  for (const TensorInfo& t : out.layout().tensors()) {
+    const TensorInfo* src = model.layout().find(t.name);
+    GPT_CHECK(src != nullptr, "tensor " + t.name + " missing from the model");
+    const float* from = model.params.data() + src->offset;
+    float* to = out.params.data() + t.offset;
+    std::copy(from, from + src->numel, to);
+    if (src->numel == t.numel) continue;
+    // A (V, C) table: the new rows are the mean of the old ones.
+    const int64_t C = t.shape[1], V0 = src->shape[0];
+    std::vector<double> mean(static_cast<size_t>(C), 0.0);
+    for (int64_t r = 0; r < V0; ++r)
+      for (int64_t i = 0; i < C; ++i) mean[static_cast<size_t>(i)] += from[r * C + i];
+    for (int64_t r = V0; r < t.shape[0]; ++r)
+      for (int64_t i = 0; i < C; ++i) to[r * C + i] = static_cast<float>(mean[static_cast<size_t>(i)] / static_cast<double>(V0));
+  }
+  return out;
 }
 
 }  // namespace gpt

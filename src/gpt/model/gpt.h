@@ -3,10 +3,12 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/model/config.h"
+#include "gpt/model/lora.h"
 #include "gpt/model/parameters.h"
 
 namespace gpt {
@@ -67,6 +69,8 @@ class GPT {
   // Runs tokens (B,T) through the model; T <= block_size. Without targets it keeps
   // the logits (B,T,V) for logits() and returns 0; with targets it returns the mean
   // cross-entropy loss, computed a chunk of rows at a time (the logits are not kept).
+  // Targets equal to kIgnoreTarget (-1) do not count: the mean is over the others
+  // (fine-tuning learns the replies, not the prompts).
   float forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
   // A training pass: the forward pass with targets, then the backward, accumulating
   // d(loss * loss_scale)/dparams into grads. Returns the mean loss. The LM head's
@@ -79,6 +83,16 @@ class GPT {
   float forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                          float loss_scale = 1.0f, const GradientsReady& ready = GradientsReady());
   void zero_grad();
+
+  // LoRA: adapters beside the blocks' products (lora.h). While attached, the base
+  // weights are frozen: forward_backward gives them no gradient (the gradient
+  // buffer is never allocated) and the gradients go to the adapter's `grads`.
+  // forward() runs them without dropout; null detaches.
+  void attach_lora(std::shared_ptr<LoraAdapters> lora);
+  LoraAdapters* lora() const { return lora_.get(); }
+  // Chooses the LoRA dropout mask of the next forward_backward (the trainer sets
+  // it from the step, so a resumed run draws the same masks).
+  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
 
   const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward without targets
   // (NH,T,T) softmax weights of batch row 0 in `layer` of the last forward,
@@ -103,6 +117,11 @@ class GPT {
 
  private:
   void ensure_activations(int64_t B, int64_t T);
+  float* lora_token_grads();  // the adapter's trainable-token rows' gradient
+  // A block product's LoRA update, if an adapter is attached (training: kept for the backward).
+  void lora_forward(int layer, LoraTarget t, const float* x, int64_t N, float* y) {
+    if (lora_) lora_->forward(layer, t, x, N, y, training_pass_, dropout_seed_);
+  }
   // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B,T).
   void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
   // From d(lnf) in acts_.d_ln down to the embeddings.
@@ -115,8 +134,18 @@ class GPT {
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
   int64_t B_ = 0, T_ = 0;
   std::vector<float> attention_view_;  // attention_weights() output
+  std::shared_ptr<LoraAdapters> lora_;
+  uint64_t dropout_seed_ = 0;
+  bool training_pass_ = false;
+  ModelWeights frozen_views_{};  // all null: what a frozen base's backward writes to
   mutable ConstModelWeights weight_views_{};
   ModelWeights mutable_views_{}, grad_views_{};
 };
+
+// A copy of `model` with a larger vocabulary (special tokens added for chat):
+// rows of the token embedding (and of an untied LM head) past the old vocabulary
+// start as the mean of the old rows, so the new tokens begin as an average
+// token rather than noise. Everything else is copied as it is.
+GPT with_vocabulary(const GPT& model, int vocab_size);
 
 }  // namespace gpt

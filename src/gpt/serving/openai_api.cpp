@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "gpt/tokenizer/bpe.h"
 #include "gpt/util/error.h"
 
 namespace gpt::serving {
@@ -99,12 +98,7 @@ std::vector<int32_t> encode_text(const Tokenizer& tokenizer, const std::string& 
 
 // A completion with an empty prompt starts from the end-of-text token, as GPT-2 was trained.
 std::optional<int32_t> end_of_text(const Tokenizer& tokenizer) {
-  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tokenizer)) {
-    for (const SpecialToken& s : bpe->special_tokens()) {
-      if (s.text == "<|endoftext|>") return s.id;
-    }
-  }
-  return std::nullopt;
+  return tokenizer.special_token_id("<|endoftext|>");
 }
 
 void reject_unsupported(const json& body) {

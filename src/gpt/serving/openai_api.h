@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/generation/sampler.h"
-#include "gpt/serving/chat_template.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt::serving {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "gpt/model/inference_weights.h"
-#include "gpt/serving/chat_template.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/serving/openai_api.h"
 #include "gpt/serving/scheduler.h"
 #include "gpt/tokenizer/tokenizer.h"

@@ -394,6 +394,23 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
   return out;
 }
 
+std::unique_ptr<Tokenizer> BpeTokenizer::with_special_tokens(const std::vector<std::string>& texts) const {
+  std::unordered_map<std::string, int32_t> vocab;
+  for (size_t i = 0; i < token_strings_.size(); ++i) vocab.emplace(token_strings_[i], static_cast<int32_t>(i));
+  std::vector<SpecialToken> special = special_;
+  for (const std::string& t : texts) {
+    GPT_CHECK(!t.empty(), "a special token cannot be empty");
+    if (special_token_id(t)) continue;
+    // Its text goes into the vocabulary as written: in the byte alphabet it may
+    // already name an ordinary token, which must keep its meaning.
+    GPT_CHECK(!vocab.contains(t), "'" + t + "' is already an ordinary token of this vocabulary");
+    const auto id = static_cast<int32_t>(vocab.size());
+    vocab.emplace(t, id);
+    special.push_back({t, id});
+  }
+  return std::make_unique<BpeTokenizer>(std::move(vocab), merges_, std::move(special));
+}
+
 nlohmann::json BpeTokenizer::to_json() const {
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (size_t i = 0; i < token_strings_.size(); ++i) vocab[token_strings_[i]] = i;

@@ -27,11 +27,6 @@ void for_each_gpt2_piece(std::string_view text, const std::function<void(std::st
 // GPT-2's bijection between bytes and printable Unicode characters (as UTF-8).
 const std::vector<std::string>& gpt2_byte_to_unicode();
 
-struct SpecialToken {
-  std::string text;  // e.g. "<|endoftext|>"
-  int32_t id;
-};
-
 class BpeTokenizer final : public Tokenizer {
  public:
   // vocab: token string (in GPT-2's byte alphabet) -> id; merges: pairs in rank
@@ -56,7 +51,8 @@ class BpeTokenizer final : public Tokenizer {
   }
   // With allow_special, the special tokens' text becomes their ids.
   std::vector<int32_t> encode(std::string_view text, bool allow_special, int threads = 1) const;
-  const std::vector<SpecialToken>& special_tokens() const { return special_; }
+  const std::vector<SpecialToken>& special_tokens() const override { return special_; }
+  std::unique_ptr<Tokenizer> with_special_tokens(const std::vector<std::string>& texts) const override;
   std::string token_bytes(int32_t id) const override { return token_bytes_.at(static_cast<size_t>(id)); }
   // Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder).
   nlohmann::json to_json() const override;

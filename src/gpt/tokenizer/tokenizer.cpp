@@ -24,7 +24,54 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return out;
 }
 
+std::optional<int32_t> Tokenizer::special_token_id(std::string_view text) const {
+  for (const SpecialToken& s : special_tokens())
+    if (s.text == text) return s.id;
+  return std::nullopt;
+}
+
 namespace {
+
+// The special tokens of a char or byte tokenizer: appended after its own
+// vocabulary of `base` tokens, kept in its file as "special_tokens".
+class SpecialTail {
+ public:
+  SpecialTail(int32_t base, std::vector<std::string> texts) {
+    for (auto& t : texts) {
+      GPT_CHECK(!t.empty(), "a special token cannot be empty");
+      tokens_.push_back({std::move(t), base + static_cast<int32_t>(tokens_.size())});
+    }
+  }
+  const std::vector<SpecialToken>& tokens() const { return tokens_; }
+  int size() const { return static_cast<int>(tokens_.size()); }
+  // The texts with `more` appended (those already present are not repeated).
+  std::vector<std::string> plus(const std::vector<std::string>& more) const {
+    std::vector<std::string> all;
+    for (const auto& t : tokens_) all.push_back(t.text);
+    for (const auto& t : more)
+      if (std::find(all.begin(), all.end(), t) == all.end()) all.push_back(t);
+    return all;
+  }
+  void save(nlohmann::json& j) const {
+    if (tokens_.empty()) return;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : tokens_) list.push_back(t.text);
+    j["special_tokens"] = list;
+  }
+  static std::vector<std::string> load(const nlohmann::json& j) {
+    std::vector<std::string> texts;
+    if (!j.contains("special_tokens")) return texts;
+    GPT_CHECK(j["special_tokens"].is_array(), "tokenizer file: \"special_tokens\" must be a list of strings");
+    for (const auto& t : j["special_tokens"]) {
+      GPT_CHECK(t.is_string(), "tokenizer file: \"special_tokens\" must be a list of strings");
+      texts.push_back(t.get<std::string>());
+    }
+    return texts;
+  }
+
+ private:
+  std::vector<SpecialToken> tokens_;
+};
 
 std::string describe_char(char32_t cp) {
   char buf[16];
@@ -40,7 +87,8 @@ std::string describe_char(char32_t cp) {
 
 class CharTokenizer final : public Tokenizer {
  public:
-  explicit CharTokenizer(std::vector<char32_t> chars) : chars_(std::move(chars)) {
+  explicit CharTokenizer(std::vector<char32_t> chars, std::vector<std::string> special = {})
+      : chars_(std::move(chars)), special_(static_cast<int32_t>(chars_.size()), std::move(special)) {
     GPT_CHECK(!chars_.empty(), "a character tokenizer needs at least one character");
     for (size_t i = 0; i < chars_.size(); ++i) {
       GPT_CHECK(chars_[i] <= 0x10FFFF && !(chars_[i] >= 0xD800 && chars_[i] <= 0xDFFF),
@@ -51,7 +99,11 @@ class CharTokenizer final : public Tokenizer {
     }
   }
   std::string type() const override { return "char"; }
-  int vocab_size() const override { return static_cast<int>(chars_.size()); }
+  int vocab_size() const override { return static_cast<int>(chars_.size()) + special_.size(); }
+  const std::vector<SpecialToken>& special_tokens() const override { return special_.tokens(); }
+  std::unique_ptr<Tokenizer> with_special_tokens(const std::vector<std::string>& texts) const override {
+    return std::make_unique<CharTokenizer>(chars_, special_.plus(texts));
+  }
 
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<char32_t> cps = decode_utf8(text, "text");
@@ -69,6 +121,7 @@ class CharTokenizer final : public Tokenizer {
   }
 
   std::string token_bytes(int32_t id) const override {
+    if (static_cast<size_t>(id) >= chars_.size()) return special_.tokens().at(static_cast<size_t>(id) - chars_.size()).text;
     std::string s;
     append_utf8(s, chars_.at(static_cast<size_t>(id)));
     return s;
@@ -81,25 +134,43 @@ class CharTokenizer final : public Tokenizer {
       append_utf8(s, cp);
       tokens.push_back(s);
     }
-    return {{"type", "char"}, {"tokens", tokens}};
+    nlohmann::json j = {{"type", "char"}, {"tokens", tokens}};
+    special_.save(j);
+    return j;
   }
 
  private:
   std::vector<char32_t> chars_;
+  SpecialTail special_;
   std::unordered_map<char32_t, int32_t> id_of_;
 };
 
 class ByteTokenizer final : public Tokenizer {
  public:
+  explicit ByteTokenizer(std::vector<std::string> special = {}) : special_(256, std::move(special)) {}
   std::string type() const override { return "byte"; }
-  int vocab_size() const override { return 256; }
+  int vocab_size() const override { return 256 + special_.size(); }
+  const std::vector<SpecialToken>& special_tokens() const override { return special_.tokens(); }
+  std::unique_ptr<Tokenizer> with_special_tokens(const std::vector<std::string>& texts) const override {
+    return std::make_unique<ByteTokenizer>(special_.plus(texts));
+  }
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int32_t> ids(text.size());
     for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
     return ids;
   }
-  std::string token_bytes(int32_t id) const override { return std::string(1, static_cast<char>(id)); }
-  nlohmann::json to_json() const override { return {{"type", "byte"}}; }
+  std::string token_bytes(int32_t id) const override {
+    if (id >= 256) return special_.tokens().at(static_cast<size_t>(id - 256)).text;
+    return std::string(1, static_cast<char>(id));
+  }
+  nlohmann::json to_json() const override {
+    nlohmann::json j = {{"type", "byte"}};
+    special_.save(j);
+    return j;
+  }
+
+ private:
+  SpecialTail special_;
 };
 
 }  // namespace
@@ -119,7 +190,7 @@ std::unique_ptr<Tokenizer> parse_tokenizer(const nlohmann::json& j) {
   GPT_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(),
         "tokenizer file has no \"type\"");
   const std::string type = j["type"].get<std::string>();
-  if (type == "byte") return make_byte_tokenizer();
+  if (type == "byte") return std::make_unique<ByteTokenizer>(SpecialTail::load(j));
   if (type == "char") {
     GPT_CHECK(j.contains("tokens") && j["tokens"].is_array(), "char tokenizer file has no \"tokens\" list");
     std::vector<char32_t> chars;
@@ -129,7 +200,7 @@ std::unique_ptr<Tokenizer> parse_tokenizer(const nlohmann::json& j) {
       GPT_CHECK(cps.size() == 1, "char tokenizer tokens must be single characters");
       chars.push_back(cps[0]);
     }
-    return std::make_unique<CharTokenizer>(std::move(chars));
+    return std::make_unique<CharTokenizer>(std::move(chars), SpecialTail::load(j));
   }
   throw Error("unknown tokenizer type '" + type + "' (expected char or byte)");
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +20,14 @@ namespace gpt {
 
 inline constexpr const char* kTokenizerFileName = "tokenizer.gpt.json";   // char and byte
 inline constexpr const char* kHfTokenizerFileName = "tokenizer.json";    // BPE, Hugging Face's format
+
+// A token that stands for a marker (<|endoftext|>, <|im_start|>, ...). encode()
+// never produces one: text that spells a marker stays text, so a user cannot
+// forge one; a chat template asks for them by name (special_token_id).
+struct SpecialToken {
+  std::string text;  // e.g. "<|endoftext|>"
+  int32_t id;
+};
 
 class Tokenizer {
  public:
@@ -33,6 +42,12 @@ class Tokenizer {
   // The bytes of one token (may be part of a UTF-8 character for byte tokenizers).
   virtual std::string token_bytes(int32_t id) const = 0;
   virtual nlohmann::json to_json() const = 0;
+  virtual const std::vector<SpecialToken>& special_tokens() const = 0;
+  // A copy with `texts` added as special tokens at ids vocab_size(), vocab_size() + 1, ...
+  // (those it has already are kept where they are). gpt::Error for an empty text.
+  virtual std::unique_ptr<Tokenizer> with_special_tokens(const std::vector<std::string>& texts) const = 0;
+
+  std::optional<int32_t> special_token_id(std::string_view text) const;
 
   // Concatenated token bytes; throws gpt::Error for ids outside the vocabulary.
   std::string decode(std::span<const int32_t> ids) const;

@@ -7,15 +7,19 @@
 
 namespace gpt {
 
-AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin, size_t end) : config_(config) {
-  end = std::min(end, layout.total());
+AdamW::AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin, size_t end)
+    : AdamW(layout.tensors(), layout.total(), config, begin, end) {}
+
+AdamW::AdamW(const std::vector<TensorInfo>& tensors, size_t total, AdamWConfig config, size_t begin, size_t end)
+    : config_(config) {
+  end = std::min(end, total);
   begin_ = std::min(begin, end);
   const size_t n = end - begin_;
   m_.assign(n, 0.0f);
   v_.assign(n, 0.0f);
   // The slice as runs of equal weight decay (tensors in layout order, clipped to
   // the slice), neighbours with the same decay merged.
-  for (const TensorInfo& t : layout.tensors()) {
+  for (const TensorInfo& t : tensors) {
     const size_t lo = std::max(t.offset, begin_), hi = std::min(t.offset + t.numel, end);
     if (lo >= hi) continue;
     const float decay = t.weight_decay ? config.weight_decay : 0.0f;

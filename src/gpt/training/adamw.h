@@ -21,6 +21,9 @@ class AdamW {
   // Optimizes elements [begin, end) of the parameter buffer (default: all of it).
   // ZeRO-1 gives each rank one slice, so the moments take 1/N of the memory.
   AdamW(const ParameterLayout& layout, AdamWConfig config, size_t begin = 0, size_t end = SIZE_MAX);
+  // Over any buffer of `total` floats cut into `tensors` (LoRA's adapters).
+  AdamW(const std::vector<TensorInfo>& tensors, size_t total, AdamWConfig config, size_t begin = 0,
+        size_t end = SIZE_MAX);
 
   // One update of the slice with learning rate lr, PyTorch's update:
   // p *= 1 - lr*wd (decayed tensors only); m, v moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps),

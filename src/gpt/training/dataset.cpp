@@ -51,15 +51,17 @@ void Dataset::fill_windows(int64_t begin, int64_t end, uint64_t seed, uint64_t s
   }
 }
 
-void Dataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
-                          int32_t* y, int64_t first_row) const {
+int64_t Dataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                             int32_t* y, int64_t first_row) const {
   // Rows of one step are numbered across micro-batches, so the global batch of a
   // step is the same whatever the micro-batch split.
   fill_windows(0, n_train_, seed, kTrainStream, step, B, T, x, y, micro * B + first_row);
+  return T;
 }
 
-void Dataset::val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const {
+int64_t Dataset::val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const {
   fill_windows(n_train_, n_, seed, kValStream, index, B, T, x, y, 0);
+  return T;
 }
 
 }  // namespace gpt

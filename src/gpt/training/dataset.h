@@ -12,24 +12,47 @@
 
 namespace gpt {
 
-class Dataset {
+// What a trainer draws its batches from: a text's token windows (Dataset) or
+// whole examples (fine-tuning's chats, finetune/chat_data.h). Batches depend
+// only on (seed, step, micro-batch, row), so a resumed run draws what an
+// uninterrupted one would.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Tokens in the training and validation parts.
+  virtual int64_t train_size() const = 0;
+  virtual int64_t val_size() const = 0;
+  // x (B,T) inputs and y (B,T) targets (kIgnoreTarget where nothing is to be
+  // learned) for one training micro-batch; rows [first_row, first_row + B) of a
+  // larger batch. Returns the row length used, at most T (examples shorter than
+  // the context fill only as much of each row as the longest needs; x and y are
+  // then (B, returned) arrays).
+  virtual int64_t train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                              int32_t* y, int64_t first_row = 0) const = 0;
+  // The index-th validation batch, the same every time; returns the row length as above.
+  virtual int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const = 0;
+  // Validation batches of B rows that cover the validation part once (0: no limit, windows are drawn).
+  virtual int64_t val_batches(int64_t /*B*/) const { return 0; }
+};
+
+class Dataset final : public BatchSource {
  public:
   Dataset(std::vector<int32_t> tokens, double val_fraction, int64_t block_size);
   // Over a memory-mapped token shard: nothing is copied, windows are read in place.
   Dataset(std::shared_ptr<const TokenShard> shard, double val_fraction, int64_t block_size);
 
-  int64_t train_size() const { return n_train_; }
-  int64_t val_size() const { return n_ - n_train_; }
+  int64_t train_size() const override { return n_train_; }
+  int64_t val_size() const override { return n_ - n_train_; }
   // Token i of the whole text (training part first, then validation).
   int32_t token(int64_t i) const { return shard_ ? (*shard_)[i] : owned_[static_cast<size_t>(i)]; }
 
   // x (B,T) inputs and y (B,T) next-token targets for one training micro-batch.
   // `first_row` lets a process take rows [first_row, first_row + B) of a larger batch.
-  void train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
-                   int32_t* y, int64_t first_row = 0) const;
+  int64_t train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                      int32_t* y, int64_t first_row = 0) const override;
   // The index-th validation batch: the same windows every time, so successive
   // evaluations measure the model, not the luck of the draw.
-  void val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const;
+  int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const override;
 
  private:
   void split(double val_fraction, int64_t block_size);

@@ -9,13 +9,13 @@
 
 namespace gpt {
 
-double total_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int64_t iters, int64_t B, int64_t T,
-                             int rank, int ranks) {
+double total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
+                             int64_t T, int rank, int ranks) {
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
   double total = 0;
   for (int64_t i = rank; i < iters; i += ranks) {
-    data.val_batch(seed, i, B, T, x.data(), y.data());
-    total += model.forward(x.data(), y.data(), B, T);
+    const int64_t t = data.val_batch(seed, i, B, T, x.data(), y.data());
+    total += model.forward(x.data(), y.data(), B, t);
   }
   return total;
 }

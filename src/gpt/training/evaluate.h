@@ -13,8 +13,8 @@ namespace gpt {
 
 // Sum of the mean losses of the fixed validation batches i < iters of (B,T) with
 // i % ranks == rank (divide the sum over all ranks by iters for the mean).
-double total_loss_on_batches(GPT& model, const Dataset& data, uint64_t seed, int64_t iters, int64_t B, int64_t T,
-                             int rank = 0, int ranks = 1);
+double total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
+                             int64_t T, int rank = 0, int ranks = 1);
 
 struct TextEvaluation {
   double mean_loss = 0;      // nats per token

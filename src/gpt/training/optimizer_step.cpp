@@ -6,17 +6,33 @@
 
 namespace gpt {
 
-OptimizerStep::OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options)
+OptimizerStep::OptimizerStep(const std::vector<TensorInfo>& tensors, size_t total, Communicator& comm,
+                             OptimizerStepOptions options)
     : comm_(comm),
-      n_(layout.total()),
+      n_(total),
       zero_(options.zero && comm.distributed()),
       overlap_(options.overlap && comm.distributed() && !zero_),
       grad_clip_(options.grad_clip),
-      adamw_(layout, options.adamw, zero_ ? comm.slice_begin(layout.total(), comm.rank()) : 0,
-             zero_ ? comm.slice_end(layout.total(), comm.rank()) : layout.total()) {}
+      adamw_(tensors, total, options.adamw, zero_ ? comm.slice_begin(total, comm.rank()) : 0,
+             zero_ ? comm.slice_end(total, comm.rank()) : total) {}
+
+OptimizerStep::OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options)
+    : OptimizerStep(layout.tensors(), layout.total(), comm, options) {}
+
+namespace {
+OptimizerStepOptions without_overlap(OptimizerStepOptions o) {
+  o.overlap = false;  // an adapter's gradients are too few to be worth overlapping
+  return o;
+}
+}  // namespace
+
+OptimizerStep::OptimizerStep(const GPT& model, Communicator& comm, OptimizerStepOptions options)
+    : OptimizerStep(model.lora() != nullptr ? model.lora()->tensors() : model.layout().tensors(),
+                    model.lora() != nullptr ? model.lora()->total() : model.layout().total(), comm,
+                    model.lora() != nullptr ? without_overlap(options) : options) {}
 
 GPT::GradientsReady OptimizerStep::gradients_ready(GPT& model) {
-  if (!overlap_) return {};
+  if (!overlap_ || model.lora() != nullptr) return {};
   return [this, &model](size_t begin, size_t end) {
     comm_.bucket_allreduce_start(model.grads.data() + begin, end - begin);
     comm_.bucket_progress();
@@ -24,7 +40,16 @@ GPT::GradientsReady OptimizerStep::gradients_ready(GPT& model) {
 }
 
 float OptimizerStep::apply(GPT& model, float lr, int64_t step) {
-  float* grads = model.grads.data();
+  if (LoraAdapters* lora = model.lora()) {
+    if (lora->grads.size() != lora->total()) lora->grads.assign(lora->total(), 0.0f);
+    const float norm = apply(lora->params.data(), lora->grads.data(), lr, step);
+    lora->apply_token_rows(model);
+    return norm;
+  }
+  return apply(model.params.data(), model.grads.data(), lr, step);
+}
+
+float OptimizerStep::apply(float* params, float* grads, float lr, int64_t step) {
   // Average over ranks; ZeRO keeps only this rank's slice of the mean.
   if (zero_) {
     comm_.reduce_scatter_mean(grads, n_);
@@ -43,8 +68,8 @@ float OptimizerStep::apply(GPT& model, float lr, int64_t step) {
                 std::to_string(step) + " (NaN or infinity in the gradients; try a lower --lr)");
   }
   scale_to_norm(mine, mine_n, norm, grad_clip_);
-  adamw_.step(model.params.data(), grads, lr);
-  if (zero_) comm_.allgather(model.params.data(), n_);
+  adamw_.step(params, grads, lr);
+  if (zero_) comm_.allgather(params, n_);
   return norm;
 }
 

@@ -27,7 +27,11 @@ struct OptimizerStepOptions {
 
 class OptimizerStep {
  public:
+  OptimizerStep(const std::vector<TensorInfo>& tensors, size_t total, Communicator& comm,
+                OptimizerStepOptions options);
   OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options);
+  // Over the parameters a model trains: its own, or its LoRA adapter's when one is attached.
+  OptimizerStep(const GPT& model, Communicator& comm, OptimizerStepOptions options);
 
   // For GPT::forward_backward on the last micro-batch of a step: starts the
   // all-reduce of each range of gradients as backward finishes it (overlap mode;
@@ -35,8 +39,11 @@ class OptimizerStep {
   GPT::GradientsReady gradients_ready(GPT& model);
   // Averages, clips and applies the gradients with learning rate lr. Returns the
   // global gradient norm before clipping; a norm that is not finite is an error
-  // naming `step` (the parameters are left as they were).
+  // naming `step` (the parameters are left as they were). With a LoRA adapter
+  // attached, the adapter's parameters are the ones updated (and its trainable
+  // token rows written back into the model).
   float apply(GPT& model, float lr, int64_t step);
+  float apply(float* params, float* grads, float lr, int64_t step);
 
   AdamW& adamw() { return adamw_; }
   const AdamW& adamw() const { return adamw_; }

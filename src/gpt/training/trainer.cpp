@@ -12,6 +12,7 @@
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/model_loader.h"
+#include "gpt/io/peft_adapter.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/util/rng.h"
 #include "gpt/model/gpt.h"
@@ -36,7 +37,11 @@ void TrainOptions::validate() const {
   positive(n_layer, "n-layer");
   positive(n_head, "n-head");
   positive(n_embd, "n-embd");
-  positive(block_size, "block-size");
+  if (task == "sft") {
+    GPT_CHECK(block_size >= 0, "--block-size must not be negative (0: the model's context)");
+  } else {
+    positive(block_size, "block-size");
+  }
   positive(batch_size, "batch-size");
   positive(grad_accum, "grad-accum");
   positive(max_iters, "max-iters");
@@ -59,6 +64,18 @@ void TrainOptions::validate() const {
   GPT_CHECK(threads >= 0, "--threads must not be negative");
   GPT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
+  GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
+  if (task == "sft") ChatTemplate::named(chat_template);
+  GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
+  if (lora_rank > 0) {
+    GPT_CHECK(task == "sft", "LoRA is for fine-tuning (gpt sft)");
+    LoraConfig c;
+    c.rank = lora_rank;
+    c.alpha = static_cast<float>(lora_alpha);
+    c.dropout = static_cast<float>(lora_dropout);
+    c.targets = LoraConfig::parse_targets(lora_targets);
+    c.validate();
+  }
 }
 
 nlohmann::json TrainOptions::to_json() const {
@@ -70,7 +87,9 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype}};
+          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype},
+          {"task", task}, {"chat-template", chat_template}, {"lora-rank", lora_rank}, {"lora-alpha", lora_alpha},
+          {"lora-dropout", lora_dropout}, {"lora-targets", lora_targets}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -107,6 +126,12 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.init_from = j.value("init-from", o.init_from);
     o.overlap_comm = j.value("overlap-comm", o.overlap_comm);
     o.dtype = j.value("dtype", o.dtype);
+    o.task = j.value("task", o.task);
+    o.chat_template = j.value("chat-template", o.chat_template);
+    o.lora_rank = j.value("lora-rank", o.lora_rank);
+    o.lora_alpha = j.value("lora-alpha", o.lora_alpha);
+    o.lora_dropout = j.value("lora-dropout", o.lora_dropout);
+    o.lora_targets = j.value("lora-targets", o.lora_targets);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad training options: ") + e.what());
   }
@@ -171,16 +196,21 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
             "--batch-size (" + std::to_string(opts_.batch_size) + ") must be divisible by the number of ranks (" +
                 std::to_string(comm_.size()) + ") times --grad-accum (" + std::to_string(opts_.grad_accum) + ")");
   const bool resuming = !resume_dir.empty();
+  const bool sft = opts_.task == "sft";
+  const bool lora = opts_.lora_rank > 0;
+  GPT_CHECK(!sft || !opts_.init_from.empty() || resuming, "fine-tuning needs a model to start from: pass --init-from MODEL");
   std::unique_ptr<Tokenizer> tokenizer;
   nlohmann::json resumed_state;
-  if (resuming) {
+  if (resuming && !lora) {
     LoadedModel loaded = load_model(resume_dir);
     tokenizer = std::move(loaded.tokenizer);
     model_ = std::move(loaded.model);
     resumed_state = load_trainer_state(resume_dir);
   } else if (!opts_.init_from.empty()) {
+    // (A LoRA run resumes from its base model, then its saved adapter, below.)
+    if (resuming) resumed_state = load_trainer_state(resume_dir);
     // Fine-tuning: shape, weights and tokenizer all come from the imported model.
-    OpenedModel imported = open_model(opts_.init_from, {.dequantize = true, .convert_to = std::nullopt});
+    OpenedModel imported = open_model(opts_.init_from, {.dequantize = true, .convert_to = std::nullopt, .panels = false, .adapter = {}});
     tokenizer = std::move(imported.tokenizer);
     model_ = imported.fp32;
     const ModelConfig& ic = model_->config();
@@ -190,12 +220,35 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     opts_.position_encoding = to_string(ic.position_encoding);
     opts_.tie_weights = ic.tie_word_embeddings;
     opts_.tokenizer = opts_.init_from;
+    if (opts_.block_size == 0) opts_.block_size = ic.block_size;  // fine-tuning's default: the model's context
     GPT_CHECK(opts_.block_size <= ic.block_size, "--block-size " + std::to_string(opts_.block_size) +
                                                      " exceeds the context of " + opts_.init_from + " (" +
                                                      std::to_string(ic.block_size) + ")");
   }
-  data_ = load_training_data(opts_, std::move(tokenizer), threads_);
-  other_data_ = resuming && resumed_state.value("data_fnv1a", uint64_t(0)) != data_.fingerprint;
+  if (model_ && opts_.block_size == 0) opts_.block_size = model_->config().block_size;
+  if (sft) {
+    // The chat template's markers become special tokens; the model grows rows for them.
+    chat_template_ = ChatTemplate::named(opts_.chat_template);
+    base_vocab_ = resumed_state.is_object() ? resumed_state.value("base_vocab_size", model_->config().vocab_size)
+                                            : model_->config().vocab_size;
+    tokenizer = tokenizer->with_special_tokens(chat_template_->markers());
+    if (tokenizer->vocab_size() > model_->config().vocab_size) {
+      model_ = std::make_shared<GPT>(with_vocabulary(*model_, tokenizer->vocab_size()));
+    }
+    std::error_code ec;
+    GPT_CHECK(fs::exists(opts_.data, ec), "file not found: " + opts_.data);
+    const std::vector<Conversation> chats = read_chat_jsonl(opts_.data);
+    auto chat_data = std::make_unique<ChatDataset>(chats, *chat_template_, *tokenizer, opts_.val_fraction,
+                                                   opts_.block_size, opts_.batch_size, opts_.seed);
+    chat_stats_ = chat_data->stats();
+    data_.fingerprint = fnv1a(read_text_file(opts_.data));
+    data_.dataset = std::move(chat_data);
+    data_.tokenizer = std::move(tokenizer);
+  } else {
+    data_ = load_training_data(opts_, std::move(tokenizer), threads_);
+  }
+  other_data_ = resuming && resumed_state.is_object() &&
+                resumed_state.value("data_fnv1a", uint64_t(0)) != data_.fingerprint;
   if (!model_) {
     ModelConfig mc;
     mc.vocab_size = data_.tokenizer->vocab_size();
@@ -209,7 +262,27 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     model_->init_weights(opts_.seed);
   }
   GPT_CHECK(model_->config().block_size >= opts_.block_size, "--block-size exceeds the model's context");
-  model_->allocate_gradients();
+  if (lora) {
+    LoraConfig lc;
+    lc.rank = opts_.lora_rank;
+    lc.alpha = static_cast<float>(opts_.lora_alpha);
+    lc.dropout = static_cast<float>(opts_.lora_dropout);
+    lc.targets = LoraConfig::parse_targets(opts_.lora_targets);
+    if (model_->config().vocab_size > base_vocab_) lc.trainable_tokens_begin = base_vocab_;
+    auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
+    adapter->init(opts_.seed, *model_);
+    if (resuming) {
+      ModelConfig base = model_->config();
+      base.vocab_size = base_vocab_;
+      const LoadedAdapter saved = load_adapter(resolve_checkpoint_dir(resume_dir), base);
+      GPT_CHECK(saved.adapter->total() == adapter->total(), "the saved adapter does not match the run's LoRA options");
+      adapter->params = saved.adapter->params;
+      adapter->apply_token_rows(*model_);
+    }
+    model_->attach_lora(std::move(adapter));
+  } else {
+    model_->allocate_gradients();
+  }
 
   // Data parallel: every rank holds the whole model; with ZeRO-1 each rank's
   // AdamW keeps the moments of its slice of the parameter buffer only.
@@ -219,9 +292,11 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   so.grad_clip = static_cast<float>(opts_.grad_clip);
   so.zero = opts_.zero == 1;
   so.overlap = opts_.overlap_comm;
-  optimizer_ = std::make_unique<OptimizerStep>(model_->layout(), comm_, so);
+  optimizer_ = std::make_unique<OptimizerStep>(*model_, comm_, so);
   if (resuming) {
-    const OptimizerState saved = load_optimizer_state(resume_dir, model_->layout());
+    const OptimizerState saved =
+        lora ? load_optimizer_state(resume_dir, model_->lora()->tensors(), model_->lora()->total())
+             : load_optimizer_state(resume_dir, model_->layout());
     optimizer_->adamw().load(saved.m.data(), saved.v.data(), saved.steps);
     start_step_ = resumed_state["step"].get<int64_t>();
   }
@@ -255,13 +330,18 @@ LogEntry Trainer::step() {
   model.zero_grad();
   float loss = 0.0f;
   const float scale = 1.0f / static_cast<float>(opts_.grad_accum);
+  int64_t tokens = 0;
   for (int64_t micro = 0; micro < opts_.grad_accum; ++micro) {
-    data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x_.data(), y_.data(), comm_.rank() * B_rank_ + micro * B_);
+    const int64_t first_row = comm_.rank() * B_rank_ + micro * B_;
+    const int64_t T = data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x_.data(), y_.data(), first_row);
+    tokens += B_ * T;
+    // LoRA dropout's mask: a function of the step and the rows, as the batch is.
+    model.set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(it) * 1000003u + static_cast<uint64_t>(first_row))));
     // On the last micro-batch each block's gradients are final as soon as its
     // backward is done: with overlap their all-reduce starts then.
     const GPT::GradientsReady ready =
         micro + 1 == opts_.grad_accum ? optimizer_->gradients_ready(model) : GPT::GradientsReady();
-    loss += scale * model.forward_backward(x_.data(), y_.data(), B_, T_, scale, ready);
+    loss += scale * model.forward_backward(x_.data(), y_.data(), B_, T, scale, ready);
   }
   const auto t_comm = std::chrono::steady_clock::now();
   if (comm_.distributed()) {
@@ -282,7 +362,8 @@ LogEntry Trainer::step() {
     comm_seconds_ += std::chrono::duration<double>(t_end - t_comm).count();
   }
   const double dt = std::chrono::duration<double>(t_end - t0).count();
-  entry.tokens_per_sec = static_cast<double>(opts_.batch_size * T_) / dt;
+  entry.tokens_per_sec = static_cast<double>(tokens * comm_.size()) / dt;
+  tokens_run_ += tokens * comm_.size();
   step_ = it + 1;
   return entry;
 }
@@ -291,19 +372,35 @@ float Trainer::evaluate() {
   const ComputeScope scope(compute_);
   // Ranks split the validation batches and add up their losses. Batches of the
   // single-process micro-batch size, so the measure does not depend on the number of ranks.
-  double val_sum = total_loss_on_batches(*model_, *data_.dataset, opts_.seed, opts_.eval_iters,
-                                         opts_.batch_size / opts_.grad_accum, T_, comm_.rank(), comm_.size());
+  const int64_t B = opts_.batch_size / opts_.grad_accum;
+  // Fine-tuning's held-out chats are evaluated whole, once each.
+  const int64_t whole = data_.dataset->val_batches(B);
+  const int64_t iters = whole > 0 ? whole : opts_.eval_iters;
+  double val_sum = total_loss_on_batches(*model_, *data_.dataset, opts_.seed, iters, B, T_, comm_.rank(), comm_.size());
   comm_.allreduce_sum(&val_sum, 1);
-  return static_cast<float>(val_sum / static_cast<double>(opts_.eval_iters));
+  return static_cast<float>(val_sum / static_cast<double>(iters));
 }
 
 void Trainer::save_checkpoint() {
   const OptimizerStep::Moments moments = optimizer_->full_moments();
   if (comm_.is_root()) {
-    const nlohmann::json state = {{"step", step_}, {"options", opts_.to_json()}, {"data_fnv1a", data_.fingerprint},
-                                  {"tokens_seen", step_ * opts_.batch_size * T_}, {"ranks", comm_.size()}};
-    gpt::save_checkpoint(opts_.out, {model_.get(), data_.tokenizer.get(), moments.m, moments.v,
-                                     optimizer_->adamw().steps_taken(), &state});
+    nlohmann::json state = {{"step", step_}, {"options", opts_.to_json()}, {"data_fnv1a", data_.fingerprint},
+                            {"tokens_seen", step_ * opts_.batch_size * T_}, {"ranks", comm_.size()}};
+    if (opts_.task == "sft") state["base_vocab_size"] = base_vocab_;
+    CheckpointContents c;
+    c.model = model_.get();
+    c.tokenizer = data_.tokenizer.get();
+    c.adam_m = moments.m;
+    c.adam_v = moments.v;
+    c.adam_steps = optimizer_->adamw().steps_taken();
+    c.trainer_state = &state;
+    if (chat_template_) c.chat_template = &*chat_template_;
+    if (model_->lora() != nullptr) {
+      c.adapter = model_->lora();
+      c.adapter_base = opts_.init_from;
+      c.adapter_base_vocab = base_vocab_;
+    }
+    gpt::save_checkpoint(opts_.out, c);
   }
   comm_.barrier();
 }
@@ -316,6 +413,7 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   obs.on_start(*this);
   const auto t_start = std::chrono::steady_clock::now();
   const double compute0 = compute_seconds_, comm0 = comm_seconds_;
+  const int64_t tokens0 = tokens_run_;
   while (step_ < opts_.max_iters) {
     LogEntry entry = step();
     if (step_ % opts_.eval_interval == 0 || step_ == opts_.max_iters) {
@@ -335,9 +433,7 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   result.compute_seconds = compute_seconds_ - compute0;
   result.comm_seconds = comm_seconds_ - comm0;
-  const int64_t steps_run = result.steps - start_step_;
-  result.tokens_per_sec =
-      result.seconds > 0 ? static_cast<double>(steps_run * opts_.batch_size * T_) / result.seconds : 0;
+  result.tokens_per_sec = result.seconds > 0 ? static_cast<double>(tokens_run_ - tokens0) / result.seconds : 0;
   obs.on_finish(*this, result);
   return result;
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/distributed/communicator.h"
+#include "gpt/finetune/chat_data.h"
 #include "gpt/model/gpt.h"
 #include "gpt/kernels/compute_context.h"
 #include "gpt/tokenizer/tokenizer.h"
@@ -64,6 +65,15 @@ struct TrainOptions {
   bool overlap_comm = false;
   std::string dtype = "fp32";  // matrix products: fp32, or bf16 (float32 weights, optimizer, reductions)
   bool quiet = false;
+  // Supervised fine-tuning (gpt sft): data is chats (JSON lines), the template's
+  // markers are added to the tokenizer, and only the replies are learned.
+  std::string task = "pretrain";  // pretrain | sft
+  std::string chat_template = "chatml";
+  // LoRA (lora_rank > 0): the base model is frozen and adapters train instead.
+  int lora_rank = 0;
+  double lora_alpha = 16;
+  double lora_dropout = 0;
+  std::string lora_targets = "c_attn,attn.c_proj,c_fc,mlp.c_proj";
 
   void validate() const;
   nlohmann::json to_json() const;
@@ -86,7 +96,7 @@ struct TrainResult {
 // is given), or a token shard mapped as it is.
 struct TrainingData {
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<Dataset> dataset;
+  std::unique_ptr<BatchSource> dataset;
   uint64_t fingerprint = 0;  // of the data, kept in the checkpoint to warn on a resume with other data
 };
 // `tokenizer` null: made from opts.tokenizer (char, byte or a file).
@@ -127,7 +137,10 @@ class Trainer {
   const GPT& model() const { return *model_; }
   GPT& model() { return *model_; }
   const Tokenizer& tokenizer() const { return *data_.tokenizer; }
-  const Dataset& dataset() const { return *data_.dataset; }
+  const BatchSource& dataset() const { return *data_.dataset; }
+  // Fine-tuning: the chats read (null for pretraining).
+  const ChatDataStats* chat_stats() const { return chat_stats_ ? &*chat_stats_ : nullptr; }
+  const std::optional<ChatTemplate>& chat_template() const { return chat_template_; }
   const Communicator& comm() const { return comm_; }
   int threads() const { return threads_; }
   // Rank 0's training log (empty path on other ranks).
@@ -150,6 +163,10 @@ class Trainer {
   double compute_seconds_ = 0, comm_seconds_ = 0;  // under MPI: forward/backward, and what follows it
   int64_t B_ = 0, B_rank_ = 0, T_ = 0;  // micro-batch rows, this rank's rows of a step, context
   std::vector<int32_t> x_, y_;
+  std::optional<ChatTemplate> chat_template_;
+  std::optional<ChatDataStats> chat_stats_;
+  int base_vocab_ = 0;
+  int64_t tokens_run_ = 0;  // tokens of every step so far (rows are as long as their batch's longest chat)  // the base model's vocabulary before fine-tuning added tokens
 };
 
 // Trainer(opts, resume_dir).run(observer).

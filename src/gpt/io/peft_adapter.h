@@ -1,0 +1,48 @@
+// LoRA adapters on disk in PEFT's layout, so the Hugging Face ecosystem reads
+// what gpt.cpp trains (PeftModel.from_pretrained) and gpt.cpp reads PEFT's:
+//   adapter_config.json        PEFT's LoraConfig (r, lora_alpha, lora_dropout,
+//                              target_modules, fan_in_fan_out: GPT-2's Conv1D,
+//                              trainable_token_indices for added special tokens)
+//                              plus gpt_base_vocab_size
+//   adapter_model.safetensors  base_model.model.transformer.h.N.<module>.lora_A.weight (r, in),
+//                              ...lora_B.weight (out, r), and
+//                              base_model.model.transformer.wte.token_adapter.trainable_tokens_delta
+// A fine-tuning run also keeps the tokenizer (with the added tokens) and
+// tokenizer_config.json (the chat template) in the directory.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpt/model/gpt.h"
+#include "gpt/model/lora.h"
+#include "gpt/tokenizer/tokenizer.h"
+
+namespace gpt {
+
+inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
+inline constexpr const char* kAdapterWeightsFile = "adapter_model.safetensors";
+
+bool is_adapter_dir(const std::filesystem::path& dir);
+
+// adapter_config.json and adapter_model.safetensors into `dir` (each atomically).
+void write_adapter_files(const std::filesystem::path& dir, const LoraAdapters& adapter, const std::string& base_model,
+                         int base_vocab_size);
+
+struct LoadedAdapter {
+  std::shared_ptr<LoraAdapters> adapter;
+  std::unique_ptr<Tokenizer> tokenizer;  // the directory's own, if it has one
+  std::string base_model;                // base_model_name_or_path
+  int base_vocab_size = 0;
+};
+
+// Reads an adapter made for a base model of shape `base`; gpt::Error (one line)
+// if the directory is not an adapter, or was made for another shape or vocabulary.
+LoadedAdapter load_adapter(const std::filesystem::path& dir, const ModelConfig& base);
+
+// The base model with the adapter merged in (its vocabulary grown first where the
+// adapter added tokens): an ordinary model that no longer needs the adapter.
+std::shared_ptr<GPT> merge_adapter(const GPT& base, const LoadedAdapter& adapter);
+
+}  // namespace gpt
