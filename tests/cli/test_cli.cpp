@@ -574,7 +574,7 @@ TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
     EXPECT_LE(line.size(), 100u) << "too long for a terminal: " << line;
     ++listed;
   }
-  EXPECT_EQ(listed, 10) << r.out;
+  EXPECT_EQ(listed, 11) << r.out;
 }
 
 // gpt sft: full and LoRA fine-tuning from the command line, the adapter used by
@@ -665,6 +665,17 @@ TEST_F(Sft, LoraAdapterRunsUnmergedAndMergedAlike) {
   expect_one_line_error(run_gpt("generate --model " + (dir / "other").string() + " --adapter " + adapter.string() + gen),
                         "another base model");
   expect_one_line_error(run_gpt("generate --model " + base() + " --adapter " + base() + gen), "not a LoRA adapter");
+  // The same shape but other weights (another seed): still another base model.
+  r = run_gpt("train --data " + data() + " --out " + (dir / "twin").string() + " --tokenizer byte " + tiny() +
+              " --block-size 64 --max-iters 4 --seed 99");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_one_line_error(run_gpt("generate --model " + (dir / "twin").string() + " --adapter " + adapter.string() + gen),
+                        "its weights differ");
+  // A LoRA run never writes its adapter over the base it trains on.
+  expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + chats() + " --out " + base() +
+                                " --lora-rank 4 --max-iters 1 --quiet"),
+                        "would replace the base model");
+  EXPECT_TRUE(fs::exists(dir / "base" / "model.safetensors"));
 }
 
 TEST_F(Sft, BadFineTuningInputGetsOneLine) {

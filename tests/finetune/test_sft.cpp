@@ -203,5 +203,37 @@ TEST_P(SftResume, ContinuesBitIdentically) {
 INSTANTIATE_TEST_SUITE_P(FullAndLora, SftResume, ::testing::Values(0, 4),
                          [](const auto& info) { return info.param == 0 ? std::string("Full") : std::string("Lora"); });
 
+// A model whose vocabulary is padded past its tokenizer's (nanoGPT pads GPT-2's
+// 50257 to 50304): the markers take padding rows, which start at the mean row
+// and, under LoRA, train as the adapter's tokens.
+TEST(Sft, MarkersInPaddingRowsStartAtTheMeanAndTrainUnderLora) {
+  testing::TempDir dir;
+  ModelConfig c = testing::model_config(300, 32, 2, 2, 16);  // 256 byte tokens + 44 padding rows
+  GPT padded(c);
+  padded.init_weights(3);
+  const auto tok = make_byte_tokenizer();
+  CheckpointContents cc;
+  cc.model = &padded;
+  cc.tokenizer = tok.get();
+  save_checkpoint(dir / "base", cc);
+  write_file_atomic(dir / "chats.jsonl", arithmetic_chats(40, 5));
+  TrainOptions o = sft_options(dir, "adapter", 4);
+  o.max_iters = 3;
+  Trainer t(o);
+  EXPECT_EQ(t.model().config().vocab_size, 300);  // no growth: the padding rows hold the markers
+  EXPECT_EQ(t.tokenizer().special_token_id("<|im_start|>"), 256);
+  ASSERT_NE(t.model().lora(), nullptr);
+  EXPECT_EQ(t.model().lora()->config().trainable_tokens_begin, 256);
+  double mean0 = 0;
+  for (int r = 0; r < 256; ++r) mean0 += padded.weights().wte[r * 16];
+  EXPECT_NEAR(t.model().weights().wte[256 * 16], mean0 / 256, 1e-5);
+  t.run();
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file(dir / "adapter" / kAdapterConfigFile));
+  EXPECT_EQ(cfg["trainable_token_indices"][0], 256);
+  // The adapter loads onto its base again.
+  const LoadedAdapter a = load_adapter(dir / "adapter", c, &padded);
+  EXPECT_EQ(a.adapter->config().trainable_tokens_begin, 256);
+}
+
 }  // namespace
 }  // namespace gpt

@@ -48,7 +48,11 @@ Command add_chat_command(CLI::App& parent) {
     const ComputeScope scope(compute);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
     std::optional<ChatTemplate> tmpl = m.chat_template;
-    if (!o->chat_template.empty()) tmpl = ChatTemplate::named(o->chat_template);
+    if (!o->chat_template.empty()) {
+      tmpl = ChatTemplate::named(o->chat_template);
+    } else {
+      GPT_CHECK(m.chat_template_problem.empty(), m.chat_template_problem);
+    }
     GPT_CHECK(o->system.empty() || tmpl.has_value(),
               "--system needs a model with a chat template (gpt sft makes one; or pass --chat-template)");
     if (auto bad = find_invalid_utf8(o->system)) throw Error("--system is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
@@ -73,21 +77,29 @@ Command add_chat_command(CLI::App& parent) {
         generate(session, *m.tokenizer, m.tokenizer->encode(line + "\n"), gen, print);
         return;
       }
-      conversation.push_back({"user", line});
       gen.stop.push_back(tmpl->end_of_turn());
-      std::vector<int32_t> ids = tmpl->encode(conversation, *m.tokenizer);
-      // Forget the oldest turns (never the system message) until the prompt leaves room to answer.
+      // The conversation with this message; the oldest exchanges (a user message and
+      // its reply, never the system message) give way until the prompt leaves room to answer.
+      std::vector<ChatMessage> turns = conversation;
+      turns.push_back({"user", line});
+      const size_t first = !turns.empty() && turns[0].role == "system" ? 1 : 0;
       const int64_t room = std::min<int64_t>(gen.max_new_tokens, context / 2);
-      const size_t first = !conversation.empty() && conversation[0].role == "system" ? 1 : 0;
-      while (static_cast<int64_t>(ids.size()) + room > context && conversation.size() > first + 1) {
-        conversation.erase(conversation.begin() + static_cast<std::ptrdiff_t>(first));
-        ids = tmpl->encode(conversation, *m.tokenizer);
+      std::vector<int32_t> ids = tmpl->encode(turns, *m.tokenizer);
+      while (static_cast<int64_t>(ids.size()) + room > context && turns.size() > first + 1) {
+        const size_t drop = turns.size() > first + 2 && turns[first + 1].role == "assistant" ? 2 : 1;
+        turns.erase(turns.begin() + static_cast<std::ptrdiff_t>(first),
+                    turns.begin() + static_cast<std::ptrdiff_t>(first + drop));
+        ids = tmpl->encode(turns, *m.tokenizer);
       }
       GPT_CHECK(static_cast<int64_t>(ids.size()) < context,
-                "the message is too long for the model's context of " + std::to_string(context) + " tokens");
+                std::string(first == 1 ? "the system message and this message are" : "this message is") +
+                    " too long for the model's context of " + std::to_string(context) + " tokens");
+      // The reply stops where the context ends (no sliding window mid-answer).
+      gen.max_new_tokens = std::min<int64_t>(gen.max_new_tokens, context - static_cast<int64_t>(ids.size()));
       session.reset();
       const GenerateResult r = generate(session, *m.tokenizer, ids, gen, print);
-      conversation.push_back({"assistant", r.text});
+      turns.push_back({"assistant", r.text});
+      conversation = std::move(turns);
     };
 
     if (!o->message.empty()) {

@@ -37,8 +37,8 @@ Command add_sft_command(CLI::App& parent) {
                   "The model to fine-tune (checkpoint, Hugging Face GPT-2 dir or GGUF file)");
   std::string names;
   for (const auto& n : ChatTemplate::names()) names += (names.empty() ? "" : ", ") + n;
-  app->add_option("--chat-template", o->chat_template, "How conversations are written: " + names)
-      ->capture_default_str();
+  app->add_option("--chat-template", o->chat_template,
+                  "How conversations are written: " + names + " (default: the model's own, else chatml)");
   app->add_option("--lora-rank", o->lora_rank, "LoRA: train rank-R adapters, the model frozen (0: full fine-tuning)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--lora-alpha", o->lora_alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();

@@ -191,12 +191,19 @@ int run_training(CLI::App* app, const TrainOptions& o, const std::string& resume
     for (auto it = given.begin(); it != given.end(); ++it) {
       const CLI::Option* flag = app->get_option_no_throw("--" + it.key());
       if (flag == nullptr || flag->count() == 0) continue;
+      // What shapes the model, the adapter, or (fine-tuning) which chats are held out.
       for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
                                     "tie-weights", "tokenizer", "chat-template", "lora-rank", "lora-targets",
-                                    "init-from"}) {
+                                    "lora-alpha", "init-from"}) {
         GPT_CHECK(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
               "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
                   merged.value(it.key(), nlohmann::json()).dump());
+      }
+      if (o.task == "sft") {
+        for (const char* split_key : {"seed", "val-fraction", "data"}) {
+          GPT_CHECK(it.key() != split_key || merged.value(it.key(), nlohmann::json()) == it.value(),
+                    "--" + it.key() + " cannot change when resuming fine-tuning (it decides which chats are held out)");
+        }
       }
       merged[it.key()] = it.value();
     }

@@ -14,6 +14,19 @@
 
 namespace gpt {
 
+int add_chat_tokens(std::shared_ptr<GPT>& model, std::unique_ptr<Tokenizer>& tokenizer, const ChatTemplate& chat_template) {
+  const int before = tokenizer->vocab_size();
+  GPT_CHECK(before <= model->config().vocab_size, "the tokenizer has more tokens than the model has rows");
+  tokenizer = tokenizer->with_special_tokens(chat_template.markers());
+  const int after = tokenizer->vocab_size();
+  if (after == before) return -1;
+  if (after > model->config().vocab_size) {
+    model = std::make_shared<GPT>(with_vocabulary(*model, after));
+  }
+  reset_token_rows(*model, before, after);
+  return before;
+}
+
 Conversation conversation_from_json(const nlohmann::json& j) {
   const nlohmann::json* list = &j;
   if (j.is_object()) {

@@ -8,9 +8,11 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "gpt/model/gpt.h"
 #include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/tokenizer.h"
 #include "gpt/training/dataset.h"
@@ -18,6 +20,12 @@
 namespace gpt {
 
 using Conversation = std::vector<ChatMessage>;
+
+// The template's markers as special tokens of the tokenizer, with model rows for
+// them started at the mean of the tokenizer's own rows: new rows when the model
+// has no room, its padding rows otherwise. Returns the first new id, or -1 when
+// the tokenizer had every marker already.
+int add_chat_tokens(std::shared_ptr<GPT>& model, std::unique_ptr<Tokenizer>& tokenizer, const ChatTemplate& chat_template);
 
 // gpt::Error naming the line for malformed JSON, a missing or empty "messages",
 // an unknown role, a content that is not a string, or invalid UTF-8.

@@ -127,7 +127,7 @@ void write_staged_checkpoint(const fs::path& staged, const fs::path& dir, const 
   if (c.trainer_state && c.trainer_state->contains("step"))
     meta["step"] = std::to_string((*c.trainer_state)["step"].get<int64_t>());
   if (c.adapter != nullptr) {
-    write_adapter_files(staged, *c.adapter, c.adapter_base, c.adapter_base_vocab);
+    write_adapter_files(staged, *c.adapter, c.adapter_base, c.adapter_base_vocab, c.adapter_base_model);
   } else {
     write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
     std::vector<TensorToWrite> tensors;

@@ -39,6 +39,7 @@ struct CheckpointContents {
   const LoraAdapters* adapter = nullptr;
   std::string adapter_base{};   // base_model_name_or_path
   int adapter_base_vocab = 0;   // the base model's vocabulary before added tokens
+  const GPT* adapter_base_model = nullptr;  // sampled, so the adapter recognises its base
 };
 
 // The directory to read a checkpoint from (dir, or dir.old after an interrupted save).

@@ -169,7 +169,13 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   g.set("gpt2.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_head)));
   g.set("gpt2.attention.layer_norm_epsilon", GgufValue::f32(c.layer_norm_epsilon));
   add_tokenizer(g, tokenizer, V);
-  if (chat_template != nullptr) g.set("tokenizer.chat_template", GgufValue::string(chat_template->jinja_source()));
+  if (chat_template != nullptr) {
+    g.set("tokenizer.chat_template", GgufValue::string(chat_template->jinja_source()));
+    // llama.cpp ends a chat reply at the end-of-turn token.
+    if (auto eot = tokenizer.special_token_id(chat_template->end_of_turn())) {
+      g.set("tokenizer.ggml.eot_token_id", GgufValue::u32(static_cast<uint32_t>(*eot)));
+    }
+  }
 
   auto vec = [&](const std::string& n, const float* x, int64_t len) {
     g.add_tensor(n, {len}, GgmlType::kF32, encode_rows(GgmlType::kF32, x, 1, len));

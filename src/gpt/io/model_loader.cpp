@@ -35,7 +35,7 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
     m.fp32 = std::move(l.model);
     m.tokenizer = std::move(l.tokenizer);
   }
-  if (m.fp32) m.type = GgmlType::kF32;
+  const GgmlType base_type = m.type;  // before an adapter's merge makes the weights f32
   // A template gpt.cpp cannot read does not stop the model from loading (generate
   // needs none); the commands that chat report it.
   auto read_template = [&](const std::filesystem::path& dir) {
@@ -48,12 +48,27 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
   if (std::filesystem::is_directory(path, ec)) read_template(path);
   if (!options.adapter.empty()) {
     GPT_CHECK(std::filesystem::is_directory(options.adapter, ec), "adapter not found: " + options.adapter.string());
-    LoadedAdapter a = load_adapter(options.adapter, m.fp32->config());
+    LoadedAdapter a = load_adapter(options.adapter, m.fp32->config(), m.fp32.get());
+    GPT_CHECK(a.tokenizer || a.adapter->config().trainable_tokens_begin < 0,
+              "the adapter in " + options.adapter.string() + " adds tokens but has no tokenizer that knows them");
     m.fp32 = merge_adapter(*m.fp32, a);
     if (a.tokenizer) m.tokenizer = std::move(a.tokenizer);
-    GPT_CHECK(m.tokenizer->vocab_size() <= m.fp32->config().vocab_size,
-              "the adapter adds tokens but has no tokenizer that knows them");
-    read_template(options.adapter);
+    // The adapter's template (the one it was trained with) replaces the base's, and so does its verdict.
+    if (std::filesystem::exists(options.adapter / "tokenizer_config.json", ec)) {
+      m.chat_template.reset();
+      m.chat_template_problem.clear();
+      read_template(options.adapter);
+    }
+    // A compact base stays compact: the merged weights go back to its type unless --quantize says otherwise.
+    if (!options.dequantize && !options.convert_to && base_type != GgmlType::kF32) {
+      m.quantized = QuantizedModel::quantize(*m.fp32, QuantRecipe(base_type));
+      m.fp32.reset();
+    }
+  }
+  if (m.fp32) {
+    m.type = GgmlType::kF32;
+  } else if (!options.adapter.empty()) {
+    m.type = base_type;
   }
   if (options.convert_to && options.convert_to->base() != GgmlType::kF32 && !options.dequantize) {
     m.quantized = QuantizedModel::quantize(*m.fp32, *options.convert_to);

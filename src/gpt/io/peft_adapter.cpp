@@ -9,13 +9,28 @@
 namespace gpt {
 namespace fs = std::filesystem;
 
+namespace {
+// 64 weights of the base from two block matrices (not the embedding, which
+// fine-tuning may grow): what tells one base model from another.
+std::vector<float> base_sample(const GPT& base) {
+  std::vector<float> out;
+  const ModelConfig& c = base.config();
+  for (const std::string& name : {std::string("h.0.attn.c_attn.weight"),
+                                  "h." + std::to_string(c.n_layer - 1) + ".mlp.c_proj.weight"}) {
+    const TensorInfo* t = base.layout().find(name);
+    for (size_t i = 0; i < 32; ++i) out.push_back(base.params[t->offset + (i * 7919 + 13) % t->numel]);
+  }
+  return out;
+}
+}  // namespace
+
 bool is_adapter_dir(const fs::path& dir) {
   std::error_code ec;
   return fs::is_regular_file(dir / kAdapterConfigFile, ec);
 }
 
 void write_adapter_files(const fs::path& dir, const LoraAdapters& adapter, const std::string& base_model,
-                         int base_vocab_size) {
+                         int base_vocab_size, const GPT* base) {
   const LoraConfig& c = adapter.config();
   nlohmann::ordered_json targets = nlohmann::ordered_json::array();
   for (int t = 0; t < kLoraTargetCount; ++t)
@@ -41,13 +56,14 @@ void write_adapter_files(const fs::path& dir, const LoraAdapters& adapter, const
     j["trainable_token_indices"] = ids;
   }
   j["gpt_base_vocab_size"] = base_vocab_size;
+  if (base != nullptr) j["gpt_base_sample"] = base_sample(*base);
   write_file_atomic(dir / kAdapterConfigFile, j.dump(2) + "\n");
   std::vector<TensorToWrite> tensors;
   for (const TensorInfo& t : adapter.tensors()) tensors.push_back({t.name, t.shape, adapter.params.data() + t.offset});
   write_safetensors(dir / kAdapterWeightsFile, tensors, {{"format", "pt"}});
 }
 
-LoadedAdapter load_adapter(const fs::path& dir, const ModelConfig& base) {
+LoadedAdapter load_adapter(const fs::path& dir, const ModelConfig& base, const GPT* base_model) {
   const fs::path file = dir / kAdapterConfigFile;
   GPT_CHECK(is_adapter_dir(dir), dir.string() + " is not a LoRA adapter (no " + kAdapterConfigFile + ")");
   nlohmann::json j;
@@ -67,10 +83,15 @@ LoadedAdapter load_adapter(const fs::path& dir, const ModelConfig& base) {
     c.dropout = j.value("lora_dropout", 0.0f);
     GPT_CHECK(!j.value("use_rslora", false), file.string() + ": rsLoRA scaling is not supported");
     GPT_CHECK(j.value("bias", std::string("none")) == "none", file.string() + ": adapters with trained biases are not supported");
+    for (const char* key : {"alpha_pattern", "rank_pattern", "layers_to_transform", "modules_to_save"}) {
+      const auto it = j.find(key);
+      GPT_CHECK(it == j.end() || it->is_null() || it->empty(),
+                file.string() + ": \"" + key + "\" is not supported (adapters with one rank and alpha for every target)");
+    }
     const nlohmann::json& tm = j.at("target_modules");
     std::string csv;
     if (tm.is_string()) {
-      csv = tm.get<std::string>();
+      csv = tm.get<std::string>() == "all-linear" ? "all" : tm.get<std::string>();
     } else {
       for (const auto& t : tm) {
         std::string name = t.get<std::string>();
@@ -98,9 +119,28 @@ LoadedAdapter load_adapter(const fs::path& dir, const ModelConfig& base) {
   GPT_CHECK(out.base_vocab_size == base.vocab_size,
             "the adapter in " + dir.string() + " was made for a base model with a vocabulary of " +
                 std::to_string(out.base_vocab_size) + " tokens, this one has " + std::to_string(base.vocab_size));
-  GPT_CHECK(c.trainable_tokens_begin < 0 || c.trainable_tokens_begin == base.vocab_size,
+  GPT_CHECK(c.trainable_tokens_begin < 0 || c.trainable_tokens_begin <= base.vocab_size,
             "the adapter's trainable tokens start at id " + std::to_string(c.trainable_tokens_begin) +
-                ", not after the base vocabulary of " + std::to_string(base.vocab_size));
+                ", past the base vocabulary of " + std::to_string(base.vocab_size));
+  shape.vocab_size = std::max(shape.vocab_size, base.vocab_size);
+  if (base_model != nullptr && j.contains("gpt_base_sample")) {
+    std::vector<float> saved;
+    try {
+      saved = j["gpt_base_sample"].get<std::vector<float>>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(file.string() + ": gpt_base_sample: " + e.what());
+    }
+    const std::vector<float> now = base_sample(*base_model);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < now.size() && i < saved.size(); ++i) {
+      diff += (now[i] - saved[i]) * static_cast<double>(now[i] - saved[i]);
+      norm += saved[i] * static_cast<double>(saved[i]);
+    }
+    // A conversion moves weights by a few percent (Q4_0: about 10%); another model by about sqrt(2).
+    GPT_CHECK(saved.size() == now.size() && diff <= 0.0625 * norm,
+              "the adapter in " + dir.string() + " was made for another base model: its weights differ (trained on " +
+                  j.value("base_model_name_or_path", std::string("?")) + ")");
+  }
   shape.validate();
   out.adapter = std::make_shared<LoraAdapters>(shape, c);
   const SafetensorsFile st = SafetensorsFile::load(dir / kAdapterWeightsFile);
@@ -122,9 +162,9 @@ LoadedAdapter load_adapter(const fs::path& dir, const ModelConfig& base) {
   }
   if (!find_tokenizer(dir).empty()) out.tokenizer = load_tokenizer(dir);
   if (out.tokenizer) {
-    GPT_CHECK(out.tokenizer->vocab_size() == shape.vocab_size,
-              "the adapter's tokenizer has " + std::to_string(out.tokenizer->vocab_size()) + " tokens, its weights " +
-                  std::to_string(shape.vocab_size));
+    GPT_CHECK(out.tokenizer->vocab_size() <= shape.vocab_size,
+              "the adapter's tokenizer has " + std::to_string(out.tokenizer->vocab_size()) + " tokens, more than its " +
+                  "model's " + std::to_string(shape.vocab_size) + " rows");
   }
   return out;
 }

@@ -3,7 +3,8 @@
 //   adapter_config.json        PEFT's LoraConfig (r, lora_alpha, lora_dropout,
 //                              target_modules, fan_in_fan_out: GPT-2's Conv1D,
 //                              trainable_token_indices for added special tokens)
-//                              plus gpt_base_vocab_size
+//                              plus gpt_base_vocab_size and gpt_base_sample (64 weights of
+//                              the base, so another base model is recognised)
 //   adapter_model.safetensors  base_model.model.transformer.h.N.<module>.lora_A.weight (r, in),
 //                              ...lora_B.weight (out, r), and
 //                              base_model.model.transformer.wte.token_adapter.trainable_tokens_delta
@@ -28,7 +29,7 @@ bool is_adapter_dir(const std::filesystem::path& dir);
 
 // adapter_config.json and adapter_model.safetensors into `dir` (each atomically).
 void write_adapter_files(const std::filesystem::path& dir, const LoraAdapters& adapter, const std::string& base_model,
-                         int base_vocab_size);
+                         int base_vocab_size, const GPT* base = nullptr);
 
 struct LoadedAdapter {
   std::shared_ptr<LoraAdapters> adapter;
@@ -38,8 +39,10 @@ struct LoadedAdapter {
 };
 
 // Reads an adapter made for a base model of shape `base`; gpt::Error (one line)
-// if the directory is not an adapter, or was made for another shape or vocabulary.
-LoadedAdapter load_adapter(const std::filesystem::path& dir, const ModelConfig& base);
+// if the directory is not an adapter, or was made for another shape or
+// vocabulary, or (given the base's weights) for a base whose weights differ
+// beyond what a conversion (f16, Q8_0, Q4_0, ...) would change.
+LoadedAdapter load_adapter(const std::filesystem::path& dir, const ModelConfig& base, const GPT* base_model = nullptr);
 
 // The base model with the adapter merged in (its vocabulary grown first where the
 // adapter added tokens): an ordinary model that no longer needs the adapter.

@@ -63,11 +63,12 @@ float cross_entropy_forward(float* losses, float* lse, const float* logits,
 }
 
 GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
-                                    int64_t N, int64_t V, float dloss) {
+                                    int64_t N, int64_t V, float dloss_all, const float* row_dloss) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     float* row = logits + r * V;
     const float l = lse[r];
+    const float dloss = row_dloss != nullptr ? row_dloss[r] : dloss_all;
 #pragma omp simd
     for (int64_t i = 0; i < V; ++i) {
       const float z = row[i] - l;  // <= 0 up to rounding, since l >= max
@@ -89,7 +90,7 @@ namespace {
 // lm_head_cross_entropy for rows whose targets all count.
 float lm_head_rows(float* losses, float* lse, const float* x, const float* W, const int32_t* targets, int64_t N,
                    int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW, float dloss,
-                   int64_t chunk_rows, int64_t dW_first_row) {
+                   int64_t chunk_rows, int64_t dW_first_row, const float* row_dloss) {
   const int64_t rows = chunk_rows > 0 ? chunk_rows : lm_head_chunk_rows(N, V);
   if (scratch.logits.size() < static_cast<size_t>(rows * V)) scratch.logits.resize(static_cast<size_t>(rows * V));
   float* logits = scratch.logits.data();
@@ -110,7 +111,8 @@ float lm_head_rows(float* losses, float* lse, const float* x, const float* W, co
     }
     row_losses(losses + r0, lse + r0, logits, targets + r0, n, V);
     if (dx == nullptr) continue;
-    cross_entropy_backward_inplace(logits, lse + r0, targets + r0, n, V, dloss);
+    cross_entropy_backward_inplace(logits, lse + r0, targets + r0, n, V, dloss,
+                                   row_dloss != nullptr ? row_dloss + r0 : nullptr);
     if (w16 != nullptr) {
       gemm_bf16_with_b16(false, false, n, C, V, 1.0f, logits, V, w16, C, 0.0f, dx + r0 * C, C);
     } else {
@@ -127,7 +129,7 @@ float lm_head_rows(float* losses, float* lse, const float* x, const float* W, co
 
 float lm_head_cross_entropy(float* losses, float* lse, const float* x, const float* W, const int32_t* targets,
                             int64_t N, int64_t C, int64_t V, LmHeadScratch& scratch, float* dx, float* dW,
-                            float dloss, int64_t chunk_rows, int64_t dW_first_row) {
+                            float dloss, int64_t chunk_rows, int64_t dW_first_row, const float* row_dloss) {
   GPT_CHECK(dW_first_row >= 0 && dW_first_row < V, "lm_head_cross_entropy: dW_first_row out of range");
   const int64_t counted = check_targets(targets, N, V, true);
   if (counted < N) {
@@ -140,10 +142,15 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
       if (targets[r] != kIgnoreTarget) rows_kept.push_back(r);
     scratch.x_kept.resize(static_cast<size_t>(counted * C));
     scratch.targets_kept.resize(static_cast<size_t>(counted));
-    scratch.losses_kept.resize(static_cast<size_t>(counted * 2));
+    scratch.losses_kept.resize(static_cast<size_t>(counted * (row_dloss != nullptr ? 3 : 2)));
     for (int64_t i = 0; i < counted; ++i) {
       std::copy_n(x + rows_kept[static_cast<size_t>(i)] * C, C, scratch.x_kept.data() + i * C);
       scratch.targets_kept[static_cast<size_t>(i)] = targets[rows_kept[static_cast<size_t>(i)]];
+    }
+    float* kept_dloss = nullptr;
+    if (row_dloss != nullptr) {
+      kept_dloss = scratch.losses_kept.data() + 2 * counted;
+      for (int64_t i = 0; i < counted; ++i) kept_dloss[i] = row_dloss[rows_kept[static_cast<size_t>(i)]];
     }
     std::vector<float>& dx_kept = scratch.dx_kept;
     if (dx != nullptr) dx_kept.resize(static_cast<size_t>(counted * C));
@@ -151,7 +158,7 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
     float* kept_lse = kept_losses + counted;
     const float mean = lm_head_rows(kept_losses, kept_lse, scratch.x_kept.data(), W, scratch.targets_kept.data(),
                                     counted, C, V, scratch, dx != nullptr ? dx_kept.data() : nullptr, dW, dloss,
-                                    chunk_rows, dW_first_row);
+                                    chunk_rows, dW_first_row, kept_dloss);
     std::fill(losses, losses + N, 0.0f);
     std::fill(lse, lse + N, 0.0f);
     if (dx != nullptr) std::fill(dx, dx + N * C, 0.0f);
@@ -163,7 +170,8 @@ float lm_head_cross_entropy(float* losses, float* lse, const float* x, const flo
     }
     return mean;
   }
-  return lm_head_rows(losses, lse, x, W, targets, N, C, V, scratch, dx, dW, dloss, chunk_rows, dW_first_row);
+  return lm_head_rows(losses, lse, x, W, targets, N, C, V, scratch, dx, dW, dloss, chunk_rows, dW_first_row,
+                      row_dloss);
 }
 
 }  // namespace gpt

@@ -174,6 +174,66 @@ float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64
   return loss;
 }
 
+void GPT::forward_logprobs(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float* logprobs,
+                           bool training) {
+  training_pass_ = training;
+  forward_to_final_norm(tokens, B, T);
+  training_pass_ = false;
+  const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
+  Activations& a = acts_;
+  targets_.clear();
+  if (targets == nullptr) {
+    std::fill(logprobs, logprobs + BT, 0.0f);
+    return;
+  }
+  targets_.assign(targets, targets + BT);
+  bool any = false;
+  for (int64_t i = 0; i < BT && !any; ++i) any = targets[i] != kIgnoreTarget;
+  if (any) {
+    lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, targets, BT, C, V, a.head);
+  } else {
+    std::fill(a.losses.begin(), a.losses.begin() + BT, 0.0f);
+  }
+  for (int64_t i = 0; i < BT; ++i) logprobs[i] = targets[i] == kIgnoreTarget ? 0.0f : -a.losses[static_cast<size_t>(i)];
+}
+
+void GPT::backward_logprobs(const float* dlogprobs, const float* dhidden, const GradientsReady& ready) {
+  GPT_CHECK(B_ > 0, "backward_logprobs needs forward_logprobs first");
+  const int64_t BT = B_ * T_, V = config_.vocab_size, C = config_.n_embd;
+  Activations& a = acts_;
+  // The LM head again, only for the rows whose log-probability matters: d(-loss_r) = dlogprobs[r].
+  weighted_targets_.assign(static_cast<size_t>(BT), kIgnoreTarget);
+  row_dloss_.assign(static_cast<size_t>(BT), 0.0f);
+  bool any = false;
+  if (!targets_.empty() && dlogprobs != nullptr) {
+    for (int64_t i = 0; i < BT; ++i) {
+      if (targets_[static_cast<size_t>(i)] == kIgnoreTarget || dlogprobs[i] == 0.0f) continue;
+      weighted_targets_[static_cast<size_t>(i)] = targets_[static_cast<size_t>(i)];
+      row_dloss_[static_cast<size_t>(i)] = -dlogprobs[i];
+      any = true;
+    }
+  }
+  if (any) {
+    float* dhead = nullptr;
+    int64_t dhead_first_row = 0;
+    if (!lora_) {
+      dhead = gradients().lm_head;
+    } else if (lora_->config().trainable_tokens_begin >= 0) {
+      dhead = lora_token_grads();
+      dhead_first_row = lora_->config().trainable_tokens_begin;
+    }
+    lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, weighted_targets_.data(), BT,
+                          C, V, a.head, a.d_ln.data(), dhead, 0.0f, 0, dhead_first_row, row_dloss_.data());
+  } else {
+    std::fill(a.d_ln.begin(), a.d_ln.begin() + BT * C, 0.0f);
+  }
+  if (dhidden != nullptr) {
+    float* d = a.d_ln.data();
+    for (int64_t i = 0; i < BT * C; ++i) d[i] += dhidden[i];
+  }
+  backward_from_final_norm(ready);
+}
+
 void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   // Hot path: build error messages only when something is wrong.
   if (B <= 0 || T <= 0) throw Error("forward needs a non-empty batch");
@@ -254,7 +314,7 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   const bool frozen = lora_ != nullptr;
   const ModelWeights& g = frozen ? frozen_views_ : gradients();
   LoraAdapters* lora = lora_.get();
-  const uint64_t seed = dropout_seed_;
+  const DropoutKey seed = dropout_key();
 
   const float* dlnf = a.d_ln.data();
   float* dres = a.d_residual.data();
@@ -353,19 +413,25 @@ GPT with_vocabulary(const GPT& model, int vocab_size) {
   for (const TensorInfo& t : out.layout().tensors()) {
     const TensorInfo* src = model.layout().find(t.name);
     GPT_CHECK(src != nullptr, "tensor " + t.name + " missing from the model");
-    const float* from = model.params.data() + src->offset;
-    float* to = out.params.data() + t.offset;
-    std::copy(from, from + src->numel, to);
-    if (src->numel == t.numel) continue;
-    // A (V, C) table: the new rows are the mean of the old ones.
-    const int64_t C = t.shape[1], V0 = src->shape[0];
-    std::vector<double> mean(static_cast<size_t>(C), 0.0);
-    for (int64_t r = 0; r < V0; ++r)
-      for (int64_t i = 0; i < C; ++i) mean[static_cast<size_t>(i)] += from[r * C + i];
-    for (int64_t r = V0; r < t.shape[0]; ++r)
-      for (int64_t i = 0; i < C; ++i) to[r * C + i] = static_cast<float>(mean[static_cast<size_t>(i)] / static_cast<double>(V0));
+    std::copy_n(model.params.data() + src->offset, src->numel, out.params.data() + t.offset);
   }
+  reset_token_rows(out, old.vocab_size, vocab_size);
   return out;
+}
+
+void reset_token_rows(GPT& model, int begin, int end) {
+  const ModelConfig& c = model.config();
+  GPT_CHECK(begin > 0 && begin <= end && end <= c.vocab_size, "token rows out of range");
+  const int64_t C = c.n_embd;
+  const ModelWeights& w = model.mutable_weights();
+  for (float* table : {w.wte, c.tie_word_embeddings ? nullptr : w.lm_head}) {
+    if (table == nullptr) continue;
+    std::vector<double> mean(static_cast<size_t>(C), 0.0);
+    for (int64_t r = 0; r < begin; ++r)
+      for (int64_t i = 0; i < C; ++i) mean[static_cast<size_t>(i)] += table[r * C + i];
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t i = 0; i < C; ++i) table[r * C + i] = static_cast<float>(mean[static_cast<size_t>(i)] / begin);
+  }
 }
 
 }  // namespace gpt

@@ -84,15 +84,37 @@ class GPT {
                          float loss_scale = 1.0f, const GradientsReady& ready = GradientsReady());
   void zero_grad();
 
+  // For objectives other than the mean cross-entropy (a reward model, DPO, RL):
+  // a training forward pass that keeps what the backward needs and writes each
+  // row's log-probability of its target into logprobs (B*T; 0 where the target is
+  // kIgnoreTarget; targets may be null: hidden states only), then a backward pass
+  // from d(objective)/d(logprobs) per row and, optionally, a gradient on the
+  // final hidden states (B,T,C) from a head that reads them (a reward or value
+  // head). Gradients accumulate as forward_backward's do.
+  // training = false: no dropout (a reference model's log-probabilities); the
+  // activations are kept either way.
+  void forward_logprobs(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float* logprobs,
+                        bool training = true);
+  // (B,T,C) final-LayerNorm outputs of the last forward pass: what a head reads.
+  const float* final_hidden() const { return acts_.lnf.data(); }
+  void backward_logprobs(const float* dlogprobs, const float* dhidden = nullptr,
+                         const GradientsReady& ready = GradientsReady());
+
   // LoRA: adapters beside the blocks' products (lora.h). While attached, the base
   // weights are frozen: forward_backward gives them no gradient (the gradient
   // buffer is never allocated) and the gradients go to the adapter's `grads`.
   // forward() runs them without dropout; null detaches.
   void attach_lora(std::shared_ptr<LoraAdapters> lora);
-  LoraAdapters* lora() const { return lora_.get(); }
-  // Chooses the LoRA dropout mask of the next forward_backward (the trainer sets
-  // it from the step, so a resumed run draws the same masks).
-  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
+  LoraAdapters* lora() { return lora_.get(); }
+  const LoraAdapters* lora() const { return lora_.get(); }
+  // Chooses the LoRA dropout mask of the next forward_backward: a seed (the
+  // trainer's, per step, so a resumed run draws the same masks) and the global
+  // row of this pass's first sequence (so the masks do not depend on how a batch
+  // is split into micro-batches or ranks).
+  void set_dropout_seed(uint64_t seed, int64_t first_row = 0) {
+    dropout_seed_ = seed;
+    dropout_first_row_ = first_row;
+  }
 
   const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward without targets
   // (NH,T,T) softmax weights of batch row 0 in `layer` of the last forward,
@@ -120,8 +142,9 @@ class GPT {
   float* lora_token_grads();  // the adapter's trainable-token rows' gradient
   // A block product's LoRA update, if an adapter is attached (training: kept for the backward).
   void lora_forward(int layer, LoraTarget t, const float* x, int64_t N, float* y) {
-    if (lora_) lora_->forward(layer, t, x, N, y, training_pass_, dropout_seed_);
+    if (lora_) lora_->forward(layer, t, x, N, y, training_pass_, dropout_key());
   }
+  DropoutKey dropout_key() const { return {dropout_seed_, dropout_first_row_, T_, config_.block_size}; }
   // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B,T).
   void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
   // From d(lnf) in acts_.d_ln down to the embeddings.
@@ -132,10 +155,14 @@ class GPT {
   std::vector<float> sinusoid_table_;  // (block_size, C), sinusoidal encoding only
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
+  std::vector<int32_t> targets_;       // (B,T) of the last forward_logprobs (none: empty)
+  std::vector<int32_t> weighted_targets_;  // the targets whose dlogprobs are not 0
+  std::vector<float> row_dloss_;
   int64_t B_ = 0, T_ = 0;
   std::vector<float> attention_view_;  // attention_weights() output
   std::shared_ptr<LoraAdapters> lora_;
   uint64_t dropout_seed_ = 0;
+  int64_t dropout_first_row_ = 0;
   bool training_pass_ = false;
   ModelWeights frozen_views_{};  // all null: what a frozen base's backward writes to
   mutable ConstModelWeights weight_views_{};
@@ -147,5 +174,9 @@ class GPT {
 // start as the mean of the old rows, so the new tokens begin as an average
 // token rather than noise. Everything else is copied as it is.
 GPT with_vocabulary(const GPT& model, int vocab_size);
+// Rows [begin, end) of the token embedding (and of an untied head) set to the
+// mean of rows [0, begin): new tokens placed in rows a model already has (a
+// vocabulary padded past its tokenizer's, as nanoGPT pads GPT-2's to 50304).
+void reset_token_rows(GPT& model, int begin, int end);
 
 }  // namespace gpt

@@ -156,23 +156,32 @@ namespace {
 inline bool keep(uint64_t seed, uint64_t index, uint32_t threshold) {
   return static_cast<uint32_t>(mix64(seed ^ mix64(index)) >> 32) >= threshold;
 }
+// The mask's index of element i of an (N, in) buffer of `key`'s rows: global row, position, feature.
+inline uint64_t mask_index(const DropoutKey& key, int64_t i, int64_t in) {
+  const int64_t n = i / in, k = i % in;
+  const int64_t row = key.first_row + n / key.T, pos = n % key.T;
+  return static_cast<uint64_t>((row * key.row_stride + pos) * in + k);
+}
+inline uint64_t target_seed(const DropoutKey& key, int layer, LoraTarget t) {
+  return mix64(key.seed ^ (static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(t)));
+}
 }  // namespace
 
-const float* LoraAdapters::dropped_input(const float* x, int64_t N, int64_t in, uint64_t seed, int layer,
+const float* LoraAdapters::dropped_input(const float* x, int64_t N, int64_t in, const DropoutKey& key, int layer,
                                          LoraTarget t) {
   if (config_.dropout <= 0.0f) return x;
   if (scratch_x_.size() < static_cast<size_t>(N * in)) scratch_x_.resize(static_cast<size_t>(N * in));
   const auto threshold = static_cast<uint32_t>(static_cast<double>(config_.dropout) * 4294967296.0);
   const float kept_scale = 1.0f / (1.0f - config_.dropout);
-  const uint64_t s = mix64(seed ^ (static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(t)));
+  const uint64_t s = target_seed(key, layer, t);
   float* out = scratch_x_.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N * in; ++i) out[i] = keep(s, static_cast<uint64_t>(i), threshold) ? x[i] * kept_scale : 0.0f;
+  for (int64_t i = 0; i < N * in; ++i) out[i] = keep(s, mask_index(key, i, in), threshold) ? x[i] * kept_scale : 0.0f;
   return out;
 }
 
 void LoraAdapters::forward(int layer, LoraTarget t, const float* x, int64_t N, float* y, bool training,
-                           uint64_t dropout_seed) {
+                           const DropoutKey& key) {
   const Slot& s = slot(layer, t);
   if (!s.used) return;
   const int64_t r = config_.rank;
@@ -187,14 +196,14 @@ void LoraAdapters::forward(int layer, LoraTarget t, const float* x, int64_t N, f
     if (scratch_h_.size() < static_cast<size_t>(N * r)) scratch_h_.resize(static_cast<size_t>(N * r));
     h = scratch_h_.data();
   }
-  const float* xd = training ? dropped_input(x, N, s.in, dropout_seed, layer, t) : x;
+  const float* xd = training ? dropped_input(x, N, s.in, key, layer, t) : x;
   // h (N, r) = xd (N, in) @ A^T;  y (N, out) += scale * h @ B^T
   gemm(false, true, N, r, s.in, 1.0f, xd, s.in, params.data() + s.a, s.in, 0.0f, h, r);
   gemm(false, true, N, s.out, r, config_.scale(), h, r, params.data() + s.b, r, 1.0f, y, s.out);
 }
 
 void LoraAdapters::backward(int layer, LoraTarget t, const float* x, const float* dy, int64_t N, float* dx,
-                            uint64_t dropout_seed) {
+                            const DropoutKey& key) {
   const Slot& s = slot(layer, t);
   if (!s.used) return;
   GPT_CHECK(N <= hidden_rows_, "LoRA backward without its training forward");
@@ -209,7 +218,7 @@ void LoraAdapters::backward(int layer, LoraTarget t, const float* x, const float
   gemm(true, false, s.out, r, N, scale, dy, s.out, h, r, 1.0f, grads.data() + s.b, r);
   gemm(false, false, N, r, s.out, scale, dy, s.out, params.data() + s.b, r, 0.0f, dh, r);
   // dA (r, in) += dh^T @ dropout(x)
-  const float* xd = dropped_input(x, N, s.in, dropout_seed, layer, t);
+  const float* xd = dropped_input(x, N, s.in, key, layer, t);
   gemm(true, false, r, s.in, N, 1.0f, dh, r, xd, s.in, 1.0f, grads.data() + s.a, s.in);
   if (dx == nullptr) return;
   if (config_.dropout <= 0.0f) {
@@ -222,10 +231,10 @@ void LoraAdapters::backward(int layer, LoraTarget t, const float* x, const float
   gemm(false, false, N, s.in, r, 1.0f, dh, r, params.data() + s.a, s.in, 0.0f, tmp, s.in);
   const auto threshold = static_cast<uint32_t>(static_cast<double>(config_.dropout) * 4294967296.0);
   const float kept_scale = 1.0f / (1.0f - config_.dropout);
-  const uint64_t sd = mix64(dropout_seed ^ (static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(t)));
+  const uint64_t sd = target_seed(key, layer, t);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N * s.in; ++i)
-    if (keep(sd, static_cast<uint64_t>(i), threshold)) dx[i] += tmp[i] * kept_scale;
+    if (keep(sd, mask_index(key, i, s.in), threshold)) dx[i] += tmp[i] * kept_scale;
 }
 
 void LoraAdapters::merge_into(GPT& model) const {

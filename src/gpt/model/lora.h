@@ -21,6 +21,17 @@ namespace gpt {
 
 class GPT;
 
+// What LoRA dropout's mask depends on: a seed (per step), and the position of each
+// row in the whole batch — global row and position — never its place in this
+// pass's buffer, so the same example gets the same mask however the batch is split
+// into micro-batches or ranks, and the backward pass remakes it without storing it.
+struct DropoutKey {
+  uint64_t seed = 0;
+  int64_t first_row = 0;   // global row of this pass's first sequence
+  int64_t T = 1;           // positions per sequence in this pass
+  int64_t row_stride = 1;  // positions per row in the index space (the context length)
+};
+
 // The adapted products of a GPT-2 block, by their PEFT target names.
 enum class LoraTarget { kAttnQkv = 0, kAttnProj = 1, kMlpFc = 2, kMlpProj = 3 };
 inline constexpr int kLoraTargetCount = 4;
@@ -65,11 +76,11 @@ class LoraAdapters {
   bool adapts(int layer, LoraTarget t) const;
   size_t token_delta_offset() const { return token_delta_; }
   // y (N, out) += scale * dropout(x) A^T B^T. Training keeps dropout(x) A^T for the backward.
-  // dropout_seed chooses the dropout mask (the same seed in the backward pass).
-  void forward(int layer, LoraTarget t, const float* x, int64_t N, float* y, bool training, uint64_t dropout_seed);
+  // `key` chooses the dropout mask (the same key in the backward pass).
+  void forward(int layer, LoraTarget t, const float* x, int64_t N, float* y, bool training, const DropoutKey& key);
   // Given dy (N, out): grads of A and B accumulate, dx (N, in) += the adapter's share.
   void backward(int layer, LoraTarget t, const float* x, const float* dy, int64_t N, float* dx,
-                uint64_t dropout_seed);
+                const DropoutKey& key);
   // W (in, out) += scale * A^T B^T for every adapted product, and the token rows:
   // the model no longer needs the adapter.
   void merge_into(GPT& model) const;
@@ -85,7 +96,7 @@ class LoraAdapters {
     return slots_[static_cast<size_t>(layer * kLoraTargetCount + static_cast<int>(t))];
   }
   // dropout(x) into scratch (N, in), or x itself without dropout.
-  const float* dropped_input(const float* x, int64_t N, int64_t in, uint64_t seed, int layer, LoraTarget t);
+  const float* dropped_input(const float* x, int64_t N, int64_t in, const DropoutKey& key, int layer, LoraTarget t);
 
   ModelConfig model_;
   LoraConfig config_;

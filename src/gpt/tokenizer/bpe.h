@@ -53,7 +53,10 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool allow_special, int threads = 1) const;
   const std::vector<SpecialToken>& special_tokens() const override { return special_; }
   std::unique_ptr<Tokenizer> with_special_tokens(const std::vector<std::string>& texts) const override;
-  std::string token_bytes(int32_t id) const override { return token_bytes_.at(static_cast<size_t>(id)); }
+  // Empty for an id past the vocabulary (a model's padding rows).
+  std::string token_bytes(int32_t id) const override {
+    return id >= 0 && static_cast<size_t>(id) < token_bytes_.size() ? token_bytes_[static_cast<size_t>(id)] : std::string();
+  }
   // Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder).
   nlohmann::json to_json() const override;
   const std::vector<std::pair<std::string, std::string>>& merges() const { return merges_; }

@@ -75,7 +75,10 @@ std::vector<ChatTemplate::Piece> ChatTemplate::pieces(const std::vector<ChatMess
       out.push_back({"<|start_header_id|>", true, false});
       out.push_back({m.role, false, false});
       out.push_back({"<|end_header_id|>", true, false});
-      out.push_back({"\n\n" + m.content, false, reply});  // one piece, as the rendered text tokenizes
+      // The header's blank line is its own piece, as in the generation prompt below, so
+      // training and chat see the same tokens after <|end_header_id|>.
+      out.push_back({"\n\n", false, false});
+      out.push_back({m.content, false, reply});
       out.push_back({"<|eot_id|>", true, reply});
     }
   }
@@ -150,8 +153,7 @@ std::string ChatTemplate::jinja_source() const {
 void ChatTemplate::save_to(const std::filesystem::path& model_dir) const {
   const nlohmann::ordered_json j = {{"chat_template", jinja_source()},
                                     {"gpt_chat_template", name_},
-                                    {"eos_token", end_of_turn_},
-                                    {"tokenizer_class", "PreTrainedTokenizerFast"}};
+                                    {"eos_token", end_of_turn_}};
   write_file_atomic(model_dir / "tokenizer_config.json", j.dump(2) + "\n");
 }
 

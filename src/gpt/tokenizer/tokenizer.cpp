@@ -121,9 +121,10 @@ class CharTokenizer final : public Tokenizer {
   }
 
   std::string token_bytes(int32_t id) const override {
-    if (static_cast<size_t>(id) >= chars_.size()) return special_.tokens().at(static_cast<size_t>(id) - chars_.size()).text;
+    if (id < 0 || id >= vocab_size()) return {};  // a model's padding rows past the vocabulary
+    if (static_cast<size_t>(id) >= chars_.size()) return special_.tokens()[static_cast<size_t>(id) - chars_.size()].text;
     std::string s;
-    append_utf8(s, chars_.at(static_cast<size_t>(id)));
+    append_utf8(s, chars_[static_cast<size_t>(id)]);
     return s;
   }
 
@@ -160,7 +161,8 @@ class ByteTokenizer final : public Tokenizer {
     return ids;
   }
   std::string token_bytes(int32_t id) const override {
-    if (id >= 256) return special_.tokens().at(static_cast<size_t>(id - 256)).text;
+    if (id < 0 || id >= vocab_size()) return {};  // a model's padding rows past the vocabulary
+    if (id >= 256) return special_.tokens()[static_cast<size_t>(id - 256)].text;
     return std::string(1, static_cast<char>(id));
   }
   nlohmann::json to_json() const override {

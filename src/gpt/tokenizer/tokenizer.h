@@ -39,7 +39,8 @@ class Tokenizer {
   // A whole corpus (training data), on up to `threads` threads where the
   // tokenizer can split the work; the same ids as encode().
   virtual std::vector<int32_t> encode_corpus(std::string_view text, int /*threads*/) const { return encode(text); }
-  // The bytes of one token (may be part of a UTF-8 character for byte tokenizers).
+  // The bytes of one token (may be part of a UTF-8 character for byte tokenizers);
+  // empty for an id past the vocabulary (a model's padding rows).
   virtual std::string token_bytes(int32_t id) const = 0;
   virtual nlohmann::json to_json() const = 0;
   virtual const std::vector<SpecialToken>& special_tokens() const = 0;

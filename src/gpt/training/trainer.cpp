@@ -11,6 +11,7 @@
 
 #include "gpt/distributed/communicator.h"
 #include "gpt/io/checkpoint.h"
+#include "gpt/kernels/cross_entropy.h"
 #include "gpt/io/model_loader.h"
 #include "gpt/io/peft_adapter.h"
 #include "gpt/io/token_shard.h"
@@ -65,7 +66,7 @@ void TrainOptions::validate() const {
   GPT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
   GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
-  if (task == "sft") ChatTemplate::named(chat_template);
+  if (task == "sft" && !chat_template.empty()) ChatTemplate::named(chat_template);
   GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
   if (lora_rank > 0) {
     GPT_CHECK(task == "sft", "LoRA is for fine-tuning (gpt sft)");
@@ -200,18 +201,28 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   const bool lora = opts_.lora_rank > 0;
   GPT_CHECK(!sft || !opts_.init_from.empty() || resuming, "fine-tuning needs a model to start from: pass --init-from MODEL");
   std::unique_ptr<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> declared_template;
   nlohmann::json resumed_state;
+  if (lora) {
+    // The adapter's directory must not replace the base model it is trained on.
+    const fs::path out = fs::weakly_canonical(opts_.out), base = fs::weakly_canonical(opts_.init_from);
+    const auto [b, o] = std::mismatch(base.begin(), base.end(), out.begin(), out.end());
+    GPT_CHECK(b != base.end(), "--out " + opts_.out + " would replace the base model " + opts_.init_from +
+                                   " with the adapter: choose another directory");
+  }
   if (resuming && !lora) {
     LoadedModel loaded = load_model(resume_dir);
     tokenizer = std::move(loaded.tokenizer);
     model_ = std::move(loaded.model);
     resumed_state = load_trainer_state(resume_dir);
+    declared_template = ChatTemplate::of_model(resolve_checkpoint_dir(resume_dir));
   } else if (!opts_.init_from.empty()) {
     // (A LoRA run resumes from its base model, then its saved adapter, below.)
     if (resuming) resumed_state = load_trainer_state(resume_dir);
     // Fine-tuning: shape, weights and tokenizer all come from the imported model.
     OpenedModel imported = open_model(opts_.init_from, {.dequantize = true, .convert_to = std::nullopt, .panels = false, .adapter = {}});
     tokenizer = std::move(imported.tokenizer);
+    declared_template = imported.chat_template;
     model_ = imported.fp32;
     const ModelConfig& ic = model_->config();
     opts_.n_layer = ic.n_layer;
@@ -226,15 +237,15 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
                                                      std::to_string(ic.block_size) + ")");
   }
   if (model_ && opts_.block_size == 0) opts_.block_size = model_->config().block_size;
+  int new_tokens_begin = -1;
   if (sft) {
-    // The chat template's markers become special tokens; the model grows rows for them.
+    // The template the model declares (an SFT model fine-tuned again), unless one
+    // is named; chatml for a model without one.
+    if (opts_.chat_template.empty()) opts_.chat_template = declared_template ? declared_template->name() : "chatml";
     chat_template_ = ChatTemplate::named(opts_.chat_template);
-    base_vocab_ = resumed_state.is_object() ? resumed_state.value("base_vocab_size", model_->config().vocab_size)
-                                            : model_->config().vocab_size;
-    tokenizer = tokenizer->with_special_tokens(chat_template_->markers());
-    if (tokenizer->vocab_size() > model_->config().vocab_size) {
-      model_ = std::make_shared<GPT>(with_vocabulary(*model_, tokenizer->vocab_size()));
-    }
+    // The chat template's markers become special tokens with rows of their own.
+    base_vocab_ = model_->config().vocab_size;
+    new_tokens_begin = add_chat_tokens(model_, tokenizer, *chat_template_);
     std::error_code ec;
     GPT_CHECK(fs::exists(opts_.data, ec), "file not found: " + opts_.data);
     const std::vector<Conversation> chats = read_chat_jsonl(opts_.data);
@@ -268,13 +279,13 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     lc.alpha = static_cast<float>(opts_.lora_alpha);
     lc.dropout = static_cast<float>(opts_.lora_dropout);
     lc.targets = LoraConfig::parse_targets(opts_.lora_targets);
-    if (model_->config().vocab_size > base_vocab_) lc.trainable_tokens_begin = base_vocab_;
+    lc.trainable_tokens_begin = new_tokens_begin;
     auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
     adapter->init(opts_.seed, *model_);
     if (resuming) {
       ModelConfig base = model_->config();
       base.vocab_size = base_vocab_;
-      const LoadedAdapter saved = load_adapter(resolve_checkpoint_dir(resume_dir), base);
+      const LoadedAdapter saved = load_adapter(resolve_checkpoint_dir(resume_dir), base, model_.get());
       GPT_CHECK(saved.adapter->total() == adapter->total(), "the saved adapter does not match the run's LoRA options");
       adapter->params = saved.adapter->params;
       adapter->apply_token_rows(*model_);
@@ -299,6 +310,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
              : load_optimizer_state(resume_dir, model_->layout());
     optimizer_->adamw().load(saved.m.data(), saved.v.data(), saved.steps);
     start_step_ = resumed_state["step"].get<int64_t>();
+    tokens_run_ = resumed_state.value("tokens_seen", start_step_ * opts_.batch_size * opts_.block_size);
   }
   step_ = start_step_;
   schedule_ = LrSchedule{static_cast<float>(opts_.lr), static_cast<float>(opts_.min_lr), opts_.warmup_iters,
@@ -317,8 +329,10 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   B_rank_ = opts_.batch_size / comm_.size();
   B_ = B_rank_ / opts_.grad_accum;
   T_ = opts_.block_size;
-  x_.resize(static_cast<size_t>(B_ * T_));
-  y_.resize(static_cast<size_t>(B_ * T_));
+  // Fine-tuning keeps every micro-batch of a step (their reply tokens are counted first).
+  const int64_t kept = opts_.task == "sft" ? opts_.grad_accum : 1;
+  x_.resize(static_cast<size_t>(kept * B_ * T_));
+  y_.resize(static_cast<size_t>(kept * B_ * T_));
 }
 
 LogEntry Trainer::step() {
@@ -329,19 +343,50 @@ LogEntry Trainer::step() {
   GPT& model = *model_;
   model.zero_grad();
   float loss = 0.0f;
-  const float scale = 1.0f / static_cast<float>(opts_.grad_accum);
   int64_t tokens = 0;
+  // Fine-tuning's batches first: its loss is the mean over every reply token of
+  // the step, on every rank (the count all-reduced), so micro-batches and ranks
+  // weigh by their tokens, and N ranks give what one rank with the whole batch gives.
+  const bool by_tokens = opts_.task == "sft";
+  std::vector<int64_t> lengths(static_cast<size_t>(opts_.grad_accum), T_);
+  double step_targets = 0;
+  if (by_tokens) {
+    for (int64_t micro = 0; micro < opts_.grad_accum; ++micro) {
+      int32_t* x = x_.data() + micro * B_ * T_;
+      int32_t* y = y_.data() + micro * B_ * T_;
+      lengths[static_cast<size_t>(micro)] =
+          data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x, y, comm_.rank() * B_rank_ + micro * B_);
+      for (int64_t i = 0; i < B_ * lengths[static_cast<size_t>(micro)]; ++i) step_targets += y[i] != kIgnoreTarget;
+    }
+    comm_.allreduce_sum(&step_targets, 1);
+  }
+  const float scale = 1.0f / static_cast<float>(opts_.grad_accum);
   for (int64_t micro = 0; micro < opts_.grad_accum; ++micro) {
     const int64_t first_row = comm_.rank() * B_rank_ + micro * B_;
-    const int64_t T = data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x_.data(), y_.data(), first_row);
+    int32_t* x = x_.data();
+    int32_t* y = y_.data();
+    int64_t T = T_;
+    float micro_scale = scale;
+    if (by_tokens) {
+      x += micro * B_ * T_;
+      y += micro * B_ * T_;
+      T = lengths[static_cast<size_t>(micro)];
+      double targets = 0;
+      for (int64_t i = 0; i < B_ * T; ++i) targets += y[i] != kIgnoreTarget;
+      // forward_backward takes the mean over this micro-batch's targets; this weighs it by
+      // its share of the step's (times the ranks, which the gradient average divides out).
+      micro_scale = static_cast<float>(targets * comm_.size() / step_targets);
+    } else {
+      data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x, y, first_row);
+    }
     tokens += B_ * T;
-    // LoRA dropout's mask: a function of the step and the rows, as the batch is.
-    model.set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(it) * 1000003u + static_cast<uint64_t>(first_row))));
+    // LoRA dropout's mask: a function of the step and each row's place in the step's batch, as the batch is.
+    model.set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(it) + 0x6a09e667f3bcc908ull)), first_row);
     // On the last micro-batch each block's gradients are final as soon as its
     // backward is done: with overlap their all-reduce starts then.
     const GPT::GradientsReady ready =
         micro + 1 == opts_.grad_accum ? optimizer_->gradients_ready(model) : GPT::GradientsReady();
-    loss += scale * model.forward_backward(x_.data(), y_.data(), B_, T, scale, ready);
+    loss += micro_scale * model.forward_backward(x, y, B_, T, micro_scale, ready);
   }
   const auto t_comm = std::chrono::steady_clock::now();
   if (comm_.distributed()) {
@@ -385,7 +430,7 @@ void Trainer::save_checkpoint() {
   const OptimizerStep::Moments moments = optimizer_->full_moments();
   if (comm_.is_root()) {
     nlohmann::json state = {{"step", step_}, {"options", opts_.to_json()}, {"data_fnv1a", data_.fingerprint},
-                            {"tokens_seen", step_ * opts_.batch_size * T_}, {"ranks", comm_.size()}};
+                            {"tokens_seen", tokens_run_}, {"ranks", comm_.size()}};
     if (opts_.task == "sft") state["base_vocab_size"] = base_vocab_;
     CheckpointContents c;
     c.model = model_.get();
@@ -399,6 +444,7 @@ void Trainer::save_checkpoint() {
       c.adapter = model_->lora();
       c.adapter_base = opts_.init_from;
       c.adapter_base_vocab = base_vocab_;
+      c.adapter_base_model = model_.get();
     }
     gpt::save_checkpoint(opts_.out, c);
   }

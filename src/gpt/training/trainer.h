@@ -68,7 +68,7 @@ struct TrainOptions {
   // Supervised fine-tuning (gpt sft): data is chats (JSON lines), the template's
   // markers are added to the tokenizer, and only the replies are learned.
   std::string task = "pretrain";  // pretrain | sft
-  std::string chat_template = "chatml";
+  std::string chat_template;  // sft: empty = the model's own, else chatml
   // LoRA (lora_rank > 0): the base model is frozen and adapters train instead.
   int lora_rank = 0;
   double lora_alpha = 16;
@@ -166,7 +166,7 @@ class Trainer {
   std::optional<ChatTemplate> chat_template_;
   std::optional<ChatDataStats> chat_stats_;
   int base_vocab_ = 0;
-  int64_t tokens_run_ = 0;  // tokens of every step so far (rows are as long as their batch's longest chat)  // the base model's vocabulary before fine-tuning added tokens
+  int64_t tokens_run_ = 0;  // tokens of every step so far (rows are as long as their batch's longest chat)
 };
 
 // Trainer(opts, resume_dir).run(observer).
