@@ -90,7 +90,7 @@ def sinusoid(T, C):
     return pe
 
 
-def forward(c, p, tokens, lora=None):
+def forward(c, p, tokens, lora=None, hidden=False):
     """lora: None, or dict(scale, A/B per "h.{l}.{module}" and "tokens_begin" + "token_rows")."""
     B, T = tokens.shape
     C, NH = c["n_embd"], c["n_head"]
@@ -125,6 +125,8 @@ def forward(c, p, tokens, lora=None):
         h = F.gelu(linear(h, l, "mlp.c_fc"), approximate="tanh")
         x = x + linear(h, l, "mlp.c_proj")
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps=1e-5)
+    if hidden:
+        return x
     head = wte if c["tie_word_embeddings"] else p["lm_head.weight"]
     return x @ head.T
 
@@ -306,12 +308,81 @@ def make_lora_fixture(name, c):
           f"LoRA loss {lora_loss.item():.6f}, losses {losses}")
 
 
+PREF_CONFIG = dict(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=16, position_encoding="learned",
+                   tie_word_embeddings=True, pairs=3, beta=0.3, seed=4)
+
+
+def make_preference_fixture(name, c):
+    """Preference losses on pairs of sequences (each with a response mask):
+    DPO — -log sigma(beta * ((lp(c) - ref(c)) - (lp(r) - ref(r)))), lp the summed
+    log-probability of the response tokens (inputs ids[:-1], targets ids[1:]),
+    the reference's values given — and Bradley-Terry on a reward head over the
+    last token's final hidden state. Means over pairs; gradients of every parameter
+    (and of the head).
+
+      param.<name>, pairs.ids (2P, L) int32 (-1 past a sequence), pairs.response (2P, L) int32,
+      ref (2P,) reference scores, dpo_loss, dpo_grad.<name>, dpo_z (P,),
+      head (C,), bt_loss, bt_grad.<name>, bt_grad_head, bt_rewards (2P,)
+    """
+    gen = torch.Generator().manual_seed(c["seed"])
+    p = init_params(c, gen)
+    for v in p.values():
+        v.data += 0.1 * torch.randn(v.shape, generator=gen)
+    V, C, P = c["vocab_size"], c["n_embd"], c["pairs"]
+    seqs, masks = [], []
+    for i in range(2 * P):
+        n = 5 + (i * 3) % 7  # lengths 5..11, within the context
+        prompt = 2 + i % 3
+        seqs.append(torch.randint(0, V, (n,), generator=gen))
+        masks.append(torch.tensor([0] * prompt + [1] * (n - prompt)))
+    L = max(len(s) for s in seqs)
+    ids = torch.full((2 * P, L), -1, dtype=torch.int32)
+    resp = torch.zeros((2 * P, L), dtype=torch.int32)
+    for i, (s, m) in enumerate(zip(seqs, masks)):
+        ids[i, :len(s)] = s.int()
+        resp[i, :len(s)] = m.int()
+    ref = torch.randn(2 * P, generator=gen) * 2 - 8
+    out = {f"param.{k}": v.detach().clone() for k, v in p.items()}
+    out["pairs.ids"], out["pairs.response"], out["ref"] = ids, resp, ref
+
+    def seq_logp(s, m):
+        logits = forward(c, p, s[None, :-1])[0]
+        lp = torch.log_softmax(logits, dim=-1).gather(1, s[1:, None])[:, 0]
+        return (lp * m[1:]).sum()
+
+    beta = c["beta"]
+    scores = [seq_logp(s, m) for s, m in zip(seqs, masks)]
+    z = torch.stack([beta * ((scores[2 * i] - ref[2 * i]) - (scores[2 * i + 1] - ref[2 * i + 1])) for i in range(P)])
+    loss = F.softplus(-z).mean()
+    loss.backward()
+    out["dpo_loss"], out["dpo_z"] = loss.detach().view(1), z.detach()
+    for k, v in p.items():
+        out[f"dpo_grad.{k}"] = v.grad.clone()
+        v.grad = None
+
+    head = (0.3 * torch.randn(C, generator=gen)).requires_grad_()
+    rewards = torch.stack([forward(c, p, s[None, :], hidden=True)[0, -1] @ head for s in seqs])
+    bt = F.softplus(-(rewards[0::2] - rewards[1::2])).mean()
+    bt.backward()
+    out["head"], out["bt_loss"], out["bt_rewards"] = head.detach().clone(), bt.detach().view(1), rewards.detach()
+    out["bt_grad_head"] = head.grad.clone()
+    for k, v in p.items():
+        out[f"bt_grad.{k}"] = v.grad.clone()
+    cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding", "tie_word_embeddings")}
+    cfg["n_positions"] = c["block_size"]
+    meta = {"config": json.dumps(cfg), "beta": repr(beta), "torch_version": torch.__version__}
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: DPO loss {loss.item():.6f}, Bradley-Terry loss {bt.item():.6f}")
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
     for name, c in CONFIGS.items():
         make_fixture(name, c)
     make_lora_fixture("tiny_lora_sft", LORA_CONFIG)
+    make_preference_fixture("tiny_preference", PREF_CONFIG)
     return 0
 
 

@@ -574,7 +574,7 @@ TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
     EXPECT_LE(line.size(), 100u) << "too long for a terminal: " << line;
     ++listed;
   }
-  EXPECT_EQ(listed, 11) << r.out;
+  EXPECT_EQ(listed, 13) << r.out;
 }
 
 // gpt sft: full and LoRA fine-tuning from the command line, the adapter used by
@@ -693,6 +693,56 @@ TEST_F(Sft, BadFineTuningInputGetsOneLine) {
   expect_one_line_error(run_gpt("sft --init-from " + base() + " --data " + chats() + common + " --chat-template vicuna"),
                         "unknown chat template");
   expect_one_line_error(run_gpt("sft --init-from " + base() + " --data /no/such.jsonl" + common), "not found");
+}
+
+// gpt reward (train, score) and gpt dpo on a fine-tuned chat model.
+TEST_F(Sft, RewardModelAndDpoRunEndToEnd) {
+  auto r = run_gpt(sft_args("chat"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string prefs;
+  for (int i = 0; i < 24; ++i) {
+    prefs += nlohmann::json{{"prompt", {{{"role", "user"}, {"content", "say " + std::to_string(i % 7)}}}},
+                            {"chosen", {{{"role", "assistant"}, {"content", std::to_string(i % 7)}}}},
+                            {"rejected", {{{"role", "assistant"}, {"content", std::to_string((i + 3) % 7)}}}}}.dump() + "\n";
+  }
+  write_file_atomic(dir / "prefs.jsonl", prefs);
+  const std::string chat = (dir / "chat").string(), data = " --data " + (dir / "prefs.jsonl").string();
+  r = run_gpt("reward train --init-from " + chat + data + " --out " + (dir / "rm").string() +
+              " --max-iters 4 --batch-size 4 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(summary.contains("val_accuracy"));
+  const auto config = nlohmann::json::parse(read_text_file(dir / "rm" / "config.json"));
+  EXPECT_EQ(config["architectures"][0], "GPT2ForSequenceClassification");
+  EXPECT_TRUE(fs::exists(dir / "rm" / "loss.svg"));
+  r = run_gpt("reward score --model " + (dir / "rm").string() + data + " --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto score = nlohmann::json::parse(r.out);
+  EXPECT_EQ(score["pairs"], 24);
+  EXPECT_GE(score["accuracy"].get<double>(), 0.0);
+  EXPECT_TRUE(score.contains("mean_margin"));
+  expect_one_line_error(run_gpt("reward score --model " + chat + data), "not a reward model");
+
+  r = run_gpt("dpo --policy " + chat + data + " --out " + (dir / "dpo").string() +
+              " --max-iters 3 --batch-size 4 --beta 0.2 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "dpo" / "model.safetensors"));
+  r = run_gpt("chat --model " + (dir / "dpo").string() + " --message 'say 1' --greedy --max-tokens 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt("dpo --policy " + chat + data + " --out " + (dir / "dpo-adapter").string() +
+              " --max-iters 3 --batch-size 4 --lora-rank 4 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "dpo-adapter" / "adapter_config.json"));
+  r = run_gpt("generate --model " + chat + " --adapter " + (dir / "dpo-adapter").string() + " --prompt say --max-tokens 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  write_file_atomic(dir / "same.jsonl", prefs + R"({"prompt": "q", "chosen": "a", "rejected": "a"})" + "\n");
+  expect_one_line_error(run_gpt("dpo --policy " + chat + " --data " + (dir / "same.jsonl").string() + " --out " +
+                                (dir / "x").string()),
+                        "same.jsonl:25: \"chosen\" and \"rejected\" are the same response");
+  expect_one_line_error(run_gpt("reward train --init-from " + chat + data + " --out " + (dir / "x").string() +
+                                " --batch-size 0"),
+                        "--batch-size must be positive");
 }
 
 }  // namespace

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   std::vector<gpt::cli::Command> commands = {
       gpt::cli::add_train_command(app),
       gpt::cli::add_sft_command(app),
+      gpt::cli::add_reward_command(app),
+      gpt::cli::add_dpo_command(app),
       gpt::cli::add_eval_command(app),
       gpt::cli::add_generate_command(app),
       gpt::cli::add_chat_command(app),

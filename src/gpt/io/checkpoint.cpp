@@ -129,10 +129,13 @@ void write_staged_checkpoint(const fs::path& staged, const fs::path& dir, const 
   if (c.adapter != nullptr) {
     write_adapter_files(staged, *c.adapter, c.adapter_base, c.adapter_base_vocab, c.adapter_base_model);
   } else {
-    write_file_atomic(staged / "config.json", model.config().to_json().dump(2) + "\n");
+    nlohmann::json config = model.config().to_json();
+    for (auto it = c.config_extra.begin(); it != c.config_extra.end(); ++it) config[it.key()] = it.value();
+    write_file_atomic(staged / "config.json", config.dump(2) + "\n");
     std::vector<TensorToWrite> tensors;
     for (const TensorInfo& t : model.layout().tensors())
       tensors.push_back({t.name, t.shape, model.params.data() + t.offset});
+    tensors.insert(tensors.end(), c.extra_tensors.begin(), c.extra_tensors.end());
     write_safetensors(staged / "model.safetensors", tensors, meta);
   }
   const std::vector<TensorInfo>& trained = c.adapter != nullptr ? c.adapter->tensors() : model.layout().tensors();

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gpt/io/safetensors.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/lora.h"
 #include "gpt/tokenizer/chat_template.h"
@@ -40,6 +41,10 @@ struct CheckpointContents {
   std::string adapter_base{};   // base_model_name_or_path
   int adapter_base_vocab = 0;   // the base model's vocabulary before added tokens
   const GPT* adapter_base_model = nullptr;  // sampled, so the adapter recognises its base
+  // Optional: more tensors for model.safetensors (a reward model's head), and keys
+  // that replace config.json's (its architecture).
+  std::vector<TensorToWrite> extra_tensors{};
+  nlohmann::json config_extra = nlohmann::json::object();
 };
 
 // The directory to read a checkpoint from (dir, or dir.old after an interrupted save).

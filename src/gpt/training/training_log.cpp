@@ -15,6 +15,7 @@ nlohmann::json LogEntry::to_json() const {
   j["lr"] = lr;
   j["grad_norm"] = grad_norm;
   j["tokens_per_sec"] = std::round(tokens_per_sec * 10) / 10;
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
   return j;
 }
 

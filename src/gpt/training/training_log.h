@@ -18,6 +18,7 @@ struct LogEntry {
   float lr = 0;
   float grad_norm = 0;
   double tokens_per_sec = 0;
+  nlohmann::json extra = nlohmann::json::object();  // what else a trainer logs (accuracy, margin, ...)
   nlohmann::json to_json() const;
 };
 

@@ -1,0 +1,141 @@
+// gpt reward (train a reward model on preference pairs; score pairs with one) and
+// gpt dpo (Direct Preference Optimization of a policy): finetune/preference_trainer.h.
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "gpt/cli/commands.h"
+#include "gpt/cli/loss_plot.h"
+#include "gpt/finetune/preference_trainer.h"
+#include "gpt/util/error.h"
+#include "gpt/util/progress.h"
+
+namespace gpt::cli {
+namespace {
+
+void add_preference_flags(CLI::App* app, PreferenceOptions& o) {
+  app->add_option("--data", o.data,
+                  "Preference pairs: JSON lines {\"prompt\", \"chosen\", \"rejected\"} (strings or message lists)")
+      ->required();
+  app->add_option("--out", o.out, "Output directory")->required();
+  app->add_option("--log", o.log, "JSON-lines log (default: OUT/train_log.jsonl)");
+  app->add_option("--chat-template", o.chat_template, "chatml or llama3 (default: the model's own; chatml for message lists)");
+  app->add_option("--block-size", o.block_size, "Context in tokens (0: the model's; longer pairs are cut)")->capture_default_str();
+  app->add_option("--batch-size", o.batch_size, "Pairs per optimizer step")->capture_default_str();
+  app->add_option("--max-iters", o.max_iters, "Optimizer steps")->capture_default_str();
+  app->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  app->add_option("--warmup-iters", o.warmup_iters, "Linear warmup steps")->capture_default_str();
+  app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
+  app->add_option("--grad-clip", o.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  app->add_option("--eval-interval", o.eval_interval, "Steps between held-out evaluations")->capture_default_str();
+  app->add_option("--val-fraction", o.val_fraction, "Share of the pairs held out")->capture_default_str();
+  app->add_option("--seed", o.seed, "Seed for the split, the order and the head")->capture_default_str();
+  app->add_option("--threads", o.threads, "Threads (0: all cores)")->capture_default_str();
+  app->add_option("--dtype", o.dtype, "Matrix products: fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+}
+
+int run_preference(const PreferenceOptions& o, bool quiet, const std::string& what) {
+  PreferenceTrainer t(o);
+  const bool root = t.comm().is_root();
+  if (root && !quiet) {
+    std::fprintf(stderr, "gpt: %lld preference pairs (%lld train, %lld held out)%s, %s\n",
+                 static_cast<long long>(t.train_pairs() + t.val_pairs()), static_cast<long long>(t.train_pairs()),
+                 static_cast<long long>(t.val_pairs()),
+                 t.dropped_pairs() > 0 ? (", " + std::to_string(t.dropped_pairs()) + " dropped (a response past the context)").c_str() : "",
+                 what.c_str());
+  }
+  ProgressLine progress(o.max_iters, 0, std::max<int64_t>(1, o.eval_interval));
+  std::optional<double> val_acc;
+  LogEntry last;
+  t.run([&](const LogEntry& e) {
+    last = e;
+    if (e.extra.contains("val_accuracy")) val_acc = e.extra["val_accuracy"].get<double>();
+    if (!root || quiet) return;
+    char fields[200];
+    std::snprintf(fields, sizeof fields, "loss %.4f | acc %.2f | margin %+.3f | val acc %s | lr %.2e", e.loss,
+                  e.extra["accuracy"].get<double>(), e.extra["margin"].get<double>(),
+                  val_acc ? std::to_string(*val_acc).substr(0, 4).c_str() : "-", e.lr);
+    progress.update(e.step, fields, e.val_loss.has_value());
+  });
+  if (!root) return 0;
+  if (!quiet) progress.finish();
+  const std::filesystem::path plot = std::filesystem::path(o.out) / "loss.svg";
+  draw_training_log(t.log_path().string(), plot.string(), what + ": " + o.data);
+  nlohmann::json summary = {{"steps", t.steps_done()}, {"loss", last.loss}, {"out", o.out}};
+  if (last.val_loss) summary["val_loss"] = *last.val_loss;
+  for (const char* k : {"val_accuracy", "val_margin"})
+    if (last.extra.contains(k)) summary[k] = last.extra[k];
+  std::printf("%s\n", summary.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command add_reward_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("reward", "Train a reward model on preference pairs, or score pairs with one");
+  app->require_subcommand(1);
+  app->footer("\nExamples:\n  gpt reward train --init-from out/chat --data prefs.jsonl --out out/rm\n"
+              "  gpt reward score --model out/rm --data heldout.jsonl");
+  auto o = std::make_shared<PreferenceOptions>();
+  o->mode = "reward";
+  o->lr = 1e-4;
+  o->min_lr = 1e-5;
+  auto quiet = std::make_shared<bool>(false);
+  CLI::App* train = app->add_subcommand("train", "Bradley-Terry loss on a scalar head over the last token's hidden state");
+  train->add_option("--init-from", o->init_from, "The model to start from (an SFT model, checkpoint, Hugging Face dir or GGUF)")
+      ->required();
+  add_preference_flags(train, *o);
+  train->add_flag("--quiet", *quiet, "No progress display");
+
+  struct Score {
+    std::string model, data;
+    int64_t batch = 8;
+    int threads = 0;
+  };
+  auto s = std::make_shared<Score>();
+  CLI::App* score = app->add_subcommand("score", "Pairwise accuracy and mean margin of a reward model on pairs (a JSON line)");
+  score->add_option("--model", s->model, "A reward model (gpt reward train's output)")->required();
+  score->add_option("--data", s->data, "Preference pairs (JSON lines)")->required();
+  score->add_option("--batch-size", s->batch, "Pairs per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  score->add_option("--threads", s->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+
+  auto run = [app, train, o, quiet, s]() -> int {
+    if (app->got_subcommand(train)) return run_preference(*o, *quiet, "reward model");
+    ComputeContext compute({MatmulPrecision::kFloat32, s->threads});
+    const ComputeScope scope(compute);
+    RewardModel rm = load_reward_model(s->model);
+    int64_t dropped = 0;
+    const PreferenceMetrics m = score_preferences(rm, read_preference_jsonl(s->data), s->batch, &dropped);
+    nlohmann::json out = {{"pairs", m.pairs}, {"accuracy", m.accuracy}, {"mean_margin", m.margin}, {"loss", m.loss}};
+    if (dropped > 0) out["dropped"] = dropped;
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+Command add_dpo_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("dpo", "Direct Preference Optimization: tune a policy on preference pairs");
+  app->footer("\nThe reference is the starting policy: its log-probabilities of every pair are computed once.\n"
+              "\nExamples:\n  gpt dpo --policy out/chat --data prefs.jsonl --out out/dpo --beta 0.1\n"
+              "  gpt dpo --policy out/chat --data prefs.jsonl --out out/dpo-adapter --lora-rank 8 --lr 1e-4");
+  auto o = std::make_shared<PreferenceOptions>();
+  o->mode = "dpo";
+  auto quiet = std::make_shared<bool>(false);
+  app->add_option("--policy", o->init_from, "The policy to tune (an SFT model, checkpoint, Hugging Face dir or GGUF)")
+      ->required();
+  add_preference_flags(app, *o);
+  app->add_option("--beta", o->beta, "How far from the reference the policy may move (DPO's temperature)")->capture_default_str();
+  app->add_option("--lora-rank", o->lora_rank, "LoRA: train rank-R adapters, the policy frozen (0: all weights)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--lora-alpha", o->lora_alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();
+  app->add_option("--lora-dropout", o->lora_dropout, "LoRA: dropout on the adapters' input")->capture_default_str();
+  app->add_option("--lora-targets", o->lora_targets, "LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj, all")->capture_default_str();
+  app->add_flag("--quiet", *quiet, "No progress display");
+  auto run = [o, quiet]() -> int { return run_preference(*o, *quiet, "DPO"); };
+  return {app, run};
+}
+
+}  // namespace gpt::cli
