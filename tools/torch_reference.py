@@ -376,6 +376,64 @@ def make_preference_fixture(name, c):
     print(f"{path}: DPO loss {loss.item():.6f}, Bradley-Terry loss {bt.item():.6f}")
 
 
+def make_ppo_fixture(name, seed=5, n=40):
+    """The PPO / GRPO objective on token values (no model): the clipped surrogate
+    -min(A r, A clip(r, 1-e, 1+e)), r = exp(new - old); the clipped value loss
+    0.5 max((V - R)^2, (V_old + clip(V - V_old, -ev, ev) - R)^2); the k3 KL
+    exp(ref - new) - (ref - new) - 1 — each a mean over tokens — with the gradients
+    by autograd; and GAE (gamma, lambda) over one answer's rewards and values.
+
+      ppo.*  (values, no KL): new, old, adv, v, v_old, ret -> loss, d_new, d_v, clip_fraction
+      grpo.* (KL, no values): new, old, adv, ref -> loss, d_new
+      gae.*  rewards, values -> advantages, returns
+    """
+    gen = torch.Generator().manual_seed(seed)
+    eps, ev, vf, kl_coef, gamma, lam = 0.2, 0.2, 0.1, 0.05, 0.97, 0.9
+    old = -torch.rand(n, generator=gen) * 4
+    new = (old + torch.randn(n, generator=gen) * 0.3).requires_grad_()  # ratios on both sides of the clip
+    adv = torch.randn(n, generator=gen)
+    v_old = torch.randn(n, generator=gen)
+    v = (v_old + torch.randn(n, generator=gen) * 0.3).requires_grad_()
+    ret = torch.randn(n, generator=gen)
+    ratio = torch.exp(new - old)
+    pg = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps, 1 + eps)).mean()
+    v_clip = v_old + torch.clamp(v - v_old, -ev, ev)
+    vl = 0.5 * torch.max((v - ret) ** 2, (v_clip - ret) ** 2).mean()
+    loss = pg + vf * vl
+    loss.backward()
+    clip_fraction = ((-adv * torch.clamp(ratio, 1 - eps, 1 + eps)) > (-adv * ratio)).double().mean()
+    out = {"ppo.new": new.detach().clone(), "ppo.old": old, "ppo.adv": adv, "ppo.v": v.detach().clone(),
+           "ppo.v_old": v_old, "ppo.ret": ret, "ppo.loss": loss.detach().view(1), "ppo.d_new": new.grad.clone(),
+           "ppo.d_v": v.grad.clone(), "ppo.clip_fraction": clip_fraction.view(1)}
+
+    new2 = (old + torch.randn(n, generator=gen) * 0.3).requires_grad_()
+    ref = old + torch.randn(n, generator=gen) * 0.2
+    ratio2 = torch.exp(new2 - old)
+    pg2 = torch.max(-adv * ratio2, -adv * torch.clamp(ratio2, 1 - eps, 1 + eps)).mean()
+    kl = (torch.exp(ref - new2) - (ref - new2) - 1).mean()
+    loss2 = pg2 + kl_coef * kl
+    loss2.backward()
+    out.update({"grpo.new": new2.detach().clone(), "grpo.ref": ref, "grpo.loss": loss2.detach().view(1),
+                "grpo.d_new": new2.grad.clone()})
+
+    rewards = torch.randn(12, generator=gen)
+    values = torch.randn(12, generator=gen)
+    advantages = torch.zeros(12)
+    last = 0.0
+    for t in reversed(range(12)):
+        next_value = values[t + 1] if t + 1 < 12 else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        advantages[t] = last
+    out.update({"gae.rewards": rewards, "gae.values": values, "gae.advantages": advantages,
+                "gae.returns": advantages + values})
+    meta = {"clip_range": repr(eps), "value_clip": repr(ev), "vf_coef": repr(vf), "kl_coef": repr(kl_coef),
+            "gamma": repr(gamma), "lam": repr(lam), "torch_version": torch.__version__}
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: PPO loss {loss.item():.6f} (clip fraction {clip_fraction.item():.2f}), GRPO loss {loss2.item():.6f}")
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -383,6 +441,7 @@ def main():
         make_fixture(name, c)
     make_lora_fixture("tiny_lora_sft", LORA_CONFIG)
     make_preference_fixture("tiny_preference", PREF_CONFIG)
+    make_ppo_fixture("ppo_objective")
     return 0
 
 

@@ -574,7 +574,7 @@ TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
     EXPECT_LE(line.size(), 100u) << "too long for a terminal: " << line;
     ++listed;
   }
-  EXPECT_EQ(listed, 13) << r.out;
+  EXPECT_EQ(listed, 14) << r.out;
 }
 
 // gpt sft: full and LoRA fine-tuning from the command line, the adapter used by
@@ -735,6 +735,43 @@ TEST_F(Sft, RewardModelAndDpoRunEndToEnd) {
   EXPECT_TRUE(fs::exists(dir / "dpo-adapter" / "adapter_config.json"));
   r = run_gpt("generate --model " + chat + " --adapter " + (dir / "dpo-adapter").string() + " --prompt say --max-tokens 4");
   EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // RLHF against the reward model: PPO and GRPO (LoRA too), a few iterations each.
+  std::string prompts;
+  for (int i = 0; i < 12; ++i) prompts += nlohmann::json{{"prompt", {{{"role", "user"}, {"content", "say " + std::to_string(i % 7)}}}}}.dump() + "\n";
+  write_file_atomic(dir / "prompts.jsonl", prompts);
+  const std::string rlhf = "rlhf --policy " + chat + " --reward " + (dir / "rm").string() + " --prompts " +
+                           (dir / "prompts.jsonl").string() + " --max-iters 2 --batch-size 4 --max-new-tokens 4 --quiet --threads 1";
+  r = run_gpt(rlhf + " --out " + (dir / "ppo").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto entry = nlohmann::json::parse(read_text_file(dir / "ppo" / "train_log.jsonl").substr(0, read_text_file(dir / "ppo" / "train_log.jsonl").find('\n')));
+  for (const char* k : {"reward", "kl", "entropy", "clip_fraction", "value_loss", "response_length"}) EXPECT_TRUE(entry.contains(k)) << k;
+  EXPECT_TRUE(nlohmann::json::parse(r.out).contains("val_reward"));
+  EXPECT_TRUE(fs::exists(dir / "ppo" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "ppo" / "reward.svg"));  // the RL curves, drawn
+  EXPECT_TRUE(fs::exists(dir / "ppo" / "kl.svg"));
+  r = run_gpt("plot " + (dir / "ppo" / "train_log.jsonl").string() + " --metric entropy --out " + (dir / "e.svg").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(read_text_file(dir / "e.svg").find("train entropy"), std::string::npos);
+  expect_one_line_error(run_gpt("plot " + (dir / "ppo" / "train_log.jsonl").string() + " --metric nosuch --out " +
+                                (dir / "n.svg").string()),
+                        "has no \"nosuch\" values");
+  r = run_gpt(rlhf + " --algo grpo --group 3 --out " + (dir / "grpo").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt(rlhf + " --lora-rank 4 --out " + (dir / "ppo-adapter").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "ppo-adapter" / "adapter_config.json"));
+  // A reward model of another vocabulary (trained from the base, which lacks the chat markers) is refused.
+  r = run_gpt("reward train --init-from " + base() + " --data " + (dir / "prefs.jsonl").string() + " --chat-template chatml --out " +
+              (dir / "rm-base").string() + " --max-iters 1 --batch-size 4 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  write_file_atomic(dir / "plain.jsonl", R"({"prompt": "q", "chosen": "a", "rejected": "b"})" "\n" R"({"prompt": "q", "chosen": "c", "rejected": "d"})" "\n");
+  r = run_gpt("reward train --init-from " + base() + " --data " + (dir / "plain.jsonl").string() + " --out " +
+              (dir / "rm-plain").string() + " --max-iters 1 --batch-size 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_one_line_error(run_gpt("rlhf --policy " + chat + " --reward " + (dir / "rm-plain").string() + " --prompts " +
+                                (dir / "prompts.jsonl").string() + " --out " + (dir / "x").string()),
+                        "reward model's vocabulary");
 
   write_file_atomic(dir / "same.jsonl", prefs + R"({"prompt": "q", "chosen": "a", "rejected": "a"})" + "\n");
   expect_one_line_error(run_gpt("dpo --policy " + chat + " --data " + (dir / "same.jsonl").string() + " --out " +

@@ -64,14 +64,19 @@ Command add_attention_command(CLI::App& parent) {
 }
 
 Command add_plot_command(CLI::App& parent) {
-  CLI::App* app = parent.add_subcommand("plot", "Draw a training log's loss curves (SVG)");
-  app->footer("\nExamples:\n  gpt plot out/mymodel/train_log.jsonl --out loss.svg");
+  CLI::App* app = parent.add_subcommand("plot", "Draw a training log's curves (SVG)");
+  app->footer("\nExamples:\n  gpt plot out/mymodel/train_log.jsonl --out loss.svg\n"
+              "  gpt plot out/ppo/train_log.jsonl --metric reward --out reward.svg");
   auto log = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
-  app->add_option("log", *log, "Training log (JSON lines, as written by gpt train)")->required();
+  auto metric = std::make_shared<std::string>("loss");
+  app->add_option("log", *log, "Training log (JSON lines, as written by gpt train, sft, reward, dpo, rlhf)")->required();
   app->add_option("--out", *out, "SVG file to write")->required();
-  auto run = [log, out]() -> int {
-    draw_training_log(*log, *out, "Training loss: " + *log);
+  app->add_option("--metric", *metric,
+                  "What to draw: loss, or any number in the log (reward, kl, entropy, clip_fraction, accuracy, margin, ...)")
+      ->capture_default_str();
+  auto run = [log, out, metric]() -> int {
+    draw_log_metric(*log, *metric, *out, (*metric == "loss" ? std::string("Training loss: ") : *metric + ": ") + *log);
     std::printf("%s\n", out->c_str());
     return 0;
   };

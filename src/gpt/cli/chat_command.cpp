@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <string>
 
@@ -19,6 +21,7 @@
 #include "gpt/cli/model_flags.h"
 #include "gpt/tokenizer/chat_template.h"
 #include "gpt/util/error.h"
+#include "gpt/util/file_io.h"
 #include "gpt/util/utf8.h"
 
 namespace gpt::cli {
@@ -30,7 +33,7 @@ Command add_chat_command(CLI::App& parent) {
     ModelFlags model;
     GenerateOptions gen;
     int threads = 0;
-    std::string message, system, chat_template;
+    std::string message, messages, system, chat_template;
   };
   auto o = std::make_shared<Options>();
   o->gen.max_new_tokens = 200;
@@ -38,7 +41,11 @@ Command add_chat_command(CLI::App& parent) {
   add_kv_cache_flag(app, o->model);
   add_sampling_flags(app, o->gen);
   app->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
-  app->add_option("--message", o->message, "Answer this one message, print the reply and exit (for scripts)");
+  auto* one = app->add_option("--message", o->message, "Answer this one message, print the reply and exit (for scripts)");
+  app->add_option("--messages", o->messages,
+                  "Answer each line of this file as a conversation of its own, one reply per line "
+                  "(newlines in a reply written as \\n); the seed advances by one per line")
+      ->excludes(one);
   app->add_option("--system", o->system, "A system message that opens the conversation (chat-template models)");
   app->add_option("--chat-template", o->chat_template,
                   "Use this template (chatml, llama3) instead of the one the model declares");
@@ -63,19 +70,20 @@ Command add_chat_command(CLI::App& parent) {
     if (!o->system.empty()) conversation.push_back({"system", o->system});
     uint64_t turn = 0;
 
-    // One user message in, the reply printed as it comes; the conversation grows.
-    auto answer = [&](const std::string& line) {
+    // One user message in, the reply printed as it comes (unless `quiet`: it is
+    // only returned); the conversation grows.
+    auto answer = [&](const std::string& line, bool quiet = false) -> std::string {
       if (auto bad = find_invalid_utf8(line)) throw Error("input is not valid UTF-8 (offset " + std::to_string(*bad) + ")");
       GenerateOptions gen = o->gen;
       gen.seed = o->gen.seed + turn++;
-      auto print = [](const std::string& piece) {
+      std::function<void(const std::string&)> print = [](const std::string& piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
       };
+      if (quiet) print = {};
       if (!tmpl) {
         if (gen.stop.empty()) gen.stop = {"\n\n"};
-        generate(session, *m.tokenizer, m.tokenizer->encode(line + "\n"), gen, print);
-        return;
+        return generate(session, *m.tokenizer, m.tokenizer->encode(line + "\n"), gen, print).text;
       }
       gen.stop.push_back(tmpl->end_of_turn());
       // The conversation with this message; the oldest exchanges (a user message and
@@ -100,11 +108,28 @@ Command add_chat_command(CLI::App& parent) {
       const GenerateResult r = generate(session, *m.tokenizer, ids, gen, print);
       turns.push_back({"assistant", r.text});
       conversation = std::move(turns);
+      return r.text;
     };
 
     if (!o->message.empty()) {
       answer(o->message);
       std::fputc('\n', stdout);
+      return 0;
+    }
+    if (!o->messages.empty()) {  // each line its own conversation, one reply per line
+      std::istringstream lines(read_text_file(o->messages));
+      std::string text;
+      while (std::getline(lines, text)) {
+        conversation.clear();
+        if (!o->system.empty()) conversation.push_back({"system", o->system});
+        std::string reply;
+        for (char ch : answer(text, /*quiet=*/true)) {
+          if (ch == '\n') reply += "\\n";
+          else if (ch == '\\') reply += "\\\\";
+          else reply += ch;
+        }
+        std::printf("%s\n", reply.c_str());
+      }
       return 0;
     }
     const bool interactive = ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO);

@@ -17,6 +17,7 @@ Command add_train_command(CLI::App& parent);
 Command add_sft_command(CLI::App& parent);
 Command add_reward_command(CLI::App& parent);
 Command add_dpo_command(CLI::App& parent);
+Command add_rlhf_command(CLI::App& parent);
 Command add_eval_command(CLI::App& parent);
 Command add_generate_command(CLI::App& parent);
 Command add_chat_command(CLI::App& parent);

@@ -1,5 +1,6 @@
-// gpt reward (train a reward model on preference pairs; score pairs with one) and
-// gpt dpo (Direct Preference Optimization of a policy): finetune/preference_trainer.h.
+// gpt reward (train a reward model on preference pairs; score pairs with one),
+// gpt dpo (Direct Preference Optimization of a policy: finetune/preference_trainer.h)
+// and gpt rlhf (PPO or GRPO against a reward model: finetune/rlhf.h).
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -8,6 +9,7 @@
 #include "gpt/cli/commands.h"
 #include "gpt/cli/loss_plot.h"
 #include "gpt/finetune/preference_trainer.h"
+#include "gpt/finetune/rlhf.h"
 #include "gpt/util/error.h"
 #include "gpt/util/progress.h"
 
@@ -63,6 +65,8 @@ int run_preference(const PreferenceOptions& o, bool quiet, const std::string& wh
   if (!quiet) progress.finish();
   const std::filesystem::path plot = std::filesystem::path(o.out) / "loss.svg";
   draw_training_log(t.log_path().string(), plot.string(), what + ": " + o.data);
+  draw_log_metric(t.log_path().string(), "accuracy", (std::filesystem::path(o.out) / "accuracy.svg").string(),
+                  what + ": pairs ranked right");
   nlohmann::json summary = {{"steps", t.steps_done()}, {"loss", last.loss}, {"out", o.out}};
   if (last.val_loss) summary["val_loss"] = *last.val_loss;
   for (const char* k : {"val_accuracy", "val_margin"})
@@ -135,6 +139,90 @@ Command add_dpo_command(CLI::App& parent) {
   app->add_option("--lora-targets", o->lora_targets, "LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj, all")->capture_default_str();
   app->add_flag("--quiet", *quiet, "No progress display");
   auto run = [o, quiet]() -> int { return run_preference(*o, *quiet, "DPO"); };
+  return {app, run};
+}
+
+Command add_rlhf_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("rlhf", "Reinforcement learning from a reward model: PPO or GRPO");
+  app->footer("\nEach iteration samples answers from the policy (batched decoding), scores them with the reward\n"
+              "model, and updates the policy; a KL term keeps it near where it started.\n"
+              "\nExamples:\n  gpt rlhf --policy out/chat --reward out/rm --prompts prompts.jsonl --out out/ppo\n"
+              "  gpt rlhf --algo grpo --group 8 --policy out/chat --reward out/rm --prompts prompts.jsonl --out out/grpo");
+  auto o = std::make_shared<RlhfOptions>();
+  auto quiet = std::make_shared<bool>(false);
+  app->add_option("--algo", o->algo, "ppo (value head, GAE) or grpo (group-relative, no value head)")
+      ->check(CLI::IsMember({"ppo", "grpo"}))->capture_default_str();
+  app->add_option("--policy", o->policy, "The policy to tune (an SFT model)")->required();
+  app->add_option("--reward", o->reward, "The reward model (gpt reward train's output; the policy's vocabulary)")->required();
+  app->add_option("--prompts", o->prompts, "Prompts: JSON lines {\"prompt\": text or messages}")->required();
+  app->add_option("--out", o->out, "Output directory")->required();
+  app->add_option("--log", o->log, "JSON-lines log (default: OUT/train_log.jsonl)");
+  app->add_option("--max-iters", o->max_iters, "Iterations (rollouts + updates)")->capture_default_str();
+  app->add_option("--batch-size", o->batch_prompts, "Prompts per iteration")->capture_default_str();
+  app->add_option("--group", o->group, "GRPO: answers per prompt")->capture_default_str();
+  app->add_option("--max-new-tokens", o->max_new_tokens, "Longest answer")->capture_default_str();
+  app->add_option("--ppo-epochs", o->ppo_epochs, "Passes over each iteration's answers")->capture_default_str();
+  app->add_option("--minibatch", o->minibatch, "Answers per optimizer step")->capture_default_str();
+  app->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", o->min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  app->add_option("--warmup-iters", o->warmup_iters, "Linear warmup iterations")->capture_default_str();
+  app->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app->add_option("--grad-clip", o->grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  app->add_option("--kl-coef", o->kl_coef, "PPO: per-token KL penalty in the reward; GRPO: the KL term's weight")->capture_default_str();
+  app->add_option("--kl-target", o->kl_target, "PPO: adapt --kl-coef toward this KL per answer (0: fixed)")->capture_default_str();
+  app->add_option("--clip-range", o->clip_range, "Clip of the probability ratio")->capture_default_str();
+  app->add_option("--value-clip", o->value_clip, "PPO: clip of the value change")->capture_default_str();
+  app->add_option("--vf-coef", o->vf_coef, "PPO: weight of the value loss")->capture_default_str();
+  app->add_option("--gamma", o->gamma, "PPO: discount")->capture_default_str();
+  app->add_option("--lam", o->lam, "PPO: GAE lambda")->capture_default_str();
+  app->add_option("--val-fraction", o->val_fraction, "Share of the prompts held out (answered greedily, scored)")->capture_default_str();
+  app->add_option("--eval-interval", o->eval_interval, "Iterations between held-out scores")->capture_default_str();
+  app->add_option("--seed", o->seed, "Seed for sampling, the split and the order")->capture_default_str();
+  app->add_option("--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
+  app->add_option("--dtype", o->dtype, "Matrix products: fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  app->add_option("--lora-rank", o->lora_rank, "LoRA: train rank-R adapters, the policy frozen (0: all weights)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--lora-alpha", o->lora_alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();
+  app->add_option("--lora-dropout", o->lora_dropout, "LoRA: dropout on the adapters' input")->capture_default_str();
+  app->add_option("--lora-targets", o->lora_targets, "LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj, all")->capture_default_str();
+  app->add_flag("--quiet", *quiet, "No progress display");
+  auto run = [o, quiet]() -> int {
+    RlhfTrainer t(*o);
+    const bool root = t.comm().is_root();
+    if (root && !*quiet) {
+      std::fprintf(stderr, "gpt: %s, %lld prompts (%lld held out), %lld answers per iteration\n",
+                   o->algo == "ppo" ? "PPO" : "GRPO", static_cast<long long>(t.train_prompts() + t.val_prompts()),
+                   static_cast<long long>(t.val_prompts()),
+                   static_cast<long long>(o->batch_prompts * (o->algo == "ppo" ? 1 : o->group)));
+    }
+    ProgressLine progress(o->max_iters, 0, std::max<int64_t>(1, o->eval_interval));
+    std::optional<double> val;
+    LogEntry last;
+    t.run([&](const LogEntry& e) {
+      last = e;
+      if (e.extra.contains("val_reward")) val = e.extra["val_reward"].get<double>();
+      if (!root || *quiet) return;
+      char fields[220];
+      std::snprintf(fields, sizeof fields, "reward %+.3f | kl %.3f | clip %.2f | len %.1f | val reward %s",
+                    e.extra["reward"].get<double>(), e.extra["kl"].get<double>(), e.extra["clip_fraction"].get<double>(),
+                    e.extra["response_length"].get<double>(), val ? std::to_string(*val).substr(0, 6).c_str() : "-");
+      progress.update(e.step, fields, e.extra.contains("val_reward"));
+    });
+    if (!root) return 0;
+    if (!*quiet) progress.finish();
+    // The curves RLHF is judged by, beside the loss: reward (held-out val_reward), KL to the reference.
+    const std::string what = o->algo == "ppo" ? "PPO" : "GRPO";
+    draw_training_log(t.log_path().string(), (std::filesystem::path(o->out) / "loss.svg").string(), what + " loss: " + o->prompts);
+    draw_log_metric(t.log_path().string(), "reward", (std::filesystem::path(o->out) / "reward.svg").string(),
+                    what + " reward (held out: greedy answers)");
+    draw_log_metric(t.log_path().string(), "kl", (std::filesystem::path(o->out) / "kl.svg").string(),
+                    what + ": KL to the reference per answer");
+    nlohmann::json summary = {{"iterations", t.steps_done()}, {"out", o->out}};
+    for (const char* k : {"reward", "kl", "val_reward"})
+      if (last.extra.contains(k)) summary[k] = last.extra[k];
+    std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
   return {app, run};
 }
 

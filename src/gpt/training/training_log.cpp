@@ -1,5 +1,7 @@
 #include "gpt/training/training_log.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <fstream>
 
@@ -46,6 +48,11 @@ std::vector<LogEntry> read_training_log(const std::string& path) {
       e.lr = j.value("lr", 0.0f);
       e.grad_norm = j.value("grad_norm", 0.0f);
       e.tokens_per_sec = j.value("tokens_per_sec", 0.0);
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        static const char* kKnown[] = {"step", "loss", "val_loss", "lr", "grad_norm", "tokens_per_sec"};
+        if (std::none_of(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return it.key() == k; }))
+          e.extra[it.key()] = it.value();
+      }
     } catch (const nlohmann::json::exception&) {
       throw Error(path + ":" + std::to_string(line_no) + ": a field of the log entry is not a number");
     }

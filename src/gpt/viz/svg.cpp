@@ -89,7 +89,7 @@ std::string fmt1(double v) {
 
 }  // namespace
 
-std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title) {
+std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title, const std::string& metric) {
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (const auto& p : points) {
     for (const auto& v : {p.loss, p.val_loss}) {
@@ -100,7 +100,7 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
       y1 = std::max(y1, *v);
     }
   }
-  GPT_CHECK(x0 <= x1, "nothing to plot: the log holds no loss values");
+  GPT_CHECK(x0 <= x1, "nothing to plot: the log holds no " + metric + " values");
   if (x1 == x0) x1 = x0 + 1;
   if (y1 - y0 < 1e-6) y1 = y0 + 1e-3;
   const double pad = (y1 - y0) * 0.05;
@@ -133,7 +133,7 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
          "\" fill=\"none\" stroke=\"#333\"/>\n";
   svg += "<text x=\"" + fmt(left + pw / 2) + "\" y=\"" + fmt(H - 14) + "\" text-anchor=\"middle\">step</text>\n";
   svg += "<text x=\"18\" y=\"" + fmt(top + ph / 2) + "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " +
-         fmt(top + ph / 2) + ")\">loss (nats/token)</text>\n";
+         fmt(top + ph / 2) + ")\">" + xml_escape(metric == "loss" ? "loss (nats/token)" : metric) + "</text>\n";
   // The curves.
   std::string train_pts, val_pts, val_dots;
   size_t n_train = 0, n_val = 0;
@@ -159,10 +159,11 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
   svg += "<g class=\"legend\">\n";
   svg += "<rect x=\"" + fmt(lx - 8) + "\" y=\"" + fmt(ly - 10) + "\" width=\"150\" height=\"46\" fill=\"white\" stroke=\"#999\"/>\n";
   svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly) + "\" y2=\"" + fmt(ly) +
-         "\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly + 4) + "\">train loss</text>\n";
+         "\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly + 4) + "\">train " +
+         xml_escape(metric) + "</text>\n";
   svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly + 22) + "\" y2=\"" + fmt(ly + 22) +
          "\" stroke=\"#ff7f0e\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly + 26) +
-         "\">validation loss</text>\n";
+         "\">validation " + xml_escape(metric) + "</text>\n";
   svg += "</g>\n</svg>\n";
   return svg;
 }

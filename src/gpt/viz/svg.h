@@ -15,7 +15,10 @@ struct LossPoint {
 
 // Train (line) and validation (line + dots) loss against steps, with axes, ticks
 // and a legend. Throws gpt::Error if there is nothing to draw.
-std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title);
+// `metric` names what is drawn (the y axis and the legend: "train <metric>",
+// "validation <metric>"); the loss by default.
+std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title,
+                           const std::string& metric = "loss");
 
 // Attention weights of one layer: `heads` holds one (T x T) row-major matrix per
 // head (row = query position, column = key position); drawn as a grid of heat
