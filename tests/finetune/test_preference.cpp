@@ -78,8 +78,10 @@ TEST(PreferenceData, ResponsesAreMarkedThroughTheTemplateOrAfterThePrompt) {
   ASSERT_TRUE(plain.has_value());
   EXPECT_EQ(plain->rejected.ids, (std::vector<int32_t>{'Q', 'n', 'o'}));
   EXPECT_EQ(plain->rejected.response, (std::vector<uint8_t>{0, 1, 1}));
-  // Cut so short that a response is gone: the pair is dropped.
+  // Cut so short that a response is gone: the pair is dropped; so is one with nothing in it.
   EXPECT_FALSE(encode_preference(p, *make_byte_tokenizer(), nullptr, 1).has_value());
+  const auto empty = preference_from_json(nlohmann::json::parse(R"({"prompt": "", "chosen": "", "rejected": "x"})"));
+  EXPECT_FALSE(encode_preference(empty, *make_byte_tokenizer(), nullptr, 100).has_value());
 }
 
 struct PrefFixture {

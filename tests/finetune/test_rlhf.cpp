@@ -95,6 +95,10 @@ TEST(Rlhf, PromptFileFormatsAndErrors) {
   EXPECT_THROW(o.validate(), Error);
   o.algo = "reinforce";
   EXPECT_THROW(o.validate(), Error);
+  o.algo = "ppo";
+  o.lora_rank = 4;
+  o.lora_dropout = 0.1;  // the policy ratio needs one network for old and new log-probabilities
+  EXPECT_THROW(o.validate(), Error);
 }
 
 }  // namespace

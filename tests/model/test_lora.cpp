@@ -125,6 +125,10 @@ TEST(Lora, GradientsMatchFiniteDifferencesWithDropoutOnSomeTargets) {
   model.attach_lora(a);
   const auto x = random_tokens(12, 11, 4), y = random_tokens(12, 11, 5);
   expect_adapter_gradients_match(model, *a, x, y, 2, 6);
+  // A backward pass needs the training forward's activations (not an evaluation's).
+  std::vector<float> lp(12), d(12, 1.0f);
+  model.forward_logprobs(x.data(), y.data(), 2, 6, lp.data(), /*training=*/false);
+  EXPECT_THROW(model.backward_logprobs(d.data()), Error);
   // Evaluation has no dropout: the loss differs from the training pass's.
   model.zero_grad();
   const float train_loss = model.forward_backward(x.data(), y.data(), 2, 6);

@@ -120,10 +120,16 @@ Command add_chat_command(CLI::App& parent) {
       std::istringstream lines(read_text_file(o->messages));
       std::string text;
       while (std::getline(lines, text)) {
+        if (!text.empty() && text.back() == '\r') text.pop_back();  // CRLF files
         conversation.clear();
         if (!o->system.empty()) conversation.push_back({"system", o->system});
-        std::string reply;
-        for (char ch : answer(text, /*quiet=*/true)) {
+        std::string reply, raw;
+        try {
+          raw = answer(text, /*quiet=*/true);
+        } catch (const Error& e) {  // one bad line: an empty reply keeps the lines aligned
+          std::fprintf(stderr, "gpt: error: %s\n", e.what());
+        }
+        for (char ch : raw) {
           if (ch == '\n') reply += "\\n";
           else if (ch == '\\') reply += "\\\\";
           else reply += ch;

@@ -162,7 +162,7 @@ Command add_rlhf_command(CLI::App& parent) {
   app->add_option("--group", o->group, "GRPO: answers per prompt")->capture_default_str();
   app->add_option("--max-new-tokens", o->max_new_tokens, "Longest answer")->capture_default_str();
   app->add_option("--ppo-epochs", o->ppo_epochs, "Passes over each iteration's answers")->capture_default_str();
-  app->add_option("--minibatch", o->minibatch, "Answers per optimizer step")->capture_default_str();
+  app->add_option("--minibatch", o->minibatch, "Answers per optimizer step (on each rank under mpirun)")->capture_default_str();
   app->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
   app->add_option("--min-lr", o->min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
   app->add_option("--warmup-iters", o->warmup_iters, "Linear warmup iterations")->capture_default_str();
@@ -183,16 +183,18 @@ Command add_rlhf_command(CLI::App& parent) {
   app->add_option("--lora-rank", o->lora_rank, "LoRA: train rank-R adapters, the policy frozen (0: all weights)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--lora-alpha", o->lora_alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();
-  app->add_option("--lora-dropout", o->lora_dropout, "LoRA: dropout on the adapters' input")->capture_default_str();
   app->add_option("--lora-targets", o->lora_targets, "LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj, all")->capture_default_str();
   app->add_flag("--quiet", *quiet, "No progress display");
   auto run = [o, quiet]() -> int {
     RlhfTrainer t(*o);
     const bool root = t.comm().is_root();
     if (root && !*quiet) {
-      std::fprintf(stderr, "gpt: %s, %lld prompts (%lld held out), %lld answers per iteration\n",
+      std::fprintf(stderr, "gpt: %s, %lld prompts (%lld held out)%s, %lld answers per iteration\n",
                    o->algo == "ppo" ? "PPO" : "GRPO", static_cast<long long>(t.train_prompts() + t.val_prompts()),
                    static_cast<long long>(t.val_prompts()),
+                   t.dropped_prompts() > 0
+                       ? (", " + std::to_string(t.dropped_prompts()) + " dropped (no room for an answer)").c_str()
+                       : "",
                    static_cast<long long>(o->batch_prompts * (o->algo == "ppo" ? 1 : o->group)));
     }
     ProgressLine progress(o->max_iters, 0, std::max<int64_t>(1, o->eval_interval));

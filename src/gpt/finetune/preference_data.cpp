@@ -129,7 +129,9 @@ ScoredSequence encode_side(const PreferenceText& p, const std::vector<ChatMessag
   for (const ChatMessage& m : response) response_text += m.content;
   s.ids = tokenizer.encode(prompt_text);
   s.response.assign(s.ids.size(), 0);
-  const std::vector<int32_t> r = tokenizer.encode(response_text);
+  std::vector<int32_t> r = tokenizer.encode(response_text);
+  // The response ends as generation ends it: with the end-of-text token, where the vocabulary has one.
+  if (auto eos = tokenizer.special_token_id("<|endoftext|>")) r.push_back(*eos);
   s.ids.insert(s.ids.end(), r.begin(), r.end());
   s.response.insert(s.response.end(), r.size(), 1);
   return s;
@@ -141,6 +143,7 @@ bool cut(ScoredSequence& s, int64_t max_tokens) {
     s.response.resize(s.ids.size());
   }
   // A response token must be predicted from something: not the very first token.
+  if (s.response.size() < 2) return false;
   return std::any_of(s.response.begin() + 1, s.response.end(), [](uint8_t r) { return r != 0; });
 }
 

@@ -50,6 +50,10 @@ void RlhfOptions::validate() const {
   GPT_CHECK(val_fraction > 0 && val_fraction < 1, "--val-fraction must be in (0, 1)");
   GPT_CHECK(threads >= 0, "--threads must not be negative");
   GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
+  // The ratio pi / pi_old must be 1 before an update: the old log-probabilities are
+  // taken without dropout, so the updates run without it too (as TRL's PPO does).
+  GPT_CHECK(lora_dropout == 0, "--lora-dropout is not used by gpt rlhf (the policy ratio needs the same network "
+                               "for old and new log-probabilities)");
   if (lora_rank > 0) {
     LoraConfig c;
     c.rank = lora_rank;
@@ -205,6 +209,15 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
                       "): train the reward model from the policy (gpt reward train --init-from POLICY)");
   GPT_CHECK(rm_.body->config().vocab_size == policy_->config().vocab_size,
             "the reward model's vocabulary differs from the policy's");
+  GPT_CHECK(rm_.body->config().block_size >= policy_->config().block_size,
+            "the reward model's context (" + std::to_string(rm_.body->config().block_size) +
+                " tokens) is shorter than the policy's (" + std::to_string(policy_->config().block_size) +
+                "): it could not read every answer");
+  GPT_CHECK((rm_.chat_template ? rm_.chat_template->name() : std::string()) ==
+                (chat_template_ ? chat_template_->name() : std::string()),
+            "the reward model reads conversations written as " +
+                (rm_.chat_template ? rm_.chat_template->name() : std::string("plain text")) + ", the policy writes " +
+                (chat_template_ ? chat_template_->name() : std::string("plain text")));
   // The answers' end: the template's end-of-turn marker, or the end-of-text token.
   if (chat_template_) {
     if (auto id = tokenizer_->special_token_id(chat_template_->end_of_turn())) stop_tokens_.push_back(*id);
@@ -230,7 +243,11 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
     } catch (const Error& e) {
       throw Error("prompt " + std::to_string(i + 1) + ": " + e.what());
     }
-    if (static_cast<int64_t>(ids.size()) + 1 < block && !ids.empty()) encoded.push_back(std::move(ids));
+    if (static_cast<int64_t>(ids.size()) + 1 < block && !ids.empty()) {
+      encoded.push_back(std::move(ids));
+    } else {
+      ++dropped_;
+    }
   }
   GPT_CHECK(encoded.size() >= 2, "RLHF needs at least 2 prompts that leave room for an answer in the context");
   std::vector<size_t> order(encoded.size());
@@ -442,10 +459,12 @@ LogEntry RlhfTrainer::iterate() {
       gae(rewards, r.values, opts_.gamma, opts_.lam, r.advantages, r.returns);
       all.insert(all.end(), r.advantages.begin(), r.advantages.end());
     }
-    const double mean = std::accumulate(all.begin(), all.end(), 0.0) / static_cast<double>(all.size());
-    double var = 0;
-    for (double a : all) var += (a - mean) * (a - mean);
-    const double sd = std::sqrt(var / static_cast<double>(all.size())) + 1e-8;
+    // Whitened over the whole batch: every rank's answers (sums in double, all-reduced).
+    double sums[3] = {0, 0, static_cast<double>(all.size())};
+    for (double a : all) sums[0] += a, sums[1] += a * a;
+    comm_.allreduce_sum(sums, 3);
+    const double mean = sums[0] / sums[2];
+    const double sd = std::sqrt(std::max(sums[1] / sums[2] - mean * mean, 0.0)) + 1e-8;
     for (Rollout& r : rollouts)
       for (double& a : r.advantages) a = (a - mean) / sd;  // whitened over the batch
   } else {
@@ -474,7 +493,8 @@ LogEntry RlhfTrainer::iterate() {
       std::vector<Rollout> batch;
       for (size_t k = 0; k < c; ++k) batch.push_back(rollouts[batch_order[i + k]]);
       policy_->zero_grad();
-      policy_->set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(opt_steps_) + 0x6a09e667ull)), 0);
+      policy_->set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(opt_steps_) + 0x6a09e667ull)),
+                                static_cast<int64_t>(comm_.rank()) * static_cast<int64_t>(rollouts.size()) + static_cast<int64_t>(i));
       token_stats(*policy_, batch, 0, c, true, lp, ppo ? &vals : nullptr);
       std::vector<double> new_lp, old_lp, adv, v, v_old, ret, ref;
       for (size_t k = 0; k < c; ++k) {

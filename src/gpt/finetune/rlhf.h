@@ -8,7 +8,7 @@
 //         policy objective and the clipped value loss (Schulman et al., 2017;
 //         Ziegler et al., 2019). kl_coef fixed, or adapted toward kl_target.
 //   grpo: G answers per prompt, each answer's advantage its score's standing in
-//         its group, (r - mean) / (std + 1e-4), on every token; no value head; the
+//         its group, (r - mean) / (std + 1e-4) (the population std), on every token; no value head; the
 //         KL to the reference in the loss (the k3 estimator), as DeepSeekMath does.
 // The reference is the starting policy, frozen. Full or LoRA. Nothing printed.
 #pragma once
@@ -40,7 +40,7 @@ struct RlhfOptions {
   int64_t group = 4;            // grpo: answers per prompt
   int64_t max_new_tokens = 32;  // per answer
   int64_t ppo_epochs = 4;       // passes over each iteration's rollouts
-  int64_t minibatch = 8;        // answers per optimizer step
+  int64_t minibatch = 8;        // answers per optimizer step (on each rank under mpirun)
   double lr = 1e-5, min_lr = 1e-6, weight_decay = 0.0, grad_clip = 1.0;
   int64_t warmup_iters = 0;
   double kl_coef = 0.05;   // ppo: per-token penalty; grpo: weight of the KL term in the loss
@@ -52,7 +52,7 @@ struct RlhfOptions {
   int threads = 0;
   std::string dtype = "fp32";
   int lora_rank = 0;
-  double lora_alpha = 16, lora_dropout = 0;
+  double lora_alpha = 16, lora_dropout = 0;  // dropout must stay 0: old and new log-probabilities use one network
   std::string lora_targets = "c_attn,attn.c_proj,c_fc,mlp.c_proj";
 
   void validate() const;
@@ -100,6 +100,7 @@ class RlhfTrainer {
   int64_t steps_done() const { return step_; }
   int64_t train_prompts() const { return static_cast<int64_t>(train_.size()); }
   int64_t val_prompts() const { return static_cast<int64_t>(val_.size()); }
+  int64_t dropped_prompts() const { return dropped_; }  // no room for an answer in the context
   const Communicator& comm() const { return comm_; }
   std::filesystem::path log_path() const { return log_ ? log_->path() : std::filesystem::path(); }
 
@@ -133,7 +134,7 @@ class RlhfTrainer {
   std::unique_ptr<TrainingLog> log_;
   double kl_coef_ = 0;
   int base_vocab_ = 0;
-  int64_t step_ = 0, opt_steps_ = 0;
+  int64_t step_ = 0, opt_steps_ = 0, dropped_ = 0;
   PreferenceScratch scratch_;
 };
 

@@ -177,6 +177,7 @@ float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64
 void GPT::forward_logprobs(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float* logprobs,
                            bool training) {
   training_pass_ = training;
+  last_forward_trained_ = training;
   forward_to_final_norm(tokens, B, T);
   training_pass_ = false;
   const int64_t BT = B * T, V = config_.vocab_size, C = config_.n_embd;
@@ -199,6 +200,7 @@ void GPT::forward_logprobs(const int32_t* tokens, const int32_t* targets, int64_
 
 void GPT::backward_logprobs(const float* dlogprobs, const float* dhidden, const GradientsReady& ready) {
   GPT_CHECK(B_ > 0, "backward_logprobs needs forward_logprobs first");
+  GPT_CHECK(!lora_ || last_forward_trained_, "backward_logprobs with a LoRA adapter needs a training forward_logprobs");
   const int64_t BT = B_ * T_, V = config_.vocab_size, C = config_.n_embd;
   Activations& a = acts_;
   // The LM head again, only for the rows whose log-probability matters: d(-loss_r) = dlogprobs[r].

@@ -91,8 +91,8 @@ class GPT {
   // from d(objective)/d(logprobs) per row and, optionally, a gradient on the
   // final hidden states (B,T,C) from a head that reads them (a reward or value
   // head). Gradients accumulate as forward_backward's do.
-  // training = false: no dropout (a reference model's log-probabilities); the
-  // activations are kept either way.
+  // training = false: no dropout (a reference model's log-probabilities); only a
+  // training pass may be followed by backward_logprobs when a LoRA adapter is attached.
   void forward_logprobs(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float* logprobs,
                         bool training = true);
   // (B,T,C) final-LayerNorm outputs of the last forward pass: what a head reads.
@@ -164,6 +164,7 @@ class GPT {
   uint64_t dropout_seed_ = 0;
   int64_t dropout_first_row_ = 0;
   bool training_pass_ = false;
+  bool last_forward_trained_ = false;  // the last forward_logprobs kept LoRA's training activations
   ModelWeights frozen_views_{};  // all null: what a frozen base's backward writes to
   mutable ConstModelWeights weight_views_{};
   ModelWeights mutable_views_{}, grad_views_{};
