@@ -55,25 +55,29 @@ Conversation conversation_from_json(const nlohmann::json& j) {
   return c;
 }
 
-std::vector<Conversation> read_chat_jsonl(const std::filesystem::path& file) {
-  const std::string text = read_text_file(file);
-  std::vector<Conversation> out;
-  std::istringstream in(text);
+void for_each_jsonl(const std::filesystem::path& file, const std::function<void(const nlohmann::json&)>& fn,
+                    const std::string& what) {
+  std::istringstream in(read_text_file(file));
   std::string line;
-  int64_t number = 0;
+  int64_t number = 0, seen = 0;
   while (std::getline(in, line)) {
     ++number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      out.push_back(conversation_from_json(j));
+      fn(nlohmann::json::parse(line));
+      ++seen;
     } catch (const nlohmann::json::exception& e) {
       throw Error(file.string() + ":" + std::to_string(number) + ": not valid JSON (" + e.what() + ")");
     } catch (const Error& e) {
       throw Error(file.string() + ":" + std::to_string(number) + ": " + e.what());
     }
   }
-  GPT_CHECK(!out.empty(), file.string() + " holds no conversations");
+  GPT_CHECK(seen > 0, file.string() + " holds no " + what);
+}
+
+std::vector<Conversation> read_chat_jsonl(const std::filesystem::path& file) {
+  std::vector<Conversation> out;
+  for_each_jsonl(file, [&](const nlohmann::json& j) { out.push_back(conversation_from_json(j)); }, "conversations");
   return out;
 }
 

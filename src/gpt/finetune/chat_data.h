@@ -8,9 +8,12 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "gpt/model/gpt.h"
 #include "gpt/tokenizer/chat_template.h"
@@ -26,6 +29,12 @@ using Conversation = std::vector<ChatMessage>;
 // has no room, its padding rows otherwise. Returns the first new id, or -1 when
 // the tokenizer had every marker already.
 int add_chat_tokens(std::shared_ptr<GPT>& model, std::unique_ptr<Tokenizer>& tokenizer, const ChatTemplate& chat_template);
+
+// Calls fn with each line of a JSON-lines file, blank lines skipped; any error
+// (malformed JSON, or a gpt::Error from fn) becomes one naming "file:line".
+// gpt::Error if the file holds no line at all.
+void for_each_jsonl(const std::filesystem::path& file, const std::function<void(const nlohmann::json&)>& fn,
+                    const std::string& what);
 
 // gpt::Error naming the line for malformed JSON, a missing or empty "messages",
 // an unknown role, a content that is not a string, or invalid UTF-8.

@@ -78,23 +78,8 @@ PreferenceText preference_from_json(const nlohmann::json& j) {
 }
 
 std::vector<PreferenceText> read_preference_jsonl(const std::filesystem::path& file) {
-  const std::string text = read_text_file(file);
   std::vector<PreferenceText> out;
-  std::istringstream in(text);
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      out.push_back(preference_from_json(nlohmann::json::parse(line)));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(file.string() + ":" + std::to_string(number) + ": not valid JSON (" + e.what() + ")");
-    } catch (const Error& e) {
-      throw Error(file.string() + ":" + std::to_string(number) + ": " + e.what());
-    }
-  }
-  GPT_CHECK(!out.empty(), file.string() + " holds no preference pairs");
+  for_each_jsonl(file, [&](const nlohmann::json& j) { out.push_back(preference_from_json(j)); }, "preference pairs");
   return out;
 }
 

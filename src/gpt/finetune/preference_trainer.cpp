@@ -9,6 +9,7 @@
 #include "gpt/finetune/chat_data.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/model_loader.h"
+#include "gpt/io/peft_adapter.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/util/error.h"
@@ -39,12 +40,7 @@ void PreferenceOptions::validate() const {
   GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
   GPT_CHECK(lora_rank == 0 || mode == "dpo", "LoRA is for the policy (gpt dpo); a reward model trains whole");
   if (lora_rank > 0) {
-    LoraConfig c;
-    c.rank = lora_rank;
-    c.alpha = static_cast<float>(lora_alpha);
-    c.dropout = static_cast<float>(lora_dropout);
-    c.targets = LoraConfig::parse_targets(lora_targets);
-    c.validate();
+    LoraConfig::from_flags(lora_rank, lora_alpha, lora_dropout, lora_targets);
   }
 }
 
@@ -182,10 +178,7 @@ PreferenceTrainer::PreferenceTrainer(const PreferenceOptions& options, Communica
                                                      ") must be divisible by the number of ranks (" +
                                                      std::to_string(comm_.size()) + ")");
   if (opts_.lora_rank > 0) {
-    const fs::path out = fs::weakly_canonical(opts_.out), base = fs::weakly_canonical(opts_.init_from);
-    const auto [b, o] = std::mismatch(base.begin(), base.end(), out.begin(), out.end());
-    GPT_CHECK(b != base.end(), "--out " + opts_.out + " would replace the base model " + opts_.init_from +
-                                   " with the adapter: choose another directory");
+    check_adapter_out(opts_.out, opts_.init_from);
   }
   std::error_code ec;
   GPT_CHECK(fs::exists(opts_.data, ec), "file not found: " + opts_.data);
@@ -241,12 +234,7 @@ PreferenceTrainer::PreferenceTrainer(const PreferenceOptions& options, Communica
                                                     1e-8f, static_cast<float>(opts_.weight_decay)});
   }
   if (opts_.lora_rank > 0) {
-    LoraConfig lc;
-    lc.rank = opts_.lora_rank;
-    lc.alpha = static_cast<float>(opts_.lora_alpha);
-    lc.dropout = static_cast<float>(opts_.lora_dropout);
-    lc.targets = LoraConfig::parse_targets(opts_.lora_targets);
-    lc.trainable_tokens_begin = new_tokens_begin;
+    const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets, new_tokens_begin);
     auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
     adapter->init(opts_.seed, *model_);
     model_->attach_lora(std::move(adapter));

@@ -11,6 +11,7 @@
 #include "gpt/generation/batch_engine.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/model_loader.h"
+#include "gpt/io/peft_adapter.h"
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -55,12 +56,7 @@ void RlhfOptions::validate() const {
   GPT_CHECK(lora_dropout == 0, "--lora-dropout is not used by gpt rlhf (the policy ratio needs the same network "
                                "for old and new log-probabilities)");
   if (lora_rank > 0) {
-    LoraConfig c;
-    c.rank = lora_rank;
-    c.alpha = static_cast<float>(lora_alpha);
-    c.dropout = static_cast<float>(lora_dropout);
-    c.targets = LoraConfig::parse_targets(lora_targets);
-    c.validate();
+    LoraConfig::from_flags(lora_rank, lora_alpha, lora_dropout, lora_targets);
   }
 }
 
@@ -77,41 +73,27 @@ nlohmann::json RlhfOptions::to_json() const {
 }
 
 std::vector<std::vector<ChatMessage>> read_prompt_jsonl(const fs::path& file, bool* plain) {
-  const std::string text = read_text_file(file);
   std::vector<std::vector<ChatMessage>> out;
   bool all_plain = true;
-  std::istringstream in(text);
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      GPT_CHECK(j.is_object(), "a prompt must be a JSON object");
-      std::vector<ChatMessage> messages;
-      if (const auto p = j.find("prompt"); p != j.end() && p->is_string()) {
-        const std::string s = p->get<std::string>();
-        if (auto bad = find_invalid_utf8(s)) throw Error("\"prompt\" is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
-        GPT_CHECK(!s.empty(), "\"prompt\" is empty");
-        messages.push_back({"user", s});
-      } else if (p != j.end()) {
-        messages = conversation_from_json(*p);
-        all_plain = false;
-      } else {
-        GPT_CHECK(j.contains("messages"), "a prompt needs \"prompt\" (text or messages) or \"messages\"");
-        messages = conversation_from_json(j);
-        all_plain = false;
-      }
-      GPT_CHECK(messages.back().role != "assistant", "a prompt must not end with the assistant's answer");
-      out.push_back(std::move(messages));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(file.string() + ":" + std::to_string(number) + ": not valid JSON (" + e.what() + ")");
-    } catch (const Error& e) {
-      throw Error(file.string() + ":" + std::to_string(number) + ": " + e.what());
+  for_each_jsonl(file, [&](const nlohmann::json& j) {
+    GPT_CHECK(j.is_object(), "a prompt must be a JSON object");
+    std::vector<ChatMessage> messages;
+    if (const auto p = j.find("prompt"); p != j.end() && p->is_string()) {
+      const std::string s = p->get<std::string>();
+      if (auto bad = find_invalid_utf8(s)) throw Error("\"prompt\" is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
+      GPT_CHECK(!s.empty(), "\"prompt\" is empty");
+      messages.push_back({"user", s});
+    } else if (p != j.end()) {
+      messages = conversation_from_json(*p);
+      all_plain = false;
+    } else {
+      GPT_CHECK(j.contains("messages"), "a prompt needs \"prompt\" (text or messages) or \"messages\"");
+      messages = conversation_from_json(j);
+      all_plain = false;
     }
-  }
-  GPT_CHECK(!out.empty(), file.string() + " holds no prompts");
+    GPT_CHECK(messages.back().role != "assistant", "a prompt must not end with the assistant's answer");
+    out.push_back(std::move(messages));
+  }, "prompts");
   if (plain != nullptr) *plain = all_plain;
   return out;
 }
@@ -187,10 +169,7 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
                                                         ") must be divisible by the number of ranks (" +
                                                         std::to_string(comm_.size()) + ")");
   if (opts_.lora_rank > 0) {
-    const fs::path out = fs::weakly_canonical(opts_.out), base = fs::weakly_canonical(opts_.policy);
-    const auto [b, o] = std::mismatch(base.begin(), base.end(), out.begin(), out.end());
-    GPT_CHECK(b != base.end(), "--out " + opts_.out + " would replace the base model " + opts_.policy +
-                                   " with the adapter: choose another directory");
+    check_adapter_out(opts_.out, opts_.policy);
   }
   std::error_code ec;
   GPT_CHECK(fs::exists(opts_.prompts, ec), "file not found: " + opts_.prompts);
@@ -263,11 +242,7 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
   reference_ = std::make_shared<GPT>(policy_->config());
   reference_->params = policy_->params;
   if (opts_.lora_rank > 0) {
-    LoraConfig lc;
-    lc.rank = opts_.lora_rank;
-    lc.alpha = static_cast<float>(opts_.lora_alpha);
-    lc.dropout = static_cast<float>(opts_.lora_dropout);
-    lc.targets = LoraConfig::parse_targets(opts_.lora_targets);
+    const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets);
     auto adapter = std::make_shared<LoraAdapters>(policy_->config(), lc);
     adapter->init(opts_.seed, *policy_);
     policy_->attach_lora(std::move(adapter));

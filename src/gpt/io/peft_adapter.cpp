@@ -1,5 +1,7 @@
 #include "gpt/io/peft_adapter.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "gpt/io/safetensors.h"
@@ -23,6 +25,13 @@ std::vector<float> base_sample(const GPT& base) {
   return out;
 }
 }  // namespace
+
+void check_adapter_out(const fs::path& out_in, const fs::path& base_in) {
+  const fs::path out = fs::weakly_canonical(out_in), base = fs::weakly_canonical(base_in);
+  const auto [b, o] = std::mismatch(base.begin(), base.end(), out.begin(), out.end());
+  GPT_CHECK(b != base.end(), "--out " + out_in.string() + " would replace the base model " + base_in.string() +
+                                 " with the adapter: choose another directory");
+}
 
 bool is_adapter_dir(const fs::path& dir) {
   std::error_code ec;

@@ -26,6 +26,9 @@ inline constexpr const char* kAdapterConfigFile = "adapter_config.json";
 inline constexpr const char* kAdapterWeightsFile = "adapter_model.safetensors";
 
 bool is_adapter_dir(const std::filesystem::path& dir);
+// gpt::Error if saving an adapter at `out` would replace (or write inside) the base
+// model it is trained on: a checkpoint save swaps the whole directory.
+void check_adapter_out(const std::filesystem::path& out, const std::filesystem::path& base);
 
 // adapter_config.json and adapter_model.safetensors into `dir` (each atomically).
 void write_adapter_files(const std::filesystem::path& dir, const LoraAdapters& adapter, const std::string& base_model,

@@ -76,6 +76,14 @@ void GPT::zero_grad() {
   std::fill(grads.begin(), grads.end(), 0.0f);
 }
 
+float* GPT::head_gradient(int64_t& first_row) {
+  first_row = 0;
+  if (!lora_) return gradients().lm_head;
+  if (lora_->config().trainable_tokens_begin < 0) return nullptr;  // a frozen head
+  first_row = lora_->config().trainable_tokens_begin;
+  return lora_token_grads();
+}
+
 float* GPT::lora_token_grads() {
   if (lora_->grads.size() != lora_->total()) lora_->grads.assign(lora_->total(), 0.0f);
   return lora_->grads.data() + lora_->token_delta_offset();
@@ -158,14 +166,8 @@ float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64
   // LM head and loss, forward and backward together: dlnf (into d_ln) and the head's
   // weight gradient, for d(mean loss * loss_scale) over the targets that count. A
   // frozen head gets no gradient, except in the rows of LoRA's trainable tokens.
-  float* dhead = nullptr;
   int64_t dhead_first_row = 0;
-  if (!lora_) {
-    dhead = gradients().lm_head;
-  } else if (lora_->config().trainable_tokens_begin >= 0) {
-    dhead = lora_token_grads();
-    dhead_first_row = lora_->config().trainable_tokens_begin;
-  }
+  float* dhead = head_gradient(dhead_first_row);
   const float loss = lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, targets,
                                            BT, C, V, a.head, a.d_ln.data(), dhead,
                                            loss_scale / static_cast<float>(std::max<int64_t>(counted, 1)), 0,
@@ -216,14 +218,8 @@ void GPT::backward_logprobs(const float* dlogprobs, const float* dhidden, const 
     }
   }
   if (any) {
-    float* dhead = nullptr;
     int64_t dhead_first_row = 0;
-    if (!lora_) {
-      dhead = gradients().lm_head;
-    } else if (lora_->config().trainable_tokens_begin >= 0) {
-      dhead = lora_token_grads();
-      dhead_first_row = lora_->config().trainable_tokens_begin;
-    }
+    float* dhead = head_gradient(dhead_first_row);
     lm_head_cross_entropy(a.losses.data(), a.lse.data(), a.lnf.data(), weights().lm_head, weighted_targets_.data(), BT,
                           C, V, a.head, a.d_ln.data(), dhead, 0.0f, 0, dhead_first_row, row_dloss_.data());
   } else {

@@ -140,6 +140,9 @@ class GPT {
  private:
   void ensure_activations(int64_t B, int64_t T);
   float* lora_token_grads();  // the adapter's trainable-token rows' gradient
+  // Where the LM head's weight gradient goes: the model's, the adapter's trainable
+  // token rows (from first_row), or nowhere (null: a frozen head).
+  float* head_gradient(int64_t& first_row);
   // A block product's LoRA update, if an adapter is attached (training: kept for the backward).
   void lora_forward(int layer, LoraTarget t, const float* x, int64_t N, float* y) {
     if (lora_) lora_->forward(layer, t, x, N, y, training_pass_, dropout_key());

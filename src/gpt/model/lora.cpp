@@ -71,6 +71,18 @@ std::string LoraConfig::targets_csv() const {
   return s;
 }
 
+LoraConfig LoraConfig::from_flags(int rank, double alpha, double dropout, const std::string& targets_csv,
+                                  int trainable_tokens_begin) {
+  LoraConfig c;
+  c.rank = rank;
+  c.alpha = static_cast<float>(alpha);
+  c.dropout = static_cast<float>(dropout);
+  c.targets = parse_targets(targets_csv);
+  c.trainable_tokens_begin = trainable_tokens_begin;
+  c.validate();
+  return c;
+}
+
 void LoraConfig::validate() const {
   GPT_CHECK(rank > 0 && rank <= 4096, "--lora-rank must be in [1, 4096], got " + std::to_string(rank));
   GPT_CHECK(std::isfinite(alpha) && alpha > 0, "--lora-alpha must be positive");

@@ -46,6 +46,9 @@ struct LoraConfig {
   int trainable_tokens_begin = -1;  // -1: none
 
   float scale() const { return alpha / static_cast<float>(rank); }
+  // From the --lora-* flags, validated (gpt::Error names the bad flag).
+  static LoraConfig from_flags(int rank, double alpha, double dropout, const std::string& targets_csv,
+                               int trainable_tokens_begin = -1);
   // "c_attn,attn.c_proj,c_fc,mlp.c_proj" (also "all"); gpt::Error names an unknown one.
   static std::array<bool, kLoraTargetCount> parse_targets(const std::string& csv);
   std::string targets_csv() const;

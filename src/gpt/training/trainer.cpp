@@ -70,12 +70,7 @@ void TrainOptions::validate() const {
   GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
   if (lora_rank > 0) {
     GPT_CHECK(task == "sft", "LoRA is for fine-tuning (gpt sft)");
-    LoraConfig c;
-    c.rank = lora_rank;
-    c.alpha = static_cast<float>(lora_alpha);
-    c.dropout = static_cast<float>(lora_dropout);
-    c.targets = LoraConfig::parse_targets(lora_targets);
-    c.validate();
+    LoraConfig::from_flags(lora_rank, lora_alpha, lora_dropout, lora_targets);
   }
 }
 
@@ -205,10 +200,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   nlohmann::json resumed_state;
   if (lora) {
     // The adapter's directory must not replace the base model it is trained on.
-    const fs::path out = fs::weakly_canonical(opts_.out), base = fs::weakly_canonical(opts_.init_from);
-    const auto [b, o] = std::mismatch(base.begin(), base.end(), out.begin(), out.end());
-    GPT_CHECK(b != base.end(), "--out " + opts_.out + " would replace the base model " + opts_.init_from +
-                                   " with the adapter: choose another directory");
+    check_adapter_out(opts_.out, opts_.init_from);
   }
   if (resuming && !lora) {
     LoadedModel loaded = load_model(resume_dir);
@@ -274,12 +266,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   }
   GPT_CHECK(model_->config().block_size >= opts_.block_size, "--block-size exceeds the model's context");
   if (lora) {
-    LoraConfig lc;
-    lc.rank = opts_.lora_rank;
-    lc.alpha = static_cast<float>(opts_.lora_alpha);
-    lc.dropout = static_cast<float>(opts_.lora_dropout);
-    lc.targets = LoraConfig::parse_targets(opts_.lora_targets);
-    lc.trainable_tokens_begin = new_tokens_begin;
+    const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets, new_tokens_begin);
     auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
     adapter->init(opts_.seed, *model_);
     if (resuming) {
