@@ -57,7 +57,12 @@ Conversation conversation_from_json(const nlohmann::json& j) {
 
 void for_each_jsonl(const std::filesystem::path& file, const std::function<void(const nlohmann::json&)>& fn,
                     const std::string& what) {
-  std::istringstream in(read_text_file(file));
+  for_each_jsonl_line(read_text_file(file), file, fn, what);
+}
+
+void for_each_jsonl_line(const std::string& text, const std::filesystem::path& file,
+                         const std::function<void(const nlohmann::json&)>& fn, const std::string& what) {
+  std::istringstream in(text);
   std::string line;
   int64_t number = 0, seen = 0;
   while (std::getline(in, line)) {
@@ -76,8 +81,13 @@ void for_each_jsonl(const std::filesystem::path& file, const std::function<void(
 }
 
 std::vector<Conversation> read_chat_jsonl(const std::filesystem::path& file) {
+  return parse_chat_jsonl(read_text_file(file), file);
+}
+
+std::vector<Conversation> parse_chat_jsonl(const std::string& text, const std::filesystem::path& file) {
   std::vector<Conversation> out;
-  for_each_jsonl(file, [&](const nlohmann::json& j) { out.push_back(conversation_from_json(j)); }, "conversations");
+  for_each_jsonl_line(text, file, [&](const nlohmann::json& j) { out.push_back(conversation_from_json(j)); },
+                      "conversations");
   return out;
 }
 

@@ -35,10 +35,14 @@ int add_chat_tokens(std::shared_ptr<GPT>& model, std::unique_ptr<Tokenizer>& tok
 // gpt::Error if the file holds no line at all.
 void for_each_jsonl(const std::filesystem::path& file, const std::function<void(const nlohmann::json&)>& fn,
                     const std::string& what);
+// The same over a file's text already read (`file` names it in errors).
+void for_each_jsonl_line(const std::string& text, const std::filesystem::path& file,
+                         const std::function<void(const nlohmann::json&)>& fn, const std::string& what);
 
 // gpt::Error naming the line for malformed JSON, a missing or empty "messages",
 // an unknown role, a content that is not a string, or invalid UTF-8.
 std::vector<Conversation> read_chat_jsonl(const std::filesystem::path& file);
+std::vector<Conversation> parse_chat_jsonl(const std::string& text, const std::filesystem::path& file);
 // One conversation from a JSON value ({"messages": [...]} or the list itself).
 Conversation conversation_from_json(const nlohmann::json& j);
 

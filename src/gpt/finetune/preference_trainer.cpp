@@ -235,8 +235,7 @@ PreferenceTrainer::PreferenceTrainer(const PreferenceOptions& options, Communica
   }
   if (opts_.lora_rank > 0) {
     const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets, new_tokens_begin);
-    auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
-    adapter->init(opts_.seed, *model_);
+    auto adapter = LoraAdapters::fresh(*model_, lc, opts_.seed);
     model_->attach_lora(std::move(adapter));
   } else {
     model_->allocate_gradients();

@@ -243,8 +243,7 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
   reference_->params = policy_->params;
   if (opts_.lora_rank > 0) {
     const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets);
-    auto adapter = std::make_shared<LoraAdapters>(policy_->config(), lc);
-    adapter->init(opts_.seed, *policy_);
+    auto adapter = LoraAdapters::fresh(*policy_, lc, opts_.seed);
     policy_->attach_lora(std::move(adapter));
   } else {
     policy_->allocate_gradients();

@@ -135,6 +135,12 @@ const TensorInfo* LoraAdapters::find(const std::string& name) const {
   return nullptr;
 }
 
+std::shared_ptr<LoraAdapters> LoraAdapters::fresh(const GPT& model, const LoraConfig& config, uint64_t seed) {
+  auto adapter = std::make_shared<LoraAdapters>(model.config(), config);
+  adapter->init(seed, model);
+  return adapter;
+}
+
 void LoraAdapters::init(uint64_t seed, const GPT& model) {
   Rng rng(seed);
   std::fill(params.begin(), params.end(), 0.0f);

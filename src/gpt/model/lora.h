@@ -11,6 +11,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,8 @@ class LoraAdapters {
   const TensorInfo* find(const std::string& name) const;
   std::vector<float> params, grads;
 
+  // A new adapter for `model`, initialised (below): what a fine-tuning run attaches.
+  static std::shared_ptr<LoraAdapters> fresh(const GPT& model, const LoraConfig& config, uint64_t seed);
   // A as PEFT draws it (uniform in +-1/sqrt(in), kaiming_uniform with a = sqrt(5)); B 0;
   // the trainable token rows start as the model has them.
   void init(uint64_t seed, const GPT& model);

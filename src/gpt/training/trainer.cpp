@@ -240,11 +240,12 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     new_tokens_begin = add_chat_tokens(model_, tokenizer, *chat_template_);
     std::error_code ec;
     GPT_CHECK(fs::exists(opts_.data, ec), "file not found: " + opts_.data);
-    const std::vector<Conversation> chats = read_chat_jsonl(opts_.data);
+    const std::string text = read_text_file(opts_.data);  // read once: parsed, and fingerprinted below
+    const std::vector<Conversation> chats = parse_chat_jsonl(text, opts_.data);
     auto chat_data = std::make_unique<ChatDataset>(chats, *chat_template_, *tokenizer, opts_.val_fraction,
                                                    opts_.block_size, opts_.batch_size, opts_.seed);
     chat_stats_ = chat_data->stats();
-    data_.fingerprint = fnv1a(read_text_file(opts_.data));
+    data_.fingerprint = fnv1a(text);
     data_.dataset = std::move(chat_data);
     data_.tokenizer = std::move(tokenizer);
   } else {
@@ -267,8 +268,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   GPT_CHECK(model_->config().block_size >= opts_.block_size, "--block-size exceeds the model's context");
   if (lora) {
     const LoraConfig lc = LoraConfig::from_flags(opts_.lora_rank, opts_.lora_alpha, opts_.lora_dropout, opts_.lora_targets, new_tokens_begin);
-    auto adapter = std::make_shared<LoraAdapters>(model_->config(), lc);
-    adapter->init(opts_.seed, *model_);
+    auto adapter = LoraAdapters::fresh(*model_, lc, opts_.seed);
     if (resuming) {
       ModelConfig base = model_->config();
       base.vocab_size = base_vocab_;
