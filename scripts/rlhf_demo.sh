@@ -57,6 +57,9 @@ with open(f"{work}/prompts.jsonl", "w") as f:
         f.write(json.dumps({"prompt": [{"role": "user", "content": f"Shout: {w}"}]}) + "\n")
 with open(f"{work}/heldout_words.txt", "w") as f:
     f.write("\n".join(held_out) + "\n")
+with open(f"{work}/heldout_prompts.jsonl", "w") as f:  # for gpt kl
+    for w in held_out:
+        f.write(json.dumps({"prompt": [{"role": "user", "content": f"Shout: {w}"}]}) + "\n")
 with open(f"{work}/heldout_prefs.jsonl", "w") as f:
     for w in held_out:
         prompt = [{"role": "user", "content": f"Shout: {w}"}]
@@ -84,8 +87,9 @@ def score(path, repeats):
 print(f"{score(sys.argv[2], 3):.1f} {score(sys.argv[3], 1):.1f}")
 PY
 }
-kl_to_sft() {  # mean KL per answer, from the last log line of a run
-  python3 -c "import json; print(round(json.loads(open('$1').read().splitlines()[-1]).get('kl', float('nan')), 3))"
+kl_to_sft() {  # $1 = model; KL(model || SFT) per answer on the held-out prompts, sampled (T = 1, 3 each)
+  $gpt kl --model "$1" --reference "$work/sft" --prompts "$work/heldout_prompts.jsonl" --samples 3 --max-new-tokens 12 \
+    --threads "$threads" | python3 -c 'import json,sys; e=json.load(sys.stdin); print("%.2f ± %.2f" % (e["kl"], e["kl_std_error"]))'
 }
 
 stage "1. pretrain (byte-level, 4 layers x 128)"
@@ -101,10 +105,10 @@ rm_acc=$($gpt reward score --model "$work/rm" --data "$work/heldout_prefs.jsonl"
   python3 -c 'import json,sys; print("%.1f" % (100 * json.load(sys.stdin)["accuracy"]))')
 stage "4a. PPO against the reward model"
 $gpt rlhf --policy "$work/sft" --reward "$work/rm" --prompts "$work/prompts.jsonl" --out "$work/ppo" --max-iters 30 \
-  --batch-size 32 --minibatch 16 --max-new-tokens 12 --lr 5e-5 --kl-coef 0.3 --threads "$threads" --quiet >/dev/null
+  --batch-size 32 --minibatch 16 --max-new-tokens 12 --lr 5e-5 --kl-coef 0.6 --threads "$threads" --quiet >/dev/null
 stage "4b. DPO on the pairs"
 $gpt dpo --policy "$work/sft" --data "$work/prefs.jsonl" --out "$work/dpo" --max-iters 150 --batch-size 16 \
-  --lr 2e-4 --beta 0.1 --threads "$threads" --quiet >/dev/null
+  --lr 2e-4 --beta 0.25 --threads "$threads" --quiet >/dev/null
 stage "4c. GRPO against the reward model"
 $gpt rlhf --algo grpo --group 8 --policy "$work/sft" --reward "$work/rm" --prompts "$work/prompts.jsonl" \
   --out "$work/grpo" --max-iters 30 --batch-size 8 --minibatch 16 --max-new-tokens 12 --lr 5e-5 --kl-coef 0.3 \
@@ -115,18 +119,34 @@ read -r sft_s sft_g < <(rule_score "--model $work/sft")
 read -r ppo_s ppo_g < <(rule_score "--model $work/ppo")
 read -r dpo_s dpo_g < <(rule_score "--model $work/dpo")
 read -r grpo_s grpo_g < <(rule_score "--model $work/grpo")
+ppo_kl=$(kl_to_sft "$work/ppo") dpo_kl=$(kl_to_sft "$work/dpo") grpo_kl=$(kl_to_sft "$work/grpo")
 stage "done"
 cat <<TABLE
 
 Held-out prompts (150 words never seen in training); the rule's score: answers that are the word in capitals
-| model | sampled answers % (T = 1, 3 each) | greedy answers % | KL to SFT per answer (PPO/GRPO, last iteration) |
+| model | sampled answers % (T = 1, 3 each) | greedy answers % | KL to SFT per answer, nats (gpt kl, held-out) |
 |---|---|---|---|
 | pretrained, before SFT (the prompt continued as text) | $base_s | $base_g | |
 | SFT (demonstrations half right) | $sft_s | $sft_g | |
-| PPO vs the reward model | $ppo_s | $ppo_g | $(kl_to_sft "$work/ppo/train_log.jsonl") |
-| DPO on the pairs | $dpo_s | $dpo_g | |
-| GRPO vs the reward model | $grpo_s | $grpo_g | $(kl_to_sft "$work/grpo/train_log.jsonl") |
+| PPO vs the reward model | $ppo_s | $ppo_g | $ppo_kl |
+| DPO on the pairs | $dpo_s | $dpo_g | $dpo_kl |
+| GRPO vs the reward model | $grpo_s | $grpo_g | $grpo_kl |
 
 Reward model: held-out pairwise accuracy $rm_acc %
 Total time: $(( $(date +%s) - start )) s on $threads threads ($(lscpu | sed -n 's/^Model name: *//p'))
 TABLE
+# The targets: the reward model >= 90% held out; PPO, DPO and GRPO each >= 15 points over
+# SFT (sampled answers); each KL to SFT under the bound we state, 2 nats per answer (on
+# held-out words SFT shouts about half the time, so a policy that always shouts pays
+# ln 2 = 0.69 nats on the first letter alone; the rest covers the letters after it).
+/usr/bin/python3 - "$rm_acc" "$sft_s" "$ppo_s" "$dpo_s" "$grpo_s" "$ppo_kl" "$dpo_kl" "$grpo_kl" <<'PY'
+import sys
+rm, sft, ppo, dpo, grpo = map(float, sys.argv[1:6])
+kls = [float(k.split()[0]) for k in sys.argv[6:9]]
+checks = [("reward model >= 90% held-out accuracy", rm >= 90)]
+for name, score, kl in zip(("PPO", "DPO", "GRPO"), (ppo, dpo, grpo), kls):
+    checks.append((f"{name} >= SFT + 15 points ({score - sft:+.1f})", score >= sft + 15))
+    checks.append((f"{name} KL to SFT < 2 nats per answer ({kl:.2f})", kl < 2))
+for what, ok in checks:
+    print(f"{'met    ' if ok else 'NOT MET'}  {what}")
+PY

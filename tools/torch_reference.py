@@ -90,8 +90,56 @@ def sinusoid(T, C):
     return pe
 
 
-def forward(c, p, tokens, lora=None, hidden=False):
-    """lora: None, or dict(scale, A/B per "h.{l}.{module}" and "tokens_begin" + "token_rows")."""
+M64 = (1 << 64) - 1
+
+
+def mix64(x):
+    """gpt.cpp's SplitMix64 finaliser (util/rng.h) on numpy uint64 arrays."""
+    import numpy as np
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(M64)
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(M64)
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(M64)
+    return x ^ (x >> np.uint64(31))
+
+
+def dropout_mask(drop, site, index):
+    """Scaled keep-mask (0 or 1/(1-p)) of the elements `index` (uint64 array) of a
+    dropout site, drawn as kernels/dropout.h draws it."""
+    import numpy as np
+    with np.errstate(over="ignore"):
+        site_seed = mix64(np.uint64(drop["seed"]) ^ np.uint64(0xD20F000000000000 | site))
+        h = mix64(site_seed ^ mix64(index)) >> np.uint64(32)
+    p32 = float(np.float32(drop["p"]))
+    threshold = int(p32 * 4294967296.0)
+    keep = h >= np.uint64(threshold)
+    return torch.tensor(keep.astype("float64") / (1.0 - p32))
+
+
+def token_mask(drop, site, B, T, width):
+    """(B, T, width): index ((row * row_stride + t) * width + k), row = first_row + b."""
+    import numpy as np
+    b = np.arange(B, dtype=np.uint64)[:, None, None] + np.uint64(drop["first_row"])
+    t = np.arange(T, dtype=np.uint64)[None, :, None]
+    k = np.arange(width, dtype=np.uint64)[None, None, :]
+    return dropout_mask(drop, site, (b * np.uint64(drop["row_stride"]) + t) * np.uint64(width) + k)
+
+
+def attention_mask(drop, site, B, NH, T):
+    """(B, NH, T, T): index ((row * NH + h) * row_stride + t) * row_stride + s."""
+    import numpy as np
+    rs = np.uint64(drop["row_stride"])
+    b = np.arange(B, dtype=np.uint64)[:, None, None, None] + np.uint64(drop["first_row"])
+    h = np.arange(NH, dtype=np.uint64)[None, :, None, None]
+    t = np.arange(T, dtype=np.uint64)[None, None, :, None]
+    s = np.arange(T, dtype=np.uint64)[None, None, None, :]
+    return dropout_mask(drop, site, ((b * np.uint64(NH) + h) * rs + t) * rs + s)
+
+
+def forward(c, p, tokens, lora=None, hidden=False, dropout=None):
+    """lora: None, or dict(scale, A/B per "h.{l}.{module}" and "tokens_begin" + "token_rows").
+    dropout: None, or dict(p, seed, first_row, row_stride): nanoGPT's dropout sites
+    (embeddings; per layer the attention weights and both residual branches) with
+    gpt.cpp's hashed masks."""
     B, T = tokens.shape
     C, NH = c["n_embd"], c["n_head"]
     hs = C // NH
@@ -100,6 +148,8 @@ def forward(c, p, tokens, lora=None, hidden=False):
     if lora is not None and "token_rows" in lora:  # PEFT's trainable tokens: the rows replaced
         wte = torch.cat([wte[:lora["tokens_begin"]], lora["token_rows"]], dim=0)
     x = wte[tokens] + pos
+    if dropout is not None:
+        x = x * token_mask(dropout, 0, B, T, C)
 
     def linear(h, l, module):
         y = h @ p[f"h.{l}.{module}.weight"]
@@ -119,11 +169,15 @@ def forward(c, p, tokens, lora=None, hidden=False):
         vv = vv.view(B, T, NH, hs).transpose(1, 2)
         att = (qq @ kk.transpose(-2, -1)) / math.sqrt(hs)
         att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        if dropout is not None:
+            att = att * attention_mask(dropout, 1 + 3 * l, B, NH, T)
         y = (att @ vv).transpose(1, 2).reshape(B, T, C)
-        x = x + linear(y, l, "attn.c_proj")
+        branch = linear(y, l, "attn.c_proj")
+        x = x + (branch if dropout is None else branch * token_mask(dropout, 2 + 3 * l, B, T, C))
         h = F.layer_norm(x, (C,), p[q + "ln_2.weight"], p[q + "ln_2.bias"], eps=1e-5)
         h = F.gelu(linear(h, l, "mlp.c_fc"), approximate="tanh")
-        x = x + linear(h, l, "mlp.c_proj")
+        branch = linear(h, l, "mlp.c_proj")
+        x = x + (branch if dropout is None else branch * token_mask(dropout, 3 + 3 * l, B, T, C))
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps=1e-5)
     if hidden:
         return x
@@ -434,6 +488,40 @@ def make_ppo_fixture(name, seed=5, n=40):
     print(f"{path}: PPO loss {loss.item():.6f} (clip fraction {clip_fraction.item():.2f}), GRPO loss {loss2.item():.6f}")
 
 
+DROPOUT_CONFIG = dict(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, position_encoding="learned",
+                      tie_word_embeddings=True, B=3, T=8, seed=6, p=0.25, dropout_seed=0x5EED5EED12345678,
+                      first_row=5)
+
+
+def make_dropout_fixture(name, c):
+    """nanoGPT's dropout with gpt.cpp's masks: the loss and every gradient of a
+    training pass (batch rows first_row.. of a larger batch), and the loss without
+    dropout (what evaluation sees)."""
+    gen = torch.Generator().manual_seed(c["seed"])
+    p = init_params(c, gen)
+    B, T, V = c["B"], c["T"], c["vocab_size"]
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    targets = torch.randint(0, V, (B, T), generator=gen)
+    drop = dict(p=c["p"], seed=c["dropout_seed"], first_row=c["first_row"], row_stride=c["block_size"])
+    out = {f"param.{k}": v.detach().clone() for k, v in p.items()}
+    out["tokens"] = tokens.int()
+    out["targets"] = targets.int()
+    loss = F.cross_entropy(forward(c, p, tokens, dropout=drop).view(-1, V), targets.view(-1))
+    loss.backward()
+    out["loss"] = loss.detach().view(1)
+    for k, v in p.items():
+        out[f"grad.{k}"] = v.grad.clone()
+    with torch.no_grad():
+        out["eval_loss"] = F.cross_entropy(forward(c, p, tokens).view(-1, V), targets.view(-1)).view(1)
+    cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding", "tie_word_embeddings")}
+    cfg["n_positions"] = c["block_size"]
+    meta = {"config": json.dumps(cfg), "dropout": repr(c["p"]), "dropout_seed": str(c["dropout_seed"]),
+            "first_row": str(c["first_row"]), "torch_version": torch.__version__}
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    print(f"{path}: loss with dropout {loss.item():.6f}, without {out['eval_loss'].item():.6f}")
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -442,6 +530,7 @@ def main():
     make_lora_fixture("tiny_lora_sft", LORA_CONFIG)
     make_preference_fixture("tiny_preference", PREF_CONFIG)
     make_ppo_fixture("ppo_objective")
+    make_dropout_fixture("tiny_dropout", DROPOUT_CONFIG)
     return 0
 
 

@@ -574,7 +574,7 @@ TEST_F(Cli, HelpListsEverySubcommandOnOneShortLine) {
     EXPECT_LE(line.size(), 100u) << "too long for a terminal: " << line;
     ++listed;
   }
-  EXPECT_EQ(listed, 14) << r.out;
+  EXPECT_EQ(listed, 15) << r.out;
 }
 
 // gpt sft: full and LoRA fine-tuning from the command line, the adapter used by
@@ -678,6 +678,48 @@ TEST_F(Sft, LoraAdapterRunsUnmergedAndMergedAlike) {
   EXPECT_TRUE(fs::exists(dir / "base" / "model.safetensors"));
 }
 
+// Fine-tuning starts as well from a Hugging Face GPT-2 directory (what `gpt
+// convert --to hf` writes, as transformers saves it) and runs with bf16 matrix
+// products: the first step's loss agrees with fp32's to bf16's precision, and
+// DPO and RLHF run in bf16 too.
+TEST_F(Sft, HuggingFaceDirectoryAndBf16FineTuneToo) {
+  auto r = run_gpt("convert --model " + base() + " --to hf --out " + (dir / "hf").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string hf = (dir / "hf").string();
+  const auto first_loss = [&](const std::string& out) {
+    const std::string log = read_text_file(dir / out / "train_log.jsonl");
+    return nlohmann::json::parse(log.substr(0, log.find('\n')))["loss"].get<double>();
+  };
+  for (const std::string lora : {"", " --lora-rank 4"}) {
+    const std::string name = lora.empty() ? "full" : "lora";
+    r = run_gpt("sft --init-from " + hf + " --data " + chats() + " --out " + (dir / (name + "32")).string() +
+                " --max-iters 2 --batch-size 4 --quiet --threads 1" + lora);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = run_gpt("sft --init-from " + hf + " --data " + chats() + " --out " + (dir / (name + "16")).string() +
+                " --max-iters 2 --batch-size 4 --quiet --threads 1 --dtype bf16" + lora);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const double fp32 = first_loss(name + "32"), bf16 = first_loss(name + "16");
+    EXPECT_TRUE(std::isfinite(bf16)) << name;
+    EXPECT_NEAR(bf16, fp32, 0.02 * fp32) << name;
+  }
+  const std::string chat = (dir / "full16").string();
+  write_file_atomic(dir / "prefs.jsonl",
+                    nlohmann::json{{"prompt", "say 1"}, {"chosen", "1"}, {"rejected", "2"}}.dump() + "\n" +
+                        nlohmann::json{{"prompt", "say 3"}, {"chosen", "3"}, {"rejected", "5"}}.dump() + "\n" +
+                        nlohmann::json{{"prompt", "say 4"}, {"chosen", "4"}, {"rejected", "0"}}.dump() + "\n");
+  const std::string prefs = " --data " + (dir / "prefs.jsonl").string();
+  r = run_gpt("dpo --policy " + chat + prefs + " --out " + (dir / "dpo16").string() +
+              " --max-iters 2 --batch-size 2 --dtype bf16 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_gpt("reward train --init-from " + chat + prefs + " --out " + (dir / "rm16").string() +
+              " --max-iters 2 --batch-size 2 --dtype bf16 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  write_file_atomic(dir / "p.jsonl", R"({"prompt": "say 1"})" "\n" R"({"prompt": "say 2"})" "\n" R"({"prompt": "say 6"})" "\n");
+  r = run_gpt("rlhf --policy " + chat + " --reward " + (dir / "rm16").string() + " --prompts " + (dir / "p.jsonl").string() +
+              " --out " + (dir / "ppo16").string() + " --max-iters 1 --batch-size 2 --max-new-tokens 3 --dtype bf16 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(Sft, BadFineTuningInputGetsOneLine) {
   write_file_atomic(dir / "broken.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
                                            "{\"role\": \"assistant\", \"content\": \"a\"}]}\n{oops\n");
@@ -756,6 +798,20 @@ TEST_F(Sft, RewardModelAndDpoRunEndToEnd) {
   expect_one_line_error(run_gpt("plot " + (dir / "ppo" / "train_log.jsonl").string() + " --metric nosuch --out " +
                                 (dir / "n.svg").string()),
                         "has no \"nosuch\" values");
+  // How far PPO moved the policy: gpt kl on sampled answers; a model against itself is 0.
+  r = run_gpt("kl --model " + (dir / "ppo").string() + " --reference " + chat + " --prompts " +
+              (dir / "prompts.jsonl").string() + " --samples 2 --max-new-tokens 4 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto kl = nlohmann::json::parse(r.out);
+  EXPECT_EQ(kl["answers"], 24);
+  for (const char* k : {"kl", "kl_std_error", "mean_answer_tokens"}) EXPECT_TRUE(kl.contains(k)) << k;
+  r = run_gpt("kl --model " + chat + " --reference " + chat + " --prompts " + (dir / "prompts.jsonl").string() +
+              " --samples 1 --max-new-tokens 3 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["kl"], 0.0);
+  expect_one_line_error(run_gpt("kl --model " + chat + " --reference " + base() + " --prompts " +
+                                (dir / "prompts.jsonl").string()),
+                        "the reference's vocabulary differs");
   r = run_gpt(rlhf + " --algo grpo --group 3 --out " + (dir / "grpo").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_gpt(rlhf + " --lora-rank 4 --out " + (dir / "ppo-adapter").string());

@@ -1,11 +1,14 @@
 // RLHF's pieces: the PPO and GRPO objectives (clipped ratio, clipped value loss,
 // the k3 KL term) and their gradients, and GAE, against PyTorch
-// (tools/torch_reference.py make_ppo_fixture, float64); the prompt file's errors.
+// (tools/torch_reference.py make_ppo_fixture, float64); the prompt file's errors;
+// the KL estimate gpt kl prints, against the exact KL where it can be summed.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "gpt/finetune/rlhf.h"
+#include "gpt/model/gpt.h"
+#include "gpt/util/rng.h"
 #include "gpt/io/safetensors.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -99,6 +102,44 @@ TEST(Rlhf, PromptFileFormatsAndErrors) {
   o.lora_rank = 4;
   o.lora_dropout = 0.1;  // the policy ratio needs one network for old and new log-probabilities
   EXPECT_THROW(o.validate(), Error);
+}
+
+// One-token answers: the estimate's mean over many samples against the exact
+// KL(p || q) of the two models' next-token distributions (a sum over the
+// vocabulary), within four standard errors; a model against itself is 0 exactly.
+TEST(Rlhf, KlEstimateMatchesTheExactKlOfOneTokenAnswers) {
+  const ModelConfig c = testing::model_config(7, 16, 1, 2, 8);
+  GPT policy(c), reference(c);
+  policy.init_weights(1);
+  reference.init_weights(1);
+  Rng rng(5);
+  for (float& p : policy.params) p += static_cast<float>(rng.normal()) * 0.3f;  // moved away from the reference
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}};
+  const KlEstimate e = estimate_kl(policy, reference, prompts, 4000, 1, {}, 11, 64);
+  EXPECT_EQ(e.answers, 4000);
+  EXPECT_EQ(e.mean_length, 1.0);
+  const auto next_token = [&](GPT& m) {
+    m.forward(prompts[0].data(), nullptr, 1, 3);
+    const float* z = m.logits() + 2 * c.vocab_size;
+    std::vector<double> p(static_cast<size_t>(c.vocab_size));
+    double zmax = *std::max_element(z, z + c.vocab_size), sum = 0;
+    for (int v = 0; v < c.vocab_size; ++v) sum += p[static_cast<size_t>(v)] = std::exp(z[v] - zmax);
+    for (double& x : p) x /= sum;
+    return p;
+  };
+  const auto p = next_token(policy), q = next_token(reference);
+  double exact = 0;
+  for (size_t v = 0; v < p.size(); ++v) exact += p[v] * std::log(p[v] / q[v]);
+  ASSERT_GT(exact, 0.05) << "the two models should differ";
+  EXPECT_GT(e.std_error, 0.0);
+  EXPECT_NEAR(e.kl, exact, 4 * e.std_error) << "exact " << exact;
+  const KlEstimate same = estimate_kl(reference, reference, prompts, 50, 4, {}, 11);
+  EXPECT_EQ(same.kl, 0.0);
+  EXPECT_EQ(same.mean_length, 4.0);
+  // Another vocabulary is refused.
+  GPT other(testing::model_config(9, 16, 1, 2, 8));
+  other.init_weights(2);
+  EXPECT_THROW(estimate_kl(policy, other, prompts, 2, 1, {}, 1), Error);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "gpt/finetune/chat_data.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/peft_adapter.h"
+#include "gpt/io/safetensors.h"
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/training/trainer.h"
 #include "gpt/util/error.h"
@@ -137,6 +138,7 @@ TrainOptions sft_options(const testing::TempDir& dir, const std::string& out, in
   o.eval_interval = 4;
   o.lora_rank = lora_rank;
   o.lora_dropout = lora_rank > 0 ? 0.1 : 0.0;  // dropout's masks must resume too
+  o.dropout = 0.1;
   o.quiet = true;
   return o;
 }
@@ -202,6 +204,82 @@ TEST_P(SftResume, ContinuesBitIdentically) {
 
 INSTANTIATE_TEST_SUITE_P(FullAndLora, SftResume, ::testing::Values(0, 4),
                          [](const auto& info) { return info.param == 0 ? std::string("Full") : std::string("Lora"); });
+
+// Packed rows train what padded rows train: the same examples per step, the
+// same loss (attention stays inside each chat, positions restart), only fewer
+// padding tokens computed. Full fine-tuning and LoRA with dropout, over two
+// micro-batches.
+class SftPacking : public ::testing::TestWithParam<int> {};
+
+TEST_P(SftPacking, TrainsWhatPaddedRowsTrain) {
+  const int rank = GetParam();
+  testing::TempDir dir;
+  make_base(dir);
+  TrainOptions padded = sft_options(dir, "padded", rank);
+  padded.packing = false;
+  TrainOptions packed = sft_options(dir, "packed", rank);
+  packed.packing = true;
+  const TrainResult a = train(padded);
+  const TrainResult b = train(packed);
+  ASSERT_EQ(a.history.size(), b.history.size());
+  for (size_t i = 0; i < a.history.size(); ++i) {
+    EXPECT_NEAR(b.history[i].loss, a.history[i].loss, 2e-5 * std::abs(a.history[i].loss)) << "step " << i + 1;
+  }
+  ASSERT_TRUE(a.final_val_loss && b.final_val_loss);
+  EXPECT_NEAR(*b.final_val_loss, *a.final_val_loss, 2e-5 * std::abs(*a.final_val_loss));
+  const char* weights = rank > 0 ? kAdapterWeightsFile : "model.safetensors";
+  const SafetensorsFile wa = SafetensorsFile::load(dir / "padded" / weights);
+  const SafetensorsFile wb = SafetensorsFile::load(dir / "packed" / weights);
+  ASSERT_EQ(wa.entries().size(), wb.entries().size());
+  for (const auto& [name, e] : wa.entries()) {
+    int64_t n = 1;
+    for (int64_t d : e.shape) n *= d;
+    std::vector<float> t(static_cast<size_t>(n)), u(t.size());
+    wa.read_f32(name, e.shape, t.data());
+    wb.read_f32(name, e.shape, u.data());
+    for (size_t i = 0; i < t.size(); ++i) ASSERT_NEAR(u[i], t[i], 1e-4f) << name << "[" << i << "]";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(FullAndLora, SftPacking, ::testing::Values(0, 4),
+                         [](const auto& info) { return info.param == 0 ? std::string("Full") : std::string("Lora"); });
+
+TEST(ChatData, PackedBatchesHoldThePaddedExamplesInFewerRows) {
+  const ChatTemplate chatml = ChatTemplate::named("chatml");
+  const auto tok = make_byte_tokenizer()->with_special_tokens(chatml.markers());
+  std::vector<Conversation> chats;
+  for (int i = 0; i < 20; ++i)
+    chats.push_back({{"user", std::string(static_cast<size_t>(i * 7 % 40 + 1), 'q')}, {"assistant", std::string(static_cast<size_t>(i % 3 + 1), 'a')}});
+  const ChatDataset d(chats, chatml, *tok, 0.2, 128, 8, 7);
+  const int64_t B = 8, T = 128;
+  std::vector<int32_t> x(B * T), y(B * T), xp(B * T), yp(B * T), pos(B * T), ex(B * T);
+  for (int64_t step = 0; step < 3; ++step) {
+    const int64_t Tpad = d.train_batch(7, step, 0, B, T, x.data(), y.data(), 0);
+    const BatchSource::PackedShape shape = d.train_batch_packed(7, step, 0, B, T, xp.data(), yp.data(), pos.data(), ex.data(), 0);
+    EXPECT_LT(shape.rows, B);
+    EXPECT_LE(shape.T, T);
+    // Chats of 21 to 60 tokens: packing computes fewer positions.
+    EXPECT_LT(shape.rows * shape.T, B * Tpad);
+    // Each example r of the padded batch is, token for token, the packed tokens tagged r, numbered from 0.
+    for (int64_t r = 0; r < B; ++r) {
+      std::vector<int32_t> px, py;
+      for (int64_t i = 0; i < shape.rows * shape.T; ++i) {
+        if (ex[static_cast<size_t>(i)] != r) continue;
+        EXPECT_EQ(pos[static_cast<size_t>(i)], static_cast<int32_t>(px.size()));
+        px.push_back(xp[static_cast<size_t>(i)]);
+        py.push_back(yp[static_cast<size_t>(i)]);
+      }
+      ASSERT_FALSE(px.empty());
+      ASSERT_LE(static_cast<int64_t>(px.size()), Tpad);
+      EXPECT_TRUE(std::equal(px.begin(), px.end(), x.begin() + r * Tpad)) << "example " << r;
+      EXPECT_TRUE(std::equal(py.begin(), py.end(), y.begin() + r * Tpad)) << "example " << r;
+      for (int64_t t = static_cast<int64_t>(px.size()); t < Tpad; ++t) EXPECT_EQ(y[static_cast<size_t>(r * Tpad + t)], kIgnoreTarget);
+    }
+  }
+  // Windows of a text have nothing to pack.
+  const Dataset text(std::vector<int32_t>(500, 1), 0.1, 8);
+  expect_error([&] { text.train_batch_packed(1, 0, 0, 2, 8, x.data(), y.data(), pos.data(), ex.data(), 0); }, "no examples to pack");
+}
 
 // A model whose vocabulary is padded past its tokenizer's (nanoGPT pads GPT-2's
 // 50257 to 50304): the markers take padding rows, which start at the mean row

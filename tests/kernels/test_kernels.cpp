@@ -196,6 +196,71 @@ TEST(Attention, BlockedKernelsMatchTheStraightforwardOne) {
   }
 }
 
+// Packed rows (several examples end to end, attention kept inside each) against
+// each example run alone: outputs, log-sum-exps, the drawn weights and every
+// gradient, with examples crossing the 64-query blocks, one-token examples, and
+// head widths 16 and 64.
+TEST(Attention, PackedRowsMatchEachExampleAlone) {
+  const std::vector<std::vector<int64_t>> rows = {{70, 1, 40, 39}, {130, 20}, {5, 64, 1, 1, 79}};
+  for (const int64_t hs : {16, 64}) {
+    const int64_t NH = 2, C = hs * NH, C3 = 3 * C, B = static_cast<int64_t>(rows.size());
+    const int64_t T = 150;
+    auto qkv = random_vector(static_cast<size_t>(B * T * C3), static_cast<uint64_t>(hs), 1.5f);
+    auto dout = random_vector(static_cast<size_t>(B * T * C), static_cast<uint64_t>(hs + 1));
+    std::vector<int32_t> positions(static_cast<size_t>(B * T));
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t t = 0;
+      for (int64_t len : rows[static_cast<size_t>(b)])
+        for (int64_t p = 0; p < len; ++p) positions[static_cast<size_t>(b * T + t++)] = static_cast<int32_t>(p);
+      ASSERT_EQ(t, T);
+    }
+    std::vector<float> out(static_cast<size_t>(B * T * C)), lse(static_cast<size_t>(B * NH * T)), att(static_cast<size_t>(NH * T * T));
+    attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH, positions.data());
+    const gpt::testing::ThreadCountGuard restore;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dqkv(static_cast<size_t>(B * T * C3), std::numeric_limits<float>::quiet_NaN());
+      attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH, positions.data());
+      for (int64_t b = 0; b < B; ++b) {
+        if (threads == 1) attention_probabilities(att.data(), qkv.data(), lse.data(), b, T, C, NH, positions.data());
+        int64_t start = 0;
+        for (int64_t len : rows[static_cast<size_t>(b)]) {
+          // The example alone: its own (1, len) batch.
+          std::vector<float> q1(qkv.begin() + (b * T + start) * C3, qkv.begin() + (b * T + start + len) * C3);
+          std::vector<float> d1(dout.begin() + (b * T + start) * C, dout.begin() + (b * T + start + len) * C);
+          std::vector<float> o1(static_cast<size_t>(len * C)), l1(static_cast<size_t>(NH * len)), g1(q1.size()),
+              a1(static_cast<size_t>(NH * len * len));
+          attention_forward(o1.data(), l1.data(), q1.data(), 1, len, C, NH);
+          attention_backward(g1.data(), d1.data(), q1.data(), o1.data(), l1.data(), 1, len, C, NH);
+          attention_probabilities(a1.data(), q1.data(), l1.data(), 0, len, C, NH);
+          const std::string where = "hs " + std::to_string(hs) + " row " + std::to_string(b) + " example at " +
+                                    std::to_string(start) + " threads " + std::to_string(threads);
+          EXPECT_LT(testing::relative_max_error(out.data() + (b * T + start) * C, o1.data(), o1.size()), 1e-6) << where;
+          EXPECT_LT(testing::relative_max_error(dqkv.data() + (b * T + start) * C3, g1.data(), g1.size()), 1e-5) << where;
+          for (int64_t h = 0; h < NH; ++h) {
+            EXPECT_LT(testing::relative_max_error(lse.data() + (b * NH + h) * T + start, l1.data() + h * len,
+                                                  static_cast<size_t>(len)), 1e-6) << where;
+            if (threads != 1) continue;
+            // The drawn weights: the example's own block, and nothing outside it.
+            for (int64_t i = 0; i < len; ++i) {
+              for (int64_t j = 0; j < T; ++j) {
+                const float a = att[static_cast<size_t>((h * T + start + i) * T + j)];
+                const bool inside = j >= start && j < start + len;
+                if (!inside) {
+                  ASSERT_EQ(a, 0.0f) << where << " query " << i << " key " << j;
+                } else {
+                  ASSERT_NEAR(a, a1[static_cast<size_t>((h * len + i) * len + (j - start))], 2e-6) << where;
+                }
+              }
+            }
+          }
+          start += len;
+        }
+      }
+    }
+  }
+}
+
 TEST(LayerNorm, NormalisesEachRow) {
   const int64_t N = 3, C = 64;
   auto x = random_vector(N * C, 3);

@@ -191,6 +191,37 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
 // chat's prompt is, for the whole model; then a LoRA adapter on all four
 // products with trainable token rows: logits, loss, every adapter gradient, and
 // the adapter after 3 clipped AdamW steps (OptimizerStep over the adapter).
+// Dropout as nanoGPT applies it (embeddings, attention weights, both residual
+// branches) with gpt.cpp's hashed masks, which tools/torch_reference.py draws
+// the same way: the training pass's loss and every gradient, for rows 5.. of a
+// larger batch, on 1 and 3 threads; evaluation (forward) has no dropout.
+TEST(TorchReferenceDropout, TrainingPassMatchesWithTheSameMasks) {
+  const Fixture f = load_fixture("tiny_dropout");
+  const auto meta = f.file.metadata();
+  GPT model(f.config);
+  for (const TensorInfo& t : model.layout().tensors())
+    f.file.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
+  model.set_dropout(std::stof(meta.at("dropout")));
+  model.set_dropout_seed(std::stoull(meta.at("dropout_seed")), std::stoll(meta.at("first_row")));
+  const float ref_loss = read(f.file, "loss", {1})[0];
+  const float ref_eval = read(f.file, "eval_loss", {1})[0];
+  const gpt::testing::ThreadCountGuard restore;
+  for (int threads : {1, 3}) {
+    omp_set_num_threads(threads);
+    model.zero_grad();
+    const float loss = model.forward_backward(f.tokens.data(), f.targets.data(), f.B, f.T);
+    EXPECT_LT(std::abs(loss - ref_loss) / ref_loss, kLossTol) << loss << " vs " << ref_loss;
+    for (const TensorInfo& t : model.layout().tensors()) {
+      const auto ref = read(f.file, "grad." + t.name, t.shape);
+      EXPECT_LT(relative_max_error(model.grads.data() + t.offset, ref.data(), t.numel), kGradTol)
+          << "gradient of " << t.name << " on " << threads << " threads";
+    }
+    const float eval = model.forward(f.tokens.data(), f.targets.data(), f.B, f.T);
+    EXPECT_LT(std::abs(eval - ref_eval) / ref_eval, kLossTol) << eval << " vs " << ref_eval;
+  }
+  EXPECT_GT(std::abs(ref_loss - ref_eval), 1e-3) << "dropout should change the training loss";
+}
+
 TEST(TorchReferenceFinetune, MaskedLossAndLoraMatch) {
   const Fixture f = load_fixture("tiny_lora_sft");
   GPT model(f.config);

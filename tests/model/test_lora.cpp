@@ -136,6 +136,81 @@ TEST(Lora, GradientsMatchFiniteDifferencesWithDropoutOnSomeTargets) {
   EXPECT_NE(train_loss, eval_loss);
 }
 
+// Packed rows (GPT::set_packing) against one padded row per example: the same
+// loss and gradients (model dropout, and LoRA with its dropout: both masks key on
+// each example's row and position), learned and sinusoidal positions; bad
+// layouts refused.
+TEST(Packing, PackedRowsGiveThePaddedLossAndGradients) {
+  for (const PositionEncoding pe : {PositionEncoding::kLearned, PositionEncoding::kSinusoidal}) {
+    for (const bool lora : {false, true}) {
+      const ModelConfig c = testing::model_config(11, 16, 2, 2, 8, pe);
+      GPT model = base_model(c);
+      model.set_dropout(0.2f);  // the model's dropout masks key on example and position too
+      std::shared_ptr<LoraAdapters> a;
+      if (lora) {
+        LoraConfig lc;
+        lc.rank = 2;
+        lc.alpha = 4;
+        lc.dropout = 0.3f;
+        a = adapter_for(model, lc, /*random_b=*/true);
+        model.attach_lora(a);
+      }
+      const std::vector<int64_t> lengths = {7, 3, 5, 1};
+      const int64_t B = 4, Tpad = 7, Tpack = 16;
+      const auto tokens = random_tokens(static_cast<size_t>(B * Tpad), 11, 21);
+      auto targets = random_tokens(static_cast<size_t>(B * Tpad), 11, 22);
+      targets[2] = kIgnoreTarget;  // a prompt token
+      // Padded: row r holds example r, the rest ignored.
+      std::vector<int32_t> xp(static_cast<size_t>(B * Tpad), 0), yp(xp.size(), kIgnoreTarget);
+      // Packed: examples 0 and 2 in row 0 (7 + 5 = 12, 4 tokens of padding), 1 and 3 in row 1.
+      std::vector<int32_t> xk(static_cast<size_t>(2 * Tpack), 0), yk(xk.size(), kIgnoreTarget), pos(xk.size()), ex(xk.size());
+      std::vector<int64_t> fill = {0, 0};
+      for (int64_t e : {0, 2, 1, 3}) {
+        const int64_t row = e % 2, len = lengths[static_cast<size_t>(e)];
+        for (int64_t t = 0; t < len; ++t) {
+          const auto src = static_cast<size_t>(e * Tpad + t), dst = static_cast<size_t>(row * Tpack + fill[static_cast<size_t>(row)] + t);
+          xp[src] = xk[dst] = tokens[src];
+          yp[src] = yk[dst] = targets[src];
+          pos[dst] = static_cast<int32_t>(t);
+          ex[dst] = static_cast<int32_t>(e);
+        }
+        fill[static_cast<size_t>(row)] += len;
+      }
+      for (int64_t row = 0; row < 2; ++row)
+        for (int64_t t = fill[static_cast<size_t>(row)], p = 0; t < Tpack; ++t, ++p) {
+          pos[static_cast<size_t>(row * Tpack + t)] = static_cast<int32_t>(p);
+          ex[static_cast<size_t>(row * Tpack + t)] = static_cast<int32_t>(B + row);
+        }
+      const auto grads = [&]() -> std::vector<float> { return lora ? a->grads : model.grads; };
+      model.zero_grad();
+      if (a) std::fill(a->grads.begin(), a->grads.end(), 0.0f);
+      model.set_dropout_seed(99, 4);
+      const float padded = model.forward_backward(xp.data(), yp.data(), B, Tpad);
+      const std::vector<float> g_padded = grads();
+      model.zero_grad();
+      if (a) std::fill(a->grads.begin(), a->grads.end(), 0.0f);
+      model.set_packing(pos, ex);
+      const float packed = model.forward_backward(xk.data(), yk.data(), 2, Tpack);
+      const std::vector<float> g_packed = grads();
+      const std::string what = std::string(lora ? "LoRA" : "full") + (pe == PositionEncoding::kLearned ? " learned" : " sinusoidal");
+      EXPECT_NEAR(packed, padded, 1e-6f * std::abs(padded)) << what;
+      ASSERT_EQ(g_packed.size(), g_padded.size());
+      EXPECT_LT(testing::relative_max_error(g_packed.data(), g_padded.data(), g_padded.size()), 1e-5) << what;
+      // A layout for another shape, or one whose positions do not count up along an example.
+      EXPECT_THROW(model.forward_backward(xk.data(), yk.data(), 1, Tpack), Error);
+      std::vector<int32_t> bad = pos;
+      bad[3] = 5;
+      model.set_packing(bad, ex);
+      EXPECT_THROW(model.forward_backward(xk.data(), yk.data(), 2, Tpack), Error);
+      std::vector<int32_t> far = pos;
+      far[0] = 16;
+      EXPECT_THROW(model.set_packing(far, ex), Error);
+      model.set_packing({}, {});
+      EXPECT_FALSE(model.packed());
+    }
+  }
+}
+
 TEST(Lora, MergedAdapterGivesTheUnmergedLogits) {
   GPT model = base_model(tiny_config(13));
   LoraConfig lc;

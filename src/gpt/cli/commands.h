@@ -18,6 +18,7 @@ Command add_sft_command(CLI::App& parent);
 Command add_reward_command(CLI::App& parent);
 Command add_dpo_command(CLI::App& parent);
 Command add_rlhf_command(CLI::App& parent);
+Command add_kl_command(CLI::App& parent);
 Command add_eval_command(CLI::App& parent);
 Command add_generate_command(CLI::App& parent);
 Command add_chat_command(CLI::App& parent);

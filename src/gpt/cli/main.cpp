@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
       gpt::cli::add_reward_command(app),
       gpt::cli::add_dpo_command(app),
       gpt::cli::add_rlhf_command(app),
+      gpt::cli::add_kl_command(app),
       gpt::cli::add_eval_command(app),
       gpt::cli::add_generate_command(app),
       gpt::cli::add_chat_command(app),

@@ -1,6 +1,7 @@
 // gpt reward (train a reward model on preference pairs; score pairs with one),
 // gpt dpo (Direct Preference Optimization of a policy: finetune/preference_trainer.h)
-// and gpt rlhf (PPO or GRPO against a reward model: finetune/rlhf.h).
+// gpt rlhf (PPO or GRPO against a reward model: finetune/rlhf.h) and gpt kl (how
+// far a tuned policy moved from its reference).
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -10,6 +11,8 @@
 #include "gpt/cli/loss_plot.h"
 #include "gpt/finetune/preference_trainer.h"
 #include "gpt/finetune/rlhf.h"
+#include "gpt/io/model_loader.h"
+#include "gpt/kernels/compute_context.h"
 #include "gpt/util/error.h"
 #include "gpt/util/progress.h"
 
@@ -223,6 +226,62 @@ Command add_rlhf_command(CLI::App& parent) {
     for (const char* k : {"reward", "kl", "val_reward"})
       if (last.extra.contains(k)) summary[k] = last.extra[k];
     std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  };
+  return {app, run};
+}
+
+Command add_kl_command(CLI::App& parent) {
+  CLI::App* app = parent.add_subcommand("kl", "How far a tuned policy moved from its reference: KL per answer");
+  app->footer("\nSamples answers from the policy (temperature 1) and prints, as one JSON line, the mean over\n"
+              "answers of sum(log p_policy - log p_reference) over each answer's tokens: KL(policy || reference)\n"
+              "of whole answers, in nats, with its standard error.\n"
+              "\nExample:\n  gpt kl --model out/dpo --reference out/sft --prompts heldout.jsonl --samples 4");
+  struct Flags {
+    std::string model, reference, prompts, adapter;
+    int64_t samples = 4, max_new_tokens = 32, batch = 16;
+    uint64_t seed = 1;
+    int threads = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  app->add_option("--model", f->model, "The tuned policy (checkpoint, Hugging Face dir or GGUF)")->required();
+  app->add_option("--adapter", f->adapter, "A LoRA adapter merged into --model when it loads");
+  app->add_option("--reference", f->reference, "Where it started (the SFT model)")->required();
+  app->add_option("--prompts", f->prompts, "Prompts: JSON lines {\"prompt\": text or messages}")->required();
+  app->add_option("--samples", f->samples, "Answers per prompt")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--max-new-tokens", f->max_new_tokens, "Longest answer")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--batch-size", f->batch, "Answers per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--seed", f->seed, "Seed for sampling")->capture_default_str();
+  app->add_option("--threads", f->threads, "Threads (0: all cores)")->capture_default_str();
+  auto run = [f]() -> int {
+    ComputeContext compute({MatmulPrecision::kFloat32, std::max(f->threads, 0)});
+    const ComputeScope scope(compute);
+    ModelOpenOptions options{.dequantize = true, .convert_to = std::nullopt, .panels = false, .adapter = f->adapter};
+    OpenedModel policy = open_model(f->model, options);
+    options.adapter.clear();
+    OpenedModel reference = open_model(f->reference, options);
+    GPT_CHECK(same_tokens(*policy.tokenizer, *reference.tokenizer),
+              "the reference's vocabulary differs from the policy's: compare a policy with the model it was tuned from");
+    const std::string policy_template = policy.chat_template ? policy.chat_template->name() : "plain text";
+    const std::string reference_template = reference.chat_template ? reference.chat_template->name() : "plain text";
+    GPT_CHECK(policy_template == reference_template, "the policy writes conversations as " + policy_template +
+                                                         ", the reference as " + reference_template);
+    bool plain = true;
+    const auto messages = read_prompt_jsonl(f->prompts, &plain);
+    const ChatTemplate* tmpl = policy.chat_template ? &*policy.chat_template : nullptr;
+    GPT_CHECK(plain || tmpl != nullptr, "prompts as message lists need a policy with a chat template (gpt sft makes one)");
+    int64_t dropped = 0;
+    const auto prompts = encode_prompts(messages, *policy.tokenizer, tmpl,
+                                        std::min(policy.fp32->config().block_size, reference.fp32->config().block_size),
+                                        &dropped);
+    GPT_CHECK(!prompts.empty(), "no prompt leaves room for an answer in the context");
+    const KlEstimate e = estimate_kl(*policy.fp32, *reference.fp32, prompts, f->samples, f->max_new_tokens,
+                                     answer_stop_tokens(*policy.tokenizer, tmpl), f->seed, f->batch);
+    const auto round4 = [](double v) { return std::round(v * 1e4) / 1e4; };
+    nlohmann::json out = {{"prompts", e.prompts}, {"answers", e.answers}, {"kl", round4(e.kl)},
+                          {"kl_std_error", round4(e.std_error)}, {"mean_answer_tokens", round4(e.mean_length)}};
+    if (dropped > 0) out["dropped_prompts"] = dropped;
+    std::printf("%s\n", out.dump().c_str());
     return 0;
   };
   return {app, run};

@@ -39,6 +39,10 @@ Command add_sft_command(CLI::App& parent) {
   for (const auto& n : ChatTemplate::names()) names += (names.empty() ? "" : ", ") + n;
   app->add_option("--chat-template", o->chat_template,
                   "How conversations are written: " + names + " (default: the model's own, else chatml)");
+  app->add_option("--packing", o->packing,
+                  "Chats end to end in rows of the context's length, attention kept inside each (on), or one "
+                  "padded row per chat (off): the same loss either way")
+      ->capture_default_str();
   app->add_option("--lora-rank", o->lora_rank, "LoRA: train rank-R adapters, the model frozen (0: full fine-tuning)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--lora-alpha", o->lora_alpha, "LoRA: the update is scaled by alpha / rank")->capture_default_str();

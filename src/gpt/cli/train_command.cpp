@@ -164,6 +164,9 @@ void add_training_flags(CLI::App* app, TrainOptions& o, std::string& resume, std
   app->add_option("--dtype", o.dtype,
                   "Matrix products: fp32, or bf16 (bfloat16 inputs, float32 accumulation; weights, optimizer "
                   "and reductions stay float32)")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  app->add_option("--dropout", o.dropout,
+                  "Dropout in training (embeddings, attention weights, residual branches; never when evaluating "
+                  "or generating)")->capture_default_str();
   app->add_flag("--quiet", o.quiet, "No progress display");
   app->add_option("--config", config, "JSON file with any of these options (flag names as keys)");
 }

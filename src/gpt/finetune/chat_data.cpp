@@ -182,8 +182,7 @@ const std::vector<int32_t>& ChatDataset::epoch_order(uint64_t seed, int64_t epoc
   return order_;
 }
 
-int64_t ChatDataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
-                                 int32_t* y, int64_t first_row) const {
+std::vector<int64_t> ChatDataset::pick(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t first_row) const {
   // Global row g of the run: each epoch visits every training example once, in its own shuffled order.
   const std::lock_guard<std::mutex> lock(order_mutex_);
   const auto n = static_cast<int64_t>(train_.size());
@@ -193,7 +192,82 @@ int64_t ChatDataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int
     const std::vector<int32_t>& order = epoch_order(seed, g / n);
     picked[static_cast<size_t>(r)] = train_[static_cast<size_t>(order[static_cast<size_t>(g % n)])];
   }
-  return fill(picked, B, T, x, y);
+  return picked;
+}
+
+int64_t ChatDataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                                 int32_t* y, int64_t first_row) const {
+  return fill(pick(seed, step, micro, B, first_row), B, T, x, y);
+}
+
+BatchSource::PackedShape ChatDataset::train_batch_packed(uint64_t seed, int64_t step, int64_t micro, int64_t B,
+                                                         int64_t T, int32_t* x, int32_t* y, int32_t* positions,
+                                                         int32_t* examples, int64_t first_row) const {
+  const std::vector<int64_t> picked = pick(seed, step, micro, B, first_row);
+  // First-fit decreasing into rows of a capacity: the longest examples first,
+  // each into the first row with room. A batch computes rows x (its fullest
+  // row) positions, so the capacity is chosen for the fewest: from the longest
+  // example (k = B: no more than padding computes) up to the context, at the
+  // total split k ways for every k.
+  std::vector<int64_t> by_length(picked.size());
+  for (size_t i = 0; i < picked.size(); ++i) by_length[i] = static_cast<int64_t>(i);
+  const auto length = [&](int64_t i) {
+    return std::min(T, examples_[static_cast<size_t>(picked[static_cast<size_t>(i)])].length);
+  };
+  std::stable_sort(by_length.begin(), by_length.end(), [&](int64_t a, int64_t b) { return length(a) > length(b); });
+  int64_t total = 0;
+  for (int64_t i : by_length) total += length(i);
+  const int64_t longest = by_length.empty() ? 1 : length(by_length.front());
+  std::vector<int64_t> fill_of;               // tokens placed in each row
+  std::vector<std::vector<int64_t>> row_of;  // the examples (indices into picked) of each row
+  const auto pack = [&](int64_t capacity) {
+    fill_of.clear();
+    row_of.clear();
+    for (int64_t i : by_length) {
+      size_t r = 0;
+      while (r < fill_of.size() && fill_of[r] + length(i) > capacity) ++r;
+      if (r == fill_of.size()) {
+        fill_of.push_back(0);
+        row_of.emplace_back();
+      }
+      fill_of[r] += length(i);
+      row_of[r].push_back(i);
+    }
+    return static_cast<int64_t>(fill_of.size()) * *std::max_element(fill_of.begin(), fill_of.end());
+  };
+  int64_t best_capacity = longest, best_cost = -1;
+  for (int64_t k = 1; k <= B; ++k) {
+    const int64_t capacity = std::max(longest, (total + k - 1) / k);
+    if (capacity > T) continue;
+    const int64_t cost = pack(capacity);
+    if (best_cost < 0 || cost < best_cost) best_cost = cost, best_capacity = capacity;
+  }
+  pack(best_capacity);
+  PackedShape shape;
+  shape.rows = static_cast<int64_t>(fill_of.size());
+  shape.T = std::max<int64_t>(1, *std::max_element(fill_of.begin(), fill_of.end()));
+  for (int64_t r = 0; r < shape.rows; ++r) {
+    int64_t t = r * shape.T;
+    for (int64_t i : row_of[static_cast<size_t>(r)]) {
+      const Example& ex = examples_[static_cast<size_t>(picked[static_cast<size_t>(i)])];
+      const int64_t len = length(i);
+      std::copy_n(x_.data() + ex.offset, len, x + t);
+      std::copy_n(y_.data() + ex.offset, len, y + t);
+      for (int64_t p = 0; p < len; ++p) {
+        positions[t + p] = static_cast<int32_t>(p);
+        examples[t + p] = static_cast<int32_t>(i);
+      }
+      t += len;
+    }
+    // The row's tail: padding, an example of its own that nothing attends to or learns from.
+    for (int64_t p = 0; t < (r + 1) * shape.T; ++t, ++p) {
+      x[t] = 0;
+      y[t] = kIgnoreTarget;
+      positions[t] = static_cast<int32_t>(p);
+      examples[t] = static_cast<int32_t>(B + r);
+    }
+  }
+  return shape;
 }
 
 int64_t ChatDataset::val_batch(uint64_t /*seed*/, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const {

@@ -1,10 +1,11 @@
 // Conversations for supervised fine-tuning. The file is JSON lines in the
 // OpenAI / Hugging Face message format, one conversation per line:
 //   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
-// Each becomes one training row through the chat template: the model learns
-// the assistant's replies (and their end-of-turn marker), not the prompts.
-// Rows are padded, not packed: an example only ever attends to itself, and a
-// batch is as long as its longest example.
+// Each becomes one example through the chat template: the model learns the
+// assistant's replies (and their end-of-turn marker), not the prompts. A batch
+// holds its examples one per row, padded to the longest (train_batch), or packed
+// end to end into rows of the context's length (train_batch_packed) with
+// attention kept inside each: the same loss and gradients, fewer padding tokens.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -67,6 +68,8 @@ class ChatDataset final : public BatchSource {
   int64_t val_size() const override { return val_tokens_; }
   int64_t train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x, int32_t* y,
                       int64_t first_row = 0) const override;
+  PackedShape train_batch_packed(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                                 int32_t* y, int32_t* positions, int32_t* examples, int64_t first_row) const override;
   int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const override;
   int64_t val_batches(int64_t B) const override { return (static_cast<int64_t>(val_.size()) + B - 1) / B; }
 
@@ -78,6 +81,8 @@ class ChatDataset final : public BatchSource {
   // Writes examples into rows of a (B, T') batch, T' = the longest; rows past `examples` are all ignored.
   int64_t fill(const std::vector<int64_t>& examples, int64_t B, int64_t T, int32_t* x, int32_t* y) const;
   const std::vector<int32_t>& epoch_order(uint64_t seed, int64_t epoch) const;
+  // The training examples of rows [first_row, first_row + B) of a step's batch.
+  std::vector<int64_t> pick(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t first_row) const;
 
   std::vector<int32_t> x_, y_;  // every example's inputs and targets, back to back
   std::vector<Example> examples_;

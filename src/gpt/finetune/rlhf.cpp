@@ -180,10 +180,7 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
   base_vocab_ = policy_->config().vocab_size;
   rm_ = load_reward_model(opts_.reward);
   // The reward model reads the policy's token ids: the same vocabulary, token for token.
-  bool same = rm_.tokenizer->vocab_size() == tokenizer_->vocab_size();
-  for (int32_t id = 0; same && id < tokenizer_->vocab_size(); ++id)
-    same = rm_.tokenizer->token_bytes(id) == tokenizer_->token_bytes(id);
-  GPT_CHECK(same, "the reward model's vocabulary (" + std::to_string(rm_.tokenizer->vocab_size()) +
+  GPT_CHECK(same_tokens(*rm_.tokenizer, *tokenizer_), "the reward model's vocabulary (" + std::to_string(rm_.tokenizer->vocab_size()) +
                       " tokens) differs from the policy's (" + std::to_string(tokenizer_->vocab_size()) +
                       "): train the reward model from the policy (gpt reward train --init-from POLICY)");
   GPT_CHECK(rm_.body->config().vocab_size == policy_->config().vocab_size,
@@ -198,36 +195,13 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
                 (rm_.chat_template ? rm_.chat_template->name() : std::string("plain text")) + ", the policy writes " +
                 (chat_template_ ? chat_template_->name() : std::string("plain text")));
   // The answers' end: the template's end-of-turn marker, or the end-of-text token.
-  if (chat_template_) {
-    if (auto id = tokenizer_->special_token_id(chat_template_->end_of_turn())) stop_tokens_.push_back(*id);
-  }
-  if (auto id = tokenizer_->special_token_id("<|endoftext|>")) stop_tokens_.push_back(*id);
+  stop_tokens_ = answer_stop_tokens(*tokenizer_, chat_template_ ? &*chat_template_ : nullptr);
 
   bool plain = true;
   const auto prompts = read_prompt_jsonl(opts_.prompts, &plain);
   GPT_CHECK(plain || chat_template_, "prompts as message lists need a policy with a chat template (gpt sft makes one)");
-  const int64_t block = policy_->config().block_size;
-  std::vector<std::vector<int32_t>> encoded;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    std::vector<int32_t> ids;
-    try {
-      if (chat_template_) {
-        ids = chat_template_->encode(prompts[i], *tokenizer_);
-      } else {
-        for (const ChatMessage& msg : prompts[i]) {
-          const auto piece = tokenizer_->encode(msg.content);
-          ids.insert(ids.end(), piece.begin(), piece.end());
-        }
-      }
-    } catch (const Error& e) {
-      throw Error("prompt " + std::to_string(i + 1) + ": " + e.what());
-    }
-    if (static_cast<int64_t>(ids.size()) + 1 < block && !ids.empty()) {
-      encoded.push_back(std::move(ids));
-    } else {
-      ++dropped_;
-    }
-  }
+  std::vector<std::vector<int32_t>> encoded =
+      encode_prompts(prompts, *tokenizer_, chat_template_ ? &*chat_template_ : nullptr, policy_->config().block_size, &dropped_);
   GPT_CHECK(encoded.size() >= 2, "RLHF needs at least 2 prompts that leave room for an answer in the context");
   std::vector<size_t> order(encoded.size());
   std::iota(order.begin(), order.end(), size_t{0});
@@ -271,22 +245,65 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
   }
 }
 
-std::vector<std::vector<int32_t>> RlhfTrainer::sample(const std::vector<const std::vector<int32_t>*>& prompts,
-                                                      bool greedy, uint64_t seed) {
-  // The engine reads inference weights: the policy itself, or with its adapter merged.
-  std::shared_ptr<const GPT> weights = policy_;
-  if (policy_->lora() != nullptr) {
-    auto merged = std::make_shared<GPT>(policy_->config());
-    merged->params = policy_->params;
-    policy_->lora()->merge_into(*merged);
+bool same_tokens(const Tokenizer& a, const Tokenizer& b) {
+  bool same = a.vocab_size() == b.vocab_size();
+  for (int32_t id = 0; same && id < a.vocab_size(); ++id) same = a.token_bytes(id) == b.token_bytes(id);
+  return same;
+}
+
+std::vector<std::vector<int32_t>> encode_prompts(const std::vector<std::vector<ChatMessage>>& prompts,
+                                                 const Tokenizer& tokenizer, const ChatTemplate* chat_template,
+                                                 int64_t block_size, int64_t* dropped) {
+  std::vector<std::vector<int32_t>> encoded;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int32_t> ids;
+    try {
+      if (chat_template != nullptr) {
+        ids = chat_template->encode(prompts[i], tokenizer);
+      } else {
+        for (const ChatMessage& msg : prompts[i]) {
+          const auto piece = tokenizer.encode(msg.content);
+          ids.insert(ids.end(), piece.begin(), piece.end());
+        }
+      }
+    } catch (const Error& e) {
+      throw Error("prompt " + std::to_string(i + 1) + ": " + e.what());
+    }
+    if (static_cast<int64_t>(ids.size()) + 1 < block_size && !ids.empty()) {
+      encoded.push_back(std::move(ids));
+    } else if (dropped != nullptr) {
+      ++*dropped;
+    }
+  }
+  return encoded;
+}
+
+std::vector<int32_t> answer_stop_tokens(const Tokenizer& tokenizer, const ChatTemplate* chat_template) {
+  std::vector<int32_t> stop;
+  if (chat_template != nullptr) {
+    if (auto id = tokenizer.special_token_id(chat_template->end_of_turn())) stop.push_back(*id);
+  }
+  if (auto id = tokenizer.special_token_id("<|endoftext|>")) stop.push_back(*id);
+  return stop;
+}
+
+std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::vector<const std::vector<int32_t>*>& prompts,
+                                                 int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
+                                                 bool greedy, uint64_t seed) {
+  // The engine reads inference weights: the policy itself, or a copy with its adapter merged.
+  std::shared_ptr<const GPT> weights(std::shared_ptr<const GPT>(), &policy);
+  if (policy.lora() != nullptr) {
+    auto merged = std::make_shared<GPT>(policy.config());
+    merged->params = policy.params;
+    policy.lora()->merge_into(*merged);
     weights = merged;
   }
-  const ModelConfig& c = policy_->config();
+  const ModelConfig& c = policy.config();
   EngineOptions eo;
   eo.kv_cache = KvCacheType::kF32;
   // Room for every answer at once: its prompt and its longest answer, in pages.
   int64_t positions = 0;
-  for (const auto* p : prompts) positions += std::min<int64_t>(c.block_size, static_cast<int64_t>(p->size()) + opts_.max_new_tokens) + eo.page_size;
+  for (const auto* p : prompts) positions += std::min<int64_t>(c.block_size, static_cast<int64_t>(p->size()) + max_new_tokens) + eo.page_size;
   eo.kv_bytes = positions * 2 * c.n_layer * c.n_embd * static_cast<int64_t>(sizeof(float));
   eo.preempt_when_full = true;
   eo.compute = current_compute_options();
@@ -297,14 +314,76 @@ std::vector<std::vector<int32_t>> RlhfTrainer::sample(const std::vector<const st
     SequenceOptions so;
     so.sampling.greedy = greedy;  // otherwise the policy's own distribution: temperature 1, nothing cut
     so.seed = mix64(seed ^ mix64(i + 1));
-    so.max_new_tokens = std::min<int64_t>(opts_.max_new_tokens, c.block_size - static_cast<int64_t>(prompts[i]->size()));
-    so.stop_tokens = stop_tokens_;
+    so.max_new_tokens = std::min<int64_t>(max_new_tokens, c.block_size - static_cast<int64_t>(prompts[i]->size()));
+    so.stop_tokens = stop_tokens;
     slot[engine.add(*prompts[i], so)] = i;
   }
   while (!engine.idle()) {
     for (const BatchedEngine::Event& e : engine.step()) answers[slot.at(e.id)].push_back(e.token);
   }
   return answers;
+}
+
+KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vector<int32_t>>& prompts,
+                       int64_t samples_per_prompt, int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
+                       uint64_t seed, int64_t batch) {
+  GPT_CHECK(samples_per_prompt > 0 && max_new_tokens > 0 && batch > 0, "estimate_kl needs positive counts");
+  GPT_CHECK(policy.config().vocab_size == reference.config().vocab_size,
+            "the reference's vocabulary (" + std::to_string(reference.config().vocab_size) +
+                " tokens) differs from the policy's (" + std::to_string(policy.config().vocab_size) + ")");
+  std::vector<const std::vector<int32_t>*> asked;
+  for (const auto& p : prompts)
+    for (int64_t k = 0; k < samples_per_prompt; ++k) asked.push_back(&p);
+  const std::vector<std::vector<int32_t>> answers = sample_answers(policy, asked, max_new_tokens, stop_tokens, false, seed);
+  // Each answer's log-probability under both models, `batch` answers per pass.
+  std::vector<double> kl(answers.size(), 0.0);
+  std::vector<int32_t> x, y;
+  std::vector<float> lp_policy, lp_reference;
+  const int64_t block = std::min(policy.config().block_size, reference.config().block_size);
+  for (size_t i = 0; i < answers.size(); i += static_cast<size_t>(batch)) {
+    const size_t n = std::min(static_cast<size_t>(batch), answers.size() - i);
+    int64_t T = 1;
+    for (size_t k = 0; k < n; ++k)
+      T = std::max<int64_t>(T, static_cast<int64_t>(asked[i + k]->size() + answers[i + k].size()) - 1);
+    GPT_CHECK(T <= block, "an answer runs past the reference's context (" + std::to_string(block) + " tokens)");
+    x.assign(n * static_cast<size_t>(T), 0);
+    y.assign(x.size(), kIgnoreTarget);
+    for (size_t k = 0; k < n; ++k) {
+      std::vector<int32_t> ids = *asked[i + k];
+      const size_t prompt_len = ids.size();
+      ids.insert(ids.end(), answers[i + k].begin(), answers[i + k].end());
+      for (size_t t = 0; t + 1 < ids.size(); ++t) {
+        x[k * static_cast<size_t>(T) + t] = ids[t];
+        if (t + 1 >= prompt_len) y[k * static_cast<size_t>(T) + t] = ids[t + 1];
+      }
+    }
+    lp_policy.resize(x.size());
+    lp_reference.resize(x.size());
+    policy.forward_logprobs(x.data(), y.data(), static_cast<int64_t>(n), T, lp_policy.data(), false);
+    reference.forward_logprobs(x.data(), y.data(), static_cast<int64_t>(n), T, lp_reference.data(), false);
+    for (size_t k = 0; k < n; ++k)
+      for (size_t t = 0; t < static_cast<size_t>(T); ++t)
+        kl[i + k] += static_cast<double>(lp_policy[k * static_cast<size_t>(T) + t]) - lp_reference[k * static_cast<size_t>(T) + t];
+  }
+  KlEstimate e;
+  e.prompts = static_cast<int64_t>(prompts.size());
+  e.answers = static_cast<int64_t>(answers.size());
+  double sum = 0, sum_sq = 0, length = 0;
+  for (size_t i = 0; i < kl.size(); ++i) {
+    sum += kl[i];
+    sum_sq += kl[i] * kl[i];
+    length += static_cast<double>(answers[i].size());
+  }
+  const auto n = static_cast<double>(kl.size());
+  e.kl = n > 0 ? sum / n : 0;
+  e.std_error = n > 1 ? std::sqrt(std::max(0.0, (sum_sq - n * e.kl * e.kl) / (n - 1)) / n) : 0;
+  e.mean_length = n > 0 ? length / n : 0;
+  return e;
+}
+
+std::vector<std::vector<int32_t>> RlhfTrainer::sample(const std::vector<const std::vector<int32_t>*>& prompts,
+                                                      bool greedy, uint64_t seed) {
+  return sample_answers(*policy_, prompts, opts_.max_new_tokens, stop_tokens_, greedy, seed);
 }
 
 void RlhfTrainer::score(std::vector<Rollout>& rollouts) {

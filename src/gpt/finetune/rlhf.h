@@ -64,6 +64,38 @@ struct RlhfOptions {
 // gpt::Error naming the line.
 std::vector<std::vector<ChatMessage>> read_prompt_jsonl(const std::filesystem::path& file, bool* plain = nullptr);
 
+// Whether two tokenizers give every id the same bytes (models that read each other's token ids).
+bool same_tokens(const Tokenizer& a, const Tokenizer& b);
+// Prompts as token ids: through the chat template when there is one, else the
+// messages' text one after another. Prompts with no room for an answer in the
+// context are left out (counted in *dropped).
+std::vector<std::vector<int32_t>> encode_prompts(const std::vector<std::vector<ChatMessage>>& prompts,
+                                                 const Tokenizer& tokenizer, const ChatTemplate* chat_template,
+                                                 int64_t block_size, int64_t* dropped = nullptr);
+// Where an answer ends: the template's end-of-turn marker and <|endoftext|>, those the tokenizer has.
+std::vector<int32_t> answer_stop_tokens(const Tokenizer& tokenizer, const ChatTemplate* chat_template);
+// One answer per prompt from `policy` (its LoRA adapter merged into a copy) on
+// the batched decoding engine: sampled at temperature 1 with nothing cut (the
+// policy's own distribution), or greedy; at most max_new_tokens each, ending
+// at a stop token (kept). Answer i is seeded by (seed, i).
+std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::vector<const std::vector<int32_t>*>& prompts,
+                                                 int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
+                                                 bool greedy, uint64_t seed);
+
+// How far a tuned policy has moved from its reference: answers sampled from the
+// policy on the prompts, and per answer the sum over its tokens of
+// log pi(token) - log pi_ref(token) — a Monte Carlo estimate of KL(pi || pi_ref)
+// over whole answers, the quantity RLHF's penalty bounds. Both models must share
+// one tokenizer (checked by the caller).
+struct KlEstimate {
+  int64_t prompts = 0, answers = 0;
+  double kl = 0, std_error = 0;  // per answer, in nats
+  double mean_length = 0;        // tokens per answer
+};
+KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vector<int32_t>>& prompts,
+                       int64_t samples_per_prompt, int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
+                       uint64_t seed, int64_t batch = 16);
+
 // Generalized advantage estimation over one answer's tokens: rewards r_t, values
 // V_t (V after the last token is 0) -> advantages A_t and returns A_t + V_t.
 void gae(const std::vector<double>& rewards, const std::vector<double>& values, double gamma, double lam,

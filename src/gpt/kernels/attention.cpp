@@ -1,5 +1,6 @@
 #include "gpt/kernels/attention.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/dropout.h"
 #include "gpt/kernels/fast_math.h"
 
 #if defined(__x86_64__)
@@ -90,58 +91,129 @@ std::vector<float>& thread_scratch(int64_t n) {
 }
 
 // S (nq, nk) = scale * Q K^T, causal-masked, turned into probabilities P in place.
-// The query of row i sits at position q0 + i and sees keys 0 .. q0 + i. With
-// `lse_in` the rows' log-sum-exps are given (backward); else computed into lse_out.
-GPT_MULTIVERSION void block_probabilities(float* S, int64_t nq, int64_t nk, int64_t q0, const float* lse_in,
-                                          float* lse_out) {
+// The query of row i sees columns first[i] .. q0 + i (first null: from column 0;
+// packed rows: from its own example's first token). With `lse_in` the rows'
+// log-sum-exps are given (backward); else computed into lse_out.
+template <bool kSegments>
+__attribute__((always_inline)) inline void block_probabilities_impl(float* S, int64_t nq, int64_t nk, int64_t q0,
+                                                                    const int64_t* first, const float* lse_in,
+                                                                    float* lse_out) {
   constexpr int64_t kLanes = 16;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
     float* row = S + i * nk;
     const int64_t visible = q0 + i + 1;
+    const int64_t lo = kSegments ? first[i] : 0;
     // Whole blocks of 16 keys, the lanes past the causal edge masked: written as
     // fixed 16-lane loops so each block is one vector whatever the row's length
     // (the compiler's own vector loops over `visible` came with scalar tails
     // that took most of this function's time: a row sees ~nk/2 keys). Keys from
     // vec_end on (only when nk is not a multiple of 16) go one by one.
+    const int64_t vec_begin = kSegments ? std::min(lo / kLanes * kLanes, nk / kLanes * kLanes) : 0;
     const int64_t vec_end = std::min((visible + kLanes - 1) / kLanes * kLanes, nk / kLanes * kLanes);
+    const auto seen = [&](int64_t j) { return (!kSegments || j >= lo) && j < visible; };
+    const int64_t tail = std::max(vec_end, kSegments ? lo : 0);
     float lse;
     if (lse_in != nullptr) {
       lse = lse_in[i];
     } else {
       float m[kLanes];
       for (int64_t k = 0; k < kLanes; ++k) m[k] = kNegInf;
-      for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
+      for (int64_t j0 = vec_begin; j0 < vec_end; j0 += kLanes) {
         for (int64_t k = 0; k < kLanes; ++k) {
-          const float v = j0 + k < visible ? row[j0 + k] : kNegInf;
+          const float v = seen(j0 + k) ? row[j0 + k] : kNegInf;
           m[k] = m[k] > v ? m[k] : v;
         }
       }
       float maxval = kNegInf;
       for (int64_t k = 0; k < kLanes; ++k) maxval = std::max(maxval, m[k]);
-      for (int64_t j = vec_end; j < visible; ++j) maxval = std::max(maxval, row[j]);
+      for (int64_t j = tail; j < visible; ++j) maxval = std::max(maxval, row[j]);
       float acc[kLanes] = {};
-      for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
-        for (int64_t k = 0; k < kLanes; ++k) acc[k] += j0 + k < visible ? exp_nonpositive(row[j0 + k] - maxval) : 0.0f;
+      for (int64_t j0 = vec_begin; j0 < vec_end; j0 += kLanes) {
+        for (int64_t k = 0; k < kLanes; ++k) acc[k] += seen(j0 + k) ? exp_nonpositive(row[j0 + k] - maxval) : 0.0f;
       }
       float sum = 0.0f;
       for (int64_t k = 0; k < kLanes; ++k) sum += acc[k];
-      for (int64_t j = vec_end; j < visible; ++j) sum += exp_nonpositive(row[j] - maxval);
+      for (int64_t j = tail; j < visible; ++j) sum += exp_nonpositive(row[j] - maxval);
       lse = maxval + std::log(sum);
       lse_out[i] = lse;
     }
-    for (int64_t j0 = 0; j0 < vec_end; j0 += kLanes) {
+    if constexpr (kSegments) std::fill(row, row + vec_begin, 0.0f);
+    for (int64_t j0 = vec_begin; j0 < vec_end; j0 += kLanes) {
       for (int64_t k = 0; k < kLanes; ++k) {
-        row[j0 + k] = j0 + k < visible ? exp_nonpositive(std::min(row[j0 + k] - lse, 0.0f)) : 0.0f;
+        row[j0 + k] = seen(j0 + k) ? exp_nonpositive(std::min(row[j0 + k] - lse, 0.0f)) : 0.0f;
       }
     }
-    for (int64_t j = vec_end; j < nk; ++j) row[j] = j < visible ? exp_nonpositive(std::min(row[j] - lse, 0.0f)) : 0.0f;
+    for (int64_t j = vec_end; j < nk; ++j) row[j] = seen(j) ? exp_nonpositive(std::min(row[j] - lse, 0.0f)) : 0.0f;
+  }
+}
+
+GPT_MULTIVERSION void block_probabilities(float* S, int64_t nq, int64_t nk, int64_t q0, const float* lse_in,
+                                          float* lse_out) {
+  block_probabilities_impl<false>(S, nq, nk, q0, nullptr, lse_in, lse_out);
+}
+GPT_MULTIVERSION void block_probabilities_segments(float* S, int64_t nq, int64_t nk, int64_t q0, const int64_t* first,
+                                                   const float* lse_in, float* lse_out) {
+  block_probabilities_impl<true>(S, nq, nk, q0, first, lse_in, lse_out);
+}
+
+// Packed rows: the first key block row q0 .. q0+nq-1 of a sequence needs (its
+// first query's example start: examples are contiguous, so the block's earliest),
+// and each query's first visible key relative to it, in `first`.
+inline int64_t segment_window(const int32_t* positions, int64_t q0, int64_t nq, int64_t* first) {
+  const int64_t k0 = q0 - positions[q0];
+  for (int64_t i = 0; i < nq; ++i) first[i] = q0 + i - positions[q0 + i] - k0;
+  return k0;
+}
+
+// Dropout on a block's attention weights P (nq, nk) — queries q0.., keys k0.. of
+// batch row b, head h — in place: P~ = P * mask / (1 - p). With `grad` (the
+// backward), first grad <- P * (grad * mask / (1 - p) - D): the softmax's input
+// gradient from d(P~) in grad, before P becomes P~ for dV. Weights outside the
+// causal or packed window are 0 and stay 0 (their gradient too). The key
+// positions of unpacked rows are k0 + j: one vector loop of hashes.
+GPT_MULTIVERSION void drop_block(float* P, float* grad, const float* D, int64_t nq, int64_t nk, int64_t b, int64_t h,
+                                 int64_t q0, int64_t k0, int64_t T, int64_t NH, const AttentionDropout& drop) {
+  const DropoutKey& key = drop.key;
+  const uint32_t threshold = dropout_threshold(drop.p);
+  const float scale = 1.0f / (1.0f - drop.p);
+  const uint64_t seed = drop.site_seed;
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t n = b * T + q0 + i;
+    const uint64_t base = static_cast<uint64_t>(((dropout_row(key, n) * NH + h) * key.row_stride + dropout_position(key, n)) *
+                                                key.row_stride);
+    float* p = P + i * nk;
+    if (key.positions == nullptr) {
+      const uint64_t first = base + static_cast<uint64_t>(k0);
+      if (grad != nullptr) {
+        float* g = grad + i * nk;
+        const float d = D[i];
+#pragma omp simd
+        for (int64_t j = 0; j < nk; ++j) {
+          const float m = dropout_keep(seed, first + static_cast<uint64_t>(j), threshold) ? scale : 0.0f;
+          g[j] = p[j] * (g[j] * m - d);
+          p[j] *= m;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < nk; ++j)
+          p[j] *= dropout_keep(seed, first + static_cast<uint64_t>(j), threshold) ? scale : 0.0f;
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < nk; ++j) {
+      const uint64_t index = base + static_cast<uint64_t>(key.positions[b * T + k0 + j]);
+      const float m = dropout_keep(seed, index, threshold) ? scale : 0.0f;
+      if (grad != nullptr) grad[i * nk + j] = p[j] * (grad[i * nk + j] * m - D[i]);
+      p[j] *= m;
+    }
   }
 }
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH) {
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                       const int32_t* positions, const AttentionDropout* dropout) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel
@@ -149,6 +221,7 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
     // Every thread sizes its scratch, tasks or not: a thread that got no task in the
     // first step would otherwise allocate in a later one.
     float* S = thread_scratch(kQueryBlock * T).data();
+    int64_t first[kQueryBlock];
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < NH; ++h) {
@@ -156,10 +229,19 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
         const float* K = Q + C;
         const float* V = Q + 2 * C;
         for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
-          const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
-          gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, S, nk);
-          block_probabilities(S, nq, nk, q0, nullptr, lse + (b * NH + h) * T + q0);
-          gemm_f32(false, false, nq, hs, nk, 1.0f, S, nk, V, C3, 0.0f, out + (b * T + q0) * C + h * hs, C);
+          const int64_t nq = std::min(kQueryBlock, T - q0);
+          // Packed rows: the block's keys start at its first query's example.
+          const int64_t k0 = positions != nullptr ? segment_window(positions + b * T, q0, nq, first) : 0;
+          const int64_t nk = q0 + nq - k0;
+          gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K + k0 * C3, C3, 0.0f, S, nk);
+          float* block_lse = lse + (b * NH + h) * T + q0;
+          if (positions != nullptr) {
+            block_probabilities_segments(S, nq, nk, q0 - k0, first, nullptr, block_lse);
+          } else {
+            block_probabilities(S, nq, nk, q0, nullptr, block_lse);
+          }
+          if (dropout != nullptr) drop_block(S, nullptr, nullptr, nq, nk, b, h, q0, k0, T, NH, *dropout);
+          gemm_f32(false, false, nq, hs, nk, 1.0f, S, nk, V + k0 * C3, C3, 0.0f, out + (b * T + q0) * C + h * hs, C);
         }
       }
     }
@@ -167,39 +249,46 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t C, int64_t NH) {
+                        int64_t B, int64_t T, int64_t C, int64_t NH, const int32_t* positions,
+                        const AttentionDropout* dropout) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel
   {
     float* P = thread_scratch(2 * kQueryBlock * T + kQueryBlock).data();  // every thread: see attention_forward
+    int64_t first[kQueryBlock];
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < NH; ++h) {
         float* dP = P + kQueryBlock * T;
         float* D = dP + kQueryBlock * T;
         const float* Q = qkv + b * T * C3 + h * hs;
-        const float* K = Q + C;
-        const float* V = Q + 2 * C;
         float* dQ = dqkv + b * T * C3 + h * hs;
-        float* dK = dQ + C;
-        float* dV = dQ + 2 * C;
         for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
-          const int64_t nq = std::min(kQueryBlock, T - q0), nk = q0 + nq;
+          const int64_t nq = std::min(kQueryBlock, T - q0);
+          const int64_t k0 = positions != nullptr ? segment_window(positions + b * T, q0, nq, first) : 0;
+          const int64_t nk = q0 + nq - k0;
+          const float* K = Q + C + k0 * C3;
+          const float* V = Q + 2 * C + k0 * C3;
+          float* dK = dQ + C + k0 * C3;
+          float* dV = dQ + 2 * C + k0 * C3;
           // dK and dV accumulate over query blocks. The first block writes its keys'
-          // rows (beta 0); a later one zeroes the rows of the keys it adds first.
+          // rows (beta 0); a later one zeroes the rows of the keys it adds first (a
+          // packed block's keys before q0 were all written by earlier blocks).
           const float beta = q0 == 0 ? 0.0f : 1.0f;
-          for (int64_t t = q0 == 0 ? nk : q0; t < nk; ++t) {
+          for (int64_t t = q0 == 0 ? nk : q0 - k0; t < nk; ++t) {
             std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
             std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
           }
           const float* dO = dout + (b * T + q0) * C + h * hs;
           const float* O = out + (b * T + q0) * C + h * hs;
           gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
-          block_probabilities(P, nq, nk, q0, lse + (b * NH + h) * T + q0, nullptr);
-          // out = P V:  dV += P^T dO,  dP = dO V^T
-          gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
-          gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+          const float* block_lse = lse + (b * NH + h) * T + q0;
+          if (positions != nullptr) {
+            block_probabilities_segments(P, nq, nk, q0 - k0, first, block_lse, nullptr);
+          } else {
+            block_probabilities(P, nq, nk, q0, block_lse, nullptr);
+          }
           // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
           for (int64_t i = 0; i < nq; ++i) {
             float d = 0.0f;
@@ -207,11 +296,22 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
             for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
             D[i] = d;
           }
-          for (int64_t i = 0; i < nq; ++i) {
-            float* ds = dP + i * nk;
-            const float* p = P + i * nk;
+          if (dropout == nullptr) {
+            // out = P V:  dV += P^T dO,  dP = dO V^T
+            gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
+            gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+            for (int64_t i = 0; i < nq; ++i) {
+              float* ds = dP + i * nk;
+              const float* p = P + i * nk;
 #pragma omp simd
-            for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+              for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+            }
+          } else {
+            // out = P~ V, P~ = P * mask / (1 - p):  d(P~) = dO V^T, dP = d(P~) * mask / (1 - p),
+            // dV += P~^T dO. (D is unchanged: dO_i . O_i = sum_j P~_ij d(P~)_ij = sum_j P_ij dP_ij.)
+            gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+            drop_block(P, dP, D, nq, nk, b, h, q0, k0, T, NH, *dropout);
+            gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
           }
           // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
           gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
@@ -223,14 +323,23 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 void attention_probabilities(float* att, const float* qkv, const float* lse, int64_t b, int64_t T, int64_t C,
-                             int64_t NH) {
+                             int64_t NH, const int32_t* positions) {
   const int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  std::vector<int64_t> first;
+  if (positions != nullptr) {
+    first.resize(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) first[static_cast<size_t>(t)] = t - positions[b * T + t];
+  }
   for (int64_t h = 0; h < NH; ++h) {
     const float* Q = qkv + b * T * C3 + h * hs;
     float* A = att + h * T * T;
     gemm_f32(false, true, T, T, hs, scale, Q, C3, Q + C, C3, 0.0f, A, T);
-    block_probabilities(A, T, T, 0, lse + (b * NH + h) * T, nullptr);
+    if (positions != nullptr) {
+      block_probabilities_segments(A, T, T, 0, first.data(), lse + (b * NH + h) * T, nullptr);
+    } else {
+      block_probabilities(A, T, T, 0, lse + (b * NH + h) * T, nullptr);
+    }
   }
 }
 

@@ -3,22 +3,35 @@
 #pragma once
 #include <cstdint>
 
+#include "gpt/kernels/dropout.h"
+
 namespace gpt {
 
 // qkv (B,T,3C) holds q, k, v side by side (the fused c_attn output); head h uses
 // channels [h*hs, (h+1)*hs) of each. out (B,T,C). The T x T weights are never
 // stored: lse (B,NH,T) keeps each row's log-sum-exp of the scaled scores, from
 // which backward (and drawing) recompute them block by block.
-void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH);
+// positions (B,T), if given, packs several examples into a row: each token's
+// place in its own example (0 where one starts, +1 along it; a row starts at 0),
+// and a token attends only to its own example's tokens up to itself. A query
+// block reads keys from its first query's example on, so packed short examples
+// cost less than one causal row of length T.
+// dropout, if given, drops attention weights (after the softmax; lse stays the
+// softmax's) by masks drawn from a hash, never stored (kernels/dropout.h).
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                       const int32_t* positions = nullptr, const AttentionDropout* dropout = nullptr);
 
-// dqkv (B,T,3C) = gradient (overwritten), given the forward's out and lse.
+// dqkv (B,T,3C) = gradient (overwritten), given the forward's out and lse (and the
+// forward's dropout, whose masks it draws again).
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
-                        int64_t B, int64_t T, int64_t C, int64_t NH);
+                        int64_t B, int64_t T, int64_t C, int64_t NH, const int32_t* positions = nullptr,
+                        const AttentionDropout* dropout = nullptr);
 
-// The softmax weights of batch row b, att (NH,T,T) (0 above the diagonal), from
-// the forward's qkv and lse: for drawing attention maps.
+// The softmax weights of batch row b, att (NH,T,T) (0 above the diagonal and
+// outside a packed token's example), from the forward's qkv and lse: for
+// drawing attention maps.
 void attention_probabilities(float* att, const float* qkv, const float* lse, int64_t b, int64_t T, int64_t C,
-                             int64_t NH);
+                             int64_t NH, const int32_t* positions = nullptr);
 
 // Inference with a KV cache: n new tokens at positions p0 .. p0+n-1 attend to the
 // cached keys/values of positions 0 .. their own. q (n, q_stride) holds the new

@@ -10,13 +10,13 @@
 namespace gpt {
 
 GPT_MULTIVERSION void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* pos,
-                       int64_t B, int64_t T, int64_t C) {
+                       int64_t B, int64_t T, int64_t C, const int32_t* positions) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
       float* o = out + (b * T + t) * C;
       const float* tok = wte + static_cast<int64_t>(tokens[b * T + t]) * C;
-      const float* p = pos + t * C;
+      const float* p = pos + (positions != nullptr ? positions[b * T + t] : t) * C;
 #pragma omp simd
       for (int64_t i = 0; i < C; ++i) o[i] = tok[i] + p[i];
     }
@@ -24,7 +24,7 @@ GPT_MULTIVERSION void embedding_forward(float* out, const int32_t* tokens, const
 }
 
 GPT_MULTIVERSION void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                        int64_t B, int64_t T, int64_t C) {
+                        int64_t B, int64_t T, int64_t C, const int32_t* positions) {
   // Several positions may hold the same token, so threads split the channels (not
   // the positions): no atomics, and a fixed summation order.
 #pragma omp parallel
@@ -37,7 +37,7 @@ GPT_MULTIVERSION void embedding_backward(float* dwte, float* dwpe, const float* 
         float* tok = dwte + static_cast<int64_t>(tokens[b * T + t]) * C;
         for (int64_t i = i0; i < i1; ++i) tok[i] += d[i];
         if (dwpe != nullptr) {
-          float* p = dwpe + t * C;
+          float* p = dwpe + (positions != nullptr ? positions[b * T + t] : t) * C;
           for (int64_t i = i0; i < i1; ++i) p[i] += d[i];
         }
       }

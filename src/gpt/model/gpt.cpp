@@ -90,9 +90,9 @@ float* GPT::lora_token_grads() {
 }
 
 void GPT::ensure_activations(int64_t B, int64_t T) {
-  if (B <= acts_.B && T <= acts_.T) return;
-  B = std::max(B, acts_.B);  // grow, never shrink: earlier shapes must still fit
-  T = std::max(T, acts_.T);
+  // Every buffer is indexed by the pass's own B*T, so any shape of no more
+  // tokens fits (packed rows: fewer, longer rows than the padded batch).
+  if (B * T <= acts_.B * acts_.T) return;
   const auto L = static_cast<size_t>(config_.n_layer), C = static_cast<size_t>(config_.n_embd),
              NH = static_cast<size_t>(config_.n_head);
   const auto BT = static_cast<size_t>(B * T);
@@ -246,6 +246,22 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
       throw Error("token id " + std::to_string(tokens[i]) + " outside the vocabulary of " + std::to_string(V));
     }
   }
+  if (packed()) {
+    // Checked here, once per pass, so the kernels can trust the layout.
+    GPT_CHECK(static_cast<int64_t>(packed_positions_.size()) == BT,
+              "packed layout of " + std::to_string(packed_positions_.size()) + " tokens for a batch of " +
+                  std::to_string(BT));
+    for (int64_t i = 0; i < BT; ++i) {
+      const int32_t p = packed_positions_[static_cast<size_t>(i)];
+      const bool row_start = i % T == 0;
+      const bool ok = p == 0 ? (row_start || packed_examples_[static_cast<size_t>(i)] !=
+                                                 packed_examples_[static_cast<size_t>(i - 1)])
+                             : !row_start && p == packed_positions_[static_cast<size_t>(i - 1)] + 1 &&
+                                   packed_examples_[static_cast<size_t>(i)] ==
+                                       packed_examples_[static_cast<size_t>(i - 1)];
+      if (!ok) throw Error("packed layout: token " + std::to_string(i) + " has position " + std::to_string(p));
+    }
+  }
   ensure_activations(B, T);
   B_ = B;
   T_ = T;
@@ -255,7 +271,12 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
 
   // Token + position embedding.
   const float* pos = w.wpe != nullptr ? w.wpe : sinusoid_table_.data();
-  embedding_forward(a.encoded.data(), tokens, w.wte, pos, B, T, C);
+  embedding_forward(a.encoded.data(), tokens, w.wte, pos, B, T, C, packing_positions());
+  // Dropout (training passes only): on the embeddings, each block's attention
+  // weights, and its two residual branches (with their biases), as nanoGPT.
+  dropped_out_ = training_pass_ && dropout_ > 0.0f;
+  const DropoutKey key = dropout_key();
+  if (dropped_out_) dropout_forward(a.encoded.data(), nullptr, BT, C, dropout_, dropout_site(0), key);
 
   // Every residual add is fused with the LayerNorm that reads its result: the
   // blocks' second LayerNorm, the next block's first one, or the final one.
@@ -278,11 +299,13 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     const int li = static_cast<int>(l);
     linear_forward(qkv, ln, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
     lora_forward(li, LoraTarget::kAttnQkv, ln, BT, qkv);
-    attention_forward(atty, att_lse, qkv, B, T, C, NH);
+    const AttentionDropout att_drop = attention_dropout(li);
+    attention_forward(atty, att_lse, qkv, B, T, C, NH, packing_positions(), dropped_out_ ? &att_drop : nullptr);
     linear_forward(proj, atty, L.attn_c_proj_weight, nullptr, BT, C, C);
     lora_forward(li, LoraTarget::kAttnProj, atty, BT, proj);
+    if (dropped_out_) dropout_forward(proj, L.attn_c_proj_bias, BT, C, dropout_, dropout_site(2 + 3 * l), key);
     residual_layernorm_forward(residual2, ln, a.ln2_mean.data() + l * BT, a.ln2_rstd.data() + l * BT, residual,
-                               proj, L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
+                               proj, dropped_out_ ? nullptr : L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
                                config_.layer_norm_epsilon);
     // x = x + mlp(ln_2(x)); the MLP's bias and GELU are one pass after its product.
     // The product lands in gelu_derivative, which the GELU pass overwrites.
@@ -291,12 +314,13 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     bias_gelu_forward(gelu_derivative, fch_gelu, gelu_derivative, L.mlp_c_fc_bias, BT, 4 * C);
     linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
     lora_forward(li, LoraTarget::kMlpProj, fch_gelu, BT, proj);
+    if (dropped_out_) dropout_forward(proj, L.mlp_c_proj_bias, BT, C, dropout_, dropout_site(3 + 3 * l), key);
     const bool last = l + 1 == config_.n_layer;
     const ConstLayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
     residual_layernorm_forward(residual3, last ? a.lnf.data() : ln,
                                last ? a.lnf_mean.data() : a.ln1_mean.data() + (l + 1) * BT,
                                last ? a.lnf_rstd.data() : a.ln1_rstd.data() + (l + 1) * BT, residual2, proj,
-                               L.mlp_c_proj_bias, last ? w.ln_f_weight : next->ln_1_weight,
+                               dropped_out_ ? nullptr : L.mlp_c_proj_bias, last ? w.ln_f_weight : next->ln_1_weight,
                                last ? w.ln_f_bias : next->ln_1_bias, BT, C, config_.layer_norm_epsilon);
     residual = residual3;
   }
@@ -341,9 +365,15 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
     const float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
     float* dfch = a.d_fch.data();
     const int li = static_cast<int>(l);
-    linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dres, fch_gelu,
+    // With dropout the branch's gradient is the residual's through the mask (into proj, free here).
+    const float* dmlp = dres;
+    if (dropped_out_) {
+      dropout_backward(a.proj.data(), dres, BT, C, dropout_, dropout_site(3 + 3 * l), seed);
+      dmlp = a.proj.data();
+    }
+    linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dmlp, fch_gelu,
                     L.mlp_c_proj_weight, BT, 4 * C, C);
-    if (lora) lora->backward(li, LoraTarget::kMlpProj, fch_gelu, dres, BT, dfch, seed);
+    if (lora) lora->backward(li, LoraTarget::kMlpProj, fch_gelu, dmlp, BT, dfch, seed);
     bias_gelu_backward(dfch, dL.mlp_c_fc_bias, gelu_derivative, dfch, BT, 4 * C);
     const float* ln2_mean = a.ln2_mean.data() + l * BT;
     const float* ln2_rstd = a.ln2_rstd.data() + l * BT;
@@ -355,11 +385,18 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
                        ln2_mean, ln2_rstd, BT, C);
     // Attention: residual2 = residual + c_proj(attn(c_attn(ln_1(residual)))).
     float* datty = a.d_atty.data();
-    linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dres, atty,
+    const float* dattn = dres;
+    if (dropped_out_) {
+      dropout_backward(a.proj.data(), dres, BT, C, dropout_, dropout_site(2 + 3 * l), seed);
+      dattn = a.proj.data();
+    }
+    linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dattn, atty,
                     L.attn_c_proj_weight, BT, C, C);
-    if (lora) lora->backward(li, LoraTarget::kAttnProj, atty, dres, BT, datty, seed);
+    if (lora) lora->backward(li, LoraTarget::kAttnProj, atty, dattn, BT, datty, seed);
     float* dqkv = a.d_qkv.data();
-    attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH);
+    const AttentionDropout att_drop = attention_dropout(li);
+    attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH, packing_positions(),
+                       dropped_out_ ? &att_drop : nullptr);
     const float* ln1_mean = a.ln1_mean.data() + l * BT;
     const float* ln1_rstd = a.ln1_rstd.data() + l * BT;
     layernorm_apply(ln, residual, ln1_mean, ln1_rstd, L.ln_1_weight, L.ln_1_bias, BT, C);
@@ -375,8 +412,9 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
       ready(offset_of(dL.ln_1_weight), end);
     }
   }
+  if (dropped_out_) dropout_backward(dres, dres, BT, C, dropout_, dropout_site(0), seed);
   if (!frozen) {
-    embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C);
+    embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C, packing_positions());
     if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
   } else if (lora->config().trainable_tokens_begin >= 0) {
     // Only the rows of the adapter's trainable tokens learn.
@@ -391,13 +429,26 @@ void GPT::backward_from_final_norm(const GradientsReady& ready) {
   }
 }
 
+void GPT::set_dropout(float p) {
+  GPT_CHECK(p >= 0.0f && p < 1.0f, "dropout must be in [0, 1), got " + std::to_string(p));
+  dropout_ = p;
+}
+
+void GPT::set_packing(std::span<const int32_t> positions, std::span<const int32_t> examples) {
+  GPT_CHECK(positions.size() == examples.size(), "packed layout: positions and examples differ in length");
+  for (int32_t p : positions)
+    GPT_CHECK(p >= 0 && p < config_.block_size, "packed layout: position " + std::to_string(p) + " outside the context");
+  packed_positions_.assign(positions.begin(), positions.end());
+  packed_examples_.assign(examples.begin(), examples.end());
+}
+
 const float* GPT::attention_weights(int layer) {
   GPT_CHECK(layer >= 0 && layer < config_.n_layer, "layer " + std::to_string(layer) + " out of range");
   GPT_CHECK(B_ > 0, "attention_weights needs a forward pass first");
   const int64_t B = B_, T = T_, C = config_.n_embd, NH = config_.n_head;
   attention_view_.resize(static_cast<size_t>(NH * T * T));
   attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,
-                          acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH);
+                          acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH, packing_positions());
   return attention_view_.data();
 }
 

@@ -4,9 +4,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "gpt/kernels/cross_entropy.h"
+#include "gpt/kernels/dropout.h"
 #include "gpt/model/config.h"
 #include "gpt/model/lora.h"
 #include "gpt/model/parameters.h"
@@ -14,9 +16,9 @@
 namespace gpt {
 
 // Everything the forward pass keeps for the backward pass, for one (B, T) shape.
-// Allocated once; a smaller batch or shorter sequence reuses the same memory.
+// Allocated once; a pass of no more tokens reuses the same memory.
 struct Activations {
-  int64_t B = 0, T = 0;  // capacity
+  int64_t B = 0, T = 0;  // capacity: B * T tokens
   std::vector<float> encoded;    // (B,T,C) embeddings = input of layer 0
   std::vector<float> ln;         // (B,T,C) one LayerNorm output at a time; the backward
                                  // remakes each from its input, mean and rstd
@@ -116,6 +118,25 @@ class GPT {
     dropout_first_row_ = first_row;
   }
 
+  // Dropout for training passes (forward_backward, forward_logprobs with
+  // training): on the embeddings, the attention weights and each residual
+  // branch, with probability p, as nanoGPT applies it; never in forward() or
+  // generation. Its masks follow set_dropout_seed (a hash, never stored: the
+  // same for any thread count, micro-batch split, or a resumed run).
+  void set_dropout(float p);
+  float dropout() const { return dropout_; }
+
+  // Packed rows (fine-tuning): several examples end to end in each row of the
+  // next passes' (B,T) batches. positions (B*T) numbers each example's tokens
+  // from 0 (0 where one starts, +1 along it): its position embedding, and a
+  // token attends only to its own example's tokens. examples (B*T): each token's
+  // example, numbered as the rows of the unpacked batch would be (LoRA dropout
+  // keys on it, so a packed example draws the masks it draws alone). The layout
+  // is copied; it must match the next forward's B*T (checked). Empty spans:
+  // back to one sequence per row.
+  void set_packing(std::span<const int32_t> positions, std::span<const int32_t> examples);
+  bool packed() const { return !packed_positions_.empty(); }
+
   const float* logits() const { return acts_.logits.data(); }  // (B,T,V) of the last forward without targets
   // (NH,T,T) softmax weights of batch row 0 in `layer` of the last forward,
   // recomputed (training never stores them).
@@ -147,7 +168,15 @@ class GPT {
   void lora_forward(int layer, LoraTarget t, const float* x, int64_t N, float* y) {
     if (lora_) lora_->forward(layer, t, x, N, y, training_pass_, dropout_key());
   }
-  DropoutKey dropout_key() const { return {dropout_seed_, dropout_first_row_, T_, config_.block_size}; }
+  DropoutKey dropout_key() const {
+    return {dropout_seed_, dropout_first_row_, T_, config_.block_size, packed() ? packed_examples_.data() : nullptr,
+            packing_positions()};
+  }
+  const int32_t* packing_positions() const { return packed() ? packed_positions_.data() : nullptr; }
+  // Dropout sites: 0 the embeddings; for layer l, 1 + 3l its attention weights,
+  // 2 + 3l its attention branch, 3 + 3l its MLP branch.
+  uint64_t dropout_site(int64_t site) const { return dropout_site_seed(dropout_seed_, static_cast<uint64_t>(site)); }
+  AttentionDropout attention_dropout(int layer) const { return {dropout_, dropout_site(1 + 3 * layer), dropout_key()}; }
   // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B,T).
   void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
   // From d(lnf) in acts_.d_ln down to the embeddings.
@@ -158,6 +187,7 @@ class GPT {
   std::vector<float> sinusoid_table_;  // (block_size, C), sinusoidal encoding only
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
+  std::vector<int32_t> packed_positions_, packed_examples_;  // set_packing's layout (empty: none)
   std::vector<int32_t> targets_;       // (B,T) of the last forward_logprobs (none: empty)
   std::vector<int32_t> weighted_targets_;  // the targets whose dlogprobs are not 0
   std::vector<float> row_dloss_;
@@ -167,6 +197,8 @@ class GPT {
   uint64_t dropout_seed_ = 0;
   int64_t dropout_first_row_ = 0;
   bool training_pass_ = false;
+  float dropout_ = 0.0f;
+  bool dropped_out_ = false;  // the last forward pass applied dropout (its backward draws the masks again)
   bool last_forward_trained_ = false;  // the last forward_logprobs kept LoRA's training activations
   ModelWeights frozen_views_{};  // all null: what a frozen base's backward writes to
   mutable ConstModelWeights weight_views_{};

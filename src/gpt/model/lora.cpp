@@ -169,17 +169,9 @@ void LoraAdapters::apply_token_rows(GPT& model) const {
 bool LoraAdapters::adapts(int layer, LoraTarget t) const { return slot(layer, t).used; }
 
 namespace {
-// A counter-based hash: the same mask in the forward and the backward pass, for
-// any thread count, with nothing stored.
-inline bool keep(uint64_t seed, uint64_t index, uint32_t threshold) {
-  return static_cast<uint32_t>(mix64(seed ^ mix64(index)) >> 32) >= threshold;
-}
 // The mask's index of element i of an (N, in) buffer of `key`'s rows: global row, position, feature.
-inline uint64_t mask_index(const DropoutKey& key, int64_t i, int64_t in) {
-  const int64_t n = i / in, k = i % in;
-  const int64_t row = key.first_row + n / key.T, pos = n % key.T;
-  return static_cast<uint64_t>((row * key.row_stride + pos) * in + k);
-}
+inline uint64_t mask_index(const DropoutKey& key, int64_t i, int64_t in) { return dropout_index(key, i / in, i % in, in); }
+inline bool keep(uint64_t seed, uint64_t index, uint32_t threshold) { return dropout_keep(seed, index, threshold); }
 inline uint64_t target_seed(const DropoutKey& key, int layer, LoraTarget t) {
   return mix64(key.seed ^ (static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(t)));
 }
@@ -189,7 +181,7 @@ const float* LoraAdapters::dropped_input(const float* x, int64_t N, int64_t in, 
                                          LoraTarget t) {
   if (config_.dropout <= 0.0f) return x;
   if (scratch_x_.size() < static_cast<size_t>(N * in)) scratch_x_.resize(static_cast<size_t>(N * in));
-  const auto threshold = static_cast<uint32_t>(static_cast<double>(config_.dropout) * 4294967296.0);
+  const uint32_t threshold = dropout_threshold(config_.dropout);
   const float kept_scale = 1.0f / (1.0f - config_.dropout);
   const uint64_t s = target_seed(key, layer, t);
   float* out = scratch_x_.data();
@@ -247,7 +239,7 @@ void LoraAdapters::backward(int layer, LoraTarget t, const float* x, const float
   // scratch that held dropout(x) takes dh @ A.
   float* tmp = scratch_x_.data();
   gemm(false, false, N, s.in, r, 1.0f, dh, r, params.data() + s.a, s.in, 0.0f, tmp, s.in);
-  const auto threshold = static_cast<uint32_t>(static_cast<double>(config_.dropout) * 4294967296.0);
+  const uint32_t threshold = dropout_threshold(config_.dropout);
   const float kept_scale = 1.0f / (1.0f - config_.dropout);
   const uint64_t sd = target_seed(key, layer, t);
 #pragma omp parallel for schedule(static)

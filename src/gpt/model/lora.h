@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "gpt/kernels/dropout.h"
 #include "gpt/model/config.h"
 #include "gpt/model/parameters.h"
 
@@ -22,16 +23,8 @@ namespace gpt {
 
 class GPT;
 
-// What LoRA dropout's mask depends on: a seed (per step), and the position of each
-// row in the whole batch — global row and position — never its place in this
-// pass's buffer, so the same example gets the same mask however the batch is split
-// into micro-batches or ranks, and the backward pass remakes it without storing it.
-struct DropoutKey {
-  uint64_t seed = 0;
-  int64_t first_row = 0;   // global row of this pass's first sequence
-  int64_t T = 1;           // positions per sequence in this pass
-  int64_t row_stride = 1;  // positions per row in the index space (the context length)
-};
+// LoRA dropout's mask depends on a DropoutKey (kernels/dropout.h): a seed per step
+// and each row's place in the whole batch, never in this pass's buffer.
 
 // The adapted products of a GPT-2 block, by their PEFT target names.
 enum class LoraTarget { kAttnQkv = 0, kAttnProj = 1, kMlpFc = 2, kMlpProj = 3 };

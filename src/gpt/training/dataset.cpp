@@ -8,6 +8,11 @@
 #include "gpt/util/rng.h"
 
 namespace gpt {
+
+BatchSource::PackedShape BatchSource::train_batch_packed(uint64_t, int64_t, int64_t, int64_t, int64_t, int32_t*, int32_t*,
+                                                         int32_t*, int32_t*, int64_t) const {
+  throw Error("this data has no examples to pack (windows of a text fill their rows already)");
+}
 namespace {
 
 constexpr uint64_t kTrainStream = 0x747261696e;  // "train"

@@ -29,6 +29,17 @@ class BatchSource {
   // then (B, returned) arrays).
   virtual int64_t train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
                               int32_t* y, int64_t first_row = 0) const = 0;
+  // Packed fine-tuning batches: the examples train_batch would put in rows
+  // [first_row, first_row + B), laid end to end (first-fit decreasing) in rows
+  // of at most T tokens, shaped for the fewest positions to compute (never more
+  // than the padded batch's), with positions and examples (each
+  // token's place in its example and the example's row in the unpacked batch)
+  // as GPT::set_packing takes them. x, y, positions, examples hold B*T each.
+  struct PackedShape {
+    int64_t rows = 0, T = 0;
+  };
+  virtual PackedShape train_batch_packed(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
+                                         int32_t* y, int32_t* positions, int32_t* examples, int64_t first_row) const;
   // The index-th validation batch, the same every time; returns the row length as above.
   virtual int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const = 0;
   // Validation batches of B rows that cover the validation part once (0: no limit, windows are drawn).

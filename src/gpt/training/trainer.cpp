@@ -63,6 +63,7 @@ void TrainOptions::validate() const {
   GPT_CHECK(checkpoint_interval >= 0, "--checkpoint-interval must not be negative");
   GPT_CHECK(val_fraction > 0 && val_fraction < 1, "--val-fraction must be in (0, 1)");
   GPT_CHECK(threads >= 0, "--threads must not be negative");
+  GPT_CHECK(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
   GPT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
   GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
@@ -83,8 +84,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
-          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype},
-          {"task", task}, {"chat-template", chat_template}, {"lora-rank", lora_rank}, {"lora-alpha", lora_alpha},
+          {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype}, {"dropout", dropout},
+          {"task", task}, {"chat-template", chat_template}, {"packing", packing}, {"lora-rank", lora_rank}, {"lora-alpha", lora_alpha},
           {"lora-dropout", lora_dropout}, {"lora-targets", lora_targets}};
 }
 
@@ -122,8 +123,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.init_from = j.value("init-from", o.init_from);
     o.overlap_comm = j.value("overlap-comm", o.overlap_comm);
     o.dtype = j.value("dtype", o.dtype);
+    o.dropout = j.value("dropout", o.dropout);
     o.task = j.value("task", o.task);
     o.chat_template = j.value("chat-template", o.chat_template);
+    o.packing = j.value("packing", o.packing);
     o.lora_rank = j.value("lora-rank", o.lora_rank);
     o.lora_alpha = j.value("lora-alpha", o.lora_alpha);
     o.lora_dropout = j.value("lora-dropout", o.lora_dropout);
@@ -281,6 +284,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   } else {
     model_->allocate_gradients();
   }
+  model_->set_dropout(static_cast<float>(opts_.dropout));
 
   // Data parallel: every rank holds the whole model; with ZeRO-1 each rank's
   // AdamW keeps the moments of its slice of the parameter buffer only.
@@ -320,6 +324,10 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   const int64_t kept = opts_.task == "sft" ? opts_.grad_accum : 1;
   x_.resize(static_cast<size_t>(kept * B_ * T_));
   y_.resize(static_cast<size_t>(kept * B_ * T_));
+  if (opts_.task == "sft" && opts_.packing) {
+    positions_.resize(x_.size());
+    examples_.resize(x_.size());
+  }
 }
 
 LogEntry Trainer::step() {
@@ -335,15 +343,31 @@ LogEntry Trainer::step() {
   // the step, on every rank (the count all-reduced), so micro-batches and ranks
   // weigh by their tokens, and N ranks give what one rank with the whole batch gives.
   const bool by_tokens = opts_.task == "sft";
-  std::vector<int64_t> lengths(static_cast<size_t>(opts_.grad_accum), T_);
+  const bool packing = by_tokens && opts_.packing;
+  // Each micro-batch's shape: B_ rows of T_ (pretraining), B_ rows padded to the
+  // longest chat, or fewer rows with the chats packed.
+  // The packed layout is the model's until this step ends, however it ends.
+  struct PackingScope {
+    GPT& model;
+    bool on;
+    ~PackingScope() {
+      if (on) model.set_packing({}, {});
+    }
+  } packing_scope{model, packing};
+  std::vector<BatchSource::PackedShape> shapes(static_cast<size_t>(opts_.grad_accum), {B_, T_});
   double step_targets = 0;
   if (by_tokens) {
     for (int64_t micro = 0; micro < opts_.grad_accum; ++micro) {
-      int32_t* x = x_.data() + micro * B_ * T_;
-      int32_t* y = y_.data() + micro * B_ * T_;
-      lengths[static_cast<size_t>(micro)] =
-          data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x, y, comm_.rank() * B_rank_ + micro * B_);
-      for (int64_t i = 0; i < B_ * lengths[static_cast<size_t>(micro)]; ++i) step_targets += y[i] != kIgnoreTarget;
+      const size_t off = static_cast<size_t>(micro * B_ * T_);
+      const int64_t first_row = comm_.rank() * B_rank_ + micro * B_;
+      BatchSource::PackedShape& shape = shapes[static_cast<size_t>(micro)];
+      if (packing) {
+        shape = data_.dataset->train_batch_packed(opts_.seed, it, 0, B_, T_, x_.data() + off, y_.data() + off,
+                                                  positions_.data() + off, examples_.data() + off, first_row);
+      } else {
+        shape.T = data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x_.data() + off, y_.data() + off, first_row);
+      }
+      for (int64_t i = 0; i < shape.rows * shape.T; ++i) step_targets += y_[off + static_cast<size_t>(i)] != kIgnoreTarget;
     }
     comm_.allreduce_sum(&step_targets, 1);
   }
@@ -352,28 +376,32 @@ LogEntry Trainer::step() {
     const int64_t first_row = comm_.rank() * B_rank_ + micro * B_;
     int32_t* x = x_.data();
     int32_t* y = y_.data();
-    int64_t T = T_;
+    const BatchSource::PackedShape shape = shapes[static_cast<size_t>(micro)];
     float micro_scale = scale;
     if (by_tokens) {
-      x += micro * B_ * T_;
-      y += micro * B_ * T_;
-      T = lengths[static_cast<size_t>(micro)];
+      const size_t off = static_cast<size_t>(micro * B_ * T_);
+      x += off;
+      y += off;
       double targets = 0;
-      for (int64_t i = 0; i < B_ * T; ++i) targets += y[i] != kIgnoreTarget;
+      for (int64_t i = 0; i < shape.rows * shape.T; ++i) targets += y[i] != kIgnoreTarget;
       // forward_backward takes the mean over this micro-batch's targets; this weighs it by
       // its share of the step's (times the ranks, which the gradient average divides out).
       micro_scale = static_cast<float>(targets * comm_.size() / step_targets);
+      const auto n = static_cast<size_t>(shape.rows * shape.T);
+      if (packing) {
+        model.set_packing({positions_.data() + off, n}, {examples_.data() + off, n});
+      }
     } else {
       data_.dataset->train_batch(opts_.seed, it, 0, B_, T_, x, y, first_row);
     }
-    tokens += B_ * T;
+    tokens += shape.rows * shape.T;
     // LoRA dropout's mask: a function of the step and each row's place in the step's batch, as the batch is.
     model.set_dropout_seed(mix64(opts_.seed ^ mix64(static_cast<uint64_t>(it) + 0x6a09e667f3bcc908ull)), first_row);
     // On the last micro-batch each block's gradients are final as soon as its
     // backward is done: with overlap their all-reduce starts then.
     const GPT::GradientsReady ready =
         micro + 1 == opts_.grad_accum ? optimizer_->gradients_ready(model) : GPT::GradientsReady();
-    loss += micro_scale * model.forward_backward(x, y, B_, T, micro_scale, ready);
+    loss += micro_scale * model.forward_backward(x, y, shape.rows, shape.T, micro_scale, ready);
   }
   const auto t_comm = std::chrono::steady_clock::now();
   if (comm_.distributed()) {
@@ -395,6 +423,11 @@ LogEntry Trainer::step() {
   }
   const double dt = std::chrono::duration<double>(t_end - t0).count();
   entry.tokens_per_sec = static_cast<double>(tokens * comm_.size()) / dt;
+  if (by_tokens) {
+    // Fine-tuning: the positions computed include padding, so tokens/s alone
+    // cannot compare packed and padded rows; the step's time can.
+    entry.extra["step_seconds"] = std::round(dt * 1e4) / 1e4;
+  }
   tokens_run_ += tokens * comm_.size();
   step_ = it + 1;
   return entry;

@@ -64,11 +64,16 @@ struct TrainOptions {
   // in the background, overlapping can win.
   bool overlap_comm = false;
   std::string dtype = "fp32";  // matrix products: fp32, or bf16 (float32 weights, optimizer, reductions)
+  // Dropout in training passes (embeddings, attention weights, residual branches), as nanoGPT.
+  double dropout = 0.0;
   bool quiet = false;
   // Supervised fine-tuning (gpt sft): data is chats (JSON lines), the template's
   // markers are added to the tokenizer, and only the replies are learned.
   std::string task = "pretrain";  // pretrain | sft
   std::string chat_template;  // sft: empty = the model's own, else chatml
+  // sft: several chats end to end in each row, attention kept inside each (the
+  // same loss as one padded row per chat, fewer padding tokens to compute).
+  bool packing = true;
   // LoRA (lora_rank > 0): the base model is frozen and adapters train instead.
   int lora_rank = 0;
   double lora_alpha = 16;
@@ -163,6 +168,7 @@ class Trainer {
   double compute_seconds_ = 0, comm_seconds_ = 0;  // under MPI: forward/backward, and what follows it
   int64_t B_ = 0, B_rank_ = 0, T_ = 0;  // micro-batch rows, this rank's rows of a step, context
   std::vector<int32_t> x_, y_;
+  std::vector<int32_t> positions_, examples_;  // packed fine-tuning rows' layout (GPT::set_packing)
   std::optional<ChatTemplate> chat_template_;
   std::optional<ChatDataStats> chat_stats_;
   int base_vocab_ = 0;
