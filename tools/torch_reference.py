@@ -522,6 +522,50 @@ def make_dropout_fixture(name, c):
     print(f"{path}: loss with dropout {loss.item():.6f}, without {out['eval_loss'].item():.6f}")
 
 
+MUON = dict(lr=0.02, momentum=0.95, weight_decay=0.01, ns_steps=5, steps=3, seed=9,
+            shapes={"wide": (16, 48), "tall": (64, 16)})
+
+
+def newton_schulz(G, steps):
+    """Muon's quintic Newton-Schulz iteration (Keller Jordan's zeropower_via_newtonschulz5), float64."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = G.size(0) > G.size(1)
+    X = G.T if tall else G
+    X = X / (X.norm() + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    return X.T if tall else X
+
+
+def make_muon_fixture(name, m):
+    """Muon on two matrices in GPT-2's (in, out) layout, one wide and one tall: three
+    steps of Nesterov momentum (EMA form), Newton-Schulz, decoupled weight decay and
+    the max(1, out/in)^0.5 scale; the parameters after each step."""
+    gen = torch.Generator().manual_seed(m["seed"])
+    out = {}
+    for key, (rows, cols) in m["shapes"].items():
+        w = (0.1 * torch.randn(rows, cols, generator=gen)).float().double()
+        out[f"{key}.w0"] = w.clone()
+        buf = torch.zeros_like(w)
+        for step in range(m["steps"]):
+            g = torch.randn(rows, cols, generator=gen).float().double()
+            out[f"{key}.grad{step}"] = g
+            buf = m["momentum"] * buf + (1 - m["momentum"]) * g
+            u = (1 - m["momentum"]) * g + m["momentum"] * buf
+            o = newton_schulz(u, m["ns_steps"])
+            w = w * (1 - m["lr"] * m["weight_decay"]) - m["lr"] * max(1.0, cols / rows) ** 0.5 * o
+            out[f"{key}.w{step + 1}"] = w.clone()
+        out[f"{key}.ns"] = newton_schulz(out[f"{key}.grad0"], m["ns_steps"])
+    meta = {k: repr(m[k]) for k in ("lr", "momentum", "weight_decay", "ns_steps", "steps")}
+    meta["torch_version"] = torch.__version__
+    path = os.path.join(OUT_DIR, name + ".safetensors")
+    write_safetensors(path, out, meta)
+    sv = torch.linalg.svdvals(out["wide.ns"])
+    print(f"{path}: singular values after Newton-Schulz {sv.min().item():.3f}..{sv.max().item():.3f}")
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -531,6 +575,7 @@ def main():
     make_preference_fixture("tiny_preference", PREF_CONFIG)
     make_ppo_fixture("ppo_objective")
     make_dropout_fixture("tiny_dropout", DROPOUT_CONFIG)
+    make_muon_fixture("muon_update", MUON)
     return 0
 
 

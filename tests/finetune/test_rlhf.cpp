@@ -136,6 +136,12 @@ TEST(Rlhf, KlEstimateMatchesTheExactKlOfOneTokenAnswers) {
   const KlEstimate same = estimate_kl(reference, reference, prompts, 50, 4, {}, 11);
   EXPECT_EQ(same.kl, 0.0);
   EXPECT_EQ(same.mean_length, 4.0);
+  // A reference with a shorter context: answers stop where both models can read them.
+  GPT short_ref(testing::model_config(7, 8, 1, 2, 8));
+  short_ref.init_weights(3);
+  const KlEstimate cut = estimate_kl(policy, short_ref, prompts, 20, 30, {}, 5, 7);
+  EXPECT_EQ(cut.answers, 20);
+  EXPECT_LE(cut.mean_length, 5.0);  // 3 prompt tokens + 5 answer tokens = the reference's 8
   // Another vocabulary is refused.
   GPT other(testing::model_config(9, 16, 1, 2, 8));
   other.init_weights(2);

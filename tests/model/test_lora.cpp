@@ -196,6 +196,10 @@ TEST(Packing, PackedRowsGiveThePaddedLossAndGradients) {
       EXPECT_NEAR(packed, padded, 1e-6f * std::abs(padded)) << what;
       ASSERT_EQ(g_packed.size(), g_padded.size());
       EXPECT_LT(testing::relative_max_error(g_packed.data(), g_padded.data(), g_padded.size()), 1e-5) << what;
+      // A layout changed between a forward pass and what reads it is refused.
+      model.set_packing({}, {});
+      EXPECT_THROW(model.attention_weights(0), Error);
+      model.set_packing(pos, ex);
       // A layout for another shape, or one whose positions do not count up along an example.
       EXPECT_THROW(model.forward_backward(xk.data(), yk.data(), 1, Tpack), Error);
       std::vector<int32_t> bad = pos;

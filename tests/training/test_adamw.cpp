@@ -20,6 +20,21 @@
 namespace gpt {
 namespace {
 
+TEST(LrSchedule, WarmupStableThenStraightCooldown) {
+  LrSchedule s{1e-3f, 1e-4f, 10, 110};
+  s.wsd = true;
+  s.cooldown_start = 90;
+  EXPECT_FLOAT_EQ(s.at(0), 1e-3f / 11);     // warmup as the cosine's
+  EXPECT_FLOAT_EQ(s.at(10), 1e-3f);         // stable from the end of warmup ...
+  EXPECT_FLOAT_EQ(s.at(89), 1e-3f);         // ... to the cooldown
+  EXPECT_FLOAT_EQ(s.at(90), 1e-3f);         // the cooldown's first step starts at the top
+  EXPECT_NEAR(s.at(100), 0.5 * (1e-3 + 1e-4), 1e-9);  // half way down, a straight line
+  EXPECT_NEAR(s.at(109), 1e-4 + (1e-3 - 1e-4) / 20, 1e-9);
+  EXPECT_FLOAT_EQ(s.at(110), 1e-4f);
+  EXPECT_FLOAT_EQ(s.at(500), 1e-4f);
+  for (int64_t it = 90; it < 110; ++it) EXPECT_GT(s.at(it), s.at(it + 1));
+}
+
 TEST(LrSchedule, WarmupThenCosineToTheMinimum) {
   LrSchedule s{1e-3f, 1e-4f, 100, 2000};
   EXPECT_FLOAT_EQ(s.at(0), 1e-3f * 1 / 101);

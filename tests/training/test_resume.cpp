@@ -118,6 +118,74 @@ TEST(Resume, DropoutContinuesBitIdenticallyAndIgnoresTheMicroBatchSplit) {
     EXPECT_NEAR(c.history[i].loss, a.history[i].loss, 1e-5 * a.history[i].loss) << "step " << i + 1;
 }
 
+// --optimizer muon: it learns, and a resumed run is bit-identical (Muon's momentum
+// rides in the checkpoint's first-moment slots). With LoRA it is refused.
+TEST(Resume, MuonContinuesBitIdentically) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(3000, 3));
+  const auto options = [&](const std::string& out, int64_t iters) {
+    TrainOptions o = tiny_options(dir, out);
+    o.optimizer = "muon";
+    o.max_iters = iters;
+    o.lr_decay_iters = 12;
+    return o;
+  };
+  const TrainResult full = train(options("full", 12));
+  EXPECT_LT(full.history.back().loss, full.history.front().loss);
+  train(options("part", 7));
+  const TrainResult rest = train(options("part", 12), (dir / "part").string());
+  ASSERT_EQ(rest.history.size(), 5u);
+  for (size_t i = 0; i < rest.history.size(); ++i)
+    EXPECT_EQ(std::memcmp(&full.history[7 + i].loss, &rest.history[i].loss, sizeof(float)), 0) << "step " << 8 + i;
+  EXPECT_EQ(read_binary_file(dir / "full" / "model.safetensors"), read_binary_file(dir / "part" / "model.safetensors"));
+  TrainOptions lora = options("lora", 1);
+  lora.task = "sft";
+  lora.lora_rank = 4;
+  EXPECT_THROW(lora.validate(), Error);
+}
+
+// --time-budget: the stable phase ends when (1 - cooldown_frac) of the budget has
+// passed and the cooldown is sized to end on time; the run stops before
+// max_iters, after a straight descent to one step above min_lr. (What is
+// checked is the schedule's shape, not how long anything took.)
+TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
+  TrainOptions o = tiny_options(dir, "run");
+  o.n_layer = 1;
+  o.batch_size = 2;
+  o.grad_accum = 1;
+  o.max_iters = 10000000;  // an upper bound the budget ends long before
+  o.lr_decay_iters = 0;
+  o.warmup_iters = 2;
+  o.eval_interval = 1000000;
+  o.lr_schedule = "wsd";
+  o.cooldown_frac = 0.5;
+  o.time_budget = 1.5 / 60;  // 1.5 seconds
+  const TrainResult r = train(o);
+  ASSERT_LT(r.steps, o.max_iters);
+  ASSERT_GT(r.history.size(), 10u);
+  const auto& h = r.history;
+  // Stable, then strictly down to the last step, each step by the same amount.
+  size_t first_down = static_cast<size_t>(o.warmup_iters);  // steps 0 .. warmup-1 warm up
+  ASSERT_EQ(h[first_down].lr, static_cast<float>(o.lr));
+  while (first_down + 1 < h.size() && h[first_down + 1].lr == static_cast<float>(o.lr)) ++first_down;
+  ASSERT_GT(first_down, 4u);
+  ASSERT_LT(first_down + 2, h.size()) << "the cooldown has steps";
+  const double drop = h[first_down].lr - h[first_down + 1].lr;
+  for (size_t i = first_down + 1; i + 1 < h.size(); ++i) {
+    EXPECT_GT(h[i].lr, h[i + 1].lr);
+    EXPECT_NEAR(h[i].lr - h[i + 1].lr, drop, 1e-3 * drop + 1e-9) << "step " << h[i].step;  // + float32 rounding of lr
+  }
+  // The last step's rate is one step above the minimum (the schedule reaches min_lr at end_step).
+  EXPECT_NEAR(h.back().lr - drop, o.min_lr, 1e-3 * drop + 1e-9);
+  // A budget needs WSD.
+  TrainOptions cosine = o;
+  cosine.lr_schedule = "cosine";
+  EXPECT_THROW(cosine.validate(), Error);
+}
+
+
 TEST(Training, GradientAccumulationMatchesTheFullBatch) {
   testing::TempDir dir;
   write_file_atomic(dir / "data.txt", synthetic_text(3000, 2));

@@ -53,6 +53,10 @@ class ConsoleObserver : public TrainingObserver {
                  static_cast<long long>(d.train_size() + d.val_size()), static_cast<long long>(d.train_size()),
                  static_cast<long long>(d.val_size()), t.model().config().vocab_size,
                  static_cast<double>(t.model().num_parameters()) / 1e6, t.threads());
+    if (o.time_budget > 0) {
+      std::fprintf(stderr, "gpt: time budget %.1f min: the learning rate cools down over its last %.0f%%\n",
+                   o.time_budget, 100 * o.cooldown_frac);
+    }
     if (t.comm().distributed()) {
       std::fprintf(stderr, "gpt: %d ranks, %lld sequences per rank per step%s\n", t.comm().size(),
                    static_cast<long long>(o.batch_size / t.comm().size()),
@@ -62,6 +66,7 @@ class ConsoleObserver : public TrainingObserver {
 
   void on_step(const Trainer& t, const LogEntry& e) override {
     if (!t.comm().is_root()) return;
+    if (progress_) progress_->set_total(t.last_step());  // a time budget may have moved the end
     rate_ema_ = rate_ema_ == 0 ? e.tokens_per_sec : 0.9 * rate_ema_ + 0.1 * e.tokens_per_sec;
     if (e.val_loss) last_val_ = e.val_loss;
     if (quiet_) return;
@@ -167,6 +172,20 @@ void add_training_flags(CLI::App* app, TrainOptions& o, std::string& resume, std
   app->add_option("--dropout", o.dropout,
                   "Dropout in training (embeddings, attention weights, residual branches; never when evaluating "
                   "or generating)")->capture_default_str();
+  app->add_option("--lr-schedule", o.lr_schedule,
+                  "cosine (nanoGPT's), or wsd: warmup, stable at --lr, then a straight cooldown to --min-lr")
+      ->check(CLI::IsMember({"cosine", "wsd"}))->capture_default_str();
+  app->add_option("--cooldown-frac", o.cooldown_frac, "wsd: the share of the steps after warmup spent cooling down")
+      ->capture_default_str();
+  app->add_option("--time-budget", o.time_budget,
+                  "wsd: minutes of wall-clock for the run; the cooldown starts so that it ends on time "
+                  "(--max-iters stays an upper bound; 0: none)")->capture_default_str();
+  app->add_option("--optimizer", o.optimizer,
+                  "adamw, or muon: Muon (orthogonalised momentum) for the blocks' weight matrices, AdamW for the "
+                  "rest")->check(CLI::IsMember({"adamw", "muon"}))->capture_default_str();
+  app->add_option("--muon-lr", o.muon_lr, "Muon's peak learning rate (it follows --lr's schedule)")->capture_default_str();
+  app->add_option("--muon-momentum", o.muon_momentum, "Muon's momentum (Nesterov)")->capture_default_str();
+  app->add_option("--muon-weight-decay", o.muon_weight_decay, "Muon's decoupled weight decay")->capture_default_str();
   app->add_flag("--quiet", o.quiet, "No progress display");
   app->add_option("--config", config, "JSON file with any of these options (flag names as keys)");
 }
@@ -187,6 +206,8 @@ int run_training(CLI::App* app, const TrainOptions& o, const std::string& resume
     // Start from the checkpoint's own options; flags given now override them.
     const nlohmann::json state = load_trainer_state(resume);
     nlohmann::json merged = state["options"];
+    // Fine-tuning checkpoints from before packing trained on padded rows: resumed so.
+    if (o.task == "sft" && !merged.contains("packing")) merged["packing"] = false;
     GPT_CHECK(merged.value("task", std::string("pretrain")) == o.task,
               resume + " is a " + (o.task == "sft" ? std::string("pretraining") : std::string("fine-tuning")) +
                   " checkpoint: resume it with gpt " + (o.task == "sft" ? "train" : "sft"));

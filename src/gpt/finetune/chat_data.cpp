@@ -264,7 +264,7 @@ BatchSource::PackedShape ChatDataset::train_batch_packed(uint64_t seed, int64_t 
       x[t] = 0;
       y[t] = kIgnoreTarget;
       positions[t] = static_cast<int32_t>(p);
-      examples[t] = static_cast<int32_t>(B + r);
+      examples[t] = static_cast<int32_t>((1 << 30) + r);  // rows of their own, apart from every real example's
     }
   }
   return shape;

@@ -4,8 +4,9 @@
 // Each becomes one example through the chat template: the model learns the
 // assistant's replies (and their end-of-turn marker), not the prompts. A batch
 // holds its examples one per row, padded to the longest (train_batch), or packed
-// end to end into rows of the context's length (train_batch_packed) with
-// attention kept inside each: the same loss and gradients, fewer padding tokens.
+// end to end into rows of at most the context's length, their length chosen per
+// batch (train_batch_packed), with attention kept inside each: the same loss and
+// gradients, fewer padding tokens.
 #pragma once
 #include <cstdint>
 #include <filesystem>

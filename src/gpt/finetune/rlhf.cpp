@@ -289,7 +289,7 @@ std::vector<int32_t> answer_stop_tokens(const Tokenizer& tokenizer, const ChatTe
 
 std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::vector<const std::vector<int32_t>*>& prompts,
                                                  int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
-                                                 bool greedy, uint64_t seed) {
+                                                 bool greedy, uint64_t seed, int64_t context, int64_t first_index) {
   // The engine reads inference weights: the policy itself, or a copy with its adapter merged.
   std::shared_ptr<const GPT> weights(std::shared_ptr<const GPT>(), &policy);
   if (policy.lora() != nullptr) {
@@ -299,11 +299,12 @@ std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::v
     weights = merged;
   }
   const ModelConfig& c = policy.config();
+  const int64_t limit = context > 0 ? std::min<int64_t>(context, c.block_size) : c.block_size;
   EngineOptions eo;
   eo.kv_cache = KvCacheType::kF32;
   // Room for every answer at once: its prompt and its longest answer, in pages.
   int64_t positions = 0;
-  for (const auto* p : prompts) positions += std::min<int64_t>(c.block_size, static_cast<int64_t>(p->size()) + max_new_tokens) + eo.page_size;
+  for (const auto* p : prompts) positions += std::min<int64_t>(limit, static_cast<int64_t>(p->size()) + max_new_tokens) + eo.page_size;
   eo.kv_bytes = positions * 2 * c.n_layer * c.n_embd * static_cast<int64_t>(sizeof(float));
   eo.preempt_when_full = true;
   eo.compute = current_compute_options();
@@ -313,8 +314,8 @@ std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::v
   for (size_t i = 0; i < prompts.size(); ++i) {
     SequenceOptions so;
     so.sampling.greedy = greedy;  // otherwise the policy's own distribution: temperature 1, nothing cut
-    so.seed = mix64(seed ^ mix64(i + 1));
-    so.max_new_tokens = std::min<int64_t>(max_new_tokens, c.block_size - static_cast<int64_t>(prompts[i]->size()));
+    so.seed = mix64(seed ^ mix64(static_cast<uint64_t>(first_index) + i + 1));
+    so.max_new_tokens = std::min<int64_t>(max_new_tokens, limit - static_cast<int64_t>(prompts[i]->size()));
     so.stop_tokens = stop_tokens;
     slot[engine.add(*prompts[i], so)] = i;
   }
@@ -331,27 +332,31 @@ KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vecto
   GPT_CHECK(policy.config().vocab_size == reference.config().vocab_size,
             "the reference's vocabulary (" + std::to_string(reference.config().vocab_size) +
                 " tokens) differs from the policy's (" + std::to_string(policy.config().vocab_size) + ")");
+  // Answers fit both models' contexts.
+  const int64_t block = std::min(policy.config().block_size, reference.config().block_size);
   std::vector<const std::vector<int32_t>*> asked;
   for (const auto& p : prompts)
     for (int64_t k = 0; k < samples_per_prompt; ++k) asked.push_back(&p);
-  const std::vector<std::vector<int32_t>> answers = sample_answers(policy, asked, max_new_tokens, stop_tokens, false, seed);
-  // Each answer's log-probability under both models, `batch` answers per pass.
-  std::vector<double> kl(answers.size(), 0.0);
+  std::vector<double> kl(asked.size(), 0.0), length(asked.size(), 0.0);
   std::vector<int32_t> x, y;
   std::vector<float> lp_policy, lp_reference;
-  const int64_t block = std::min(policy.config().block_size, reference.config().block_size);
-  for (size_t i = 0; i < answers.size(); i += static_cast<size_t>(batch)) {
-    const size_t n = std::min(static_cast<size_t>(batch), answers.size() - i);
+  for (size_t i = 0; i < asked.size(); i += static_cast<size_t>(batch)) {
+    const size_t n = std::min(static_cast<size_t>(batch), asked.size() - i);
+    const std::vector<const std::vector<int32_t>*> chunk(asked.begin() + static_cast<std::ptrdiff_t>(i),
+                                                         asked.begin() + static_cast<std::ptrdiff_t>(i + n));
+    const auto answers = sample_answers(policy, chunk, max_new_tokens, stop_tokens, false, seed, block,
+                                        static_cast<int64_t>(i));
+    // Each answer's log-probability under both models.
     int64_t T = 1;
     for (size_t k = 0; k < n; ++k)
-      T = std::max<int64_t>(T, static_cast<int64_t>(asked[i + k]->size() + answers[i + k].size()) - 1);
-    GPT_CHECK(T <= block, "an answer runs past the reference's context (" + std::to_string(block) + " tokens)");
+      T = std::max<int64_t>(T, static_cast<int64_t>(chunk[k]->size() + answers[k].size()) - 1);
     x.assign(n * static_cast<size_t>(T), 0);
     y.assign(x.size(), kIgnoreTarget);
     for (size_t k = 0; k < n; ++k) {
-      std::vector<int32_t> ids = *asked[i + k];
+      std::vector<int32_t> ids = *chunk[k];
       const size_t prompt_len = ids.size();
-      ids.insert(ids.end(), answers[i + k].begin(), answers[i + k].end());
+      ids.insert(ids.end(), answers[k].begin(), answers[k].end());
+      length[i + k] = static_cast<double>(answers[k].size());
       for (size_t t = 0; t + 1 < ids.size(); ++t) {
         x[k * static_cast<size_t>(T) + t] = ids[t];
         if (t + 1 >= prompt_len) y[k * static_cast<size_t>(T) + t] = ids[t + 1];
@@ -367,17 +372,27 @@ KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vecto
   }
   KlEstimate e;
   e.prompts = static_cast<int64_t>(prompts.size());
-  e.answers = static_cast<int64_t>(answers.size());
-  double sum = 0, sum_sq = 0, length = 0;
-  for (size_t i = 0; i < kl.size(); ++i) {
-    sum += kl[i];
-    sum_sq += kl[i] * kl[i];
-    length += static_cast<double>(answers[i].size());
+  e.answers = static_cast<int64_t>(asked.size());
+  if (asked.empty()) return e;
+  const auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return s / static_cast<double>(v.size());
+  };
+  e.kl = mean(kl);
+  e.mean_length = mean(length);
+  // The standard error of the mean over prompts of each prompt's mean KL (two passes).
+  std::vector<double> per_prompt(prompts.size(), 0.0);
+  for (size_t i = 0; i < kl.size(); ++i) per_prompt[i / static_cast<size_t>(samples_per_prompt)] += kl[i];
+  for (double& v : per_prompt) v /= static_cast<double>(samples_per_prompt);
+  // One prompt: its answers are independent draws, their own spread.
+  const std::vector<double>& units = per_prompt.size() > 1 ? per_prompt : kl;
+  if (units.size() > 1) {
+    double ss = 0;
+    for (double v : units) ss += (v - e.kl) * (v - e.kl);
+    const auto n = static_cast<double>(units.size());
+    e.std_error = std::sqrt(ss / (n - 1) / n);
   }
-  const auto n = static_cast<double>(kl.size());
-  e.kl = n > 0 ? sum / n : 0;
-  e.std_error = n > 1 ? std::sqrt(std::max(0.0, (sum_sq - n * e.kl * e.kl) / (n - 1)) / n) : 0;
-  e.mean_length = n > 0 ? length / n : 0;
   return e;
 }
 

@@ -76,20 +76,26 @@ std::vector<std::vector<int32_t>> encode_prompts(const std::vector<std::vector<C
 std::vector<int32_t> answer_stop_tokens(const Tokenizer& tokenizer, const ChatTemplate* chat_template);
 // One answer per prompt from `policy` (its LoRA adapter merged into a copy) on
 // the batched decoding engine: sampled at temperature 1 with nothing cut (the
-// policy's own distribution), or greedy; at most max_new_tokens each, ending
-// at a stop token (kept). Answer i is seeded by (seed, i).
+// policy's own distribution), or greedy; at most max_new_tokens each and never
+// past `context` tokens with its prompt (0: the policy's context), ending at a
+// stop token (kept). Answer i is seeded by (seed, first_index + i).
 std::vector<std::vector<int32_t>> sample_answers(const GPT& policy, const std::vector<const std::vector<int32_t>*>& prompts,
                                                  int64_t max_new_tokens, const std::vector<int32_t>& stop_tokens,
-                                                 bool greedy, uint64_t seed);
+                                                 bool greedy, uint64_t seed, int64_t context = 0,
+                                                 int64_t first_index = 0);
 
 // How far a tuned policy has moved from its reference: answers sampled from the
 // policy on the prompts, and per answer the sum over its tokens of
 // log pi(token) - log pi_ref(token) — a Monte Carlo estimate of KL(pi || pi_ref)
-// over whole answers, the quantity RLHF's penalty bounds. Both models must share
-// one tokenizer (checked by the caller).
+// over whole answers, the quantity RLHF's penalty bounds (an answer cut at
+// max_new_tokens or the shorter context counts the tokens it has). Both models
+// must share one tokenizer (checked by the caller). Answers are drawn and scored
+// `batch` at a time, so memory does not grow with the number of prompts.
 struct KlEstimate {
   int64_t prompts = 0, answers = 0;
-  double kl = 0, std_error = 0;  // per answer, in nats
+  // Per answer, in nats; the standard error is over the prompts' own means (the
+  // answers to one prompt are not independent of each other; one prompt: over its answers).
+  double kl = 0, std_error = 0;
   double mean_length = 0;        // tokens per answer
 };
 KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vector<int32_t>>& prompts,

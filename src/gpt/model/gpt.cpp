@@ -262,6 +262,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
       if (!ok) throw Error("packed layout: token " + std::to_string(i) + " has position " + std::to_string(p));
     }
   }
+  forward_packing_version_ = packing_version_;
   ensure_activations(B, T);
   B_ = B;
   T_ = T;
@@ -327,6 +328,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
 }
 
 void GPT::backward_from_final_norm(const GradientsReady& ready) {
+  check_packing_unchanged();
   const int64_t B = B_, T = T_, BT = B * T;
   const int64_t C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
@@ -440,11 +442,18 @@ void GPT::set_packing(std::span<const int32_t> positions, std::span<const int32_
     GPT_CHECK(p >= 0 && p < config_.block_size, "packed layout: position " + std::to_string(p) + " outside the context");
   packed_positions_.assign(positions.begin(), positions.end());
   packed_examples_.assign(examples.begin(), examples.end());
+  ++packing_version_;
+}
+
+void GPT::check_packing_unchanged() const {
+  GPT_CHECK(packing_version_ == forward_packing_version_,
+            "set_packing was called between a forward pass and its backward pass (or attention_weights)");
 }
 
 const float* GPT::attention_weights(int layer) {
   GPT_CHECK(layer >= 0 && layer < config_.n_layer, "layer " + std::to_string(layer) + " out of range");
   GPT_CHECK(B_ > 0, "attention_weights needs a forward pass first");
+  check_packing_unchanged();
   const int64_t B = B_, T = T_, C = config_.n_embd, NH = config_.n_head;
   attention_view_.resize(static_cast<size_t>(NH * T * T));
   attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,

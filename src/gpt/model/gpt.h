@@ -188,6 +188,10 @@ class GPT {
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
   std::vector<int32_t> packed_positions_, packed_examples_;  // set_packing's layout (empty: none)
+  // Each set_packing call is a new layout: a backward pass (or drawing) must see
+  // the layout its forward pass used.
+  uint64_t packing_version_ = 0, forward_packing_version_ = 0;
+  void check_packing_unchanged() const;
   std::vector<int32_t> targets_;       // (B,T) of the last forward_logprobs (none: empty)
   std::vector<int32_t> weighted_targets_;  // the targets whose dlogprobs are not 0
   std::vector<float> row_dloss_;

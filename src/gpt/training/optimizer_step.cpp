@@ -6,6 +6,16 @@
 
 namespace gpt {
 
+namespace {
+// The tensors AdamW updates: all, or (with Muon) all but Muon's matrices.
+std::vector<TensorInfo> adamw_tensors(const std::vector<TensorInfo>& tensors, bool muon) {
+  std::vector<TensorInfo> out;
+  for (const TensorInfo& t : tensors)
+    if (!muon || !is_muon_tensor(t)) out.push_back(t);
+  return out;
+}
+}  // namespace
+
 OptimizerStep::OptimizerStep(const std::vector<TensorInfo>& tensors, size_t total, Communicator& comm,
                              OptimizerStepOptions options)
     : comm_(comm),
@@ -13,8 +23,20 @@ OptimizerStep::OptimizerStep(const std::vector<TensorInfo>& tensors, size_t tota
       zero_(options.zero && comm.distributed()),
       overlap_(options.overlap && comm.distributed() && !zero_),
       grad_clip_(options.grad_clip),
-      adamw_(tensors, total, options.adamw, zero_ ? comm.slice_begin(total, comm.rank()) : 0,
-             zero_ ? comm.slice_end(total, comm.rank()) : total) {}
+      adamw_(adamw_tensors(tensors, options.muon.has_value()), total, options.adamw,
+             zero_ ? comm.slice_begin(total, comm.rank()) : 0, zero_ ? comm.slice_end(total, comm.rank()) : total),
+      peak_lr_(options.peak_lr) {
+  if (options.muon) {
+    // Muon orthogonalises whole matrices: each rank needs all of them, which ZeRO's slices are not.
+    GPT_CHECK(!zero_, "Muon does not run with ZeRO-1 (--zero 1): use one or the other");
+    GPT_CHECK(peak_lr_ > 0, "Muon needs the schedule's peak learning rate");
+    std::vector<TensorInfo> matrices;
+    for (const TensorInfo& t : tensors)
+      if (is_muon_tensor(t)) matrices.push_back(t);
+    GPT_CHECK(!matrices.empty(), "Muon found no block weight matrices to train (a LoRA adapter has none)");
+    muon_ = std::make_unique<Muon>(std::move(matrices), *options.muon);
+  }
+}
 
 OptimizerStep::OptimizerStep(const ParameterLayout& layout, Communicator& comm, OptimizerStepOptions options)
     : OptimizerStep(layout.tensors(), layout.total(), comm, options) {}
@@ -69,6 +91,7 @@ float OptimizerStep::apply(float* params, float* grads, float lr, int64_t step) 
   }
   scale_to_norm(mine, mine_n, norm, grad_clip_);
   adamw_.step(params, grads, lr);
+  if (muon_) muon_->step(params, grads, adamw_.m().data(), muon_->config().lr * lr / peak_lr_);
   if (zero_) comm_.allgather(params, n_);
   return norm;
 }

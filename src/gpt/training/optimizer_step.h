@@ -11,10 +11,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <optional>
 
 #include "gpt/distributed/communicator.h"
 #include "gpt/model/gpt.h"
 #include "gpt/training/adamw.h"
+#include "gpt/training/muon.h"
 
 namespace gpt {
 
@@ -23,6 +26,10 @@ struct OptimizerStepOptions {
   float grad_clip = 1.0f;  // 0: no clipping
   bool zero = false;       // shard AdamW's state (only with more than one rank)
   bool overlap = false;    // all-reduce during backward (not with zero)
+  // Muon for the blocks' weight matrices (is_muon_tensor), AdamW for the rest.
+  // Its rate follows the schedule given to apply(): muon->lr * lr / peak_lr.
+  std::optional<MuonConfig> muon;
+  float peak_lr = 0.0f;
 };
 
 class OptimizerStep {
@@ -62,6 +69,8 @@ class OptimizerStep {
   const bool zero_, overlap_;
   const float grad_clip_;
   AdamW adamw_;
+  std::unique_ptr<Muon> muon_;  // its momentum lives in AdamW's first-moment slots of its matrices
+  float peak_lr_ = 0.0f;
   std::vector<float> full_m_, full_v_;  // ZeRO: moments gathered on rank 0
 };
 

@@ -64,6 +64,19 @@ void TrainOptions::validate() const {
   GPT_CHECK(val_fraction > 0 && val_fraction < 1, "--val-fraction must be in (0, 1)");
   GPT_CHECK(threads >= 0, "--threads must not be negative");
   GPT_CHECK(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
+  GPT_CHECK(lr_schedule == "cosine" || lr_schedule == "wsd", "--lr-schedule must be cosine or wsd, got '" + lr_schedule + "'");
+  GPT_CHECK(cooldown_frac > 0 && cooldown_frac <= 1, "--cooldown-frac must be in (0, 1]");
+  GPT_CHECK(time_budget >= 0 && std::isfinite(time_budget), "--time-budget must not be negative");
+  GPT_CHECK(time_budget == 0 || lr_schedule == "wsd",
+            "--time-budget needs --lr-schedule wsd (a cosine's length is fixed in advance)");
+  GPT_CHECK(optimizer == "adamw" || optimizer == "muon", "--optimizer must be adamw or muon, got '" + optimizer + "'");
+  if (optimizer == "muon") {
+    GPT_CHECK(muon_lr > 0 && std::isfinite(muon_lr), "--muon-lr must be positive");
+    GPT_CHECK(muon_momentum >= 0 && muon_momentum < 1, "--muon-momentum must be in [0, 1)");
+    GPT_CHECK(muon_weight_decay >= 0, "--muon-weight-decay must not be negative");
+    GPT_CHECK(lora_rank == 0, "Muon trains whole weight matrices, not LoRA adapters");
+    GPT_CHECK(zero == 0, "Muon does not run with ZeRO-1 (--zero 1)");
+  }
   GPT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
   GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
@@ -85,6 +98,9 @@ nlohmann::json TrainOptions::to_json() const {
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
           {"checkpoint-interval", checkpoint_interval}, {"val-fraction", val_fraction}, {"seed", seed},
           {"threads", threads}, {"zero", zero}, {"init-from", init_from}, {"overlap-comm", overlap_comm}, {"dtype", dtype}, {"dropout", dropout},
+          {"lr-schedule", lr_schedule}, {"cooldown-frac", cooldown_frac}, {"time-budget", time_budget},
+          {"optimizer", optimizer}, {"muon-lr", muon_lr}, {"muon-momentum", muon_momentum},
+          {"muon-weight-decay", muon_weight_decay},
           {"task", task}, {"chat-template", chat_template}, {"packing", packing}, {"lora-rank", lora_rank}, {"lora-alpha", lora_alpha},
           {"lora-dropout", lora_dropout}, {"lora-targets", lora_targets}};
 }
@@ -124,6 +140,13 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.overlap_comm = j.value("overlap-comm", o.overlap_comm);
     o.dtype = j.value("dtype", o.dtype);
     o.dropout = j.value("dropout", o.dropout);
+    o.lr_schedule = j.value("lr-schedule", o.lr_schedule);
+    o.cooldown_frac = j.value("cooldown-frac", o.cooldown_frac);
+    o.time_budget = j.value("time-budget", o.time_budget);
+    o.optimizer = j.value("optimizer", o.optimizer);
+    o.muon_lr = j.value("muon-lr", o.muon_lr);
+    o.muon_momentum = j.value("muon-momentum", o.muon_momentum);
+    o.muon_weight_decay = j.value("muon-weight-decay", o.muon_weight_decay);
     o.task = j.value("task", o.task);
     o.chat_template = j.value("chat-template", o.chat_template);
     o.packing = j.value("packing", o.packing);
@@ -294,6 +317,11 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   so.grad_clip = static_cast<float>(opts_.grad_clip);
   so.zero = opts_.zero == 1;
   so.overlap = opts_.overlap_comm;
+  if (opts_.optimizer == "muon") {
+    so.muon = MuonConfig{static_cast<float>(opts_.muon_lr), static_cast<float>(opts_.muon_momentum), true, 5,
+                         static_cast<float>(opts_.muon_weight_decay)};
+    so.peak_lr = static_cast<float>(opts_.lr);
+  }
   optimizer_ = std::make_unique<OptimizerStep>(*model_, comm_, so);
   if (resuming) {
     const OptimizerState saved =
@@ -306,6 +334,21 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   step_ = start_step_;
   schedule_ = LrSchedule{static_cast<float>(opts_.lr), static_cast<float>(opts_.min_lr), opts_.warmup_iters,
                          opts_.lr_decay_iters > 0 ? opts_.lr_decay_iters : opts_.max_iters};
+  end_step_ = opts_.max_iters;
+  if (opts_.lr_schedule == "wsd") {
+    schedule_.wsd = true;
+    const int64_t after_warmup = std::max<int64_t>(schedule_.decay_iters - opts_.warmup_iters, 0);
+    schedule_.cooldown_start =
+        schedule_.decay_iters - std::llround(opts_.cooldown_frac * static_cast<double>(after_warmup));
+  }
+  if (resuming && resumed_state.is_object()) {
+    elapsed_before_ = resumed_state.value("elapsed_seconds", 0.0);
+    // A time budget's cooldown already fixed goes on as it was planned.
+    if (resumed_state.contains("cooldown_start")) {
+      schedule_.cooldown_start = resumed_state["cooldown_start"].get<int64_t>();
+      schedule_.decay_iters = end_step_ = resumed_state["end_step"].get<int64_t>();
+    }
+  }
 
   // Rank 0 writes the log and the checkpoints.
   if (comm_.is_root()) {
@@ -450,7 +493,12 @@ void Trainer::save_checkpoint() {
   const OptimizerStep::Moments moments = optimizer_->full_moments();
   if (comm_.is_root()) {
     nlohmann::json state = {{"step", step_}, {"options", opts_.to_json()}, {"data_fnv1a", data_.fingerprint},
-                            {"tokens_seen", tokens_run_}, {"ranks", comm_.size()}};
+                            {"tokens_seen", tokens_run_}, {"ranks", comm_.size()},
+                            {"elapsed_seconds", elapsed_before_ + elapsed_this_run_}};
+    if (opts_.time_budget > 0 && end_step_ < opts_.max_iters) {
+      state["cooldown_start"] = schedule_.cooldown_start;
+      state["end_step"] = end_step_;
+    }
     if (opts_.task == "sft") state["base_vocab_size"] = base_vocab_;
     CheckpointContents c;
     c.model = model_.get();
@@ -480,9 +528,12 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   const auto t_start = std::chrono::steady_clock::now();
   const double compute0 = compute_seconds_, comm0 = comm_seconds_;
   const int64_t tokens0 = tokens_run_;
-  while (step_ < opts_.max_iters) {
+  const int64_t first = step_;
+  while (step_ < end_step_) {
     LogEntry entry = step();
-    if (step_ % opts_.eval_interval == 0 || step_ == opts_.max_iters) {
+    elapsed_this_run_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    if (opts_.time_budget > 0) fix_cooldown_by_time(elapsed_before_ + elapsed_this_run_, step_ - first);
+    if (step_ % opts_.eval_interval == 0 || step_ == end_step_) {
       entry.val_loss = evaluate();
       result.final_val_loss = entry.val_loss;
     }
@@ -490,8 +541,9 @@ TrainResult Trainer::run(TrainingObserver* observer) {
     result.history.push_back(entry);
     result.final_loss = entry.loss;
     result.steps = step_;
+    elapsed_this_run_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     obs.on_step(*this, entry);
-    if ((opts_.checkpoint_interval > 0 && step_ % opts_.checkpoint_interval == 0) || step_ == opts_.max_iters) {
+    if ((opts_.checkpoint_interval > 0 && step_ % opts_.checkpoint_interval == 0) || step_ == end_step_) {
       save_checkpoint();
       obs.on_checkpoint(*this, step_);
     }
@@ -502,6 +554,20 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   result.tokens_per_sec = result.seconds > 0 ? static_cast<double>(tokens_run_ - tokens0) / result.seconds : 0;
   obs.on_finish(*this, result);
   return result;
+}
+
+void Trainer::fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run) {
+  if (step_ >= schedule_.cooldown_start || steps_this_run <= 0) return;  // cooling down already
+  // Every rank decides from the same numbers: the ranks' mean clock.
+  double t[2] = {elapsed_total, elapsed_this_run_};
+  comm_.allreduce_sum(t, 2);
+  const double total = t[0] / comm_.size(), per_step = t[1] / comm_.size() / static_cast<double>(steps_this_run);
+  const double budget = opts_.time_budget * 60.0;
+  if (total < (1.0 - opts_.cooldown_frac) * budget) return;
+  // The rest of the budget, at this run's pace (evaluations included), is the cooldown.
+  const auto remaining = static_cast<int64_t>(std::floor(std::max(budget - total, 0.0) / per_step));
+  schedule_.cooldown_start = step_;
+  schedule_.decay_iters = end_step_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
 }
 
 TrainResult train(const TrainOptions& opts, const std::string& resume_dir, TrainingObserver* observer) {

@@ -66,6 +66,21 @@ struct TrainOptions {
   std::string dtype = "fp32";  // matrix products: fp32, or bf16 (float32 weights, optimizer, reductions)
   // Dropout in training passes (embeddings, attention weights, residual branches), as nanoGPT.
   double dropout = 0.0;
+  // adamw, or muon: Muon for the blocks' weight matrices (training/muon.h), AdamW
+  // (lr, betas, weight decay above) for embeddings, head, gains and biases.
+  // Learning-rate schedule: cosine (nanoGPT's), or wsd (warmup, stable at --lr,
+  // then a straight cooldown to --min-lr over the last cooldown_frac of the steps after warmup).
+  std::string lr_schedule = "cosine";
+  double cooldown_frac = 0.2;
+  // wsd: minutes of wall-clock for the run (0: none). The stable phase ends when
+  // (1 - cooldown_frac) of it has passed, and the cooldown is sized from the
+  // measured time per step to end on time (evaluations counted); max_iters stays
+  // an upper bound.
+  double time_budget = 0.0;
+  std::string optimizer = "adamw";
+  double muon_lr = 0.02;  // Muon's peak rate; it follows the same schedule
+  double muon_momentum = 0.95;
+  double muon_weight_decay = 0.0;
   bool quiet = false;
   // Supervised fine-tuning (gpt sft): data is chats (JSON lines), the template's
   // markers are added to the tokenizer, and only the replies are learned.
@@ -138,6 +153,7 @@ class Trainer {
 
   const TrainOptions& options() const { return opts_; }
   int64_t steps_done() const { return step_; }
+  int64_t last_step() const { return end_step_; }  // max_iters, or earlier when a time budget ends the run
   int64_t first_step() const { return start_step_; }  // of this run (> 0 when resumed)
   const GPT& model() const { return *model_; }
   GPT& model() { return *model_; }
@@ -162,6 +178,11 @@ class Trainer {
   std::shared_ptr<GPT> model_;
   std::unique_ptr<OptimizerStep> optimizer_;
   LrSchedule schedule_;
+  int64_t end_step_ = 0;          // the last step + 1: max_iters, or where a time budget ends the run
+  double elapsed_before_ = 0;     // wall-clock seconds of the run's earlier segments (resumed)
+  double elapsed_this_run_ = 0;   // and of this one, up to the last step
+  // A time budget's cooldown, once its start is fixed (when (1 - cooldown_frac) of the budget has passed).
+  void fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run);
   std::unique_ptr<TrainingLog> log_;  // rank 0
   int64_t start_step_ = 0, step_ = 0;
   bool other_data_ = false;

@@ -13,6 +13,8 @@ class ProgressLine {
   ProgressLine(int64_t total, int64_t start = 0, int64_t plain_every = 100);
   // `done` units finished so far; `fields` is appended after the bar.
   void update(int64_t done, const std::string& fields, bool force_newline = false);
+  // The end moved (a run whose time budget fixed its last step).
+  void set_total(int64_t total) { total_ = total; }
   void finish();
   static std::string format_duration(double seconds);
 
