@@ -2,6 +2,7 @@
 // that depend only on (seed, step, row).
 #include <gtest/gtest.h>
 
+#include "gpt/kernels/cross_entropy.h"
 #include "gpt/training/dataset.h"
 #include "gpt/util/error.h"
 
@@ -48,6 +49,28 @@ TEST(Dataset, BatchesDependOnlyOnSeedStepAndRow) {
   EXPECT_NE(a, b);
   d.train_batch(8, 42, 0, 8, 8, b.data(), y.data());
   EXPECT_NE(a, b);
+}
+
+// --eval-iters 0: the whole validation part, every token after its first
+// predicted exactly once, in order, the last window shorter and the rows past
+// the end ignored; off, the drawn windows as before.
+TEST(Dataset, WholeValidationPredictsEveryTokenOnce) {
+  Dataset d(iota_tokens(1000), 0.1, 8);
+  EXPECT_EQ(d.val_batches(4), 0);  // drawn windows unless asked
+  d.set_whole_validation(true);
+  // 100 validation tokens: 99 predictions in windows of 8 = 13 windows, 4 batches of 4.
+  ASSERT_EQ(d.val_batches(4), 4);
+  std::vector<int32_t> x(4 * 8), y(4 * 8), predicted;
+  for (int64_t i = 0; i < d.val_batches(4); ++i) {
+    ASSERT_EQ(d.val_batch(1, i, 4, 8, x.data(), y.data()), 8);
+    for (size_t k = 0; k < y.size(); ++k) {
+      if (y[k] == kIgnoreTarget) continue;
+      EXPECT_EQ(y[k], x[k] + 1);  // the next token of the text
+      predicted.push_back(y[k]);
+    }
+  }
+  ASSERT_EQ(predicted.size(), 99u);
+  for (size_t k = 0; k < predicted.size(); ++k) EXPECT_EQ(predicted[k], static_cast<int32_t>(901 + k));
 }
 
 TEST(Dataset, TooShortDataIsAClearError) {

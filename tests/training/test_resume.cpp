@@ -2,6 +2,7 @@
 // uninterrupted run's exactly.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -9,6 +10,7 @@
 
 #include "gpt/io/checkpoint.h"
 #include "gpt/kernels/matmul.h"
+#include "gpt/training/evaluate.h"
 #include "gpt/training/trainer.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
@@ -146,8 +148,8 @@ TEST(Resume, MuonContinuesBitIdentically) {
 
 // --time-budget: the stable phase ends when (1 - cooldown_frac) of the budget has
 // passed and the cooldown is sized to end on time; the run stops before
-// max_iters, after a straight descent to one step above min_lr. (What is
-// checked is the schedule's shape, not how long anything took.)
+// max_iters, after a straight descent to one step above min_lr. The clock is
+// the test's: the stable phase and the cooldown have known lengths.
 TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   testing::TempDir dir;
   write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
@@ -161,10 +163,15 @@ TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   o.eval_interval = 1000000;
   o.lr_schedule = "wsd";
   o.cooldown_frac = 0.5;
-  o.time_budget = 1.5 / 60;  // 1.5 seconds
-  const TrainResult r = train(o);
+  o.time_budget = 1.0;  // one minute of a clock that ticks 0.2 s per reading: no step depends on the machine's speed
+  Trainer t(o);
+  double now = 0;
+  t.set_clock([&now] { return now += 0.2; });
+  const TrainResult r = t.run();
   ASSERT_LT(r.steps, o.max_iters);
   ASSERT_GT(r.history.size(), 10u);
+  // It ends on time: the last step's wall-clock (this clock's) is the budget, within a step.
+  EXPECT_NEAR(r.history.back().extra["elapsed"].get<double>(), 60.0, 0.5);
   const auto& h = r.history;
   // Stable, then strictly down to the last step, each step by the same amount.
   size_t first_down = static_cast<size_t>(o.warmup_iters);  // steps 0 .. warmup-1 warm up
@@ -185,6 +192,24 @@ TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   EXPECT_THROW(cosine.validate(), Error);
 }
 
+
+// --eval-iters 0 evaluates the whole validation part: the mean over every
+// validation token, the loss `gpt eval` gives on the same text.
+TEST(Trainer, WholeValidationIsTheLossOfTheHeldOutText) {
+  testing::TempDir dir;
+  const std::string text = synthetic_text(3000, 5);
+  write_file_atomic(dir / "data.txt", text);
+  TrainOptions o = tiny_options(dir, "whole");
+  o.eval_iters = 0;
+  o.max_iters = 3;
+  Trainer t(o);
+  const TrainResult r = t.run();
+  ASSERT_TRUE(r.final_val_loss.has_value());
+  const auto n_train = static_cast<size_t>(std::floor(static_cast<double>(text.size()) * (1.0 - o.val_fraction)));
+  GPT& model = t.model();
+  const TextEvaluation ev = evaluate_text(model, t.tokenizer(), text.substr(n_train));
+  EXPECT_NEAR(*r.final_val_loss, ev.mean_loss, 1e-5 * ev.mean_loss);
+}
 
 TEST(Training, GradientAccumulationMatchesTheFullBatch) {
   testing::TempDir dir;

@@ -154,7 +154,7 @@ void add_training_flags(CLI::App* app, TrainOptions& o, std::string& resume, std
   app->add_option("--grad-clip", o.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
   app->add_option("--eval-interval", o.eval_interval, "Steps between validation evaluations")->capture_default_str();
   if (o.task != "sft") {
-    app->add_option("--eval-iters", o.eval_iters, "Batches per validation evaluation")->capture_default_str();
+    app->add_option("--eval-iters", o.eval_iters, "Batches per validation evaluation (0: the whole validation part, every token predicted once)")->capture_default_str();
   }
   app->add_option("--checkpoint-interval", o.checkpoint_interval, "Steps between checkpoints (0: only at the end)")->capture_default_str();
   app->add_option("--val-fraction", o.val_fraction,

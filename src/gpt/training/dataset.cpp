@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "gpt/kernels/cross_entropy.h"
 #include "gpt/util/error.h"
 #include "gpt/util/rng.h"
 
@@ -33,6 +34,7 @@ Dataset::Dataset(std::shared_ptr<const TokenShard> shard, double val_fraction, i
 
 void Dataset::split(double val_fraction, int64_t block_size) {
   GPT_CHECK(n_ > 0, "the data file is empty");
+  block_size_ = block_size;
   GPT_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "validation fraction must be in (0, 1)");
   n_train_ = static_cast<int64_t>(std::floor(static_cast<double>(n_) * (1.0 - val_fraction)));
   const int64_t need = block_size + 1;
@@ -64,8 +66,27 @@ int64_t Dataset::train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t
   return T;
 }
 
+int64_t Dataset::val_batches(int64_t B) const {
+  if (!whole_validation_) return 0;
+  // Windows of block_size targets over the validation part's n - 1 predictions.
+  const int64_t windows = (n_ - n_train_ - 1 + block_size_ - 1) / block_size_;
+  return (windows + B - 1) / B;
+}
+
 int64_t Dataset::val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const {
-  fill_windows(n_train_, n_, seed, kValStream, index, B, T, x, y, 0);
+  if (!whole_validation_) {
+    fill_windows(n_train_, n_, seed, kValStream, index, B, T, x, y, 0);
+    return T;
+  }
+  GPT_CHECK(T == block_size_, "whole validation runs windows of the block size");
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t start = n_train_ + (index * B + b) * T;  // window w predicts tokens start+1 .. start+T
+    for (int64_t t = 0; t < T; ++t) {
+      const bool inside = start + t + 1 < n_;
+      x[b * T + t] = start + t < n_ ? token(start + t) : 0;
+      y[b * T + t] = inside ? token(start + t + 1) : kIgnoreTarget;
+    }
+  }
   return T;
 }
 

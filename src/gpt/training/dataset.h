@@ -44,6 +44,9 @@ class BatchSource {
   virtual int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const = 0;
   // Validation batches of B rows that cover the validation part once (0: no limit, windows are drawn).
   virtual int64_t val_batches(int64_t /*B*/) const { return 0; }
+  // Evaluate on the whole validation part (val_batches > 0) rather than drawn
+  // windows. Whole examples (chats) are always evaluated whole.
+  virtual void set_whole_validation(bool /*whole*/) {}
 };
 
 class Dataset final : public BatchSource {
@@ -62,8 +65,12 @@ class Dataset final : public BatchSource {
   int64_t train_batch(uint64_t seed, int64_t step, int64_t micro, int64_t B, int64_t T, int32_t* x,
                       int32_t* y, int64_t first_row = 0) const override;
   // The index-th validation batch: the same windows every time, so successive
-  // evaluations measure the model, not the luck of the draw.
+  // evaluations measure the model, not the luck of the draw. With whole
+  // validation, consecutive windows that predict every validation token once
+  // (the last one shorter, its missing targets and any rows past the end ignored).
   int64_t val_batch(uint64_t seed, int64_t index, int64_t B, int64_t T, int32_t* x, int32_t* y) const override;
+  int64_t val_batches(int64_t B) const override;
+  void set_whole_validation(bool whole) override { whole_validation_ = whole; }
 
  private:
   void split(double val_fraction, int64_t block_size);
@@ -72,7 +79,8 @@ class Dataset final : public BatchSource {
 
   std::vector<int32_t> owned_;
   std::shared_ptr<const TokenShard> shard_;
-  int64_t n_ = 0, n_train_ = 0;
+  int64_t n_ = 0, n_train_ = 0, block_size_ = 1;
+  bool whole_validation_ = false;
 };
 
 }  // namespace gpt

@@ -9,15 +9,19 @@
 
 namespace gpt {
 
-double total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
-                             int64_t T, int rank, int ranks) {
+LossSum total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
+                              int64_t T, int rank, int ranks) {
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
-  double total = 0;
+  LossSum sum;
   for (int64_t i = rank; i < iters; i += ranks) {
     const int64_t t = data.val_batch(seed, i, B, T, x.data(), y.data());
-    total += model.forward(x.data(), y.data(), B, t);
+    double counted = 0;
+    for (int64_t k = 0; k < B * t; ++k) counted += y[static_cast<size_t>(k)] != kIgnoreTarget;
+    if (counted == 0) continue;
+    sum.nats += static_cast<double>(model.forward(x.data(), y.data(), B, t)) * counted;
+    sum.targets += counted;
   }
-  return total;
+  return sum;
 }
 
 namespace {

@@ -11,10 +11,15 @@
 
 namespace gpt {
 
-// Sum of the mean losses of the fixed validation batches i < iters of (B,T) with
-// i % ranks == rank (divide the sum over all ranks by iters for the mean).
-double total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
-                             int64_t T, int rank = 0, int ranks = 1);
+// Loss summed over the targets of the fixed validation batches i < iters of
+// (B,T) with i % ranks == rank, and how many targets counted (add both over
+// ranks; their ratio is the mean loss per token, however full each batch is).
+struct LossSum {
+  double nats = 0;
+  double targets = 0;
+};
+LossSum total_loss_on_batches(GPT& model, const BatchSource& data, uint64_t seed, int64_t iters, int64_t B,
+                              int64_t T, int rank = 0, int ranks = 1);
 
 struct TextEvaluation {
   double mean_loss = 0;      // nats per token

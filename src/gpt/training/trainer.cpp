@@ -47,7 +47,7 @@ void TrainOptions::validate() const {
   positive(grad_accum, "grad-accum");
   positive(max_iters, "max-iters");
   positive(eval_interval, "eval-interval");
-  positive(eval_iters, "eval-iters");
+  GPT_CHECK(eval_iters >= 0, "--eval-iters must not be negative (0: the whole validation part)");
   GPT_CHECK(n_embd % n_head == 0, "--n-head (" + std::to_string(n_head) + ") must divide --n-embd (" +
                                   std::to_string(n_embd) + ")");
   GPT_CHECK(batch_size % grad_accum == 0, "--grad-accum (" + std::to_string(grad_accum) +
@@ -203,6 +203,7 @@ TrainingData load_training_data(const TrainOptions& opts, std::unique_ptr<Tokeni
     d.dataset = std::make_unique<Dataset>(tokenizer->encode_corpus(text, threads), opts.val_fraction, opts.block_size);
   }
   d.tokenizer = std::move(tokenizer);
+  d.dataset->set_whole_validation(opts.eval_iters == 0);
   return d;
 }
 
@@ -484,9 +485,10 @@ float Trainer::evaluate() {
   // Fine-tuning's held-out chats are evaluated whole, once each.
   const int64_t whole = data_.dataset->val_batches(B);
   const int64_t iters = whole > 0 ? whole : opts_.eval_iters;
-  double val_sum = total_loss_on_batches(*model_, *data_.dataset, opts_.seed, iters, B, T_, comm_.rank(), comm_.size());
-  comm_.allreduce_sum(&val_sum, 1);
-  return static_cast<float>(val_sum / static_cast<double>(iters));
+  const LossSum sum = total_loss_on_batches(*model_, *data_.dataset, opts_.seed, iters, B, T_, comm_.rank(), comm_.size());
+  double both[2] = {sum.nats, sum.targets};
+  comm_.allreduce_sum(both, 2);
+  return static_cast<float>(both[0] / std::max(both[1], 1.0));
 }
 
 void Trainer::save_checkpoint() {
@@ -526,22 +528,29 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   result.steps = step_;
   obs.on_start(*this);
   const auto t_start = std::chrono::steady_clock::now();
+  if (!clock_) {
+    clock_ = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  }
+  const double clock0 = clock_();
   const double compute0 = compute_seconds_, comm0 = comm_seconds_;
   const int64_t tokens0 = tokens_run_;
   const int64_t first = step_;
   while (step_ < end_step_) {
     LogEntry entry = step();
-    elapsed_this_run_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    elapsed_this_run_ = clock_() - clock0;
     if (opts_.time_budget > 0) fix_cooldown_by_time(elapsed_before_ + elapsed_this_run_, step_ - first);
     if (step_ % opts_.eval_interval == 0 || step_ == end_step_) {
       entry.val_loss = evaluate();
       result.final_val_loss = entry.val_loss;
     }
+    // Wall-clock since the run began (earlier segments of a resumed run included),
+    // evaluations counted: what time-to-quality is measured in.
+    elapsed_this_run_ = clock_() - clock0;
+    entry.extra["elapsed"] = std::round((elapsed_before_ + elapsed_this_run_) * 100) / 100;
     if (log_) log_->append(entry);
     result.history.push_back(entry);
     result.final_loss = entry.loss;
     result.steps = step_;
-    elapsed_this_run_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     obs.on_step(*this, entry);
     if ((opts_.checkpoint_interval > 0 && step_ % opts_.checkpoint_interval == 0) || step_ == end_step_) {
       save_checkpoint();

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,7 +53,7 @@ struct TrainOptions {
   double beta2 = 0.99;
   double grad_clip = 1.0;
   int64_t eval_interval = 250;
-  int64_t eval_iters = 20;
+  int64_t eval_iters = 20;  // 0: the whole validation part
   int64_t checkpoint_interval = 0;  // 0: only at the end
   double val_fraction = 0.1;
   uint64_t seed = 1337;
@@ -143,7 +144,8 @@ class Trainer {
   // One optimizer step: every micro-batch's forward/backward, then OptimizerStep.
   // The entry has no validation loss; see evaluate().
   LogEntry step();
-  // Mean loss over opts.eval_iters validation batches (ranks split them).
+  // Mean loss per target over opts.eval_iters validation batches, or over the
+  // whole validation part when eval_iters is 0 (ranks split the batches).
   float evaluate();
   // Writes the checkpoint (rank 0; every rank must call it: ZeRO gathers moments).
   void save_checkpoint();
@@ -154,6 +156,9 @@ class Trainer {
   const TrainOptions& options() const { return opts_; }
   int64_t steps_done() const { return step_; }
   int64_t last_step() const { return end_step_; }  // max_iters, or earlier when a time budget ends the run
+  // The clock run() measures elapsed time with (seconds; default: std::chrono::steady_clock),
+  // so a test can drive a time budget without depending on how fast the machine is.
+  void set_clock(std::function<double()> clock) { clock_ = std::move(clock); }
   int64_t first_step() const { return start_step_; }  // of this run (> 0 when resumed)
   const GPT& model() const { return *model_; }
   GPT& model() { return *model_; }
@@ -181,6 +186,7 @@ class Trainer {
   int64_t end_step_ = 0;          // the last step + 1: max_iters, or where a time budget ends the run
   double elapsed_before_ = 0;     // wall-clock seconds of the run's earlier segments (resumed)
   double elapsed_this_run_ = 0;   // and of this one, up to the last step
+  std::function<double()> clock_;  // seconds, monotonic
   // A time budget's cooldown, once its start is fixed (when (1 - cooldown_frac) of the budget has passed).
   void fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run);
   std::unique_ptr<TrainingLog> log_;  // rank 0
