@@ -36,11 +36,13 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 evals = [(r["elapsed"], r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
 hit = next((e for e in evals if e[2] <= 1.47), None)
 print("validation loss <= 1.47: " + (f"at {hit[0] / 60:.1f} min (step {hit[1]}, {hit[2]:.4f})" if hit else "not reached"))
+ran = rows[-1]["elapsed"] if rows else 0
 for minutes in (10, 20, 30, 60):
     before = [e for e in evals if e[0] <= minutes * 60]
-    if before:
+    if before and ran >= minutes * 60 * 0.98:  # the run lasted that long (a budget ends a step or so early)
         print(f"at {minutes} min: validation loss {min(e[2] for e in before):.4f} (best so far; last evaluated at step {before[-1][1]})")
 last = evals[-1] if evals else None
 if last:
-    print(f"end: {last[0] / 60:.1f} min, step {last[1]}, validation loss {last[2]:.4f}")
+    print(f"last evaluation: {last[0] / 60:.1f} min, step {last[1]}, validation loss {last[2]:.4f}; "
+          f"the run ended at {ran / 60:.1f} min, step {rows[-1]['step']}")
 PY

@@ -33,6 +33,14 @@ TEST(LrSchedule, WarmupStableThenStraightCooldown) {
   EXPECT_FLOAT_EQ(s.at(110), 1e-4f);
   EXPECT_FLOAT_EQ(s.at(500), 1e-4f);
   for (int64_t it = 90; it < 110; ++it) EXPECT_GT(s.at(it), s.at(it + 1));
+  // A cooldown that starts inside the warmup (a short time budget) descends from where the warmup got to.
+  LrSchedule early = s;
+  early.cooldown_start = 5;
+  early.decay_iters = 15;
+  EXPECT_FLOAT_EQ(early.at(4), 1e-3f * 5 / 11);
+  EXPECT_FLOAT_EQ(early.at(5), 1e-3f * 6 / 11);
+  EXPECT_NEAR(early.at(10), 0.5 * (1e-3 * 6 / 11 + 1e-4), 1e-9);
+  EXPECT_FLOAT_EQ(early.at(15), 1e-4f);
 }
 
 TEST(LrSchedule, WarmupThenCosineToTheMinimum) {

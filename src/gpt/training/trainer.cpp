@@ -540,7 +540,9 @@ TrainResult Trainer::run(TrainingObserver* observer) {
     elapsed_this_run_ = clock_() - clock0;
     if (opts_.time_budget > 0) fix_cooldown_by_time(elapsed_before_ + elapsed_this_run_, step_ - first);
     if (step_ % opts_.eval_interval == 0 || step_ == end_step_) {
+      const double e0 = clock_();
       entry.val_loss = evaluate();
+      eval_seconds_ = clock_() - e0;
       result.final_val_loss = entry.val_loss;
     }
     // Wall-clock since the run began (earlier segments of a resumed run included),
@@ -573,8 +575,12 @@ void Trainer::fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run)
   const double total = t[0] / comm_.size(), per_step = t[1] / comm_.size() / static_cast<double>(steps_this_run);
   const double budget = opts_.time_budget * 60.0;
   if (total < (1.0 - opts_.cooldown_frac) * budget) return;
-  // The rest of the budget, at this run's pace (evaluations included), is the cooldown.
-  const auto remaining = static_cast<int64_t>(std::floor(std::max(budget - total, 0.0) / per_step));
+  // The rest of the budget, at this run's pace (evaluations included), is the
+  // cooldown, less one evaluation for the one at the end.
+  double e = eval_seconds_;
+  comm_.allreduce_sum(&e, 1);
+  const auto remaining =
+      static_cast<int64_t>(std::floor(std::max(budget - total - e / comm_.size(), 0.0) / per_step));
   schedule_.cooldown_start = step_;
   schedule_.decay_iters = end_step_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
 }

@@ -186,6 +186,7 @@ class Trainer {
   int64_t end_step_ = 0;          // the last step + 1: max_iters, or where a time budget ends the run
   double elapsed_before_ = 0;     // wall-clock seconds of the run's earlier segments (resumed)
   double elapsed_this_run_ = 0;   // and of this one, up to the last step
+  double eval_seconds_ = 0;       // the last evaluation's (a time budget keeps room for the final one)
   std::function<double()> clock_;  // seconds, monotonic
   // A time budget's cooldown, once its start is fixed (when (1 - cooldown_frac) of the budget has passed).
   void fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run);
