@@ -214,7 +214,10 @@ BatchSource::PackedShape ChatDataset::train_batch_packed(uint64_t seed, int64_t 
   const auto length = [&](int64_t i) {
     return std::min(T, examples_[static_cast<size_t>(picked[static_cast<size_t>(i)])].length);
   };
-  std::stable_sort(by_length.begin(), by_length.end(), [&](int64_t a, int64_t b) { return length(a) > length(b); });
+  // Longest first, ties in batch order (std::sort with the tie broken: the same
+  // order as a stable sort, without its temporary buffer).
+  std::sort(by_length.begin(), by_length.end(),
+            [&](int64_t a, int64_t b) { return length(a) != length(b) ? length(a) > length(b) : a < b; });
   int64_t total = 0;
   for (int64_t i : by_length) total += length(i);
   const int64_t longest = by_length.empty() ? 1 : length(by_length.front());
