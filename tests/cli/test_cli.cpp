@@ -155,6 +155,11 @@ TEST_F(Cli, BadTrainingInputGetsOneLineAndNonZeroExit) {
   expect_one_line_error(run_gpt("train --data " + data() + out + "--n-layer abc"), "n-layer");
   expect_one_line_error(run_gpt("train --data " + data() + out + "--tokenizer /no/such/tokenizer.json"), "does not exist");
   expect_one_line_error(run_gpt("frobnicate"), "frobnicate");
+  // The speedrun's options: dropout's range, a time budget without a WSD schedule, Muon with ZeRO.
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--dropout 1.5"), "--dropout must be in [0, 1)");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--time-budget 5"), "--time-budget needs --lr-schedule wsd");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--optimizer muon --zero 1"), "Muon does not run with ZeRO-1");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--optimizer lion"), "--optimizer");
   write_file_atomic(dir / "bad-utf8.txt", text_of(5000) + "\xff\xfe" + text_of(100));
   expect_one_line_error(run_gpt("train --data " + (dir / "bad-utf8.txt").string() + out), "not valid UTF-8");
   EXPECT_FALSE(fs::exists(dir / "x" / "model.safetensors"));

@@ -245,6 +245,18 @@ RlhfTrainer::RlhfTrainer(const RlhfOptions& options, Communicator& comm)
   }
 }
 
+namespace {
+// One row of a batch that scores an answer: inputs ids[:-1], targets the answer's
+// tokens only (answer token j is predicted at position prompt_len - 1 + j); the
+// rest of the row stays as the caller filled it (0 and kIgnoreTarget).
+void answer_row(const std::vector<int32_t>& ids, size_t prompt_len, int32_t* x, int32_t* y) {
+  for (size_t t = 0; t + 1 < ids.size(); ++t) {
+    x[t] = ids[t];
+    if (t + 1 >= prompt_len) y[t] = ids[t + 1];
+  }
+}
+}  // namespace
+
 bool same_tokens(const Tokenizer& a, const Tokenizer& b) {
   bool same = a.vocab_size() == b.vocab_size();
   for (int32_t id = 0; same && id < a.vocab_size(); ++id) same = a.token_bytes(id) == b.token_bytes(id);
@@ -357,10 +369,7 @@ KlEstimate estimate_kl(GPT& policy, GPT& reference, const std::vector<std::vecto
       const size_t prompt_len = ids.size();
       ids.insert(ids.end(), answers[k].begin(), answers[k].end());
       length[i + k] = static_cast<double>(answers[k].size());
-      for (size_t t = 0; t + 1 < ids.size(); ++t) {
-        x[k * static_cast<size_t>(T) + t] = ids[t];
-        if (t + 1 >= prompt_len) y[k * static_cast<size_t>(T) + t] = ids[t + 1];
-      }
+      answer_row(ids, prompt_len, x.data() + k * static_cast<size_t>(T), y.data() + k * static_cast<size_t>(T));
     }
     lp_policy.resize(x.size());
     lp_reference.resize(x.size());
@@ -434,10 +443,8 @@ void RlhfTrainer::token_stats(GPT& model, std::vector<Rollout>& rollouts, size_t
   scratch_.y.assign(scratch_.x.size(), kIgnoreTarget);
   for (size_t k = 0; k < count; ++k) {
     const Rollout& r = rollouts[first + k];
-    for (size_t t = 0; t + 1 < r.ids.size(); ++t) {
-      scratch_.x[k * static_cast<size_t>(T) + t] = r.ids[t];
-      if (static_cast<int64_t>(t + 1) >= r.prompt_len) scratch_.y[k * static_cast<size_t>(T) + t] = r.ids[t + 1];
-    }
+    answer_row(r.ids, static_cast<size_t>(r.prompt_len), scratch_.x.data() + k * static_cast<size_t>(T),
+               scratch_.y.data() + k * static_cast<size_t>(T));
   }
   scratch_.T = T;
   scratch_.logprobs.resize(scratch_.x.size());

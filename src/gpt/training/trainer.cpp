@@ -570,17 +570,15 @@ TrainResult Trainer::run(TrainingObserver* observer) {
 void Trainer::fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run) {
   if (step_ >= schedule_.cooldown_start || steps_this_run <= 0) return;  // cooling down already
   // Every rank decides from the same numbers: the ranks' mean clock.
-  double t[2] = {elapsed_total, elapsed_this_run_};
-  comm_.allreduce_sum(t, 2);
+  double t[3] = {elapsed_total, elapsed_this_run_, eval_seconds_};
+  comm_.allreduce_sum(t, 3);
   const double total = t[0] / comm_.size(), per_step = t[1] / comm_.size() / static_cast<double>(steps_this_run);
+  const double eval = t[2] / comm_.size();
   const double budget = opts_.time_budget * 60.0;
   if (total < (1.0 - opts_.cooldown_frac) * budget) return;
   // The rest of the budget, at this run's pace (evaluations included), is the
   // cooldown, less one evaluation for the one at the end.
-  double e = eval_seconds_;
-  comm_.allreduce_sum(&e, 1);
-  const auto remaining =
-      static_cast<int64_t>(std::floor(std::max(budget - total - e / comm_.size(), 0.0) / per_step));
+  const auto remaining = static_cast<int64_t>(std::floor(std::max(budget - total - eval, 0.0) / per_step));
   schedule_.cooldown_start = step_;
   schedule_.decay_iters = end_step_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
 }
