@@ -63,6 +63,78 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def rms_norm(x, w, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    """Hugging Face's LlamaDecoderLayer math: RMSNorm, rotate-half RoPE, grouped-query
+    attention (K/V heads repeated), SwiGLU, no biases."""
+
+    def __init__(self, C, NH, NKV, F):
+        super().__init__()
+        self.NH, self.NKV, self.hs = NH, NKV, C // NH
+        self.input_layernorm = nn.Parameter(torch.ones(C))
+        self.q_proj = nn.Linear(C, C, bias=False)
+        self.k_proj = nn.Linear(C, NKV * self.hs, bias=False)
+        self.v_proj = nn.Linear(C, NKV * self.hs, bias=False)
+        self.o_proj = nn.Linear(C, C, bias=False)
+        self.post_attention_layernorm = nn.Parameter(torch.ones(C))
+        self.gate_proj = nn.Linear(C, F, bias=False)
+        self.up_proj = nn.Linear(C, F, bias=False)
+        self.down_proj = nn.Linear(F, C, bias=False)
+
+    def forward(self, x, mask, cos, sin):
+        B, T, C = x.shape
+        h = rms_norm(x, self.input_layernorm)
+        q = self.q_proj(h).view(B, T, self.NH, self.hs).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.NKV, self.hs).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.NKV, self.hs).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(self.NH // self.NKV, dim=1)
+        v = v.repeat_interleave(self.NH // self.NKV, dim=1)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hs))
+        att = att.masked_fill(mask[:T, :T] == 0, float("-inf")).softmax(dim=-1)
+        x = x + self.o_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+        h = rms_norm(x, self.post_attention_layernorm)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, V, T, L, NH, C, NKV=None, F=None, theta=10000.0):
+        super().__init__()
+        NKV = NKV or NH
+        F = F or ((8 * C + 2) // 3 + 63) // 64 * 64  # gpt.cpp's default SwiGLU width
+        self.embed_tokens = nn.Embedding(V, C)
+        self.layers = nn.ModuleList([LlamaBlock(C, NH, NKV, F) for _ in range(L)])
+        self.norm = nn.Parameter(torch.ones(C))
+        self.register_buffer("mask", torch.tril(torch.ones(T, T)))
+        hs = C // NH
+        inv_freq = 1.0 / (theta ** (torch.arange(0, hs, 2).float() / hs))
+        freqs = torch.arange(T).float()[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", emb.cos())
+        self.register_buffer("sin", emb.sin())
+        for n, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * L) if n.endswith("o_proj.weight") or n.endswith("down_proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx, targets):
+        T = idx.size(1)
+        x = self.embed_tokens(idx)
+        for b in self.layers:
+            x = b(x, self.mask, self.cos[:T], self.sin[:T])
+        logits = rms_norm(x, self.norm) @ self.embed_tokens.weight.T
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)

@@ -41,8 +41,12 @@ void train_step(benchmark::State& state, gpt::ModelConfig config, int64_t B,
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * T), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-gpt::ModelConfig config(int V, int T, int L, int NH, int C) {
+gpt::ModelConfig config(int V, int T, int L, int NH, int C, bool llama = false) {
   gpt::ModelConfig c;
+  if (llama) {  // Llama of the same FLOPs: SwiGLU at 8C/3, tied head, full-width K/V heads
+    c.arch = gpt::Architecture::kLlama;
+    c.position_encoding = gpt::PositionEncoding::kRotary;
+  }
   c.vocab_size = V;
   c.block_size = T;
   c.n_layer = L;
@@ -56,7 +60,15 @@ void BM_shakespeare_char(benchmark::State& s) { train_step(s, config(65, 256, 6,
 void BM_shakespeare_char_b64(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 64); }
 void BM_gpt2_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768), 4); }
 void BM_gpt2_124M_b1_t1024(benchmark::State& s) { train_step(s, config(50257, 1024, 12, 12, 768), 1); }
+void BM_llama_124M_b4_t256(benchmark::State& s) { train_step(s, config(50257, 256, 12, 12, 768, true), 4); }
+void BM_llama_shakespeare_char_b64(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384, true), 64); }
 constexpr auto kBf16 = gpt::MatmulPrecision::kBFloat16;
+void BM_llama_124M_b4_t256_bf16(benchmark::State& s) {
+  train_step(s, config(50257, 256, 12, 12, 768, true), 4, kBf16);
+}
+void BM_llama_shakespeare_char_b64_bf16(benchmark::State& s) {
+  train_step(s, config(65, 256, 6, 6, 384, true), 64, kBf16);
+}
 void BM_baby_bf16(benchmark::State& s) { train_step(s, config(65, 64, 4, 4, 128), 12, kBf16); }
 void BM_shakespeare_char_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 16, kBf16); }
 void BM_shakespeare_char_b64_bf16(benchmark::State& s) { train_step(s, config(65, 256, 6, 6, 384), 64, kBf16); }
@@ -85,4 +97,8 @@ BENCHMARK(BM_shakespeare_char_bf16)->Unit(benchmark::kMillisecond)->UseRealTime(
 BENCHMARK(BM_shakespeare_char_b64_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b4_t256_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_gpt2_124M_b1_t1024_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_llama_124M_b4_t256)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_llama_shakespeare_char_b64)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_llama_124M_b4_t256_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_llama_shakespeare_char_b64_bf16)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK_MAIN();

@@ -25,6 +25,9 @@ CONFIGS = {  # name: vocab, block, layers, heads, width, batch, gpt.cpp benchmar
     "shakespeare-char-b64": (65, 256, 6, 6, 384, 64, "BM_shakespeare_char_b64"),
     "gpt2-124M": (50257, 256, 12, 12, 768, 4, "BM_gpt2_124M_b4_t256"),
     "gpt2-124M-T1024": (50257, 1024, 12, 12, 768, 1, "BM_gpt2_124M_b1_t1024"),
+    # The Llama architecture at the same FLOPs per token (SwiGLU 8C/3 wide, tied head).
+    "llama-124M": (50257, 256, 12, 12, 768, 4, "BM_llama_124M_b4_t256"),
+    "llama-shakespeare-char-b64": (65, 256, 6, 6, 384, 64, "BM_llama_shakespeare_char_b64"),
 }
 
 
@@ -41,9 +44,10 @@ def run_ours(bench, threads):
 def run_torch(cfg, dtype, threads):
     V, T, L, NH, C, B, _ = cfg
     env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX", OMP_NUM_THREADS=str(threads))
+    arch = "llama" if cfg[6].startswith("BM_llama") else "gpt2"
     out = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_train_step.py"), "--vocab", str(V),
                           "--block-size", str(T), "--n-layer", str(L), "--n-head", str(NH), "--n-embd", str(C),
-                          "--batch-size", str(B), "--dtype", dtype, "--threads", str(threads)],
+                          "--batch-size", str(B), "--dtype", dtype, "--threads", str(threads), "--arch", arch],
                          check=True, capture_output=True, text=True, env=env, cwd=os.path.join(ROOT, "bench"))
     j = json.loads(out.stdout)
     return j["tokens_per_sec"], j["peak_rss_mb"]

@@ -43,6 +43,16 @@ inline ModelConfig model_config(int vocab, int block, int layers, int heads, int
   return c;
 }
 
+// A Llama-architecture shape for tests: rotary positions, RMSNorm, SwiGLU,
+// kv_heads key/value heads.
+inline ModelConfig llama_config(int vocab, int block, int layers, int heads, int kv_heads, int width) {
+  ModelConfig c = model_config(vocab, block, layers, heads, width, PositionEncoding::kRotary);
+  c.arch = Architecture::kLlama;
+  c.n_kv_head = kv_heads;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
 // Restores OpenMP's thread count on scope exit, so a
 // failed ASSERT (which returns early) leaves later tests on the usual count.
 class ThreadCountGuard {

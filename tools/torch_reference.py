@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Reference fixtures for gpt.cpp's tests, computed by PyTorch in float64.
 
-Builds the GPT-2 architecture from plain tensor operations (no gpt.cpp code, no
-transformers library) for tiny configurations, and writes one safetensors file per
-configuration to tests/fixtures/:
+Builds the GPT-2 architecture, and the Llama family from Hugging Face's
+LlamaForCausalLM equations (RMSNorm, rotate-half RoPE, SwiGLU, grouped-query
+attention with repeated K/V heads; Qwen2's q/k/v biases), from plain tensor
+operations (no gpt.cpp code, no transformers library) for tiny configurations,
+and writes one safetensors file per configuration to tests/fixtures/:
 
-  param.<name>   initial parameters (float32 values; Hugging Face GPT-2 names/layouts)
+  param.<name>   initial parameters (float32 values; Hugging Face names/layouts)
   tokens, targets   int32 (B, T)
   logits         (B, T, V) of the initial model
   loss           (1,) mean cross-entropy
@@ -40,13 +42,145 @@ CONFIGS = {
     "tiny_sinusoidal_untied": dict(vocab_size=61, block_size=16, n_layer=2, n_head=2, n_embd=24,
                                    position_encoding="sinusoidal", tie_word_embeddings=False, B=3, T=13, seed=2),
 }
+# Llama family: head widths 8/12/16, GQA and not, tied and untied, Qwen2's biases.
+LLAMA_CONFIGS = {
+    "tiny_llama_gqa_tied": dict(arch="llama", vocab_size=64, block_size=16, n_layer=2, n_head=4, n_kv_head=2,
+                                n_embd=32, ffn_hidden=48, rope_theta=10000.0, rms_norm_eps=1e-5,
+                                tie_word_embeddings=True, attention_bias=False, B=3, T=16, seed=11),
+    "tiny_llama_untied": dict(arch="llama", vocab_size=61, block_size=16, n_layer=2, n_head=2, n_kv_head=2,
+                              n_embd=24, ffn_hidden=40, rope_theta=500.0, rms_norm_eps=1e-6,
+                              tie_word_embeddings=False, attention_bias=False, B=2, T=13, seed=12),
+    # Past the trained context: Hugging Face's linear and yarn rope_scaling (the
+    # model trained on 8 positions, run on 16).
+    "tiny_llama_linear_x2": dict(arch="llama", vocab_size=40, block_size=16, n_layer=1, n_head=2, n_kv_head=1,
+                                 n_embd=32, ffn_hidden=40, rope_theta=10000.0, rms_norm_eps=1e-5,
+                                 tie_word_embeddings=True, attention_bias=False, B=2, T=16, seed=14,
+                                 rope_scaling=dict(rope_type="linear", factor=2.0, original_max_position_embeddings=8)),
+    "tiny_llama_yarn_x2": dict(arch="llama", vocab_size=40, block_size=16, n_layer=2, n_head=2, n_kv_head=2,
+                               n_embd=64, ffn_hidden=40, rope_theta=10000.0, rms_norm_eps=1e-5,
+                               tie_word_embeddings=True, attention_bias=False, B=2, T=16, seed=15,
+                               # betas for 8 positions: pairs 0-4 kept, 10-15 interpolated, a ramp between
+                               rope_scaling=dict(rope_type="yarn", factor=2.0, original_max_position_embeddings=8,
+                                                 beta_fast=0.05, beta_slow=0.005)),
+    "tiny_qwen2_bias_mqa": dict(arch="llama", vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=1,
+                                n_embd=64, ffn_hidden=72, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                                tie_word_embeddings=True, attention_bias=True, B=2, T=15, seed=13),
+}
 LRS = [1e-2, 6e-3, 3e-3]
 BETAS = (0.9, 0.95)
 EPS = 1e-8
 WEIGHT_DECAY = 0.1
 
 
+def llama_param_shapes(c):
+    """Hugging Face LlamaForCausalLM names; nn.Linear weights are (out, in)."""
+    V, C, F = c["vocab_size"], c["n_embd"], c["ffn_hidden"]
+    KV = c["n_kv_head"] * (C // c["n_head"])
+    shapes = [("model.embed_tokens.weight", (V, C))]
+    for l in range(c["n_layer"]):
+        p = f"model.layers.{l}."
+        shapes += [(p + "input_layernorm.weight", (C,)),
+                   (p + "self_attn.q_proj.weight", (C, C)), (p + "self_attn.k_proj.weight", (KV, C)),
+                   (p + "self_attn.v_proj.weight", (KV, C))]
+        if c["attention_bias"]:
+            shapes += [(p + "self_attn.q_proj.bias", (C,)), (p + "self_attn.k_proj.bias", (KV,)),
+                       (p + "self_attn.v_proj.bias", (KV,))]
+        shapes += [(p + "self_attn.o_proj.weight", (C, C)), (p + "post_attention_layernorm.weight", (C,)),
+                   (p + "mlp.gate_proj.weight", (F, C)), (p + "mlp.up_proj.weight", (F, C)),
+                   (p + "mlp.down_proj.weight", (C, F))]
+    shapes.append(("model.norm.weight", (C,)))
+    if not c["tie_word_embeddings"]:
+        shapes.append(("lm_head.weight", (V, C)))
+    return shapes
+
+
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rope_inv_freq(c, hs):
+    """Hugging Face's RoPE frequencies (modeling_rope_utils): default, linear, yarn."""
+    base = c["rope_theta"]
+    pos_freqs = base ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+    s = c.get("rope_scaling")
+    if s is None:
+        return 1.0 / pos_freqs, 1.0
+    factor = s["factor"]
+    if s["rope_type"] == "linear":
+        return 1.0 / pos_freqs / factor, 1.0
+    assert s["rope_type"] == "yarn"
+    orig = s["original_max_position_embeddings"]
+    mscale = 0.1 * math.log(factor) + 1.0
+
+    def correction_dim(rotations):
+        return (hs * math.log(orig / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(s["beta_fast"])), 0)
+    high = min(math.ceil(correction_dim(s["beta_slow"])), hs - 1)
+    if low == high:
+        high += 0.001
+    ramp = torch.clamp((torch.arange(hs // 2, dtype=torch.float64) - low) / (high - low), 0, 1)
+    extrapolation_factor = 1 - ramp
+    inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_factor) + (1.0 / pos_freqs) * extrapolation_factor
+    return inv, mscale
+
+
+def llama_forward(c, p, tokens):
+    """LlamaForCausalLM's forward (eager attention), float64."""
+    B, T = tokens.shape
+    C, NH, NKV, eps = c["n_embd"], c["n_head"], c["n_kv_head"], c["rms_norm_eps"]
+    hs = C // NH
+    inv_freq, mscale = rope_inv_freq(c, hs)
+    freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos() * mscale, emb.sin() * mscale
+    x = p["model.embed_tokens.weight"][tokens]
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+    def proj(h, name):
+        y = h @ p[name + ".weight"].T
+        return y + p[name + ".bias"] if name + ".bias" in p else y
+
+    for l in range(c["n_layer"]):
+        q = f"model.layers.{l}."
+        h = rms_norm(x, p[q + "input_layernorm.weight"], eps)
+        qq = proj(h, q + "self_attn.q_proj").view(B, T, NH, hs).transpose(1, 2)
+        kk = proj(h, q + "self_attn.k_proj").view(B, T, NKV, hs).transpose(1, 2)
+        vv = proj(h, q + "self_attn.v_proj").view(B, T, NKV, hs).transpose(1, 2)
+        qq = qq * cos + rotate_half(qq) * sin
+        kk = kk * cos + rotate_half(kk) * sin
+        kk = kk.repeat_interleave(NH // NKV, dim=1)
+        vv = vv.repeat_interleave(NH // NKV, dim=1)
+        att = (qq @ kk.transpose(-2, -1)) / math.sqrt(hs)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ vv).transpose(1, 2).reshape(B, T, C)
+        x = x + proj(y, q + "self_attn.o_proj")
+        h = rms_norm(x, p[q + "post_attention_layernorm.weight"], eps)
+        x = x + proj(F.silu(proj(h, q + "mlp.gate_proj")) * proj(h, q + "mlp.up_proj"), q + "mlp.down_proj")
+    x = rms_norm(x, p["model.norm.weight"], eps)
+    head = p["model.embed_tokens.weight"] if c["tie_word_embeddings"] else p["lm_head.weight"]
+    return x @ head.T
+
+
+def llama_config_json(c):
+    """The config.json keys gpt.cpp reads for the Llama family."""
+    return {"model_type": "qwen2" if c["attention_bias"] else "llama", "vocab_size": c["vocab_size"],
+            "max_position_embeddings": c["block_size"], "hidden_size": c["n_embd"],
+            "intermediate_size": c["ffn_hidden"], "num_hidden_layers": c["n_layer"],
+            "num_attention_heads": c["n_head"], "num_key_value_heads": c["n_kv_head"],
+            "rms_norm_eps": c["rms_norm_eps"], "rope_theta": c["rope_theta"],
+            "tie_word_embeddings": c["tie_word_embeddings"], "attention_bias": c["attention_bias"],
+            "hidden_act": "silu", "rope_scaling": c.get("rope_scaling")}
+
+
 def param_shapes(c):
+    if c.get("arch") == "llama":
+        return llama_param_shapes(c)
     V, T, C = c["vocab_size"], c["block_size"], c["n_embd"]
     shapes = [("wte.weight", (V, C))]
     if c["position_encoding"] == "learned":
@@ -69,8 +203,9 @@ def init_params(c, gen):
     """Spread-out random weights (not GPT-2's 0.02) so outputs are far from uniform
     and every gradient is well above float32 noise."""
     params = {}
+    norms = ("ln_1.weight", "ln_2.weight", "ln_f.weight", "layernorm.weight", "model.norm.weight")
     for name, shape in param_shapes(c):
-        if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+        if name.endswith(norms):
             t = 1.0 + 0.2 * torch.randn(shape, generator=gen)
         elif name.endswith(".bias"):
             t = 0.1 * torch.randn(shape, generator=gen)
@@ -140,6 +275,9 @@ def forward(c, p, tokens, lora=None, hidden=False, dropout=None):
     dropout: None, or dict(p, seed, first_row, row_stride): nanoGPT's dropout sites
     (embeddings; per layer the attention weights and both residual branches) with
     gpt.cpp's hashed masks."""
+    if c.get("arch") == "llama":
+        assert lora is None and not hidden and dropout is None
+        return llama_forward(c, p, tokens)
     B, T = tokens.shape
     C, NH = c["n_embd"], c["n_head"]
     hs = C // NH
@@ -257,9 +395,12 @@ def make_fixture(name, c):
     out["grad_norms"] = torch.tensor(norms, dtype=torch.float64)
     for k, v in p.items():
         out[f"step3.{k}"] = v.detach().clone()
-    # Hugging Face GPT-2 config keys, as gpt.cpp's config.json uses them.
-    cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding", "tie_word_embeddings")}
-    cfg["n_positions"] = c["block_size"]
+    if c.get("arch") == "llama":
+        cfg = llama_config_json(c)
+    else:  # Hugging Face GPT-2 config keys, as gpt.cpp's config.json uses them.
+        cfg = {k: c[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd", "position_encoding",
+                                 "tie_word_embeddings")}
+        cfg["n_positions"] = c["block_size"]
     meta = {"config": json.dumps(cfg), "lrs": json.dumps(LRS), "betas": json.dumps(list(BETAS)),
             "eps": repr(EPS), "weight_decay": repr(WEIGHT_DECAY), "grad_clip": repr(clip),
             "torch_version": torch.__version__}
@@ -570,6 +711,8 @@ def main():
     torch.set_default_dtype(torch.float64)
     os.makedirs(OUT_DIR, exist_ok=True)
     for name, c in CONFIGS.items():
+        make_fixture(name, c)
+    for name, c in LLAMA_CONFIGS.items():
         make_fixture(name, c)
     make_lora_fixture("tiny_lora_sft", LORA_CONFIG)
     make_preference_fixture("tiny_preference", PREF_CONFIG)

@@ -165,9 +165,64 @@ TEST_F(Cli, BadTrainingInputGetsOneLineAndNonZeroExit) {
   EXPECT_FALSE(fs::exists(dir / "x" / "model.safetensors"));
 }
 
+// --arch llama as a user runs it: train, evaluate, generate (the same text for
+// the same seed, a quantized copy too, several samples at once), resume; what
+// is not built for llama yet says so in one line.
+TEST_F(Cli, LlamaTrainsEvaluatesAndGenerates) {
+  const std::string m = (dir / "llama").string();
+  auto r = run_gpt("train --data " + data() + " --out " + m + " " + tiny() +
+                   " --arch llama --n-head 4 --n-kv-head 2 --max-iters 12 --eval-interval 6");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto config = nlohmann::json::parse(read_text_file(dir / "llama" / "config.json"));
+  EXPECT_EQ(config["model_type"], "llama");
+  EXPECT_EQ(config["num_key_value_heads"], 2);
+  EXPECT_EQ(config["intermediate_size"], 64);  // 8 * 16 / 3 rounded up to 64
+  r = run_gpt("eval --model " + m + " --data " + data());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["loss"].get<double>(), 0.0);
+  const std::string gen = "generate --model " + m + " --prompt 'In the' --max-tokens 20 --seed 3";
+  r = run_gpt(gen);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.size(), 6u + 20u + 1u);
+  EXPECT_EQ(run_gpt(gen).out, r.out);
+  EXPECT_EQ(run_gpt(gen + " --quantize q8_0").exit_code, 0);
+  r = run_gpt("train --resume " + m + " --max-iters 14 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["steps"], 14);
+  // Several samples decode together on the batched engine (paged cache, RoPE at
+  // each row's position, shared key/value heads), each as it decodes alone
+  // (within the 16-position context: the engine does not slide).
+  const std::string many = "generate --model " + m + " --prompt 'In the' --max-tokens 9";
+  r = run_gpt(many + " --seed 3 --num-samples 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, run_gpt(many + " --seed 3").out + "\n---------------\n" + run_gpt(many + " --seed 4").out);
+  // To llama.cpp's llama architecture and back: the same text.
+  const std::string file = (dir / "l.gguf").string();
+  ASSERT_EQ(run_gpt("convert --model " + m + " --to gguf --out " + file).exit_code, 0);
+  EXPECT_EQ(run_gpt("generate --model " + file + " --prompt 'In the' --max-tokens 20 --seed 3").out,
+            run_gpt(gen).out);
+  // Past the trained context (16 positions): 4x, extrapolated or scaled; only RoPE models.
+  for (const char* scaling : {"none", "linear", "yarn"}) {
+    r = run_gpt("eval --model " + m + " --data " + data() + " --rope-factor 4 --rope-scaling " + scaling);
+    ASSERT_EQ(r.exit_code, 0) << scaling << ": " << r.err;
+    EXPECT_GT(nlohmann::json::parse(r.out)["loss"].get<double>(), 0.0);
+  }
+  expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --rope-scaling yarn"),
+                        "--rope-scaling needs --rope-factor above 1");
+  const std::string out = " --out " + (dir / "x").string() + " ";
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--arch llama --n-head 4 --n-kv-head 3"),
+                        "--n-kv-head (3) must divide --n-head (4)");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--ffn-hidden 64"), "--ffn-hidden needs --arch llama");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--arch mamba"), "--arch");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--arch llama --n-embd 30 --n-head 2"),
+                        "rotary positions need an even head width, got 15");
+}
+
 TEST_F(Cli, BadModelsAndPromptsGetOneLineAndNonZeroExit) {
   const std::string m = (dir / "m").string();
   ASSERT_EQ(run_gpt("train --data " + data() + " --out " + m + " " + tiny() + " --max-iters 2").exit_code, 0);
+  expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --rope-factor 2"),
+                        "--rope-factor and --rope-scaling are for models with rotary positions");
   expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --top-p 2"), "--top-p");
   expect_one_line_error(run_gpt("generate --model " + m + " --prompt hi --temperature -1"), "--temperature");
   expect_one_line_error(run_gpt("generate --model " + m + " --prompt \"$(printf '\\377\\376')\""), "not valid UTF-8");

@@ -65,90 +65,94 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
   // here, contiguous alone) can move an activation across a rounding step (or,
   // without VNNI, a session's prompt widens panels); bounded by 3e-2, compared
   // until a draw near a tie goes the other way.
-  const ModelConfig c = testing::model_config(96, 80, 2, 2, 64);
-  GPT model(c);
-  model.init_weights(11);
-  const testing::ThreadCountGuard guard;
-  // Q8_0 / Q4_0: usually ~3e-7 (int8 rows on both sides), but one activation
-  // moved across an int8 rounding step by attention's float difference gives
-  // ~4e-3 (seen with Q4_0 when the paged kernel's summation order changed).
-  const double quantized = 3e-2;
-  std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
-                             Case{GgmlType::kQ8_0, KvCacheType::kF16, quantized}, Case{GgmlType::kQ4_0, KvCacheType::kF16, quantized},
-                             Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, 1e-5}};
-  if (few_rows_kernels()) {
-    cases.push_back(Case{GgmlType::kF32, KvCacheType::kF32, 1e-5, true});
-    cases.push_back(Case{GgmlType::kF32, KvCacheType::kF16, 1e-5, true});
-  } else {
-    std::printf("[ skipped  ] fp32 weights in panels: this CPU has no AVX-512\n");
-  }
-  for (const Case& k : cases) {
-    for (int threads : {1, 2, 3}) {
-      omp_set_num_threads(threads);
-      std::unique_ptr<QuantizedModel> q;
-      if (k.type != GgmlType::kF32) q = QuantizedModel::quantize(model, k.type);
-      InferenceWeights w = q ? q->weights : InferenceWeights::view(model);
-      if (k.panels) {
-        auto copy = std::make_shared<GPT>(c);
-        copy->init_weights(11);
-        w = InferenceWeights::in_panels(copy);
-      }
-      EngineOptions eo;
-      eo.kv_cache = k.kv;
-      eo.max_step_tokens = 24;
-      BatchedEngine engine(w, eo);
-      const std::vector<int64_t> lengths = {1, 5, 16, 17, 40, 3};
-      const std::vector<int> join_at = {0, 0, 1, 2, 2, 5};
-      std::map<int64_t, Reference> refs;
-      std::map<int64_t, size_t> seen;
-      std::map<int64_t, int> which;
-      std::map<int64_t, bool> diverged;  // compact weights: a token drawn differently (near a tie) ends the comparison
-      double worst = 0;
-      for (int step = 0; step < 40; ++step) {
-        for (size_t i = 0; i < lengths.size(); ++i) {
-          if (join_at[i] != step) continue;
-          SequenceOptions o;
-          o.sampling.temperature = 0.9f;
-          o.sampling.top_k = 20;
-          if (i % 2 == 1) {  // each sequence its own penalties, over its own tokens
-            o.sampling.repeat_penalty = 1.3f;
-            o.sampling.presence_penalty = 0.2f * static_cast<float>(i);
-            o.sampling.frequency_penalty = 0.1f;
-          }
-          o.seed = 100 + i;
-          o.max_new_tokens = 12;
-          o.keep_logits = true;
-          const auto prompt = random_prompt(lengths[i], c.vocab_size, 7 + i);
-          const int64_t id = engine.add(prompt, o);
-          refs[id] = decode_alone(w, k.kv, prompt, o);
-          which[id] = static_cast<int>(i);
+  // Both architectures: GPT-2, and Llama with grouped-query attention (RoPE at
+  // each row's own position, two query heads per cached head).
+  for (const ModelConfig& c : {testing::model_config(96, 80, 2, 2, 64), testing::llama_config(96, 80, 2, 4, 2, 64)}) {
+    GPT model(c);
+    model.init_weights(11);
+    const testing::ThreadCountGuard guard;
+    // Q8_0 / Q4_0: usually ~3e-7 (int8 rows on both sides), but one activation
+    // moved across an int8 rounding step by attention's float difference gives
+    // ~4e-3 (seen with Q4_0 when the paged kernel's summation order changed).
+    const double quantized = 3e-2;
+    std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
+                               Case{GgmlType::kQ8_0, KvCacheType::kF16, quantized}, Case{GgmlType::kQ4_0, KvCacheType::kF16, quantized},
+                               Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, 1e-5}};
+    if (few_rows_kernels()) {
+      cases.push_back(Case{GgmlType::kF32, KvCacheType::kF32, 1e-5, true});
+      cases.push_back(Case{GgmlType::kF32, KvCacheType::kF16, 1e-5, true});
+    } else {
+      std::printf("[ skipped  ] fp32 weights in panels: this CPU has no AVX-512\n");
+    }
+    for (const Case& k : cases) {
+      for (int threads : {1, 2, 3}) {
+        omp_set_num_threads(threads);
+        std::unique_ptr<QuantizedModel> q;
+        if (k.type != GgmlType::kF32) q = QuantizedModel::quantize(model, k.type);
+        InferenceWeights w = q ? q->weights : InferenceWeights::view(model);
+        if (k.panels) {
+          auto copy = std::make_shared<GPT>(c);
+          copy->init_weights(11);
+          w = InferenceWeights::in_panels(copy);
         }
-        const auto events = engine.step();
-        for (const auto& e : events) {
-          const Reference& ref = refs[e.id];
-          const size_t at = seen[e.id]++;
-          ASSERT_LT(at, ref.tokens.size());
-          if (e.finished == FinishReason::kNone && !diverged[e.id]) {
-            const auto& got = engine.last_logits(e.id);
-            const double err = testing::relative_max_error(got.data(), ref.logits[at].data(), got.size());
-            worst = std::max(worst, err);
-            ASSERT_LT(err, k.tolerance) << ggml_type_name(k.type) << " " << kv_cache_type_name(k.kv) << ", " << threads
-                                        << " threads, sequence " << which[e.id] << ", token " << at;
+        EngineOptions eo;
+        eo.kv_cache = k.kv;
+        eo.max_step_tokens = 24;
+        BatchedEngine engine(w, eo);
+        const std::vector<int64_t> lengths = {1, 5, 16, 17, 40, 3};
+        const std::vector<int> join_at = {0, 0, 1, 2, 2, 5};
+        std::map<int64_t, Reference> refs;
+        std::map<int64_t, size_t> seen;
+        std::map<int64_t, int> which;
+        std::map<int64_t, bool> diverged;  // compact weights: a token drawn differently (near a tie) ends the comparison
+        double worst = 0;
+        for (int step = 0; step < 40; ++step) {
+          for (size_t i = 0; i < lengths.size(); ++i) {
+            if (join_at[i] != step) continue;
+            SequenceOptions o;
+            o.sampling.temperature = 0.9f;
+            o.sampling.top_k = 20;
+            if (i % 2 == 1) {  // each sequence its own penalties, over its own tokens
+              o.sampling.repeat_penalty = 1.3f;
+              o.sampling.presence_penalty = 0.2f * static_cast<float>(i);
+              o.sampling.frequency_penalty = 0.1f;
+            }
+            o.seed = 100 + i;
+            o.max_new_tokens = 12;
+            o.keep_logits = true;
+            const auto prompt = random_prompt(lengths[i], c.vocab_size, 7 + i);
+            const int64_t id = engine.add(prompt, o);
+            refs[id] = decode_alone(w, k.kv, prompt, o);
+            which[id] = static_cast<int>(i);
           }
-          if (k.tolerance <= 1e-5) {
-            ASSERT_EQ(e.token, ref.tokens[at]) << "sequence " << which[e.id] << ", token " << at;
+          const auto events = engine.step();
+          for (const auto& e : events) {
+            const Reference& ref = refs[e.id];
+            const size_t at = seen[e.id]++;
+            ASSERT_LT(at, ref.tokens.size());
+            if (e.finished == FinishReason::kNone && !diverged[e.id]) {
+              const auto& got = engine.last_logits(e.id);
+              const double err = testing::relative_max_error(got.data(), ref.logits[at].data(), got.size());
+              worst = std::max(worst, err);
+              ASSERT_LT(err, k.tolerance) << ggml_type_name(k.type) << " " << kv_cache_type_name(k.kv) << ", " << threads
+                                          << " threads, sequence " << which[e.id] << ", token " << at;
+            }
+            if (k.tolerance <= 1e-5) {
+              ASSERT_EQ(e.token, ref.tokens[at]) << "sequence " << which[e.id] << ", token " << at;
+            }
+            diverged[e.id] = diverged[e.id] || e.token != ref.tokens[at];
           }
-          diverged[e.id] = diverged[e.id] || e.token != ref.tokens[at];
         }
-      }
-      EXPECT_TRUE(engine.idle());
-      for (const auto& [id, n] : seen) EXPECT_EQ(n, 12u) << "sequence " << which[id];
-      EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
-      engine.drop_prefix_cache();
-      EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
-      if (threads == 2) {
-        std::printf("[ measured ] %s weights%s, %s cache: worst logits error vs decoding alone %.1e\n",
-                    ggml_type_name(k.type), k.panels ? " in panels" : "", kv_cache_type_name(k.kv), worst);
+        EXPECT_TRUE(engine.idle());
+        for (const auto& [id, n] : seen) EXPECT_EQ(n, 12u) << "sequence " << which[id];
+        EXPECT_EQ(engine.pool().free_pages() + engine.cached_pages(), engine.pool().total_pages());
+        engine.drop_prefix_cache();
+        EXPECT_EQ(engine.pool().free_pages(), engine.pool().total_pages());
+        if (threads == 2) {
+          std::printf("[ measured ] %s: %s weights%s, %s cache: worst logits error vs decoding alone %.1e\n",
+                      to_string(c.arch).c_str(), ggml_type_name(k.type), k.panels ? " in panels" : "",
+                      kv_cache_type_name(k.kv), worst);
+        }
       }
     }
   }

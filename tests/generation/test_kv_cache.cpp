@@ -172,7 +172,8 @@ TEST(KvCache, AutoTypeFollowsTheWeights) {
 }
 
 TEST(KvCache, GreedyDecodingMatchesPyTorch) {
-  for (const std::string name : {"tiny_learned_tied", "tiny_sinusoidal_untied"}) {
+  for (const std::string name : {"tiny_learned_tied", "tiny_sinusoidal_untied", "tiny_llama_gqa_tied",
+                                 "tiny_llama_untied", "tiny_qwen2_bias_mqa"}) {
     const auto f = SafetensorsFile::load(testing::fixture(name + ".safetensors"));
     GPT model(ModelConfig::from_json(nlohmann::json::parse(f.metadata().at("config"))));
     for (const TensorInfo& t : model.layout().tensors())
@@ -189,6 +190,84 @@ TEST(KvCache, GreedyDecodingMatchesPyTorch) {
     const GenerateResult r = generate(session, *tok, prompt, opts);
     EXPECT_EQ(r.tokens, expected) << name;
   }
+}
+
+// The cached pass (a prompt in one append, then one token at a time) gives
+// PyTorch's logits at every position, both architectures, fp32 and f16 caches:
+// RoPE at the right positions, keys rotated before they are cached, grouped
+// heads reading their shared key/value head.
+TEST(KvCache, LogitsMatchPyTorchAtEveryPosition) {
+  for (const std::string name : {"tiny_learned_tied", "tiny_llama_gqa_tied", "tiny_llama_untied",
+                                 "tiny_qwen2_bias_mqa", "tiny_llama_linear_x2", "tiny_llama_yarn_x2"}) {
+    const auto f = SafetensorsFile::load(testing::fixture(name + ".safetensors"));
+    GPT model(ModelConfig::from_json(nlohmann::json::parse(f.metadata().at("config"))));
+    for (const TensorInfo& t : model.layout().tensors())
+      f.read_f32("param." + t.name, t.shape, model.params.data() + t.offset);
+    const auto& shape = f.entry("tokens").shape;
+    const int64_t B = shape[0], T = shape[1], V = model.config().vocab_size;
+    std::vector<int32_t> tokens(static_cast<size_t>(B * T));
+    f.read_i32("tokens", shape, tokens.data());
+    std::vector<float> ref(static_cast<size_t>(B * T * V));
+    f.read_f32("logits", {B, T, V}, ref.data());
+    for (KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+      InferenceSession session(model, kv);
+      const int64_t prompt = T / 2;
+      std::vector<float> ours(static_cast<size_t>(T * V));
+      const float* first = session.append(tokens.data(), prompt, true);
+      std::copy(first - (prompt - 1) * V, first + V, ours.begin());
+      for (int64_t t = prompt; t < T; ++t) {
+        const float* l = session.append(tokens.data() + t, 1);
+        std::copy(l, l + V, ours.begin() + t * V);
+      }
+      const double err = testing::relative_max_error(ours.data(), ref.data(), ours.size());
+      EXPECT_LT(err, kv == KvCacheType::kF32 ? 5e-6 : 2e-3) << name << " " << kv_cache_type_name(kv);
+    }
+  }
+}
+
+// A full context: a RoPE model shifts its cache (the newest half moves to the
+// front, keys rotated back) instead of reading the kept tokens again. In one
+// block the keys depend only on their own token and position, so the logits
+// after a shift are those of a session that read only the kept tokens; GPT-2
+// reads them again.
+TEST(KvCache, RopeModelsShiftTheCacheWhenTheContextFills) {
+  const auto tokens = [](int64_t n) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7 + 3) % 50);
+    return t;
+  };
+  for (const KvCacheType kv : {KvCacheType::kF32, KvCacheType::kF16}) {
+    ModelConfig c = testing::llama_config(50, 32, 1, 4, 2, 32);
+    c.rope_theta = 100.0f;  // angles that turn fast: a wrong rotation shows
+    GPT model(c);
+    model.init_weights(3);
+    for (float& p : model.params) p += 0.05f * std::sin(static_cast<float>(&p - model.params.data()));
+    const std::vector<int32_t> t = tokens(40);
+    InferenceSession s(model, kv), fresh(model, kv);
+    s.append(t.data(), 20);
+    for (int64_t i = 20; i < 32; ++i) s.append(t.data() + i, 1);  // 32 positions: the context is full
+    fresh.append(t.data() + 16, 16);  // what the shift keeps: tokens 16 .. 31 at positions 0 .. 15
+    const double tol = kv == KvCacheType::kF32 ? 1e-5 : 5e-3;
+    for (int64_t i = 32; i < 40; ++i) {  // token 32 slides (shift by 16), then decoding goes on
+      const std::vector<float> got = [&] {
+        const float* l = s.append(t.data() + i, 1);
+        return std::vector<float>(l, l + 50);
+      }();
+      const float* want = fresh.append(t.data() + i, 1);
+      EXPECT_LT(testing::relative_max_error(got.data(), want, 50), tol) << kv_cache_type_name(kv) << " token " << i;
+    }
+    EXPECT_EQ(s.slides(), 1);
+    EXPECT_EQ(s.shifts(), 1);
+  }
+  // GPT-2's learned positions: the kept tokens are read again instead.
+  GPT gpt2(testing::model_config(50, 32, 1, 2, 32));
+  gpt2.init_weights(3);
+  InferenceSession g(gpt2);
+  const std::vector<int32_t> t = tokens(33);
+  g.append(t.data(), 32);
+  g.append(t.data() + 32, 1);
+  EXPECT_EQ(g.slides(), 1);
+  EXPECT_EQ(g.shifts(), 0);
 }
 
 TEST(KvCache, DecodingAllocatesNothingPerToken) {

@@ -276,6 +276,81 @@ TEST_F(GgufModelTest, Fp32RoundTripIsExactForEveryModelShape) {
   }
 }
 
+// llama.cpp's llama architecture: q, k, v and gate, up as separate tensors, q
+// and k rows in llama.cpp's interleaved rotary pairs (checked row by row in the
+// file), back to Hugging Face's halves on import; f32 exactly, tied and
+// untied, grouped-query attention; Q8_0 the same weights as quantizing in
+// memory; a K-quant mix (attn_v with more bits than q and k) within its error.
+TEST_F(GgufModelTest, LlamaRoundTripsWithRotaryRowsInLlamaCppsOrder) {
+  TempDir dir;
+  for (const bool tied : {true, false}) {
+    // Width 256 (K-quant rows), head width 64, two query heads per kv head.
+    ModelConfig c = testing::llama_config(256, 32, 2, 4, 2, 256);
+    c.tie_word_embeddings = tied;
+    c.rope_theta = 5000.0f;
+    const auto tok = make_byte_tokenizer();
+    GPT model(c);
+    model.init_weights(5);
+    for (float& p : model.params) p += 0.05f * std::sin(0.37f * static_cast<float>(&p - model.params.data()));
+    export_gguf(model, *tok, dir / "l.gguf", GgmlType::kF32);
+    const auto spec = spec_check(read_bytes(dir / "l.gguf"));
+    EXPECT_EQ(spec.size(), static_cast<size_t>(2 + 9 * c.n_layer + (tied ? 0 : 1)));
+    // In the file, q's row 2i + j of a head is Hugging Face's row j * hs/2 + i.
+    const GgufFile file = GgufFile::load(dir / "l.gguf");
+    EXPECT_EQ(file.get_string("general.architecture"), "llama");
+    EXPECT_EQ(file.get_int("llama.attention.head_count_kv"), 2);
+    const GgufTensor* q = file.find("blk.1.attn_q.weight");
+    ASSERT_NE(q, nullptr);
+    const float* ours = model.weights().layers[1].attn_c_attn_weight;
+    const auto* rows = reinterpret_cast<const float*>(q->data);
+    const int64_t hs = 64, C = 256;
+    for (int64_t h = 0; h < 4; ++h)
+      for (int64_t i = 0; i < hs / 2; ++i)
+        for (int64_t j = 0; j < 2; ++j)
+          ASSERT_EQ(rows[(h * hs + 2 * i + j) * C + 5], ours[(h * hs + j * hs / 2 + i) * C + 5]) << h << " " << i;
+    GgufModel g = load_gguf_model(dir / "l.gguf");
+    ASSERT_TRUE(g.fp32);
+    EXPECT_TRUE(g.fp32->config().llama());
+    EXPECT_EQ(g.fp32->config().to_json(), c.to_json());
+    ASSERT_EQ(g.fp32->params, model.params);
+    const std::vector<int32_t> ids = tok->encode("hello world, hello rotary");
+    InferenceSession a(model, KvCacheType::kF32), b(*g.fp32, KvCacheType::kF32);
+    const std::vector<float> ref = logits_of(a, ids);
+    EXPECT_EQ(logits_of(b, ids), ref);
+    // Q8_0: joined q|k|v rows, the bytes quantizing in memory makes.
+    export_gguf(model, *tok, dir / "q8.gguf", GgmlType::kQ8_0);
+    GgufModel g8 = load_gguf_model(dir / "q8.gguf");
+    ASSERT_TRUE(g8.quantized);
+    InferenceSession s8(g8.quantized->weights, KvCacheType::kF32);
+    auto mem = QuantizedModel::quantize(model, GgmlType::kQ8_0);
+    InferenceSession m8(mem->weights, KvCacheType::kF32);
+    const std::vector<float> got8 = logits_of(s8, ids);
+    EXPECT_EQ(got8, logits_of(m8, ids));
+    EXPECT_LT(max_abs_diff(got8, ref) / max_abs(ref), 5e-2);
+    // A mix whose pieces differ in type: q|k|v made fp32 on load, the rest compact.
+    export_gguf(model, *tok, dir / "mix.gguf", QuantRecipe::parse("q4_k_m"));
+    const GgufFile mix = GgufFile::load(dir / "mix.gguf");
+    EXPECT_EQ(mix.find("blk.1.attn_q.weight")->type, GgmlType::kQ4_K);
+    EXPECT_EQ(mix.find("blk.1.attn_v.weight")->type, GgmlType::kQ6_K);  // llama.cpp's use_more_bits: the last layer
+    GgufModel gm = load_gguf_model(dir / "mix.gguf");
+    ASSERT_TRUE(gm.quantized);
+    InferenceSession sm(gm.quantized->weights, KvCacheType::kF32);
+    const float mix_err = max_abs_diff(logits_of(sm, ids), ref) / max_abs(ref);
+    std::printf("[ info ] llama %s: q8_0 %.2e, q4_k_m %.2e of the largest logit\n", tied ? "tied" : "untied",
+                max_abs_diff(got8, ref) / max_abs(ref), mix_err);
+    EXPECT_LT(mix_err, 5e-1);
+    // Against the same file dequantized into a GPT (fp32 arithmetic on the same
+    // weights): only the int8 rounding of activations differs.
+    GgufModel gd = load_gguf_model(dir / "mix.gguf", /*dequantize=*/true);
+    ASSERT_TRUE(gd.fp32);
+    InferenceSession sd(*gd.fp32, KvCacheType::kF32);
+    const std::vector<float> dq = logits_of(sd, ids);
+    const float vs_dequantized = max_abs_diff(logits_of(sm, ids), dq) / max_abs(dq);
+    std::printf("[ info ] llama q4_k_m against its own weights in fp32: %.2e\n", vs_dequantized);
+    EXPECT_LT(vs_dequantized, 5e-2);
+  }
+}
+
 TEST_F(GgufModelTest, GptTwoVocabularyAndCompactTypes) {
   TempDir dir;
   LoadedModel m = load_model(fixture("hf_gpt2_tiny"));
@@ -463,8 +538,10 @@ TEST_F(GgufModelTest, WrongModelsAreOneLineErrors) {
       EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
     }
   };
-  rewrite("llama", "", "");
-  expect_error("architecture 'llama' is not supported");
+  rewrite("mamba", "", "");
+  expect_error("architecture 'mamba' is not supported");
+  rewrite("llama", "", "");  // a gpt2 file that says it is llama
+  expect_error("llama.embedding_length");
   rewrite("gpt2", "blk.0.ffn_up.weight", "");
   expect_error("tensor 'blk.0.ffn_up.weight' is missing");
   rewrite("gpt2", "", "blk.0.ffn_up.weight");

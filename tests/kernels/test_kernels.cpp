@@ -261,6 +261,59 @@ TEST(Attention, PackedRowsMatchEachExampleAlone) {
   }
 }
 
+// Grouped-query attention is multi-head attention over key/value heads repeated
+// for their query heads (Hugging Face's repeat_kv): the same outputs, the same
+// query gradients, and each shared head's key/value gradient the sum of its
+// copies'. Plain and packed rows, 1 and 3 threads, T past one 64-query block.
+TEST(Attention, GroupedQueryMatchesRepeatedKeyValueHeads) {
+  const int64_t B = 2, T = 80, hs = 16, NH = 6, NKV = 2, G = NH / NKV, C = NH * hs, KV = NKV * hs, QKV = C + 2 * KV;
+  Rng rng(77);
+  std::vector<float> gqa(static_cast<size_t>(B * T * QKV)), dout(static_cast<size_t>(B * T * C));
+  for (auto& v : gqa) v = static_cast<float>(rng.normal());
+  for (auto& v : dout) v = static_cast<float>(rng.normal());
+  std::vector<float> mha(static_cast<size_t>(B * T * 3 * C));
+  for (int64_t r = 0; r < B * T; ++r) {
+    const float* g = gqa.data() + r * QKV;
+    float* m = mha.data() + r * 3 * C;
+    std::copy(g, g + C, m);
+    for (int64_t h = 0; h < NH; ++h) {
+      std::copy(g + C + h / G * hs, g + C + (h / G + 1) * hs, m + C + h * hs);
+      std::copy(g + C + KV + h / G * hs, g + C + KV + (h / G + 1) * hs, m + 2 * C + h * hs);
+    }
+  }
+  std::vector<int32_t> packed(static_cast<size_t>(B * T));
+  for (int64_t i = 0; i < B * T; ++i) packed[static_cast<size_t>(i)] = static_cast<int32_t>(i % T < 50 ? i % T : i % T - 50);
+  for (const int32_t* positions : {static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(packed.data())}) {
+    for (int threads : {1, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> out_g(static_cast<size_t>(B * T * C)), out_m(out_g.size()), lse_g(static_cast<size_t>(B * NH * T)),
+          lse_m(lse_g.size()), d_g(gqa.size()), d_m(mha.size());
+      attention_forward(out_g.data(), lse_g.data(), gqa.data(), B, T, C, NH, positions, nullptr, NKV);
+      attention_forward(out_m.data(), lse_m.data(), mha.data(), B, T, C, NH, positions);
+      EXPECT_EQ(out_g, out_m);
+      EXPECT_EQ(lse_g, lse_m);
+      attention_backward(d_g.data(), dout.data(), gqa.data(), out_g.data(), lse_g.data(), B, T, C, NH, positions,
+                         nullptr, NKV);
+      attention_backward(d_m.data(), dout.data(), mha.data(), out_m.data(), lse_m.data(), B, T, C, NH, positions);
+      double worst = 0;
+      for (int64_t r = 0; r < B * T; ++r) {
+        const float* g = d_g.data() + r * QKV;
+        const float* m = d_m.data() + r * 3 * C;
+        for (int64_t i = 0; i < C; ++i) EXPECT_EQ(g[i], m[i]) << "dq row " << r;
+        for (int64_t kvh = 0; kvh < NKV; ++kvh) {
+          for (int64_t j = 0; j < hs; ++j) {
+            double dk = 0, dv = 0;
+            for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) dk += m[C + h * hs + j], dv += m[2 * C + h * hs + j];
+            worst = std::max({worst, std::abs(dk - g[C + kvh * hs + j]), std::abs(dv - g[C + KV + kvh * hs + j])});
+          }
+        }
+      }
+      EXPECT_LT(worst, 1e-5) << "dk/dv, " << threads << " threads";
+    }
+  }
+  omp_set_num_threads(omp_get_num_procs());
+}
+
 TEST(LayerNorm, NormalisesEachRow) {
   const int64_t N = 3, C = 64;
   auto x = random_vector(N * C, 3);

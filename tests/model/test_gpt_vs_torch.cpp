@@ -109,10 +109,14 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
   }
   // Adam divides each gradient by its own running magnitude, so where the true
   // gradient is tiny (below 1e-6 here: the key part of c_attn.bias is exactly 0,
-  // since adding a constant to every score of a softmax row changes nothing, and a
-  // few other entries happen to be ~1e-8) float32 rounding of the gradient decides
-  // the direction of a step of about lr. Those entries are checked for moving no
-  // more than Adam allows; all others must match PyTorch to kStepTol.
+  // since adding a constant to every score of a softmax row changes nothing, and
+  // a few other entries happen to be ~1e-8) float32 rounding of the gradient
+  // decides the direction of a step of about lr. With RoPE a key bias keeps only
+  // a position-dependent part: its gradient is a near-cancelling sum, 1e-5 ..
+  // 1e-3 of the largest entry, whose float32 rounding (about 1e-6 of the terms)
+  // still moves its step by ~1e-5. Those entries (below 1e-6, or for k_proj.bias
+  // below 1e-3 of its largest gradient) are checked for moving no more than Adam
+  // allows; all others must match PyTorch to kStepTol.
   double worst_step = 0;
   size_t ill_conditioned = 0;
   const float lr_sum = lrs[0] + lrs[1] + lrs[2];
@@ -122,9 +126,12 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
     const auto ref_grad = read(f.file, "grad." + t.name, t.shape);
     const float* ours = model.params.data() + t.offset;
     double max_ref = 1e-30, max_err = 0;
+    float max_grad = 0;
     for (size_t i = 0; i < t.numel; ++i) max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[i])));
+    for (size_t i = 0; i < t.numel; ++i) max_grad = std::max(max_grad, std::abs(ref_grad[i]));
+    const float tiny = t.name.ends_with("k_proj.bias") ? std::max(1e-6f, 1e-3f * max_grad) : 1e-6f;
     for (size_t i = 0; i < t.numel; ++i) {
-      if (ref_grad[i] != 0.0f && std::abs(ref_grad[i]) < 1e-6f) {
+      if (ref_grad[i] != 0.0f && std::abs(ref_grad[i]) < tiny) {
         ++ill_conditioned;
         EXPECT_LE(std::abs(ours[i] - initial[i]), 1.01f * lr_sum * (1.0f + std::abs(initial[i])))
             << t.name << "[" << i << "]";
@@ -136,11 +143,14 @@ TEST_P(TorchReference, ForwardBackwardAndAdamWMatch) {
     worst_step = std::max(worst_step, max_err / max_ref);
   }
   EXPECT_LT(ill_conditioned, model.params.size() / 50);
-  std::printf("[ measured ] parameters after 3 AdamW steps: worst %.2e (%zu entries with 0 < |grad| < 1e-6 bounded only)\n", worst_step, ill_conditioned);
+  std::printf("[ measured ] parameters after 3 AdamW steps: worst %.2e (%zu entries with tiny gradients bounded only)\n", worst_step, ill_conditioned);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TorchReference,
-                         ::testing::Combine(::testing::Values("tiny_learned_tied", "tiny_sinusoidal_untied"),
+                         ::testing::Combine(::testing::Values("tiny_learned_tied", "tiny_sinusoidal_untied",
+                                                              "tiny_llama_gqa_tied", "tiny_llama_untied",
+                                                              "tiny_qwen2_bias_mqa", "tiny_llama_linear_x2",
+                                                              "tiny_llama_yarn_x2"),
                                             ::testing::Values(1, 2)),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_threads" + std::to_string(std::get<1>(info.param));
@@ -150,10 +160,12 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TorchReference,
 // accumulation), against the same float64 PyTorch answers. bfloat16 keeps 8 bits
 // of mantissa (relative rounding 2^-9 = 2e-3 per input), so the stated tolerances
 // are those of the format, measured (2026-11-28): logits 4.4e-3, loss 3e-4,
-// gradients 1.6e-2 (both kernels: oneDNN's and the portable fallback).
+// gradients 1.6e-2 (both kernels: oneDNN's and the portable fallback). A Llama
+// block chains more rounded products (SwiGLU multiplies two of them): logits
+// 1.04e-2 (measured 2026-12-05), so its stated logits tolerance is 2e-2.
 TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
   for (bool portable : {false, true}) {
-    for (const char* name : {"tiny_learned_tied", "tiny_sinusoidal_untied"}) {
+    for (const char* name : {"tiny_learned_tied", "tiny_sinusoidal_untied", "tiny_llama_gqa_tied"}) {
       const Fixture f = load_fixture(name);
       GPT model(f.config);
       for (const TensorInfo& t : model.layout().tensors())
@@ -179,7 +191,7 @@ TEST(TorchReferenceBf16, ForwardAndBackwardWithinBf16Rounding) {
       force_portable_bf16_gemm(false);
       std::printf("[ measured ] bf16 %s (%s): logits %.2e, loss %.2e, worst gradient %.2e\n", name, kernels,
                   logits_err, std::abs(loss - ref_loss) / ref_loss, worst);
-      EXPECT_LT(logits_err, 1e-2) << name;
+      EXPECT_LT(logits_err, f.config.llama() ? 2e-2 : 1e-2) << name;
       EXPECT_LT(std::abs(loss - ref_loss) / ref_loss, 2e-3) << name;
       EXPECT_LT(worst, 5e-2) << name;
       EXPECT_GT(logits_err, 1e-5) << "bf16 was not used";  // float32 is 5e-7

@@ -113,5 +113,37 @@ TEST(BpeFiles, MalformedFilesAreClearErrors) {
   EXPECT_NE(error_of().find("ids are not contiguous"), std::string::npos) << error_of();
 }
 
+// Tokenizers gpt.cpp does not read yet would load and give other ids than
+// their own: Llama 3's / Qwen2's split pattern, Llama 2's SentencePiece-style
+// BPE. Each is refused in one line; GPT-2's own form loads.
+TEST(BpeFiles, OtherPreTokenizersAreRefusedNotMisread) {
+  nlohmann::json vocab = nlohmann::json::object();
+  const auto& b2u = gpt2_byte_to_unicode();
+  for (int b = 0; b < 256; ++b) vocab[b2u[static_cast<size_t>(b)]] = b;
+  const nlohmann::json base = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+                               {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+                               {"normalizer", nullptr}};
+  EXPECT_EQ(BpeTokenizer::from_hf_json(base)->vocab_size(), 256);
+  const auto error_of = [](const nlohmann::json& j) -> std::string {
+    try {
+      BpeTokenizer::from_hf_json(j);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  nlohmann::json llama3 = base;
+  llama3["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", nlohmann::json::array()}};
+  EXPECT_EQ(error_of(llama3),
+            "tokenizer.json: pre-tokenizer 'Sequence' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
+  nlohmann::json llama2 = base;
+  llama2["pre_tokenizer"] = nullptr;
+  llama2["normalizer"] = {{"type", "Sequence"}};
+  EXPECT_NE(error_of(llama2).find("normalizer 'Sequence' is not supported yet"), std::string::npos);
+  llama2["normalizer"] = nullptr;
+  llama2["model"]["byte_fallback"] = true;
+  EXPECT_EQ(error_of(llama2), "tokenizer.json: byte-fallback BPE (SentencePiece style) is not supported yet");
+}
+
 }  // namespace
 }  // namespace gpt

@@ -52,7 +52,8 @@ TEST(TorchReferenceMuon, NewtonSchulzAndThreeStepsMatch) {
     EXPECT_LT(relative_error(x, read_tensor(f, key + ".ns")), 2e-5) << key;
     // Three steps from w0: the parameters after each.
     std::vector<float> params = read_tensor(f, key + ".w0"), grads, momentum(static_cast<size_t>(n), 0.0f);
-    const std::vector<TensorInfo> table = {{"h.0.mlp.c_fc.weight", {rows, cols}, 0, static_cast<size_t>(n), true}};
+    const std::vector<TensorInfo> table = {
+        {"h.0.mlp.c_fc.weight", {rows, cols}, 0, static_cast<size_t>(n), true, WeightRole::kMlpInWeight, 0}};
     ASSERT_TRUE(is_muon_tensor(table[0]));
     Muon muon(table, c);
     for (int s = 0; s < steps; ++s) {
@@ -70,6 +71,25 @@ TEST(TorchReferenceMuon, NewtonSchulzAndThreeStepsMatch) {
       EXPECT_LT(relative_error(ours, theirs), 5e-5) << key << " step " << s + 1;
       EXPECT_LT(relative_error(params, ref), 1e-5) << key << " step " << s + 1;
     }
+    // The same matrix stored (out, in), as Llama's nn.Linear weights are: the
+    // transposed parameters after the same three steps (the scale follows
+    // the matrix's out / in, not its storage).
+    auto transposed = [&](const std::vector<float>& m) {
+      std::vector<float> t(m.size());
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j) t[static_cast<size_t>(j * rows + i)] = m[static_cast<size_t>(i * cols + j)];
+      return t;
+    };
+    std::vector<float> pt = transposed(read_tensor(f, key + ".w0")), mt(static_cast<size_t>(n), 0.0f);
+    const std::vector<TensorInfo> out_major = {{"model.layers.0.mlp.up_proj.weight", {cols, rows}, 0,
+                                                static_cast<size_t>(n), true, WeightRole::kPart, 0, true}};
+    ASSERT_TRUE(is_muon_tensor(out_major[0]));
+    Muon muon_t(out_major, c);
+    for (int s = 0; s < steps; ++s) {
+      const std::vector<float> gt = transposed(read_tensor(f, key + ".grad" + std::to_string(s)));
+      muon_t.step(pt.data(), gt.data(), mt.data(), c.lr);
+    }
+    EXPECT_LT(relative_error(pt, transposed(read_tensor(f, key + ".w" + std::to_string(steps)))), 1e-5) << key;
   }
 }
 
@@ -82,6 +102,14 @@ TEST(Muon, TrainsTheBlocksMatricesOnly) {
     matrices += is_muon_tensor(t);
   }
   EXPECT_EQ(matrices, 8);  // 4 per block: c_attn, attn.c_proj, c_fc, mlp.c_proj
+  const GPT llama(testing::llama_config(11, 8, 2, 2, 1, 8));
+  matrices = 0;
+  for (const TensorInfo& t : llama.layout().tensors()) {
+    const bool hidden = t.name.starts_with("model.layers.") && t.shape.size() == 2;
+    EXPECT_EQ(is_muon_tensor(t), hidden) << t.name;
+    matrices += is_muon_tensor(t);
+  }
+  EXPECT_EQ(matrices, 14);  // 7 per block: q, k, v, o, gate, up, down
   // A transposed matrix gives the transposed orthogonalisation, exactly.
   Rng rng(4);
   std::vector<float> g(12 * 40), gt(g.size()), scratch;

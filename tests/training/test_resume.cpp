@@ -146,6 +146,40 @@ TEST(Resume, MuonContinuesBitIdentically) {
   EXPECT_THROW(lora.validate(), Error);
 }
 
+// --arch llama (grouped-query attention, dropout on, then Muon): training
+// learns, a resumed run is bit-identical, and the checkpoint is a Hugging Face
+// Llama directory.
+TEST(Resume, LlamaContinuesBitIdentically) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
+  for (const std::string optimizer : {"adamw", "muon"}) {
+    const auto options = [&](const std::string& out, int64_t iters) {
+      TrainOptions o = tiny_options(dir, optimizer + out);
+      o.arch = "llama";
+      o.n_head = 4;
+      o.n_kv_head = 2;
+      o.optimizer = optimizer;
+      o.dropout = optimizer == "adamw" ? 0.1 : 0.0;
+      o.max_iters = iters;
+      o.lr_decay_iters = 12;
+      return o;
+    };
+    const TrainResult full = train(options("full", 12));
+    EXPECT_LT(full.history.back().loss, full.history.front().loss) << optimizer;
+    train(options("part", 7));
+    const TrainResult rest = train(options("part", 12), (dir / (optimizer + "part")).string());
+    ASSERT_EQ(rest.history.size(), 5u);
+    for (size_t i = 0; i < rest.history.size(); ++i)
+      EXPECT_EQ(std::memcmp(&full.history[7 + i].loss, &rest.history[i].loss, sizeof(float)), 0)
+          << optimizer << " step " << 8 + i;
+    EXPECT_EQ(read_binary_file(dir / (optimizer + "full") / "model.safetensors"),
+              read_binary_file(dir / (optimizer + "part") / "model.safetensors"));
+    const ModelConfig c = ModelConfig::load(dir / (optimizer + "full") / "config.json");
+    EXPECT_TRUE(c.llama());
+    EXPECT_EQ(c.kv_heads(), 2);
+  }
+}
+
 // --time-budget: the stable phase ends when (1 - cooldown_frac) of the budget has
 // passed and the cooldown is sized to end on time; the run stops before
 // max_iters, after a straight descent to one step above min_lr. The clock is

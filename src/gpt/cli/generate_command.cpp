@@ -74,7 +74,8 @@ Command add_generate_command(CLI::App& parent) {
       const int parallel = o->parallel > 0 ? std::min(o->parallel, o->num_samples) : std::min(o->num_samples, 16);
       const int64_t positions = std::min<int64_t>(context, static_cast<int64_t>(ids.size()) + o->gen.max_new_tokens);
       const ModelConfig& c = m.config();
-      eo.kv_bytes = static_cast<int64_t>(parallel) * (positions + eo.page_size) * 2 * c.n_layer * c.n_embd * 4;
+      eo.kv_bytes = static_cast<int64_t>(parallel) * (positions + eo.page_size) *
+                    KvPagePool::bytes_per_position(c, resolve_kv_cache_type(eo.kv_cache, weights));
       const SamplesReport report = generate_samples(weights, tok, ids, o->gen, o->num_samples, parallel, eo,
                                                     [&](int sample, const GenerateResult& r) {
                                                       if (sample > 0) std::fputs("\n---------------\n", stdout);

@@ -11,7 +11,8 @@
 namespace gpt::cli {
 
 struct ModelFlags {
-  std::string model, quantize, dtype = "fp32", kv_cache = "auto", adapter;
+  std::string model, quantize, dtype = "fp32", kv_cache = "auto", adapter, rope_scaling = "none";
+  float rope_factor = 1.0f;
   KvCacheType kv_cache_type() const { return parse_kv_cache_type(kv_cache); }
 };
 
@@ -25,10 +26,15 @@ inline void add_kv_cache_flag(CLI::App* app, ModelFlags& flags) {
 
 inline void add_model_flags(CLI::App* app, ModelFlags& flags, bool allow_quantize = true) {
   app->add_option("--model", flags.model,
-                  "Model: a gpt.cpp checkpoint or Hugging Face GPT-2 directory, or a GGUF file")
+                  "Model: a gpt.cpp checkpoint, a Hugging Face GPT-2 or Llama-family directory, or a GGUF file")
       ->required();
   app->add_option("--adapter", flags.adapter,
                   "A LoRA adapter directory (gpt sft --lora-rank, or PEFT's) merged into the model when it loads");
+  app->add_option("--rope-factor", flags.rope_factor,
+                  "RoPE models: run at this many times the trained context")->capture_default_str();
+  app->add_option("--rope-scaling", flags.rope_scaling,
+                  "RoPE models past their context: none (extrapolate), linear (interpolate positions) or yarn")
+      ->check(CLI::IsMember({"none", "linear", "yarn"}))->capture_default_str();
   if (allow_quantize) {
     app->add_option("--quantize", flags.quantize,
                     "Convert the weights when loading: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or a K-quant mix "
@@ -51,6 +57,8 @@ inline OpenedModel open_model(const ModelFlags& flags, bool dequantize = false, 
   options.panels = inference && !dequantize && parse_matmul_precision(flags.dtype) == MatmulPrecision::kFloat32;
   if (!flags.quantize.empty()) options.convert_to = QuantRecipe::parse(flags.quantize);
   options.adapter = flags.adapter;
+  options.rope_factor = flags.rope_factor;
+  options.rope_scaling = parse_rope_scaling(flags.rope_scaling);
   return gpt::open_model(flags.model, options);
 }
 

@@ -88,7 +88,7 @@ Command add_serve_command(CLI::App& parent) {
     so.engine.compute = compute.options();
     so.engine.preempt_when_full = true;
     const KvCacheType kv = resolve_kv_cache_type(so.engine.kv_cache, served.weights);
-    const int64_t bytes_per_position = 2 * c.n_layer * c.n_embd * (kv == KvCacheType::kF16 ? 2 : 4);
+    const int64_t bytes_per_position = KvPagePool::bytes_per_position(c, kv);
     const int64_t positions = o->ctx_size > 0 ? o->ctx_size : static_cast<int64_t>(o->parallel) * c.block_size;
     so.engine.kv_bytes = positions * bytes_per_position;
     if (auto eot = m.tokenizer->special_token_id("<|endoftext|>")) so.stop_tokens.push_back(*eot);

@@ -34,7 +34,7 @@ Command add_sft_command(CLI::App& parent) {
   auto config = std::make_shared<std::string>();
   add_training_flags(app, *o, *resume, *config);
   app->add_option("--init-from", o->init_from,
-                  "The model to fine-tune (checkpoint, Hugging Face GPT-2 dir or GGUF file)");
+                  "The model to fine-tune (checkpoint, Hugging Face GPT-2 or Llama dir, or GGUF file)");
   std::string names;
   for (const auto& n : ChatTemplate::names()) names += (names.empty() ? "" : ", ") + n;
   app->add_option("--chat-template", o->chat_template,

@@ -217,7 +217,7 @@ int run_training(CLI::App* app, const TrainOptions& o, const std::string& resume
       if (flag == nullptr || flag->count() == 0) continue;
       // What shapes the model, the adapter, or (fine-tuning) which chats are held out.
       for (const char* shape_key : {"n-layer", "n-head", "n-embd", "block-size", "position-encoding",
-                                    "tie-weights", "tokenizer", "chat-template", "lora-rank", "lora-targets",
+                                    "tie-weights", "arch", "n-kv-head", "ffn-hidden", "rope-theta", "tokenizer", "chat-template", "lora-rank", "lora-targets",
                                     "lora-alpha", "init-from"}) {
         GPT_CHECK(it.key() != shape_key || merged.value(it.key(), nlohmann::json()) == it.value(),
               "--" + it.key() + " " + it.value().dump() + " conflicts with the checkpoint's " +
@@ -261,7 +261,7 @@ Command add_train_command(CLI::App& parent) {
   auto config = std::make_shared<std::string>();
   add_training_flags(app, *o, *resume, *config);
   app->add_option("--init-from", o->init_from,
-                  "Fine-tune: start from this model (checkpoint, Hugging Face GPT-2 dir or GGUF file)");
+                  "Fine-tune: start from this model (checkpoint, Hugging Face GPT-2 or Llama dir, or GGUF file)");
   app->add_option("--tokenizer", o->tokenizer, "char, byte, or a tokenizer file / checkpoint")->capture_default_str();
   app->add_option("--n-layer", o->n_layer, "Transformer blocks")->capture_default_str();
   app->add_option("--n-head", o->n_head, "Attention heads per block")->capture_default_str();
@@ -269,9 +269,18 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--position-encoding", o->position_encoding, "learned or sinusoidal")
       ->check(CLI::IsMember({"learned", "sinusoidal"}))->capture_default_str();
   app->add_option("--tie-weights", o->tie_weights, "Share the token embedding with the LM head")->capture_default_str();
+  app->add_option("--arch", o->arch,
+                  "gpt2 (learned positions, LayerNorm, GELU) or llama (RoPE, RMSNorm, SwiGLU, grouped-query attention)")
+      ->check(CLI::IsMember({"gpt2", "llama"}))->capture_default_str();
+  app->add_option("--n-kv-head", o->n_kv_head, "llama: key/value heads, dividing --n-head (0: --n-head)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--ffn-hidden", o->ffn_hidden, "llama: SwiGLU width (0: 8/3 n-embd rounded up to 64)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--rope-theta", o->rope_theta, "llama: RoPE base")->capture_default_str();
   auto run = [app, o, resume, config]() -> int {
     return run_training(app, *o, *resume, *config,
-                        {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer"});
+                        {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer",
+                         "--arch", "--n-kv-head", "--ffn-hidden", "--rope-theta"});
   };
   return {app, run};
 }

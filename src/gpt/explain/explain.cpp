@@ -8,7 +8,6 @@
 
 #include "gpt/generation/kv_cache.h"
 #include "gpt/kernels/embedding.h"
-#include "gpt/kernels/layernorm.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -48,8 +47,8 @@ std::vector<TokenProbability> top_k(const std::vector<float>& p, int k) {
 std::vector<float> lens(const InferenceWeights& w, const float* stream, float* entropy) {
   const ModelConfig& c = w.config;
   std::vector<float> ln(static_cast<size_t>(c.n_embd));
-  float mean, rstd;
-  layernorm_forward(ln.data(), &mean, &rstd, stream, w.ln_f_weight, w.ln_f_bias, 1, c.n_embd, c.layer_norm_epsilon);
+  float stats[2];
+  apply_norm(c, ln.data(), stats, stream, w.ln_f_weight, w.ln_f_bias, 1);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
   QuantScratch scratch;
   linear_apply(w.lm_head, logits.data(), ln.data(), 1, scratch);
@@ -102,7 +101,7 @@ Explanation explain(const InferenceWeights& weights, const Tokenizer& tokenizer,
   weights.embed(e.tokens[static_cast<size_t>(position)], e.token_vector.data());
   if (weights.wpe != nullptr) {
     e.position_vector.assign(weights.wpe + position * C, weights.wpe + (position + 1) * C);
-  } else {
+  } else if (weights.config.position_encoding == PositionEncoding::kSinusoidal) {
     std::vector<float> table(static_cast<size_t>((position + 1) * C));
     sinusoidal_positions(table.data(), position + 1, C);
     e.position_vector.assign(table.end() - C, table.end());

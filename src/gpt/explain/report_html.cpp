@@ -87,6 +87,7 @@ struct Text {
   const char* setting;
   const char* kept;
   const char* top_prob;
+  const char* rotary;  // in place of the position vector, for rotary positions
 };
 
 const Text kEnglish = {
@@ -100,7 +101,9 @@ const Text kEnglish = {
     "4. The output",
     "After the last block a final normalisation and the output layer turn the stream into a score for every token, and softmax turns the scores into probabilities. Sampling then picks one; the table shows what common settings would leave to choose from.",
     "token vector", "position vector", "nearest tokens (cosine)", "head", "reads most", "attention output",
-    "feed-forward output", "stream", "logit lens", "entropy", "setting", "candidates", "top probability"};
+    "feed-forward output", "stream", "logit lens", "entropy", "setting", "candidates", "top probability",
+    "Rotary positions: no position vector is added here; inside each block's attention the queries and keys are "
+    "rotated by an angle that grows with the position, so a score depends on how far apart two tokens are."};
 
 const Text kKorean = {
     "예측 하나를 지켜보기",
@@ -113,7 +116,9 @@ const Text kKorean = {
     "4. 출력",
     "마지막 블록 뒤에 최종 정규화와 출력층이 스트림을 모든 토큰의 점수로 바꾸고, 소프트맥스가 점수를 확률로 바꿉니다. 샘플링이 그중 하나를 고르며, 표는 흔한 설정이 후보를 얼마나 남기는지 보여 줍니다.",
     "토큰 벡터", "위치 벡터", "가장 가까운 토큰 (코사인)", "헤드", "가장 많이 읽는 토큰", "어텐션 출력",
-    "피드포워드 출력", "스트림", "로짓 렌즈", "엔트로피", "설정", "후보 수", "최고 확률"};
+    "피드포워드 출력", "스트림", "로짓 렌즈", "엔트로피", "설정", "후보 수", "최고 확률",
+    "회전 위치 인코딩: 여기서는 위치 벡터를 더하지 않습니다. 각 블록의 어텐션 안에서 쿼리와 키가 위치에 비례하는 "
+    "각도만큼 회전하므로, 점수는 두 토큰이 얼마나 떨어져 있는지에 따라 달라집니다."};
 
 }  // namespace
 
@@ -166,8 +171,12 @@ section.block{border:1px solid #e3e3e3;border-radius:8px;padding:.5rem .8rem;mar
   h += "<section id=\"embedding\">\n<h2>" + std::string(t.embed_h) + "</h2>\n<p class=\"why\">" + t.embed_p + "</p>\n";
   h += "<p>" + std::string(t.token_vec) + " <code>" + piece(e.tokens[static_cast<size_t>(e.position)]) + "</code> |v| = " +
        fmt("%.3f", vnorm(e.token_vector)) + "</p>" + heat_strip(e.token_vector, t.token_vec) + "\n";
-  h += "<p>" + std::string(t.pos_vec) + " " + std::to_string(e.position) + " |v| = " + fmt("%.3f", vnorm(e.position_vector)) +
-       "</p>" + heat_strip(e.position_vector, t.pos_vec) + "\n";
+  if (e.position_vector.empty()) {
+    h.append("<p>").append(t.rotary).append("</p>\n");
+  } else {
+    h += "<p>" + std::string(t.pos_vec) + " " + std::to_string(e.position) + " |v| = " +
+         fmt("%.3f", vnorm(e.position_vector)) + "</p>" + heat_strip(e.position_vector, t.pos_vec) + "\n";
+  }
   h += "<p>" + std::string(t.nearest) + ": ";
   for (const auto& n : e.nearest) h += "<code>" + piece(n.token) + "</code> " + fmt("%.2f", n.prob) + " &nbsp; ";
   h += "</p>\n</section>\n";

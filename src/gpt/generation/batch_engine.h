@@ -33,6 +33,7 @@
 #include "gpt/generation/sampler.h"
 #include "gpt/kernels/compute_context.h"
 #include "gpt/kernels/paged_attention.h"
+#include "gpt/kernels/rope.h"
 #include "gpt/model/inference_weights.h"
 
 namespace gpt {
@@ -156,6 +157,8 @@ class BatchedEngine {
   // Step scratch, grown to the largest step so far: rows of all sequences.
   std::vector<float> x_, ln_, qkv_, atty_, fch_, stats_, logits_;
   std::vector<float> positions_;  // sinusoid table when used
+  RopeTable rope_;                // rotary positions (llama)
+  std::vector<int32_t> row_positions_;  // each row's position this step (RoPE)
   struct RowOf {
     Sequence* s;
     int64_t position;

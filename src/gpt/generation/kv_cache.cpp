@@ -10,7 +10,7 @@
 #include "gpt/kernels/embedding.h"  // sinusoidal_positions
 #include "gpt/kernels/float16.h"
 #include "gpt/kernels/gelu.h"
-#include "gpt/kernels/layernorm.h"
+#include "gpt/kernels/swiglu.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -53,19 +53,24 @@ InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType 
       compute_({compute.precision, compute.threads > 0 ? compute.threads : omp_get_max_threads()}) {
   const ModelConfig& c = w_.config;
   const auto L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.n_embd),
-             T = static_cast<size_t>(capacity_);
+             T = static_cast<size_t>(capacity_), KV = static_cast<size_t>(c.kv_dim());
   if (kv_type_ == KvCacheType::kF16) {
-    k_half_ = ZeroedBuffer<uint16_t>(L * T * C);
-    v_half_ = ZeroedBuffer<uint16_t>(L * T * C);
+    k_half_ = ZeroedBuffer<uint16_t>(L * T * KV);
+    v_half_ = ZeroedBuffer<uint16_t>(L * T * KV);
   } else {
-    k_cache_ = ZeroedBuffer<float>(L * T * C);
-    v_cache_ = ZeroedBuffer<float>(L * T * C);
+    k_cache_ = ZeroedBuffer<float>(L * T * KV);
+    v_cache_ = ZeroedBuffer<float>(L * T * KV);
   }
   x_ = ZeroedBuffer<float>(T * C);
   ln_ = ZeroedBuffer<float>(T * C);
-  qkv_ = ZeroedBuffer<float>(T * 3 * C);
+  qkv_ = ZeroedBuffer<float>(T * static_cast<size_t>(c.qkv_dim()));
   atty_ = ZeroedBuffer<float>(T * C);
-  fch_ = ZeroedBuffer<float>(T * 4 * C);
+  fch_ = ZeroedBuffer<float>(T * static_cast<size_t>(c.mlp_in_dim() + (c.llama() ? c.mlp_hidden() : 0)));
+  if (c.position_encoding == PositionEncoding::kRotary) {
+    rope_ = RopeTable(capacity_, c.head_size(), c.rope_theta, c.rope_scaling);
+    // Room for one head's kept keys when a float16 cache shifts: no allocation while decoding.
+    if (kv_type_ == KvCacheType::kF16) shift_row_.resize(static_cast<size_t>(capacity_) * static_cast<size_t>(c.head_size()));
+  }
   logits_.assign(static_cast<size_t>(c.vocab_size), 0.0f);
   tokens_.reserve(T);
   replay_.reserve(T);
@@ -104,18 +109,31 @@ const float* InferenceSession::append(const int32_t* tokens, int64_t n, bool all
   if (pos_ + n > capacity_) {
     // Slide: keep the newest half of the context (less if the new tokens need the room).
     const int64_t keep = std::min(std::min(pos_, capacity_ / 2), capacity_ - n);
-    replay_.assign(tokens_.end() - keep, tokens_.end());
-    reset();
     ++slides_;
-    if (keep > 0) run(replay_.data(), keep, false);
+    if (w_.config.position_encoding == PositionEncoding::kRotary && keep > 0) {
+      shift_cache(pos_ - keep);
+    } else {
+      replay_.assign(tokens_.end() - keep, tokens_.end());
+      reset();
+      if (keep > 0) run(replay_.data(), keep, false);
+    }
   }
   run(tokens, n, all_logits);
   return all_logits ? logits_.data() + (n - 1) * V : logits_.data();
 }
 
+void InferenceSession::norm(const float* x, const float* weight, const float* bias, int64_t rows) {
+  apply_norm(w_.config, ln_.data(), stats_.data(), x, weight, bias, rows);
+}
+
+// One pass of n new tokens through the blocks, either architecture: gpt2
+// (LayerNorm, GELU) or llama (RMSNorm, q and k rotated before the cache takes
+// the keys, grouped-query attention over NKV cached heads, SwiGLU).
 void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   const ModelConfig& c = w_.config;
   const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, V = c.vocab_size, T = capacity_;
+  const int64_t NKV = c.kv_heads(), KV = c.kv_dim(), QKV = c.qkv_dim(), F = c.mlp_hidden();
+  const bool llama = c.llama();
   const int64_t p0 = pos_;
   const InferenceWeights& w = w_;
 
@@ -123,6 +141,7 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   for (int64_t i = 0; i < n; ++i) {
     float* row = x_.data() + i * C;
     w.embed(tokens[i], row);
+    if (llama) continue;  // rotary positions act on q and k
     const float* p = pos_table + (p0 + i) * C;
     for (int64_t j = 0; j < C; ++j) row[j] += p[j];
   }
@@ -138,30 +157,30 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   }
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
-    layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_1_weight, L.ln_1_bias, n, C,
-                      c.layer_norm_epsilon);
+    norm(x_.data(), L.ln_1_weight, L.ln_1_bias, n);
     linear_apply(L.c_attn, qkv_.data(), ln_.data(), n, quant_scratch_);
-    // Store the new keys and values: per head, (T, hs) rows at positions p0 ...
-    const int64_t layer = l * T * C;
+    if (llama) rope_forward(qkv_.data(), n, QKV, NH + NKV, hs, rope_, nullptr, n, p0);
+    // Store the new keys and values: per key/value head, (T, hs) rows at positions p0 ...
+    const int64_t layer = l * T * KV;
     for (int64_t i = 0; i < n; ++i) {
-      const float* row = qkv_.data() + i * 3 * C;
-      for (int64_t h = 0; h < NH; ++h) {
+      const float* row = qkv_.data() + i * QKV;
+      for (int64_t h = 0; h < NKV; ++h) {
         const int64_t at = layer + (h * T + p0 + i) * hs;
         if (kv_type_ == KvCacheType::kF16) {
           floats_to_halves(row + C + h * hs, k_half_.data() + at, hs);
-          floats_to_halves(row + 2 * C + h * hs, v_half_.data() + at, hs);
+          floats_to_halves(row + C + KV + h * hs, v_half_.data() + at, hs);
         } else {
           std::memcpy(k_cache_.data() + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-          std::memcpy(v_cache_.data() + at, row + 2 * C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+          std::memcpy(v_cache_.data() + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
         }
       }
     }
     if (kv_type_ == KvCacheType::kF16) {
-      attention_forward_cached_f16(atty_.data(), qkv_.data(), 3 * C, k_half_.data() + layer, v_half_.data() + layer, T,
-                                   p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
+      attention_forward_cached_f16(atty_.data(), qkv_.data(), QKV, k_half_.data() + layer, v_half_.data() + layer, T,
+                                   p0, n, C, NH, attn_scratch_.data(), scratch_threads_, NKV);
     } else {
-      attention_forward_cached(atty_.data(), qkv_.data(), 3 * C, k_cache_.data() + layer, v_cache_.data() + layer, T,
-                               p0, n, C, NH, attn_scratch_.data(), scratch_threads_);
+      attention_forward_cached(atty_.data(), qkv_.data(), QKV, k_cache_.data() + layer, v_cache_.data() + layer, T,
+                               p0, n, C, NH, attn_scratch_.data(), scratch_threads_, NKV);
     }
     if (l == capture_layer_) capture(layer, p0, n);
     if (traced >= 0) {
@@ -171,38 +190,79 @@ void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
       linear_apply(L.attn_proj, trace_.attention_output.data() + l * C, atty_.data() + traced * C, 1, quant_scratch_);
     }
     linear_apply(L.attn_proj, x_.data(), atty_.data(), n, quant_scratch_, x_.data());
-    layernorm_forward(ln_.data(), stats_.data(), stats_.data() + n, x_.data(), L.ln_2_weight, L.ln_2_bias, n, C,
-                      c.layer_norm_epsilon);
+    norm(x_.data(), L.ln_2_weight, L.ln_2_bias, n);
     linear_apply(L.c_fc, fch_.data(), ln_.data(), n, quant_scratch_);
-    gelu_forward(fch_.data(), fch_.data(), n * 4 * C);
-    if (traced >= 0) {
-      linear_apply(L.mlp_proj, trace_.ffn_output.data() + l * C, fch_.data() + traced * 4 * C, 1, quant_scratch_);
+    // The MLP's hidden rows (n, H): GELU in place, or SwiGLU of gate|up into the part after them.
+    float* hidden = fch_.data();
+    const int64_t H = c.mlp_hidden();
+    if (llama) {
+      hidden = fch_.data() + T * 2 * F;
+      swiglu_forward(hidden, fch_.data(), n, F);
+    } else {
+      gelu_forward(fch_.data(), fch_.data(), n * H);
     }
-    linear_apply(L.mlp_proj, x_.data(), fch_.data(), n, quant_scratch_, x_.data());
+    if (traced >= 0) {
+      linear_apply(L.mlp_proj, trace_.ffn_output.data() + l * C, hidden + traced * H, 1, quant_scratch_);
+    }
+    linear_apply(L.mlp_proj, x_.data(), hidden, n, quant_scratch_, x_.data());
     if (traced >= 0) std::copy(x_.data() + traced * C, x_.data() + (traced + 1) * C, trace_.residual.data() + l * C);
   }
   if (traced >= 0) trace_.complete = true;
   // Final norm and LM head: for every new row when asked, else only the last.
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-  layernorm_forward(ln_.data(), stats_.data(), stats_.data() + rows, x_.data() + first * C, w.ln_f_weight,
-                    w.ln_f_bias, rows, C, c.layer_norm_epsilon);
+  norm(x_.data() + first * C, w.ln_f_weight, w.ln_f_bias, rows);
   if (logits_.size() < static_cast<size_t>(rows * V)) logits_.resize(static_cast<size_t>(rows * V));
   linear_apply(w.lm_head, logits_.data(), ln_.data(), rows, quant_scratch_);
   tokens_.insert(tokens_.end(), tokens, tokens + n);
   pos_ += n;
 }
 
+void InferenceSession::shift_cache(int64_t d) {
+  const ModelConfig& c = w_.config;
+  const int64_t T = capacity_, hs = c.head_size(), keep = pos_ - d, NKV = c.kv_heads();
+  const bool f16 = kv_type_ == KvCacheType::kF16;
+  // The table's rotations carry yarn's attention factor m: rotating back by d
+  // through it multiplies by m once more, which this undoes.
+  const float inv = 1.0f / rope_.mscale;
+  const auto unscale = [&](float* x, size_t n) {
+    if (inv != 1.0f)
+      for (size_t i = 0; i < n; ++i) x[i] *= inv;
+  };
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (int64_t h = 0; h < NKV; ++h) {
+      const int64_t head = (l * NKV + h) * T * hs;  // (L, NKV, T, hs)
+      const size_t from = static_cast<size_t>(head + d * hs), to = static_cast<size_t>(head), n = static_cast<size_t>(keep * hs);
+      if (f16) {
+        std::memmove(v_half_.data() + to, v_half_.data() + from, n * sizeof(uint16_t));
+        halves_to_floats(k_half_.data() + from, shift_row_.data(), static_cast<int64_t>(n));
+        // Every kept key from p to p - d: the rotation by -d (rope_backward at position d).
+        rope_backward(shift_row_.data(), keep, hs, 1, hs, rope_, nullptr, 1, d);
+        unscale(shift_row_.data(), n);
+        floats_to_halves(shift_row_.data(), k_half_.data() + to, static_cast<int64_t>(n));
+      } else {
+        std::memmove(v_cache_.data() + to, v_cache_.data() + from, n * sizeof(float));
+        std::memmove(k_cache_.data() + to, k_cache_.data() + from, n * sizeof(float));
+        rope_backward(k_cache_.data() + to, keep, hs, 1, hs, rope_, nullptr, 1, d);
+        unscale(k_cache_.data() + to, n);
+      }
+    }
+  }
+  tokens_.erase(tokens_.begin(), tokens_.begin() + d);
+  pos_ = keep;
+  ++shifts_;
+}
+
 // softmax(q k^T / sqrt(hs)) over the cached keys, recomputed plainly (only for
 // inspection: the attention kernels never form it).
 void InferenceSession::attention_row(int64_t layer_offset, int64_t h, int64_t p0, int64_t i, float* row) {
   const ModelConfig& c = w_.config;
-  const int64_t C = c.n_embd, hs = C / c.n_head, T = capacity_;
+  const int64_t C = c.n_embd, hs = C / c.n_head, T = capacity_, kvh = h / (c.n_head / c.kv_heads());
   std::vector<float> key(static_cast<size_t>(hs));
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const float* q = qkv_.data() + i * 3 * C + h * hs;
+  const float* q = qkv_.data() + i * c.qkv_dim() + h * hs;
   float max = -INFINITY;
   for (int64_t j = 0; j <= p0 + i; ++j) {
-    const int64_t at = layer_offset + (h * T + j) * hs;
+    const int64_t at = layer_offset + (kvh * T + j) * hs;
     const float* k = key.data();
     if (kv_type_ == KvCacheType::kF16) {
       halves_to_floats(k_half_.data() + at, key.data(), hs);

@@ -4,14 +4,22 @@
 // Memory is allocated once, for the model's whole context: nothing per token.
 //
 // When the context is full the session slides: it keeps the most recent half of
-// the tokens and processes them again in one batched pass (learned positions are
-// absolute, so cached keys cannot simply be shifted).
+// the tokens. A GPT-2 model processes them again in one batched pass (learned
+// positions are absolute, so cached keys cannot simply be shifted); a RoPE
+// model (llama) shifts them: the kept keys and values move to the front of the
+// cache and each key is rotated back by the shift (a rotation to position p - d
+// is the rotation to p followed by one by -d), as llama.cpp's context shift
+// does, at a cost of one pass over the kept cache instead of a prompt's pass.
+// (The kept keys keep what the dropped tokens contributed to them, so after a
+// shift the session differs from one that read only the kept tokens, except
+// in a one-block model.)
 //
 // The cache holds fp32 or float16 keys and values. Float16 halves the bytes each
 // token reads from it (at a 1000-token context as many as a Q4_0 GPT-2's
 // weights) at a relative rounding of 2^-11, as llama.cpp stores it by default;
 // by default models with compact weights use it and fp32 models stay exact.
 #pragma once
+#include "gpt/kernels/rope.h"
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -58,6 +66,7 @@ class InferenceSession {
   const float* append(const int32_t* tokens, int64_t n, bool all_logits = false);
   const float* logits() const { return logits_.data(); }
   int64_t slides() const { return slides_; }
+  int64_t shifts() const { return shifts_; }  // of those slides, how many shifted a RoPE cache
 
   // Inspection (what the server's /v1/inspect and `gpt attention` show): the
   // attention weights of `layer` in the following append() calls, as (NH, n,
@@ -89,19 +98,27 @@ class InferenceSession {
   void capture(int64_t layer_offset, int64_t p0, int64_t n);
   // softmax(q k^T / sqrt(hs)) of new row i over positions 0 .. p0 + i, one head.
   void attention_row(int64_t layer_offset, int64_t head, int64_t p0, int64_t i, float* row);
+  // The block's norms: LayerNorm (gpt2) or RMSNorm (llama), rows of x_ into ln_.
+  void norm(const float* x, const float* weight, const float* bias, int64_t rows);
 
   InferenceWeights w_;
-  int64_t capacity_, pos_ = 0, slides_ = 0;
+  int64_t capacity_, pos_ = 0, slides_ = 0, shifts_ = 0;
+  // Moves positions d .. pos_-1 of every layer's cache to 0 .. pos_-d-1 and
+  // rotates the keys back by d (RoPE models).
+  void shift_cache(int64_t d);
+  std::vector<float> shift_row_;  // a float16 key widened for its rotation
   std::vector<int32_t> tokens_;
   std::vector<int32_t> replay_;  // tokens kept when sliding
   KvCacheType kv_type_;
   // Reserved for the whole context, resident as far as used (zeroed_buffer.h).
-  ZeroedBuffer<float> k_cache_, v_cache_;     // (L, NH, capacity, hs), fp32 ...
+  ZeroedBuffer<float> k_cache_, v_cache_;     // (L, NKV, capacity, hs), fp32 ...
   ZeroedBuffer<uint16_t> k_half_, v_half_;    // ... or float16
-  ZeroedBuffer<float> x_, ln_, qkv_, atty_, fch_;  // (capacity, C | 3C | 4C) scratch
+  // (capacity, C | qkv_dim | C | MLP) scratch; llama's MLP part holds gate|up (2F) then SwiGLU's F
+  ZeroedBuffer<float> x_, ln_, qkv_, atty_, fch_;
   std::vector<float> stats_;                      // LayerNorm mean and rstd (2, capacity)
   std::vector<float> logits_;                     // (V) or (n, V)
   std::vector<float> positions_;                  // sinusoid table when used
+  RopeTable rope_;                                // rotary positions (llama)
   ZeroedBuffer<float> attn_scratch_;
   int scratch_threads_;
   ComputeContext compute_;  // installed for every append()

@@ -12,7 +12,7 @@ KvPagePool::KvPagePool(const ModelConfig& config, KvCacheType type, int64_t page
   GPT_CHECK(page_size > 0, "KV page size must be positive");
   GPT_CHECK(pages > 0 && pages < (int64_t(1) << 31), "KV page pool needs between 1 and 2^31 pages, got " +
                                                           std::to_string(pages));
-  layer_elements_ = static_cast<int64_t>(config.n_embd) * page_size;
+  layer_elements_ = static_cast<int64_t>(config.kv_dim()) * page_size;  // NKV heads
   page_elements_ = 2 * static_cast<int64_t>(config.n_layer) * layer_elements_;
   const auto total = static_cast<size_t>(pages * page_elements_);
   if (type == KvCacheType::kF16) {
@@ -25,10 +25,12 @@ KvPagePool::KvPagePool(const ModelConfig& config, KvCacheType type, int64_t page
   for (int64_t p = pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));  // page 0 first
 }
 
+int64_t KvPagePool::bytes_per_position(const ModelConfig& config, KvCacheType type) {
+  return 2 * static_cast<int64_t>(config.n_layer) * config.kv_dim() * (type == KvCacheType::kF16 ? 2 : 4);
+}
+
 int64_t KvPagePool::pages_in(const ModelConfig& config, KvCacheType type, int64_t bytes, int64_t page_size) {
-  const int64_t per_page = 2 * static_cast<int64_t>(config.n_layer) * config.n_embd * page_size *
-                           (type == KvCacheType::kF16 ? 2 : 4);
-  return bytes / per_page;
+  return bytes / (bytes_per_position(config, type) * page_size);
 }
 
 int32_t KvPagePool::allocate() {

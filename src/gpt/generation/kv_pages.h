@@ -22,6 +22,8 @@ class KvPagePool {
  public:
   // `type` kF32 or kF16. Memory is reserved for `pages` pages and resident as used.
   KvPagePool(const ModelConfig& config, KvCacheType type, int64_t pages, int64_t page_size = 16);
+  // Bytes of keys and values one position takes in every layer (NKV heads).
+  static int64_t bytes_per_position(const ModelConfig& config, KvCacheType type);
   // How many pages `bytes` of KV memory hold.
   static int64_t pages_in(const ModelConfig& config, KvCacheType type, int64_t bytes, int64_t page_size = 16);
 
@@ -38,7 +40,7 @@ class KvPagePool {
   int64_t page_elements() const { return page_elements_; }  // from one page's start to the next
   KvCacheType type() const { return type_; }
 
-  // Keys or values of one layer of a page: (NH, page_size, hs).
+  // Keys or values of one layer of a page: (NKV, page_size, hs) (NKV: the key/value heads).
   float* keys(int32_t page, int64_t layer) { return f32_.data() + offset(page, layer, 0); }
   float* values(int32_t page, int64_t layer) { return f32_.data() + offset(page, layer, 1); }
   const float* keys(int32_t page, int64_t layer) const { return f32_.data() + offset(page, layer, 0); }

@@ -13,6 +13,7 @@
 
 #include "gpt/io/peft_adapter.h"
 #include "gpt/io/safetensors.h"
+#include "gpt/model/arch/architecture.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 
@@ -219,11 +220,11 @@ LoadedModel load_model(const fs::path& dir_in) {
   try {
     // The count first: even the table of a claimed model's tensors is not built
     // before the file could hold them.
-    const int64_t needed = 12LL * config.n_layer + 3 + (config.position_encoding == PositionEncoding::kLearned) +
-                           (config.tie_word_embeddings ? 0 : 1);
+    const ArchitectureRules& rules = architecture_rules(config.arch);
+    const int64_t needed = rules.tensor_count(config);
     if (needed > static_cast<int64_t>(st.entries().size())) {
-      // Name the first block the file lacks (at most entries / 12 + 1 look-ups).
-      for (int l = 0; l < config.n_layer; ++l) st.entry(stored_name(st, "h." + std::to_string(l) + ".ln_1.weight"));
+      // Name the first block the file lacks (at most entries / 9 + 1 look-ups).
+      for (int l = 0; l < config.n_layer; ++l) st.entry(stored_name(st, rules.first_tensor_of_layer(l)));
       throw Error(dir.string() + "/model.safetensors holds " + std::to_string(st.entries().size()) +
                   " tensors, but " + std::to_string(needed) + " are needed");
     }

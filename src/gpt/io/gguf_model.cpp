@@ -143,6 +143,17 @@ void transpose_into(const std::vector<float>& rows, int64_t out, int64_t in, flo
   }
 }
 
+// llama.cpp's GGUF keeps Llama's q and k rows as interleaved pairs (its rotary
+// kernel rotates channels 2i and 2i+1), Hugging Face's as halves (i and
+// i + hs/2): per head, GGUF row 2i + j is Hugging Face row j * hs/2 + i
+// (convert_hf_to_gguf.py's permute). Calls move(gguf_row, hf_row) for every row.
+template <class Move>
+void for_each_rope_row(int64_t heads, int64_t hs, Move move) {
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < hs / 2; ++i)
+      for (int64_t j = 0; j < 2; ++j) move(h * hs + 2 * i + j, h * hs + j * hs / 2 + i);
+}
+
 }  // namespace
 
 bool is_gguf_file(const std::filesystem::path& path) {
@@ -154,20 +165,16 @@ bool is_gguf_file(const std::filesystem::path& path) {
 void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
                  const std::string& name, const ChatTemplate* chat_template) {
   const ModelConfig& c = model.config();
+  GPT_CHECK(!c.attention_bias, "GGUF export of models with q/k/v biases (Qwen2) is not supported yet");
+  GPT_CHECK(c.rope_scaling.type == RopeScaling::Type::kNone, "GGUF export of a model with rope scaling is not supported yet");
   const ConstModelWeights& w = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
   GPT_CHECK(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
   GgufWriter g;
-  g.set("general.architecture", GgufValue::string("gpt2"));
+  g.set("general.architecture", GgufValue::string(c.llama() ? "llama" : "gpt2"));
   g.set("general.name", GgufValue::string(name));
   g.set("general.file_type", GgufValue::u32(recipe.file_type()));
   if (ggml_block_size(recipe.base()) > 1) g.set("general.quantization_version", GgufValue::u32(2));
-  g.set("gpt2.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
-  g.set("gpt2.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
-  g.set("gpt2.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(4 * C)));
-  g.set("gpt2.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
-  g.set("gpt2.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_head)));
-  g.set("gpt2.attention.layer_norm_epsilon", GgufValue::f32(c.layer_norm_epsilon));
   add_tokenizer(g, tokenizer, V);
   if (chat_template != nullptr) {
     g.set("tokenizer.chat_template", GgufValue::string(chat_template->jinja_source()));
@@ -176,7 +183,6 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
       g.set("tokenizer.ggml.eot_token_id", GgufValue::u32(static_cast<uint32_t>(*eot)));
     }
   }
-
   auto vec = [&](const std::string& n, const float* x, int64_t len) {
     g.add_tensor(n, {len}, GgmlType::kF32, encode_rows(GgmlType::kF32, x, 1, len));
   };
@@ -184,6 +190,55 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
     const GgmlType t = recipe.type_for(role, layer, c.n_layer, in);
     g.add_tensor(n, {in, n_out}, t, encode_rows(t, x, n_out, in));
   };
+  if (c.llama()) {
+    // llama.cpp's llama architecture: separate q, k, v (q and k rows permuted to
+    // its interleaved rotary pairs) and gate, up; nn.Linear's rows as they are.
+    const int64_t NH = c.n_head, NKV = c.kv_heads(), hs = c.head_size(), KV = c.kv_dim(), F = c.mlp_hidden();
+    g.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
+    g.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
+    g.set("llama.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(F)));
+    g.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
+    g.set("llama.attention.head_count", GgufValue::u32(static_cast<uint32_t>(NH)));
+    g.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(NKV)));
+    g.set("llama.rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hs)));
+    g.set("llama.rope.freq_base", GgufValue::f32(c.rope_theta));
+    g.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(c.layer_norm_epsilon));
+    g.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(V)));
+    std::vector<float> permuted;
+    auto rope_rows = [&](const std::string& n, const float* x, int64_t heads, TensorRole role, int64_t layer) {
+      permuted.resize(static_cast<size_t>(heads * hs * C));
+      for_each_rope_row(heads, hs, [&](int64_t gguf, int64_t hf) {
+        std::copy(x + hf * C, x + (hf + 1) * C, permuted.begin() + gguf * C);
+      });
+      rows(n, permuted.data(), heads * hs, C, role, layer);
+    };
+    rows("token_embd.weight", w.wte, V, C, TensorRole::kTokenEmbedding, 0);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
+      const std::string p = "blk." + std::to_string(l) + ".";
+      const float* qkv = L.attn_c_attn_weight;  // q (C rows), k (KV rows), v (KV rows), each of C
+      vec(p + "attn_norm.weight", L.ln_1_weight, C);
+      rope_rows(p + "attn_q.weight", qkv, NH, TensorRole::kAttentionQK, l);
+      rope_rows(p + "attn_k.weight", qkv + C * C, NKV, TensorRole::kAttentionQK, l);
+      rows(p + "attn_v.weight", qkv + (C + KV) * C, KV, C, TensorRole::kAttentionV, l);
+      rows(p + "attn_output.weight", L.attn_c_proj_weight, C, C, TensorRole::kAttentionOutput, l);
+      vec(p + "ffn_norm.weight", L.ln_2_weight, C);
+      rows(p + "ffn_gate.weight", L.mlp_c_fc_weight, F, C, TensorRole::kFfnUp, l);
+      rows(p + "ffn_up.weight", L.mlp_c_fc_weight + F * C, F, C, TensorRole::kFfnUp, l);
+      rows(p + "ffn_down.weight", L.mlp_c_proj_weight, C, F, TensorRole::kFfnDown, l);
+    }
+    vec("output_norm.weight", w.ln_f_weight, C);
+    // A tied head is the embedding: llama.cpp uses token_embd when output is absent.
+    if (!c.tie_word_embeddings) rows("output.weight", w.lm_head, V, C, TensorRole::kOutput, 0);
+    g.write(out);
+    return;
+  }
+  g.set("gpt2.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
+  g.set("gpt2.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
+  g.set("gpt2.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(4 * C)));
+  g.set("gpt2.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
+  g.set("gpt2.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_head)));
+  g.set("gpt2.attention.layer_norm_epsilon", GgufValue::f32(c.layer_norm_epsilon));
   std::vector<float> tmp;
   auto conv1d = [&](const std::string& n, const float* x, int64_t in, int64_t n_out, TensorRole role, int64_t layer) {
     tmp.resize(static_cast<size_t>(in * n_out));
@@ -223,11 +278,16 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   g.write(out);
 }
 
+namespace {
+GgufModel load_llama(const GgufFile& f, bool dequantize);
+}  // namespace
+
 GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   const GgufFile f = GgufFile::load(path);
   const std::string& p = f.path();
   const std::string arch = f.get_string("general.architecture");
-  GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' models)");
+  if (arch == "llama") return load_llama(f, dequantize);
+  GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' and 'llama' models)");
 
   ModelConfig c;
   auto get_dim = [&](const std::string& key) {
@@ -414,5 +474,225 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   out.quantized = std::move(q);
   return out;
 }
+
+namespace {
+
+// llama.cpp's llama architecture: separate q, k, v (q and k rows in interleaved
+// rotary pairs, permuted back here) and gate, up, fused as gpt.cpp keeps them.
+GgufModel load_llama(const GgufFile& f, bool dequantize) {
+  const std::string& p = f.path();
+  ModelConfig c;
+  c.arch = Architecture::kLlama;
+  c.position_encoding = PositionEncoding::kRotary;
+  auto get_dim = [&](const std::string& key) {
+    const int64_t v = f.get_int(key);
+    GPT_CHECK(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
+  };
+  c.n_embd = get_dim("llama.embedding_length");
+  c.n_layer = get_dim("llama.block_count");
+  c.n_head = get_dim("llama.attention.head_count");
+  c.n_kv_head = f.has("llama.attention.head_count_kv") ? get_dim("llama.attention.head_count_kv") : c.n_head;
+  c.block_size = get_dim("llama.context_length");
+  c.ffn_hidden = get_dim("llama.feed_forward_length");
+  c.rope_theta = f.has("llama.rope.freq_base") ? static_cast<float>(f.get_float("llama.rope.freq_base")) : 10000.0f;
+  c.layer_norm_epsilon = f.has("llama.attention.layer_norm_rms_epsilon")
+                             ? static_cast<float>(f.get_float("llama.attention.layer_norm_rms_epsilon"))
+                             : 1e-5f;
+  if (f.has("llama.rope.scaling.type")) {
+    const std::string type = f.get_string("llama.rope.scaling.type");
+    GPT_CHECK(type == "none", p + ": rope scaling '" + type + "' is not supported (gpt.cpp runs unscaled RoPE)");
+  }
+  if (f.has("llama.rope.dimension_count") && c.n_head > 0 && c.n_embd % c.n_head == 0) {
+    GPT_CHECK(f.get_int("llama.rope.dimension_count") == c.n_embd / c.n_head,
+              p + ": rotary positions on part of a head (rope.dimension_count) are not supported");
+  }
+  const GgufTensor* embd = f.find("token_embd.weight");
+  GPT_CHECK(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
+  GPT_CHECK(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
+            p + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
+                std::to_string(c.n_embd) + ", vocab]");
+  c.vocab_size = static_cast<int>(embd->ne[1]);
+  const GgufTensor* head = f.find("output.weight");
+  c.tie_word_embeddings = head == nullptr || (head->type == embd->type && head->ne == embd->ne &&
+                                              std::equal(head->data, head->data + head->bytes, embd->data));
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(p + ": " + e.what());
+  }
+  const int64_t C = c.n_embd, V = c.vocab_size, NH = c.n_head, NKV = c.kv_heads(), hs = c.head_size(),
+                KV = c.kv_dim(), F = c.mlp_hidden();
+
+  GgufModel out;
+  out.tokenizer = read_tokenizer(f);
+  if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
+  GPT_CHECK(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
+
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {{"token_embd.weight", {C, V}},
+                                                                        {"output_norm.weight", {C}}};
+  if (head != nullptr) expected.push_back({"output.weight", {C, V}});
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    expected.push_back({b + "attn_norm.weight", {C}});
+    expected.push_back({b + "ffn_norm.weight", {C}});
+    expected.push_back({b + "attn_q.weight", {C, C}});
+    expected.push_back({b + "attn_k.weight", {C, KV}});
+    expected.push_back({b + "attn_v.weight", {C, KV}});
+    expected.push_back({b + "attn_output.weight", {C, C}});
+    expected.push_back({b + "ffn_gate.weight", {C, F}});
+    expected.push_back({b + "ffn_up.weight", {C, F}});
+    expected.push_back({b + "ffn_down.weight", {F, C}});
+  }
+  std::map<GgmlType, size_t> bytes_by_type;
+  std::set<std::string> expected_names;
+  for (const auto& [name, ne] : expected) {
+    const GgufTensor& t = need(f, name, ne);
+    if (ne.size() == 2) bytes_by_type[t.type] += t.bytes;
+    const int64_t bad = first_invalid_block(t.type, t.data, t.bytes);
+    GPT_CHECK(bad < 0, p + ": tensor '" + t.name + "' (" + ggml_type_name(t.type) + ") block " + std::to_string(bad) +
+                           " has a scale that is not a finite number: the file is damaged");
+    expected_names.insert(name);
+  }
+  for (const GgufTensor& t : f.tensors()) {
+    GPT_CHECK(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a llama model of " +
+                                                     std::to_string(c.n_layer) + " layers");
+  }
+  out.type = GgmlType::kF32;
+  size_t most = 0;
+  for (const auto& [type, bytes] : bytes_by_type) {
+    if (bytes > most) most = bytes, out.type = type;
+  }
+  const bool all_f32 = bytes_by_type.size() == 1 && bytes_by_type.count(GgmlType::kF32) == 1;
+
+  // Rows of q or k back to Hugging Face's halves; of anything else as they are.
+  auto unpermuted_floats = [&](const GgufTensor& t, int64_t heads) {
+    std::vector<float> x = to_floats(t);
+    if (heads == 0) return x;
+    std::vector<float> y(x.size());
+    for_each_rope_row(heads, hs, [&](int64_t gguf, int64_t hf) {
+      std::copy(x.begin() + gguf * C, x.begin() + (gguf + 1) * C, y.begin() + hf * C);
+    });
+    return y;
+  };
+  auto floats_into = [&](const std::string& n, float* dst, int64_t heads = 0) {
+    const std::vector<float> x = unpermuted_floats(*f.find(n), heads);
+    std::copy(x.begin(), x.end(), dst);
+  };
+  if (all_f32 || dequantize) {
+    out.fp32 = std::make_unique<GPT>(c);
+    const ModelWeights& w = out.fp32->mutable_weights();
+    floats_into("token_embd.weight", w.wte);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+      const std::string b = "blk." + std::to_string(l) + ".";
+      floats_into(b + "attn_norm.weight", L.ln_1_weight);
+      floats_into(b + "attn_q.weight", L.attn_c_attn_weight, NH);
+      floats_into(b + "attn_k.weight", L.attn_c_attn_weight + C * C, NKV);
+      floats_into(b + "attn_v.weight", L.attn_c_attn_weight + (C + KV) * C);
+      floats_into(b + "attn_output.weight", L.attn_c_proj_weight);
+      floats_into(b + "ffn_norm.weight", L.ln_2_weight);
+      floats_into(b + "ffn_gate.weight", L.mlp_c_fc_weight);
+      floats_into(b + "ffn_up.weight", L.mlp_c_fc_weight + F * C);
+      floats_into(b + "ffn_down.weight", L.mlp_c_proj_weight);
+    }
+    floats_into("output_norm.weight", w.ln_f_weight);
+    if (!c.tie_word_embeddings) floats_into("output.weight", w.lm_head);
+    return out;
+  }
+
+  // Compact weights stay as stored. Pieces of one fused product (q|k|v,
+  // gate|up) of one type are joined row by row (a row's blocks do not depend on
+  // other rows); pieces of different types (llama.cpp's K-quant mixes give
+  // attn_v more bits) become one fp32 matrix.
+  auto q = std::make_unique<QuantizedModel>();
+  q->vectors.reserve(expected.size() + 2 * static_cast<size_t>(c.n_layer));
+  q->matrices.reserve(expected.size());
+  InferenceWeights& w = q->weights;
+  w.config = c;
+  auto vec = [&](const std::string& n) -> const float* {
+    q->vectors.push_back(to_floats(*f.find(n)));
+    return q->vectors.back().data();
+  };
+  struct Piece {
+    std::string name;
+    int64_t heads;  // q or k: rows to unpermute
+  };
+  auto linear = [&](const std::vector<Piece>& pieces, int64_t in) {
+    LinearWeights lw;
+    lw.in = in;
+    lw.out_major = true;
+    const GgmlType type = f.find(pieces[0].name)->type;
+    bool same = true;
+    for (const Piece& pc : pieces) {
+      const GgufTensor& t = *f.find(pc.name);
+      same = same && t.type == type;
+      lw.out += t.ne[1];
+    }
+    if (type == GgmlType::kF32 || !same) {
+      q->vectors.emplace_back();
+      for (const Piece& pc : pieces) {
+        const std::vector<float> x = unpermuted_floats(*f.find(pc.name), pc.heads);
+        q->vectors.back().insert(q->vectors.back().end(), x.begin(), x.end());
+      }
+      lw.f32 = q->vectors.back().data();
+      return lw;
+    }
+    const size_t rb = ggml_row_bytes(type, in);
+    std::vector<uint8_t> bytes;
+    bytes.reserve(rb * static_cast<size_t>(lw.out));
+    for (const Piece& pc : pieces) {
+      const GgufTensor& t = *f.find(pc.name);
+      const size_t at = bytes.size();
+      bytes.resize(at + t.bytes);
+      if (pc.heads == 0) {
+        std::copy(t.data, t.data + t.bytes, bytes.begin() + static_cast<std::ptrdiff_t>(at));
+      } else {
+        for_each_rope_row(pc.heads, hs, [&](int64_t gguf, int64_t hf) {
+          std::copy(t.data + rb * static_cast<size_t>(gguf), t.data + rb * static_cast<size_t>(gguf + 1),
+                    bytes.begin() + static_cast<std::ptrdiff_t>(at + rb * static_cast<size_t>(hf)));
+        });
+      }
+    }
+    q->matrices.push_back(QuantizedStorage::wrap(type, std::move(bytes), lw.out, in));
+    lw.packed = q->matrices.back().matrix;
+    return lw;
+  };
+  auto table = [&](const GgufTensor& t, const float*& f32, QuantizedMatrix& packed) {
+    if (t.type == GgmlType::kF32) {
+      q->vectors.push_back(to_floats(t));
+      f32 = q->vectors.back().data();
+    } else {
+      q->matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), t.ne[1], t.ne[0]));
+      packed = q->matrices.back().matrix;
+    }
+  };
+  table(*embd, w.wte_f32, w.wte_packed);
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    InferenceLayer L{};
+    L.ln_1_weight = vec(b + "attn_norm.weight");
+    L.ln_2_weight = vec(b + "ffn_norm.weight");
+    L.c_attn = linear({{b + "attn_q.weight", NH}, {b + "attn_k.weight", NKV}, {b + "attn_v.weight", 0}}, C);
+    L.attn_proj = linear({{b + "attn_output.weight", 0}}, C);
+    L.c_fc = linear({{b + "ffn_gate.weight", 0}, {b + "ffn_up.weight", 0}}, C);
+    L.mlp_proj = linear({{b + "ffn_down.weight", 0}}, F);
+    w.layers.push_back(L);
+  }
+  w.ln_f_weight = vec("output_norm.weight");
+  const float* head_f32 = nullptr;
+  QuantizedMatrix head_packed;
+  if (c.tie_word_embeddings) {
+    head_f32 = w.wte_f32;
+    head_packed = w.wte_packed;
+  } else {
+    table(*head, head_f32, head_packed);
+  }
+  w.lm_head = {C, V, head_f32, true, head_packed, nullptr};
+  out.quantized = std::move(q);
+  return out;
+}
+
+}  // namespace
 
 }  // namespace gpt

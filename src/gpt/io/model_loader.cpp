@@ -1,5 +1,7 @@
 #include "gpt/io/model_loader.h"
 
+#include <cmath>
+
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/gguf_model.h"
 #include "gpt/io/peft_adapter.h"
@@ -15,6 +17,20 @@ InferenceWeights OpenedModel::inference_weights() const {
   InferenceWeights w = quantized->weights;
   w.owner = quantized;
   return w;
+}
+
+ModelConfig extended_context(const ModelConfig& config, float rope_factor, RopeScaling::Type scaling) {
+  GPT_CHECK(config.position_encoding == PositionEncoding::kRotary,
+            "--rope-factor and --rope-scaling are for models with rotary positions (llama), not " +
+                to_string(config.position_encoding) + " ones");
+  GPT_CHECK(rope_factor >= 1.0f && std::isfinite(rope_factor), "--rope-factor must be at least 1");
+  GPT_CHECK(config.rope_scaling.type == RopeScaling::Type::kNone,
+            "the model is scaled already (rope_scaling " + to_string(config.rope_scaling.type) + ")");
+  ModelConfig c = config;
+  c.block_size = static_cast<int>(std::lround(static_cast<double>(config.block_size) * rope_factor));
+  if (scaling != RopeScaling::Type::kNone) c.rope_scaling = {scaling, rope_factor, config.block_size};
+  c.validate();
+  return c;
 }
 
 OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions& options) {
@@ -69,6 +85,16 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
     m.type = GgmlType::kF32;
   } else if (!options.adapter.empty()) {
     m.type = base_type;
+  }
+  if (options.rope_factor != 1.0f || options.rope_scaling != RopeScaling::Type::kNone) {
+    GPT_CHECK(options.rope_factor >= 1.0f, "--rope-factor must be at least 1");
+    GPT_CHECK(options.rope_factor > 1.0f, "--rope-scaling needs --rope-factor above 1");
+    const ModelConfig c = extended_context(m.config(), options.rope_factor, options.rope_scaling);
+    if (m.fp32) {
+      m.fp32 = std::make_shared<GPT>(with_config(*m.fp32, c));
+    } else {
+      m.quantized->weights.config = c;
+    }
   }
   if (options.convert_to && options.convert_to->base() != GgmlType::kF32 && !options.dequantize) {
     m.quantized = QuantizedModel::quantize(*m.fp32, *options.convert_to);

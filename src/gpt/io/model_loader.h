@@ -26,7 +26,15 @@ struct ModelOpenOptions {
   // (the base is read as fp32 for it); its tokenizer and chat template, where
   // it has them, replace the base model's.
   std::filesystem::path adapter{};
+  // RoPE models past their trained context: the context times rope_factor (> 1),
+  // positions rotated as rope_scaling says (none: unscaled, extrapolated).
+  float rope_factor = 1.0f;
+  RopeScaling::Type rope_scaling = RopeScaling::Type::kNone;
 };
+
+// The config of `config` run at rope_factor times its context with that scaling
+// (gpt::Error for a model without rotary positions, or one scaled already).
+ModelConfig extended_context(const ModelConfig& config, float rope_factor, RopeScaling::Type scaling);
 
 struct OpenedModel {
   std::shared_ptr<GPT> fp32;

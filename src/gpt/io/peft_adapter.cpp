@@ -17,6 +17,7 @@ namespace {
 std::vector<float> base_sample(const GPT& base) {
   std::vector<float> out;
   const ModelConfig& c = base.config();
+  GPT_CHECK(!c.llama(), "LoRA adapters are for gpt2 models only (llama's are not supported yet)");
   for (const std::string& name : {std::string("h.0.attn.c_attn.weight"),
                                   "h." + std::to_string(c.n_layer - 1) + ".mlp.c_proj.weight"}) {
     const TensorInfo* t = base.layout().find(name);

@@ -213,8 +213,9 @@ GPT_MULTIVERSION void drop_block(float* P, float* grad, const float* D, int64_t 
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
-                       const int32_t* positions, const AttentionDropout* dropout) {
-  const int64_t hs = C / NH, C3 = 3 * C;
+                       const int32_t* positions, const AttentionDropout* dropout, int64_t NKV) {
+  if (NKV <= 0) NKV = NH;
+  const int64_t hs = C / NH, KV = NKV * hs, C3 = C + 2 * KV, group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel
   {
@@ -226,8 +227,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < NH; ++h) {
         const float* Q = qkv + b * T * C3 + h * hs;
-        const float* K = Q + C;
-        const float* V = Q + 2 * C;
+        const float* K = qkv + b * T * C3 + C + h / group * hs;  // the head's shared key/value head
+        const float* V = K + KV;
         for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
           const int64_t nq = std::min(kQueryBlock, T - q0);
           // Packed rows: the block's keys start at its first query's example.
@@ -248,74 +249,141 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
   }
 }
 
+namespace {
+
+// The backward of one batch row's query heads h0 .. h1-1, which share one
+// key/value head: dQ into dqkv, dK and dV accumulated into dK_base / dV_base
+// (row t at t * ld; the key/value head's columns of dqkv, or a scratch of its
+// own). P: the calling thread's scratch.
+void attention_backward_task(float* dqkv, float* dK_base, float* dV_base, int64_t ld, const float* dout,
+                             const float* qkv, const float* out, const float* lse, int64_t b, int64_t h0, int64_t h1,
+                             int64_t kvh, int64_t T, int64_t C, int64_t NH, int64_t KV, const int32_t* positions,
+                             const AttentionDropout* dropout, float* P) {
+  const int64_t hs = C / NH, C3 = C + 2 * KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  int64_t first[kQueryBlock];
+  float* dP = P + kQueryBlock * T;
+  float* D = dP + kQueryBlock * T;
+  for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
+    const int64_t nq = std::min(kQueryBlock, T - q0);
+    const int64_t k0 = positions != nullptr ? segment_window(positions + b * T, q0, nq, first) : 0;
+    const int64_t nk = q0 + nq - k0;
+    const float* K = qkv + b * T * C3 + C + kvh * hs + k0 * C3;
+    const float* V = K + KV;
+    float* dK = dK_base + k0 * ld;
+    float* dV = dV_base + k0 * ld;
+    // dK and dV accumulate over query blocks and the heads. The first block's
+    // first head writes its keys' rows (beta 0); a later block zeroes the rows
+    // of the keys it adds first (a packed block's keys before q0 were all
+    // written by earlier blocks).
+    for (int64_t t = q0 == 0 ? nk : q0 - k0; t < nk; ++t) {
+      std::memset(dK + t * ld, 0, sizeof(float) * static_cast<size_t>(hs));
+      std::memset(dV + t * ld, 0, sizeof(float) * static_cast<size_t>(hs));
+    }
+    for (int64_t h = h0; h < h1; ++h) {
+      const float beta = q0 == 0 && h == h0 ? 0.0f : 1.0f;
+      const float* Q = qkv + b * T * C3 + h * hs;
+      float* dQ = dqkv + b * T * C3 + h * hs;
+      const float* dO = dout + (b * T + q0) * C + h * hs;
+      const float* O = out + (b * T + q0) * C + h * hs;
+      gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
+      const float* block_lse = lse + (b * NH + h) * T + q0;
+      if (positions != nullptr) {
+        block_probabilities_segments(P, nq, nk, q0 - k0, first, block_lse, nullptr);
+      } else {
+        block_probabilities(P, nq, nk, q0, block_lse, nullptr);
+      }
+      // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
+      for (int64_t i = 0; i < nq; ++i) {
+        float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+        for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
+        D[i] = d;
+      }
+      if (dropout == nullptr) {
+        // out = P V:  dV += P^T dO,  dP = dO V^T
+        gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, ld);
+        gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+        for (int64_t i = 0; i < nq; ++i) {
+          float* ds = dP + i * nk;
+          const float* p = P + i * nk;
+#pragma omp simd
+          for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+        }
+      } else {
+        // out = P~ V, P~ = P * mask / (1 - p):  d(P~) = dO V^T, dP = d(P~) * mask / (1 - p),
+        // dV += P~^T dO. (D is unchanged: dO_i . O_i = sum_j P~_ij d(P~)_ij = sum_j P_ij dP_ij.)
+        gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
+        drop_block(P, dP, D, nq, nk, b, h, q0, k0, T, NH, *dropout);
+        gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, ld);
+      }
+      // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
+      gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
+      gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, beta, dK, ld);
+    }
+  }
+}
+
+}  // namespace
+
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
                         int64_t B, int64_t T, int64_t C, int64_t NH, const int32_t* positions,
-                        const AttentionDropout* dropout) {
-  const int64_t hs = C / NH, C3 = 3 * C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+                        const AttentionDropout* dropout, int64_t NKV) {
+  if (NKV <= 0) NKV = NH;
+  const int64_t hs = C / NH, KV = NKV * hs, C3 = C + 2 * KV, group = NH / NKV;
+  if (group == 1) {
+    // A task is a (batch row, head): its dK and dV go straight into dqkv.
+#pragma omp parallel
+    {
+      float* P = thread_scratch(2 * kQueryBlock * T + kQueryBlock).data();  // every thread: see attention_forward
+#pragma omp for collapse(2) schedule(dynamic)
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t h = 0; h < NH; ++h) {
+          float* dK = dqkv + b * T * C3 + C + h * hs;
+          attention_backward_task(dqkv, dK, dK + KV, C3, dout, qkv, out, lse, b, h, h + 1, h, T, C, NH, KV, positions,
+                                  dropout, P);
+        }
+      }
+    }
+    return;
+  }
+  // Grouped-query attention: still one task per (batch row, query head), as
+  // many as without groups (one per key/value head would leave threads idle at
+  // NKV = 1), each head's dK and dV into a scratch of its own, then each shared
+  // head's the sum of its group's, in head order (the same for any thread count).
+  thread_local std::vector<float> per_head;
+  const auto need = static_cast<size_t>(2 * B * NH * T * hs);
+  if (per_head.size() < need) per_head.resize(need);
+  float* scratch = per_head.data();
 #pragma omp parallel
   {
-    float* P = thread_scratch(2 * kQueryBlock * T + kQueryBlock).data();  // every thread: see attention_forward
-    int64_t first[kQueryBlock];
+    float* P = thread_scratch(2 * kQueryBlock * T + kQueryBlock).data();
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < NH; ++h) {
-        float* dP = P + kQueryBlock * T;
-        float* D = dP + kQueryBlock * T;
-        const float* Q = qkv + b * T * C3 + h * hs;
-        float* dQ = dqkv + b * T * C3 + h * hs;
-        for (int64_t q0 = 0; q0 < T; q0 += kQueryBlock) {
-          const int64_t nq = std::min(kQueryBlock, T - q0);
-          const int64_t k0 = positions != nullptr ? segment_window(positions + b * T, q0, nq, first) : 0;
-          const int64_t nk = q0 + nq - k0;
-          const float* K = Q + C + k0 * C3;
-          const float* V = Q + 2 * C + k0 * C3;
-          float* dK = dQ + C + k0 * C3;
-          float* dV = dQ + 2 * C + k0 * C3;
-          // dK and dV accumulate over query blocks. The first block writes its keys'
-          // rows (beta 0); a later one zeroes the rows of the keys it adds first (a
-          // packed block's keys before q0 were all written by earlier blocks).
-          const float beta = q0 == 0 ? 0.0f : 1.0f;
-          for (int64_t t = q0 == 0 ? nk : q0 - k0; t < nk; ++t) {
-            std::memset(dK + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-            std::memset(dV + t * C3, 0, sizeof(float) * static_cast<size_t>(hs));
-          }
-          const float* dO = dout + (b * T + q0) * C + h * hs;
-          const float* O = out + (b * T + q0) * C + h * hs;
-          gemm_f32(false, true, nq, nk, hs, scale, Q + q0 * C3, C3, K, C3, 0.0f, P, nk);
-          const float* block_lse = lse + (b * NH + h) * T + q0;
-          if (positions != nullptr) {
-            block_probabilities_segments(P, nq, nk, q0 - k0, first, block_lse, nullptr);
-          } else {
-            block_probabilities(P, nq, nk, q0, block_lse, nullptr);
-          }
-          // softmax: dS = P * (dP - D), D_i = sum_j P_ij dP_ij = dO_i . O_i
-          for (int64_t i = 0; i < nq; ++i) {
-            float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-            for (int64_t k = 0; k < hs; ++k) d += dO[i * C + k] * O[i * C + k];
-            D[i] = d;
-          }
-          if (dropout == nullptr) {
-            // out = P V:  dV += P^T dO,  dP = dO V^T
-            gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
-            gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
-            for (int64_t i = 0; i < nq; ++i) {
-              float* ds = dP + i * nk;
-              const float* p = P + i * nk;
+        float* dK = scratch + (b * NH + h) * 2 * T * hs;
+        attention_backward_task(dqkv, dK, dK + T * hs, hs, dout, qkv, out, lse, b, h, h + 1, h / group, T, C, NH, KV,
+                                positions, dropout, P);
+      }
+    }
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        float* row = dqkv + (b * T + t) * C3 + C;
+        for (int64_t kvh = 0; kvh < NKV; ++kvh) {
+          float* dk = row + kvh * hs;
+          float* dv = dk + KV;
+          const float* k0 = scratch + ((b * NH + kvh * group) * 2 * T + t) * hs;
+          std::copy(k0, k0 + hs, dk);
+          std::copy(k0 + T * hs, k0 + T * hs + hs, dv);
+          for (int64_t g = 1; g < group; ++g) {
+            const float* kg = k0 + g * 2 * T * hs;
 #pragma omp simd
-              for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - D[i]);
+            for (int64_t i = 0; i < hs; ++i) {
+              dk[i] += kg[i];
+              dv[i] += kg[T * hs + i];
             }
-          } else {
-            // out = P~ V, P~ = P * mask / (1 - p):  d(P~) = dO V^T, dP = d(P~) * mask / (1 - p),
-            // dV += P~^T dO. (D is unchanged: dO_i . O_i = sum_j P~_ij d(P~)_ij = sum_j P_ij dP_ij.)
-            gemm_f32(false, true, nq, nk, hs, 1.0f, dO, C, V, C3, 0.0f, dP, nk);
-            drop_block(P, dP, D, nq, nk, b, h, q0, k0, T, NH, *dropout);
-            gemm_f32(true, false, nk, hs, nq, 1.0f, P, nk, dO, C, beta, dV, C3);
           }
-          // S = scale Q K^T:  dQ = scale dS K,  dK += scale dS^T Q
-          gemm_f32(false, false, nq, hs, nk, scale, dP, nk, K, C3, 0.0f, dQ + q0 * C3, C3);
-          gemm_f32(true, false, nk, hs, nq, scale, dP, nk, Q + q0 * C3, C3, beta, dK, C3);
         }
       }
     }
@@ -323,8 +391,9 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 void attention_probabilities(float* att, const float* qkv, const float* lse, int64_t b, int64_t T, int64_t C,
-                             int64_t NH, const int32_t* positions) {
-  const int64_t hs = C / NH, C3 = 3 * C;
+                             int64_t NH, const int32_t* positions, int64_t NKV) {
+  if (NKV <= 0) NKV = NH;
+  const int64_t hs = C / NH, KV = NKV * hs, C3 = C + 2 * KV, group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   std::vector<int64_t> first;
   if (positions != nullptr) {
@@ -334,7 +403,8 @@ void attention_probabilities(float* att, const float* qkv, const float* lse, int
   for (int64_t h = 0; h < NH; ++h) {
     const float* Q = qkv + b * T * C3 + h * hs;
     float* A = att + h * T * T;
-    gemm_f32(false, true, T, T, hs, scale, Q, C3, Q + C, C3, 0.0f, A, T);
+    const float* K = qkv + b * T * C3 + C + h / group * hs;
+    gemm_f32(false, true, T, T, hs, scale, Q, C3, K, C3, 0.0f, A, T);
     if (positions != nullptr) {
       block_probabilities_segments(A, T, T, 0, first.data(), lse + (b * NH + h) * T, nullptr);
     } else {
@@ -454,9 +524,9 @@ int64_t scores_floats(int64_t capacity) { return kQueryBlock * capacity + kQuery
 
 template <typename T>
 void attention_cached_blocked(float* out, const float* q, int64_t q_stride, const T* k_cache, const T* v_cache,
-                              int64_t capacity, int64_t p0, int64_t n, int64_t C, int64_t NH, float* scratch,
-                              int64_t per_thread, int threads) {
-  const int64_t hs = C / NH, blocks = (n + kQueryBlock - 1) / kQueryBlock;
+                              int64_t capacity, int64_t p0, int64_t n, int64_t C, int64_t NH, int64_t NKV,
+                              float* scratch, int64_t per_thread, int threads) {
+  const int64_t hs = C / NH, blocks = (n + kQueryBlock - 1) / kQueryBlock, group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   // Later blocks see more keys: dynamic, as in training's forward.
 #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads)
@@ -468,13 +538,13 @@ void attention_cached_blocked(float* out, const float* q, int64_t q_stride, cons
       const float* K;
       const float* V;
       if constexpr (std::is_same_v<T, float>) {
-        K = k_cache + h * capacity * hs;
-        V = v_cache + h * capacity * hs;
+        K = k_cache + h / group * capacity * hs;
+        V = v_cache + h / group * capacity * hs;
       } else {
         float* keys = S + scores_floats(capacity);
         float* values = keys + capacity * hs;
-        halves_to_floats(k_cache + h * capacity * hs, keys, nk * hs);
-        halves_to_floats(v_cache + h * capacity * hs, values, nk * hs);
+        halves_to_floats(k_cache + h / group * capacity * hs, keys, nk * hs);
+        halves_to_floats(v_cache + h / group * capacity * hs, values, nk * hs);
         K = keys;
         V = values;
       }
@@ -495,13 +565,15 @@ bool attention_f16_reads_in_place(int64_t hs) { return attend_kernel<uint16_t>(h
 
 GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
                                                const float* v_cache, int64_t capacity, int64_t p0, int64_t n,
-                                               int64_t C, int64_t NH, float* scratch, int scratch_threads) {
-  const int64_t hs = C / NH, per_thread = attention_cached_scratch_floats(capacity, hs, false);
+                                               int64_t C, int64_t NH, float* scratch, int scratch_threads,
+                                               int64_t NKV) {
+  if (NKV <= 0) NKV = NH;
+  const int64_t hs = C / NH, per_thread = attention_cached_scratch_floats(capacity, hs, false), group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const int threads = std::max(1, std::min(omp_get_max_threads(), scratch_threads));
   if (use_blocked(p0, n)) {
-    return attention_cached_blocked(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, NH, scratch, per_thread,
-                                    threads);
+    return attention_cached_blocked(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, NH, NKV, scratch,
+                                    per_thread, threads);
   }
   const AttendInPlace<float> fast = attend_kernel<float>(hs);
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
@@ -509,26 +581,27 @@ GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64
     for (int64_t i = 0; i < n; ++i) {
       float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
       // causal: the query at position p0 + i sees positions 0 .. p0 + i
+      const float* K = k_cache + h / group * capacity * hs;
+      const float* V = v_cache + h / group * capacity * hs;
       if (fast != nullptr) {
-        fast(out + i * C + h * hs, q + i * q_stride + h * hs, k_cache + h * capacity * hs,
-             v_cache + h * capacity * hs, p0 + i + 1, scale);
+        fast(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
         continue;
       }
-      attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, k_cache + h * capacity * hs,
-                       v_cache + h * capacity * hs, hs, p0 + i + 1, hs, scale);
+      attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, K, V, hs, p0 + i + 1, hs, scale);
     }
   }
 }
 
 GPT_MULTIVERSION void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
-                                  int64_t NH, float* scratch, int scratch_threads) {
-  const int64_t hs = C / NH, per_thread = attention_cached_scratch_floats(capacity, hs, true);
+                                  int64_t NH, float* scratch, int scratch_threads, int64_t NKV) {
+  if (NKV <= 0) NKV = NH;
+  const int64_t hs = C / NH, per_thread = attention_cached_scratch_floats(capacity, hs, true), group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const int threads = std::max(1, std::min(omp_get_max_threads(), scratch_threads));
   if (use_blocked(p0, n)) {
-    return attention_cached_blocked(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, NH, scratch, per_thread,
-                                    threads);
+    return attention_cached_blocked(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, NH, NKV, scratch,
+                                    per_thread, threads);
   }
   const AttendInPlace<uint16_t> in_place = attend_kernel<uint16_t>(hs);
   // Without the AVX-512 kernel each query widens the keys and values it sees
@@ -537,8 +610,8 @@ GPT_MULTIVERSION void attention_forward_cached_f16(float* out, const float* q, i
   for (int64_t h = 0; h < NH; ++h) {
     for (int64_t i = 0; i < n; ++i) {
       float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      const uint16_t* K = k_cache + h * capacity * hs;
-      const uint16_t* V = v_cache + h * capacity * hs;
+      const uint16_t* K = k_cache + h / group * capacity * hs;
+      const uint16_t* V = v_cache + h / group * capacity * hs;
       if (in_place != nullptr) {
         in_place(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
         continue;

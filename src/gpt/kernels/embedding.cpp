@@ -16,6 +16,10 @@ GPT_MULTIVERSION void embedding_forward(float* out, const int32_t* tokens, const
     for (int64_t t = 0; t < T; ++t) {
       float* o = out + (b * T + t) * C;
       const float* tok = wte + static_cast<int64_t>(tokens[b * T + t]) * C;
+      if (pos == nullptr) {  // rotary positions act inside attention instead
+        std::copy(tok, tok + C, o);
+        continue;
+      }
       const float* p = pos + (positions != nullptr ? positions[b * T + t] : t) * C;
 #pragma omp simd
       for (int64_t i = 0; i < C; ++i) o[i] = tok[i] + p[i];

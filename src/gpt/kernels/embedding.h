@@ -6,7 +6,8 @@
 namespace gpt {
 
 // out (B,T,C) = wte[tokens[b,t]] + pos[p], pos is wpe (learned) or the sinusoid
-// table; p = t, or positions[b,t] when given (packed rows: a token's place in its example).
+// table (null: none, rotary positions); p = t, or positions[b,t] when given
+// (packed rows: a token's place in its example).
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* pos,
                        int64_t B, int64_t T, int64_t C, const int32_t* positions = nullptr);
 

@@ -34,28 +34,47 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   if (status != dnnl_success) throw Error("oneDNN sgemm failed with status " + std::to_string(status));
 }
 
+namespace {
+// out = residual + bias (either may be null) before a GEMM adds onto it: the
+// residual add and the bias cost no extra pass over the output. Returns beta.
+float fill_residual_bias(float* out, const float* bias, const float* residual, int64_t N, int64_t OC) {
+  if (bias == nullptr && residual == nullptr) return 0.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    float* o = out + r * OC;
+    const float* res = residual ? residual + r * OC : nullptr;
+    if (res && bias) {
+#pragma omp simd
+      for (int64_t j = 0; j < OC; ++j) o[j] = res[j] + bias[j];
+    } else if (res) {
+      if (o != res) std::memcpy(o, res, sizeof(float) * static_cast<size_t>(OC));
+    } else {
+      std::memcpy(o, bias, sizeof(float) * static_cast<size_t>(OC));
+    }
+  }
+  return 1.0f;
+}
+}  // namespace
+
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int64_t N, int64_t C, int64_t OC, const float* residual) {
-  float beta = 0.0f;
-  if (bias != nullptr || residual != nullptr) {
-    // Fill out with residual + bias, then let GEMM accumulate onto it (beta = 1):
-    // the residual add and the bias cost no extra pass over the output.
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < N; ++r) {
-      float* o = out + r * OC;
-      const float* res = residual ? residual + r * OC : nullptr;
-      if (res && bias) {
-#pragma omp simd
-        for (int64_t j = 0; j < OC; ++j) o[j] = res[j] + bias[j];
-      } else if (res) {
-        if (o != res) std::memcpy(o, res, sizeof(float) * static_cast<size_t>(OC));
-      } else {
-        std::memcpy(o, bias, sizeof(float) * static_cast<size_t>(OC));
-      }
-    }
-    beta = 1.0f;
-  }
+  const float beta = fill_residual_bias(out, bias, residual, N, OC);
   gemm(false, false, N, OC, C, 1.0f, inp, C, weight, OC, beta, out, OC);
+}
+
+void linear_forward_out_in(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                           int64_t C, int64_t OC, const float* residual) {
+  const float beta = fill_residual_bias(out, bias, residual, N, OC);
+  gemm(false, true, N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+}
+
+void linear_backward_out_in(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, int64_t N, int64_t C, int64_t OC, bool accumulate_dinp) {
+  // dinp (N,C) = dout (N,OC) @ weight (OC,C)
+  if (dinp != nullptr) gemm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+  // dweight (OC,C) += dout^T (OC,N) @ inp (N,C)
+  if (dweight != nullptr) gemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+  if (dbias != nullptr) add_column_sums(dbias, dout, N, OC);
 }
 
 GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {

@@ -32,6 +32,13 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      const float* inp, const float* weight, int64_t N, int64_t C, int64_t OC,
                      bool accumulate_dinp = false);
 
+// The same for weights stored (OC, C), as nn.Linear keeps them (the Llama family):
+// out = [residual +] inp @ weight^T [+ bias]; dinp = dout @ weight, dweight (OC, C)
+// += dout^T @ inp.
+void linear_forward_out_in(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                           int64_t C, int64_t OC, const float* residual = nullptr);
+void linear_backward_out_in(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, int64_t N, int64_t C, int64_t OC, bool accumulate_dinp = false);
 // sums (OC) += column sums of x (N, OC); deterministic for a given thread count.
 void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC);
 

@@ -19,7 +19,7 @@ GPT_MULTIVERSION void attend_head(const PagedQuery& query, const PagedKv& kv, in
                                   float* scores, float* k_wide, float* v_wide) {
   const float* q = query.q + h * hs;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const int64_t P = kv.page_size, head_offset = h * P * hs;
+  const int64_t P = kv.page_size, head_offset = h / kv.group * P * hs;
   float m = -std::numeric_limits<float>::infinity();
   double sum = 0.0;
   std::fill(acc, acc + hs, 0.0f);
@@ -84,7 +84,7 @@ GPT_AVX512_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv
     qv[c] = _mm512_mul_ps(_mm512_loadu_ps(query.q + h * hs + 16 * c), _mm512_set1_ps(scale));
     acc[c] = _mm512_setzero_ps();
   }
-  const int64_t P = kv.page_size, head_offset = h * P * hs;
+  const int64_t P = kv.page_size, head_offset = h / kv.group * P * hs;
   float m = kNegInf, sum = 0.0f;
   for (int64_t p0 = 0; p0 <= query.position; p0 += P) {
     const int64_t page = query.pages[p0 / P], count = std::min(P, query.position + 1 - p0);

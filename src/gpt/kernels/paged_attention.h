@@ -23,10 +23,12 @@ struct PagedKv {
   int64_t page_stride;  // elements from one page to the next
   int64_t page_size;    // positions per page
   bool float16;         // IEEE half elements, else float
+  int64_t group = 1;    // query heads per key/value head (grouped-query attention)
 };
 
 // softmax(q k^T / sqrt(hs)) v per head for every query, online over the pages
-// (no score row is stored). NH heads of width C / NH.
+// (no score row is stored). NH heads of width C / NH; query head h reads the
+// pages' key/value head h / kv.group.
 void paged_attention(const PagedQuery* queries, int64_t n, const PagedKv& kv, int64_t C, int64_t NH);
 
 }  // namespace gpt

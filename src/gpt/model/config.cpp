@@ -1,20 +1,85 @@
 #include "gpt/model/config.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
+#include "gpt/model/arch/architecture.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 
 namespace gpt {
 
+const ArchitectureRules& gpt2_rules();   // model/arch/gpt2.cpp
+const ArchitectureRules& llama_rules();  // model/arch/llama.cpp
+
+const std::vector<const ArchitectureRules*>& all_architectures() {
+  static const std::vector<const ArchitectureRules*> all = {&gpt2_rules(), &llama_rules()};
+  return all;
+}
+
+const ArchitectureRules& architecture_rules(Architecture arch) {
+  for (const ArchitectureRules* r : all_architectures())
+    if (r->arch == arch) return *r;
+  throw Error("unknown architecture");
+}
+
+const ArchitectureRules* rules_for_model_type(const std::string& model_type) {
+  for (const ArchitectureRules* r : all_architectures())
+    for (const std::string& t : r->model_types)
+      if (t == model_type) return r;
+  return nullptr;
+}
+
+std::string to_string(Architecture arch) { return architecture_rules(arch).name; }
+
+Architecture parse_architecture(const std::string& name) {
+  std::string known;
+  for (const ArchitectureRules* r : all_architectures()) {
+    if (name == r->name) return r->arch;
+    known += (known.empty() ? "" : " or ") + std::string(r->name);
+  }
+  throw Error("unknown architecture '" + name + "' (expected " + known + ")");
+}
+
 std::string to_string(PositionEncoding pe) {
-  return pe == PositionEncoding::kLearned ? "learned" : "sinusoidal";
+  switch (pe) {
+    case PositionEncoding::kLearned: return "learned";
+    case PositionEncoding::kSinusoidal: return "sinusoidal";
+    case PositionEncoding::kRotary: return "rotary";
+  }
+  return "?";
 }
 
 PositionEncoding parse_position_encoding(const std::string& name) {
   if (name == "learned") return PositionEncoding::kLearned;
   if (name == "sinusoidal") return PositionEncoding::kSinusoidal;
-  throw Error("unknown position encoding '" + name + "' (expected learned or sinusoidal)");
+  if (name == "rotary") return PositionEncoding::kRotary;
+  throw Error("unknown position encoding '" + name + "' (expected learned, sinusoidal or rotary)");
+}
+
+std::string to_string(RopeScaling::Type type) {
+  switch (type) {
+    case RopeScaling::Type::kNone: return "none";
+    case RopeScaling::Type::kLinear: return "linear";
+    case RopeScaling::Type::kYarn: return "yarn";
+  }
+  return "?";
+}
+
+RopeScaling::Type parse_rope_scaling(const std::string& name) {
+  if (name == "none" || name == "default") return RopeScaling::Type::kNone;
+  if (name == "linear") return RopeScaling::Type::kLinear;
+  if (name == "yarn") return RopeScaling::Type::kYarn;
+  throw Error("rope scaling '" + name + "' is not supported (gpt.cpp runs none, linear or yarn)");
+}
+
+int ModelConfig::mlp_hidden() const {
+  if (!llama()) return 4 * n_embd;
+  if (ffn_hidden > 0) return ffn_hidden;
+  // SwiGLU's three matrices cost GPT-2's two at width 8C/3 (rounded up to 64).
+  const int64_t f = (8LL * n_embd + 2) / 3;
+  return static_cast<int>((f + 63) / 64 * 64);
 }
 
 void ModelConfig::validate() const {
@@ -28,15 +93,17 @@ void ModelConfig::validate() const {
   positive(n_embd, "n-embd");
   GPT_CHECK(n_embd % n_head == 0, "n-head (" + std::to_string(n_head) + ") must divide n-embd (" +
                                   std::to_string(n_embd) + ")");
-  GPT_CHECK(position_encoding == PositionEncoding::kLearned || n_embd % 2 == 0,
+  GPT_CHECK(position_encoding != PositionEncoding::kSinusoidal || n_embd % 2 == 0,
         "sinusoidal position encoding needs an even n-embd");
   GPT_CHECK(layer_norm_epsilon > 0, "layer_norm_epsilon must be positive");
-  // Sinusoidal positions have no tensor that would bound the context: a table of
-  // block_size x n_embd is made from the config alone.
+  const ArchitectureRules& rules = architecture_rules(arch);
+  rules.validate(*this);
+  // Sinusoidal and rotary positions have no tensor that would bound the context:
+  // tables of block_size rows are made from the config alone.
   GPT_CHECK(block_size <= (1 << 20), "block size " + std::to_string(block_size) + " exceeds 1,048,576 positions");
+  GPT_CHECK(static_cast<int64_t>(mlp_hidden()) * 2 < (int64_t(1) << 31), "ffn-hidden too large");
   // Keep every tensor index within int64 and every dimension within int.
-  const double params = 12.0 * n_layer * n_embd * double(n_embd) +
-                        double(vocab_size + block_size) * n_embd;
+  const double params = rules.parameter_estimate(*this);
   GPT_CHECK(params < 4e10, "model too large: about " + std::to_string(params) + " parameters");
   // A full KV cache (keys and values of every layer and position) within the same bound.
   GPT_CHECK(2.0 * n_layer * double(block_size) * n_embd < 4e10,
@@ -44,69 +111,52 @@ void ModelConfig::validate() const {
                 std::to_string(2.0 * n_layer * double(block_size) * n_embd) + " values");
 }
 
-nlohmann::json ModelConfig::to_json() const {
-  return {
-      {"model_type", "gpt2"},
-      {"architectures", {"GPT2LMHeadModel"}},
-      {"vocab_size", vocab_size},
-      {"n_positions", block_size},
-      {"n_ctx", block_size},
-      {"n_embd", n_embd},
-      {"n_layer", n_layer},
-      {"n_head", n_head},
-      {"n_inner", nullptr},
-      {"activation_function", "gelu_new"},
-      {"layer_norm_epsilon", layer_norm_epsilon},
-      {"tie_word_embeddings", tie_word_embeddings},
-      {"resid_pdrop", 0.0},
-      {"embd_pdrop", 0.0},
-      {"attn_pdrop", 0.0},
-      {"position_encoding", to_string(position_encoding)},
-  };
+nlohmann::json ModelConfig::to_json() const { return architecture_rules(arch).to_json(*this); }
+
+int config_int(const nlohmann::json& j, const char* key, int fallback, bool required) {
+  if (!j.contains(key) || j[key].is_null()) {
+    GPT_CHECK(!required, std::string("config.json is missing \"") + key + "\"");
+    return fallback;
+  }
+  GPT_CHECK(j[key].is_number_integer(), std::string("config.json: \"") + key + "\" must be an integer");
+  const auto v = j[key].get<int64_t>();
+  GPT_CHECK(v > 0 && v < (int64_t(1) << 31), std::string("config.json: \"") + key + "\" out of range");
+  return static_cast<int>(v);
+}
+
+float config_number(const nlohmann::json& j, const char* key, float fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  GPT_CHECK(j[key].is_number(), std::string("config.json: ") + key + " must be a number");
+  const double v = j[key].get<double>();
+  GPT_CHECK(std::isfinite(v) && std::abs(v) < 1e30, std::string("config.json: ") + key + " out of range");
+  return static_cast<float>(v);
+}
+
+bool config_bool(const nlohmann::json& j, const char* key, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  GPT_CHECK(j[key].is_boolean(), std::string("config.json: ") + key + " must be true or false");
+  return j[key].get<bool>();
 }
 
 namespace {
 
 ModelConfig parse_config(const nlohmann::json& j) {
   GPT_CHECK(j.is_object(), "config.json must hold a JSON object");
+  // gpt.cpp's first checkpoints and some GPT-2 exports carry no model_type.
+  std::string type = "gpt2";
+  if (j.contains("model_type")) {
+    GPT_CHECK(j["model_type"].is_string(), "config.json: model_type must be a string");
+    type = j["model_type"].get<std::string>();
+  }
+  const ArchitectureRules* rules = rules_for_model_type(type);
+  if (rules == nullptr) {
+    std::string known;
+    for (const ArchitectureRules* r : all_architectures())
+      for (const std::string& t : r->model_types) known += (known.empty() ? "" : ", ") + t;
+    throw Error("config.json: model_type '" + type + "' is not supported (gpt.cpp runs " + known + ")");
+  }
   ModelConfig c;
-  auto get_int = [&](const char* key, int fallback, bool required) {
-    if (!j.contains(key) || j[key].is_null()) {
-      GPT_CHECK(!required, std::string("config.json is missing \"") + key + "\"");
-      return fallback;
-    }
-    GPT_CHECK(j[key].is_number_integer(), std::string("config.json: \"") + key + "\" must be an integer");
-    const auto v = j[key].get<int64_t>();
-    GPT_CHECK(v > 0 && v < (int64_t(1) << 31), std::string("config.json: \"") + key + "\" out of range");
-    return static_cast<int>(v);
-  };
-  c.vocab_size = get_int("vocab_size", 0, true);
-  c.block_size = get_int("n_positions", 0, true);
-  c.n_embd = get_int("n_embd", 0, true);
-  c.n_layer = get_int("n_layer", 0, true);
-  c.n_head = get_int("n_head", 0, true);
-  if (j.contains("n_inner") && !j["n_inner"].is_null()) {
-    GPT_CHECK(j["n_inner"].is_number_integer() && j["n_inner"].get<int64_t>() == 4LL * c.n_embd,
-          "config.json: only n_inner = 4 * n_embd is supported");
-  }
-  if (j.contains("activation_function")) {
-    GPT_CHECK(j["activation_function"].is_string(), "config.json: activation_function must be a string");
-    const auto act = j["activation_function"].get<std::string>();
-    GPT_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
-          "config.json: unsupported activation_function '" + act + "' (gpt.cpp uses tanh GELU)");
-  }
-  if (j.contains("layer_norm_epsilon")) {
-    GPT_CHECK(j["layer_norm_epsilon"].is_number(), "config.json: layer_norm_epsilon must be a number");
-    c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
-  }
-  if (j.contains("tie_word_embeddings")) {
-    GPT_CHECK(j["tie_word_embeddings"].is_boolean(), "config.json: tie_word_embeddings must be true or false");
-    c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
-  }
-  if (j.contains("position_encoding")) {
-    GPT_CHECK(j["position_encoding"].is_string(), "config.json: position_encoding must be a string");
-    c.position_encoding = parse_position_encoding(j["position_encoding"].get<std::string>());
-  }
+  rules->from_json(j, c);
   c.validate();
   return c;
 }

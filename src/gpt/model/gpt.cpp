@@ -26,6 +26,8 @@ GPT::GPT(const ModelConfig& config) : config_(config), layout_(config) {
     sinusoid_table_.resize(static_cast<size_t>(config_.block_size) * config_.n_embd);
     sinusoidal_positions(sinusoid_table_.data(), config_.block_size, config_.n_embd);
   }
+  if (config_.position_encoding == PositionEncoding::kRotary)
+    rope_ = RopeTable(config_.block_size, config_.head_size(), config_.rope_theta, config_.rope_scaling);
 }
 
 void GPT::init_weights(uint64_t seed) {
@@ -33,14 +35,15 @@ void GPT::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
   for (const TensorInfo& t : layout_.tensors()) {
     float* p = params.data() + t.offset;
-    const bool is_bias = t.name.ends_with(".bias");
-    const bool is_norm = t.name.find("ln_") != std::string::npos;
-    if (is_norm && !is_bias) {
+    const bool is_bias = t.shape.size() == 1 && !(t.role == WeightRole::kNorm1Weight ||
+                                                  t.role == WeightRole::kNorm2Weight ||
+                                                  t.role == WeightRole::kFinalNormWeight);
+    if (t.shape.size() == 1 && !is_bias) {  // a norm's gain
       std::fill(p, p + t.numel, 1.0f);
     } else if (is_bias) {
       std::fill(p, p + t.numel, 0.0f);
     } else {
-      const bool residual_proj = t.name.ends_with("c_proj.weight");
+      const bool residual_proj = t.role == WeightRole::kAttnProjWeight || t.role == WeightRole::kMlpOutWeight;
       const float std = residual_proj ? residual_std : 0.02f;
       for (size_t i = 0; i < t.numel; ++i) p[i] = static_cast<float>(rng.normal()) * std;
     }
@@ -94,7 +97,8 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   // tokens fits (packed rows: fewer, longer rows than the padded batch).
   if (B * T <= acts_.B * acts_.T) return;
   const auto L = static_cast<size_t>(config_.n_layer), C = static_cast<size_t>(config_.n_embd),
-             NH = static_cast<size_t>(config_.n_head);
+             NH = static_cast<size_t>(config_.n_head), QKV = static_cast<size_t>(config_.qkv_dim()),
+             H = static_cast<size_t>(config_.mlp_hidden()), H_IN = static_cast<size_t>(config_.mlp_in_dim());
   const auto BT = static_cast<size_t>(B * T);
   Activations& a = acts_;
   a.B = B;
@@ -104,14 +108,14 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.proj.assign(BT * C, 0);
   a.ln1_mean.assign(L * BT, 0);
   a.ln1_rstd.assign(L * BT, 0);
-  a.qkv.assign(L * BT * 3 * C, 0);
+  a.qkv.assign(L * BT * QKV, 0);
   a.atty.assign(L * BT * C, 0);
   a.att_lse.assign(L * static_cast<size_t>(B) * NH * static_cast<size_t>(T), 0);
   a.residual2.assign(L * BT * C, 0);
   a.ln2_mean.assign(L * BT, 0);
   a.ln2_rstd.assign(L * BT, 0);
-  a.fch_gelu.assign(L * BT * 4 * C, 0);
-  a.gelu_derivative.assign(L * BT * 4 * C, 0);
+  a.fch_gelu.assign(L * BT * H, 0);
+  a.gelu_derivative.assign(L * BT * H_IN, 0);
   a.residual3.assign(L * BT * C, 0);
   a.lnf.assign(BT * C, 0);
   a.lnf_mean.assign(BT, 0);
@@ -122,13 +126,15 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.d_residual.assign(BT * C, 0);
   a.d_ln.assign(BT * C, 0);
   a.d_atty.assign(BT * C, 0);
-  a.d_qkv.assign(BT * 3 * C, 0);
-  a.d_fch.assign(BT * 4 * C, 0);
+  a.d_qkv.assign(BT * QKV, 0);
+  a.d_fch.assign(BT * H_IN, 0);
+  if (config_.llama()) a.d_hidden.assign(BT * H, 0);
   tokens_.assign(BT, 0);
 }
 
 void GPT::attach_lora(std::shared_ptr<LoraAdapters> lora) {
   if (lora) {
+    GPT_CHECK(!config_.llama(), "LoRA adapters are for gpt2 models only (llama's are not supported yet)");
     const ModelConfig& c = lora->model_config();
     GPT_CHECK(c.n_layer == config_.n_layer && c.n_embd == config_.n_embd && c.vocab_size == config_.vocab_size,
               "the LoRA adapter was made for another model shape");
@@ -239,7 +245,7 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
     throw Error("sequence of " + std::to_string(T) + " tokens is longer than the context (block size " +
                 std::to_string(config_.block_size) + ")");
   }
-  const int64_t V = config_.vocab_size, C = config_.n_embd, NH = config_.n_head;
+  const int64_t V = config_.vocab_size;
   const int64_t BT = B * T;
   for (int64_t i = 0; i < BT; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V) {
@@ -267,167 +273,22 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   B_ = B;
   T_ = T;
   std::copy(tokens, tokens + BT, tokens_.begin());
-  Activations& a = acts_;
-  const ConstModelWeights& w = weights();
-
-  // Token + position embedding.
-  const float* pos = w.wpe != nullptr ? w.wpe : sinusoid_table_.data();
-  embedding_forward(a.encoded.data(), tokens, w.wte, pos, B, T, C, packing_positions());
   // Dropout (training passes only): on the embeddings, each block's attention
-  // weights, and its two residual branches (with their biases), as nanoGPT.
+  // weights, and its two residual branches, as nanoGPT.
   dropped_out_ = training_pass_ && dropout_ > 0.0f;
-  const DropoutKey key = dropout_key();
-  if (dropped_out_) dropout_forward(a.encoded.data(), nullptr, BT, C, dropout_, dropout_site(0), key);
-
-  // Every residual add is fused with the LayerNorm that reads its result: the
-  // blocks' second LayerNorm, the next block's first one, or the final one.
-  float* ln = a.ln.data();      // one LayerNorm output at a time
-  float* proj = a.proj.data();  // a sublayer's product before the residual add
-  layernorm_forward(ln, a.ln1_mean.data(), a.ln1_rstd.data(), a.encoded.data(), w.layers[0].ln_1_weight,
-                    w.layers[0].ln_1_bias, BT, C, config_.layer_norm_epsilon);
-  const float* residual = a.encoded.data();
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
-    const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
-    float* qkv = a.qkv.data() + l * BT * 3 * C;
-    float* atty = a.atty.data() + l * BT * C;
-    float* att_lse = a.att_lse.data() + l * B * NH * T;
-    float* residual2 = a.residual2.data() + l * BT * C;
-    float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
-    float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
-    float* residual3 = a.residual3.data() + l * BT * C;
-
-    // x = x + attn(ln_1(x)); ln holds ln_1(x).
-    const int li = static_cast<int>(l);
-    linear_forward(qkv, ln, L.attn_c_attn_weight, L.attn_c_attn_bias, BT, C, 3 * C);
-    lora_forward(li, LoraTarget::kAttnQkv, ln, BT, qkv);
-    const AttentionDropout att_drop = attention_dropout(li);
-    attention_forward(atty, att_lse, qkv, B, T, C, NH, packing_positions(), dropped_out_ ? &att_drop : nullptr);
-    linear_forward(proj, atty, L.attn_c_proj_weight, nullptr, BT, C, C);
-    lora_forward(li, LoraTarget::kAttnProj, atty, BT, proj);
-    if (dropped_out_) dropout_forward(proj, L.attn_c_proj_bias, BT, C, dropout_, dropout_site(2 + 3 * l), key);
-    residual_layernorm_forward(residual2, ln, a.ln2_mean.data() + l * BT, a.ln2_rstd.data() + l * BT, residual,
-                               proj, dropped_out_ ? nullptr : L.attn_c_proj_bias, L.ln_2_weight, L.ln_2_bias, BT, C,
-                               config_.layer_norm_epsilon);
-    // x = x + mlp(ln_2(x)); the MLP's bias and GELU are one pass after its product.
-    // The product lands in gelu_derivative, which the GELU pass overwrites.
-    linear_forward(gelu_derivative, ln, L.mlp_c_fc_weight, nullptr, BT, C, 4 * C);
-    lora_forward(li, LoraTarget::kMlpFc, ln, BT, gelu_derivative);
-    bias_gelu_forward(gelu_derivative, fch_gelu, gelu_derivative, L.mlp_c_fc_bias, BT, 4 * C);
-    linear_forward(proj, fch_gelu, L.mlp_c_proj_weight, nullptr, BT, 4 * C, C);
-    lora_forward(li, LoraTarget::kMlpProj, fch_gelu, BT, proj);
-    if (dropped_out_) dropout_forward(proj, L.mlp_c_proj_bias, BT, C, dropout_, dropout_site(3 + 3 * l), key);
-    const bool last = l + 1 == config_.n_layer;
-    const ConstLayerWeights* next = last ? nullptr : &w.layers[static_cast<size_t>(l + 1)];
-    residual_layernorm_forward(residual3, last ? a.lnf.data() : ln,
-                               last ? a.lnf_mean.data() : a.ln1_mean.data() + (l + 1) * BT,
-                               last ? a.lnf_rstd.data() : a.ln1_rstd.data() + (l + 1) * BT, residual2, proj,
-                               dropped_out_ ? nullptr : L.mlp_c_proj_bias, last ? w.ln_f_weight : next->ln_1_weight,
-                               last ? w.ln_f_bias : next->ln_1_bias, BT, C, config_.layer_norm_epsilon);
-    residual = residual3;
+  if (config_.llama()) {
+    forward_blocks_llama(tokens);
+  } else {
+    forward_blocks_gpt2(tokens);
   }
 }
 
 void GPT::backward_from_final_norm(const GradientsReady& ready) {
   check_packing_unchanged();
-  const int64_t B = B_, T = T_, BT = B * T;
-  const int64_t C = config_.n_embd, NH = config_.n_head;
-  Activations& a = acts_;
-  const ConstModelWeights& w = weights();
-  // Under LoRA the base is frozen: every base gradient pointer is null, and the
-  // kernels skip those products.
-  const bool frozen = lora_ != nullptr;
-  const ModelWeights& g = frozen ? frozen_views_ : gradients();
-  LoraAdapters* lora = lora_.get();
-  const DropoutKey seed = dropout_key();
-
-  const float* dlnf = a.d_ln.data();
-  float* dres = a.d_residual.data();
-  std::fill(a.d_residual.begin(), a.d_residual.begin() + BT * C, 0.0f);
-  const float* last_residual = a.residual3.data() + (config_.n_layer - 1) * BT * C;
-  layernorm_backward(dres, g.ln_f_weight, g.ln_f_bias, dlnf, last_residual, w.ln_f_weight,
-                     a.lnf_mean.data(), a.lnf_rstd.data(), BT, C);
-  // Buffer order: wte, wpe, h.0 ... h.{L-1}, ln_f, [lm_head]. A tied head's gradient
-  // lives in wte, which the embedding backward finishes last.
-  auto offset_of = [&](const float* p) { return static_cast<size_t>(p - grads.data()); };
-  if (ready && !frozen) ready(offset_of(g.ln_f_weight), grads.size());
-
-  float* ln = a.ln.data();  // free in the backward pass: remade LayerNorm outputs
-  for (int64_t l = config_.n_layer - 1; l >= 0; --l) {
-    const ConstLayerWeights& L = w.layers[static_cast<size_t>(l)];
-    const LayerWeights& dL = g.layers[static_cast<size_t>(l)];
-    const float* residual = l == 0 ? a.encoded.data() : a.residual3.data() + (l - 1) * BT * C;
-    const float* qkv = a.qkv.data() + l * BT * 3 * C;
-    const float* atty = a.atty.data() + l * BT * C;
-    const float* att_lse = a.att_lse.data() + l * B * NH * T;
-    const float* residual2 = a.residual2.data() + l * BT * C;
-
-    // MLP: residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))). dres is d residual3,
-    // which is also d(MLP output); the residual passes it on unchanged to residual2.
-    const float* fch_gelu = a.fch_gelu.data() + l * BT * 4 * C;
-    const float* gelu_derivative = a.gelu_derivative.data() + l * BT * 4 * C;
-    float* dfch = a.d_fch.data();
-    const int li = static_cast<int>(l);
-    // With dropout the branch's gradient is the residual's through the mask (into proj, free here).
-    const float* dmlp = dres;
-    if (dropped_out_) {
-      dropout_backward(a.proj.data(), dres, BT, C, dropout_, dropout_site(3 + 3 * l), seed);
-      dmlp = a.proj.data();
-    }
-    linear_backward(dfch, dL.mlp_c_proj_weight, dL.mlp_c_proj_bias, dmlp, fch_gelu,
-                    L.mlp_c_proj_weight, BT, 4 * C, C);
-    if (lora) lora->backward(li, LoraTarget::kMlpProj, fch_gelu, dmlp, BT, dfch, seed);
-    bias_gelu_backward(dfch, dL.mlp_c_fc_bias, gelu_derivative, dfch, BT, 4 * C);
-    const float* ln2_mean = a.ln2_mean.data() + l * BT;
-    const float* ln2_rstd = a.ln2_rstd.data() + l * BT;
-    layernorm_apply(ln, residual2, ln2_mean, ln2_rstd, L.ln_2_weight, L.ln_2_bias, BT, C);
-    float* dln2 = a.d_ln.data();
-    linear_backward(dln2, dL.mlp_c_fc_weight, nullptr, dfch, ln, L.mlp_c_fc_weight, BT, C, 4 * C);
-    if (lora) lora->backward(li, LoraTarget::kMlpFc, ln, dfch, BT, dln2, seed);
-    layernorm_backward(dres, dL.ln_2_weight, dL.ln_2_bias, dln2, residual2, L.ln_2_weight,
-                       ln2_mean, ln2_rstd, BT, C);
-    // Attention: residual2 = residual + c_proj(attn(c_attn(ln_1(residual)))).
-    float* datty = a.d_atty.data();
-    const float* dattn = dres;
-    if (dropped_out_) {
-      dropout_backward(a.proj.data(), dres, BT, C, dropout_, dropout_site(2 + 3 * l), seed);
-      dattn = a.proj.data();
-    }
-    linear_backward(datty, dL.attn_c_proj_weight, dL.attn_c_proj_bias, dattn, atty,
-                    L.attn_c_proj_weight, BT, C, C);
-    if (lora) lora->backward(li, LoraTarget::kAttnProj, atty, dattn, BT, datty, seed);
-    float* dqkv = a.d_qkv.data();
-    const AttentionDropout att_drop = attention_dropout(li);
-    attention_backward(dqkv, datty, qkv, atty, att_lse, B, T, C, NH, packing_positions(),
-                       dropped_out_ ? &att_drop : nullptr);
-    const float* ln1_mean = a.ln1_mean.data() + l * BT;
-    const float* ln1_rstd = a.ln1_rstd.data() + l * BT;
-    layernorm_apply(ln, residual, ln1_mean, ln1_rstd, L.ln_1_weight, L.ln_1_bias, BT, C);
-    float* dln1 = a.d_ln.data();
-    linear_backward(dln1, dL.attn_c_attn_weight, dL.attn_c_attn_bias, dqkv, ln, L.attn_c_attn_weight, BT, C,
-                    3 * C);
-    if (lora) lora->backward(li, LoraTarget::kAttnQkv, ln, dqkv, BT, dln1, seed);
-    layernorm_backward(dres, dL.ln_1_weight, dL.ln_1_bias, dln1, residual, L.ln_1_weight, ln1_mean, ln1_rstd, BT,
-                       C);
-    if (ready && !frozen) {
-      const size_t end = l + 1 < config_.n_layer ? offset_of(g.layers[static_cast<size_t>(l + 1)].ln_1_weight)
-                                                 : offset_of(g.ln_f_weight);
-      ready(offset_of(dL.ln_1_weight), end);
-    }
-  }
-  if (dropped_out_) dropout_backward(dres, dres, BT, C, dropout_, dropout_site(0), seed);
-  if (!frozen) {
-    embedding_backward(g.wte, g.wpe, dres, tokens_.data(), B, T, C, packing_positions());
-    if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
-  } else if (lora->config().trainable_tokens_begin >= 0) {
-    // Only the rows of the adapter's trainable tokens learn.
-    const int32_t first = lora->config().trainable_tokens_begin;
-    float* dtok = lora_token_grads();
-    for (int64_t i = 0; i < BT; ++i) {
-      if (tokens_[static_cast<size_t>(i)] < first) continue;
-      float* row = dtok + (tokens_[static_cast<size_t>(i)] - first) * C;
-      const float* d = dres + i * C;
-      for (int64_t k = 0; k < C; ++k) row[k] += d[k];
-    }
+  if (config_.llama()) {
+    backward_blocks_llama(ready);
+  } else {
+    backward_blocks_gpt2(ready);
   }
 }
 
@@ -456,8 +317,9 @@ const float* GPT::attention_weights(int layer) {
   check_packing_unchanged();
   const int64_t B = B_, T = T_, C = config_.n_embd, NH = config_.n_head;
   attention_view_.resize(static_cast<size_t>(NH * T * T));
-  attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * 3 * C,
-                          acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH, packing_positions());
+  attention_probabilities(attention_view_.data(), acts_.qkv.data() + layer * B * T * config_.qkv_dim(),
+                          acts_.att_lse.data() + layer * B * NH * T, 0, T, C, NH, packing_positions(),
+                          config_.kv_heads());
   return attention_view_.data();
 }
 
@@ -474,6 +336,17 @@ GPT with_vocabulary(const GPT& model, int vocab_size) {
     std::copy_n(model.params.data() + src->offset, src->numel, out.params.data() + t.offset);
   }
   reset_token_rows(out, old.vocab_size, vocab_size);
+  return out;
+}
+
+GPT with_config(const GPT& model, const ModelConfig& config) {
+  GPT out(config);
+  const auto& a = model.layout().tensors();
+  const auto& b = out.layout().tensors();
+  GPT_CHECK(a.size() == b.size(), "the new config has other tensors than the model");
+  for (size_t i = 0; i < a.size(); ++i)
+    GPT_CHECK(a[i].name == b[i].name && a[i].shape == b[i].shape, "the new config changes tensor " + a[i].name);
+  out.params = model.params;
   return out;
 }
 

@@ -1,5 +1,8 @@
-// The GPT model: parameters, gradients and activations, and a training step's
-// forward and backward pass written out layer by layer (read top to bottom).
+// The model: parameters, gradients and activations, and a training step's
+// forward and backward pass. What every architecture shares (the LM head and
+// loss, LoRA, packing, dropout's keys) is here and in gpt.cpp; the pass through
+// the blocks is written out layer by layer in the architecture's file
+// (model/arch/gpt2.cpp, model/arch/llama.cpp).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -9,6 +12,7 @@
 
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/kernels/dropout.h"
+#include "gpt/kernels/rope.h"
 #include "gpt/model/config.h"
 #include "gpt/model/lora.h"
 #include "gpt/model/parameters.h"
@@ -23,17 +27,18 @@ struct Activations {
   std::vector<float> ln;         // (B,T,C) one LayerNorm output at a time; the backward
                                  // remakes each from its input, mean and rstd
   std::vector<float> proj;       // (B,T,C) a sublayer's product before its residual add
-  std::vector<float> ln1_mean;   // (L,B,T)
+  std::vector<float> ln1_mean;   // (L,B,T) (LayerNorm only)
   std::vector<float> ln1_rstd;   // (L,B,T)
-  std::vector<float> qkv;        // (L,B,T,3C)
+  std::vector<float> qkv;        // (L,B,T,qkv_dim) q|k|v (llama: q and k rotated)
   std::vector<float> atty;       // (L,B,T,C) attention output before c_proj
   std::vector<float> att_lse;    // (L,B,NH,T) log-sum-exp of each attention row
   std::vector<float> residual2;  // (L,B,T,C) after the attention residual
   std::vector<float> ln2_mean;   // (L,B,T)
   std::vector<float> ln2_rstd;   // (L,B,T)
-  std::vector<float> fch_gelu;   // (L,B,T,4C) MLP hidden after GELU
+  std::vector<float> fch_gelu;   // (L,B,T,H) MLP hidden after GELU (SwiGLU for llama)
   std::vector<float> gelu_derivative;  // (L,B,T,4C) GELU's derivative at the MLP hidden,
-                                       // made with it (its input is not kept)
+                                       // made with it (its input is not kept); llama:
+                                       // (L,B,T,2F) the gate|up product SwiGLU reads
   std::vector<float> residual3;  // (L,B,T,C) block output
   std::vector<float> lnf;        // (B,T,C)
   std::vector<float> lnf_mean;   // (B,T)
@@ -46,8 +51,9 @@ struct Activations {
   std::vector<float> d_residual;  // (B,T,C) gradient flowing down the residual stream
   std::vector<float> d_ln;        // (B,T,C)
   std::vector<float> d_atty;      // (B,T,C)
-  std::vector<float> d_qkv;       // (B,T,3C)
-  std::vector<float> d_fch;       // (B,T,4C)
+  std::vector<float> d_qkv;       // (B,T,qkv_dim)
+  std::vector<float> d_fch;       // (B,T,mlp_in_dim)
+  std::vector<float> d_hidden;    // (B,T,F) llama: d(SwiGLU output)
 };
 
 class GPT {
@@ -177,14 +183,20 @@ class GPT {
   // 2 + 3l its attention branch, 3 + 3l its MLP branch.
   uint64_t dropout_site(int64_t site) const { return dropout_site_seed(dropout_seed_, static_cast<uint64_t>(site)); }
   AttentionDropout attention_dropout(int layer) const { return {dropout_, dropout_site(1 + 3 * layer), dropout_key()}; }
-  // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B,T).
+  // Embedding, blocks and final norm (into acts_.lnf) for tokens (B,T).
   void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
   // From d(lnf) in acts_.d_ln down to the embeddings.
   void backward_from_final_norm(const GradientsReady& ready);
+  // The two above past their checks, for (B_, T_): each architecture's, in its file.
+  void forward_blocks_gpt2(const int32_t* tokens);
+  void backward_blocks_gpt2(const GradientsReady& ready);
+  void forward_blocks_llama(const int32_t* tokens);
+  void backward_blocks_llama(const GradientsReady& ready);
 
   ModelConfig config_;
   ParameterLayout layout_;
   std::vector<float> sinusoid_table_;  // (block_size, C), sinusoidal encoding only
+  RopeTable rope_;                     // (block_size, hs/2), rotary positions only
   Activations acts_;
   std::vector<int32_t> tokens_;  // (B,T) of the last forward, for the embedding backward
   std::vector<int32_t> packed_positions_, packed_examples_;  // set_packing's layout (empty: none)
@@ -214,6 +226,9 @@ class GPT {
 // start as the mean of the old rows, so the new tokens begin as an average
 // token rather than noise. Everything else is copied as it is.
 GPT with_vocabulary(const GPT& model, int vocab_size);
+// The model's parameters under another config whose tensors are the same (a
+// RoPE model run past its trained context: a longer context, scaled rotations).
+GPT with_config(const GPT& model, const ModelConfig& config);
 // Rows [begin, end) of the token embedding (and of an untied head) set to the
 // mean of rows [0, begin): new tokens placed in rows a model already has (a
 // vocabulary padded past its tokenizer's, as nanoGPT pads GPT-2's to 50304).

@@ -1,6 +1,8 @@
 #include "gpt/model/inference_weights.h"
 
+#include "gpt/kernels/layernorm.h"
 #include "gpt/kernels/matmul.h"
+#include "gpt/kernels/rmsnorm.h"
 #include "gpt/util/error.h"
 
 #include <algorithm>
@@ -13,6 +15,15 @@ namespace {
 // (bench_few_rows_matmul).
 constexpr int64_t kFewRowsMax = 64;
 }  // namespace
+
+void apply_norm(const ModelConfig& c, float* out, float* stats, const float* x, const float* weight, const float* bias,
+                int64_t rows) {
+  if (c.llama()) {
+    rmsnorm_forward(out, stats, x, weight, rows, c.n_embd, c.layer_norm_epsilon);
+  } else {
+    layernorm_forward(out, stats, stats + rows, x, weight, bias, rows, c.n_embd, c.layer_norm_epsilon);
+  }
+}
 
 size_t LinearWeights::bytes() const {
   if (f32 != nullptr || panels != nullptr) return sizeof(float) * static_cast<size_t>(in * out);
@@ -28,8 +39,19 @@ void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N
   } else if (!w.out_major) {
     if (N == 1) return gemv_in_out(out, in, w.f32, w.bias, w.in, w.out, residual);  // decoding
     linear_forward(out, in, w.f32, w.bias, N, w.in, w.out, residual);
+  } else if (w.bias != nullptr || residual != nullptr) {
+    // nn.Linear's layout with a bias or onto the residual stream (Llama's blocks,
+    // fp32): decoding's one row by rows of W into scratch, then the adds.
+    if (N == 1) {
+      if (scratch.panel.size() < static_cast<size_t>(w.out)) scratch.panel.resize(static_cast<size_t>(w.out));
+      float* y = scratch.panel.data();
+      gemv_out_in(y, in, w.f32, w.in, w.out);
+      for (int64_t j = 0; j < w.out; ++j)
+        out[j] = y[j] + (w.bias != nullptr ? w.bias[j] : 0.0f) + (residual != nullptr ? residual[j] : 0.0f);
+      return;
+    }
+    linear_forward_out_in(out, in, w.f32, w.bias, N, w.in, w.out, residual);
   } else {
-    GPT_CHECK(w.bias == nullptr && residual == nullptr, "linear_apply: out-major fp32 weights take no bias");
     if (N == 1) return gemv_out_in(out, in, w.f32, w.in, w.out);
     // A few rows (a step of batched decoding): 1.5-2x oneDNN from 4 to 32 rows
     // (bench_few_rows_matmul), unless products are meant to run in bf16.
@@ -74,7 +96,12 @@ InferenceWeights InferenceWeights::in_panels(std::shared_ptr<GPT> model) {
   InferenceWeights w = view(*model);
   const int64_t C = c.n_embd, V = c.vocab_size;
   auto relay = [](LinearWeights& lw, float* storage) {
-    to_panels_in_place(storage, lw.in, lw.out);
+    if (lw.out_major) {  // nn.Linear's (out, in): the panels of its transpose
+      transpose_to_panels_in_place(storage, lw.out, lw.in);
+      lw.out_major = false;
+    } else {
+      to_panels_in_place(storage, lw.in, lw.out);
+    }
     lw.panels = storage;
     lw.f32 = nullptr;
   };
@@ -106,7 +133,8 @@ InferenceWeights InferenceWeights::view(std::shared_ptr<const GPT> model) {
 InferenceWeights InferenceWeights::view(const GPT& model) {
   const ModelConfig& c = model.config();
   const ConstModelWeights& m = model.weights();
-  const int64_t C = c.n_embd, V = c.vocab_size;
+  const int64_t C = c.n_embd, V = c.vocab_size, QKV = c.qkv_dim(), H = c.mlp_hidden(), H_IN = c.mlp_in_dim();
+  const bool out_major = c.llama();  // nn.Linear's (out, in), as Hugging Face keeps Llama's matrices
   InferenceWeights w;
   w.config = c;
   w.wte_f32 = m.wte;
@@ -117,10 +145,10 @@ InferenceWeights InferenceWeights::view(const GPT& model) {
     l.ln_1_bias = L.ln_1_bias;
     l.ln_2_weight = L.ln_2_weight;
     l.ln_2_bias = L.ln_2_bias;
-    l.c_attn = {C, 3 * C, L.attn_c_attn_weight, false, {}, L.attn_c_attn_bias};
-    l.attn_proj = {C, C, L.attn_c_proj_weight, false, {}, L.attn_c_proj_bias};
-    l.c_fc = {C, 4 * C, L.mlp_c_fc_weight, false, {}, L.mlp_c_fc_bias};
-    l.mlp_proj = {4 * C, C, L.mlp_c_proj_weight, false, {}, L.mlp_c_proj_bias};
+    l.c_attn = {C, QKV, L.attn_c_attn_weight, out_major, {}, L.attn_c_attn_bias};
+    l.attn_proj = {C, C, L.attn_c_proj_weight, out_major, {}, L.attn_c_proj_bias};
+    l.c_fc = {C, H_IN, L.mlp_c_fc_weight, out_major, {}, L.mlp_c_fc_bias};
+    l.mlp_proj = {H, C, L.mlp_c_proj_weight, out_major, {}, L.mlp_c_proj_bias};
     w.layers.push_back(l);
   }
   w.ln_f_weight = m.ln_f_weight;
@@ -164,8 +192,10 @@ std::unique_ptr<QuantizedModel> QuantizedModel::quantize(const GPT& model, const
     q->vectors.emplace_back(src, src + n);
     return q->vectors.back().data();
   };
-  // Conv1D weights are (in, out): quantized transposed, to rows of outputs.
+  // Conv1D weights are (in, out): quantized transposed, to rows of outputs
+  // (nn.Linear's, Llama's, are rows of outputs already).
   auto convert = [&](LinearWeights& lw, bool conv1d, TensorRole role, int64_t layer) {
+    conv1d = conv1d && !lw.out_major;
     const GgmlType t = recipe.type_for(role, layer, c.n_layer, lw.in);
     q->matrices.push_back(QuantizedStorage::quantize(t, lw.f32, lw.out, lw.in, conv1d));
     lw.packed = q->matrices.back().matrix;

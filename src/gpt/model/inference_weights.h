@@ -25,6 +25,11 @@ struct LinearWeights {
   size_t bytes() const;  // weight bytes read per use
 };
 
+// The blocks' norm over `rows` rows of width C: LayerNorm (gpt2, with bias) or
+// RMSNorm (llama, bias null). stats: 2 * rows floats of scratch.
+void apply_norm(const ModelConfig& config, float* out, float* stats, const float* x, const float* weight,
+                const float* bias, int64_t rows);
+
 // out (N, w.out) = [residual +] in (N, w.in) @ W + bias; out may alias residual.
 void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N, QuantScratch& scratch,
                   const float* residual = nullptr);

@@ -93,6 +93,7 @@ void LoraConfig::validate() const {
 }
 
 LoraAdapters::LoraAdapters(const ModelConfig& model, const LoraConfig& config) : model_(model), config_(config) {
+  GPT_CHECK(!model.llama(), "LoRA adapters are for gpt2 models only (llama's are not supported yet)");
   config_.validate();
   const int64_t C = model.n_embd, r = config.rank;
   slots_.resize(static_cast<size_t>(model.n_layer * kLoraTargetCount));

@@ -113,6 +113,7 @@ GgmlType QuantRecipe::type_for(TensorRole role, int64_t layer, int64_t n_layer, 
       // The LM head: Q6_K, or Q8_0 where rows are not whole super-blocks.
       return cols % ggml_block_size(T::kQ6_K) == 0 ? T::kQ6_K : fit(T::kQ8_0, cols);
     case TensorRole::kAttentionQkv:  // llama.cpp treats a fused qkv as it treats attn_v
+    case TensorRole::kAttentionV:
       if (mix_ == Mix::kQ2_K) t = T::kQ3_K;
       if (mix_ == Mix::kQ3_K_M) t = layer < 2 ? T::kQ5_K : T::kQ4_K;
       if (mix_ == Mix::kQ3_K_L) t = T::kQ5_K;
@@ -132,6 +133,7 @@ GgmlType QuantRecipe::type_for(TensorRole role, int64_t layer, int64_t n_layer, 
       if (mix_ == Mix::kQ4_K_S && layer < n_layer / 8) t = T::kQ5_K;
       break;
     case TensorRole::kTokenEmbedding:
+    case TensorRole::kAttentionQK:
     case TensorRole::kFfnUp: break;
   }
   return fit(t, cols);

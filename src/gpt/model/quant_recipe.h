@@ -25,7 +25,11 @@
 
 namespace gpt {
 
-enum class TensorRole { kTokenEmbedding, kOutput, kAttentionQkv, kAttentionOutput, kFfnUp, kFfnDown };
+// kAttentionQkv: GPT-2's fused q|k|v, which llama.cpp treats as attn_v; separate
+// matrices (Llama's GGUF): kAttentionQK for attn_q and attn_k, kAttentionV for attn_v.
+enum class TensorRole {
+  kTokenEmbedding, kOutput, kAttentionQkv, kAttentionQK, kAttentionV, kAttentionOutput, kFfnUp, kFfnDown
+};
 
 class QuantRecipe {
  public:

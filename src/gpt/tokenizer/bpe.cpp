@@ -255,6 +255,22 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j
   GPT_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), "tokenizer.json has no \"model\"");
   const auto& model = j["model"];
   GPT_CHECK(model.value("type", std::string()) == "BPE", "tokenizer.json: only BPE models are supported");
+  // Only GPT-2's byte-level BPE is read so far: a SentencePiece-style BPE (Llama 2,
+  // Mistral: Metaspace, byte fallback) or another split pattern (Llama 3, Qwen2)
+  // would load and give other ids than its own tokenizer, so it is refused.
+  const auto kind = [](const nlohmann::json& x) {
+    return x.is_object() ? x.value("type", std::string("?")) : std::string("?");
+  };
+  if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+    const auto& pre = j["pre_tokenizer"];
+    GPT_CHECK(kind(pre) == "ByteLevel" && pre.value("use_regex", true),
+              "tokenizer.json: pre-tokenizer '" + kind(pre) +
+                  "' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
+  }
+  GPT_CHECK(!j.contains("normalizer") || j["normalizer"].is_null(),
+            "tokenizer.json: normalizer '" + kind(j["normalizer"]) + "' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
+  GPT_CHECK(!model.value("byte_fallback", false),
+            "tokenizer.json: byte-fallback BPE (SentencePiece style) is not supported yet");
   GPT_CHECK(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges") && model["merges"].is_array(),
         "tokenizer.json: the model needs \"vocab\" and \"merges\"");
   std::unordered_map<std::string, int32_t> vocab;

@@ -9,10 +9,8 @@
 namespace gpt {
 
 bool is_muon_tensor(const TensorInfo& t) {
-  if (!t.name.starts_with("h.") || t.shape.size() != 2) return false;
-  for (const char* suffix : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"})
-    if (t.name.ends_with(suffix)) return true;
-  return false;
+  // The blocks' matrices: every 2-D tensor of a block (the embeddings and the head are not in one).
+  return t.layer >= 0 && t.shape.size() == 2;
 }
 
 void newton_schulz(float* X, int64_t rows, int64_t cols, int steps, std::vector<float>& scratch) {
@@ -60,7 +58,7 @@ Muon::Muon(std::vector<TensorInfo> matrices, MuonConfig config) : matrices_(std:
 void Muon::step(float* params, const float* grads, float* momentum, float lr) {
   const float mu = config_.momentum;
   for (const TensorInfo& t : matrices_) {
-    const int64_t in = t.shape[0], out = t.shape[1], n = in * out;
+    const int64_t in = t.in_features(), out = t.out_features(), n = in * out;
     float* w = params + t.offset;
     const float* g = grads + t.offset;
     float* buf = momentum + t.offset;
@@ -71,7 +69,7 @@ void Muon::step(float* params, const float* grads, float* momentum, float lr) {
       buf[i] = mu * buf[i] + (1.0f - mu) * g[i];
       u[i] = config_.nesterov ? (1.0f - mu) * g[i] + mu * buf[i] : buf[i];
     }
-    newton_schulz(u, in, out, config_.ns_steps, scratch_);
+    newton_schulz(u, t.shape[0], t.shape[1], config_.ns_steps, scratch_);
     // As PyTorch's Linear weight (out, in): scaled by max(1, rows / cols)^0.5.
     const float step = lr * std::sqrt(std::max(1.0f, static_cast<float>(out) / static_cast<float>(in)));
     const float keep = 1.0f - lr * config_.weight_decay;

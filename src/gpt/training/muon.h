@@ -19,7 +19,7 @@ struct MuonConfig {
   float weight_decay = 0.0f;  // decoupled: W *= 1 - lr * wd
 };
 
-// Whether Muon trains this tensor: a block's c_attn, attn.c_proj, c_fc or mlp.c_proj weight.
+// Whether Muon trains this tensor: a matrix inside a block (gpt2: c_attn, attn.c_proj, c_fc, mlp.c_proj; llama: q, k, v, o, gate, up, down).
 bool is_muon_tensor(const TensorInfo& t);
 
 // X (rows, cols) <- approximately U V^T of X = U S V^T (every singular value

@@ -79,6 +79,17 @@ void TrainOptions::validate() const {
   }
   GPT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
   parse_position_encoding(position_encoding);
+  parse_architecture(arch);
+  GPT_CHECK(n_kv_head >= 0, "--n-kv-head must not be negative");
+  GPT_CHECK(ffn_hidden >= 0, "--ffn-hidden must not be negative");
+  GPT_CHECK(rope_theta > 1 && std::isfinite(rope_theta), "--rope-theta must be greater than 1");
+  if (arch == "llama") {
+    GPT_CHECK(n_kv_head == 0 || n_head % n_kv_head == 0, "--n-kv-head (" + std::to_string(n_kv_head) +
+                                                            ") must divide --n-head (" + std::to_string(n_head) + ")");
+  } else {
+    GPT_CHECK(n_kv_head == 0 || n_kv_head == n_head, "--n-kv-head needs --arch llama");
+    GPT_CHECK(ffn_hidden == 0, "--ffn-hidden needs --arch llama");
+  }
   GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
   if (task == "sft" && !chat_template.empty()) ChatTemplate::named(chat_template);
   GPT_CHECK(lora_rank >= 0, "--lora-rank must not be negative");
@@ -91,7 +102,8 @@ void TrainOptions::validate() const {
 nlohmann::json TrainOptions::to_json() const {
   return {{"data", data}, {"out", out}, {"tokenizer", tokenizer}, {"log", log},
           {"n-layer", n_layer}, {"n-head", n_head}, {"n-embd", n_embd}, {"block-size", block_size},
-          {"position-encoding", position_encoding}, {"tie-weights", tie_weights},
+          {"position-encoding", position_encoding}, {"tie-weights", tie_weights}, {"arch", arch},
+          {"n-kv-head", n_kv_head}, {"ffn-hidden", ffn_hidden}, {"rope-theta", rope_theta},
           {"batch-size", batch_size}, {"grad-accum", grad_accum}, {"max-iters", max_iters},
           {"lr", lr}, {"min-lr", min_lr}, {"warmup-iters", warmup_iters}, {"lr-decay-iters", lr_decay_iters},
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
@@ -118,6 +130,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.block_size = j.value("block-size", o.block_size);
     o.position_encoding = j.value("position-encoding", o.position_encoding);
     o.tie_weights = j.value("tie-weights", o.tie_weights);
+    o.arch = j.value("arch", o.arch);
+    o.n_kv_head = j.value("n-kv-head", o.n_kv_head);
+    o.ffn_hidden = j.value("ffn-hidden", o.ffn_hidden);
+    o.rope_theta = j.value("rope-theta", o.rope_theta);
     o.batch_size = j.value("batch-size", o.batch_size);
     o.grad_accum = j.value("grad-accum", o.grad_accum);
     o.max_iters = j.value("max-iters", o.max_iters);
@@ -249,6 +265,10 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     opts_.n_embd = ic.n_embd;
     opts_.position_encoding = to_string(ic.position_encoding);
     opts_.tie_weights = ic.tie_word_embeddings;
+    opts_.arch = to_string(ic.arch);
+    opts_.n_kv_head = ic.llama() ? ic.kv_heads() : 0;
+    opts_.ffn_hidden = ic.llama() ? ic.mlp_hidden() : 0;
+    opts_.rope_theta = ic.rope_theta;
     opts_.tokenizer = opts_.init_from;
     if (opts_.block_size == 0) opts_.block_size = ic.block_size;  // fine-tuning's default: the model's context
     GPT_CHECK(opts_.block_size <= ic.block_size, "--block-size " + std::to_string(opts_.block_size) +
@@ -287,8 +307,12 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     mc.n_layer = opts_.n_layer;
     mc.n_head = opts_.n_head;
     mc.n_embd = opts_.n_embd;
-    mc.position_encoding = parse_position_encoding(opts_.position_encoding);
+    mc.arch = parse_architecture(opts_.arch);
+    mc.position_encoding = mc.llama() ? PositionEncoding::kRotary : parse_position_encoding(opts_.position_encoding);
     mc.tie_word_embeddings = opts_.tie_weights;
+    mc.n_kv_head = opts_.n_kv_head;
+    mc.ffn_hidden = opts_.ffn_hidden;
+    mc.rope_theta = static_cast<float>(opts_.rope_theta);
     model_ = std::make_unique<GPT>(mc);
     model_->init_weights(opts_.seed);
   }

@@ -39,8 +39,12 @@ struct TrainOptions {
   int n_head = 4;
   int n_embd = 128;
   int block_size = 64;
-  std::string position_encoding = "learned";
+  std::string position_encoding = "learned";  // gpt2's; llama's are rotary
   bool tie_weights = true;
+  std::string arch = "gpt2";  // gpt2 | llama
+  int n_kv_head = 0;          // llama: key/value heads (0: n_head)
+  int ffn_hidden = 0;         // llama: SwiGLU width (0: 8C/3 rounded up to 64)
+  double rope_theta = 10000.0;
   int64_t batch_size = 12;  // global batch of one optimizer step
   int64_t grad_accum = 1;   // micro-batches per step
   int64_t max_iters = 2000;
