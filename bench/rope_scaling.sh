@@ -28,7 +28,7 @@ for factor in 1 2 4; do
     flags=()
     [[ $factor != 1 ]] && flags=(--rope-factor "$factor" --rope-scaling "$scaling")
     out=$(build/gpt eval --model "$work/model" --data "$work/held_out.txt" --threads "$threads" "${flags[@]}")
-    python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(f"| {sys.argv[2]} | {sys.argv[3]} | {j[\"loss\"]:.4f} | {j[\"perplexity\"]:.3f} |")' \
+    python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("| %s | %s | %.4f | %.3f |" % (sys.argv[2], sys.argv[3], j["loss"], j["perplexity"]))' \
       "$out" "$((context * factor))" "$([[ $factor == 1 ]] && echo trained || echo "$scaling")"
   done
 done
