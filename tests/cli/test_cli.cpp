@@ -209,6 +209,8 @@ TEST_F(Cli, LlamaTrainsEvaluatesAndGenerates) {
   }
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --rope-scaling yarn"),
                         "--rope-scaling needs --rope-factor above 1");
+  expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --rope-factor 0.5"),
+                        "--rope-factor must be at least 1");
   const std::string out = " --out " + (dir / "x").string() + " ";
   expect_one_line_error(run_gpt("train --data " + data() + out + "--arch llama --n-head 4 --n-kv-head 3"),
                         "--n-kv-head (3) must divide --n-head (4)");

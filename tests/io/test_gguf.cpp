@@ -349,6 +349,21 @@ TEST_F(GgufModelTest, LlamaRoundTripsWithRotaryRowsInLlamaCppsOrder) {
     std::printf("[ info ] llama q4_k_m against its own weights in fp32: %.2e\n", vs_dequantized);
     EXPECT_LT(vs_dequantized, 5e-2);
   }
+  // What llama.cpp's llama files cannot hold yet is refused in one line.
+  ModelConfig qwen = testing::llama_config(256, 16, 1, 2, 1, 32);
+  qwen.attention_bias = true;
+  ModelConfig scaled = testing::llama_config(256, 16, 1, 2, 1, 32);
+  scaled.rope_scaling = {RopeScaling::Type::kYarn, 2.0f, 8};
+  const auto tok = make_byte_tokenizer();
+  for (const auto& [c, message] : {std::pair{qwen, "models with q/k/v biases (Qwen2)"},
+                                   std::pair{scaled, "a model with rope scaling"}}) {
+    try {
+      export_gguf(GPT(c), *tok, dir / "x.gguf", GgmlType::kF32);
+      ADD_FAILURE() << "exported " << message;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(GgufModelTest, GptTwoVocabularyAndCompactTypes) {

@@ -59,22 +59,34 @@ void expect_gradient(const char* what, std::vector<float>& x, const std::vector<
   EXPECT_EQ(failures, 0) << what;
 }
 
+// Both weight layouts: Conv1D's (C, OC), GPT-2's, and nn.Linear's (OC, C), Llama's
+// (out = res + inp @ W^T + b).
 TEST(GradCheck, Linear) {
-  const int64_t N = 5, C = 7, OC = 6;
-  auto inp = random_vector(N * C, 1), w = random_vector(C * OC, 2, 0.5f), b = random_vector(OC, 3);
-  auto res = random_vector(N * OC, 4), R = random_vector(N * OC, 5);
-  std::vector<float> out(N * OC);
-  auto objective = [&]() {
-    linear_forward(out.data(), inp.data(), w.data(), b.data(), N, C, OC, res.data());
-    return dot(out, R);
-  };
-  std::vector<float> dinp(N * C), dw(C * OC, 0.0f), db(OC, 0.0f);
-  linear_backward(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), N, C, OC);
-  expect_gradient("dinp", inp, dinp, objective);
-  expect_gradient("dweight", w, dw, objective);
-  expect_gradient("dbias", b, db, objective);
-  // The residual passes the gradient through unchanged.
-  expect_gradient("dresidual", res, R, objective);
+  for (const bool out_in : {false, true}) {
+    const int64_t N = 5, C = 7, OC = 6;
+    auto inp = random_vector(N * C, 1), w = random_vector(C * OC, 2, 0.5f), b = random_vector(OC, 3);
+    auto res = random_vector(N * OC, 4), R = random_vector(N * OC, 5);
+    std::vector<float> out(N * OC);
+    auto objective = [&]() {
+      if (out_in) {
+        linear_forward_out_in(out.data(), inp.data(), w.data(), b.data(), N, C, OC, res.data());
+      } else {
+        linear_forward(out.data(), inp.data(), w.data(), b.data(), N, C, OC, res.data());
+      }
+      return dot(out, R);
+    };
+    std::vector<float> dinp(N * C), dw(C * OC, 0.0f), db(OC, 0.0f);
+    if (out_in) {
+      linear_backward_out_in(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), N, C, OC);
+    } else {
+      linear_backward(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), N, C, OC);
+    }
+    expect_gradient("dinp", inp, dinp, objective);
+    expect_gradient("dweight", w, dw, objective);
+    expect_gradient("dbias", b, db, objective);
+    // The residual passes the gradient through unchanged.
+    expect_gradient("dresidual", res, R, objective);
+  }
 }
 
 TEST(GradCheck, LayerNorm) {
@@ -122,24 +134,6 @@ TEST(GradCheck, CausalAttention) {
     attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH);
     expect_gradient("dqkv", qkv, dqkv, objective);
   }
-}
-
-// nn.Linear's layout (Llama's weights): out = res + inp @ W^T + b, W (OC, C).
-TEST(GradCheck, LinearOutIn) {
-  const int64_t N = 5, C = 7, OC = 6;
-  auto inp = random_vector(N * C, 101), w = random_vector(OC * C, 102, 0.5f), b = random_vector(OC, 103);
-  auto res = random_vector(N * OC, 104), R = random_vector(N * OC, 105);
-  std::vector<float> out(N * OC);
-  auto objective = [&]() {
-    linear_forward_out_in(out.data(), inp.data(), w.data(), b.data(), N, C, OC, res.data());
-    return dot(out, R);
-  };
-  std::vector<float> dinp(N * C), dw(OC * C, 0.0f), db(OC, 0.0f);
-  linear_backward_out_in(dinp.data(), dw.data(), db.data(), R.data(), inp.data(), w.data(), N, C, OC);
-  expect_gradient("dinp", inp, dinp, objective);
-  expect_gradient("dweight", w, dw, objective);
-  expect_gradient("dbias", b, db, objective);
-  expect_gradient("dresidual", res, R, objective);
 }
 
 // RMSNorm, and its fused residual form giving the same output.

@@ -54,6 +54,18 @@ std::vector<float> logits_of(GPT& model, const std::vector<int32_t>& x, int64_t 
   return {model.logits(), model.logits() + n};
 }
 
+// Adapters are laid out for GPT-2's Conv1D products: a llama model is refused
+// in one line, not written into.
+TEST(Lora, LlamaModelsAreRefusedInOneLine) {
+  const GPT llama(testing::llama_config(32, 16, 1, 2, 1, 16));
+  try {
+    LoraAdapters::fresh(llama, LoraConfig{}, 1);
+    FAIL() << "a llama model took a LoRA adapter";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "LoRA adapters are for gpt2 models only (llama's are not supported yet)");
+  }
+}
+
 TEST(Lora, FreshAdapterGivesTheBaseModelsLogitsExactly) {
   GPT model = base_model(tiny_config());
   const auto x = random_tokens(12, 11, 1);

@@ -19,12 +19,12 @@
 // weights) at a relative rounding of 2^-11, as llama.cpp stores it by default;
 // by default models with compact weights use it and fp32 models stay exact.
 #pragma once
-#include "gpt/kernels/rope.h"
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "gpt/kernels/compute_context.h"
+#include "gpt/kernels/rope.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
 #include "gpt/util/zeroed_buffer.h"

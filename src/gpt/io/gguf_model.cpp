@@ -143,6 +143,95 @@ void transpose_into(const std::vector<float>& rows, int64_t out, int64_t in, flo
   }
 }
 
+// A dimension from the metadata, within (0, 2^24).
+int gguf_dim(const GgufFile& f, const std::string& key) {
+  const int64_t v = f.get_int(key);
+  GPT_CHECK(v > 0 && v < (int64_t(1) << 24), f.path() + ": " + key + " = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+// token_embd.weight, C wide (its rows: the vocabulary), and output.weight if the
+// file has one; llama.cpp's converter writes a tied head out as a copy, so a
+// copy means tied.
+struct Embedding {
+  const GgufTensor* embd;
+  const GgufTensor* head;
+  int vocab;
+  bool tied;
+};
+Embedding token_embedding(const GgufFile& f, int64_t C) {
+  const GgufTensor* embd = f.find("token_embd.weight");
+  GPT_CHECK(embd != nullptr, f.path() + ": tensor 'token_embd.weight' is missing");
+  GPT_CHECK(embd->ne.size() == 2 && embd->ne[0] == C && embd->ne[1] < (int64_t(1) << 24),
+            f.path() + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
+                std::to_string(C) + ", vocab]");
+  const GgufTensor* head = f.find("output.weight");
+  const bool tied = head == nullptr || (head->type == embd->type && head->ne == embd->ne &&
+                                        std::equal(head->data, head->data + head->bytes, embd->data));
+  return {embd, head, static_cast<int>(embd->ne[1]), tied};
+}
+
+// The tokenizer and chat template of the metadata.
+void read_text_side(GgufModel& out, const GgufFile& f, int64_t vocab) {
+  out.tokenizer = read_tokenizer(f);
+  if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
+  GPT_CHECK(out.tokenizer->vocab_size() <= vocab, f.path() + ": the tokenizer has more tokens than token_embd has rows");
+}
+
+// Every tensor the file must hold, with its shape (anything else is an error),
+// each checked for damaged block scales. Sets out.type to the type of most
+// matrix bytes; returns whether every matrix is F32.
+using ExpectedTensors = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+bool check_tensors(const GgufFile& f, const ExpectedTensors& expected, const std::string& arch, int n_layer,
+                   GgufModel& out) {
+  std::map<GgmlType, size_t> bytes_by_type;
+  std::set<std::string> expected_names;
+  for (const auto& [name, ne] : expected) {
+    const GgufTensor& t = need(f, name, ne);
+    if (ne.size() == 2) bytes_by_type[t.type] += t.bytes;
+    const int64_t bad = first_invalid_block(t.type, t.data, t.bytes);
+    GPT_CHECK(bad < 0, f.path() + ": tensor '" + t.name + "' (" + ggml_type_name(t.type) + ") block " +
+                           std::to_string(bad) + " has a scale that is not a finite number: the file is damaged");
+    expected_names.insert(name);
+  }
+  for (const GgufTensor& t : f.tensors()) {
+    GPT_CHECK(expected_names.count(t.name) != 0, f.path() + ": unexpected tensor '" + t.name + "' for a " + arch +
+                                                     " model of " + std::to_string(n_layer) + " layers");
+  }
+  out.type = GgmlType::kF32;
+  size_t most = 0;
+  for (const auto& [type, bytes] : bytes_by_type) {
+    if (bytes > most) most = bytes, out.type = type;
+  }
+  return bytes_by_type.size() == 1 && bytes_by_type.count(GgmlType::kF32) == 1;
+}
+
+// An embedding-shaped table kept as stored: F32 as floats, else compact rows.
+void keep_table(QuantizedModel& q, const GgufTensor& t, const float*& f32, QuantizedMatrix& packed) {
+  if (t.type == GgmlType::kF32) {
+    q.vectors.push_back(to_floats(t));
+    f32 = q.vectors.back().data();
+  } else {
+    q.matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), t.ne[1], t.ne[0]));
+    packed = q.matrices.back().matrix;
+  }
+}
+
+// The token embedding and the LM head (the embedding itself when tied) of a
+// compact model.
+void keep_embedding_and_head(QuantizedModel& q, const Embedding& e, bool tied, int64_t C, int64_t V) {
+  InferenceWeights& w = q.weights;
+  keep_table(q, *e.embd, w.wte_f32, w.wte_packed);
+  const float* head_f32 = w.wte_f32;
+  QuantizedMatrix head_packed = w.wte_packed;
+  if (!tied) {
+    head_f32 = nullptr;
+    head_packed = {};
+    keep_table(q, *e.head, head_f32, head_packed);
+  }
+  w.lm_head = {C, V, head_f32, true, head_packed, nullptr};
+}
+
 // llama.cpp's GGUF keeps Llama's q and k rows as interleaved pairs (its rotary
 // kernel rotates channels 2i and 2i+1), Hugging Face's as halves (i and
 // i + hs/2): per head, GGUF row 2i + j is Hugging Face row j * hs/2 + i
@@ -290,15 +379,10 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' and 'llama' models)");
 
   ModelConfig c;
-  auto get_dim = [&](const std::string& key) {
-    const int64_t v = f.get_int(key);
-    GPT_CHECK(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
-    return static_cast<int>(v);
-  };
-  c.n_embd = get_dim("gpt2.embedding_length");
-  c.n_layer = get_dim("gpt2.block_count");
-  c.n_head = get_dim("gpt2.attention.head_count");
-  c.block_size = get_dim("gpt2.context_length");
+  c.n_embd = gguf_dim(f, "gpt2.embedding_length");
+  c.n_layer = gguf_dim(f, "gpt2.block_count");
+  c.n_head = gguf_dim(f, "gpt2.attention.head_count");
+  c.block_size = gguf_dim(f, "gpt2.context_length");
   if (f.has("gpt2.feed_forward_length")) {
     GPT_CHECK(f.get_int("gpt2.feed_forward_length") == 4LL * c.n_embd,
           p + ": only feed_forward_length = 4 * embedding_length is supported");
@@ -306,16 +390,9 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   if (f.has("gpt2.attention.layer_norm_epsilon")) {
     c.layer_norm_epsilon = static_cast<float>(f.get_float("gpt2.attention.layer_norm_epsilon"));
   }
-  const GgufTensor* embd = f.find("token_embd.weight");
-  GPT_CHECK(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
-  GPT_CHECK(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
-        p + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
-            std::to_string(c.n_embd) + ", vocab]");
-  c.vocab_size = static_cast<int>(embd->ne[1]);
-  const GgufTensor* head = f.find("output.weight");
-  // llama.cpp's converter writes a tied head out as a copy; a copy means tied.
-  c.tie_word_embeddings = head == nullptr || (head->type == embd->type && head->ne == embd->ne &&
-                                              std::equal(head->data, head->data + head->bytes, embd->data));
+  const Embedding e = token_embedding(f, c.n_embd);
+  c.vocab_size = e.vocab;
+  c.tie_word_embeddings = e.tied;
   c.position_encoding = PositionEncoding::kLearned;
   try {
     c.validate();
@@ -325,18 +402,10 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
 
   GgufModel out;
-  out.tokenizer = read_tokenizer(f);
-  if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
-  GPT_CHECK(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
-
-  // Every tensor the file must hold, with its shape; anything else is an error.
-  struct Expected {
-    std::string name;
-    std::vector<int64_t> ne;
-  };
-  std::vector<Expected> expected = {{"token_embd.weight", {C, V}}, {"position_embd.weight", {C, T}},
-                                    {"output_norm.weight", {C}},   {"output_norm.bias", {C}}};
-  if (head != nullptr) expected.push_back({"output.weight", {C, V}});
+  read_text_side(out, f, V);
+  ExpectedTensors expected = {{"token_embd.weight", {C, V}}, {"position_embd.weight", {C, T}},
+                              {"output_norm.weight", {C}},   {"output_norm.bias", {C}}};
+  if (e.head != nullptr) expected.push_back({"output.weight", {C, V}});
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     for (const char* n : {"attn_norm.weight", "attn_norm.bias", "ffn_norm.weight", "ffn_norm.bias",
@@ -350,29 +419,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
     expected.push_back({b + "ffn_up.bias", {4 * C}});
     expected.push_back({b + "ffn_down.weight", {4 * C, C}});
   }
-  std::map<GgmlType, size_t> bytes_by_type;
-  std::set<std::string> expected_names;
-  for (const Expected& e : expected) {
-    const GgufTensor& t = need(f, e.name, e.ne);
-    if (e.ne.size() == 2) bytes_by_type[t.type] += t.bytes;
-    const int64_t bad = first_invalid_block(t.type, t.data, t.bytes);
-    GPT_CHECK(bad < 0, p + ": tensor '" + t.name + "' (" + ggml_type_name(t.type) + ") block " + std::to_string(bad) +
-                           " has a scale that is not a finite number: the file is damaged");
-    expected_names.insert(e.name);
-  }
-  for (const GgufTensor& t : f.tensors()) {
-    GPT_CHECK(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a gpt2 model of " + std::to_string(c.n_layer) +
-                     " layers");
-  }
-  out.type = GgmlType::kF32;
-  size_t most = 0;
-  for (const auto& [type, bytes] : bytes_by_type) {
-    if (bytes > most) {
-      most = bytes;
-      out.type = type;
-    }
-  }
-  const bool all_f32 = bytes_by_type.size() == 1 && bytes_by_type.count(GgmlType::kF32) == 1;
+  const bool all_f32 = check_tensors(f, expected, "gpt2", c.n_layer, out);
 
   if (all_f32 || dequantize) {
     out.fp32 = std::make_unique<GPT>(c);
@@ -436,16 +483,7 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
     }
     return lw;
   };
-  auto table = [&](const GgufTensor& t, const float*& f32, QuantizedMatrix& packed) {
-    if (t.type == GgmlType::kF32) {
-      q->vectors.push_back(to_floats(t));
-      f32 = q->vectors.back().data();
-    } else {
-      q->matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), t.ne[1], t.ne[0]));
-      packed = q->matrices.back().matrix;
-    }
-  };
-  table(*embd, w.wte_f32, w.wte_packed);
+  keep_embedding_and_head(*q, e, c.tie_word_embeddings, C, V);
   w.wpe = vec("position_embd.weight");
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
@@ -462,15 +500,6 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   }
   w.ln_f_weight = vec("output_norm.weight");
   w.ln_f_bias = vec("output_norm.bias");
-  const float* head_f32 = nullptr;
-  QuantizedMatrix head_packed;
-  if (c.tie_word_embeddings) {
-    head_f32 = w.wte_f32;
-    head_packed = w.wte_packed;
-  } else {
-    table(*head, head_f32, head_packed);
-  }
-  w.lm_head = {C, V, head_f32, true, head_packed, nullptr};
   out.quantized = std::move(q);
   return out;
 }
@@ -484,11 +513,7 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
   ModelConfig c;
   c.arch = Architecture::kLlama;
   c.position_encoding = PositionEncoding::kRotary;
-  auto get_dim = [&](const std::string& key) {
-    const int64_t v = f.get_int(key);
-    GPT_CHECK(v > 0 && v < (int64_t(1) << 24), p + ": " + key + " = " + std::to_string(v) + " is out of range");
-    return static_cast<int>(v);
-  };
+  const auto get_dim = [&](const std::string& key) { return gguf_dim(f, key); };
   c.n_embd = get_dim("llama.embedding_length");
   c.n_layer = get_dim("llama.block_count");
   c.n_head = get_dim("llama.attention.head_count");
@@ -507,15 +532,9 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     GPT_CHECK(f.get_int("llama.rope.dimension_count") == c.n_embd / c.n_head,
               p + ": rotary positions on part of a head (rope.dimension_count) are not supported");
   }
-  const GgufTensor* embd = f.find("token_embd.weight");
-  GPT_CHECK(embd != nullptr, p + ": tensor 'token_embd.weight' is missing");
-  GPT_CHECK(embd->ne.size() == 2 && embd->ne[0] == c.n_embd && embd->ne[1] < (int64_t(1) << 24),
-            p + ": tensor 'token_embd.weight' has shape " + shape_string(embd->ne) + ", expected [" +
-                std::to_string(c.n_embd) + ", vocab]");
-  c.vocab_size = static_cast<int>(embd->ne[1]);
-  const GgufTensor* head = f.find("output.weight");
-  c.tie_word_embeddings = head == nullptr || (head->type == embd->type && head->ne == embd->ne &&
-                                              std::equal(head->data, head->data + head->bytes, embd->data));
+  const Embedding e = token_embedding(f, c.n_embd);
+  c.vocab_size = e.vocab;
+  c.tie_word_embeddings = e.tied;
   try {
     c.validate();
   } catch (const Error& e) {
@@ -525,13 +544,9 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
                 KV = c.kv_dim(), F = c.mlp_hidden();
 
   GgufModel out;
-  out.tokenizer = read_tokenizer(f);
-  if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
-  GPT_CHECK(out.tokenizer->vocab_size() <= V, p + ": the tokenizer has more tokens than token_embd has rows");
-
-  std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {{"token_embd.weight", {C, V}},
-                                                                        {"output_norm.weight", {C}}};
-  if (head != nullptr) expected.push_back({"output.weight", {C, V}});
+  read_text_side(out, f, V);
+  ExpectedTensors expected = {{"token_embd.weight", {C, V}}, {"output_norm.weight", {C}}};
+  if (e.head != nullptr) expected.push_back({"output.weight", {C, V}});
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     expected.push_back({b + "attn_norm.weight", {C}});
@@ -544,26 +559,7 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     expected.push_back({b + "ffn_up.weight", {C, F}});
     expected.push_back({b + "ffn_down.weight", {F, C}});
   }
-  std::map<GgmlType, size_t> bytes_by_type;
-  std::set<std::string> expected_names;
-  for (const auto& [name, ne] : expected) {
-    const GgufTensor& t = need(f, name, ne);
-    if (ne.size() == 2) bytes_by_type[t.type] += t.bytes;
-    const int64_t bad = first_invalid_block(t.type, t.data, t.bytes);
-    GPT_CHECK(bad < 0, p + ": tensor '" + t.name + "' (" + ggml_type_name(t.type) + ") block " + std::to_string(bad) +
-                           " has a scale that is not a finite number: the file is damaged");
-    expected_names.insert(name);
-  }
-  for (const GgufTensor& t : f.tensors()) {
-    GPT_CHECK(expected_names.count(t.name) != 0, p + ": unexpected tensor '" + t.name + "' for a llama model of " +
-                                                     std::to_string(c.n_layer) + " layers");
-  }
-  out.type = GgmlType::kF32;
-  size_t most = 0;
-  for (const auto& [type, bytes] : bytes_by_type) {
-    if (bytes > most) most = bytes, out.type = type;
-  }
-  const bool all_f32 = bytes_by_type.size() == 1 && bytes_by_type.count(GgmlType::kF32) == 1;
+  const bool all_f32 = check_tensors(f, expected, "llama", c.n_layer, out);
 
   // Rows of q or k back to Hugging Face's halves; of anything else as they are.
   auto unpermuted_floats = [&](const GgufTensor& t, int64_t heads) {
@@ -658,16 +654,7 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     lw.packed = q->matrices.back().matrix;
     return lw;
   };
-  auto table = [&](const GgufTensor& t, const float*& f32, QuantizedMatrix& packed) {
-    if (t.type == GgmlType::kF32) {
-      q->vectors.push_back(to_floats(t));
-      f32 = q->vectors.back().data();
-    } else {
-      q->matrices.push_back(QuantizedStorage::wrap(t.type, std::vector<uint8_t>(t.data, t.data + t.bytes), t.ne[1], t.ne[0]));
-      packed = q->matrices.back().matrix;
-    }
-  };
-  table(*embd, w.wte_f32, w.wte_packed);
+  keep_embedding_and_head(*q, e, c.tie_word_embeddings, C, V);
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     InferenceLayer L{};
@@ -680,15 +667,6 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     w.layers.push_back(L);
   }
   w.ln_f_weight = vec("output_norm.weight");
-  const float* head_f32 = nullptr;
-  QuantizedMatrix head_packed;
-  if (c.tie_word_embeddings) {
-    head_f32 = w.wte_f32;
-    head_packed = w.wte_packed;
-  } else {
-    table(*head, head_f32, head_packed);
-  }
-  w.lm_head = {C, V, head_f32, true, head_packed, nullptr};
   out.quantized = std::move(q);
   return out;
 }
