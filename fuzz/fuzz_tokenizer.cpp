@@ -9,6 +9,7 @@
 //   6: a whole checkpoint directory for load_model: config.json, a tokenizer file
 //      (tokenizer.json or tokenizer.gpt.json) and model.safetensors, cut from the
 //      input by two 16-bit lengths; a model that loads also runs one token
+//   7: a Jinja chat template, rendered for a fixed conversation and encoded
 // Only gpt::Error may be thrown: any other exception type that escapes (a
 // std::out_of_range, a JSON library exception, std::filesystem_error), a crash, a
 // sanitizer report or a broken round trip is a finding. The GPT-2 vocabulary comes from GPT_FUZZ_GPT2_DIR (or
@@ -32,6 +33,7 @@
 #include "gpt/io/safetensors.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/bpe_trainer.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/util/error.h"
 
 namespace {
@@ -56,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
       case 0: {
         const auto& tok = tokenizer();
         if (tok.decode(tok.encode(body, data[0] & 4)) != body) std::abort();
@@ -104,6 +106,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         gpt::InferenceSession session(*m.model);
         const int32_t token = 0;
         session.append(&token, 1);
+        break;
+      }
+      case 7: {
+        const gpt::ChatTemplate t = gpt::ChatTemplate::from_jinja(body, "<s>", "</s>");
+        const std::vector<gpt::ChatMessage> chat = {{"system", "be brief"}, {"user", "hi <|endoftext|>"},
+                                                    {"assistant", "hello"}, {"user", "and?"}};
+        t.render(chat, true);
+        t.encode(chat, tokenizer());
         break;
       }
       default:

@@ -6,7 +6,7 @@ set -euo pipefail
 #   --fuzz  also clang and libFuzzer (scripts/sanitize.sh: sanitized tests and fuzzing)
 #   --js    also Node.js, chromium and python3-html5lib (the server's tests with the openai client, a
 #           browser and autocannon; the strict parse of gpt explain's report)
-packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libgtest-dev libbenchmark-dev libpugixml-dev
+packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libpcre2-dev libgtest-dev libbenchmark-dev libpugixml-dev
   libopenmpi-dev openmpi-bin libcpp-httplib-dev pkg-config help2man python3)
 for arg in "$@"; do
   case "$arg" in

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --fuzz --js --demo
-# The Node packages the server's tests use, at the versions package-lock.json pins.
-(cd tests/serving/js && npm ci --no-audit --no-fund --loglevel=error)
+# The Node packages of the tests with real counterparts (tests/js), at the versions package-lock.json pins.
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 scripts/build.sh
 (cd build && ctest --output-on-failure --timeout 900 "$@")
 scripts/sanitize.sh 60

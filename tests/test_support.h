@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gpt/kernels/matmul_bf16.h"
 #include "gpt/model/config.h"
 
@@ -28,6 +30,54 @@ inline std::filesystem::path fixture(const std::string& name) { return source_di
 // ../shared/data beside the checkout (present on developer machines and in CI).
 inline std::filesystem::path shared_data(const std::string& name) {
   return source_dir().parent_path() / "shared" / "data" / name;
+}
+// A file of an npm package the Node tests install (tests/js/node_modules), or an
+// empty path when it is not installed.
+inline std::filesystem::path npm_package_file(const std::string& package, const std::string& file) {
+  const auto path = source_dir() / "tests" / "js" / "node_modules" / package / file;
+  return std::filesystem::exists(path) ? path : std::filesystem::path();
+}
+
+// A SentencePiece-style vocabulary (Llama 2's layout): characters and "▁", byte
+// tokens, <unk>/<s>/</s>, merges into words.
+inline nlohmann::json tiny_sentencepiece_json() {
+  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  int id = 3;
+  const char* hex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) vocab[std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">"] = id++;
+  for (const char* t : {"\xE2\x96\x81", "h", "e", "l", "o", "w", "r", "d", "\xE2\x96\x81h", "ll", "\xE2\x96\x81he",
+                        "\xE2\x96\x81hell", "\xE2\x96\x81hello", "\xE2\x96\x81w", "or", "\xE2\x96\x81wor",
+                        "\xE2\x96\x81worl", "\xE2\x96\x81world", "\xE2\x96\x81\xE2\x96\x81"}) {
+    vocab[t] = id++;
+  }
+  const nlohmann::json merges = {"\xE2\x96\x81 \xE2\x96\x81", "\xE2\x96\x81 h", "l l", "\xE2\x96\x81h e", "\xE2\x96\x81he ll", "\xE2\x96\x81hell o",
+                                 "\xE2\x96\x81 w", "o r", "\xE2\x96\x81w or", "\xE2\x96\x81wor l", "\xE2\x96\x81worl d"};
+  nlohmann::json added = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i) {
+    added.push_back({{"id", i}, {"content", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>"}, {"special", true}});
+  }
+  return {
+      {"added_tokens", added},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model",
+       {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", vocab},
+        {"merges", merges}}},
+  };
 }
 
 // A model shape for tests: vocab, context, layers, heads, width.

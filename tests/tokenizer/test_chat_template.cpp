@@ -1,7 +1,7 @@
 // Chat templates and special tokens: markers become special tokens only where
 // the template puts them (user text stays text), for char, byte and BPE
 // tokenizers; the rendered text matches tests/fixtures/chat_templates.json (which
-// @huggingface/jinja checks too: tests/serving/js/chat_template.test.mjs);
+// @huggingface/jinja checks too: tests/js/tokenizer/chat_template.test.mjs);
 // training encodings mark exactly the replies.
 #include <gtest/gtest.h>
 
@@ -40,8 +40,8 @@ TEST(ChatTemplate, MarkersAreSpecialTokensOnlyWhereTheTemplatePutsThem) {
 }
 
 TEST(ChatTemplate, KnownByNameOrRecognisedInAJinjaSource) {
-  EXPECT_EQ(ChatTemplate::recognise("{% for m in messages %}<|im_start|>{{ m.role }}...")->name(), "chatml");
-  EXPECT_EQ(ChatTemplate::recognise("<|start_header_id|>{{ message['role'] }}")->name(), "llama3");
+  EXPECT_EQ(ChatTemplate::recognise(ChatTemplate::named("chatml").jinja_source())->name(), "chatml");
+  EXPECT_EQ(ChatTemplate::recognise(ChatTemplate::named("llama3").jinja_source())->name(), "llama3");
   EXPECT_FALSE(ChatTemplate::recognise("{{ messages }}").has_value());
   EXPECT_THROW(ChatTemplate::named("vicuna"), Error);
   EXPECT_EQ(ChatTemplate::named("llama3").render({{"user", "hi"}}),
@@ -49,9 +49,13 @@ TEST(ChatTemplate, KnownByNameOrRecognisedInAJinjaSource) {
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   testing::TempDir dir;
   EXPECT_FALSE(ChatTemplate::of_model(dir.path()).has_value());
-  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{{ '<|im_start|>' }}"})");
+  // gpt.cpp's own source is the named template; any other source is the model's own, run as Jinja.
+  write_file_atomic(dir / "tokenizer_config.json", nlohmann::json{{"chat_template", ChatTemplate::named("chatml").jinja_source()}}.dump());
   EXPECT_EQ(ChatTemplate::of_model(dir.path())->name(), "chatml");
-  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{{ unknown }}"})");
+  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{{ bos_token }}{{ messages[0].content }}", "bos_token": {"content": "<s>"}})");
+  EXPECT_EQ(ChatTemplate::of_model(dir.path())->name(), "jinja");
+  EXPECT_EQ(ChatTemplate::of_model(dir.path())->render({{"user", "hi"}}), "<s>hi");
+  write_file_atomic(dir / "tokenizer_config.json", R"({"chat_template": "{% if %}"})");
   EXPECT_THROW(ChatTemplate::of_model(dir.path()), Error);
 }
 

@@ -391,7 +391,7 @@ gpt_status gpt_generate(gpt_model* model, const char* prompt, const gpt_generate
   }
     const gpt::ComputeScope scope(*model->compute);
     const gpt::Tokenizer& tok = *model->opened.tokenizer;
-    const std::vector<int32_t> ids = tok.encode(prompt);
+    const std::vector<int32_t> ids = tok.encode_prompt(prompt);
     const int64_t context = model->opened.config().block_size;
     GPT_CHECK(static_cast<int64_t>(ids.size()) <= context,
               "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +

@@ -39,7 +39,7 @@ Command add_attention_command(CLI::App& parent) {
                                  std::to_string(c.n_layer) + " layers (0 .. " + std::to_string(c.n_layer - 1) + ")");
     GPT_CHECK(o->head < c.n_head, "--head " + std::to_string(o->head) + " out of range: the model has " +
                                   std::to_string(c.n_head) + " heads");
-    const std::vector<int32_t> ids = m.tokenizer->encode(o->prompt);
+    const std::vector<int32_t> ids = m.tokenizer->encode_prompt(o->prompt);
     GPT_CHECK(!ids.empty(), "the prompt is empty");
     GPT_CHECK(static_cast<int64_t>(ids.size()) <= c.block_size,
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +

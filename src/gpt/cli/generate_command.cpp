@@ -58,7 +58,7 @@ Command add_generate_command(CLI::App& parent) {
     const ComputeScope scope(compute);
     const std::string text = read_prompt(o->prompt, o->prompt_file, prompt);
     OpenedModel m = open_model(o->model, /*dequantize=*/false, /*inference=*/true);
-    const std::vector<int32_t> ids = m.tokenizer->encode(text);
+    const std::vector<int32_t> ids = m.tokenizer->encode_prompt(text);
     const int64_t context = m.config().block_size;
     GPT_CHECK(static_cast<int64_t>(ids.size()) <= context,
           "the prompt is " + std::to_string(ids.size()) + " tokens but the model's context is " +

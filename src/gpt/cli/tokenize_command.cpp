@@ -9,10 +9,13 @@
 #include <memory>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "gpt/cli/commands.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/bpe_trainer.h"
+#include "gpt/tokenizer/chat_template.h"
 #include "gpt/util/error.h"
 #include "gpt/util/file_io.h"
 
@@ -34,10 +37,10 @@ Command add_tokenize_command(CLI::App& parent) {
   app->require_subcommand(1, 1);
   struct Options {
     std::vector<std::string> data;
-    std::string out, tokenizer;
+    std::string out, tokenizer, chat_template;
     int vocab_size = 32000;
     std::vector<std::string> special = {"<|endoftext|>"};
-    bool allow_special = false;
+    bool allow_special = false, bos = false, jsonl = false;
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
@@ -51,16 +54,26 @@ Command add_tokenize_command(CLI::App& parent) {
   CLI::App* encode = app->add_subcommand("encode", "Text on stdin -> token ids (space separated) on stdout");
   CLI::App* decode = app->add_subcommand("decode", "Token ids on stdin -> text on stdout");
   CLI::App* prepare = app->add_subcommand("prepare", "Tokenize a text file into a token shard for training");
+  CLI::App* chat = app->add_subcommand("chat", "Conversations (JSON lines) -> what a chat template makes of them");
+  chat->add_option("--template", o->chat_template,
+                   "A model directory, its tokenizer_config.json, or a template name (chatml, llama3)")
+      ->required();
+  chat->add_option("--tokenizer", o->tokenizer, "With it, token ids are printed instead of text");
+  chat->footer("\nEach line of stdin: {\"messages\": [{\"role\": ..., \"content\": ...}], \"add_generation_prompt\": true}.\n"
+               "Each line out: the rendered text as a JSON string, or the token ids (space separated) with --tokenizer.");
   for (CLI::App* sub : {encode, decode, prepare}) {
     sub->add_option("--tokenizer", o->tokenizer, "tokenizer.json, a checkpoint, or a GPT-2 vocabulary directory")->required();
   }
   encode->add_flag("--allow-special", o->allow_special, "Turn special tokens' text (e.g. <|endoftext|>) into their ids");
+  encode->add_flag("--jsonl", o->jsonl, "Many texts: stdin holds one JSON string per line; one line of ids is printed for each");
+  decode->add_flag("--jsonl", o->jsonl, "Many texts: stdin holds one JSON array of ids per line; one JSON string is printed for each");
+  encode->add_flag("--bos", o->bos, "Put the token the model expects first (Llama's <s>) before the text, as its tokenizer does");
   prepare->add_flag("--allow-special", o->allow_special, "Turn special tokens' text into their ids");
   prepare->add_option("--data", o->data, "Text file")->required();
   prepare->add_option("--out", o->out, "Shard file to write")->required();
   for (CLI::App* sub : {train, encode, prepare}) sub->add_option("--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
 
-  auto run = [o, train, encode, decode, prepare]() -> int {
+  auto run = [o, train, encode, decode, prepare, chat]() -> int {
     const int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (train->parsed()) {
       PieceCounts counts;
@@ -84,15 +97,123 @@ Command add_tokenize_command(CLI::App& parent) {
                    counts.size(), tok->vocab_size(), tok->merges().size(), s, out.c_str());
       return 0;
     }
+    if (chat->parsed()) {
+      std::optional<ChatTemplate> tmpl;
+      std::error_code ec;
+      const std::filesystem::path where = o->chat_template;
+      if (std::filesystem::is_directory(where, ec)) tmpl = ChatTemplate::of_model(where);
+      else if (std::filesystem::is_regular_file(where, ec)) tmpl = ChatTemplate::of_config_file(where);
+      else tmpl = ChatTemplate::named(o->chat_template);
+      GPT_CHECK(tmpl.has_value(), o->chat_template + " declares no chat template");
+      std::unique_ptr<Tokenizer> tok;
+      if (!o->tokenizer.empty()) tok = load_tokenizer(o->tokenizer);
+      std::istringstream lines(read_stdin());
+      size_t line_no = 0;
+      for (std::string line; std::getline(lines, line);) {
+        ++line_no;
+        if (line.empty()) continue;
+        const std::string where_line = "line " + std::to_string(line_no);
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception&) {
+          throw Error(where_line + " is not JSON");
+        }
+        GPT_CHECK(j.is_object() && j.contains("messages") && j["messages"].is_array(),
+                  where_line + " has no \"messages\" list");
+        std::vector<ChatMessage> messages;
+        for (const auto& m : j["messages"]) {
+          GPT_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+                        m["content"].is_string(),
+                    where_line + ": each message needs a \"role\" and a \"content\" string");
+          messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+        }
+        const bool prompt = j.value("add_generation_prompt", true);
+        try {
+          if (tok) {
+            GPT_CHECK(prompt, where_line + ": token ids are those of a prompt (add_generation_prompt true)");
+            const std::vector<int32_t> ids = tmpl->encode(messages, *tok);
+            std::string out;
+            for (size_t i = 0; i < ids.size(); ++i) {
+              if (i) out += ' ';
+              out += std::to_string(ids[i]);
+            }
+            std::printf("%s\n", out.c_str());
+          } else {
+            std::printf("%s\n", nlohmann::json(tmpl->render(messages, prompt)).dump().c_str());
+          }
+        } catch (const Error& e) {
+          throw Error(where_line + ": " + e.what());
+        }
+      }
+      return 0;
+    }
     const auto tok = load_tokenizer(o->tokenizer);
     if (encode->parsed()) {
-      const auto ids = encode_all(*tok, read_stdin(), o->allow_special, threads);
-      std::string line;
-      for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
-      std::printf("%s\n", line.c_str());
+      GPT_CHECK(!o->bos || tok->bos_id().has_value(), "--bos: this tokenizer puts no token before a text");
+      const auto print_ids = [&](const std::string& text) {
+        std::vector<int32_t> ids;
+        if (o->bos) ids.push_back(*tok->bos_id());
+        const auto text_ids = encode_all(*tok, text, o->allow_special, threads);
+        ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+        std::string line;
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (i) line += ' ';
+          line += std::to_string(ids[i]);
+        }
+        std::printf("%s\n", line.c_str());
+      };
+      const std::string input = read_stdin();
+      if (!o->jsonl) {
+        print_ids(input);
+        return 0;
+      }
+      std::istringstream lines(input);
+      size_t line_no = 0;
+      for (std::string line; std::getline(lines, line);) {
+        ++line_no;
+        if (line.empty()) continue;
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception&) {
+          throw Error("--jsonl: line " + std::to_string(line_no) + " is not JSON");
+        }
+        GPT_CHECK(j.is_string(), "--jsonl: line " + std::to_string(line_no) + " is not a JSON string");
+        print_ids(j.get<std::string>());
+      }
       return 0;
     }
     if (decode->parsed()) {
+      const auto check_id = [&](long long v, const std::string& word) {
+        GPT_CHECK(v >= 0 && v < tok->vocab_size(), "token id " + word + " outside the vocabulary of " +
+                                                   std::to_string(tok->vocab_size()));
+        return static_cast<int32_t>(v);
+      };
+      if (o->jsonl) {
+        std::istringstream lines(read_stdin());
+        size_t line_no = 0;
+        for (std::string line; std::getline(lines, line);) {
+          ++line_no;
+          if (line.empty()) continue;
+          const std::string where = "--jsonl: line " + std::to_string(line_no);
+          nlohmann::json j;
+          try {
+            j = nlohmann::json::parse(line);
+          } catch (const nlohmann::json::exception&) {
+            throw Error(where + " is not JSON");
+          }
+          GPT_CHECK(j.is_array(), where + " is not a JSON array of token ids");
+          std::vector<int32_t> ids;
+          for (const auto& v : j) {
+            GPT_CHECK(v.is_number_integer(), where + " holds " + v.dump() + ", not a token id");
+            ids.push_back(check_id(v.get<long long>(), v.dump()));
+          }
+          // Invalid UTF-8 (a token cut inside a character) is replaced, as JSON needs.
+          std::printf("%s\n", nlohmann::json(tok->decode(ids)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        }
+        return 0;
+      }
       std::istringstream in(read_stdin());
       std::vector<int32_t> ids;
       for (std::string word; in >> word;) {
@@ -104,9 +225,7 @@ Command add_tokenize_command(CLI::App& parent) {
           used = 0;
         }
         GPT_CHECK(used == word.size() && used > 0, "not a token id: '" + word + "'");
-        GPT_CHECK(v >= 0 && v < tok->vocab_size(), "token id " + word + " outside the vocabulary of " +
-                                                   std::to_string(tok->vocab_size()));
-        ids.push_back(static_cast<int32_t>(v));
+        ids.push_back(check_id(v, word));
       }
       const std::string text = tok->decode(ids);
       std::fwrite(text.data(), 1, text.size(), stdout);

@@ -78,7 +78,7 @@ Explanation explain(const InferenceWeights& weights, const Tokenizer& tokenizer,
   const ModelConfig& c = weights.config;
   Explanation e;
   e.config = c;
-  e.tokens = tokenizer.encode(prompt);
+  e.tokens = tokenizer.encode_prompt(prompt);
   const auto T = static_cast<int64_t>(e.tokens.size());
   GPT_CHECK(T > 0, "the prompt is empty");
   GPT_CHECK(T <= c.block_size, "the prompt is " + std::to_string(T) + " tokens but the model's context is " +

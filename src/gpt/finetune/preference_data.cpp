@@ -112,7 +112,7 @@ ScoredSequence encode_side(const PreferenceText& p, const std::vector<ChatMessag
   for (const ChatMessage& m : p.prompt) prompt_text += m.content;
   std::string response_text;
   for (const ChatMessage& m : response) response_text += m.content;
-  s.ids = tokenizer.encode(prompt_text);
+  s.ids = tokenizer.encode_prompt(prompt_text);
   s.response.assign(s.ids.size(), 0);
   std::vector<int32_t> r = tokenizer.encode(response_text);
   // The response ends as generation ends it: with the end-of-text token, where the vocabulary has one.

@@ -395,7 +395,7 @@ RewardModel load_reward_model(const fs::path& dir_in) {
   RewardModel rm;
   rm.body = std::move(l.model);
   rm.tokenizer = std::move(l.tokenizer);
-  const SafetensorsFile st = SafetensorsFile::load(dir / "model.safetensors");
+  const ModelWeightFiles st = ModelWeightFiles::open(dir);
   const int64_t C = rm.body->config().n_embd;
   GPT_CHECK(st.contains("score.weight"), dir.string() + " is not a reward model (its weights have no score.weight; "
                                                         "gpt reward train makes one)");

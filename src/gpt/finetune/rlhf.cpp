@@ -273,6 +273,7 @@ std::vector<std::vector<int32_t>> encode_prompts(const std::vector<std::vector<C
       if (chat_template != nullptr) {
         ids = chat_template->encode(prompts[i], tokenizer);
       } else {
+        if (const auto bos = tokenizer.bos_id()) ids.push_back(*bos);
         for (const ChatMessage& msg : prompts[i]) {
           const auto piece = tokenizer.encode(msg.content);
           ids.insert(ids.end(), piece.begin(), piece.end());

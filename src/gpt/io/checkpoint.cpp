@@ -176,18 +176,18 @@ namespace {
 
 // The file's name of a model tensor: Hugging Face checkpoints may prefix every
 // name with "transformer.".
-std::string stored_name(const SafetensorsFile& st, const std::string& name) {
+std::string stored_name(const ModelWeightFiles& st, const std::string& name) {
   if (!st.contains(name) && st.contains("transformer." + name)) return "transformer." + name;
   return name;
 }
 
 // Every tensor the layout needs is in the file with its shape and a readable
 // dtype: checked before a model of the config's size is allocated.
-void check_parameters(const SafetensorsFile& st, const ParameterLayout& layout) {
+void check_parameters(const ModelWeightFiles& st, const ParameterLayout& layout) {
   for (const TensorInfo& t : layout.tensors()) st.check_f32(stored_name(st, t.name), t.shape);
 }
 
-void read_parameters(const SafetensorsFile& st, GPT& model) {
+void read_parameters(const ModelWeightFiles& st, GPT& model) {
   for (const TensorInfo& t : model.layout().tensors())
     st.read_f32(stored_name(st, t.name), t.shape, model.params.data() + t.offset);
 }
@@ -195,7 +195,7 @@ void read_parameters(const SafetensorsFile& st, GPT& model) {
 }  // namespace
 
 void load_parameters(const fs::path& file, GPT& model) {
-  const SafetensorsFile st = SafetensorsFile::load(file);
+  const ModelWeightFiles st = ModelWeightFiles::single(file);
   check_parameters(st, model.layout());
   read_parameters(st, model);
 }
@@ -203,9 +203,9 @@ void load_parameters(const fs::path& file, GPT& model) {
 LoadedModel load_model(const fs::path& dir_in) {
   const fs::path dir = resolve_checkpoint_dir(dir_in);
   std::error_code ec;
-  for (const char* f : {"config.json", "model.safetensors"}) {
-    GPT_CHECK(fs::exists(dir / f, ec), "model directory " + dir.string() + " has no " + f);
-  }
+  GPT_CHECK(fs::exists(dir / "config.json", ec), "model directory " + dir.string() + " has no config.json");
+  GPT_CHECK(ModelWeightFiles::present(dir), "model directory " + dir.string() +
+                                                " has no model.safetensors (or model.safetensors.index.json)");
   GPT_CHECK(!find_tokenizer(dir).empty(), "model directory " + dir.string() + " has no tokenizer (" + kTokenizerFileName +
                                           " or " + kHfTokenizerFileName + ")");
   LoadedModel out;
@@ -216,16 +216,16 @@ LoadedModel load_model(const fs::path& dir_in) {
             std::to_string(config.vocab_size));
   // config.json is only a claim: the weights' header must agree with it before
   // memory for a model of its size is taken.
-  const SafetensorsFile st = SafetensorsFile::load(dir / "model.safetensors");
+  const ModelWeightFiles st = ModelWeightFiles::open(dir);
   try {
     // The count first: even the table of a claimed model's tensors is not built
     // before the file could hold them.
     const ArchitectureRules& rules = architecture_rules(config.arch);
     const int64_t needed = rules.tensor_count(config);
-    if (needed > static_cast<int64_t>(st.entries().size())) {
+    if (needed > static_cast<int64_t>(st.tensor_count())) {
       // Name the first block the file lacks (at most entries / 9 + 1 look-ups).
       for (int l = 0; l < config.n_layer; ++l) st.entry(stored_name(st, rules.first_tensor_of_layer(l)));
-      throw Error(dir.string() + "/model.safetensors holds " + std::to_string(st.entries().size()) +
+      throw Error(st.name() + " holds " + std::to_string(st.tensor_count()) +
                   " tensors, but " + std::to_string(needed) + " are needed");
     }
     check_parameters(st, ParameterLayout(config));

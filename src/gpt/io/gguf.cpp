@@ -328,6 +328,19 @@ const std::vector<int64_t>& GgufFile::get_ints(const std::string& key) const {
       .integers;
 }
 
+const std::vector<double>& GgufFile::get_floats(const std::string& key) const {
+  return value(key,
+               [](const GgufValue& v) {
+                 return v.type == GgufType::kArray && (v.element_type == GgufType::kF32 || v.element_type == GgufType::kF64);
+               },
+               "an array of floats")
+      .reals;
+}
+
+bool GgufFile::get_bool(const std::string& key) const {
+  return value(key, [](const GgufValue& v) { return v.type == GgufType::kBool; }, "a bool").integer != 0;
+}
+
 void GgufWriter::set(const std::string& key, GgufValue value) {
   for (auto& [k, v] : metadata_) {
     if (k == key) {

@@ -74,6 +74,8 @@ class GgufFile {
   double get_float(const std::string& key) const;  // f32 or f64
   const std::vector<std::string>& get_strings(const std::string& key) const;
   const std::vector<int64_t>& get_ints(const std::string& key) const;
+  const std::vector<double>& get_floats(const std::string& key) const;  // f32 or f64 elements
+  bool get_bool(const std::string& key) const;
 
  private:
   const GgufValue& value(const std::string& key, bool (*is_kind)(const GgufValue&), const char* kind) const;

@@ -1,7 +1,10 @@
 #include "gpt/io/gguf_model.h"
 
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <optional>
+#include <unordered_map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +19,8 @@ namespace gpt {
 namespace {
 
 // llama.cpp's token types.
-constexpr int64_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
+constexpr int64_t kTokenNormal = 1, kTokenUnknown = 2, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5,
+                  kTokenByte = 6;
 
 std::vector<uint8_t> encode_rows(GgmlType type, const float* rows, int64_t n_rows, int64_t n_cols) {
   const size_t rb = ggml_row_bytes(type, n_cols);
@@ -25,23 +29,61 @@ std::vector<uint8_t> encode_rows(GgmlType type, const float* rows, int64_t n_row
   return out;
 }
 
-void add_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_vocab) {
+// llama.cpp's name for a byte-level pipeline's split ("tokenizer.ggml.pre").
+std::optional<std::string> gguf_pre_name(const TextPipeline& p) {
+  if (p.is_gpt2()) return "gpt-2";
+  const auto patterns = p.split_patterns();
+  if (patterns.size() != 1) return std::nullopt;
+  if (patterns[0] == kLlama3SplitPattern) return "llama-bpe";
+  if (patterns[0] == kQwen2SplitPattern) return "qwen2";
+  return std::nullopt;
+}
+
+}  // namespace
+
+void write_gguf_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_vocab, bool exact_copy) {
   std::vector<std::string> tokens;
   std::vector<int64_t> types;
-  int64_t eot = -1;
-  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok)) {
+  std::optional<int64_t> bos, eos, unk;
+  std::string model = "gpt2", pre = "gpt-2";
+  const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok);
+  if (bpe != nullptr && bpe->pipeline().byte_level()) {
+    const auto name = gguf_pre_name(bpe->pipeline());
+    GPT_CHECK(name.has_value(), "GGUF export: llama.cpp has no name for this tokenizer's split pattern");
+    pre = *name;
     for (int32_t id = 0; id < bpe->vocab_size(); ++id) {
       tokens.push_back(bpe->token_string(id));
       types.push_back(kTokenNormal);
-    }
-    for (const SpecialToken& s : bpe->special_tokens()) {
-      types[static_cast<size_t>(s.id)] = kTokenControl;
-      if (s.text == "<|endoftext|>") eot = s.id;
     }
     std::vector<std::string> merges;
     merges.reserve(bpe->merges().size());
     for (const auto& [a, b] : bpe->merges()) merges.push_back(a + " " + b);
     g.set("tokenizer.ggml.merges", GgufValue::string_array(std::move(merges)));
+  } else if (bpe != nullptr) {
+    // SentencePiece style: llama.cpp's "llama" model merges the adjacent pair
+    // whose joined token scores highest, so a token's score is minus the rank of
+    // the merge that makes it.
+    model = "llama";
+    std::vector<double> scores(static_cast<size_t>(bpe->vocab_size()), -1e9);
+    for (size_t r = bpe->merges().size(); r-- > 0;) {
+      const auto& [a, b] = bpe->merges()[r];
+      if (const auto id = bpe->id_of(a + b)) scores[static_cast<size_t>(*id)] = -static_cast<double>(r);
+    }
+    for (int32_t id = 0; id < bpe->vocab_size(); ++id) {
+      const std::string& t = bpe->token_string(id);
+      tokens.push_back(t);
+      const bool byte = t.size() == 6 && t.starts_with("<0x") && t.back() == '>' && bpe->pipeline().byte_fallback();
+      types.push_back(byte ? kTokenByte : kTokenNormal);
+      if (byte) scores[static_cast<size_t>(id)] = 0.0;
+    }
+    if (const auto& u = bpe->pipeline().unk_token()) {
+      unk = *bpe->id_of(*u);
+      types[static_cast<size_t>(*unk)] = kTokenUnknown;
+      scores[static_cast<size_t>(*unk)] = 0.0;
+    }
+    for (int64_t id = static_cast<int64_t>(tokens.size()); id < model_vocab; ++id) scores.push_back(-1e9);
+    g.set("tokenizer.ggml.scores", GgufValue::f32_array(std::move(scores)));
+    g.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(true));
   } else {
     // Char and byte tokenizers: each token's bytes in GPT-2's byte alphabet (a
     // byte-level BPE without merges); gpt.cpp itself reloads the exact tokenizer.
@@ -53,35 +95,42 @@ void add_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_vocab) {
       types.push_back(kTokenNormal);
     }
     g.set("tokenizer.ggml.merges", GgufValue::string_array({}));
+  }
+  // gpt.cpp reads its own tokenizer back exactly (llama.cpp's keys cannot say
+  // everything a tokenizer.json does: normalizers, added tokens' flags).
+  if (exact_copy && (bpe == nullptr || !bpe->pipeline().is_gpt2())) {
     g.set("gpt.tokenizer", GgufValue::string(tok.to_json().dump()));
   }
+  for (const SpecialToken& s : tok.special_tokens()) {
+    if (types[static_cast<size_t>(s.id)] == kTokenNormal) types[static_cast<size_t>(s.id)] = kTokenControl;
+    if (s.text == "<|endoftext|>" || s.text == "</s>" || s.text == "<|end_of_text|>") eos = s.id;
+  }
+  if (tok.bos_id()) bos = *tok.bos_id();
+  else if (eos && model == "gpt2") bos = eos;  // GPT-2 marks both ends with <|endoftext|>
   // llama.cpp needs a token for every row of the embedding.
   for (auto id = static_cast<int64_t>(tokens.size()); id < model_vocab; ++id) {
     tokens.push_back("[PAD" + std::to_string(id) + "]");
     types.push_back(kTokenUnused);
   }
-  g.set("tokenizer.ggml.model", GgufValue::string("gpt2"));
-  g.set("tokenizer.ggml.pre", GgufValue::string("gpt-2"));
+  g.set("tokenizer.ggml.model", GgufValue::string(model));
+  if (model == "gpt2") g.set("tokenizer.ggml.pre", GgufValue::string(pre));
   g.set("tokenizer.ggml.tokens", GgufValue::string_array(std::move(tokens)));
   g.set("tokenizer.ggml.token_type", GgufValue::i32_array(std::move(types)));
-  if (eot >= 0) {
-    g.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(eot)));
-    g.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(eot)));
-  }
-  g.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(false));
+  if (bos) g.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(*bos)));
+  if (eos) g.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(*eos)));
+  if (unk) g.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(*unk)));
+  g.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(tok.bos_id().has_value()));
 }
 
-std::unique_ptr<Tokenizer> read_tokenizer(const GgufFile& f) {
-  if (f.has("gpt.tokenizer")) {
-    try {
-      return tokenizer_from_json(nlohmann::json::parse(f.get_string("gpt.tokenizer")));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(f.path() + ": gpt.tokenizer is not valid JSON: " + e.what());
-    }
-  }
+namespace {
+
+// The tokenizer.json a GGUF file's tokenizer.ggml.* keys stand for: llama.cpp's
+// "gpt2" model (byte-level BPE; "pre" names the split) or "llama" model
+// (SentencePiece: merges made from the scores, as Hugging Face's converter does).
+nlohmann::json tokenizer_json_of_gguf(const GgufFile& f) {
   const std::string model = f.get_string("tokenizer.ggml.model");
-  GPT_CHECK(model == "gpt2", f.path() + ": tokenizer.ggml.model '" + model +
-                             "' is not supported (gpt.cpp reads GPT-2's byte-level BPE, 'gpt2')");
+  GPT_CHECK(model == "gpt2" || model == "llama", f.path() + ": tokenizer.ggml.model '" + model +
+                                                     "' is not supported (gpt.cpp reads 'gpt2' and 'llama')");
   const std::vector<std::string>& tokens = f.get_strings("tokenizer.ggml.tokens");
   std::vector<int64_t> types(tokens.size(), kTokenNormal);
   if (f.has("tokenizer.ggml.token_type")) {
@@ -91,28 +140,133 @@ std::unique_ptr<Tokenizer> read_tokenizer(const GgufFile& f) {
   size_t used = tokens.size();
   while (used > 0 && types[used - 1] == kTokenUnused) --used;  // padding rows
   GPT_CHECK(used > 0, f.path() + ": the tokenizer has no tokens");
-  std::unordered_map<std::string, int32_t> vocab;
-  std::vector<SpecialToken> special;
+  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::json added = nlohmann::json::array();
+  std::optional<std::string> unk;
   for (size_t id = 0; id < used; ++id) {
-    GPT_CHECK(vocab.emplace(tokens[id], static_cast<int32_t>(id)).second,
-          f.path() + ": token '" + tokens[id] + "' appears twice in the vocabulary");
+    GPT_CHECK(!vocab.contains(tokens[id]), f.path() + ": token '" + tokens[id] + "' appears twice in the vocabulary");
+    vocab[tokens[id]] = id;
     if (types[id] == kTokenControl || types[id] == kTokenUserDefined) {
-      special.push_back({tokens[id], static_cast<int32_t>(id)});
+      added.push_back({{"id", id}, {"content", tokens[id]}, {"special", true}});
+    }
+    if (types[id] == kTokenUnknown) unk = tokens[id];
+  }
+  const auto token_text = [&](const char* key) -> std::optional<std::string> {
+    if (!f.has(key)) return std::nullopt;
+    const int64_t id = f.get_int(key);
+    GPT_CHECK(id >= 0 && static_cast<size_t>(id) < used, f.path() + ": " + key + " is outside the vocabulary");
+    return tokens[static_cast<size_t>(id)];
+  };
+  const bool add_bos = f.has("tokenizer.ggml.add_bos_token") ? f.get_bool("tokenizer.ggml.add_bos_token") : model == "llama";
+  nlohmann::json post = nullptr;
+  if (const auto bos = token_text("tokenizer.ggml.bos_token_id"); bos && add_bos) {
+    post = {{"type", "TemplateProcessing"},
+            {"single", {{{"SpecialToken", {{"id", *bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}};
+  }
+  nlohmann::json j = {{"added_tokens", added}, {"post_processor", post}};
+  nlohmann::json merges = nlohmann::json::array();
+  if (model == "gpt2") {
+    const std::string pre = f.has("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : "default";
+    const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+    const auto split = [&](const char* pattern) {
+      return nlohmann::json{{"type", "Sequence"},
+                            {"pretokenizers",
+                             {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
+                              byte_level}}};
+    };
+    j["normalizer"] = nullptr;
+    j["model"] = {{"type", "BPE"}};
+    if (pre == "default" || pre == "gpt-2" || pre == "gpt2") {
+      j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+    } else if (pre == "llama-bpe" || pre == "llama3") {
+      j["pre_tokenizer"] = split(kLlama3SplitPattern);
+      j["model"]["ignore_merges"] = true;
+    } else if (pre == "qwen2") {
+      j["pre_tokenizer"] = split(kQwen2SplitPattern);
+      j["normalizer"] = {{"type", "NFC"}};
+    } else {
+      throw Error(f.path() + ": tokenizer.ggml.pre '" + pre +
+                  "' is not supported (gpt.cpp reads 'gpt-2', 'llama-bpe' and 'qwen2')");
+    }
+    j["decoder"] = byte_level;
+    for (const std::string& m : f.get_strings("tokenizer.ggml.merges")) {
+      const size_t space = m.find(' ');
+      GPT_CHECK(space != std::string::npos && space > 0 && space + 1 < m.size(),
+                f.path() + ": malformed merge '" + m + "' (expected 'left right')");
+      merges.push_back({m.substr(0, space), m.substr(space + 1)});
+    }
+  } else {
+    const std::vector<double>& scores = f.get_floats("tokenizer.ggml.scores");
+    GPT_CHECK(scores.size() == tokens.size(), f.path() + ": tokenizer.ggml.scores and tokens differ in length");
+    bool byte_fallback = false;
+    for (size_t id = 0; id < used; ++id) byte_fallback |= types[id] == kTokenByte;
+    // Every split of a normal token into two tokens is a merge, ranked by the
+    // joined token's score (highest first), then by the pieces' ids.
+    struct Merge {
+      double score;
+      size_t id, left, right;
+      size_t cut;
+    };
+    std::vector<Merge> found;
+    std::unordered_map<std::string, size_t> id_of;
+    for (size_t id = 0; id < used; ++id) {
+      if (types[id] == kTokenNormal || types[id] == kTokenUserDefined) id_of.emplace(tokens[id], id);
+    }
+    for (size_t id = 0; id < used; ++id) {
+      if (types[id] != kTokenNormal) continue;
+      const std::string& t = tokens[id];
+      for (size_t cut = 1; cut < t.size(); ++cut) {
+        if ((static_cast<unsigned char>(t[cut]) & 0xC0) == 0x80) continue;  // inside a character
+        auto l = id_of.find(t.substr(0, cut)), r = id_of.find(t.substr(cut));
+        if (l != id_of.end() && r != id_of.end()) found.push_back({scores[id], id, l->second, r->second, cut});
+      }
+    }
+    std::sort(found.begin(), found.end(), [](const Merge& a, const Merge& b) {
+      if (a.score != b.score) return a.score > b.score;
+      if (a.id != b.id) return a.id < b.id;
+      if (a.left != b.left) return a.left < b.left;
+      return a.right < b.right;
+    });
+    for (const Merge& m : found) merges.push_back({tokens[m.id].substr(0, m.cut), tokens[m.id].substr(m.cut)});
+    const bool space_prefix = !f.has("tokenizer.ggml.add_space_prefix") || f.get_bool("tokenizer.ggml.add_space_prefix");
+    const char* metaspace = "\xE2\x96\x81";
+    nlohmann::json norm = nlohmann::json::array();
+    if (space_prefix) norm.push_back({{"type", "Prepend"}, {"prepend", metaspace}});
+    norm.push_back({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", metaspace}});
+    j["normalizer"] = {{"type", "Sequence"}, {"normalizers", norm}};
+    j["pre_tokenizer"] = nullptr;
+    nlohmann::json decoders = {{{"type", "Replace"}, {"pattern", {{"String", metaspace}}}, {"content", " "}},
+                               {{"type", "ByteFallback"}},
+                               {{"type", "Fuse"}}};
+    if (space_prefix) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+    j["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
+    j["model"] = {{"type", "BPE"}, {"byte_fallback", byte_fallback}, {"fuse_unk", true}};
+    if (unk) j["model"]["unk_token"] = *unk;
+  }
+  j["model"]["vocab"] = std::move(vocab);
+  j["model"]["merges"] = std::move(merges);
+  return j;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> read_gguf_tokenizer(const GgufFile& f) {
+  if (f.has("gpt.tokenizer")) {
+    try {
+      return tokenizer_from_json(nlohmann::json::parse(f.get_string("gpt.tokenizer")));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(f.path() + ": gpt.tokenizer is not valid JSON: " + e.what());
     }
   }
-  std::vector<std::pair<std::string, std::string>> merges;
-  for (const std::string& m : f.get_strings("tokenizer.ggml.merges")) {
-    const size_t space = m.find(' ');
-    GPT_CHECK(space != std::string::npos && space > 0 && space + 1 < m.size(),
-          f.path() + ": malformed merge '" + m + "' (expected 'left right')");
-    merges.emplace_back(m.substr(0, space), m.substr(space + 1));
-  }
+  const nlohmann::json j = tokenizer_json_of_gguf(f);
   try {
-    return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special));
+    return BpeTokenizer::from_hf_json(j);
   } catch (const Error& e) {
     throw Error(f.path() + ": " + e.what());
   }
 }
+
+namespace {
 
 std::string shape_string(const std::vector<int64_t>& ne) {
   std::string s = "[";
@@ -173,8 +327,13 @@ Embedding token_embedding(const GgufFile& f, int64_t C) {
 
 // The tokenizer and chat template of the metadata.
 void read_text_side(GgufModel& out, const GgufFile& f, int64_t vocab) {
-  out.tokenizer = read_tokenizer(f);
+  out.tokenizer = read_gguf_tokenizer(f);
   if (f.has("tokenizer.chat_template")) out.chat_template = f.get_string("tokenizer.chat_template");
+  for (auto [key, text] : {std::pair{"tokenizer.ggml.bos_token_id", &out.bos_token}, {"tokenizer.ggml.eos_token_id", &out.eos_token}}) {
+    if (!f.has(key)) continue;
+    const int64_t id = f.get_int(key);
+    if (id >= 0 && id < out.tokenizer->vocab_size()) *text = out.tokenizer->token_bytes(static_cast<int32_t>(id));
+  }
   GPT_CHECK(out.tokenizer->vocab_size() <= vocab, f.path() + ": the tokenizer has more tokens than token_embd has rows");
 }
 
@@ -264,7 +423,7 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   g.set("general.name", GgufValue::string(name));
   g.set("general.file_type", GgufValue::u32(recipe.file_type()));
   if (ggml_block_size(recipe.base()) > 1) g.set("general.quantization_version", GgufValue::u32(2));
-  add_tokenizer(g, tokenizer, V);
+  write_gguf_tokenizer(g, tokenizer, V);
   if (chat_template != nullptr) {
     g.set("tokenizer.chat_template", GgufValue::string(chat_template->jinja_source()));
     // llama.cpp ends a chat reply at the end-of-turn token.

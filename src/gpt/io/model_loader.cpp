@@ -45,7 +45,13 @@ OpenedModel open_model(const std::filesystem::path& path, const ModelOpenOptions
     m.quantized = std::move(g.quantized);
     m.tokenizer = std::move(g.tokenizer);
     m.type = g.type;
-    if (!g.chat_template.empty()) m.chat_template = ChatTemplate::recognise(g.chat_template);
+    if (!g.chat_template.empty()) {
+      try {
+        m.chat_template = ChatTemplate::from_jinja(g.chat_template, g.bos_token, g.eos_token);
+      } catch (const Error& e) {
+        m.chat_template_problem = path.string() + ": " + e.what();
+      }
+    }
   } else {
     LoadedModel l = load_model(path);
     m.fp32 = std::move(l.model);

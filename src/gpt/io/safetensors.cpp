@@ -27,6 +27,62 @@ size_t dtype_size(const std::string& dtype) {
 
 }  // namespace
 
+ModelWeightFiles ModelWeightFiles::single(const std::filesystem::path& path) {
+  ModelWeightFiles w;
+  w.name_ = path.string();
+  w.shards_.push_back(SafetensorsFile::load(path));
+  for (const auto& [name, e] : w.shards_[0].entries()) w.file_of_.emplace(name, 0);
+  return w;
+}
+
+bool ModelWeightFiles::present(const std::filesystem::path& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(dir / "model.safetensors", ec) ||
+         std::filesystem::exists(dir / "model.safetensors.index.json", ec);
+}
+
+ModelWeightFiles ModelWeightFiles::open(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir / "model.safetensors", ec)) return single(dir / "model.safetensors");
+  const std::filesystem::path index = dir / "model.safetensors.index.json";
+  GPT_CHECK(std::filesystem::exists(index, ec),
+            "model directory " + dir.string() + " has no model.safetensors (or model.safetensors.index.json)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(index));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(index.string() + " is not valid JSON: " + e.what());
+  }
+  GPT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object() && !j["weight_map"].empty(),
+            index.string() + " has no \"weight_map\" of tensor names to files");
+  ModelWeightFiles w;
+  w.name_ = index.string();
+  std::map<std::string, size_t> shard_of_file;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    GPT_CHECK(it.value().is_string(), index.string() + ": the file of '" + it.key() + "' is not a string");
+    const std::string file = it.value().get<std::string>();
+    // Shards are files beside the index, never paths that lead elsewhere.
+    GPT_CHECK(!file.empty() && file.find('/') == std::string::npos && file.find('\\') == std::string::npos &&
+                  file != "." && file != "..",
+              index.string() + ": '" + file + "' is not a file name in the model directory");
+    auto [at, added] = shard_of_file.emplace(file, w.shards_.size());
+    if (added) {
+      GPT_CHECK(std::filesystem::exists(dir / file, ec), index.string() + " names " + file + ", which is missing");
+      w.shards_.push_back(SafetensorsFile::load(dir / file));
+    }
+    GPT_CHECK(w.shards_[at->second].contains(it.key()),
+              index.string() + " puts '" + it.key() + "' in " + file + ", which does not hold it");
+    w.file_of_.emplace(it.key(), at->second);
+  }
+  return w;
+}
+
+const SafetensorsFile& ModelWeightFiles::file(const std::string& name) const {
+  auto it = file_of_.find(name);
+  GPT_CHECK(it != file_of_.end(), name_ + ": missing tensor '" + name + "'");
+  return shards_[it->second];
+}
+
 std::string shape_to_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

@@ -60,6 +60,39 @@ class SafetensorsFile {
   std::map<std::string, SafetensorsEntry> entries_;
 };
 
+// A model's weights as Hugging Face keeps them: one model.safetensors, or shards
+// named by model.safetensors.index.json ({"weight_map": {tensor: file}}), as
+// models past a few GB come. Every shard is mapped and checked when opened, and
+// the index must agree with the shards (each tensor in the file it names).
+class ModelWeightFiles {
+ public:
+  // model.safetensors, else model.safetensors.index.json, in `dir`; gpt::Error if
+  // neither is there or the index is malformed.
+  static ModelWeightFiles open(const std::filesystem::path& dir);
+  // One safetensors file.
+  static ModelWeightFiles single(const std::filesystem::path& file);
+  // Whether a directory holds weights open() would read.
+  static bool present(const std::filesystem::path& dir);
+
+  size_t tensor_count() const { return file_of_.size(); }
+  bool contains(const std::string& name) const { return file_of_.count(name) != 0; }
+  const SafetensorsEntry& entry(const std::string& name) const { return file(name).entry(name); }
+  void check_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+    file(name).check_f32(name, expected_shape);
+  }
+  void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape, float* dst) const {
+    file(name).read_f32(name, expected_shape, dst);
+  }
+  // What to call the weights in messages ("dir/model.safetensors").
+  const std::string& name() const { return name_; }
+
+ private:
+  const SafetensorsFile& file(const std::string& name) const;
+  std::vector<SafetensorsFile> shards_;
+  std::map<std::string, size_t> file_of_;  // tensor -> shard
+  std::string name_;
+};
+
 struct TensorToWrite {
   std::string name;
   std::vector<int64_t> shape;

@@ -90,7 +90,7 @@ std::vector<int32_t> encode_text(const Tokenizer& tokenizer, const std::string& 
                          std::to_string(model.context) + " tokens can hold", "context_length_exceeded");
   }
   try {
-    return tokenizer.encode(text);
+    return tokenizer.encode_prompt(text);
   } catch (const Error& e) {
     throw bad(param, std::string("'") + param + "' cannot be tokenized: " + e.what());
   }

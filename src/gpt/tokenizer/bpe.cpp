@@ -166,9 +166,27 @@ const std::vector<std::string>& gpt2_byte_to_unicode() {
   return table;
 }
 
+namespace {
+const char* const kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
+
+// "<0xAB>" -> 0xAB (SentencePiece's byte tokens); -1 for anything else.
+int byte_token_value(std::string_view t) {
+  if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
+  int v = 0;
+  for (size_t i = 3; i < 5; ++i) {
+    const char c = t[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+}  // namespace
+
 BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
-                           std::vector<std::pair<std::string, std::string>> merges, std::vector<SpecialToken> special)
-    : merges_(std::move(merges)), special_(std::move(special)) {
+                           std::vector<std::pair<std::string, std::string>> merges, std::vector<SpecialToken> special,
+                           TextPipeline pipeline)
+    : pipeline_(std::move(pipeline)), merges_(std::move(merges)), special_(std::move(special)) {
   GPT_CHECK(!vocab.empty(), "BPE vocabulary is empty");
   int32_t max_id = -1;
   for (const auto& [tok, id] : vocab) {
@@ -177,33 +195,71 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
   }
   token_strings_.assign(static_cast<size_t>(max_id) + 1, "");
   token_bytes_.assign(static_cast<size_t>(max_id) + 1, "");
+  std::fill(std::begin(byte_id_), std::end(byte_id_), -1);
+  std::unordered_map<std::string_view, bool> is_special;
+  for (const auto& sp : special_) is_special[sp.text] = true;
   // Inverse of the byte alphabet: code point -> byte.
   std::unordered_map<char32_t, uint8_t> byte_of;
   const auto& b2u = gpt2_byte_to_unicode();
   for (int b = 0; b < 256; ++b) byte_of[decode_utf8(b2u[static_cast<size_t>(b)], "byte alphabet")[0]] = static_cast<uint8_t>(b);
   std::vector<bool> seen(token_strings_.size(), false);
+  metaspace_words_ = !pipeline_.byte_level();
   for (const auto& [tok, id] : vocab) {
     GPT_CHECK(!seen[static_cast<size_t>(id)], "BPE vocabulary uses id " + std::to_string(id) + " twice");
     seen[static_cast<size_t>(id)] = true;
     token_strings_[static_cast<size_t>(id)] = tok;
     std::string bytes;
-    for (char32_t cp : decode_utf8(tok, "BPE token")) {
-      auto it = byte_of.find(cp);
-      // Characters outside the byte alphabet (in some special tokens) stand for themselves.
-      if (it == byte_of.end()) append_utf8(bytes, cp);
-      else bytes += static_cast<char>(it->second);
+    if (is_special.count(tok)) {
+      bytes = tok;  // a marker stands for its text
+    } else if (pipeline_.byte_level()) {
+      for (char32_t cp : decode_utf8(tok, "BPE token")) {
+        auto it = byte_of.find(cp);
+        // Characters outside the byte alphabet (in some special tokens) stand for themselves.
+        if (it == byte_of.end()) append_utf8(bytes, cp);
+        else bytes += static_cast<char>(it->second);
+      }
+    } else if (const int b = pipeline_.byte_fallback() ? byte_token_value(tok) : -1; b >= 0) {
+      bytes = std::string(1, static_cast<char>(b));
+      byte_id_[b] = id;
+    } else {
+      // SentencePiece's "▁" is a space.
+      for (size_t at = 0; at < tok.size();) {
+        if (tok.compare(at, 3, kMetaspace) == 0) {
+          if (at > 0 && tok.compare(at - 3, 3, kMetaspace) != 0) metaspace_words_ = false;
+          bytes += ' ';
+          at += 3;
+        } else {
+          bytes += tok[at++];
+        }
+      }
     }
     token_bytes_[static_cast<size_t>(id)] = bytes;
   }
   GPT_CHECK(std::all_of(seen.begin(), seen.end(), [](bool s) { return s; }), "BPE vocabulary ids are not contiguous");
-  for (int b = 0; b < 256; ++b) {
-    auto it = vocab.find(b2u[static_cast<size_t>(b)]);
-    GPT_CHECK(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
-    byte_id_[b] = it->second;
+  if (pipeline_.byte_level()) {
+    for (int b = 0; b < 256; ++b) {
+      auto it = vocab.find(b2u[static_cast<size_t>(b)]);
+      GPT_CHECK(it != vocab.end(), "BPE vocabulary lacks the single-byte token for byte " + std::to_string(b));
+      byte_id_[b] = it->second;
+    }
+  } else if (pipeline_.byte_fallback()) {
+    for (int b = 0; b < 256; ++b) {
+      GPT_CHECK(byte_id_[b] >= 0, "BPE vocabulary with byte fallback lacks the token <0x" +
+                                      std::string(1, "0123456789ABCDEF"[b >> 4]) + std::string(1, "0123456789ABCDEF"[b & 15]) + ">");
+    }
+  }
+  if (const auto& unk = pipeline_.unk_token()) {
+    auto it = vocab.find(*unk);
+    GPT_CHECK(it != vocab.end(), "BPE unk_token '" + *unk + "' is not in the vocabulary");
+    unk_id_ = it->second;
   }
   for (const auto& sp : special_) {
     GPT_CHECK(!sp.text.empty() && sp.id >= 0 && sp.id <= max_id && token_strings_[static_cast<size_t>(sp.id)] == sp.text,
           "special token '" + sp.text + "' is not in the vocabulary with id " + std::to_string(sp.id));
+  }
+  if (const auto& bos = pipeline_.bos_token()) {
+    bos_id_ = special_token_id(*bos);
+    GPT_CHECK(bos_id_.has_value(), "the post-processor's token '" + *bos + "' is not a special token");
   }
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto& [a, b] = merges_[r];
@@ -212,6 +268,7 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
           "merge " + std::to_string(r + 1) + " ('" + a + "' '" + b + "') names a token not in the vocabulary");
     merge_of_.emplace(pair_key(ia->second, ib->second), std::make_pair(static_cast<int32_t>(r), im->second));
   }
+  id_of_ = std::move(vocab);
 }
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::load_gpt2(const std::filesystem::path& encoder_json,
@@ -255,22 +312,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j
   GPT_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), "tokenizer.json has no \"model\"");
   const auto& model = j["model"];
   GPT_CHECK(model.value("type", std::string()) == "BPE", "tokenizer.json: only BPE models are supported");
-  // Only GPT-2's byte-level BPE is read so far: a SentencePiece-style BPE (Llama 2,
-  // Mistral: Metaspace, byte fallback) or another split pattern (Llama 3, Qwen2)
-  // would load and give other ids than its own tokenizer, so it is refused.
-  const auto kind = [](const nlohmann::json& x) {
-    return x.is_object() ? x.value("type", std::string("?")) : std::string("?");
-  };
-  if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
-    const auto& pre = j["pre_tokenizer"];
-    GPT_CHECK(kind(pre) == "ByteLevel" && pre.value("use_regex", true),
-              "tokenizer.json: pre-tokenizer '" + kind(pre) +
-                  "' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
-  }
-  GPT_CHECK(!j.contains("normalizer") || j["normalizer"].is_null(),
-            "tokenizer.json: normalizer '" + kind(j["normalizer"]) + "' is not supported yet (gpt.cpp reads GPT-2's byte-level BPE)");
-  GPT_CHECK(!model.value("byte_fallback", false),
-            "tokenizer.json: byte-fallback BPE (SentencePiece style) is not supported yet");
+  TextPipeline pipeline = TextPipeline::from_hf_json(j);
   GPT_CHECK(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges") && model["merges"].is_array(),
         "tokenizer.json: the model needs \"vocab\" and \"merges\"");
   std::unordered_map<std::string, int32_t> vocab;
@@ -298,7 +340,37 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const nlohmann::json& j
       vocab.emplace(special.back().text, special.back().id);  // added tokens may live outside model.vocab
     }
   }
-  return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special));
+  return std::make_unique<BpeTokenizer>(std::move(vocab), std::move(merges), std::move(special), std::move(pipeline));
+}
+
+void BpeTokenizer::initial_symbols(std::string_view piece, std::vector<int32_t>& ids) const {
+  ids.clear();
+  if (pipeline_.byte_level()) {
+    for (char c : piece) ids.push_back(byte_id_[static_cast<unsigned char>(c)]);
+    return;
+  }
+  // SentencePiece style: a character is its token, else its bytes' tokens,
+  // else <unk> (runs of which are one <unk> with fuse_unk).
+  for (size_t i = 0; i < piece.size();) {
+    size_t len = 1;
+    const auto b0 = static_cast<unsigned char>(piece[i]);
+    if (b0 >= 0x80) {
+      utf8proc_int32_t cp = -1;
+      const utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(piece.data() + i),
+                                                  static_cast<utf8proc_ssize_t>(piece.size() - i), &cp);
+      if (n > 0 && cp >= 0) len = static_cast<size_t>(n);
+    }
+    const std::string ch(piece.substr(i, len));
+    if (auto it = id_of_.find(ch); it != id_of_.end()) {
+      ids.push_back(it->second);
+    } else if (pipeline_.byte_fallback()) {
+      for (char c : ch) ids.push_back(byte_id_[static_cast<unsigned char>(c)]);
+    } else {
+      GPT_CHECK(unk_id_ >= 0, "the vocabulary cannot express the character '" + ch + "' (and has no unk_token)");
+      if (!(pipeline_.fuse_unk() && !ids.empty() && ids.back() == unk_id_)) ids.push_back(unk_id_);
+    }
+    i += len;
+  }
 }
 
 void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out, Cache& cache) const {
@@ -306,8 +378,21 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
-  std::vector<int32_t> ids(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) ids[i] = byte_id_[static_cast<unsigned char>(piece[i])];
+  if (pipeline_.ignore_merges()) {
+    // A piece that is a token of its own is taken whole.
+    std::string written;
+    if (pipeline_.byte_level()) {
+      for (char c : piece) written += gpt2_byte_to_unicode()[static_cast<unsigned char>(c)];
+    } else {
+      written = piece;
+    }
+    if (auto it = id_of_.find(written); it != id_of_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  std::vector<int32_t> ids;
+  initial_symbols(piece, ids);
   // Merge the lowest-ranked adjacent pair until none is in the merge list.
   while (ids.size() > 1) {
     int32_t best_rank = std::numeric_limits<int32_t>::max(), merged = -1;
@@ -338,28 +423,60 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   if (cache.size() < 200000) cache.emplace(std::string(piece), std::move(ids));
 }
 
-namespace {
+void BpeTokenizer::for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit) const {
+  if (pipeline_.splits()) {
+    pipeline_.for_each_piece(text, emit);
+    return;
+  }
+  if (text.empty()) return;
+  if (!metaspace_words_) {
+    emit(text);  // the whole segment is one word
+    return;
+  }
+  // No token spans "x▁" (x not "▁"): cut before each such "▁"; the same merges
+  // happen, with the words' results cached.
+  size_t start = 0;
+  for (size_t at = text.find(kMetaspace, 1); at != std::string_view::npos; at = text.find(kMetaspace, at + 3)) {
+    if (text.compare(at - 3, 3, kMetaspace) != 0) {
+      emit(text.substr(start, at - start));
+      start = at;
+    }
+  }
+  emit(text.substr(start));
+}
 
-// Where a long text can be cut so that pre-tokenizing the parts gives the same
-// pieces as the whole: right after "x\n" before "y", where x and y are not
-// whitespace (a lone newline between two non-spaces is always its own piece).
-size_t safe_cut_near(std::string_view text, size_t pos) {
-  for (size_t p = std::max<size_t>(pos, 2); p < text.size(); ++p) {
-    if (text[p - 1] == '\n' && !std::isspace(static_cast<unsigned char>(text[p - 2])) &&
-        !std::isspace(static_cast<unsigned char>(text[p])) && static_cast<unsigned char>(text[p - 2]) < 0x80 &&
-        static_cast<unsigned char>(text[p]) < 0x80) {
-      return p;
+// Where a long text can be cut so that encoding the parts gives the same ids as
+// the whole, or text.size(): right after "x\n" before "y", where x and y are not
+// whitespace, for split patterns that always isolate such a newline; before a
+// "▁" that follows another character, for SentencePiece-style words.
+size_t BpeTokenizer::safe_cut_near(std::string_view text, size_t pos) const {
+  if (pipeline_.cuts_at_newlines()) {
+    for (size_t p = std::max<size_t>(pos, 2); p < text.size(); ++p) {
+      if (text[p - 1] == '\n' && !std::isspace(static_cast<unsigned char>(text[p - 2])) &&
+          !std::isspace(static_cast<unsigned char>(text[p])) && static_cast<unsigned char>(text[p - 2]) < 0x80 &&
+          static_cast<unsigned char>(text[p]) < 0x80) {
+        return p;
+      }
+    }
+  } else if (!pipeline_.splits() && metaspace_words_) {
+    for (size_t at = text.find(kMetaspace, std::max<size_t>(pos, 3)); at != std::string_view::npos;
+         at = text.find(kMetaspace, at + 3)) {
+      if (text.compare(at - 3, 3, kMetaspace) != 0) return at;
     }
   }
   return text.size();
 }
 
-}  // namespace
-
-void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out, int threads) const {
+void BpeTokenizer::encode_plain(std::string_view raw, std::vector<int32_t>& out, int threads, bool first) const {
+  std::string normalized;
+  std::string_view text = raw;
+  if (pipeline_.normalizes()) {
+    normalized = pipeline_.normalize(raw, first);
+    text = normalized;
+  }
   if (threads <= 1 || text.size() < (1u << 20)) {
     Cache cache;
-    for_each_gpt2_piece(text, [&](std::string_view piece) { encode_piece(piece, out, cache); });
+    for_each_word(text, [&](std::string_view piece) { encode_piece(piece, out, cache); });
     return;
   }
   // Big inputs: cut at safe points into one part per thread, encode the parts in
@@ -371,13 +488,19 @@ void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out
   }
   cuts.push_back(text.size());
   std::vector<std::vector<int32_t>> parts(cuts.size() - 1);
+  std::vector<std::string> errors(parts.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (size_t k = 0; k < parts.size(); ++k) {
-    Cache cache;
-    const std::string_view part = text.substr(cuts[k], cuts[k + 1] - cuts[k]);
-    parts[k].reserve(part.size() / 3 + 1);
-    for_each_gpt2_piece(part, [&](std::string_view piece) { encode_piece(piece, parts[k], cache); });
+    try {
+      Cache cache;
+      const std::string_view part = text.substr(cuts[k], cuts[k + 1] - cuts[k]);
+      parts[k].reserve(part.size() / 3 + 1);
+      for_each_word(part, [&](std::string_view piece) { encode_piece(piece, parts[k], cache); });
+    } catch (const std::exception& e) {
+      errors[k] = e.what();
+    }
   }
+  for (const std::string& e : errors) GPT_CHECK(e.empty(), e);
   for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
 }
 
@@ -387,7 +510,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
   if (!allow_special || special_.empty()) {
-    encode_plain(text, out, threads);
+    encode_plain(text, out, threads, true);
     return out;
   }
   // Split at the earliest (then longest) special token; encode the text between.
@@ -402,7 +525,8 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
         match = &sp;
       }
     }
-    encode_plain(text.substr(pos, best == std::string_view::npos ? std::string_view::npos : best - pos), out, threads);
+    encode_plain(text.substr(pos, best == std::string_view::npos ? std::string_view::npos : best - pos), out, threads,
+                 pos == 0);
     if (match == nullptr || best == std::string_view::npos) break;
     out.push_back(match->id);
     pos = best + match->text.size();
@@ -424,33 +548,62 @@ std::unique_ptr<Tokenizer> BpeTokenizer::with_special_tokens(const std::vector<s
     vocab.emplace(t, id);
     special.push_back({t, id});
   }
-  return std::make_unique<BpeTokenizer>(std::move(vocab), merges_, std::move(special));
+  return std::make_unique<BpeTokenizer>(std::move(vocab), merges_, std::move(special), pipeline_);
+}
+
+void BpeTokenizer::encode_segments(const std::vector<Segment>& segments, std::vector<int32_t>& ids,
+                                   std::vector<size_t>* ends) const {
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (segments[i].special) ids.push_back(*segments[i].special);
+    else encode_plain(segments[i].text, ids, 1, i == 0);
+    if (ends != nullptr) ends->push_back(ids.size());
+  }
+}
+
+std::string BpeTokenizer::decode(std::span<const int32_t> ids) const {
+  std::string text = Tokenizer::decode(ids);
+  if (pipeline_.strip_leading_space() && !text.empty() && text[0] == ' ') text.erase(0, 1);
+  return text;
 }
 
 nlohmann::json BpeTokenizer::to_json() const {
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (size_t i = 0; i < token_strings_.size(); ++i) vocab[token_strings_[i]] = i;
   nlohmann::ordered_json merges = nlohmann::ordered_json::array();
-  for (const auto& [a, b] : merges_) merges.push_back(a + " " + b);
+  // "left right" strings, or [left, right] pairs where a token holds a space.
+  const bool pairs = std::any_of(merges_.begin(), merges_.end(), [](const auto& m) {
+    return m.first.find(' ') != std::string::npos || m.second.find(' ') != std::string::npos;
+  });
+  for (const auto& [a, b] : merges_) {
+    if (pairs) merges.push_back({a, b});
+    else merges.push_back(a + " " + b);
+  }
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
   for (const auto& sp : special_) {
     added.push_back({{"id", sp.id}, {"content", sp.text}, {"single_word", false}, {"lstrip", false},
                      {"rstrip", false}, {"normalized", false}, {"special", true}});
   }
-  const nlohmann::ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                                             {"use_regex", true}};
+  const nlohmann::json& sections = pipeline_.sections();
+  nlohmann::ordered_json model = {{"type", "BPE"}, {"dropout", nullptr}};
+  if (const auto& unk = pipeline_.unk_token()) model["unk_token"] = *unk;
+  else model["unk_token"] = nullptr;
+  model["continuing_subword_prefix"] = nullptr;
+  model["end_of_word_suffix"] = nullptr;
+  model["fuse_unk"] = pipeline_.fuse_unk();
+  model["byte_fallback"] = pipeline_.byte_fallback();
+  if (pipeline_.ignore_merges()) model["ignore_merges"] = true;
+  model["vocab"] = vocab;
+  model["merges"] = merges;
   nlohmann::ordered_json j = {
       {"version", "1.0"},
       {"truncation", nullptr},
       {"padding", nullptr},
       {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", byte_level},
-      {"post_processor", byte_level},
-      {"decoder", byte_level},
-      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
-                 {"merges", merges}}},
+      {"normalizer", sections.at("normalizer")},
+      {"pre_tokenizer", sections.at("pre_tokenizer")},
+      {"post_processor", sections.at("post_processor")},
+      {"decoder", sections.at("decoder")},
+      {"model", model},
   };
   // ordered_json keeps the key order a reader expects; convert for the interface.
   return nlohmann::json::parse(j.dump());

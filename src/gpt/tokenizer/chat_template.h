@@ -1,13 +1,16 @@
-// Chat messages -> the tokens a chat model reads. Templates are known by name
-// (llama-server's --chat-template does the same): a model says which one it
-// uses in its tokenizer_config.json ("chat_template", Hugging Face's Jinja
-// source, recognised by its markers; "gpt_chat_template", the name, where
-// gpt.cpp wrote the file) or a command is told with --chat-template. Role
-// markers become special tokens where the tokenizer has them; message text is
-// always encoded as plain text, so a user cannot forge a marker.
+// Chat messages -> the tokens a chat model reads. Two kinds of template:
+//   named (chatml, llama3): gpt.cpp's own, what `gpt sft` trains with and
+//     writes ("gpt_chat_template" in tokenizer_config.json, beside its Jinja
+//     source), chosen with --chat-template;
+//   a model's Jinja source ("chat_template" in tokenizer_config.json or a GGUF
+//     file's tokenizer.chat_template), rendered by gpt.cpp's Jinja engine
+//     exactly as Hugging Face renders it (jinja.h).
+// Role markers become special tokens where the tokenizer has them; message
+// text is always encoded as plain text, so a user cannot forge a marker.
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +18,10 @@
 #include "gpt/tokenizer/tokenizer.h"
 
 namespace gpt {
+
+namespace jinja {
+class Template;
+}
 
 struct ChatMessage {
   std::string role;  // system, user or assistant
@@ -33,12 +40,21 @@ class ChatTemplate {
   // gpt::Error for an unknown name; names() lists the known ones.
   static ChatTemplate named(const std::string& name);
   static std::vector<std::string> names();
-  // The template a Hugging Face Jinja source is an instance of, if any.
+  // A model's Jinja source, with the texts its bos_token and eos_token stand
+  // for; gpt::Error "chat template: ..." if it does not parse. gpt.cpp's own
+  // sources come back as the named templates.
+  static ChatTemplate from_jinja(const std::string& source, const std::string& bos_token = "",
+                                 const std::string& eos_token = "");
+  // The named template whose Jinja source this is exactly, if any.
   static std::optional<ChatTemplate> recognise(const std::string& jinja_source);
   // The template a model directory declares (tokenizer_config.json), if any.
   static std::optional<ChatTemplate> of_model(const std::filesystem::path& model);
+  // The template a tokenizer_config.json declares, if any.
+  static std::optional<ChatTemplate> of_config_file(const std::filesystem::path& file);
 
+  // "chatml", "llama3", or "jinja" for a model's own source.
   const std::string& name() const { return name_; }
+  bool is_jinja() const { return jinja_ != nullptr; }
   // The markers this template needs as special tokens (what fine-tuning adds).
   std::vector<std::string> markers() const;
   // The conversation, then the opening of the assistant's turn, as token ids.
@@ -66,7 +82,16 @@ class ChatTemplate {
     bool reply;   // written by the assistant (learned in fine-tuning)
   };
   std::vector<Piece> pieces(const std::vector<ChatMessage>& messages, bool generation_prompt) const;
+  // A Jinja template's rendering cut into pieces: the tokenizer's special tokens
+  // the template wrote are markers, message text never is; with mark_replies,
+  // assistant messages (and the template's text after each up to its end of
+  // turn) are replies.
+  std::vector<Piece> jinja_pieces(const std::vector<ChatMessage>& messages, bool generation_prompt,
+                                  const Tokenizer& tokenizer, bool mark_replies) const;
+  std::string render_jinja(const std::vector<ChatMessage>& messages, bool generation_prompt) const;
   std::string name_, end_of_turn_;
+  std::shared_ptr<const jinja::Template> jinja_;
+  std::string source_, bos_token_, eos_token_;
 };
 
 }  // namespace gpt

@@ -24,6 +24,27 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return out;
 }
 
+void Tokenizer::encode_segments(const std::vector<Segment>& segments, std::vector<int32_t>& ids,
+                                std::vector<size_t>* ends) const {
+  for (const Segment& s : segments) {
+    if (s.special) {
+      ids.push_back(*s.special);
+    } else {
+      const std::vector<int32_t> piece = encode(s.text);
+      ids.insert(ids.end(), piece.begin(), piece.end());
+    }
+    if (ends != nullptr) ends->push_back(ids.size());
+  }
+}
+
+std::vector<int32_t> Tokenizer::encode_prompt(std::string_view text) const {
+  std::vector<int32_t> ids;
+  if (const auto bos = bos_id()) ids.push_back(*bos);
+  const std::vector<int32_t> rest = encode(text);
+  ids.insert(ids.end(), rest.begin(), rest.end());
+  return ids;
+}
+
 std::optional<int32_t> Tokenizer::special_token_id(std::string_view text) const {
   for (const SpecialToken& s : special_tokens())
     if (s.text == text) return s.id;

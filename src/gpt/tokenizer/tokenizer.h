@@ -50,8 +50,25 @@ class Tokenizer {
 
   std::optional<int32_t> special_token_id(std::string_view text) const;
 
-  // Concatenated token bytes; throws gpt::Error for ids outside the vocabulary.
-  std::string decode(std::span<const int32_t> ids) const;
+  // The token a model expects before a text (Llama's <s>), if its tokenizer
+  // puts one there.
+  virtual std::optional<int32_t> bos_id() const { return std::nullopt; }
+  // Text between special tokens: each segment is plain text, or a special
+  // token's id. Appends the ids; ends (if given) gets where each segment's ids
+  // end. A segment's text is encoded as what follows the one before it
+  // (SentencePiece puts its "▁" only before a text's first segment or all).
+  struct Segment {
+    std::string_view text;
+    std::optional<int32_t> special;
+  };
+  virtual void encode_segments(const std::vector<Segment>& segments, std::vector<int32_t>& ids,
+                               std::vector<size_t>* ends = nullptr) const;
+  // A prompt as the model reads it: bos_id() (if any), then the text's tokens.
+  std::vector<int32_t> encode_prompt(std::string_view text) const;
+
+  // Concatenated token bytes (SentencePiece-style vocabularies drop the leading
+  // space their encoder added); throws gpt::Error for ids outside the vocabulary.
+  virtual std::string decode(std::span<const int32_t> ids) const;
 };
 
 std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);

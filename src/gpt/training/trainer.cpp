@@ -280,8 +280,13 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
   if (sft) {
     // The template the model declares (an SFT model fine-tuned again), unless one
     // is named; chatml for a model without one.
-    if (opts_.chat_template.empty()) opts_.chat_template = declared_template ? declared_template->name() : "chatml";
-    chat_template_ = ChatTemplate::named(opts_.chat_template);
+    // A model's own Jinja template is used as it is.
+    if (opts_.chat_template.empty() && declared_template && declared_template->is_jinja()) {
+      chat_template_ = *declared_template;
+    } else {
+      if (opts_.chat_template.empty()) opts_.chat_template = declared_template ? declared_template->name() : "chatml";
+      chat_template_ = ChatTemplate::named(opts_.chat_template);
+    }
     // The chat template's markers become special tokens with rows of their own.
     base_vocab_ = model_->config().vocab_size;
     new_tokens_begin = add_chat_tokens(model_, tokenizer, *chat_template_);

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import puppeteer from "puppeteer-core";
-import { binary, tinyModel } from "./server.mjs";
+import { binary, tinyModel } from "../serving/server.mjs";
 
 const shots = process.env.GPT_SCREENSHOT_DIR || fs.mkdtempSync(path.join(os.tmpdir(), "gpt-shots-"));
 fs.mkdirSync(shots, { recursive: true });
