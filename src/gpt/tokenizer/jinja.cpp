@@ -231,6 +231,22 @@ bool Value::equals(const Value& o) const {
   }
 }
 
+bool Value::holds(const Value& other) const {
+  const NestingGuard guard;
+  const void* target = other.is_object() ? static_cast<const void*>(other.o_.get())
+                       : other.is_array() ? static_cast<const void*>(other.a_.get()) : nullptr;
+  if (target == nullptr) return false;
+  if (is_object()) {
+    if (o_.get() == target) return true;
+    return std::any_of(o_->begin(), o_->end(), [&](const auto& kv) { return kv.second.holds(other); });
+  }
+  if (is_array()) {
+    if (a_.get() == target) return true;
+    return std::any_of(a_->begin(), a_->end(), [&](const Value& v) { return v.holds(other); });
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------
 // Lexer: the template as text pieces and tags, each tag a list of tokens.
 
@@ -673,7 +689,10 @@ Value method(const Value& self, const std::string& name) {
   }
   if (self.is_array() && name == "append") {
     return Value::function([self](Args& a, Kwargs&) {
-      for (const Value& v : a) self.items().push_back(v);
+      for (const Value& v : a) {
+        if (v.holds(self)) fail("a value cannot hold itself");
+        self.items().push_back(v);
+      }
       return Value::none();
     });
   }
@@ -1552,6 +1571,7 @@ struct SetNode : Node {
     if (!attr.empty()) {
       const Value ns = ctx.lookup(names[0]);
       if (!ns.is_object()) fail("cannot set '" + attr + "' of " + names[0] + ", which is not a namespace");
+      if (v.holds(ns)) fail("a value cannot hold itself");
       ns.set(attr, v);
       return;
     }

@@ -67,6 +67,8 @@ class Value {
   // JSON as Python's json.dumps(ensure_ascii=False) writes it.
   std::string to_json(int indent = -1, int depth = 0) const;
   bool equals(const Value& other) const;
+  // Whether this value is `other` (the same list or dict) or holds it, at any depth.
+  bool holds(const Value& other) const;
 
  private:
   Kind kind_ = Kind::kUndefined;
