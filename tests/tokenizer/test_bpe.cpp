@@ -219,6 +219,13 @@ TEST(SentencePieceBpe, SpacesBecomeMetaspaceAndUnknownCharactersFallBackToBytes)
   EXPECT_EQ(again->decode(again->encode(" hello")), " hello");
 }
 
+TEST(SentencePieceBpe, TokensWithAMetaspaceInsideLoad) {
+  nlohmann::json j = sentencepiece_json();
+  j["model"]["vocab"]["a\xE2\x96\x81"] = static_cast<int>(j["model"]["vocab"].size());
+  const auto tok = BpeTokenizer::from_hf_json(j);  // "a▁": the text is merged whole, not cut into words
+  EXPECT_EQ(tok->decode(tok->encode("hello world hé")), "hello world hé");
+}
+
 TEST(SentencePieceBpe, WithoutByteFallbackUnknownRunsAreOneUnk) {
   nlohmann::json j = sentencepiece_json();
   j["model"]["byte_fallback"] = false;
@@ -244,6 +251,13 @@ TEST(SentencePieceBpe, MetaspacePreTokenizerPrependsOnlyAtTheStart) {
   EXPECT_EQ(tok->encode("hello world"), (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81world")}));
   EXPECT_EQ(tok->encode("hello<s>hello", true),
             (std::vector<int32_t>{id("\xE2\x96\x81hello"), 1, id("h"), id("e"), id("ll"), id("o")}));
+  // Without split, a segment after a special token gets no "▁" first, so a
+  // word may start one character in ("h▁ello"): cut there, not before the text.
+  j["pre_tokenizer"]["split"] = false;
+  const auto unsplit = BpeTokenizer::from_hf_json(j);
+  EXPECT_EQ(unsplit->decode(unsplit->encode("hello<s>h ello", true)), "hello<s>h ello");
+  EXPECT_EQ(unsplit->decode(unsplit->encode("hello  world")), "hello  world");
+  j["pre_tokenizer"]["split"] = true;
   // With split, "▁▁" cannot merge across pieces: each "▁" starts one.
   EXPECT_EQ(tok->encode("hello  world"), (std::vector<int32_t>{id("\xE2\x96\x81hello"), id("\xE2\x96\x81"),
                                                                id("\xE2\x96\x81world")}));

@@ -10,6 +10,7 @@
 #include "gpt/io/checkpoint.h"
 #include "gpt/tokenizer/chat_template.h"
 #include "gpt/tokenizer/jinja.h"
+#include "gpt/tokenizer/tokenizer.h"
 #include "gpt/util/error.h"
 #include "test_support.h"
 
@@ -46,6 +47,15 @@ TEST(Jinja, ExpressionsFollowPython) {
   EXPECT_EQ(render("{{ '한국어👍' | length }} {{ '한국어👍'[1:3] }} {{ '한국어👍'[::-1] }} {{ [1,2,3,4][::-2] }}"),
             "4 국어 👍어국한 [4, 2]");
   EXPECT_EQ(render("{{ undefined_name }}|{{ undefined_name is defined }}|{{ x.y.z }}|{{ none is none }}"), "|False||True");
+  // Jinja's precedence: * over ~ over +; filters apply after a unary sign.
+  EXPECT_EQ(render("{{ 'n=' ~ 2 * 3 }} {{ -1 | abs }} {{ 1 + 2 | string | length }}"), "n=6 1 2");
+  // Integers as Python's, without overflow; counted slices and ranges.
+  EXPECT_EQ(render("{{ 2 ** 62 }} {{ -7 // -1 }} {{ 'ab'[1::9223372036854775807] }} {{ range(10, 0, -4) | join(',') }}"),
+            "4611686018427387904 7 b 10,6,2");
+  // Unicode: whitespace, case and character offsets.
+  EXPECT_EQ(render("[{{ '\u3000 a\u00a0b '.strip() }}] {{ 'ÉCOLE'.lower() }} {{ 'émile' | capitalize }} "
+                   "{{ '한국어 abc'.find('abc') }} {{ 'a\u3000b'.split() | length }}"),
+            "[a\u00a0b] école Émile 4 2");
   EXPECT_EQ(render("{{ {'b': [1, 2.5, none, true], 'a': 'é\"'} | tojson }}"), R"({"b": [1, 2.5, null, true], "a": "é\""})");
   EXPECT_EQ(render("{{ {'a': [1, {'b': 2}]} | tojson(indent=2) }}"), "{\n  \"a\": [\n    1,\n    {\n      \"b\": 2\n    }\n  ]\n}");
 }
@@ -92,6 +102,19 @@ TEST(Jinja, MistakesAreOneLineErrors) {
             "chat template: the template runs too long (more than 2 million steps)");
   EXPECT_EQ(error_of("{{ 'x' * 100000000 }}"), "chat template: a string repeated past 64 MiB");
   EXPECT_EQ(error_of("{{ 99999999999999999999 }}"), "chat template: the number 99999999999999999999 is out of range (line 1)");
+  EXPECT_EQ(error_of("{{ (-9223372036854775807 - 1) // -1 }}"), "chat template: integer overflow in '//'");
+  EXPECT_EQ(error_of("{{ 9223372036854775807 + 1 }}"), "chat template: integer overflow in '+'");
+  EXPECT_EQ(error_of("{{ 2 ** 63 }}"), "chat template: integer overflow in '**'");
+  EXPECT_EQ(error_of("{{ 'abc' * 6148914691236517206 }}"), "chat template: a string repeated past 64 MiB");
+  EXPECT_EQ(error_of("{{ range(100000) | unique | length }}"), "chat template: the template runs too long (more than 2 million steps)");
+  EXPECT_EQ(error_of("{{ " + std::string("1") + [] {
+              std::string chain;
+              for (int i = 0; i < 2000; ++i) chain += " + 1";
+              return chain;
+            }() + " }}"),
+            "chat template: an expression of more than 1000 operations");
+  EXPECT_EQ(error_of("{% set d = {'a': 1} %}{% set d.a = 2 %}"), "chat template: cannot set 'a' of d, which is not a namespace");
+  EXPECT_EQ(error_of("{% set ns = namespace(l=[]) %}{{ ns.l.append(ns.items) }}"), "chat template: a list holds values, not functions");
 }
 
 // Llama 2's template over the tiny SentencePiece model's tokenizer (the fixture
@@ -128,6 +151,37 @@ TEST(JinjaChatTemplate, ModelTemplateEncodesAndMarksReplies) {
     FAIL() << "rendered";
   } catch (const Error& err) {
     EXPECT_STREQ(err.what(), "chat template: Conversation roles must alternate user/assistant/user/assistant/...");
+  }
+}
+
+// Templates that change the message text (trim it, keep part of it) still give
+// the replies as the template renders them; one whose earlier turns change
+// when later ones follow is refused in one line.
+TEST(JinjaChatTemplate, RepliesAreFoundWhereTheTemplateRewritesThem) {
+  const auto tok = make_byte_tokenizer()->with_special_tokens({"<|im_start|>", "<|im_end|>"});
+  const ChatTemplate trims = ChatTemplate::from_jinja(
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}"
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}");
+  ASSERT_TRUE(trims.is_jinja());
+  EXPECT_EQ(trims.end_of_turn(), "<|im_end|>");
+  const std::vector<ChatMessage> chat = {{"user", " q "}, {"assistant", "  padded  "}, {"user", "q2"}, {"assistant", "x"}};
+  const EncodedChat e = trims.encode_for_training(chat, *tok);
+  std::string replies;
+  for (size_t i = 0; i < e.ids.size(); ++i) {
+    if (e.is_reply[i]) replies += tok->token_bytes(e.ids[i]);
+  }
+  EXPECT_EQ(replies, "padded<|im_end|>x<|im_end|>");
+  EXPECT_EQ(tok->decode(e.ids), trims.render(chat, false));
+
+  const ChatTemplate rewrites = ChatTemplate::from_jinja(
+      "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}[a]{{ m.content.split('|')[-1] }}"
+      "{% else %}[{{ m.role }}]{{ m.content }}{% endif %}{% endfor %}");
+  try {
+    rewrites.encode_for_training({{"user", "q"}, {"assistant", "think|say"}, {"user", "q2"}, {"assistant", "y"}}, *tok);
+    FAIL() << "encoded";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("its replies cannot be found: fine-tune with --chat-template"), std::string::npos)
+        << err.what();
   }
 }
 

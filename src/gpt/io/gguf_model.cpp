@@ -83,7 +83,7 @@ void write_gguf_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_voc
     }
     for (int64_t id = static_cast<int64_t>(tokens.size()); id < model_vocab; ++id) scores.push_back(-1e9);
     g.set("tokenizer.ggml.scores", GgufValue::f32_array(std::move(scores)));
-    g.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(true));
+    g.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(bpe->pipeline().prepends_metaspace()));
   } else {
     // Char and byte tokenizers: each token's bytes in GPT-2's byte alphabet (a
     // byte-level BPE without merges); gpt.cpp itself reloads the exact tokenizer.

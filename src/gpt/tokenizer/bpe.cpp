@@ -225,7 +225,7 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
       // SentencePiece's "▁" is a space.
       for (size_t at = 0; at < tok.size();) {
         if (tok.compare(at, 3, kMetaspace) == 0) {
-          if (at > 0 && tok.compare(at - 3, 3, kMetaspace) != 0) metaspace_words_ = false;
+          if (at > 0 && (at < 3 || tok.compare(at - 3, 3, kMetaspace) != 0)) metaspace_words_ = false;
           bytes += ' ';
           at += 3;
         } else {
@@ -437,7 +437,7 @@ void BpeTokenizer::for_each_word(std::string_view text, const std::function<void
   // happen, with the words' results cached.
   size_t start = 0;
   for (size_t at = text.find(kMetaspace, 1); at != std::string_view::npos; at = text.find(kMetaspace, at + 3)) {
-    if (text.compare(at - 3, 3, kMetaspace) != 0) {
+    if (at < 3 || text.compare(at - 3, 3, kMetaspace) != 0) {
       emit(text.substr(start, at - start));
       start = at;
     }
@@ -461,7 +461,7 @@ size_t BpeTokenizer::safe_cut_near(std::string_view text, size_t pos) const {
   } else if (!pipeline_.splits() && metaspace_words_) {
     for (size_t at = text.find(kMetaspace, std::max<size_t>(pos, 3)); at != std::string_view::npos;
          at = text.find(kMetaspace, at + 3)) {
-      if (text.compare(at - 3, 3, kMetaspace) != 0) return at;
+      if (at < 3 || text.compare(at - 3, 3, kMetaspace) != 0) return at;
     }
   }
   return text.size();

@@ -188,33 +188,35 @@ std::string ChatTemplate::render_jinja(const std::vector<ChatMessage>& messages,
   return jinja_->render(context);
 }
 
-std::vector<ChatTemplate::Piece> ChatTemplate::jinja_pieces(const std::vector<ChatMessage>& messages,
-                                                            bool generation_prompt, const Tokenizer& tokenizer,
-                                                            bool mark_replies) const {
-  GPT_CHECK(!messages.empty(), "a chat needs at least one message");
-  std::vector<ChatMessage> marked;
-  for (const ChatMessage& m : messages) {
-    std::string content = defuse(m.content, tokenizer);
-    if (mark_replies && m.role == "assistant") {
-      GPT_CHECK(content.find(kReplyBegin) == std::string::npos && content.find(kReplyEnd) == std::string::npos,
-                "a message holds the noncharacter U+FDD0 or U+FDD1");
-      content = kReplyBegin + content + kReplyEnd;
-    }
-    marked.push_back({m.role, std::move(content)});
+namespace {
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+std::string without(std::string text, const std::string& what) {
+  std::string out;
+  for (size_t at = 0, next; at < text.size(); at = next + what.size()) {
+    next = text.find(what, at);
+    if (next == std::string::npos) next = text.size();
+    out.append(text, at, next - at);
   }
-  const std::string text = render_jinja(marked, generation_prompt);
+  return out;
+}
+
+}  // namespace
+
+std::vector<ChatTemplate::Piece> ChatTemplate::cut_rendering(const std::string& text, const Tokenizer& tokenizer,
+                                                             bool replies, bool tail_after_reply) const {
   std::vector<Piece> out;
   bool reply = false, tail = false;  // tail: after a reply, up to the end of its turn
   std::string plain;
   const auto flush = [&] {
     if (plain.empty()) return;
     // Message text carries kDefuse: removed here, after markers were found.
-    std::string clean;
-    for (size_t at = 0, next; at < plain.size(); at = next + kDefuse.size()) {
-      next = plain.find(kDefuse, at);
-      if (next == std::string::npos) next = plain.size();
-      clean.append(plain, at, next - at);
-    }
+    std::string clean = without(plain, kDefuse);
     if (tail && !end_of_turn_.empty()) {
       const size_t eot = clean.find(end_of_turn_);
       if (eot != std::string::npos) {
@@ -228,10 +230,10 @@ std::vector<ChatTemplate::Piece> ChatTemplate::jinja_pieces(const std::vector<Ch
   };
   const auto& specials = tokenizer.special_tokens();
   for (size_t i = 0; i < text.size();) {
-    if (text.compare(i, kReplyBegin.size(), kReplyBegin) == 0 || text.compare(i, kReplyEnd.size(), kReplyEnd) == 0) {
+    if (replies && (text.compare(i, kReplyBegin.size(), kReplyBegin) == 0 || text.compare(i, kReplyEnd.size(), kReplyEnd) == 0)) {
       flush();
       reply = text.compare(i, kReplyBegin.size(), kReplyBegin) == 0;
-      tail = !reply;
+      tail = !reply && tail_after_reply;
       i += kReplyBegin.size();
       continue;
     }
@@ -252,6 +254,67 @@ std::vector<ChatTemplate::Piece> ChatTemplate::jinja_pieces(const std::vector<Ch
   }
   flush();
   return out;
+}
+
+std::vector<ChatTemplate::Piece> ChatTemplate::jinja_pieces(const std::vector<ChatMessage>& messages,
+                                                            bool generation_prompt, const Tokenizer& tokenizer,
+                                                            bool mark_replies) const {
+  GPT_CHECK(!messages.empty(), "a chat needs at least one message");
+  std::vector<ChatMessage> defused;
+  size_t assistants = 0;
+  for (const ChatMessage& m : messages) {
+    if (mark_replies) {
+      GPT_CHECK(m.content.find(kReplyBegin) == std::string::npos && m.content.find(kReplyEnd) == std::string::npos,
+                "a message holds the noncharacter U+FDD0 or U+FDD1");
+    }
+    defused.push_back({m.role, defuse(m.content, tokenizer)});
+    assistants += m.role == "assistant";
+  }
+  if (!mark_replies) return cut_rendering(render_jinja(defused, generation_prompt), tokenizer, false, false);
+
+  // Replies, first by marking the assistant's messages: right when the marks
+  // come through in order and take nothing from the text (the template did
+  // not cut or trim the message).
+  std::vector<ChatMessage> marked = defused;
+  for (ChatMessage& m : marked) {
+    if (m.role == "assistant") m.content = kReplyBegin + m.content + kReplyEnd;
+  }
+  const std::string text = render_jinja(marked, generation_prompt);
+  const std::string plain = render_jinja(defused, generation_prompt);
+  bool in_order = count_of(text, kReplyBegin) == assistants && count_of(text, kReplyEnd) == assistants;
+  for (size_t at = 0, k = 0; in_order && k < assistants; ++k) {
+    const size_t b = text.find(kReplyBegin, at), e = text.find(kReplyEnd, at);
+    in_order = b < e && text.find(kReplyBegin, b + kReplyBegin.size()) > e;
+    at = e + kReplyEnd.size();
+  }
+  if (in_order && without(without(text, kReplyBegin), kReplyEnd) == plain) {
+    return cut_rendering(text, tokenizer, true, true);
+  }
+  // Else by what each assistant message adds: the rendering up to it, with the
+  // assistant's opening, against the rendering including it, each a prefix of
+  // the whole.
+  std::string with_marks;
+  size_t done = 0;
+  for (size_t k = 0; k < messages.size(); ++k) {
+    if (messages[k].role != "assistant") continue;
+    const std::vector<ChatMessage> before(defused.begin(), defused.begin() + static_cast<std::ptrdiff_t>(k));
+    const std::vector<ChatMessage> upto(defused.begin(), defused.begin() + static_cast<std::ptrdiff_t>(k) + 1);
+    const std::string opening = before.empty() ? std::string() : render_jinja(before, true);
+    const std::string turn = render_jinja(upto, false);
+    GPT_CHECK(turn.starts_with(opening) && plain.starts_with(turn) && opening.size() >= done,
+              "the chat template rewrites the assistant's messages and renders earlier turns differently when later "
+              "ones follow, so its replies cannot be found: fine-tune with --chat-template chatml or llama3");
+    size_t end = turn.size();
+    if (!end_of_turn_.empty()) {
+      const size_t eot = turn.find(end_of_turn_, opening.size());
+      if (eot != std::string::npos) end = eot + end_of_turn_.size();
+    }
+    with_marks += plain.substr(done, opening.size() - done) + kReplyBegin + plain.substr(opening.size(), end - opening.size()) +
+                  kReplyEnd;
+    done = end;
+  }
+  with_marks += plain.substr(done);
+  return cut_rendering(with_marks, tokenizer, true, false);
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool generation_prompt) const {

@@ -89,6 +89,11 @@ class ChatTemplate {
   std::vector<Piece> jinja_pieces(const std::vector<ChatMessage>& messages, bool generation_prompt,
                                   const Tokenizer& tokenizer, bool mark_replies) const;
   std::string render_jinja(const std::vector<ChatMessage>& messages, bool generation_prompt) const;
+  // Pieces of a rendering: special tokens as markers, the rest text; with
+  // `replies`, text between kReplyBegin and kReplyEnd is a reply (and, with
+  // tail_after_reply, what follows up to the end of its turn).
+  std::vector<Piece> cut_rendering(const std::string& text, const Tokenizer& tokenizer, bool replies,
+                                   bool tail_after_reply) const;
   std::string name_, end_of_turn_;
   std::shared_ptr<const jinja::Template> jinja_;
   std::string source_, bos_token_, eos_token_;

@@ -1,9 +1,12 @@
 #include "gpt/tokenizer/jinja.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +17,26 @@
 namespace gpt::jinja {
 
 [[noreturn]] void fail(const std::string& what) { throw Error("chat template: " + what); }
+
+namespace {
+// Work done by the rendering in progress on this thread (loop iterations,
+// nodes, elements that filters touch): bounded, so no template hangs.
+thread_local int64_t t_work = 0;
+void charge(int64_t units) {
+  t_work += units;
+  if (t_work > 2'000'000) fail("the template runs too long (more than 2 million steps)");
+}
+constexpr size_t kMaxText = size_t(64) << 20;
+void check_text(size_t bytes) {
+  if (bytes > kMaxText) fail("a string past 64 MiB");
+}
+
+std::string float_repr_of(double f) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", f);
+  return buf;
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // Values
@@ -39,6 +62,23 @@ Value Value::object(Object o) {
   v.o_ = std::make_shared<Object>(std::move(o));
   return v;
 }
+Value Value::name_space(Object o) {
+  Value v = object(std::move(o));
+  v.is_namespace_ = true;
+  return v;
+}
+
+int64_t Value::as_int() const {
+  switch (kind_) {
+    case Kind::kInt: return i_;
+    case Kind::kBool: return b_ ? 1 : 0;
+    case Kind::kFloat:
+      if (!(f_ > -9.2e18 && f_ < 9.2e18)) fail("the number " + float_repr_of(f_) + " does not fit an integer");
+      return static_cast<int64_t>(f_);
+    default: return 0;
+  }
+}
+
 Value Value::function(Function f) {
   Value v;
   v.kind_ = Kind::kFunction;
@@ -470,16 +510,13 @@ class Context {
   Value& globals() { return frames_.front(); }
   // Bounds on the work and the output of one rendering: a template from a
   // downloaded file must not hang or fill memory.
-  void step() {
-    if (++steps_ > 2'000'000) fail("the template runs too long (more than 2 million steps)");
-  }
+  void step() { charge(1); }
   static void check_size(const std::string& out) {
     if (out.size() > (size_t(64) << 20)) fail("the template's output passes 64 MiB");
   }
 
  private:
   std::vector<Value> frames_;
-  int64_t steps_ = 0;
 };
 
 namespace {
@@ -521,50 +558,84 @@ Value call_value(const Value& f, std::vector<Value> args, std::vector<std::pair<
 
 int64_t normalize_index(int64_t i, size_t n) { return i < 0 ? i + static_cast<int64_t>(n) : i; }
 
-std::string strip_chars(const std::string& s, const std::string& chars, bool left, bool right) {
-  const auto in = [&](char c) { return chars.empty() ? is_space(c) : chars.find(c) != std::string::npos; };
-  size_t b = 0, e = s.size();
-  if (left) {
-    while (b < e && in(s[b])) ++b;
-  }
-  if (right) {
-    while (e > b && in(s[e - 1])) --e;
-  }
-  return s.substr(b, e - b);
+// Python's str.isspace().
+bool is_unicode_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
+std::string encode_cps(const std::vector<char32_t>& cps, size_t b, size_t e) {
+  std::string out;
+  for (size_t i = b; i < e; ++i) append_utf8(out, cps[i]);
+  return out;
 }
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-std::string title(std::string s) {
-  bool start = true;
-  for (char& c : s) {
-    const bool alpha = std::isalpha(static_cast<unsigned char>(c)) != 0;
-    c = static_cast<char>(alpha ? (start ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c))) : c);
-    start = !alpha;
+
+// Python's str.strip / lstrip / rstrip: whitespace, or the characters given.
+std::string strip_chars(const std::string& s, const std::string& chars, bool left, bool right) {
+  const std::vector<char32_t> cps = decode_utf8(s, "string");
+  const std::vector<char32_t> set = decode_utf8(chars, "string");
+  const auto in = [&](char32_t c) {
+    return set.empty() ? is_unicode_space(c) : std::find(set.begin(), set.end(), c) != set.end();
+  };
+  size_t b = 0, e = cps.size();
+  if (left) {
+    while (b < e && in(cps[b])) ++b;
   }
-  return s;
+  if (right) {
+    while (e > b && in(cps[e - 1])) --e;
+  }
+  return encode_cps(cps, b, e);
 }
+
+std::string map_case(const std::string& s, bool up) {
+  std::string out;
+  for (char32_t c : decode_utf8(s, "string")) {
+    const auto cp = static_cast<utf8proc_int32_t>(c);
+    append_utf8(out, static_cast<char32_t>(up ? utf8proc_toupper(cp) : utf8proc_tolower(cp)));
+  }
+  return out;
+}
+std::string upper(const std::string& s) { return map_case(s, true); }
+std::string lower(const std::string& s) { return map_case(s, false); }
+
+bool is_letter(char32_t c) {
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: return true;
+    default: return false;
+  }
+}
+
+// Python's str.title(): a letter after a non-letter is upper case, others lower.
+std::string title(const std::string& s) {
+  std::string out;
+  bool start = true;
+  for (char32_t c : decode_utf8(s, "string")) {
+    const auto cp = static_cast<utf8proc_int32_t>(c);
+    const bool letter = is_letter(c);
+    append_utf8(out, static_cast<char32_t>(letter ? (start ? utf8proc_totitle(cp) : utf8proc_tolower(cp)) : cp));
+    start = !letter;
+  }
+  return out;
+}
+
 // Jinja's title filter (unlike str.title()): words start after whitespace or
 // one of -({[<, each capitalized as a whole.
-std::string title_words(std::string s) {
+std::string title_words(const std::string& s) {
+  std::string out;
   bool start = true;
-  for (char& c : s) {
-    const bool sep = is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-    if (!sep) c = static_cast<char>(start ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+  for (char32_t c : decode_utf8(s, "string")) {
+    const bool sep = is_unicode_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+    const auto cp = static_cast<utf8proc_int32_t>(c);
+    append_utf8(out, static_cast<char32_t>(sep ? cp : start ? utf8proc_toupper(cp) : utf8proc_tolower(cp)));
     start = sep;
   }
-  return s;
+  return out;
 }
-std::string capitalize(std::string s) {
-  s = lower(s);
-  if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
-  return s;
+std::string capitalize(const std::string& s) {
+  std::vector<char32_t> cps = decode_utf8(lower(s), "string");
+  if (!cps.empty()) cps[0] = static_cast<char32_t>(utf8proc_toupper(static_cast<utf8proc_int32_t>(cps[0])));
+  return encode_cps(cps, 0, cps.size());
 }
 
 std::string arg_string(const std::vector<Value>& args, size_t i, const std::string& dflt = "") {
@@ -576,17 +647,18 @@ Value split_string(const std::string& s, const std::vector<Value>& args) {
   const std::string sep = arg_string(args, 0);
   int64_t maxsplit = args.size() > 1 && args[1].is_number() ? args[1].as_int() : -1;
   if (sep.empty()) {  // Python's split(): runs of whitespace, no empty pieces
+    const std::vector<char32_t> cps = decode_utf8(s, "string");
     size_t i = 0;
-    while (i < s.size()) {
-      while (i < s.size() && is_space(s[i])) ++i;
-      if (i >= s.size()) break;
+    while (i < cps.size()) {
+      while (i < cps.size() && is_unicode_space(cps[i])) ++i;
+      if (i >= cps.size()) break;
       if (maxsplit == 0) {
-        out.emplace_back(strip_chars(s.substr(i), "", false, true));
+        out.emplace_back(strip_chars(encode_cps(cps, i, cps.size()), "", false, true));
         break;
       }
       size_t j = i;
-      while (j < s.size() && !is_space(s[j])) ++j;
-      out.emplace_back(s.substr(i, j - i));
+      while (j < cps.size() && !is_unicode_space(cps[j])) ++j;
+      out.emplace_back(encode_cps(cps, i, j));
       if (maxsplit > 0) --maxsplit;
       i = j;
     }
@@ -656,7 +728,8 @@ Value method(const Value& self, const std::string& name) {
     if (name == "find") {
       return Value::function([s](Args& a, Kwargs&) {
         const size_t at = s.find(arg_string(a, 0));
-        return Value(at == std::string::npos ? int64_t(-1) : static_cast<int64_t>(at));
+        if (at == std::string::npos) return Value(int64_t(-1));
+        return Value(static_cast<int64_t>(decode_utf8(s.substr(0, at), "string").size()));  // in characters
       });
     }
     if (name == "join") {
@@ -691,6 +764,7 @@ Value method(const Value& self, const std::string& name) {
     return Value::function([self](Args& a, Kwargs&) {
       for (const Value& v : a) {
         if (v.holds(self)) fail("a value cannot hold itself");
+        if (v.kind() == Value::Kind::kFunction) fail("a list holds values, not functions");
         self.items().push_back(v);
       }
       return Value::none();
@@ -741,8 +815,16 @@ struct Slice : Expr {
   ExprPtr obj, start, stop, step;
   Value eval(Context& ctx) const override {
     const Value v = obj->eval(ctx);
-    const int64_t st = step ? step->eval(ctx).as_int() : 1;
+    int64_t st = step ? step->eval(ctx).as_int() : 1;
     if (st == 0) fail("slice step cannot be zero");
+    if (st == std::numeric_limits<int64_t>::min()) st = -std::numeric_limits<int64_t>::max();  // the same slice
+    // The positions b, b + st, ... before e, counted first so no index overflows.
+    const auto positions = [&](int64_t b, int64_t e) {
+      std::vector<size_t> out;
+      const int64_t count = st > 0 ? (b < e ? (e - b - 1) / st + 1 : 0) : (b > e ? (b - e - 1) / -st + 1 : 0);
+      for (int64_t k = 0; k < count; ++k) out.push_back(static_cast<size_t>(b + k * st));
+      return out;
+    };
     // Python's slice over n items.
     const auto bounds = [&](size_t n, int64_t& b, int64_t& e) {
       const auto clampi = [&](const ExprPtr& x, int64_t dflt, int64_t lo, int64_t hi) {
@@ -770,7 +852,7 @@ struct Slice : Expr {
       int64_t b = 0, e = 0;
       bounds(v.items().size(), b, e);
       Array out;
-      for (int64_t i = b; st > 0 ? i < e : i > e; i += st) out.push_back(v.items()[static_cast<size_t>(i)]);
+      for (size_t i : positions(b, e)) out.push_back(v.items()[i]);
       return Value::array(std::move(out));
     }
     if (v.is_string()) {
@@ -778,7 +860,7 @@ struct Slice : Expr {
       int64_t b = 0, e = 0;
       bounds(cps.size(), b, e);
       std::string out;
-      for (int64_t i = b; st > 0 ? i < e : i > e; i += st) append_utf8(out, cps[static_cast<size_t>(i)]);
+      for (size_t i : positions(b, e)) append_utf8(out, cps[i]);
       return Value(out);
     }
     return Value();
@@ -851,7 +933,10 @@ bool run_test(const std::string& name, const Value& v, const std::vector<Value>&
   if (name == "callable") return v.kind() == K::kFunction;
   if (name == "odd") return v.is_number() && v.as_int() % 2 != 0;
   if (name == "even") return v.is_number() && v.as_int() % 2 == 0;
-  if (name == "divisibleby") return !args.empty() && args[0].as_int() != 0 && v.as_int() % args[0].as_int() == 0;
+  if (name == "divisibleby") {
+    if (args.empty() || args[0].as_int() == 0) return false;
+    return args[0].as_int() == -1 || v.as_int() % args[0].as_int() == 0;
+  }
   if (name == "equalto" || name == "eq" || name == "sameas") return !args.empty() && v.equals(args[0]);
   if (name == "ne") return args.empty() || !v.equals(args[0]);
   if (name == "lower") return v.is_string() && lower(v.as_string()) == v.as_string();
@@ -869,6 +954,7 @@ bool run_test(const std::string& name, const Value& v, const std::vector<Value>&
 
 Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& args,
                    std::vector<std::pair<std::string, Value>>& kwargs) {
+  charge(v.is_array() ? static_cast<int64_t>(v.items().size()) : v.is_object() ? static_cast<int64_t>(v.members().size()) : 1);
   if (name == "trim") return Value(strip_chars(v.str(), arg_string(args, 0), true, true));
   if (name == "length" || name == "count") return Value(length_of(v));
   if (name == "upper") return Value(upper(v.str()));
@@ -894,7 +980,11 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
       return Value(0.0);
     }
   }
-  if (name == "abs") return v.kind() == Value::Kind::kInt ? Value(std::abs(v.as_int())) : Value(std::fabs(v.as_number()));
+  if (name == "abs") {
+    if (v.kind() != Value::Kind::kInt) return Value(std::fabs(v.as_number()));
+    if (v.as_int() == std::numeric_limits<int64_t>::min()) fail("integer overflow in abs");
+    return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+  }
   if (name == "default" || name == "d") {
     const bool boolean = (args.size() > 1 && args[1].truthy()) || kwarg(kwargs, "boolean").truthy();
     if (v.is_undefined() || (boolean && !v.truthy())) return args.empty() ? Value("") : args[0];
@@ -930,7 +1020,9 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
   }
   if (name == "tojson") {
     const Value indent = args.empty() ? kwarg(kwargs, "indent") : args[0];
-    return Value(v.to_json(indent.is_number() ? static_cast<int>(indent.as_int()) : -1));
+    const int64_t width = indent.is_number() ? indent.as_int() : -1;
+    if (width > 100) fail("tojson indent wider than 100");
+    return Value(v.to_json(width < 0 ? -1 : static_cast<int>(width)));
   }
   if (name == "items") return method(v, "items").is_undefined() ? Value::array() : call_value(method(v, "items"), {}, {});
   if (name == "replace") return Value(replace_all(v.str(), arg_string(args, 0), arg_string(args, 1)));
@@ -975,12 +1067,14 @@ Value apply_filter(const std::string& name, const Value& v, std::vector<Value>& 
   if (name == "unique") {
     Array out;
     for (const Value& x : iterate(v)) {
+      charge(static_cast<int64_t>(out.size()));
       if (std::none_of(out.begin(), out.end(), [&](const Value& y) { return y.equals(x); })) out.push_back(x);
     }
     return Value::array(std::move(out));
   }
   if (name == "indent") {
     const int64_t width = args.empty() ? 4 : args[0].as_int();
+    if (width > 1000) fail("indent wider than 1000");
     const bool first = (args.size() > 1 && args[1].truthy()) || kwarg(kwargs, "first").truthy();
     const std::string pad(static_cast<size_t>(std::max<int64_t>(width, 0)), ' ');
     const std::string s = v.str();
@@ -1036,7 +1130,11 @@ struct Unary : Expr {
     const Value v = x->eval(ctx);
     if (op == "not") return Value(!v.truthy());
     if (!v.is_number()) fail("unary " + op + " of a non-number");
-    if (op == "-") return v.kind() == Value::Kind::kInt ? Value(-v.as_int()) : Value(-v.as_number());
+    if (op == "-") {
+      if (v.kind() != Value::Kind::kInt) return Value(-v.as_number());
+      if (v.as_int() == std::numeric_limits<int64_t>::min()) fail("integer overflow in '-'");
+      return Value(-v.as_int());
+    }
     return v;
   }
 };
@@ -1044,17 +1142,26 @@ struct Unary : Expr {
 bool contains(const Value& container, const Value& item) { return run_test("in", item, {container}); }
 
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return Value(a.str() + b.str());
+  if (op == "~") {
+    std::string x = a.str(), y = b.str();
+    check_text(x.size() + y.size());
+    return Value(x + y);
+  }
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
+    if (a.is_string() && b.is_string()) {
+      check_text(a.as_string().size() + b.as_string().size());
+      return Value(a.as_string() + b.as_string());
+    }
     if (a.is_array() && b.is_array()) {
+      charge(static_cast<int64_t>(a.items().size() + b.items().size()));
       Array out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
       return Value::array(std::move(out));
     }
   }
   if (op == "*" && a.is_string() && b.kind() == Value::Kind::kInt) {
-    if (b.as_int() > 0 && a.as_string().size() * static_cast<uint64_t>(b.as_int()) > (uint64_t(64) << 20)) {
+    if (b.as_int() > 0 && !a.as_string().empty() &&
+        static_cast<uint64_t>(b.as_int()) > (uint64_t(64) << 20) / a.as_string().size()) {
       fail("a string repeated past 64 MiB");
     }
     std::string out;
@@ -1072,16 +1179,36 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   }
   if (ints) {
     const int64_t x = as_i(a), y = as_i(b);
-    if (op == "+") return Value(x + y);
-    if (op == "-") return Value(x - y);
-    if (op == "*") return Value(x * y);
+    int64_t r = 0;
+    const auto overflow = [&] { fail("integer overflow in '" + op + "'"); };
+    if (op == "+") return __builtin_add_overflow(x, y, &r) ? (overflow(), Value()) : Value(r);
+    if (op == "-") return __builtin_sub_overflow(x, y, &r) ? (overflow(), Value()) : Value(r);
+    if (op == "*") return __builtin_mul_overflow(x, y, &r) ? (overflow(), Value()) : Value(r);
     if (op == "//" || op == "%") {
       if (y == 0) fail("division by zero");
-      int64_t q = x / y, r = x % y;
+      if (y == -1) {  // INT64_MIN / -1 overflows (and traps)
+        if (op == "%") return Value(int64_t(0));
+        if (x == std::numeric_limits<int64_t>::min()) overflow();
+        return Value(-x);
+      }
+      int64_t q = x / y;
+      r = x % y;
       if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
       return Value(op == "//" ? q : r);
     }
-    if (op == "**") return Value(static_cast<int64_t>(std::pow(static_cast<double>(x), static_cast<double>(y))));
+    if (op == "**") {
+      if (y < 0) return Value(std::pow(static_cast<double>(x), static_cast<double>(y)));
+      int64_t result = 1;
+      for (int64_t k = 0; k < y; ++k) {
+        if (__builtin_mul_overflow(result, x, &result)) overflow();
+        if (result == 0 || result == 1) break;  // 0 and 1 stay; -1 alternates below
+        if (result == -1) {
+          result = (y - k - 1) % 2 == 0 ? -1 : 1;
+          break;
+        }
+      }
+      return Value(result);
+    }
   }
   const double x = as_f(a), y = as_f(b);
   if (op == "+") return Value(x + y);
@@ -1210,6 +1337,7 @@ class Parser {
 
  private:
   ExprPtr binary(std::string op, ExprPtr a, ExprPtr b) {
+    count_op();
     auto n = std::make_unique<Binary>();
     n->op = std::move(op);
     n->a = std::move(a);
@@ -1245,17 +1373,17 @@ class Parser {
     return comparison();
   }
   ExprPtr comparison() {
-    ExprPtr x = concat();
+    ExprPtr x = additive();
     while (true) {
       if (is_op("==") || is_op("!=") || is_op("<") || is_op(">") || is_op("<=") || is_op(">=")) {
         const std::string op = next().text;
-        x = binary(op, std::move(x), concat());
+        x = binary(op, std::move(x), additive());
       } else if (is_name("in")) {
         ++pos_;
-        x = binary("in", std::move(x), concat());
+        x = binary("in", std::move(x), additive());
       } else if (is_name("not") && is_name("in", 1)) {
         pos_ += 2;
-        x = binary("not in", std::move(x), concat());
+        x = binary("not in", std::move(x), additive());
       } else if (is_name("is")) {
         ++pos_;
         auto t = std::make_unique<Test>();
@@ -1284,48 +1412,68 @@ class Parser {
       }
     }
   }
-  ExprPtr concat() {
-    ExprPtr x = additive();
-    while (is_op("~")) {
-      ++pos_;
-      x = binary("~", std::move(x), additive());
+  // Jinja's precedence: + - over ~ over * / // % over ** over unary signs,
+  // whose operand is primary.postfix; filters then apply to the signed value.
+  ExprPtr additive() {
+    ExprPtr x = concat();
+    while (is_op("+") || is_op("-")) {
+      const std::string op = next().text;
+      x = binary(op, std::move(x), concat());
     }
     return x;
   }
-  ExprPtr additive() {
+  ExprPtr concat() {
     ExprPtr x = multiplicative();
-    while (is_op("+") || is_op("-")) {
-      const std::string op = next().text;
-      x = binary(op, std::move(x), multiplicative());
+    while (is_op("~")) {
+      ++pos_;
+      x = binary("~", std::move(x), multiplicative());
     }
     return x;
   }
   ExprPtr multiplicative() {
-    ExprPtr x = unary();
+    ExprPtr x = power();
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
       const std::string op = next().text;
-      x = binary(op, std::move(x), unary());
+      x = binary(op, std::move(x), power());
     }
     return x;
   }
-  ExprPtr unary() {
+  ExprPtr power() {
+    ExprPtr x = unary(true);
+    while (is_op("**")) {
+      ++pos_;
+      x = binary("**", std::move(x), unary(true));
+    }
+    return x;
+  }
+  ExprPtr unary(bool with_filter) {
+    ExprPtr x;
     if (is_op("-") || is_op("+")) {
       if (++depth_ > 400) fail("an expression nested more than 200 deep");
       auto u = std::make_unique<Unary>();
       u->op = next().text;
-      u->x = unary();
+      u->x = unary(false);
       --depth_;
-      return u;
+      x = std::move(u);
+    } else {
+      x = primary_postfix();
     }
-    return power();
-  }
-  ExprPtr power() {
-    ExprPtr x = filtered();
-    if (is_op("**")) {
+    if (!with_filter) return x;
+    while (is_op("|")) {
       ++pos_;
-      x = binary("**", std::move(x), unary());
+      count_op();
+      auto f = std::make_unique<Filter>();
+      f->value = std::move(x);
+      f->name = expect_name();
+      if (is_op("(")) call_args(f->args, f->kwargs);
+      x = std::move(f);
     }
     return x;
+  }
+  // Long chains (1 + 1 + ..., a.b.b.b..., x|f|f|...) make deep trees: bounded,
+  // so evaluating one cannot exhaust the stack.
+  void count_op() {
+    if (++ops_ > 1000) fail("an expression of more than 1000 operations");
   }
   void call_args(std::vector<ExprPtr>& args, std::vector<std::pair<std::string, ExprPtr>>& kwargs) {
     expect_op("(");
@@ -1341,21 +1489,10 @@ class Parser {
     }
     ++pos_;
   }
-  ExprPtr filtered() {
-    ExprPtr x = primary_postfix();
-    while (is_op("|")) {
-      ++pos_;
-      auto f = std::make_unique<Filter>();
-      f->value = std::move(x);
-      f->name = expect_name();
-      if (is_op("(")) call_args(f->args, f->kwargs);
-      x = std::move(f);
-    }
-    return x;
-  }
   ExprPtr primary_postfix() {
     ExprPtr x = primary();
     while (true) {
+      if (is_op(".") || is_op("[") || is_op("(")) count_op();
       if (is_op(".")) {
         ++pos_;
         auto a = std::make_unique<Attr>();
@@ -1465,7 +1602,7 @@ class Parser {
 
   const std::vector<Token>& t_;
   size_t pos_ = 0;
-  int depth_ = 0;
+  int depth_ = 0, ops_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -1570,8 +1707,9 @@ struct SetNode : Node {
     }
     if (!attr.empty()) {
       const Value ns = ctx.lookup(names[0]);
-      if (!ns.is_object()) fail("cannot set '" + attr + "' of " + names[0] + ", which is not a namespace");
+      if (!ns.is_namespace()) fail("cannot set '" + attr + "' of " + names[0] + ", which is not a namespace");
       if (v.holds(ns)) fail("a value cannot hold itself");
+      if (v.kind() == Value::Kind::kFunction) fail("a namespace holds values, not functions");
       ns.set(attr, v);
       return;
     }
@@ -1780,11 +1918,12 @@ void add_globals(Value& g) {
       if (a.size() > 2) step = a[2].as_int();
     }
     if (step == 0) fail("range() step cannot be zero");
+    // Counted in floating point first: huge bounds or steps cannot overflow.
+    const double span = static_cast<double>(stop) - static_cast<double>(start);
+    const double count = span / static_cast<double>(step) > 0 ? std::ceil(span / static_cast<double>(step)) : 0.0;
+    if (count > 1000000) fail("range() longer than a million");
     Array out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      out.emplace_back(i);
-      if (out.size() > 1000000) fail("range() too long");
-    }
+    for (int64_t k = 0; k < static_cast<int64_t>(count); ++k) out.emplace_back(start + k * step);
     return Value::array(std::move(out));
   }));
   const auto make_dict = [](Args& a, Kwargs& k) {
@@ -1795,7 +1934,10 @@ void add_globals(Value& g) {
     for (const auto& [key, v] : k) o.set(key, v);
     return o;
   };
-  g.set("namespace", Value::function(make_dict));
+  g.set("namespace", Value::function([make_dict](Args& a, Kwargs& k) {
+    Value d = make_dict(a, k);
+    return Value::name_space(d.members());
+  }));
   g.set("dict", Value::function(make_dict));
   g.set("strftime_now", Value::function([](Args& a, Kwargs&) {
     const std::time_t now = std::time(nullptr);
@@ -1809,12 +1951,31 @@ void add_globals(Value& g) {
 
 }  // namespace
 
-Template::Template(const std::string& source) { body_ = TreeBuilder(lex(source)).parse_all(); }
+Template::Template(const std::string& source) {
+  try {
+    body_ = TreeBuilder(lex(source)).parse_all();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(std::string("parsing failed: ") + e.what());
+  }
+}
 Template::~Template() = default;
 Template::Template(Template&&) noexcept = default;
 Template& Template::operator=(Template&&) noexcept = default;
 
 std::string Template::render(const Value& context) const {
+  t_work = 0;
+  try {
+    return render_checked(context);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {  // std::bad_alloc, std::length_error: still one line
+    fail(std::string("rendering failed: ") + e.what());
+  }
+}
+
+std::string Template::render_checked(const Value& context) const {
   Context ctx(context.is_object() ? context : Value::object());
   add_globals(ctx.globals());
   ctx.push();  // the template's own variables

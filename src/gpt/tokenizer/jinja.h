@@ -37,6 +37,9 @@ class Value {
   Value(const char* s) : Value(std::string(s)) {}  // NOLINT
   static Value array(Array a = {});
   static Value object(Object o = {});
+  // A namespace(): the only dict `{% set ns.attr = ... %}` may change.
+  static Value name_space(Object o = {});
+  bool is_namespace() const { return is_namespace_; }
   static Value function(Function f);
   static Value from_json(const nlohmann::json& j);
 
@@ -50,7 +53,8 @@ class Value {
   bool truthy() const;
 
   bool as_bool() const { return b_; }
-  int64_t as_int() const { return i_; }
+  // Floats truncate toward zero, as Python's int(); booleans are 0 or 1.
+  int64_t as_int() const;
   double as_number() const { return kind_ == Kind::kInt ? static_cast<double>(i_) : f_; }
   const std::string& as_string() const { return s_; }
   Array& items() const { return *a_; }
@@ -79,6 +83,7 @@ class Value {
   std::shared_ptr<Array> a_;
   std::shared_ptr<Object> o_;
   std::shared_ptr<Function> fn_;
+  bool is_namespace_ = false;
 };
 
 struct Node;
@@ -96,6 +101,7 @@ class Template {
   std::string render(const Value& context) const;
 
  private:
+  std::string render_checked(const Value& context) const;
   std::vector<std::unique_ptr<Node>> body_;
 };
 

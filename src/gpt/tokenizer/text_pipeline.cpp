@@ -4,6 +4,7 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "gpt/tokenizer/bpe.h"
@@ -27,7 +28,8 @@ class Pcre2Pattern {
     int error = 0;
     PCRE2_SIZE offset = 0;
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C, &error, &offset,
+                          nullptr);
     if (code_ == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof message);
@@ -48,6 +50,9 @@ class Pcre2Pattern {
     pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
     if (md == nullptr || mc == nullptr || stack == nullptr) throw Error("out of memory compiling a split pattern");
     pcre2_jit_stack_assign(mc, nullptr, stack);
+    // A pattern from a downloaded file must not backtrack for ever.
+    pcre2_set_match_limit(mc, 10'000'000);
+    pcre2_set_depth_limit(mc, 100'000);
     struct Free {
       pcre2_match_data* md;
       pcre2_match_context* mc;
@@ -140,9 +145,18 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
   GPT_CHECK(!model.contains("dropout") || model["dropout"].is_null() || model["dropout"] == 0.0,
             "tokenizer.json: BPE dropout is not supported (it makes encoding random)");
   const auto section = [&](const char* key) { return j.contains(key) ? j[key] : nlohmann::json(nullptr); };
+  int depth = 0;  // Sequences inside Sequences: bounded
+  struct Nest {
+    int& d;
+    explicit Nest(int& x) : d(x) {
+      if (++d > 16) throw Error("tokenizer.json: Sequences nested more than 16 deep");
+    }
+    ~Nest() { --d; }
+  };
 
   // Normalizer: NFC, Prepend, Replace of a string, or a Sequence of them.
   std::function<void(const nlohmann::json&)> normalizer = [&](const nlohmann::json& n) {
+    const Nest nest(depth);
     if (n.is_null()) return;
     const std::string kind = kind_of(n);
     if (kind == "Sequence") {
@@ -162,6 +176,7 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
 
   // Pre-tokenizer: ByteLevel, Split, Metaspace, or a Sequence of them.
   std::function<void(const nlohmann::json&)> pre = [&](const nlohmann::json& n) {
+    const Nest nest(depth);
     if (n.is_null()) return;
     const std::string kind = kind_of(n);
     if (kind == "Sequence") {
@@ -206,7 +221,10 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
         prefix.unless_present = true;
         p.normalize_.push_back(prefix);
       }
-      if (n.value("split", true)) p.steps_.push_back({SplitStep::Kind::kMetaspace, nullptr, ""});
+      if (n.value("split", true)) {
+        p.steps_.push_back({SplitStep::Kind::kMetaspace, nullptr, ""});
+        p.cuts_at_newlines_ = false;  // its pieces run across newlines
+      }
     } else {
       throw Error("tokenizer.json: pre-tokenizer '" + kind +
                   "' is not supported (gpt.cpp runs ByteLevel, Split and Metaspace)");
@@ -216,6 +234,7 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
 
   // Decoder: byte-level, or SentencePiece's (which drops the leading space).
   std::function<void(const nlohmann::json&)> decoder = [&](const nlohmann::json& n) {
+    const Nest nest(depth);
     if (n.is_null()) return;
     const std::string kind = kind_of(n);
     if (kind == "Sequence") {
@@ -234,6 +253,7 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
 
   // Post-processor: a template that puts a special token before each text.
   std::function<void(const nlohmann::json&)> post = [&](const nlohmann::json& n) {
+    const Nest nest(depth);
     if (n.is_null()) return;
     const std::string kind = kind_of(n);
     if (kind == "Sequence") {
@@ -261,6 +281,12 @@ std::vector<std::string> TextPipeline::split_patterns() const {
 bool TextPipeline::is_gpt2() const {
   return byte_level_ && normalize_.empty() && steps_.size() == 1 && steps_[0].kind == SplitStep::Kind::kGpt2Pattern &&
          !ignore_merges_ && !bos_token_;
+}
+
+bool TextPipeline::prepends_metaspace() const {
+  return std::any_of(normalize_.begin(), normalize_.end(), [](const NormalizeStep& n) {
+    return n.kind == NormalizeStep::Kind::kPrepend && n.to == kMetaspace;
+  });
 }
 
 std::string TextPipeline::normalize(std::string_view segment, bool first) const {

@@ -57,6 +57,8 @@ class TextPipeline {
   std::vector<std::string> split_patterns() const;
   // GPT-2's pipeline exactly (no normalizer, its pattern, byte alphabet).
   bool is_gpt2() const;
+  // Puts SentencePiece's "▁" before a text (llama.cpp's add_space_prefix).
+  bool prepends_metaspace() const;
 
   // One text segment between added tokens, normalized; `first`: it starts the text.
   bool normalizes() const { return !normalize_.empty(); }
