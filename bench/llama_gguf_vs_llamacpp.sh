@@ -5,6 +5,7 @@
 # here with grouped-query attention and an untied head, unless MODEL is given.
 # llama.cpp is not part of gpt.cpp: build its llama-server yourself
 # (docs/benchmarks.md says how).
+# QKV_BIAS=1 trains it with Qwen2's q/k/v biases (llama.cpp's qwen2 architecture).
 #   bench/llama_gguf_vs_llamacpp.sh PATH/TO/llama-server [THREADS=2] [TYPES="f32 q8_0"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ if [[ ! -f $model/model.safetensors ]]; then
   text=../shared/data/tinyshakespeare.txt
   [[ -f $text ]] || { bible -f Gen1:1-Gen50:26 > "$work/text.txt"; text=$work/text.txt; }
   build/gpt train --data "$text" --out "$model" --arch llama --n-layer 4 --n-head 8 --n-kv-head 2 --n-embd 128 \
-    --block-size 256 --tie-weights false --max-iters 1500 --eval-interval 500 --quiet --threads "$threads" >/dev/null
+    --block-size 256 --tie-weights false --max-iters 1500 --eval-interval 500 --quiet --threads "$threads" \
+    ${QKV_BIAS:+--qkv-bias} >/dev/null
 fi
 prompts=("ROMEO:" "First Citizen:" "What is the" "KING RICHARD III:
 " "O, ")

@@ -215,6 +215,15 @@ TEST_F(Cli, LlamaTrainsEvaluatesAndGenerates) {
   expect_one_line_error(run_gpt("train --data " + data() + out + "--arch llama --n-head 4 --n-kv-head 3"),
                         "--n-kv-head (3) must divide --n-head (4)");
   expect_one_line_error(run_gpt("train --data " + data() + out + "--ffn-hidden 64"), "--ffn-hidden needs --arch llama");
+  expect_one_line_error(run_gpt("train --data " + data() + out + "--qkv-bias"), "--qkv-bias needs --arch llama");
+  // Qwen2's biases: model_type qwen2, and llama.cpp's qwen2 GGUF and back.
+  const std::string q = (dir / "qwen").string();
+  r = run_gpt("train --data " + data() + " --out " + q + " " + tiny() + " --arch llama --qkv-bias --max-iters 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(dir / "qwen" / "config.json"))["model_type"], "qwen2");
+  const std::string qgen = " --prompt 'In the' --max-tokens 12 --seed 5";
+  ASSERT_EQ(run_gpt("convert --model " + q + " --to gguf --out " + q + ".gguf").exit_code, 0);
+  EXPECT_EQ(run_gpt("generate --model " + q + ".gguf" + qgen).out, run_gpt("generate --model " + q + qgen).out);
   expect_one_line_error(run_gpt("train --data " + data() + out + "--arch mamba"), "--arch");
   expect_one_line_error(run_gpt("train --data " + data() + out + "--arch llama --n-embd 30 --n-head 2"),
                         "rotary positions need an even head width, got 15");

@@ -277,10 +277,11 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--ffn-hidden", o->ffn_hidden, "llama: SwiGLU width (0: 8/3 n-embd rounded up to 64)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--rope-theta", o->rope_theta, "llama: RoPE base")->capture_default_str();
+  app->add_flag("--qkv-bias", o->qkv_bias, "llama: biases on the q, k and v projections (Qwen2's; config.json model_type qwen2)");
   auto run = [app, o, resume, config]() -> int {
     return run_training(app, *o, *resume, *config,
                         {"--n-layer", "--n-head", "--n-embd", "--position-encoding", "--tie-weights", "--tokenizer",
-                         "--arch", "--n-kv-head", "--ffn-hidden", "--rope-theta"});
+                         "--arch", "--n-kv-head", "--ffn-hidden", "--rope-theta", "--qkv-bias"});
   };
   return {app, run};
 }

@@ -413,13 +413,14 @@ bool is_gguf_file(const std::filesystem::path& path) {
 void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
                  const std::string& name, const ChatTemplate* chat_template) {
   const ModelConfig& c = model.config();
-  GPT_CHECK(!c.attention_bias, "GGUF export of models with q/k/v biases (Qwen2) is not supported yet");
   GPT_CHECK(c.rope_scaling.type == RopeScaling::Type::kNone, "GGUF export of a model with rope scaling is not supported yet");
   const ConstModelWeights& w = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
   GPT_CHECK(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
   GgufWriter g;
-  g.set("general.architecture", GgufValue::string(c.llama() ? "llama" : "gpt2"));
+  // Qwen2 (q/k/v biases) is its own architecture in llama.cpp.
+  const std::string arch = !c.llama() ? "gpt2" : c.attention_bias ? "qwen2" : "llama";
+  g.set("general.architecture", GgufValue::string(arch));
   g.set("general.name", GgufValue::string(name));
   g.set("general.file_type", GgufValue::u32(recipe.file_type()));
   if (ggml_block_size(recipe.base()) > 1) g.set("general.quantization_version", GgufValue::u32(2));
@@ -441,19 +442,26 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
   if (c.llama()) {
     // llama.cpp's llama architecture: separate q, k, v (q and k rows permuted to
     // its interleaved rotary pairs) and gate, up; nn.Linear's rows as they are.
+    // Its qwen2 rotates halves as Hugging Face does: rows stay, biases added.
     const int64_t NH = c.n_head, NKV = c.kv_heads(), hs = c.head_size(), KV = c.kv_dim(), F = c.mlp_hidden();
-    g.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(T)));
-    g.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
-    g.set("llama.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(F)));
-    g.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
-    g.set("llama.attention.head_count", GgufValue::u32(static_cast<uint32_t>(NH)));
-    g.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(NKV)));
-    g.set("llama.rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hs)));
-    g.set("llama.rope.freq_base", GgufValue::f32(c.rope_theta));
-    g.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(c.layer_norm_epsilon));
-    g.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(V)));
+    const bool qwen2 = arch == "qwen2";
+    const std::string k = arch + ".";
+    g.set(k + "context_length", GgufValue::u32(static_cast<uint32_t>(T)));
+    g.set(k + "embedding_length", GgufValue::u32(static_cast<uint32_t>(C)));
+    g.set(k + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(F)));
+    g.set(k + "block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layer)));
+    g.set(k + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(NH)));
+    g.set(k + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(NKV)));
+    g.set(k + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hs)));
+    g.set(k + "rope.freq_base", GgufValue::f32(c.rope_theta));
+    g.set(k + "attention.layer_norm_rms_epsilon", GgufValue::f32(c.layer_norm_epsilon));
+    g.set(k + "vocab_size", GgufValue::u32(static_cast<uint32_t>(V)));
     std::vector<float> permuted;
     auto rope_rows = [&](const std::string& n, const float* x, int64_t heads, TensorRole role, int64_t layer) {
+      if (qwen2) {
+        rows(n, x, heads * hs, C, role, layer);
+        return;
+      }
       permuted.resize(static_cast<size_t>(heads * hs * C));
       for_each_rope_row(heads, hs, [&](int64_t gguf, int64_t hf) {
         std::copy(x + hf * C, x + (hf + 1) * C, permuted.begin() + gguf * C);
@@ -469,6 +477,11 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
       rope_rows(p + "attn_q.weight", qkv, NH, TensorRole::kAttentionQK, l);
       rope_rows(p + "attn_k.weight", qkv + C * C, NKV, TensorRole::kAttentionQK, l);
       rows(p + "attn_v.weight", qkv + (C + KV) * C, KV, C, TensorRole::kAttentionV, l);
+      if (qwen2) {
+        vec(p + "attn_q.bias", L.attn_c_attn_bias, C);
+        vec(p + "attn_k.bias", L.attn_c_attn_bias + C, KV);
+        vec(p + "attn_v.bias", L.attn_c_attn_bias + C + KV, KV);
+      }
       rows(p + "attn_output.weight", L.attn_c_proj_weight, C, C, TensorRole::kAttentionOutput, l);
       vec(p + "ffn_norm.weight", L.ln_2_weight, C);
       rows(p + "ffn_gate.weight", L.mlp_c_fc_weight, F, C, TensorRole::kFfnUp, l);
@@ -534,8 +547,8 @@ GgufModel load_gguf_model(const std::filesystem::path& path, bool dequantize) {
   const GgufFile f = GgufFile::load(path);
   const std::string& p = f.path();
   const std::string arch = f.get_string("general.architecture");
-  if (arch == "llama") return load_llama(f, dequantize);
-  GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2' and 'llama' models)");
+  if (arch == "llama" || arch == "qwen2") return load_llama(f, dequantize);
+  GPT_CHECK(arch == "gpt2", p + ": architecture '" + arch + "' is not supported (gpt.cpp runs 'gpt2', 'llama' and 'qwen2' models)");
 
   ModelConfig c;
   c.n_embd = gguf_dim(f, "gpt2.embedding_length");
@@ -669,26 +682,32 @@ namespace {
 // rotary pairs, permuted back here) and gate, up, fused as gpt.cpp keeps them.
 GgufModel load_llama(const GgufFile& f, bool dequantize) {
   const std::string& p = f.path();
+  const std::string arch = f.get_string("general.architecture");
+  const std::string k = arch + ".";
+  // qwen2: q/k/v biases, and q/k rows as Hugging Face keeps them (llama.cpp
+  // rotates its halves); llama: rows in interleaved pairs, no biases.
+  const bool qwen2 = arch == "qwen2";
   ModelConfig c;
   c.arch = Architecture::kLlama;
   c.position_encoding = PositionEncoding::kRotary;
+  c.attention_bias = qwen2;
   const auto get_dim = [&](const std::string& key) { return gguf_dim(f, key); };
-  c.n_embd = get_dim("llama.embedding_length");
-  c.n_layer = get_dim("llama.block_count");
-  c.n_head = get_dim("llama.attention.head_count");
-  c.n_kv_head = f.has("llama.attention.head_count_kv") ? get_dim("llama.attention.head_count_kv") : c.n_head;
-  c.block_size = get_dim("llama.context_length");
-  c.ffn_hidden = get_dim("llama.feed_forward_length");
-  c.rope_theta = f.has("llama.rope.freq_base") ? static_cast<float>(f.get_float("llama.rope.freq_base")) : 10000.0f;
-  c.layer_norm_epsilon = f.has("llama.attention.layer_norm_rms_epsilon")
-                             ? static_cast<float>(f.get_float("llama.attention.layer_norm_rms_epsilon"))
+  c.n_embd = get_dim(k + "embedding_length");
+  c.n_layer = get_dim(k + "block_count");
+  c.n_head = get_dim(k + "attention.head_count");
+  c.n_kv_head = f.has(k + "attention.head_count_kv") ? get_dim(k + "attention.head_count_kv") : c.n_head;
+  c.block_size = get_dim(k + "context_length");
+  c.ffn_hidden = get_dim(k + "feed_forward_length");
+  c.rope_theta = f.has(k + "rope.freq_base") ? static_cast<float>(f.get_float(k + "rope.freq_base")) : 10000.0f;
+  c.layer_norm_epsilon = f.has(k + "attention.layer_norm_rms_epsilon")
+                             ? static_cast<float>(f.get_float(k + "attention.layer_norm_rms_epsilon"))
                              : 1e-5f;
-  if (f.has("llama.rope.scaling.type")) {
-    const std::string type = f.get_string("llama.rope.scaling.type");
+  if (f.has(k + "rope.scaling.type")) {
+    const std::string type = f.get_string(k + "rope.scaling.type");
     GPT_CHECK(type == "none", p + ": rope scaling '" + type + "' is not supported (gpt.cpp runs unscaled RoPE)");
   }
-  if (f.has("llama.rope.dimension_count") && c.n_head > 0 && c.n_embd % c.n_head == 0) {
-    GPT_CHECK(f.get_int("llama.rope.dimension_count") == c.n_embd / c.n_head,
+  if (f.has(k + "rope.dimension_count") && c.n_head > 0 && c.n_embd % c.n_head == 0) {
+    GPT_CHECK(f.get_int(k + "rope.dimension_count") == c.n_embd / c.n_head,
               p + ": rotary positions on part of a head (rope.dimension_count) are not supported");
   }
   const Embedding e = token_embedding(f, c.n_embd);
@@ -713,12 +732,18 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     expected.push_back({b + "attn_q.weight", {C, C}});
     expected.push_back({b + "attn_k.weight", {C, KV}});
     expected.push_back({b + "attn_v.weight", {C, KV}});
+    if (qwen2) {
+      expected.push_back({b + "attn_q.bias", {C}});
+      expected.push_back({b + "attn_k.bias", {KV}});
+      expected.push_back({b + "attn_v.bias", {KV}});
+    }
     expected.push_back({b + "attn_output.weight", {C, C}});
     expected.push_back({b + "ffn_gate.weight", {C, F}});
     expected.push_back({b + "ffn_up.weight", {C, F}});
     expected.push_back({b + "ffn_down.weight", {F, C}});
   }
-  const bool all_f32 = check_tensors(f, expected, "llama", c.n_layer, out);
+  const bool all_f32 = check_tensors(f, expected, arch, c.n_layer, out);
+  const int64_t NH_rope = qwen2 ? 0 : NH, NKV_rope = qwen2 ? 0 : NKV;  // rows to unpermute
 
   // Rows of q or k back to Hugging Face's halves; of anything else as they are.
   auto unpermuted_floats = [&](const GgufTensor& t, int64_t heads) {
@@ -742,9 +767,14 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       const std::string b = "blk." + std::to_string(l) + ".";
       floats_into(b + "attn_norm.weight", L.ln_1_weight);
-      floats_into(b + "attn_q.weight", L.attn_c_attn_weight, NH);
-      floats_into(b + "attn_k.weight", L.attn_c_attn_weight + C * C, NKV);
+      floats_into(b + "attn_q.weight", L.attn_c_attn_weight, NH_rope);
+      floats_into(b + "attn_k.weight", L.attn_c_attn_weight + C * C, NKV_rope);
       floats_into(b + "attn_v.weight", L.attn_c_attn_weight + (C + KV) * C);
+      if (qwen2) {
+        floats_into(b + "attn_q.bias", L.attn_c_attn_bias);
+        floats_into(b + "attn_k.bias", L.attn_c_attn_bias + C);
+        floats_into(b + "attn_v.bias", L.attn_c_attn_bias + C + KV);
+      }
       floats_into(b + "attn_output.weight", L.attn_c_proj_weight);
       floats_into(b + "ffn_norm.weight", L.ln_2_weight);
       floats_into(b + "ffn_gate.weight", L.mlp_c_fc_weight);
@@ -761,7 +791,7 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
   // other rows); pieces of different types (llama.cpp's K-quant mixes give
   // attn_v more bits) become one fp32 matrix.
   auto q = std::make_unique<QuantizedModel>();
-  q->vectors.reserve(expected.size() + 2 * static_cast<size_t>(c.n_layer));
+  q->vectors.reserve(expected.size() + 3 * static_cast<size_t>(c.n_layer));
   q->matrices.reserve(expected.size());
   InferenceWeights& w = q->weights;
   w.config = c;
@@ -819,7 +849,16 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     InferenceLayer L{};
     L.ln_1_weight = vec(b + "attn_norm.weight");
     L.ln_2_weight = vec(b + "ffn_norm.weight");
-    L.c_attn = linear({{b + "attn_q.weight", NH}, {b + "attn_k.weight", NKV}, {b + "attn_v.weight", 0}}, C);
+    L.c_attn = linear({{b + "attn_q.weight", NH_rope}, {b + "attn_k.weight", NKV_rope}, {b + "attn_v.weight", 0}}, C);
+    if (qwen2) {
+      std::vector<float> bias;
+      for (const char* part : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) {
+        const std::vector<float> x = to_floats(*f.find(b + part));
+        bias.insert(bias.end(), x.begin(), x.end());
+      }
+      q->vectors.push_back(std::move(bias));
+      L.c_attn.bias = q->vectors.back().data();
+    }
     L.attn_proj = linear({{b + "attn_output.weight", 0}}, C);
     L.c_fc = linear({{b + "ffn_gate.weight", 0}, {b + "ffn_up.weight", 0}}, C);
     L.mlp_proj = linear({{b + "ffn_down.weight", 0}}, F);

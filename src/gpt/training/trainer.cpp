@@ -89,6 +89,7 @@ void TrainOptions::validate() const {
   } else {
     GPT_CHECK(n_kv_head == 0 || n_kv_head == n_head, "--n-kv-head needs --arch llama");
     GPT_CHECK(ffn_hidden == 0, "--ffn-hidden needs --arch llama");
+    GPT_CHECK(!qkv_bias, "--qkv-bias needs --arch llama");
   }
   GPT_CHECK(task == "pretrain" || task == "sft", "unknown training task '" + task + "'");
   if (task == "sft" && !chat_template.empty()) ChatTemplate::named(chat_template);
@@ -104,7 +105,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"n-layer", n_layer}, {"n-head", n_head}, {"n-embd", n_embd}, {"block-size", block_size},
           {"position-encoding", position_encoding}, {"tie-weights", tie_weights}, {"arch", arch},
           {"n-kv-head", n_kv_head}, {"ffn-hidden", ffn_hidden}, {"rope-theta", rope_theta},
-          {"batch-size", batch_size}, {"grad-accum", grad_accum}, {"max-iters", max_iters},
+          {"qkv-bias", qkv_bias}, {"batch-size", batch_size}, {"grad-accum", grad_accum}, {"max-iters", max_iters},
           {"lr", lr}, {"min-lr", min_lr}, {"warmup-iters", warmup_iters}, {"lr-decay-iters", lr_decay_iters},
           {"weight-decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad-clip", grad_clip},
           {"eval-interval", eval_interval}, {"eval-iters", eval_iters},
@@ -134,6 +135,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     o.n_kv_head = j.value("n-kv-head", o.n_kv_head);
     o.ffn_hidden = j.value("ffn-hidden", o.ffn_hidden);
     o.rope_theta = j.value("rope-theta", o.rope_theta);
+    o.qkv_bias = j.value("qkv-bias", o.qkv_bias);
     o.batch_size = j.value("batch-size", o.batch_size);
     o.grad_accum = j.value("grad-accum", o.grad_accum);
     o.max_iters = j.value("max-iters", o.max_iters);
@@ -269,6 +271,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     opts_.n_kv_head = ic.llama() ? ic.kv_heads() : 0;
     opts_.ffn_hidden = ic.llama() ? ic.mlp_hidden() : 0;
     opts_.rope_theta = ic.rope_theta;
+    opts_.qkv_bias = ic.attention_bias;
     opts_.tokenizer = opts_.init_from;
     if (opts_.block_size == 0) opts_.block_size = ic.block_size;  // fine-tuning's default: the model's context
     GPT_CHECK(opts_.block_size <= ic.block_size, "--block-size " + std::to_string(opts_.block_size) +
@@ -318,6 +321,7 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     mc.n_kv_head = opts_.n_kv_head;
     mc.ffn_hidden = opts_.ffn_hidden;
     mc.rope_theta = static_cast<float>(opts_.rope_theta);
+    mc.attention_bias = opts_.qkv_bias;
     model_ = std::make_unique<GPT>(mc);
     model_->init_weights(opts_.seed);
   }

@@ -45,6 +45,7 @@ struct TrainOptions {
   int n_kv_head = 0;          // llama: key/value heads (0: n_head)
   int ffn_hidden = 0;         // llama: SwiGLU width (0: 8C/3 rounded up to 64)
   double rope_theta = 10000.0;
+  bool qkv_bias = false;      // llama: Qwen2's q/k/v biases
   int64_t batch_size = 12;  // global batch of one optimizer step
   int64_t grad_accum = 1;   // micro-batches per step
   int64_t max_iters = 2000;
