@@ -404,14 +404,33 @@ TEST_F(GgufModelTest, LlamaRoundTripsWithRotaryRowsInLlamaCppsOrder) {
     const std::vector<float> got8 = logits_of(s8, ids);
     EXPECT_EQ(got8, logits_of(m8, ids));
     EXPECT_LT(max_abs_diff(got8, ref) / max_abs(ref), 5e-2);
-    // A mix whose pieces differ in type: q|k|v made fp32 on load, the rest compact.
+    // A mix whose pieces differ in type: q|k in one compact matrix, v in another.
     export_gguf(model, *tok, dir / "mix.gguf", QuantRecipe::parse("q4_k_m"));
     const GgufFile mix = GgufFile::load(dir / "mix.gguf");
     EXPECT_EQ(mix.find("blk.1.attn_q.weight")->type, GgmlType::kQ4_K);
     EXPECT_EQ(mix.find("blk.1.attn_v.weight")->type, GgmlType::kQ6_K);  // llama.cpp's use_more_bits: the last layer
     GgufModel gm = load_gguf_model(dir / "mix.gguf");
     ASSERT_TRUE(gm.quantized);
+    const LinearWeights& qkv = gm.quantized->weights.layers[1].c_attn;
+    EXPECT_EQ(qkv.f32, nullptr);
+    EXPECT_EQ(qkv.packed.type, GgmlType::kQ4_K);
+    EXPECT_EQ(qkv.packed.rows, c.n_embd + c.kv_dim());
+    EXPECT_EQ(qkv.tail.type, GgmlType::kQ6_K);
+    EXPECT_EQ(qkv.tail.rows, c.kv_dim());
+    EXPECT_EQ(qkv.bytes(), mix.find("blk.1.attn_q.weight")->bytes + mix.find("blk.1.attn_k.weight")->bytes +
+                               mix.find("blk.1.attn_v.weight")->bytes);
     InferenceSession sm(gm.quantized->weights, KvCacheType::kF32);
+    {
+      // Decoding a token at a time (one row through both parts) gives the
+      // logits of the whole prompt at once (rows through the parts, then joined).
+      InferenceSession one(gm.quantized->weights, KvCacheType::kF32);
+      const std::vector<float> all = logits_of(sm, ids);
+      const float* last = nullptr;
+      for (const int32_t id : ids) last = one.append(&id, 1);
+      const int64_t V = one.vocab_size();
+      const std::vector<float> tail_all(all.end() - V, all.end());
+      EXPECT_LT(max_abs_diff(std::vector<float>(last, last + V), tail_all) / max_abs(tail_all), 1e-4);
+    }
     const float mix_err = max_abs_diff(logits_of(sm, ids), ref) / max_abs(ref);
     std::printf("[ info ] llama %s: q8_0 %.2e, q4_k_m %.2e of the largest logit\n", tied ? "tied" : "untied",
                 max_abs_diff(got8, ref) / max_abs(ref), mix_err);

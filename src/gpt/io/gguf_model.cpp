@@ -803,33 +803,17 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
     std::string name;
     int64_t heads;  // q or k: rows to unpermute
   };
-  auto linear = [&](const std::vector<Piece>& pieces, int64_t in) {
-    LinearWeights lw;
-    lw.in = in;
-    lw.out_major = true;
+  // Pieces of one type joined row by row into one compact matrix.
+  auto join = [&](const std::vector<Piece>& pieces, int64_t in) {
     const GgmlType type = f.find(pieces[0].name)->type;
-    bool same = true;
-    for (const Piece& pc : pieces) {
-      const GgufTensor& t = *f.find(pc.name);
-      same = same && t.type == type;
-      lw.out += t.ne[1];
-    }
-    if (type == GgmlType::kF32 || !same) {
-      q->vectors.emplace_back();
-      for (const Piece& pc : pieces) {
-        const std::vector<float> x = unpermuted_floats(*f.find(pc.name), pc.heads);
-        q->vectors.back().insert(q->vectors.back().end(), x.begin(), x.end());
-      }
-      lw.f32 = q->vectors.back().data();
-      return lw;
-    }
     const size_t rb = ggml_row_bytes(type, in);
+    int64_t rows = 0;
     std::vector<uint8_t> bytes;
-    bytes.reserve(rb * static_cast<size_t>(lw.out));
     for (const Piece& pc : pieces) {
       const GgufTensor& t = *f.find(pc.name);
       const size_t at = bytes.size();
       bytes.resize(at + t.bytes);
+      rows += t.ne[1];
       if (pc.heads == 0) {
         std::copy(t.data, t.data + t.bytes, bytes.begin() + static_cast<std::ptrdiff_t>(at));
       } else {
@@ -839,8 +823,38 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
         });
       }
     }
-    q->matrices.push_back(QuantizedStorage::wrap(type, std::move(bytes), lw.out, in));
-    lw.packed = q->matrices.back().matrix;
+    q->matrices.push_back(QuantizedStorage::wrap(type, std::move(bytes), rows, in));
+    return q->matrices.back().matrix;
+  };
+  auto linear = [&](const std::vector<Piece>& pieces, int64_t in) {
+    LinearWeights lw;
+    lw.in = in;
+    lw.out_major = true;
+    std::vector<GgmlType> types;
+    for (const Piece& pc : pieces) {
+      const GgufTensor& t = *f.find(pc.name);
+      types.push_back(t.type);
+      lw.out += t.ne[1];
+    }
+    // Where the type changes (at most once, after the first piece of its kind).
+    size_t cut = 1;
+    while (cut < types.size() && types[cut] == types[0]) ++cut;
+    const bool two_parts = cut < types.size() && std::all_of(types.begin() + static_cast<std::ptrdiff_t>(cut), types.end(),
+                                                             [&](GgmlType t) { return t == types[cut]; });
+    const bool any_f32 = std::find(types.begin(), types.end(), GgmlType::kF32) != types.end();
+    if (any_f32 || (cut < types.size() && !two_parts)) {
+      q->vectors.emplace_back();
+      for (const Piece& pc : pieces) {
+        const std::vector<float> x = unpermuted_floats(*f.find(pc.name), pc.heads);
+        q->vectors.back().insert(q->vectors.back().end(), x.begin(), x.end());
+      }
+      lw.f32 = q->vectors.back().data();
+      return lw;
+    }
+    // Compact as stored: one matrix, or two where a K-quant mix gives the
+    // later pieces (attn_v) another type.
+    lw.packed = join({pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(cut)}, in);
+    if (cut < pieces.size()) lw.tail = join({pieces.begin() + static_cast<std::ptrdiff_t>(cut), pieces.end()}, in);
     return lw;
   };
   keep_embedding_and_head(*q, e, c.tie_word_embeddings, C, V);

@@ -110,6 +110,7 @@ inline constexpr int64_t kQuantPanelMinRows = 8;
 struct QuantScratch {
   std::vector<uint8_t> blocks;
   std::vector<float> panel;
+  std::vector<float> parts;  // a product kept in two types: each part's rows (linear_apply)
 };
 
 // out (N, rows) = [residual +] in (N, cols) @ W^T [+ bias]. out may alias residual.

@@ -27,13 +27,34 @@ void apply_norm(const ModelConfig& c, float* out, float* stats, const float* x, 
 
 size_t LinearWeights::bytes() const {
   if (f32 != nullptr || panels != nullptr) return sizeof(float) * static_cast<size_t>(in * out);
-  return ggml_row_bytes(packed.type, packed.cols) * static_cast<size_t>(packed.rows);
+  const size_t head = ggml_row_bytes(packed.type, packed.cols) * static_cast<size_t>(packed.rows);
+  return tail.rows == 0 ? head : head + ggml_row_bytes(tail.type, tail.cols) * static_cast<size_t>(tail.rows);
 }
 
 void linear_apply(const LinearWeights& w, float* out, const float* in, int64_t N, QuantScratch& scratch,
                   const float* residual) {
   if (w.panels != nullptr) {
     gemm_rows_panels(out, in, N, w.panels, w.bias, w.in, w.out, residual);
+  } else if (w.f32 == nullptr && w.tail.rows > 0) {
+    // Two types: each part's outputs, then side by side in each row.
+    const int64_t head = w.packed.rows, rest = w.tail.rows;
+    const float* tail_bias = w.bias != nullptr ? w.bias + head : nullptr;
+    if (N == 1) {
+      quantized_linear(out, in, w.packed, w.bias, 1, scratch, residual);
+      quantized_linear(out + head, in, w.tail, tail_bias, 1, scratch, residual != nullptr ? residual + head : nullptr);
+      return;
+    }
+    if (scratch.parts.size() < static_cast<size_t>(N * w.out)) scratch.parts.resize(static_cast<size_t>(N * w.out));
+    float* a = scratch.parts.data();
+    float* b = a + N * head;
+    quantized_linear(a, in, w.packed, w.bias, N, scratch);
+    quantized_linear(b, in, w.tail, tail_bias, N, scratch);
+    for (int64_t r = 0; r < N; ++r) {
+      float* row = out + r * w.out;
+      const float* res = residual != nullptr ? residual + r * w.out : nullptr;
+      for (int64_t j = 0; j < head; ++j) row[j] = a[r * head + j] + (res != nullptr ? res[j] : 0.0f);
+      for (int64_t j = 0; j < rest; ++j) row[head + j] = b[r * rest + j] + (res != nullptr ? res[head + j] : 0.0f);
+    }
   } else if (w.f32 == nullptr) {
     quantized_linear(out, in, w.packed, w.bias, N, scratch, residual);
   } else if (!w.out_major) {

@@ -21,7 +21,11 @@ struct LinearWeights {
   QuantizedMatrix packed;      // used when f32 and panels are null: (out, in) rows
   const float* bias = nullptr;  // (out) or null
   const float* panels = nullptr;  // fp32 (in, out) in panels (kernels/matmul.h), f32 null
-  GgmlType type() const { return f32 != nullptr || panels != nullptr ? GgmlType::kF32 : packed.type; }
+  // A fused product whose pieces come in two types (a K-quant mix gives attn_v
+  // more bits than attn_q and attn_k): packed holds the first out - tail.rows
+  // outputs, tail the rest. Empty otherwise.
+  QuantizedMatrix tail = {};
+  GgmlType type() const { return f32 != nullptr || panels != nullptr ? GgmlType::kF32 : packed.type; }  // of the head
   size_t bytes() const;  // weight bytes read per use
 };
 
