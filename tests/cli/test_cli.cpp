@@ -229,6 +229,49 @@ TEST_F(Cli, LlamaTrainsEvaluatesAndGenerates) {
                         "rotary positions need an even head width, got 15");
 }
 
+// gpt tokenize's many-text and chat-template modes: good lines work, a bad line
+// is one line naming stdin's line, as is a template's own refusal.
+TEST_F(Cli, TokenizeJsonLinesAndChatTemplatesRefuseBadInputInOneLine) {
+  const std::string gpt2 = testing::fixture("hf_gpt2_tiny").string(), llama = testing::fixture("hf_llama_tiny").string();
+  const auto input = [&](const std::string& text) {
+    write_file_atomic(dir / "in.txt", text);
+    return (dir / "in.txt").string();
+  };
+  auto r = run_gpt("tokenize encode --jsonl --tokenizer " + gpt2, input("\"Hello\"\n\n\" world\"\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "15496\n995\n");
+  r = run_gpt("tokenize decode --jsonl --tokenizer " + gpt2, input("[15496, 995]\n"));
+  EXPECT_EQ(r.out, "\"Hello world\"\n");
+  r = run_gpt("tokenize encode --bos --tokenizer " + llama, input("the"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("1 ", 0), 0u) << r.out;
+  expect_one_line_error(run_gpt("tokenize encode --bos --tokenizer " + gpt2, input("x")),
+                        "--bos: this tokenizer puts no token before a text");
+  expect_one_line_error(run_gpt("tokenize encode --jsonl --tokenizer " + gpt2, input("\"ok\"\nnot json\n")),
+                        "stdin:2: not valid JSON");
+  expect_one_line_error(run_gpt("tokenize encode --jsonl --tokenizer " + gpt2, input("3\n")), "stdin:1: not a JSON string");
+  expect_one_line_error(run_gpt("tokenize encode --jsonl --tokenizer " + gpt2, input("\n")), "stdin holds no texts");
+  expect_one_line_error(run_gpt("tokenize decode --jsonl --tokenizer " + gpt2, input("[\"a\"]\n")),
+                        "stdin:1: holds \"a\", not a token id");
+  expect_one_line_error(run_gpt("tokenize decode --jsonl --tokenizer " + gpt2, input("[99999999]\n")),
+                        "outside the vocabulary");
+  const std::string chat = R"({"messages": [{"role": "user", "content": "the fox"}]})";
+  r = run_gpt("tokenize chat --template " + llama, input(chat + "\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "\"<s>[INST] the fox [/INST]\"\n");
+  r = run_gpt("tokenize chat --template " + llama + " --tokenizer " + llama, input(chat + "\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("1 ", 0), 0u) << r.out;
+  expect_one_line_error(run_gpt("tokenize chat --template " + llama, input(R"({"messages": []})" "\n")),
+                        "stdin:1: \"messages\" is empty");
+  expect_one_line_error(
+      run_gpt("tokenize chat --template " + llama,
+              input(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})" "\n")),
+      "stdin:1: chat template: Conversation roles must alternate");
+  expect_one_line_error(run_gpt("tokenize chat --template " + gpt2, input(chat + "\n")), "declares no chat template");
+  expect_one_line_error(run_gpt("tokenize chat --template vicuna", input(chat + "\n")), "unknown chat template 'vicuna'");
+}
+
 TEST_F(Cli, BadModelsAndPromptsGetOneLineAndNonZeroExit) {
   const std::string m = (dir / "m").string();
   ASSERT_EQ(run_gpt("train --data " + data() + " --out " + m + " " + tiny() + " --max-iters 2").exit_code, 0);

@@ -235,6 +235,21 @@ class GgufModelTest : public ::testing::Test {
     for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
     return m;
   }
+  // The logits of the model exported as Q8_0 and loaded back; checks they are
+  // those of quantizing the same model in memory (the same bytes).
+  static std::vector<float> q8_0_file_logits(const GPT& model, const Tokenizer& tok, const std::filesystem::path& file,
+                                             const std::vector<int32_t>& ids) {
+    export_gguf(model, tok, file, GgmlType::kQ8_0);
+    GgufModel g8 = load_gguf_model(file);
+    EXPECT_TRUE(g8.quantized);
+    if (!g8.quantized) return {};
+    InferenceSession s8(g8.quantized->weights, KvCacheType::kF32);
+    auto mem = QuantizedModel::quantize(model, GgmlType::kQ8_0);
+    InferenceSession m8(mem->weights, KvCacheType::kF32);
+    std::vector<float> got = logits_of(s8, ids);
+    EXPECT_EQ(got, logits_of(m8, ids));
+    return got;
+  }
   static float max_abs(const std::vector<float>& a) {
     float m = 0;
     for (float v : a) m = std::max(m, std::fabs(v));
@@ -395,14 +410,7 @@ TEST_F(GgufModelTest, LlamaRoundTripsWithRotaryRowsInLlamaCppsOrder) {
     const std::vector<float> ref = logits_of(a, ids);
     EXPECT_EQ(logits_of(b, ids), ref);
     // Q8_0: joined q|k|v rows, the bytes quantizing in memory makes.
-    export_gguf(model, *tok, dir / "q8.gguf", GgmlType::kQ8_0);
-    GgufModel g8 = load_gguf_model(dir / "q8.gguf");
-    ASSERT_TRUE(g8.quantized);
-    InferenceSession s8(g8.quantized->weights, KvCacheType::kF32);
-    auto mem = QuantizedModel::quantize(model, GgmlType::kQ8_0);
-    InferenceSession m8(mem->weights, KvCacheType::kF32);
-    const std::vector<float> got8 = logits_of(s8, ids);
-    EXPECT_EQ(got8, logits_of(m8, ids));
+    const std::vector<float> got8 = q8_0_file_logits(model, *tok, dir / "q8.gguf", ids);
     EXPECT_LT(max_abs_diff(got8, ref) / max_abs(ref), 5e-2);
     // A mix whose pieces differ in type: q|k in one compact matrix, v in another.
     export_gguf(model, *tok, dir / "mix.gguf", QuantRecipe::parse("q4_k_m"));
@@ -486,14 +494,7 @@ TEST_F(GgufModelTest, Qwen2RoundTripsWithItsBiases) {
   InferenceSession a(model, KvCacheType::kF32), b(*g.fp32, KvCacheType::kF32);
   const std::vector<float> ref = logits_of(a, ids);
   EXPECT_EQ(logits_of(b, ids), ref);
-  export_gguf(model, *tok, dir / "q8.gguf", GgmlType::kQ8_0);
-  GgufModel g8 = load_gguf_model(dir / "q8.gguf");
-  ASSERT_TRUE(g8.quantized);
-  InferenceSession s8(g8.quantized->weights, KvCacheType::kF32);
-  auto mem = QuantizedModel::quantize(model, GgmlType::kQ8_0);
-  InferenceSession m8(mem->weights, KvCacheType::kF32);
-  const std::vector<float> got8 = logits_of(s8, ids);
-  EXPECT_EQ(got8, logits_of(m8, ids));
+  const std::vector<float> got8 = q8_0_file_logits(model, *tok, dir / "q8.gguf", ids);
   EXPECT_LT(max_abs_diff(got8, ref) / max_abs(ref), 5e-2);
 }
 

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpt/cli/commands.h"
+#include "gpt/finetune/chat_data.h"
 #include "gpt/io/token_shard.h"
 #include "gpt/tokenizer/bpe.h"
 #include "gpt/tokenizer/bpe_trainer.h"
@@ -23,6 +24,16 @@ namespace gpt::cli {
 namespace {
 
 std::string read_stdin() { return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()}; }
+
+// Token ids as one line of space-separated numbers.
+void print_id_line(const std::vector<int32_t>& ids) {
+  std::string line;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) line += ' ';
+    line += std::to_string(ids[i]);
+  }
+  std::printf("%s\n", line.c_str());
+}
 
 std::vector<int32_t> encode_all(const Tokenizer& tok, const std::string& text, bool allow_special, int threads) {
   if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok)) return bpe->encode(text, allow_special, threads);
@@ -107,45 +118,17 @@ Command add_tokenize_command(CLI::App& parent) {
       GPT_CHECK(tmpl.has_value(), o->chat_template + " declares no chat template");
       std::unique_ptr<Tokenizer> tok;
       if (!o->tokenizer.empty()) tok = load_tokenizer(o->tokenizer);
-      std::istringstream lines(read_stdin());
-      size_t line_no = 0;
-      for (std::string line; std::getline(lines, line);) {
-        ++line_no;
-        if (line.empty()) continue;
-        const std::string where_line = "line " + std::to_string(line_no);
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception&) {
-          throw Error(where_line + " is not JSON");
+      // Each line: {"messages": [...], "add_generation_prompt": bool}.
+      for_each_jsonl_line(read_stdin(), "stdin", [&](const nlohmann::json& j) {
+        const std::vector<ChatMessage> messages = conversation_from_json(j);
+        const bool prompt = j.is_object() ? j.value("add_generation_prompt", true) : true;
+        if (tok) {
+          GPT_CHECK(prompt, "token ids are those of a prompt (add_generation_prompt true)");
+          print_id_line(tmpl->encode(messages, *tok));
+        } else {
+          std::printf("%s\n", nlohmann::json(tmpl->render(messages, prompt)).dump().c_str());
         }
-        GPT_CHECK(j.is_object() && j.contains("messages") && j["messages"].is_array(),
-                  where_line + " has no \"messages\" list");
-        std::vector<ChatMessage> messages;
-        for (const auto& m : j["messages"]) {
-          GPT_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
-                        m["content"].is_string(),
-                    where_line + ": each message needs a \"role\" and a \"content\" string");
-          messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-        }
-        const bool prompt = j.value("add_generation_prompt", true);
-        try {
-          if (tok) {
-            GPT_CHECK(prompt, where_line + ": token ids are those of a prompt (add_generation_prompt true)");
-            const std::vector<int32_t> ids = tmpl->encode(messages, *tok);
-            std::string out;
-            for (size_t i = 0; i < ids.size(); ++i) {
-              if (i) out += ' ';
-              out += std::to_string(ids[i]);
-            }
-            std::printf("%s\n", out.c_str());
-          } else {
-            std::printf("%s\n", nlohmann::json(tmpl->render(messages, prompt)).dump().c_str());
-          }
-        } catch (const Error& e) {
-          throw Error(where_line + ": " + e.what());
-        }
-      }
+      }, "conversations");
       return 0;
     }
     const auto tok = load_tokenizer(o->tokenizer);
@@ -156,32 +139,17 @@ Command add_tokenize_command(CLI::App& parent) {
         if (o->bos) ids.push_back(*tok->bos_id());
         const auto text_ids = encode_all(*tok, text, o->allow_special, threads);
         ids.insert(ids.end(), text_ids.begin(), text_ids.end());
-        std::string line;
-        for (size_t i = 0; i < ids.size(); ++i) {
-          if (i) line += ' ';
-          line += std::to_string(ids[i]);
-        }
-        std::printf("%s\n", line.c_str());
+        print_id_line(ids);
       };
       const std::string input = read_stdin();
       if (!o->jsonl) {
         print_ids(input);
         return 0;
       }
-      std::istringstream lines(input);
-      size_t line_no = 0;
-      for (std::string line; std::getline(lines, line);) {
-        ++line_no;
-        if (line.empty()) continue;
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception&) {
-          throw Error("--jsonl: line " + std::to_string(line_no) + " is not JSON");
-        }
-        GPT_CHECK(j.is_string(), "--jsonl: line " + std::to_string(line_no) + " is not a JSON string");
+      for_each_jsonl_line(input, "stdin", [&](const nlohmann::json& j) {
+        GPT_CHECK(j.is_string(), "not a JSON string");
         print_ids(j.get<std::string>());
-      }
+      }, "texts");
       return 0;
     }
     if (decode->parsed()) {
@@ -191,27 +159,16 @@ Command add_tokenize_command(CLI::App& parent) {
         return static_cast<int32_t>(v);
       };
       if (o->jsonl) {
-        std::istringstream lines(read_stdin());
-        size_t line_no = 0;
-        for (std::string line; std::getline(lines, line);) {
-          ++line_no;
-          if (line.empty()) continue;
-          const std::string where = "--jsonl: line " + std::to_string(line_no);
-          nlohmann::json j;
-          try {
-            j = nlohmann::json::parse(line);
-          } catch (const nlohmann::json::exception&) {
-            throw Error(where + " is not JSON");
-          }
-          GPT_CHECK(j.is_array(), where + " is not a JSON array of token ids");
+        for_each_jsonl_line(read_stdin(), "stdin", [&](const nlohmann::json& j) {
+          GPT_CHECK(j.is_array(), "not a JSON array of token ids");
           std::vector<int32_t> ids;
           for (const auto& v : j) {
-            GPT_CHECK(v.is_number_integer(), where + " holds " + v.dump() + ", not a token id");
+            GPT_CHECK(v.is_number_integer(), "holds " + v.dump() + ", not a token id");
             ids.push_back(check_id(v.get<long long>(), v.dump()));
           }
           // Invalid UTF-8 (a token cut inside a character) is replaced, as JSON needs.
           std::printf("%s\n", nlohmann::json(tok->decode(ids)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-        }
+        }, "id lists");
         return 0;
       }
       std::istringstream in(read_stdin());

@@ -72,7 +72,7 @@ void write_gguf_tokenizer(GgufWriter& g, const Tokenizer& tok, int64_t model_voc
     for (int32_t id = 0; id < bpe->vocab_size(); ++id) {
       const std::string& t = bpe->token_string(id);
       tokens.push_back(t);
-      const bool byte = t.size() == 6 && t.starts_with("<0x") && t.back() == '>' && bpe->pipeline().byte_fallback();
+      const bool byte = bpe->pipeline().byte_fallback() && sentencepiece_byte(t) >= 0;
       types.push_back(byte ? kTokenByte : kTokenNormal);
       if (byte) scores[static_cast<size_t>(id)] = 0.0;
     }
@@ -229,7 +229,7 @@ nlohmann::json tokenizer_json_of_gguf(const GgufFile& f) {
     });
     for (const Merge& m : found) merges.push_back({tokens[m.id].substr(0, m.cut), tokens[m.id].substr(m.cut)});
     const bool space_prefix = !f.has("tokenizer.ggml.add_space_prefix") || f.get_bool("tokenizer.ggml.add_space_prefix");
-    const char* metaspace = "\xE2\x96\x81";
+    const char* metaspace = kMetaspace;
     nlohmann::json norm = nlohmann::json::array();
     if (space_prefix) norm.push_back({{"type", "Prepend"}, {"prepend", metaspace}});
     norm.push_back({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", metaspace}});

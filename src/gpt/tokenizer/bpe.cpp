@@ -167,10 +167,13 @@ const std::vector<std::string>& gpt2_byte_to_unicode() {
 }
 
 namespace {
-const char* const kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
 
-// "<0xAB>" -> 0xAB (SentencePiece's byte tokens); -1 for anything else.
-int byte_token_value(std::string_view t) {
+// Whether the "▁" at `at` follows another character: a SentencePiece word starts there.
+bool starts_word(std::string_view text, size_t at) { return at > 0 && (at < 3 || text.compare(at - 3, 3, kMetaspace) != 0); }
+
+}  // namespace
+
+int sentencepiece_byte(std::string_view t) {
   if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
   int v = 0;
   for (size_t i = 3; i < 5; ++i) {
@@ -181,7 +184,6 @@ int byte_token_value(std::string_view t) {
   }
   return v;
 }
-}  // namespace
 
 BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
                            std::vector<std::pair<std::string, std::string>> merges, std::vector<SpecialToken> special,
@@ -218,14 +220,14 @@ BpeTokenizer::BpeTokenizer(std::unordered_map<std::string, int32_t> vocab,
         if (it == byte_of.end()) append_utf8(bytes, cp);
         else bytes += static_cast<char>(it->second);
       }
-    } else if (const int b = pipeline_.byte_fallback() ? byte_token_value(tok) : -1; b >= 0) {
+    } else if (const int b = pipeline_.byte_fallback() ? sentencepiece_byte(tok) : -1; b >= 0) {
       bytes = std::string(1, static_cast<char>(b));
       byte_id_[b] = id;
     } else {
       // SentencePiece's "▁" is a space.
       for (size_t at = 0; at < tok.size();) {
         if (tok.compare(at, 3, kMetaspace) == 0) {
-          if (at > 0 && (at < 3 || tok.compare(at - 3, 3, kMetaspace) != 0)) metaspace_words_ = false;
+          if (starts_word(tok, at)) metaspace_words_ = false;
           bytes += ' ';
           at += 3;
         } else {
@@ -437,7 +439,7 @@ void BpeTokenizer::for_each_word(std::string_view text, const std::function<void
   // happen, with the words' results cached.
   size_t start = 0;
   for (size_t at = text.find(kMetaspace, 1); at != std::string_view::npos; at = text.find(kMetaspace, at + 3)) {
-    if (at < 3 || text.compare(at - 3, 3, kMetaspace) != 0) {
+    if (starts_word(text, at)) {
       emit(text.substr(start, at - start));
       start = at;
     }
@@ -461,7 +463,7 @@ size_t BpeTokenizer::safe_cut_near(std::string_view text, size_t pos) const {
   } else if (!pipeline_.splits() && metaspace_words_) {
     for (size_t at = text.find(kMetaspace, std::max<size_t>(pos, 3)); at != std::string_view::npos;
          at = text.find(kMetaspace, at + 3)) {
-      if (at < 3 || text.compare(at - 3, 3, kMetaspace) != 0) return at;
+      if (starts_word(text, at)) return at;
     }
   }
   return text.size();

@@ -25,6 +25,9 @@ std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
 // The same pieces, one by one, without building a list.
 void for_each_gpt2_piece(std::string_view text, const std::function<void(std::string_view)>& emit);
 
+// SentencePiece's byte tokens: "<0xAB>" -> 0xAB; -1 for any other token.
+int sentencepiece_byte(std::string_view token);
+
 // GPT-2's bijection between bytes and printable Unicode characters (as UTF-8).
 const std::vector<std::string>& gpt2_byte_to_unicode();
 

@@ -12,6 +12,8 @@
 
 namespace gpt {
 
+const char* const kMetaspace = "\xE2\x96\x81";
+
 const char* const kLlama3SplitPattern =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -92,13 +94,25 @@ class Pcre2Pattern {
 
 namespace {
 
-const char* const kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
 
 // Split patterns whose pieces never span "x\ny" where x and y are not spaces
 // (Llama 3's and Qwen2's): a newline between two non-spaces is always a piece
 // of its own, so a corpus may be cut there.
 bool breaks_at_lone_newlines(const std::string& pattern) {
   return pattern == kLlama3SplitPattern || pattern == kQwen2SplitPattern;
+}
+
+// Calls fn for each component of a tokenizer.json section, a Sequence's
+// (listed under `list_key`, nested at most 16 deep) in order; none for null.
+void for_each_component(const nlohmann::json& node, const char* list_key,
+                        const std::function<void(const nlohmann::json&)>& fn, int depth = 0) {
+  if (depth > 16) throw Error("tokenizer.json: Sequences nested more than 16 deep");
+  if (node.is_null()) return;
+  if (node.is_object() && node.value("type", std::string()) == "Sequence") {
+    for (const auto& part : node.at(list_key)) for_each_component(part, list_key, fn, depth + 1);
+    return;
+  }
+  fn(node);
 }
 
 std::string kind_of(const nlohmann::json& x) {
@@ -145,23 +159,10 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
   GPT_CHECK(!model.contains("dropout") || model["dropout"].is_null() || model["dropout"] == 0.0,
             "tokenizer.json: BPE dropout is not supported (it makes encoding random)");
   const auto section = [&](const char* key) { return j.contains(key) ? j[key] : nlohmann::json(nullptr); };
-  int depth = 0;  // Sequences inside Sequences: bounded
-  struct Nest {
-    int& d;
-    explicit Nest(int& x) : d(x) {
-      if (++d > 16) throw Error("tokenizer.json: Sequences nested more than 16 deep");
-    }
-    ~Nest() { --d; }
-  };
-
   // Normalizer: NFC, Prepend, Replace of a string, or a Sequence of them.
-  std::function<void(const nlohmann::json&)> normalizer = [&](const nlohmann::json& n) {
-    const Nest nest(depth);
-    if (n.is_null()) return;
+  for_each_component(section("normalizer"), "normalizers", [&](const nlohmann::json& n) {
     const std::string kind = kind_of(n);
-    if (kind == "Sequence") {
-      for (const auto& s : n.at("normalizers")) normalizer(s);
-    } else if (kind == "NFC") {
+    if (kind == "NFC") {
       p.normalize_.push_back({NormalizeStep::Kind::kNfc, "", ""});
     } else if (kind == "Prepend") {
       p.normalize_.push_back({NormalizeStep::Kind::kPrepend, "", n.at("prepend").get<std::string>()});
@@ -171,17 +172,12 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
     } else {
       throw Error("tokenizer.json: normalizer '" + kind + "' is not supported (gpt.cpp runs NFC, Prepend and Replace of a string)");
     }
-  };
-  normalizer(section("normalizer"));
+  });
 
   // Pre-tokenizer: ByteLevel, Split, Metaspace, or a Sequence of them.
-  std::function<void(const nlohmann::json&)> pre = [&](const nlohmann::json& n) {
-    const Nest nest(depth);
-    if (n.is_null()) return;
+  for_each_component(section("pre_tokenizer"), "pretokenizers", [&](const nlohmann::json& n) {
     const std::string kind = kind_of(n);
-    if (kind == "Sequence") {
-      for (const auto& s : n.at("pretokenizers")) pre(s);
-    } else if (kind == "ByteLevel") {
+    if (kind == "ByteLevel") {
       p.byte_level_ = true;
       if (n.value("add_prefix_space", false)) {
         NormalizeStep prefix{NormalizeStep::Kind::kPrepend, "", " "};
@@ -229,17 +225,12 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
       throw Error("tokenizer.json: pre-tokenizer '" + kind +
                   "' is not supported (gpt.cpp runs ByteLevel, Split and Metaspace)");
     }
-  };
-  pre(section("pre_tokenizer"));
+  });
 
   // Decoder: byte-level, or SentencePiece's (which drops the leading space).
-  std::function<void(const nlohmann::json&)> decoder = [&](const nlohmann::json& n) {
-    const Nest nest(depth);
-    if (n.is_null()) return;
+  for_each_component(section("decoder"), "decoders", [&](const nlohmann::json& n) {
     const std::string kind = kind_of(n);
-    if (kind == "Sequence") {
-      for (const auto& s : n.at("decoders")) decoder(s);
-    } else if (kind == "ByteLevel") {
+    if (kind == "ByteLevel") {
       p.byte_level_ = true;
     } else if (kind == "Strip") {
       if (n.value("content", std::string()) == " " && n.value("start", 0) >= 1) p.strip_leading_space_ = true;
@@ -247,23 +238,17 @@ TextPipeline TextPipeline::from_hf_json(const nlohmann::json& j) {
       const std::string scheme = n.value("prepend_scheme", std::string(n.value("add_prefix_space", true) ? "always" : "never"));
       if (scheme != "never") p.strip_leading_space_ = true;
     }
-  };
-  decoder(section("decoder"));
+  });
   GPT_CHECK(!(p.byte_level_ && p.byte_fallback_), "tokenizer.json: byte fallback in a byte-level vocabulary makes no sense");
 
   // Post-processor: a template that puts a special token before each text.
-  std::function<void(const nlohmann::json&)> post = [&](const nlohmann::json& n) {
-    const Nest nest(depth);
-    if (n.is_null()) return;
+  for_each_component(section("post_processor"), "processors", [&](const nlohmann::json& n) {
     const std::string kind = kind_of(n);
-    if (kind == "Sequence") {
-      for (const auto& s : n.at("processors")) post(s);
-    } else if (kind == "TemplateProcessing" && n.contains("single") && n["single"].is_array() && !n["single"].empty()) {
+    if (kind == "TemplateProcessing" && n.contains("single") && n["single"].is_array() && !n["single"].empty()) {
       const auto& first = n["single"][0];
       if (first.contains("SpecialToken")) p.bos_token_ = first["SpecialToken"].at("id").get<std::string>();
     }
-  };
-  post(section("post_processor"));
+  });
   if (p.steps_.empty()) p.cuts_at_newlines_ = false;
   p.sections_ = {{"normalizer", section("normalizer")}, {"pre_tokenizer", section("pre_tokenizer")},
                  {"post_processor", section("post_processor")}, {"decoder", section("decoder")}};

@@ -27,6 +27,8 @@ class Pcre2Pattern;
 // The Split regexes of Llama 3 and of Qwen2/Qwen3 (which splits numbers into
 // single digits): llama.cpp names them "llama-bpe" and "qwen2" in GGUF files.
 extern const char* const kLlama3SplitPattern;
+// SentencePiece's word marker, U+2581 "▁", as UTF-8.
+extern const char* const kMetaspace;
 extern const char* const kQwen2SplitPattern;
 
 class TextPipeline {
