@@ -1,13 +1,22 @@
 // The architectures' rules (model/arch/): config.json both ways, the tensor
-// tables, and one-line errors for configs gpt.cpp cannot run.
+// tables, one-line errors for configs gpt.cpp cannot run, and the inference
+// pass's contract with whatever cache runs it.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "gpt/io/model_loader.h"
+#include "gpt/kernels/quantize.h"
 #include "gpt/model/arch/architecture.h"
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 #include "gpt/util/error.h"
+#include "gpt/util/rng.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -157,6 +166,125 @@ TEST(Architecture, ConfigsGptCppCannotRunGetOneLineErrors) {
   g.n_head = 4;
   EXPECT_THROW(g.validate(), Error);
   EXPECT_THROW(parse_architecture("mamba"), Error);
+}
+
+// The plainest cache an architecture's inference pass can run with: every
+// layer's keys and values by position, attention as softmax(q k^T / sqrt(hs)) v
+// in double, a query head h reading key/value head h / (NH / NKV). It records
+// the hooks in the order they come.
+class PlainCache : public InferenceCache {
+ public:
+  explicit PlainCache(const ModelConfig& c)
+      : c_(c),
+        k_(static_cast<size_t>(c.n_layer * c.block_size * c.kv_dim())),
+        v_(k_.size()) {}
+  void attend(int64_t l, InferenceRows& r) override {
+    const int64_t C = c_.n_embd, NH = c_.n_head, hs = c_.head_size(), KV = c_.kv_dim(), QKV = c_.qkv_dim(),
+                  group = NH / c_.kv_heads();
+    events.push_back("attend " + std::to_string(l));
+    for (int64_t i = 0; i < r.n; ++i) {
+      const float* row = r.qkv + i * QKV;
+      const int64_t at = (l * c_.block_size + r.positions[i]) * KV;
+      std::copy(row + C, row + C + KV, k_.begin() + at);
+      std::copy(row + C + KV, row + C + 2 * KV, v_.begin() + at);
+    }
+    for (int64_t i = 0; i < r.n; ++i) {  // rows see every cached position up to their own
+      const int64_t P = r.positions[i] + 1;
+      for (int64_t h = 0; h < NH; ++h) {
+        const float* q = r.qkv + i * QKV + h * hs;
+        const int64_t kvh = h / group;
+        std::vector<double> w(static_cast<size_t>(P));
+        double max = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < P; ++j) {
+          const float* k = k_.data() + (l * c_.block_size + j) * KV + kvh * hs;
+          double dot = 0;
+          for (int64_t d = 0; d < hs; ++d) dot += double(q[d]) * k[d];
+          w[static_cast<size_t>(j)] = dot / std::sqrt(double(hs));
+          max = std::max(max, w[static_cast<size_t>(j)]);
+        }
+        for (double& x : w) sum += x = std::exp(x - max);
+        for (int64_t d = 0; d < hs; ++d) {
+          double y = 0;
+          for (int64_t j = 0; j < P; ++j)
+            y += w[static_cast<size_t>(j)] * v_[static_cast<size_t>((l * c_.block_size + j) * KV + kvh * hs + d)];
+          r.atty[i * C + h * hs + d] = static_cast<float>(y / sum);
+        }
+      }
+    }
+  }
+  void attended(int64_t l, const InferenceRows&) override { events.push_back("attended " + std::to_string(l)); }
+  void activated(int64_t l, const float*, int64_t width) override {
+    events.push_back("activated " + std::to_string(l) + " width " + std::to_string(width));
+  }
+  void block_done(int64_t l, const InferenceRows&) override { events.push_back("done " + std::to_string(l)); }
+  std::vector<std::string> events;
+
+ private:
+  ModelConfig c_;
+  std::vector<float> k_, v_;
+};
+
+// Every architecture's inference pass, over rows at positions 0..4 then 5..8
+// (one pass continuing another through the cache), gives the logits of its
+// training pass over all nine tokens: one block, read two ways. The hooks come
+// once per layer in order, with the MLP width the rules promise.
+TEST(Architecture, InferencePassWithAnyCacheMatchesTheTrainingPass) {
+  std::vector<ModelConfig> configs = {
+      testing::model_config(37, 16, 2, 4, 32, PositionEncoding::kLearned),
+      testing::model_config(37, 16, 2, 4, 32, PositionEncoding::kSinusoidal),
+      testing::llama_config(37, 16, 2, 4, 2, 32),
+  };
+  ModelConfig qwen = testing::llama_config(37, 16, 2, 4, 1, 32);
+  qwen.attention_bias = true;
+  configs.push_back(qwen);
+  for (const ModelConfig& c : configs) {
+    SCOPED_TRACE(to_string(c.arch) + " " + std::to_string(static_cast<int>(c.position_encoding)) + " kv heads " +
+                 std::to_string(c.kv_heads()));
+    const ArchitectureRules& rules = architecture_rules(c.arch);
+    GPT model(c);
+    model.init_weights(5);
+    Rng rng(6);
+    for (auto& p : model.params) p += static_cast<float>(rng.normal()) * 0.05f;
+    const std::vector<int32_t> tokens = {3, 17, 0, 36, 8, 8, 21, 2, 30};
+    const int64_t T = static_cast<int64_t>(tokens.size()), C = c.n_embd, V = c.vocab_size;
+    model.forward(tokens.data(), nullptr, 1, T);
+
+    const InferenceWeights w = InferenceWeights::view(model);
+    InferenceTables tables;
+    rules.inference_tables(w, c.block_size, tables);
+    PlainCache cache(c);
+    QuantScratch scratch;
+    std::vector<float> x(T * C), ln(T * C), stats(2 * T), qkv(T * c.qkv_dim()), atty(T * C),
+        mlp(T * rules.mlp_width(c)), logits(V);
+    std::vector<int32_t> positions(T);
+    for (int64_t i = 0; i < T; ++i) positions[i] = static_cast<int32_t>(i);
+    double worst = 0;
+    for (const auto& [first, n] : {std::pair<int64_t, int64_t>{0, 5}, {5, 4}}) {
+      InferenceRows rows{n, positions.data() + first, x.data(), ln.data(), stats.data(), qkv.data(), atty.data(),
+                         mlp.data(), &tables, &scratch};
+      rules.embed(w, tokens.data() + first, rows);
+      rules.blocks(w, rows, cache);
+      for (int64_t i = 0; i < n; ++i) {
+        rules.norm(c, ln.data(), stats.data(), x.data() + i * C, w.ln_f_weight, w.ln_f_bias, 1);
+        linear_apply(w.lm_head, logits.data(), ln.data(), 1, scratch);
+        const float* ref = model.logits() + (first + i) * V;
+        worst = std::max(worst, testing::relative_max_error(logits.data(), ref, static_cast<size_t>(V)));
+      }
+    }
+    EXPECT_LT(worst, 2e-5);
+    const int64_t width = c.llama() ? c.mlp_hidden() : 4 * C;
+    ASSERT_EQ(cache.events.size(), static_cast<size_t>(2 * 4 * c.n_layer));
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int l = 0; l < c.n_layer; ++l) {
+        const size_t at = static_cast<size_t>(pass * 4 * c.n_layer + 4 * l);
+        const std::string ls = std::to_string(l);
+        EXPECT_EQ(cache.events[at], "attend " + ls);
+        EXPECT_EQ(cache.events[at + 1], "attended " + ls);
+        EXPECT_EQ(cache.events[at + 2], "activated " + ls + " width " + std::to_string(width));
+        EXPECT_EQ(cache.events[at + 3], "done " + ls);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -7,11 +7,7 @@
 #include <limits>
 #include <string>
 
-#include "gpt/kernels/embedding.h"  // sinusoidal_positions
 #include "gpt/kernels/float16.h"
-#include "gpt/kernels/gelu.h"
-#include "gpt/kernels/rope.h"
-#include "gpt/kernels/swiglu.h"
 #include "gpt/kernels/paged_attention.h"
 #include "gpt/util/error.h"
 
@@ -32,18 +28,14 @@ int64_t pool_pages(const InferenceWeights& w, KvCacheType type, const EngineOpti
 
 BatchedEngine::BatchedEngine(const InferenceWeights& weights, EngineOptions options)
     : w_(weights),
+      arch_(&architecture_rules(weights.config.arch)),
       options_(options),
       kv_type_(resolve_kv_cache_type(options.kv_cache, weights)),
       pool_(weights.config, kv_type_, pool_pages(weights, kv_type_, options), options.page_size),
       compute_(options.compute) {
   GPT_CHECK(options.max_step_tokens > 0, "max_step_tokens must be positive");
   cached_children_.assign(static_cast<size_t>(pool_.total_pages()), 0);
-  if (w_.config.position_encoding == PositionEncoding::kRotary) {
-    rope_ = RopeTable(w_.config.block_size, w_.config.head_size(), w_.config.rope_theta, w_.config.rope_scaling);
-  } else if (w_.wpe == nullptr) {  // sinusoidal positions: the table once
-    positions_.resize(static_cast<size_t>(w_.config.block_size) * static_cast<size_t>(w_.config.n_embd));
-    sinusoidal_positions(positions_.data(), w_.config.block_size, w_.config.n_embd);
-  }
+  arch_->inference_tables(w_, w_.config.block_size, tables_);
 }
 
 int64_t BatchedEngine::add(std::span<const int32_t> prompt, const SequenceOptions& options) {
@@ -208,9 +200,7 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   std::vector<Event> events;
   if (sequences_.empty()) return events;
   const ModelConfig& c = w_.config;
-  const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, V = c.vocab_size, P = pool_.page_size();
-  const int64_t NKV = c.kv_heads(), KV = c.kv_dim(), QKV = c.qkv_dim(), F = c.mlp_hidden(), H_IN = c.mlp_in_dim();
-  const bool llama = c.llama();
+  const int64_t C = c.n_embd, V = c.vocab_size, P = pool_.page_size();
 
   // Rows of this step, in the order sequences joined: every running sequence's
   // last token (outside the budget), and chunks of the prompts still being read
@@ -295,82 +285,31 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
   };
   grow(x_, R * C);
   grow(ln_, R * C);
-  grow(qkv_, R * QKV);
+  grow(qkv_, R * c.qkv_dim());
   grow(atty_, R * C);
-  grow(fch_, R * (H_IN + (llama ? F : 0)));
-  if (row_positions_.size() < static_cast<size_t>(R)) row_positions_.resize(static_cast<size_t>(R));
+  grow(fch_, R * arch_->mlp_width(c));
   grow(stats_, 2 * R);
+  if (row_tokens_.size() < static_cast<size_t>(R)) row_tokens_.resize(static_cast<size_t>(R));
+  if (row_positions_.size() < static_cast<size_t>(R)) row_positions_.resize(static_cast<size_t>(R));
   if (queries_.size() < static_cast<size_t>(R)) queries_.resize(static_cast<size_t>(R));
   if (row_of_.size() < static_cast<size_t>(R)) row_of_.resize(static_cast<size_t>(R));
 
-  // Embeddings, and each row's sequence and position.
-  const float* pos_table = w_.wpe != nullptr ? w_.wpe : positions_.data();
+  // Each row's token, sequence and position, then the blocks over all rows.
   int64_t r = 0;
   for (const Work& wk : work) {
     for (int64_t i = 0; i < wk.n; ++i, ++r) {
       const int64_t pos = wk.first + i;
-      float* row = x_.data() + r * C;
-      w_.embed(wk.s->tokens[static_cast<size_t>(pos)], row);
-      if (!llama) {  // (rotary positions act on q and k instead)
-        const float* p = pos_table + pos * C;
-        for (int64_t j = 0; j < C; ++j) row[j] += p[j];
-      }
-      queries_[static_cast<size_t>(r)] = {qkv_.data() + r * QKV, atty_.data() + r * C, pos, wk.s->pages.data()};
+      row_tokens_[static_cast<size_t>(r)] = wk.s->tokens[static_cast<size_t>(pos)];
+      queries_[static_cast<size_t>(r)] = {qkv_.data() + r * c.qkv_dim(), atty_.data() + r * C, pos,
+                                          wk.s->pages.data()};
       row_of_[static_cast<size_t>(r)] = {wk.s, pos};
       row_positions_[static_cast<size_t>(r)] = static_cast<int32_t>(pos);
     }
   }
-
-  const bool f16 = kv_type_ == KvCacheType::kF16;
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const InferenceLayer& L = w_.layers[static_cast<size_t>(l)];
-    apply_norm(c, ln_.data(), stats_.data(), x_.data(), L.ln_1_weight, L.ln_1_bias, R);
-    linear_apply(L.c_attn, qkv_.data(), ln_.data(), R, quant_scratch_);
-    if (llama) rope_forward(qkv_.data(), R, QKV, NH + NKV, hs, rope_, row_positions_.data(), R);
-    // Each row's key and value into its sequence's page: key/value head h at (h, slot).
-    for (int64_t i = 0; i < R; ++i) {
-      const auto [s, pos] = row_of_[static_cast<size_t>(i)];
-      const int32_t page = s->pages[static_cast<size_t>(pos / P)];
-      const int64_t slot = pos % P;
-      const float* row = qkv_.data() + i * QKV;
-      for (int64_t h = 0; h < NKV; ++h) {
-        const int64_t at = (h * P + slot) * hs;
-        if (f16) {
-          floats_to_halves(row + C + h * hs, pool_.keys_f16(page, l) + at, hs);
-          floats_to_halves(row + C + KV + h * hs, pool_.values_f16(page, l) + at, hs);
-        } else {
-          std::memcpy(pool_.keys(page, l) + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-          std::memcpy(pool_.values(page, l) + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
-        }
-      }
-    }
-    PagedKv kv;
-    kv.page_size = P;
-    kv.float16 = f16;
-    kv.page_stride = pool_.page_elements();
-    kv.group = NH / NKV;
-    if (f16) {
-      kv.k_base = pool_.keys_f16(0, l);
-      kv.v_base = pool_.values_f16(0, l);
-
-    } else {
-      kv.k_base = pool_.keys(0, l);
-      kv.v_base = pool_.values(0, l);
-
-    }
-    paged_attention(queries_.data(), R, kv, C, NH);
-    linear_apply(L.attn_proj, x_.data(), atty_.data(), R, quant_scratch_, x_.data());
-    apply_norm(c, ln_.data(), stats_.data(), x_.data(), L.ln_2_weight, L.ln_2_bias, R);
-    linear_apply(L.c_fc, fch_.data(), ln_.data(), R, quant_scratch_);
-    float* hidden = fch_.data();  // GELU in place, or SwiGLU of gate|up into the part after them
-    if (llama) {
-      hidden = fch_.data() + R * H_IN;
-      swiglu_forward(hidden, fch_.data(), R, F);
-    } else {
-      gelu_forward(fch_.data(), fch_.data(), R * H_IN);
-    }
-    linear_apply(L.mlp_proj, x_.data(), hidden, R, quant_scratch_, x_.data());
-  }
+  InferenceRows rows{R,           row_positions_.data(), x_.data(), ln_.data(), stats_.data(), qkv_.data(),
+                     atty_.data(), fch_.data(),          &tables_,  &quant_scratch_};
+  arch_->embed(w_, row_tokens_.data(), rows);
+  arch_->blocks(w_, rows, *this);
 
   // Final norm and LM head for the rows that end what their sequence had to read.
   int64_t k = 0;
@@ -384,7 +323,7 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
     ++k;
   }
   if (S > 0) {
-    apply_norm(c, ln_.data(), stats_.data(), atty_.data(), w_.ln_f_weight, w_.ln_f_bias, S);
+    arch_->norm(c, ln_.data(), stats_.data(), atty_.data(), w_.ln_f_weight, w_.ln_f_bias, S);
     grow(logits_, S * V);
     linear_apply(w_.lm_head, logits_.data(), ln_.data(), S, quant_scratch_);
   }
@@ -416,6 +355,43 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
     }
   }
   return events;
+}
+
+void BatchedEngine::attend(int64_t l, InferenceRows& rows) {
+  const ModelConfig& c = w_.config;
+  const int64_t C = c.n_embd, NH = c.n_head, hs = c.head_size(), P = pool_.page_size(), NKV = c.kv_heads(),
+                KV = c.kv_dim(), QKV = c.qkv_dim();
+  const bool f16 = kv_type_ == KvCacheType::kF16;
+  // Key/value head h of a row at (h, slot) of its sequence's page for its position.
+  for (int64_t i = 0; i < rows.n; ++i) {
+    const auto [s, pos] = row_of_[static_cast<size_t>(i)];
+    const int32_t page = s->pages[static_cast<size_t>(pos / P)];
+    const int64_t slot = pos % P;
+    const float* row = rows.qkv + i * QKV;
+    for (int64_t h = 0; h < NKV; ++h) {
+      const int64_t at = (h * P + slot) * hs;
+      if (f16) {
+        floats_to_halves(row + C + h * hs, pool_.keys_f16(page, l) + at, hs);
+        floats_to_halves(row + C + KV + h * hs, pool_.values_f16(page, l) + at, hs);
+      } else {
+        std::memcpy(pool_.keys(page, l) + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+        std::memcpy(pool_.values(page, l) + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
+      }
+    }
+  }
+  PagedKv kv;
+  kv.page_size = P;
+  kv.float16 = f16;
+  kv.page_stride = pool_.page_elements();
+  kv.group = NH / NKV;
+  if (f16) {
+    kv.k_base = pool_.keys_f16(0, l);
+    kv.v_base = pool_.values_f16(0, l);
+  } else {
+    kv.k_base = pool_.keys(0, l);
+    kv.v_base = pool_.values(0, l);
+  }
+  paged_attention(queries_.data(), rows.n, kv, C, NH);
 }
 
 }  // namespace gpt

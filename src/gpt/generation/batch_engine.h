@@ -33,7 +33,7 @@
 #include "gpt/generation/sampler.h"
 #include "gpt/kernels/compute_context.h"
 #include "gpt/kernels/paged_attention.h"
-#include "gpt/kernels/rope.h"
+#include "gpt/model/arch/architecture.h"
 #include "gpt/model/inference_weights.h"
 
 namespace gpt {
@@ -64,7 +64,8 @@ struct EngineOptions {
   ComputeOptions compute = current_compute_options();
 };
 
-class BatchedEngine {
+// The blocks are the architecture's (model/arch/); the engine is their cache.
+class BatchedEngine : private InferenceCache {
  public:
   // The weights must outlive the engine unless weights.owner keeps them alive.
   explicit BatchedEngine(const InferenceWeights& weights, EngineOptions options = {});
@@ -125,6 +126,9 @@ class BatchedEngine {
   };
   void release(Sequence& s);
   const Sequence& find(int64_t id) const;
+  // InferenceCache: each row's key and value into its sequence's page, then
+  // attention over the pages.
+  void attend(int64_t layer, InferenceRows& rows) override;
   // Prefix cache: pages by (previous page, tokens); see the comment at the top.
   struct PageKey {
     int32_t parent;  // the page before it in its sequence, -1 for the first
@@ -148,6 +152,7 @@ class BatchedEngine {
   int64_t preemptions_ = 0;
 
   InferenceWeights w_;
+  const ArchitectureRules* arch_;
   EngineOptions options_;
   KvCacheType kv_type_;
   KvPagePool pool_;
@@ -156,9 +161,8 @@ class BatchedEngine {
   int64_t next_id_ = 0;
   // Step scratch, grown to the largest step so far: rows of all sequences.
   std::vector<float> x_, ln_, qkv_, atty_, fch_, stats_, logits_;
-  std::vector<float> positions_;  // sinusoid table when used
-  RopeTable rope_;                // rotary positions (llama)
-  std::vector<int32_t> row_positions_;  // each row's position this step (RoPE)
+  InferenceTables tables_;              // RoPE's angles or the sinusoid
+  std::vector<int32_t> row_tokens_, row_positions_;  // each row's token and position this step
   struct RowOf {
     Sequence* s;
     int64_t position;

@@ -7,10 +7,7 @@
 #include <cstring>
 
 #include "gpt/kernels/attention.h"
-#include "gpt/kernels/embedding.h"  // sinusoidal_positions
 #include "gpt/kernels/float16.h"
-#include "gpt/kernels/gelu.h"
-#include "gpt/kernels/swiglu.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -48,6 +45,7 @@ InferenceSession::InferenceSession(const GPT& model, KvCacheType kv, ComputeOpti
 
 InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType kv, ComputeOptions compute)
     : w_(weights),
+      arch_(&architecture_rules(weights.config.arch)),
       capacity_(weights.config.block_size),
       kv_type_(resolve_kv_cache_type(kv, weights)),
       compute_({compute.precision, compute.threads > 0 ? compute.threads : omp_get_max_threads()}) {
@@ -65,20 +63,16 @@ InferenceSession::InferenceSession(const InferenceWeights& weights, KvCacheType 
   ln_ = ZeroedBuffer<float>(T * C);
   qkv_ = ZeroedBuffer<float>(T * static_cast<size_t>(c.qkv_dim()));
   atty_ = ZeroedBuffer<float>(T * C);
-  fch_ = ZeroedBuffer<float>(T * static_cast<size_t>(c.mlp_in_dim() + (c.llama() ? c.mlp_hidden() : 0)));
-  if (c.position_encoding == PositionEncoding::kRotary) {
-    rope_ = RopeTable(capacity_, c.head_size(), c.rope_theta, c.rope_scaling);
-    // Room for one head's kept keys when a float16 cache shifts: no allocation while decoding.
-    if (kv_type_ == KvCacheType::kF16) shift_row_.resize(static_cast<size_t>(capacity_) * static_cast<size_t>(c.head_size()));
-  }
+  fch_ = ZeroedBuffer<float>(T * static_cast<size_t>(arch_->mlp_width(c)));
+  arch_->inference_tables(w_, capacity_, tables_);
+  // Room for one head's kept keys when a float16 cache shifts: no allocation while decoding.
+  if (c.position_encoding == PositionEncoding::kRotary && kv_type_ == KvCacheType::kF16)
+    shift_row_.resize(static_cast<size_t>(capacity_) * static_cast<size_t>(c.head_size()));
   logits_.assign(static_cast<size_t>(c.vocab_size), 0.0f);
   tokens_.reserve(T);
   replay_.reserve(T);
   stats_.assign(2 * T, 0.0f);
-  if (c.position_encoding == PositionEncoding::kSinusoidal) {
-    positions_.resize(T * C);
-    sinusoidal_positions(positions_.data(), capacity_, c.n_embd);
-  }
+  row_positions_.assign(T, 0);
   scratch_threads_ = compute_.threads();
   const int64_t per_thread =
       attention_cached_scratch_floats(capacity_, c.n_embd / c.n_head, kv_type_ == KvCacheType::kF16);
@@ -122,99 +116,86 @@ const float* InferenceSession::append(const int32_t* tokens, int64_t n, bool all
   return all_logits ? logits_.data() + (n - 1) * V : logits_.data();
 }
 
-void InferenceSession::norm(const float* x, const float* weight, const float* bias, int64_t rows) {
-  apply_norm(w_.config, ln_.data(), stats_.data(), x, weight, bias, rows);
-}
-
-// One pass of n new tokens through the blocks, either architecture: gpt2
-// (LayerNorm, GELU) or llama (RMSNorm, q and k rotated before the cache takes
-// the keys, grouped-query attention over NKV cached heads, SwiGLU).
+// One pass of n new tokens through the architecture's blocks, this session's
+// cache taking their keys and values at positions pos_ ... pos_ + n - 1.
 void InferenceSession::run(const int32_t* tokens, int64_t n, bool all_logits) {
   const ModelConfig& c = w_.config;
-  const int64_t C = c.n_embd, NH = c.n_head, hs = C / NH, V = c.vocab_size, T = capacity_;
-  const int64_t NKV = c.kv_heads(), KV = c.kv_dim(), QKV = c.qkv_dim(), F = c.mlp_hidden();
-  const bool llama = c.llama();
-  const int64_t p0 = pos_;
-  const InferenceWeights& w = w_;
-
-  const float* pos_table = w.wpe != nullptr ? w.wpe : positions_.data();
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = x_.data() + i * C;
-    w.embed(tokens[i], row);
-    if (llama) continue;  // rotary positions act on q and k
-    const float* p = pos_table + (p0 + i) * C;
-    for (int64_t j = 0; j < C; ++j) row[j] += p[j];
-  }
+  const int64_t C = c.n_embd, NH = c.n_head, V = c.vocab_size, p0 = pos_;
+  for (int64_t i = 0; i < n; ++i) row_positions_[static_cast<size_t>(i)] = static_cast<int32_t>(p0 + i);
+  InferenceRows rows{n,           row_positions_.data(), x_.data(), ln_.data(), stats_.data(), qkv_.data(),
+                     atty_.data(), fch_.data(),          &tables_,  &quant_scratch_};
+  arch_->embed(w_, tokens, rows);
   // The traced position, if among these tokens: its row.
-  const int64_t traced = trace_.position >= p0 && trace_.position < p0 + n ? trace_.position - p0 : -1;
-  if (traced >= 0) {
+  traced_row_ = trace_.position >= p0 && trace_.position < p0 + n ? trace_.position - p0 : -1;
+  if (traced_row_ >= 0) {
     const int64_t L = c.n_layer;
-    trace_.embedded.assign(x_.data() + traced * C, x_.data() + (traced + 1) * C);
+    trace_.embedded.assign(x_.data() + traced_row_ * C, x_.data() + (traced_row_ + 1) * C);
     trace_.attention_output.assign(static_cast<size_t>(L * C), 0.0f);
     trace_.ffn_output.assign(static_cast<size_t>(L * C), 0.0f);
     trace_.residual.assign(static_cast<size_t>(L * C), 0.0f);
     trace_.attention.assign(static_cast<size_t>(L * NH * (trace_.position + 1)), 0.0f);
   }
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
-    norm(x_.data(), L.ln_1_weight, L.ln_1_bias, n);
-    linear_apply(L.c_attn, qkv_.data(), ln_.data(), n, quant_scratch_);
-    if (llama) rope_forward(qkv_.data(), n, QKV, NH + NKV, hs, rope_, nullptr, n, p0);
-    // Store the new keys and values: per key/value head, (T, hs) rows at positions p0 ...
-    const int64_t layer = l * T * KV;
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = qkv_.data() + i * QKV;
-      for (int64_t h = 0; h < NKV; ++h) {
-        const int64_t at = layer + (h * T + p0 + i) * hs;
-        if (kv_type_ == KvCacheType::kF16) {
-          floats_to_halves(row + C + h * hs, k_half_.data() + at, hs);
-          floats_to_halves(row + C + KV + h * hs, v_half_.data() + at, hs);
-        } else {
-          std::memcpy(k_cache_.data() + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-          std::memcpy(v_cache_.data() + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
-        }
-      }
-    }
-    if (kv_type_ == KvCacheType::kF16) {
-      attention_forward_cached_f16(atty_.data(), qkv_.data(), QKV, k_half_.data() + layer, v_half_.data() + layer, T,
-                                   p0, n, C, NH, attn_scratch_.data(), scratch_threads_, NKV);
-    } else {
-      attention_forward_cached(atty_.data(), qkv_.data(), QKV, k_cache_.data() + layer, v_cache_.data() + layer, T,
-                               p0, n, C, NH, attn_scratch_.data(), scratch_threads_, NKV);
-    }
-    if (l == capture_layer_) capture(layer, p0, n);
-    if (traced >= 0) {
-      // The sublayer's own output for the traced row (the pass adds it into the stream in place).
-      const int64_t P = trace_.position + 1;
-      for (int64_t h = 0; h < NH; ++h) attention_row(layer, h, p0, traced, trace_.attention.data() + (l * NH + h) * P);
-      linear_apply(L.attn_proj, trace_.attention_output.data() + l * C, atty_.data() + traced * C, 1, quant_scratch_);
-    }
-    linear_apply(L.attn_proj, x_.data(), atty_.data(), n, quant_scratch_, x_.data());
-    norm(x_.data(), L.ln_2_weight, L.ln_2_bias, n);
-    linear_apply(L.c_fc, fch_.data(), ln_.data(), n, quant_scratch_);
-    // The MLP's hidden rows (n, H): GELU in place, or SwiGLU of gate|up into the part after them.
-    float* hidden = fch_.data();
-    const int64_t H = c.mlp_hidden();
-    if (llama) {
-      hidden = fch_.data() + T * 2 * F;
-      swiglu_forward(hidden, fch_.data(), n, F);
-    } else {
-      gelu_forward(fch_.data(), fch_.data(), n * H);
-    }
-    if (traced >= 0) {
-      linear_apply(L.mlp_proj, trace_.ffn_output.data() + l * C, hidden + traced * H, 1, quant_scratch_);
-    }
-    linear_apply(L.mlp_proj, x_.data(), hidden, n, quant_scratch_, x_.data());
-    if (traced >= 0) std::copy(x_.data() + traced * C, x_.data() + (traced + 1) * C, trace_.residual.data() + l * C);
-  }
-  if (traced >= 0) trace_.complete = true;
+  arch_->blocks(w_, rows, *this);
+  if (traced_row_ >= 0) trace_.complete = true;
   // Final norm and LM head: for every new row when asked, else only the last.
-  const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-  norm(x_.data() + first * C, w.ln_f_weight, w.ln_f_bias, rows);
-  if (logits_.size() < static_cast<size_t>(rows * V)) logits_.resize(static_cast<size_t>(rows * V));
-  linear_apply(w.lm_head, logits_.data(), ln_.data(), rows, quant_scratch_);
+  const int64_t first = all_logits ? 0 : n - 1, count = n - first;
+  arch_->norm(c, ln_.data(), stats_.data(), x_.data() + first * C, w_.ln_f_weight, w_.ln_f_bias, count);
+  if (logits_.size() < static_cast<size_t>(count * V)) logits_.resize(static_cast<size_t>(count * V));
+  linear_apply(w_.lm_head, logits_.data(), ln_.data(), count, quant_scratch_);
   tokens_.insert(tokens_.end(), tokens, tokens + n);
   pos_ += n;
+}
+
+void InferenceSession::attend(int64_t l, InferenceRows& rows) {
+  const ModelConfig& c = w_.config;
+  const int64_t C = c.n_embd, NH = c.n_head, hs = c.head_size(), T = capacity_, NKV = c.kv_heads(),
+                KV = c.kv_dim(), QKV = c.qkv_dim(), p0 = pos_, n = rows.n;
+  // Per key/value head, (T, hs) rows at positions p0 ...
+  const int64_t layer = l * T * KV;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = rows.qkv + i * QKV;
+    for (int64_t h = 0; h < NKV; ++h) {
+      const int64_t at = layer + (h * T + p0 + i) * hs;
+      if (kv_type_ == KvCacheType::kF16) {
+        floats_to_halves(row + C + h * hs, k_half_.data() + at, hs);
+        floats_to_halves(row + C + KV + h * hs, v_half_.data() + at, hs);
+      } else {
+        std::memcpy(k_cache_.data() + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+        std::memcpy(v_cache_.data() + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
+      }
+    }
+  }
+  if (kv_type_ == KvCacheType::kF16) {
+    attention_forward_cached_f16(rows.atty, rows.qkv, QKV, k_half_.data() + layer, v_half_.data() + layer, T, p0, n,
+                                 C, NH, attn_scratch_.data(), scratch_threads_, NKV);
+  } else {
+    attention_forward_cached(rows.atty, rows.qkv, QKV, k_cache_.data() + layer, v_cache_.data() + layer, T, p0, n,
+                             C, NH, attn_scratch_.data(), scratch_threads_, NKV);
+  }
+}
+
+void InferenceSession::attended(int64_t l, const InferenceRows& rows) {
+  const ModelConfig& c = w_.config;
+  const int64_t layer = l * capacity_ * c.kv_dim(), p0 = pos_;
+  if (l == capture_layer_) capture(layer, p0, rows.n);
+  if (traced_row_ < 0) return;
+  // The sublayer's own output for the traced row (the pass adds it into the stream in place).
+  const int64_t C = c.n_embd, NH = c.n_head, P = trace_.position + 1;
+  for (int64_t h = 0; h < NH; ++h) attention_row(layer, h, p0, traced_row_, trace_.attention.data() + (l * NH + h) * P);
+  linear_apply(w_.layers[static_cast<size_t>(l)].attn_proj, trace_.attention_output.data() + l * C,
+               rows.atty + traced_row_ * C, 1, quant_scratch_);
+}
+
+void InferenceSession::activated(int64_t l, const float* hidden, int64_t width) {
+  if (traced_row_ < 0) return;
+  linear_apply(w_.layers[static_cast<size_t>(l)].mlp_proj, trace_.ffn_output.data() + l * w_.config.n_embd,
+               hidden + traced_row_ * width, 1, quant_scratch_);
+}
+
+void InferenceSession::block_done(int64_t l, const InferenceRows& rows) {
+  if (traced_row_ < 0) return;
+  const int64_t C = w_.config.n_embd;
+  std::copy(rows.x + traced_row_ * C, rows.x + (traced_row_ + 1) * C, trace_.residual.data() + l * C);
 }
 
 void InferenceSession::shift_cache(int64_t d) {
@@ -223,7 +204,7 @@ void InferenceSession::shift_cache(int64_t d) {
   const bool f16 = kv_type_ == KvCacheType::kF16;
   // The table's rotations carry yarn's attention factor m: rotating back by d
   // through it multiplies by m once more, which this undoes.
-  const float inv = 1.0f / rope_.mscale;
+  const float inv = 1.0f / tables_.rope.mscale;
   const auto unscale = [&](float* x, size_t n) {
     if (inv != 1.0f)
       for (size_t i = 0; i < n; ++i) x[i] *= inv;
@@ -236,13 +217,13 @@ void InferenceSession::shift_cache(int64_t d) {
         std::memmove(v_half_.data() + to, v_half_.data() + from, n * sizeof(uint16_t));
         halves_to_floats(k_half_.data() + from, shift_row_.data(), static_cast<int64_t>(n));
         // Every kept key from p to p - d: the rotation by -d (rope_backward at position d).
-        rope_backward(shift_row_.data(), keep, hs, 1, hs, rope_, nullptr, 1, d);
+        rope_backward(shift_row_.data(), keep, hs, 1, hs, tables_.rope, nullptr, 1, d);
         unscale(shift_row_.data(), n);
         floats_to_halves(shift_row_.data(), k_half_.data() + to, static_cast<int64_t>(n));
       } else {
         std::memmove(v_cache_.data() + to, v_cache_.data() + from, n * sizeof(float));
         std::memmove(k_cache_.data() + to, k_cache_.data() + from, n * sizeof(float));
-        rope_backward(k_cache_.data() + to, keep, hs, 1, hs, rope_, nullptr, 1, d);
+        rope_backward(k_cache_.data() + to, keep, hs, 1, hs, tables_.rope, nullptr, 1, d);
         unscale(k_cache_.data() + to, n);
       }
     }

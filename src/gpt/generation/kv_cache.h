@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "gpt/kernels/compute_context.h"
-#include "gpt/kernels/rope.h"
+#include "gpt/model/arch/architecture.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
 #include "gpt/util/zeroed_buffer.h"
@@ -38,7 +38,8 @@ const char* kv_cache_type_name(KvCacheType type);
 // a float16 cache in place (AVX-512), else fp32.
 KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights);
 
-class InferenceSession {
+// The blocks are the architecture's (model/arch/); this session is their cache.
+class InferenceSession : private InferenceCache {
  public:
   // fp32, reading the model's parameters in place (they may change between calls;
   // the model must outlive the session).
@@ -95,13 +96,17 @@ class InferenceSession {
 
  private:
   void run(const int32_t* tokens, int64_t n, bool all_logits);
+  // InferenceCache: the new keys and values at positions pos_ ..., and inspection.
+  void attend(int64_t layer, InferenceRows& rows) override;
+  void attended(int64_t layer, const InferenceRows& rows) override;
+  void activated(int64_t layer, const float* hidden, int64_t width) override;
+  void block_done(int64_t layer, const InferenceRows& rows) override;
   void capture(int64_t layer_offset, int64_t p0, int64_t n);
   // softmax(q k^T / sqrt(hs)) of new row i over positions 0 .. p0 + i, one head.
   void attention_row(int64_t layer_offset, int64_t head, int64_t p0, int64_t i, float* row);
-  // The block's norms: LayerNorm (gpt2) or RMSNorm (llama), rows of x_ into ln_.
-  void norm(const float* x, const float* weight, const float* bias, int64_t rows);
 
   InferenceWeights w_;
+  const ArchitectureRules* arch_;
   int64_t capacity_, pos_ = 0, slides_ = 0, shifts_ = 0;
   // Moves positions d .. pos_-1 of every layer's cache to 0 .. pos_-d-1 and
   // rotates the keys back by d (RoPE models).
@@ -113,12 +118,13 @@ class InferenceSession {
   // Reserved for the whole context, resident as far as used (zeroed_buffer.h).
   ZeroedBuffer<float> k_cache_, v_cache_;     // (L, NKV, capacity, hs), fp32 ...
   ZeroedBuffer<uint16_t> k_half_, v_half_;    // ... or float16
-  // (capacity, C | qkv_dim | C | MLP) scratch; llama's MLP part holds gate|up (2F) then SwiGLU's F
+  // (capacity, C | qkv_dim | C | the architecture's MLP width) scratch
   ZeroedBuffer<float> x_, ln_, qkv_, atty_, fch_;
-  std::vector<float> stats_;                      // LayerNorm mean and rstd (2, capacity)
+  std::vector<float> stats_;                      // the norm's statistics (2, capacity)
   std::vector<float> logits_;                     // (V) or (n, V)
-  std::vector<float> positions_;                  // sinusoid table when used
-  RopeTable rope_;                                // rotary positions (llama)
+  std::vector<int32_t> row_positions_;            // the pass's positions (capacity)
+  InferenceTables tables_;                        // RoPE's angles or the sinusoid
+  int64_t traced_row_ = -1;                       // the traced position's row in this pass
   ZeroedBuffer<float> attn_scratch_;
   int scratch_threads_;
   ComputeContext compute_;  // installed for every append()

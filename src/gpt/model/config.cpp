@@ -10,11 +10,15 @@
 
 namespace gpt {
 
-const ArchitectureRules& gpt2_rules();   // model/arch/gpt2.cpp
-const ArchitectureRules& llama_rules();  // model/arch/llama.cpp
+// Every architecture: its file in model/arch/, its value of Architecture, listed here.
+template <>
+const ArchitectureRules& rules_of<Architecture::kGpt2>();  // model/arch/gpt2.cpp
+template <>
+const ArchitectureRules& rules_of<Architecture::kLlama>();  // model/arch/llama.cpp
 
 const std::vector<const ArchitectureRules*>& all_architectures() {
-  static const std::vector<const ArchitectureRules*> all = {&gpt2_rules(), &llama_rules()};
+  static const std::vector<const ArchitectureRules*> all = {&rules_of<Architecture::kGpt2>(),
+                                                            &rules_of<Architecture::kLlama>()};
   return all;
 }
 

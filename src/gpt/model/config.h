@@ -14,8 +14,8 @@ enum class PositionEncoding { kLearned, kSinusoidal, kRotary };
 
 // gpt2: learned (or sinusoidal) positions, LayerNorm, GELU MLP, biases.
 // llama: rotary positions, RMSNorm, SwiGLU MLP, grouped-query attention, no
-// biases (Qwen2's q/k/v biases with attention_bias). model/arch.h says where
-// each architecture's names and rules live.
+// biases (Qwen2's q/k/v biases with attention_bias). model/arch/architecture.h
+// says where each architecture's names, rules and blocks live.
 enum class Architecture { kGpt2, kLlama };
 
 // Running a RoPE model past the context it was trained on (Hugging Face's

@@ -1,5 +1,7 @@
 #include "gpt/model/gpt.h"
 
+#include "gpt/model/arch/architecture.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -128,7 +130,7 @@ void GPT::ensure_activations(int64_t B, int64_t T) {
   a.d_atty.assign(BT * C, 0);
   a.d_qkv.assign(BT * QKV, 0);
   a.d_fch.assign(BT * H_IN, 0);
-  if (config_.llama()) a.d_hidden.assign(BT * H, 0);
+  if (H_IN != H) a.d_hidden.assign(BT * H, 0);  // a gated MLP: its hidden rows apart from gate|up
   tokens_.assign(BT, 0);
 }
 
@@ -276,20 +278,12 @@ void GPT::forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T) {
   // Dropout (training passes only): on the embeddings, each block's attention
   // weights, and its two residual branches, as nanoGPT.
   dropped_out_ = training_pass_ && dropout_ > 0.0f;
-  if (config_.llama()) {
-    forward_blocks_llama(tokens);
-  } else {
-    forward_blocks_gpt2(tokens);
-  }
+  (this->*architecture_rules(config_.arch).train_forward)(tokens);
 }
 
 void GPT::backward_from_final_norm(const GradientsReady& ready) {
   check_packing_unchanged();
-  if (config_.llama()) {
-    backward_blocks_llama(ready);
-  } else {
-    backward_blocks_gpt2(ready);
-  }
+  (this->*architecture_rules(config_.arch).train_backward)(ready);
 }
 
 void GPT::set_dropout(float p) {

@@ -19,6 +19,11 @@
 
 namespace gpt {
 
+struct ArchitectureRules;
+// Each architecture's rules (model/arch/<name>.cpp), listed in config.cpp.
+template <Architecture A>
+const ArchitectureRules& rules_of();
+
 // Everything the forward pass keeps for the backward pass, for one (B, T) shape.
 // Allocated once; a pass of no more tokens reuses the same memory.
 struct Activations {
@@ -187,11 +192,14 @@ class GPT {
   void forward_to_final_norm(const int32_t* tokens, int64_t B, int64_t T);
   // From d(lnf) in acts_.d_ln down to the embeddings.
   void backward_from_final_norm(const GradientsReady& ready);
-  // The two above past their checks, for (B_, T_): each architecture's, in its file.
-  void forward_blocks_gpt2(const int32_t* tokens);
-  void backward_blocks_gpt2(const GradientsReady& ready);
-  void forward_blocks_llama(const int32_t* tokens);
-  void backward_blocks_llama(const GradientsReady& ready);
+  // The two above past their checks, for (B_, T_): each architecture's, in its
+  // file, reached through its rules (train_forward, train_backward).
+  template <Architecture A>
+  void forward_blocks(const int32_t* tokens);
+  template <Architecture A>
+  void backward_blocks(const GradientsReady& ready);
+  template <Architecture A>
+  friend const ArchitectureRules& rules_of();
 
   ModelConfig config_;
   ParameterLayout layout_;

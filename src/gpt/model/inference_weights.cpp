@@ -1,8 +1,7 @@
 #include "gpt/model/inference_weights.h"
 
-#include "gpt/kernels/layernorm.h"
 #include "gpt/kernels/matmul.h"
-#include "gpt/kernels/rmsnorm.h"
+#include "gpt/model/arch/architecture.h"
 #include "gpt/util/error.h"
 
 #include <algorithm>
@@ -18,11 +17,7 @@ constexpr int64_t kFewRowsMax = 64;
 
 void apply_norm(const ModelConfig& c, float* out, float* stats, const float* x, const float* weight, const float* bias,
                 int64_t rows) {
-  if (c.llama()) {
-    rmsnorm_forward(out, stats, x, weight, rows, c.n_embd, c.layer_norm_epsilon);
-  } else {
-    layernorm_forward(out, stats, stats + rows, x, weight, bias, rows, c.n_embd, c.layer_norm_epsilon);
-  }
+  architecture_rules(c.arch).norm(c, out, stats, x, weight, bias, rows);
 }
 
 size_t LinearWeights::bytes() const {

@@ -1,9 +1,12 @@
 // What differs between architectures, each written once in model/arch/<name>.cpp:
 // its config.json keys, its validation, and its tensor table (Hugging Face's
 // names and layouts, each tensor tagged with the view of ModelWeights it is).
-// The same file holds its block: the training pass (GPT's forward and backward
-// through the blocks) and the inference pass (InferenceSession's). Adding an
-// architecture is a new file here, its rules in architecture_rules(), and a test.
+// The same file holds its blocks: the training pass (GPT's forward and backward,
+// which keeps every activation the backward reads) and the inference pass, which
+// both InferenceSession (one sequence, one contiguous cache) and BatchedEngine
+// (many sequences, paged caches) run, each handing it their cache as an
+// InferenceCache. Adding an architecture is a new file here, its rules in
+// all_architectures(), and a test.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -11,10 +14,55 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "gpt/kernels/rope.h"
 #include "gpt/model/config.h"
+#include "gpt/model/gpt.h"
 #include "gpt/model/parameters.h"
 
 namespace gpt {
+
+struct InferenceWeights;
+struct QuantScratch;
+
+// What an architecture computes once before inference: RoPE's angles, or the
+// sinusoid added to the embeddings of a gpt2 model without a learned table.
+struct InferenceTables {
+  RopeTable rope;
+  std::vector<float> sinusoid;  // (positions, C)
+};
+
+// One inference pass: n new tokens, each at its own position (of one sequence
+// or of many), through every block. The owner's buffers, all n rows.
+struct InferenceRows {
+  int64_t n = 0;
+  const int32_t* positions = nullptr;  // (n)
+  float* x = nullptr;      // (n, C): embeddings in, the last block's output out
+  float* ln = nullptr;     // (n, C) a norm's output
+  float* stats = nullptr;  // (2n) the norm's statistics
+  float* qkv = nullptr;    // (n, qkv_dim): q|k|v, rotated where the architecture rotates
+  float* atty = nullptr;   // (n, C) attention's output
+  float* mlp = nullptr;    // (n, rules.mlp_width) the MLP's hidden rows
+  const InferenceTables* tables = nullptr;
+  QuantScratch* scratch = nullptr;
+};
+
+// Where the keys and values live: the one step of a block that differs between
+// the owners of a pass, plus what inspection (gpt attention, explain) watches.
+class InferenceCache {
+ public:
+  // Takes layer l's new keys and values from rows.qkv (each row's k and v after
+  // its q, in rotated form where the architecture rotates) into the cache, then
+  // writes attention's output over the cached positions to rows.atty.
+  virtual void attend(int64_t layer, InferenceRows& rows) = 0;
+  // After attention (rows.atty filled, before the output projection), after the
+  // MLP's activation (its hidden rows, `width` floats apart), after the block.
+  virtual void attended(int64_t /*layer*/, const InferenceRows& /*rows*/) {}
+  virtual void activated(int64_t /*layer*/, const float* /*hidden*/, int64_t /*width*/) {}
+  virtual void block_done(int64_t /*layer*/, const InferenceRows& /*rows*/) {}
+
+ protected:
+  ~InferenceCache() = default;
+};
 
 struct TensorSpec {
   std::string name;
@@ -41,6 +89,22 @@ struct ArchitectureRules {
   double (*parameter_estimate)(const ModelConfig&);
   // The name of block l's first tensor (to say which block a file lacks).
   std::string (*first_tensor_of_layer)(int l);
+
+  // Training: GPT's pass through the blocks, embedding to final norm, and back.
+  void (GPT::*train_forward)(const int32_t* tokens);
+  void (GPT::*train_backward)(const GPT::GradientsReady& ready);
+
+  // Inference. The tables for `positions` positions.
+  void (*inference_tables)(const InferenceWeights& w, int64_t positions, InferenceTables& out);
+  // Floats per row of InferenceRows::mlp.
+  int64_t (*mlp_width)(const ModelConfig&);
+  // Each token's embedding into rows.x (with its position's, where added).
+  void (*embed)(const InferenceWeights& w, const int32_t* tokens, InferenceRows& rows);
+  // Every block over rows.x, in place.
+  void (*blocks)(const InferenceWeights& w, InferenceRows& rows, InferenceCache& cache);
+  // The blocks' norm (and the final one): out = norm(x) over `rows` rows of width C.
+  void (*norm)(const ModelConfig& c, float* out, float* stats, const float* x, const float* weight,
+               const float* bias, int64_t rows);
 };
 
 const ArchitectureRules& architecture_rules(Architecture arch);

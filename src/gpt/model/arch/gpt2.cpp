@@ -1,7 +1,7 @@
 // GPT-2 (Hugging Face's GPT2LMHeadModel): learned (or sinusoidal) positions,
 // pre-LayerNorm blocks, GELU MLP of width 4C, biases everywhere, tied head.
-// Its config keys, tensor table and training block (GPT's pass through the
-// blocks, forward and backward); its inference block is InferenceSession::run.
+// Its config keys, tensor table, training pass (GPT's forward and backward
+// through the blocks) and inference pass (one sequence's or many's).
 #include <nlohmann/json.hpp>
 
 #include "gpt/kernels/attention.h"
@@ -11,6 +11,7 @@
 #include "gpt/kernels/matmul.h"
 #include "gpt/model/arch/architecture.h"
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -105,17 +106,60 @@ double gpt2_parameter_estimate(const ModelConfig& c) {
 
 std::string gpt2_first_tensor(int l) { return "h." + std::to_string(l) + ".ln_1.weight"; }
 
-}  // namespace
-
-const ArchitectureRules& gpt2_rules() {
-  static const ArchitectureRules rules{Architecture::kGpt2, "gpt2", {"gpt2"}, gpt2_to_json, gpt2_from_json,
-                                       gpt2_validate, gpt2_tensors, gpt2_tensor_count, gpt2_parameter_estimate,
-                                       gpt2_first_tensor};
-  return rules;
+// Inference: positions are added to the embeddings (the learned table, else
+// the sinusoid computed once); LayerNorm; the MLP's product, then GELU in place.
+void gpt2_inference_tables(const InferenceWeights& w, int64_t positions, InferenceTables& out) {
+  if (w.wpe != nullptr) return;
+  out.sinusoid.resize(static_cast<size_t>(positions * w.config.n_embd));
+  sinusoidal_positions(out.sinusoid.data(), positions, w.config.n_embd);
 }
 
+int64_t gpt2_mlp_width(const ModelConfig& c) { return c.mlp_in_dim(); }
+
+void gpt2_embed(const InferenceWeights& w, const int32_t* tokens, InferenceRows& r) {
+  const int64_t C = w.config.n_embd;
+  const float* table = w.wpe != nullptr ? w.wpe : r.tables->sinusoid.data();
+  for (int64_t i = 0; i < r.n; ++i) {
+    float* row = r.x + i * C;
+    w.embed(tokens[i], row);
+    const float* p = table + static_cast<int64_t>(r.positions[i]) * C;
+    for (int64_t j = 0; j < C; ++j) row[j] += p[j];
+  }
+}
+
+void gpt2_norm(const ModelConfig& c, float* out, float* stats, const float* x, const float* weight,
+               const float* bias, int64_t rows) {
+  layernorm_forward(out, stats, stats + rows, x, weight, bias, rows, c.n_embd, c.layer_norm_epsilon);
+}
+
+void gpt2_blocks(const InferenceWeights& w, InferenceRows& r, InferenceCache& cache) {
+  const ModelConfig& c = w.config;
+  const int64_t n = r.n, H = c.mlp_in_dim();
+  QuantScratch& scratch = *r.scratch;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
+    // x = x + attn_proj(attention(qkv(ln_1(x)))), the residual added by the product.
+    gpt2_norm(c, r.ln, r.stats, r.x, L.ln_1_weight, L.ln_1_bias, n);
+    linear_apply(L.c_attn, r.qkv, r.ln, n, scratch);
+    cache.attend(l, r);
+    cache.attended(l, r);
+    linear_apply(L.attn_proj, r.x, r.atty, n, scratch, r.x);
+    // x = x + mlp_proj(gelu(fc(ln_2(x)))).
+    gpt2_norm(c, r.ln, r.stats, r.x, L.ln_2_weight, L.ln_2_bias, n);
+    linear_apply(L.c_fc, r.mlp, r.ln, n, scratch);
+    gelu_forward(r.mlp, r.mlp, n * H);
+    cache.activated(l, r.mlp, H);
+    linear_apply(L.mlp_proj, r.x, r.mlp, n, scratch, r.x);
+    cache.block_done(l, r);
+  }
+}
+
+}  // namespace
+
+
 // Embedding, blocks and final LayerNorm (into acts_.lnf) for tokens (B_, T_).
-void GPT::forward_blocks_gpt2(const int32_t* tokens) {
+template <>
+void GPT::forward_blocks<Architecture::kGpt2>(const int32_t* tokens) {
   const int64_t B = B_, T = T_, BT = B * T, C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
   const ConstModelWeights& w = weights();
@@ -174,7 +218,8 @@ void GPT::forward_blocks_gpt2(const int32_t* tokens) {
   }
 }
 
-void GPT::backward_blocks_gpt2(const GradientsReady& ready) {
+template <>
+void GPT::backward_blocks<Architecture::kGpt2>(const GradientsReady& ready) {
   const int64_t B = B_, T = T_, BT = B * T;
   const int64_t C = config_.n_embd, NH = config_.n_head;
   Activations& a = acts_;
@@ -275,6 +320,17 @@ void GPT::backward_blocks_gpt2(const GradientsReady& ready) {
       for (int64_t k = 0; k < C; ++k) row[k] += d[k];
     }
   }
+}
+
+template <>
+const ArchitectureRules& rules_of<Architecture::kGpt2>() {
+  static const ArchitectureRules rules{
+      Architecture::kGpt2, "gpt2", {"gpt2"},
+      gpt2_to_json, gpt2_from_json, gpt2_validate, gpt2_tensors,
+      gpt2_tensor_count, gpt2_parameter_estimate, gpt2_first_tensor,
+      &GPT::forward_blocks<Architecture::kGpt2>, &GPT::backward_blocks<Architecture::kGpt2>,
+      gpt2_inference_tables, gpt2_mlp_width, gpt2_embed, gpt2_blocks, gpt2_norm};
+  return rules;
 }
 
 }  // namespace gpt

@@ -13,6 +13,7 @@
 #include "gpt/kernels/swiglu.h"
 #include "gpt/model/arch/architecture.h"
 #include "gpt/model/gpt.h"
+#include "gpt/model/inference_weights.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -162,20 +163,60 @@ double llama_parameter_estimate(const ModelConfig& c) {
 
 std::string llama_first_tensor(int l) { return "model.layers." + std::to_string(l) + ".input_layernorm.weight"; }
 
+// Inference: q and k rotated before the cache takes the keys (a cached key is
+// never rotated again, but for a shift), grouped-query attention over the
+// cache's NKV heads, RMSNorm, SwiGLU of gate|up into the rows after them.
+void llama_inference_tables(const InferenceWeights& w, int64_t positions, InferenceTables& out) {
+  const ModelConfig& c = w.config;
+  out.rope = RopeTable(positions, c.head_size(), c.rope_theta, c.rope_scaling);
+}
+
+int64_t llama_mlp_width(const ModelConfig& c) { return 3 * c.mlp_hidden(); }
+
+void llama_embed(const InferenceWeights& w, const int32_t* tokens, InferenceRows& r) {
+  for (int64_t i = 0; i < r.n; ++i) w.embed(tokens[i], r.x + i * w.config.n_embd);
+}
+
+void llama_norm(const ModelConfig& c, float* out, float* stats, const float* x, const float* weight,
+                const float* /*bias*/, int64_t rows) {
+  rmsnorm_forward(out, stats, x, weight, rows, c.n_embd, c.layer_norm_epsilon);
+}
+
+void llama_blocks(const InferenceWeights& w, InferenceRows& r, InferenceCache& cache) {
+  const ModelConfig& c = w.config;
+  const int64_t n = r.n, NH = c.n_head, NKV = c.kv_heads(), hs = c.head_size(), QKV = c.qkv_dim(),
+                F = c.mlp_hidden();
+  QuantScratch& scratch = *r.scratch;
+  float* gate_up = r.mlp;
+  float* hidden = r.mlp + n * 2 * F;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const InferenceLayer& L = w.layers[static_cast<size_t>(l)];
+    // x = x + o_proj(attention(rope(q), rope(k), v)), q|k|v = qkv_proj(rmsnorm_1(x)).
+    llama_norm(c, r.ln, r.stats, r.x, L.ln_1_weight, nullptr, n);
+    linear_apply(L.c_attn, r.qkv, r.ln, n, scratch);
+    rope_forward(r.qkv, n, QKV, NH + NKV, hs, r.tables->rope, r.positions, n);
+    cache.attend(l, r);
+    cache.attended(l, r);
+    linear_apply(L.attn_proj, r.x, r.atty, n, scratch, r.x);
+    // x = x + down(silu(gate) * up), gate|up = one product of rmsnorm_2(x).
+    llama_norm(c, r.ln, r.stats, r.x, L.ln_2_weight, nullptr, n);
+    linear_apply(L.c_fc, gate_up, r.ln, n, scratch);
+    swiglu_forward(hidden, gate_up, n, F);
+    cache.activated(l, hidden, F);
+    linear_apply(L.mlp_proj, r.x, hidden, n, scratch, r.x);
+    cache.block_done(l, r);
+  }
+}
+
 }  // namespace
 
-const ArchitectureRules& llama_rules() {
-  static const ArchitectureRules rules{Architecture::kLlama, "llama", {"llama", "qwen2", "mistral"}, llama_to_json,
-                                       llama_from_json, llama_validate, llama_tensors, llama_tensor_count,
-                                       llama_parameter_estimate, llama_first_tensor};
-  return rules;
-}
 
 // The training pass: embedding, blocks and final RMSNorm (into acts_.lnf) for
 // tokens (B_, T_). Each residual add is fused with the RMSNorm that reads it.
 // RoPE rotates q and k in place after the q|k|v product; the attention kernel
 // stores nothing T x T. Dropout at nanoGPT's sites, as gpt2's.
-void GPT::forward_blocks_llama(const int32_t* tokens) {
+template <>
+void GPT::forward_blocks<Architecture::kLlama>(const int32_t* tokens) {
   const int64_t B = B_, T = T_, BT = B * T, C = config_.n_embd, NH = config_.n_head, NKV = config_.kv_heads(),
                 hs = config_.head_size(), QKV = config_.qkv_dim(), F = config_.mlp_hidden();
   const float eps = config_.layer_norm_epsilon;
@@ -222,7 +263,8 @@ void GPT::forward_blocks_llama(const int32_t* tokens) {
   }
 }
 
-void GPT::backward_blocks_llama(const GradientsReady& ready) {
+template <>
+void GPT::backward_blocks<Architecture::kLlama>(const GradientsReady& ready) {
   const int64_t B = B_, T = T_, BT = B * T, C = config_.n_embd, NH = config_.n_head, NKV = config_.kv_heads(),
                 hs = config_.head_size(), QKV = config_.qkv_dim(), F = config_.mlp_hidden();
   Activations& a = acts_;
@@ -292,6 +334,17 @@ void GPT::backward_blocks_llama(const GradientsReady& ready) {
   if (dropped_out_) dropout_backward(dres, dres, BT, C, dropout_, dropout_site(0), seed);
   embedding_backward(g.wte, nullptr, dres, tokens_.data(), B, T, C, positions);
   if (ready) ready(0, offset_of(g.layers[0].ln_1_weight));
+}
+
+template <>
+const ArchitectureRules& rules_of<Architecture::kLlama>() {
+  static const ArchitectureRules rules{
+      Architecture::kLlama, "llama", {"llama", "qwen2", "mistral"},
+      llama_to_json, llama_from_json, llama_validate, llama_tensors,
+      llama_tensor_count, llama_parameter_estimate, llama_first_tensor,
+      &GPT::forward_blocks<Architecture::kLlama>, &GPT::backward_blocks<Architecture::kLlama>,
+      llama_inference_tables, llama_mlp_width, llama_embed, llama_blocks, llama_norm};
+  return rules;
 }
 
 }  // namespace gpt
