@@ -6,6 +6,9 @@
 # llama.cpp is not part of gpt.cpp: build its llama-server yourself
 # (docs/benchmarks.md says how).
 # QKV_BIAS=1 trains it with Qwen2's q/k/v biases (llama.cpp's qwen2 architecture).
+# ROPE="yarn 4" (or "linear 2") exports the model RoPE-scaled to run at that many
+# times its 256-token context (llama.cpp's rope.scaling.* keys) and continues
+# each prompt for 400 tokens instead of 80, past the trained context.
 #   bench/llama_gguf_vs_llamacpp.sh PATH/TO/llama-server [THREADS=2] [TYPES="f32 q8_0"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,26 +26,32 @@ if [[ ! -f $model/model.safetensors ]]; then
     --block-size 256 --tie-weights false --max-iters 1500 --eval-interval 500 --quiet --threads "$threads" \
     ${QKV_BIAS:+--qkv-bias} >/dev/null
 fi
+rope_flags=() ctx=256 new=80
+if [[ -n ${ROPE:-} ]]; then
+  read -r rope_type rope_factor <<<"$ROPE"
+  rope_flags=(--rope-scaling "$rope_type" --rope-factor "$rope_factor")
+  ctx=$(python3 -c "print(round(256 * $rope_factor))") new=400
+fi
 prompts=("ROMEO:" "First Citizen:" "What is the" "KING RICHARD III:
 " "O, ")
 status=0
 for type in $types; do
-  file=$work/model-$type.gguf
-  build/gpt convert --model "$model" --out "$file" --quantize "$type" >/dev/null
-  LD_LIBRARY_PATH=$(dirname "$server") "$server" -m "$file" --port "$port" -t "$threads" -c 256 -np 1 \
+  file=$work/model-$type${ROPE:+-${ROPE// /}}.gguf
+  build/gpt convert --model "$model" --out "$file" --quantize "$type" "${rope_flags[@]}" >/dev/null
+  LD_LIBRARY_PATH=$(dirname "$server") "$server" -m "$file" --port "$port" -t "$threads" -c "$ctx" -np 1 \
     > "$work/server-$type.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "localhost:$port/health" >/dev/null && break; sleep 0.2; done
   same=0
   for p in "${prompts[@]}"; do
-    ours=$(build/gpt generate --model "$file" --prompt "$p" --max-tokens 80 --greedy --threads "$threads")
-    theirs=$(python3 -c 'import json,sys; print(json.dumps({"prompt": sys.argv[1], "n_predict": 80, "temperature": 0,
-"top_k": 1, "cache_prompt": False}))' "$p" | curl -s "localhost:$port/completion" -d @- |
+    ours=$(build/gpt generate --model "$file" --prompt "$p" --max-tokens "$new" --greedy --threads "$threads")
+    theirs=$(python3 -c 'import json,sys; print(json.dumps({"prompt": sys.argv[1], "n_predict": int(sys.argv[2]),
+"temperature": 0, "top_k": 1, "cache_prompt": False}))' "$p" "$new" | curl -s "localhost:$port/completion" -d @- |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["content"])')
     if [[ "$ours" == "$p$theirs" ]]; then same=$((same + 1)); else
       status=1; printf '%s: differs for %q\n  gpt.cpp:   %q\n  llama.cpp: %q\n' "$type" "$p" "$ours" "$p$theirs"; fi
   done
-  echo "$type: greedy continuations (80 tokens) identical for $same of ${#prompts[@]} prompts"
+  echo "$type${ROPE:+ (rope $ROPE)}: greedy continuations ($new tokens) identical for $same of ${#prompts[@]} prompts"
   # The first step's top-5 probabilities, side by side.
   python3 - "$port" "$file" "$threads" <<'PY'
 import json, subprocess, sys, urllib.request

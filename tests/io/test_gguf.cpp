@@ -453,15 +453,83 @@ TEST_F(GgufModelTest, LlamaRoundTripsWithRotaryRowsInLlamaCppsOrder) {
     std::printf("[ info ] llama q4_k_m against its own weights in fp32: %.2e\n", vs_dequantized);
     EXPECT_LT(vs_dequantized, 5e-2);
   }
-  // What llama.cpp's llama files cannot hold yet is refused in one line.
-  ModelConfig scaled = testing::llama_config(256, 16, 1, 2, 1, 32);
-  scaled.rope_scaling = {RopeScaling::Type::kYarn, 2.0f, 8};
-  try {
-    export_gguf(GPT(scaled), *make_byte_tokenizer(), dir / "x.gguf", GgmlType::kF32);
-    ADD_FAILURE() << "exported a model with rope scaling";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("a model with rope scaling"), std::string::npos) << e.what();
+}
+
+// A RoPE-scaled model (linear, yarn with llama.cpp's default ramp and
+// attention factor, yarn with its own) in llama.cpp's rope.scaling.* keys: the
+// config comes back whole and the logits past the original context bit for
+// bit; damaged or unknown scaling keys are one-line errors.
+TEST_F(GgufModelTest, RopeScaledModelsRoundTripInLlamaCppsKeys) {
+  TempDir dir;
+  const auto tok = make_byte_tokenizer();
+  std::vector<RopeScaling> scalings = {{RopeScaling::Type::kLinear, 2.0f, 16},
+                                       {RopeScaling::Type::kYarn, 4.0f, 16},
+                                       {RopeScaling::Type::kYarn, 4.0f, 16, 24.0f, 2.0f, 1.3f}};
+  for (const RopeScaling& scaling : scalings) {
+    ModelConfig c = testing::llama_config(256, 64, 2, 4, 2, 64);
+    c.rope_scaling = scaling;
+    SCOPED_TRACE(c.to_json()["rope_scaling"].dump());
+    GPT model(c);
+    model.init_weights(7);
+    export_gguf(model, *tok, dir / "s.gguf", GgmlType::kF32);
+    const GgufFile file = GgufFile::load(dir / "s.gguf");
+    EXPECT_EQ(file.get_string("llama.rope.scaling.type"), to_string(scaling.type));
+    EXPECT_EQ(file.get_float("llama.rope.scaling.factor"), scaling.factor);
+    EXPECT_EQ(file.get_int("llama.rope.scaling.original_context_length"), 16);
+    EXPECT_EQ(file.get_int("llama.context_length"), 64);
+    // llama.cpp multiplies by attn_factor * (1 + 0.1 ln factor): the key holds the rest.
+    if (scaling.attention_factor > 0) {
+      EXPECT_NEAR(file.get_float("llama.rope.scaling.attn_factor"), 1.3 / (1 + 0.1 * std::log(4.0)), 1e-6);
+    } else {
+      EXPECT_FALSE(file.has("llama.rope.scaling.attn_factor"));
+    }
+    GgufModel g = load_gguf_model(dir / "s.gguf");
+    ASSERT_TRUE(g.fp32);
+    const RopeScaling& back = g.fp32->config().rope_scaling;
+    EXPECT_EQ(back.type, scaling.type);
+    EXPECT_EQ(back.factor, scaling.factor);
+    EXPECT_EQ(back.original_context, scaling.original_context);
+    EXPECT_EQ(back.beta_fast, scaling.beta_fast);
+    EXPECT_EQ(back.beta_slow, scaling.beta_slow);
+    EXPECT_NEAR(back.attention_factor, scaling.attention_factor, 1e-6);
+    std::string text;
+    for (int i = 0; i < 6; ++i) text += "scaled rotary positions ";  // 144 bytes: past 16 and 64
+    std::vector<int32_t> ids = tok->encode(text);
+    ids.resize(60);
+    InferenceSession a(model, KvCacheType::kF32), b(*g.fp32, KvCacheType::kF32);
+    EXPECT_LT(max_abs_diff(logits_of(b, ids), logits_of(a, ids)), 1e-6f);
   }
+  // Scaling keys gpt.cpp cannot honour.
+  ModelConfig c = testing::llama_config(256, 32, 1, 2, 1, 32);
+  GPT model(c);
+  model.init_weights(1);
+  export_gguf(model, *tok, dir / "plain.gguf", GgmlType::kF32);
+  const GgufFile plain = GgufFile::load(dir / "plain.gguf");
+  // The file again with other rope.scaling.* keys; the error loading it.
+  const auto error_with = [&](const std::vector<std::pair<std::string, GgufValue>>& keys) -> std::string {
+    GgufWriter w;
+    for (const auto& [k, v] : plain.metadata()) w.set(k, v);
+    for (const auto& [k, v] : keys) w.set(k, v);
+    for (const GgufTensor& t : plain.tensors())
+      w.add_tensor(t.name, t.ne, t.type, std::vector<uint8_t>(t.data, t.data + t.bytes));
+    w.write(dir / "edited.gguf");
+    try {
+      load_gguf_model(dir / "edited.gguf");
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+      return e.what();
+    }
+    return "(loaded)";
+  };
+  const auto type = [](const char* t) { return std::pair<std::string, GgufValue>{"llama.rope.scaling.type", GgufValue::string(t)}; };
+  const auto factor = [](float f) { return std::pair<std::string, GgufValue>{"llama.rope.scaling.factor", GgufValue::f32(f)}; };
+  EXPECT_NE(error_with({type("longrope")}).find("rope scaling 'longrope' is not supported"), std::string::npos);
+  EXPECT_NE(error_with({type("yarn")}).find("without rope.scaling.factor"), std::string::npos);
+  EXPECT_NE(error_with({type("linear"), factor(0.5f)}).find("rope.scaling.factor must be at least 1"), std::string::npos);
+  EXPECT_NE(error_with({type("yarn"), factor(2.0f), {"llama.rope.scaling.yarn_beta_fast", GgufValue::f32(0.5f)}})
+                .find("yarn needs beta_fast > beta_slow > 0"),
+            std::string::npos);
+  EXPECT_EQ(error_with({type("none")}), "(loaded)");
 }
 
 // Qwen2 (q/k/v biases) is llama.cpp's qwen2 architecture: the biases as

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <unordered_map>
@@ -402,6 +403,66 @@ void for_each_rope_row(int64_t heads, int64_t hs, Move move) {
       for (int64_t j = 0; j < 2; ++j) move(h * hs + 2 * i + j, h * hs + j * hs / 2 + i);
 }
 
+// RoPE scaling in llama.cpp's keys: rope.scaling.type (linear, yarn), factor,
+// original_context_length, and for yarn the ramp's rotations (yarn_beta_fast,
+// yarn_beta_slow) and attn_factor. llama.cpp multiplies yarn's rotations by
+// attn_factor * (1 + 0.1 ln factor): Hugging Face's default attention factor
+// when attn_factor is 1, so an explicit one is written relative to that.
+double yarn_default_attention(double factor) { return 0.1 * std::log(factor) + 1.0; }
+
+void write_rope_scaling(GgufWriter& g, const std::string& k, const RopeScaling& s) {
+  if (s.type == RopeScaling::Type::kNone) return;
+  g.set(k + "rope.scaling.type", GgufValue::string(to_string(s.type)));
+  g.set(k + "rope.scaling.factor", GgufValue::f32(s.factor));
+  g.set(k + "rope.scaling.original_context_length", GgufValue::u32(static_cast<uint32_t>(s.original_context)));
+  if (s.type != RopeScaling::Type::kYarn) return;
+  g.set(k + "rope.scaling.yarn_beta_fast", GgufValue::f32(s.beta_fast));
+  g.set(k + "rope.scaling.yarn_beta_slow", GgufValue::f32(s.beta_slow));
+  if (s.attention_factor > 0) {
+    g.set(k + "rope.scaling.attn_factor",
+          GgufValue::f32(static_cast<float>(s.attention_factor / yarn_default_attention(s.factor))));
+  }
+}
+
+RopeScaling read_rope_scaling(const GgufFile& f, const std::string& k, int context) {
+  RopeScaling s;
+  const std::string& p = f.path();
+  if (!f.has(k + "rope.scaling.type")) {
+    // Older files give only a linear factor.
+    if (f.has(k + "rope.scale_linear") && f.get_float(k + "rope.scale_linear") != 1.0) {
+      s.type = RopeScaling::Type::kLinear;
+      s.factor = static_cast<float>(f.get_float(k + "rope.scale_linear"));
+      s.original_context = context;
+    }
+    return s;
+  }
+  const std::string type = f.get_string(k + "rope.scaling.type");
+  GPT_CHECK(type == "none" || type == "linear" || type == "yarn",
+            p + ": rope scaling '" + type + "' is not supported (gpt.cpp reads none, linear and yarn)");
+  if (type == "none") return s;
+  s.type = parse_rope_scaling(type);
+  GPT_CHECK(f.has(k + "rope.scaling.factor"), p + ": rope scaling " + type + " without rope.scaling.factor");
+  s.factor = static_cast<float>(f.get_float(k + "rope.scaling.factor"));
+  GPT_CHECK(std::isfinite(s.factor) && s.factor >= 1.0f, p + ": rope.scaling.factor must be at least 1");
+  s.original_context = f.has(k + "rope.scaling.original_context_length")
+                           ? gguf_dim(f, k + "rope.scaling.original_context_length")
+                           : context;
+  const auto number = [&](const char* key, float fallback) {
+    return f.has(k + key) ? static_cast<float>(f.get_float(k + key)) : fallback;
+  };
+  if (s.type == RopeScaling::Type::kYarn) {
+    s.beta_fast = number("rope.scaling.yarn_beta_fast", 32.0f);
+    s.beta_slow = number("rope.scaling.yarn_beta_slow", 1.0f);
+    const float attn = number("rope.scaling.attn_factor", 1.0f);
+    GPT_CHECK(std::isfinite(attn) && attn > 0, p + ": rope.scaling.attn_factor must be positive");
+    if (attn != 1.0f) s.attention_factor = static_cast<float>(attn * yarn_default_attention(s.factor));
+  } else {
+    GPT_CHECK(number("rope.scaling.attn_factor", 1.0f) == 1.0f,
+              p + ": rope.scaling.attn_factor with linear scaling is not supported");
+  }
+  return s;
+}
+
 }  // namespace
 
 bool is_gguf_file(const std::filesystem::path& path) {
@@ -413,7 +474,6 @@ bool is_gguf_file(const std::filesystem::path& path) {
 void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesystem::path& out, const QuantRecipe& recipe,
                  const std::string& name, const ChatTemplate* chat_template) {
   const ModelConfig& c = model.config();
-  GPT_CHECK(c.rope_scaling.type == RopeScaling::Type::kNone, "GGUF export of a model with rope scaling is not supported yet");
   const ConstModelWeights& w = model.weights();
   const int64_t C = c.n_embd, V = c.vocab_size, T = c.block_size;
   GPT_CHECK(tokenizer.vocab_size() <= V, "the tokenizer has more tokens than the model's vocabulary");
@@ -454,6 +514,7 @@ void export_gguf(const GPT& model, const Tokenizer& tokenizer, const std::filesy
     g.set(k + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(NKV)));
     g.set(k + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hs)));
     g.set(k + "rope.freq_base", GgufValue::f32(c.rope_theta));
+    write_rope_scaling(g, k, c.rope_scaling);
     g.set(k + "attention.layer_norm_rms_epsilon", GgufValue::f32(c.layer_norm_epsilon));
     g.set(k + "vocab_size", GgufValue::u32(static_cast<uint32_t>(V)));
     std::vector<float> permuted;
@@ -702,10 +763,7 @@ GgufModel load_llama(const GgufFile& f, bool dequantize) {
   c.layer_norm_epsilon = f.has(k + "attention.layer_norm_rms_epsilon")
                              ? static_cast<float>(f.get_float(k + "attention.layer_norm_rms_epsilon"))
                              : 1e-5f;
-  if (f.has(k + "rope.scaling.type")) {
-    const std::string type = f.get_string(k + "rope.scaling.type");
-    GPT_CHECK(type == "none", p + ": rope scaling '" + type + "' is not supported (gpt.cpp runs unscaled RoPE)");
-  }
+  c.rope_scaling = read_rope_scaling(f, k, c.block_size);
   if (f.has(k + "rope.dimension_count") && c.n_head > 0 && c.n_embd % c.n_head == 0) {
     GPT_CHECK(f.get_int(k + "rope.dimension_count") == c.n_embd / c.n_head,
               p + ": rotary positions on part of a head (rope.dimension_count) are not supported");
