@@ -32,6 +32,7 @@ if [[ -n ${ROPE:-} ]]; then
   rope_flags=(--rope-scaling "$rope_type" --rope-factor "$rope_factor")
   ctx=$(python3 -c "print(round(256 * $rope_factor))") new=400
 fi
+new=${NEW:-$new}
 prompts=("ROMEO:" "First Citizen:" "What is the" "KING RICHARD III:
 " "O, ")
 status=0

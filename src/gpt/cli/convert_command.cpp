@@ -17,7 +17,7 @@ namespace gpt::cli {
 
 Command add_convert_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand("convert", "Convert a model to GGUF (quantized or not) or a Hugging Face directory");
-  app->footer("\nExamples:\n  gpt convert --model out/mymodel --to gguf --out model.gguf\n  gpt convert --model path/to/gpt2 --to gguf --quantize q4_k_m --out gpt2-q4_k_m.gguf\n  gpt convert --model gpt2-q8_0.gguf --to hf --out gpt2-hf");
+  app->footer("\nExamples:\n  gpt convert --model out/mymodel --to gguf --out model.gguf\n  gpt convert --model path/to/gpt2 --to gguf --quantize q4_k_m --out gpt2-q4_k_m.gguf\n  gpt convert --model gpt2-q8_0.gguf --to hf --out gpt2-hf\n  gpt convert --model out/myllama --rope-scaling yarn --rope-factor 4 --out myllama-4x.gguf");
   struct Options {
     ModelFlags model;
     std::string to = "gguf", out, name;
@@ -42,6 +42,9 @@ Command add_convert_command(CLI::App& parent) {
     ModelOpenOptions options;
     options.dequantize = true;  // every output is written from fp32 weights
     options.adapter = o->model.adapter;  // merged into the weights written
+    // A RoPE model written to run past its context (rope_scaling in config.json, rope.scaling.* in GGUF).
+    options.rope_factor = o->model.rope_factor;
+    options.rope_scaling = parse_rope_scaling(o->model.rope_scaling);
     OpenedModel m = gpt::open_model(o->model.model, options);
     const std::filesystem::path in_path = std::filesystem::path(o->model.model).lexically_normal();
     std::string name = o->name;
