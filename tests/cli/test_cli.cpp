@@ -207,6 +207,22 @@ TEST_F(Cli, LlamaTrainsEvaluatesAndGenerates) {
     ASSERT_EQ(r.exit_code, 0) << scaling << ": " << r.err;
     EXPECT_GT(nlohmann::json::parse(r.out)["loss"].get<double>(), 0.0);
   }
+  // Converted to run at 4x its context: the same evaluation from the scaled
+  // GGUF file and Hugging Face directory as from the model scaled on loading.
+  const std::string scaled_eval = " --data " + data() + " --threads 1";
+  r = run_gpt("eval --model " + m + scaled_eval + " --rope-factor 4 --rope-scaling yarn");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const double scaled_loss = nlohmann::json::parse(r.out)["loss"].get<double>();
+  for (const char* to : {"gguf", "hf"}) {
+    const std::string out = (dir / (std::string("yarn4.") + to)).string();
+    ASSERT_EQ(run_gpt("convert --model " + m + " --to " + to + " --out " + out + " --rope-scaling yarn --rope-factor 4")
+                  .exit_code,
+              0);
+    r = run_gpt("eval --model " + out + scaled_eval);
+    ASSERT_EQ(r.exit_code, 0) << to << ": " << r.err;
+    EXPECT_NEAR(nlohmann::json::parse(r.out)["loss"].get<double>(), scaled_loss, 1e-5) << to;
+  }
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(dir / "yarn4.hf" / "config.json"))["rope_scaling"]["factor"], 4.0);
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --rope-scaling yarn"),
                         "--rope-scaling needs --rope-factor above 1");
   expect_one_line_error(run_gpt("eval --model " + m + " --data " + data() + " --rope-factor 0.5"),
