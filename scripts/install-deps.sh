@@ -6,6 +6,10 @@ set -euo pipefail
 #   --fuzz  also clang and libFuzzer (scripts/sanitize.sh: sanitized tests and fuzzing)
 #   --js    also Node.js, chromium and python3-html5lib (the server's tests with the openai client, a
 #           browser and autocannon; the strict parse of gpt explain's report)
+#   --arm64 also the ARM64 cross toolchain, qemu-user and the arm64 libraries beside
+#           the amd64 ones (multiarch; scripts/test-arm64.sh). oneDNN's arm64 -dev
+#           package cannot sit beside the amd64 one: test-arm64.sh unpacks it.
+arm64=0
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libpcre2-dev libgtest-dev libbenchmark-dev libpugixml-dev
   libopenmpi-dev openmpi-bin libcpp-httplib-dev pkg-config help2man python3)
 for arg in "$@"; do
@@ -15,9 +19,19 @@ for arg in "$@"; do
     --js)
       packages+=(chromium python3-html5lib)
       command -v npm >/dev/null || packages+=(nodejs npm) ;;
+    --arm64)
+      arm64=1
+      packages+=(g++-aarch64-linux-gnu qemu-user libdnnl2:arm64 libgomp1:arm64 libgtest-dev:arm64
+        libutf8proc-dev:arm64 libpcre2-dev:arm64 libpugixml-dev:arm64 libcpp-httplib-dev:arm64) ;;
     *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+if ((arm64)) && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo dpkg --add-architecture arm64
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,8 +40,6 @@ done
 if ((${#missing[@]} == 0)); then exit 0; fi
 
 echo "Installing Debian packages: ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

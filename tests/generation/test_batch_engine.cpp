@@ -9,6 +9,7 @@
 
 #include "gpt/generation/batch_engine.h"
 #include "gpt/generation/kv_cache.h"
+#include "gpt/kernels/attention.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/model/gpt.h"
 #include "gpt/model/inference_weights.h"
@@ -75,9 +76,13 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
     // moved across an int8 rounding step by attention's float difference gives
     // ~4e-3 (seen with Q4_0 when the paged kernel's summation order changed).
     const double quantized = 3e-2;
-    std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, 1e-5},
+    // A float16 cache read by the portable loops (no AVX-512): the paged kernel
+    // widens a page at a time, the contiguous one a head at a time, and their
+    // sums run in other orders (measured 1.5e-5 on ARM64).
+    const double f16_cache = attention_f16_reads_in_place(c.head_size()) ? 1e-5 : 3e-5;
+    std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, f16_cache},
                                Case{GgmlType::kQ8_0, KvCacheType::kF16, quantized}, Case{GgmlType::kQ4_0, KvCacheType::kF16, quantized},
-                               Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, 1e-5}};
+                               Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, f16_cache}};
     if (few_rows_kernels()) {
       cases.push_back(Case{GgmlType::kF32, KvCacheType::kF32, 1e-5, true});
       cases.push_back(Case{GgmlType::kF32, KvCacheType::kF16, 1e-5, true});
@@ -137,7 +142,7 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
               ASSERT_LT(err, k.tolerance) << ggml_type_name(k.type) << " " << kv_cache_type_name(k.kv) << ", " << threads
                                           << " threads, sequence " << which[e.id] << ", token " << at;
             }
-            if (k.tolerance <= 1e-5) {
+            if (k.tolerance < 1e-3) {  // float weights: the same tokens
               ASSERT_EQ(e.token, ref.tokens[at]) << "sequence " << which[e.id] << ", token " << at;
             }
             diverged[e.id] = diverged[e.id] || e.token != ref.tokens[at];

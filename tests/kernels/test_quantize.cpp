@@ -1,8 +1,10 @@
 // Weight types: float16/bfloat16 conversion, llama.cpp's Q8_0/Q4_0 block formats,
 // and the products over them (the VNNI kernels and the portable loop, each against
 // the straightforward float computation).
+#if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +23,8 @@
 namespace gpt {
 namespace {
 
+// The conversions the hardware makes, to compare the portable ones with.
+#if defined(__x86_64__)
 // CPUID leaf 1, ECX bit 29 (clang cannot ask __builtin_cpu_supports for F16C).
 bool cpu_has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -31,6 +35,25 @@ __attribute__((target("f16c"))) uint16_t hardware_half(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
 __attribute__((target("f16c"))) float hardware_float(uint16_t h) { return _cvtsh_ss(h); }
+#elif defined(__aarch64__)
+// Every ARMv8 CPU converts between float and IEEE half (FCVT), rounding to nearest even.
+bool cpu_has_f16c() { return true; }
+uint16_t hardware_half(float f) {
+  const __fp16 h = static_cast<__fp16>(f);
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+float hardware_float(uint16_t bits) {
+  __fp16 h;
+  std::memcpy(&h, &bits, 2);
+  return static_cast<float>(h);
+}
+#else
+bool cpu_has_f16c() { return false; }
+uint16_t hardware_half(float) { return 0; }
+float hardware_float(uint16_t) { return 0; }
+#endif
 
 TEST(Half, EveryHalfConvertsExactlyAndBack) {
   for (uint32_t h = 0; h < 65536; ++h) {

@@ -207,7 +207,9 @@ section.block{border:1px solid #e3e3e3;border-radius:8px;padding:.5rem .8rem;mar
     h += "<tr><th>" + std::string(t.stream) + "</th><td>" + bar(b.residual_norm / biggest) + fmt("%.3f", b.residual_norm) + "</td></tr>\n";
     h += "<tr><th>" + std::string(t.lens) + "</th><td>";
     for (const auto& p : b.lens) h += "<code>" + piece(p.token) + "</code> " + fmt("%.3f", p.prob) + " &nbsp; ";
-    h += "(" + std::string(t.entropy) + " " + fmt("%.2f", b.lens_entropy) + ")</td></tr>\n</table>\n</section>\n";
+    h += '(';  // (not "(" + string: GCC 12 warns falsely about it, bug 105329)
+    h += t.entropy;
+    h += ' ' + fmt("%.2f", b.lens_entropy) + ")</td></tr>\n</table>\n</section>\n";
   }
   h += "</section>\n";
 

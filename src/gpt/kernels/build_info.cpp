@@ -21,13 +21,19 @@ namespace {
 
 std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
-  std::string line;
+  std::string line, implementer, part;
+  const auto value = [&] {
+    const size_t colon = line.find(':');
+    const size_t start = colon == std::string::npos ? std::string::npos : line.find_first_not_of(' ', colon + 1);
+    return start == std::string::npos ? std::string() : line.substr(start);
+  };
   while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
+    if (line.rfind("model name", 0) == 0) return value();
+    // ARM's /proc/cpuinfo names no model: its implementer and part numbers instead.
+    if (line.rfind("CPU implementer", 0) == 0 && implementer.empty()) implementer = value();
+    if (line.rfind("CPU part", 0) == 0 && part.empty()) part = value();
   }
+  if (!implementer.empty()) return "ARM CPU (implementer " + implementer + ", part " + part + ")";
   return "unknown CPU";
 }
 
@@ -39,6 +45,8 @@ std::string dispatch_level() {
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3 (AVX2 + FMA)";
   return "x86-64 baseline";
+#elif defined(__aarch64__)
+  return "AArch64 baseline (portable loops, vectorised for NEON by the compiler)";
 #else
   return "portable";
 #endif

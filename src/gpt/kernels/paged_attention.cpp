@@ -14,6 +14,9 @@
 namespace gpt {
 namespace {
 
+// A kernel for one query's head with its width built in (scores: a page's worth).
+using AttendHead = void (*)(const PagedQuery&, const PagedKv&, int64_t, float*);
+
 // One query's head over its pages: online softmax a page at a time.
 GPT_MULTIVERSION void attend_head(const PagedQuery& query, const PagedKv& kv, int64_t h, int64_t hs, float* acc,
                                   float* scores, float* k_wide, float* v_wide) {
@@ -117,7 +120,6 @@ GPT_AVX512_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv
   for (int c = 0; c < NQ; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
 }
 
-using AttendHead = void (*)(const PagedQuery&, const PagedKv&, int64_t, float*);
 
 template <typename T>
 AttendHead attend_head_kernel(int64_t hs) {

@@ -1,6 +1,8 @@
 #include "gpt/kernels/quantize.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>

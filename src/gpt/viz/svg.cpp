@@ -139,7 +139,11 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
   size_t n_train = 0, n_val = 0;
   for (const auto& p : points) {
     if (p.loss && std::isfinite(*p.loss)) {
-      train_pts += (n_train++ ? " " : "") + fmt1(X(static_cast<double>(p.step))) + "," + fmt1(Y(*p.loss));
+      // (Appended piece by piece: GCC 12 warns falsely about "literal" + string, bug 105329.)
+      if (n_train++ > 0) train_pts += ' ';
+      train_pts += fmt1(X(static_cast<double>(p.step)));
+      train_pts += ',';
+      train_pts += fmt1(Y(*p.loss));
     }
     if (p.val_loss && std::isfinite(*p.val_loss)) {
       const std::string x = fmt1(X(static_cast<double>(p.step))), y = fmt1(Y(*p.val_loss));
