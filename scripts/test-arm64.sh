@@ -3,10 +3,19 @@
 # runs its tests under qemu-user, on an x86-64 Debian machine
 # (scripts/install-deps.sh --arm64 installs both). Correctness only: under
 # emulation, speed means nothing. Extra arguments go to ctest:
-#   scripts/test-arm64.sh                 every test that runs on x86 and can run here
-#   scripts/test-arm64.sh -L arm64-fast   the subset CI runs (tests/CMakeLists.txt says which)
+#   scripts/test-arm64.sh             every test that runs on x86 and can run here
+#   scripts/test-arm64.sh --fast      what CI runs: only the programs labelled arm64-fast
+#                                     in tests/CMakeLists.txt, built and run
+#   scripts/test-arm64.sh -R Kernels  (any ctest arguments)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+targets=()
+if [[ ${1:-} == --fast ]]; then
+  shift
+  # tests/CMakeLists.txt's GPT_ARM64_FAST, and gpt, which they run.
+  targets=(--target gpt test_kernels test_model test_tokenizer test_generation)
+  set -- -L arm64-fast "$@"
+fi
 scripts/install-deps.sh --arm64
 build=build-arm64
 # oneDNN's arm64 -dev package (headers, CMake package) cannot be installed beside
@@ -32,5 +41,5 @@ done
 cmake -S . -B $build -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake -Ddnnl_DIR="$dnnl_dir" \
   -DCMAKE_BUILD_TYPE=Release -DGPT_WERROR=ON -DGPT_WITH_MPI=OFF -DGPT_MAN=OFF -DGPT_BUILD_BENCH=OFF \
   -DGPT_BUILD_PORTABLE_TESTS=OFF >/dev/null
-cmake --build $build -j"$(nproc)"
+cmake --build $build -j"$(nproc)" "${targets[@]}"
 (cd $build && ctest --output-on-failure --timeout 1800 "$@")

@@ -3,7 +3,7 @@
 # server tests' npm packages), builds (warnings are errors), runs CTest, then builds again with ASan + UBSan (clang)
 # and runs the unit tests under them and fuzzes the file loaders for 60 s
 # (scripts/sanitize.sh), then cross-builds for ARM64 and runs the kernel, model,
-# tokenizer and generation tests under qemu-user (scripts/test-arm64.sh -L arm64-fast).
+# tokenizer and generation tests under qemu-user (scripts/test-arm64.sh --fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --fuzz --js --demo
@@ -12,4 +12,4 @@ scripts/install-deps.sh --fuzz --js --demo
 scripts/build.sh
 (cd build && ctest --output-on-failure --timeout 900 "$@")
 scripts/sanitize.sh 60
-scripts/test-arm64.sh -L arm64-fast
+scripts/test-arm64.sh --fast
