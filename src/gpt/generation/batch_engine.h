@@ -65,7 +65,7 @@ struct EngineOptions {
 };
 
 // The blocks are the architecture's (model/arch/); the engine is their cache.
-class BatchedEngine : private InferenceCache {
+class BatchedEngine final : private InferenceCache {
  public:
   // The weights must outlive the engine unless weights.owner keeps them alive.
   explicit BatchedEngine(const InferenceWeights& weights, EngineOptions options = {});

@@ -39,7 +39,7 @@ const char* kv_cache_type_name(KvCacheType type);
 KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights);
 
 // The blocks are the architecture's (model/arch/); this session is their cache.
-class InferenceSession : private InferenceCache {
+class InferenceSession final : private InferenceCache {
  public:
   // fp32, reading the model's parameters in place (they may change between calls;
   // the model must outlive the session).

@@ -56,8 +56,22 @@ struct Peak {
 // and libm's scalar exp over 50,257 logits took a fifth of that.
 GPT_MULTIVERSION Peak softmax_with_temperature(float* probs, const float* logits, int64_t V, float temperature) {
   float maxval = -std::numeric_limits<float>::infinity();
+#if defined(__clang__)
+  // clang does not reorder a max reduction without fast-math (and warns that the
+  // pragma below went unheeded): sixteen running maxima, one per lane, instead.
+  constexpr int kLanes = 16;
+  float lane[kLanes];
+  for (float& m : lane) m = -std::numeric_limits<float>::infinity();
+  int64_t i0 = 0;
+  for (; i0 + kLanes <= V; i0 += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lane[j] = logits[i0 + j] > lane[j] ? logits[i0 + j] : lane[j];
+  }
+  for (; i0 < V; ++i0) maxval = logits[i0] > maxval ? logits[i0] : maxval;
+  for (float m : lane) maxval = m > maxval ? m : maxval;
+#else
 #pragma omp simd reduction(max : maxval)
   for (int64_t i = 0; i < V; ++i) maxval = logits[i] > maxval ? logits[i] : maxval;  // (std::max: not vectorised)
+#endif
   double sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < V; ++i) {

@@ -4,6 +4,7 @@
 
 #include <dnnl.hpp>
 
+#include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/float16.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/kernels/matmul_bf16.h"
@@ -38,13 +39,12 @@ std::string cpu_model() {
 }
 
 std::string dispatch_level() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    return "x86-64-v4 (AVX-512)";
+#if defined(__x86_64__)
+  switch (multiversion_level()) {
+    case 4: return "x86-64-v4 (AVX-512)";
+    case 3: return "x86-64-v3 (AVX2)";
+    default: return GPT_HAS_MULTIVERSION ? "x86-64 baseline" : "x86-64 baseline (built without runtime dispatch)";
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3 (AVX2 + FMA)";
-  return "x86-64 baseline";
 #elif defined(__aarch64__)
   return "AArch64 baseline (portable loops, vectorised for NEON by the compiler)";
 #else
@@ -53,6 +53,23 @@ std::string dispatch_level() {
 }
 
 }  // namespace
+
+// Versions chosen by the same rule as GPT_MULTIVERSION's clones (dispatch.h), so
+// what the loader picks for this function it picks for them. (External: clang
+// calls the versions of an internal one unused.)
+#if GPT_HAS_MULTIVERSION && defined(__clang__)
+__attribute__((target("default"))) int dispatch_probe() { return 0; }
+__attribute__((target("avx2"))) int dispatch_probe() { return 3; }
+__attribute__((target("avx512f"))) int dispatch_probe() { return 4; }
+#elif GPT_HAS_MULTIVERSION
+__attribute__((target("default"))) int dispatch_probe() { return 0; }
+__attribute__((target("arch=x86-64-v3"))) int dispatch_probe() { return 3; }
+__attribute__((target("arch=x86-64-v4"))) int dispatch_probe() { return 4; }
+#else
+int dispatch_probe() { return 0; }
+#endif
+
+int multiversion_level() { return dispatch_probe(); }
 
 const char* version_string() { return GPT_VERSION " (commit " GPT_GIT_COMMIT ")"; }
 

@@ -1,15 +1,26 @@
 // Runtime CPU dispatch for the hand-written loops: each function marked
-// GPT_MULTIVERSION is compiled three times (AVX-512, AVX2 + FMA, baseline
-// x86-64) and the dynamic loader picks the best the running CPU supports (GCC
-// function multiversioning). Matrix products dispatch inside oneDNN.
+// GPT_MULTIVERSION is compiled three times (AVX-512, AVX2, baseline x86-64) and
+// the dynamic loader picks the best the running CPU supports (function
+// multiversioning). Matrix products dispatch inside oneDNN.
+//
+// GCC clones whole micro-architecture levels, and the bodies it outlines for
+// OpenMP regions with them. clang resolves an "arch=" clone by the CPU's model
+// (never true for x86-64-v4), so it is given features; and it does not clone
+// the bodies of OpenMP regions, so under clang a GPT_MULTIVERSION function's own
+// code is dispatched but its parallel loops run baseline (docs/platforms.md).
 #pragma once
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GPT_NO_MULTIVERSION)
-#define GPT_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
+#if !defined(__x86_64__) || !defined(__GNUC__) || defined(GPT_NO_MULTIVERSION)
+#define GPT_HAS_MULTIVERSION 0
 #define GPT_MULTIVERSION
+#elif defined(__clang__)
+#define GPT_HAS_MULTIVERSION 1
+#define GPT_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GPT_HAS_MULTIVERSION 1
+#define GPT_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 
 // GCC 12 reports its own AVX-512 headers' deliberately undefined registers
@@ -27,6 +38,10 @@
 #endif
 
 namespace gpt {
+
+// The level the dynamic loader chose for GPT_MULTIVERSION functions in this
+// process: 4 (AVX-512), 3 (AVX2), 0 (baseline, or a build without them).
+int multiversion_level();
 
 // GPT_PORTABLE_KERNELS=1 makes the kernels that choose their instructions at run
 // time (quantized products, bf16 GEMM) take their portable path, as on a CPU

@@ -1,0 +1,32 @@
+// Runtime dispatch (kernels/dispatch.h): the dynamic loader chose, for the
+// hand-written loops, the best version this CPU runs. A build whose compiler the
+// GPT_MULTIVERSION macro does not cover would run baseline loops silently; here
+// it fails on any CPU with AVX2 or AVX-512.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "gpt/kernels/dispatch.h"
+
+namespace gpt {
+namespace {
+
+TEST(Dispatch, TheLoaderChoseTheBestLevelThisCpuRuns) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+#if defined(__clang__)
+  // clang's clones are by feature (dispatch.h).
+  const int expected = __builtin_cpu_supports("avx512f") ? 4 : __builtin_cpu_supports("avx2") ? 3 : 0;
+#else
+  const int expected = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
+#endif
+  std::printf("[ measured ] hand-written loops dispatched at level %d (this CPU's best: %d)\n", multiversion_level(),
+              expected);
+  EXPECT_EQ(multiversion_level(), expected) << "the hand-written loops are not dispatched by CPU in this build";
+#else
+  EXPECT_EQ(multiversion_level(), 0);  // no x86 versions on this architecture
+#endif
+}
+
+}  // namespace
+}  // namespace gpt
