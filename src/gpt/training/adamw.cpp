@@ -37,7 +37,26 @@ void AdamW::load(const float* full_m, const float* full_v, int64_t steps) {
   t_ = steps;
 }
 
-GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
+namespace {
+// The update of elements [lo, hi): one thread's share of a decay run. Cloned on
+// its own rather than as part of AdamW::step: clang clones neither member
+// functions across translation units nor the bodies of OpenMP regions.
+GPT_MULTIVERSION void adamw_update(float* params, const float* grads, float* m, float* v, int64_t lo, int64_t hi,
+                                   float keep, float b1, float b2, float step_size, float inv_bc2_sqrt, float eps) {
+#pragma omp simd
+  for (int64_t i = lo; i < hi; ++i) {
+    const float g = grads[i];
+    const float p = params[i] * keep;
+    const float mi = b1 * m[i] + (1.0f - b1) * g;
+    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p - step_size * mi / (std::sqrt(vi) * inv_bc2_sqrt + eps);
+  }
+}
+}  // namespace
+
+void AdamW::step(float* params, const float* grads, float lr) {
   ++t_;
   const float b1 = config_.beta1, b2 = config_.beta2, eps = config_.eps;
   const float bc1 = 1.0f - std::pow(b1, static_cast<float>(t_));
@@ -59,17 +78,7 @@ GPT_MULTIVERSION void AdamW::step(float* params, const float* grads, float lr) {
     for (const DecayRun& run : runs_) {
       const int64_t lo = std::max(i0, static_cast<int64_t>(run.begin));
       const int64_t hi = std::min(i1, static_cast<int64_t>(run.end));
-      const float keep = 1.0f - lr * run.decay;
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float g = grads[i];
-        const float p = params[i] * keep;
-        const float mi = b1 * m[i] + (1.0f - b1) * g;
-        const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        params[i] = p - step_size * mi / (std::sqrt(vi) * inv_bc2_sqrt + eps);
-      }
+      if (lo < hi) adamw_update(params, grads, m, v, lo, hi, 1.0f - lr * run.decay, b1, b2, step_size, inv_bc2_sqrt, eps);
     }
   }
 }
