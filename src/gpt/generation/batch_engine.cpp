@@ -360,23 +360,17 @@ std::vector<BatchedEngine::Event> BatchedEngine::step() {
 void BatchedEngine::attend(int64_t l, InferenceRows& rows) {
   const ModelConfig& c = w_.config;
   const int64_t C = c.n_embd, NH = c.n_head, hs = c.head_size(), P = pool_.page_size(), NKV = c.kv_heads(),
-                KV = c.kv_dim(), QKV = c.qkv_dim();
+                QKV = c.qkv_dim();
   const bool f16 = kv_type_ == KvCacheType::kF16;
   // Key/value head h of a row at (h, slot) of its sequence's page for its position.
   for (int64_t i = 0; i < rows.n; ++i) {
     const auto [s, pos] = row_of_[static_cast<size_t>(i)];
     const int32_t page = s->pages[static_cast<size_t>(pos / P)];
-    const int64_t slot = pos % P;
-    const float* row = rows.qkv + i * QKV;
-    for (int64_t h = 0; h < NKV; ++h) {
-      const int64_t at = (h * P + slot) * hs;
-      if (f16) {
-        floats_to_halves(row + C + h * hs, pool_.keys_f16(page, l) + at, hs);
-        floats_to_halves(row + C + KV + h * hs, pool_.values_f16(page, l) + at, hs);
-      } else {
-        std::memcpy(pool_.keys(page, l) + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-        std::memcpy(pool_.values(page, l) + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
-      }
+    const int64_t at = (pos % P) * hs;
+    if (f16) {
+      store_key_value(c, rows.qkv + i * QKV, pool_.keys_f16(page, l) + at, pool_.values_f16(page, l) + at, P * hs);
+    } else {
+      store_key_value(c, rows.qkv + i * QKV, pool_.keys(page, l) + at, pool_.values(page, l) + at, P * hs);
     }
   }
   PagedKv kv;

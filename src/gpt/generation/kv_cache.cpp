@@ -40,6 +40,22 @@ KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weig
   return compact && attention_f16_reads_in_place(c.n_embd / c.n_head) ? KvCacheType::kF16 : KvCacheType::kF32;
 }
 
+void store_key_value(const ModelConfig& c, const float* qkv_row, float* k, float* v, int64_t head_stride) {
+  const int64_t C = c.n_embd, KV = c.kv_dim(), hs = c.head_size();
+  for (int64_t h = 0; h < c.kv_heads(); ++h) {
+    std::memcpy(k + h * head_stride, qkv_row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
+    std::memcpy(v + h * head_stride, qkv_row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
+  }
+}
+
+void store_key_value(const ModelConfig& c, const float* qkv_row, uint16_t* k, uint16_t* v, int64_t head_stride) {
+  const int64_t C = c.n_embd, KV = c.kv_dim(), hs = c.head_size();
+  for (int64_t h = 0; h < c.kv_heads(); ++h) {
+    floats_to_halves(qkv_row + C + h * hs, k + h * head_stride, hs);
+    floats_to_halves(qkv_row + C + KV + h * hs, v + h * head_stride, hs);
+  }
+}
+
 InferenceSession::InferenceSession(const GPT& model, KvCacheType kv, ComputeOptions compute)
     : InferenceSession(InferenceWeights::view(model), kv, compute) {}
 
@@ -153,16 +169,11 @@ void InferenceSession::attend(int64_t l, InferenceRows& rows) {
   // Per key/value head, (T, hs) rows at positions p0 ...
   const int64_t layer = l * T * KV;
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = rows.qkv + i * QKV;
-    for (int64_t h = 0; h < NKV; ++h) {
-      const int64_t at = layer + (h * T + p0 + i) * hs;
-      if (kv_type_ == KvCacheType::kF16) {
-        floats_to_halves(row + C + h * hs, k_half_.data() + at, hs);
-        floats_to_halves(row + C + KV + h * hs, v_half_.data() + at, hs);
-      } else {
-        std::memcpy(k_cache_.data() + at, row + C + h * hs, sizeof(float) * static_cast<size_t>(hs));
-        std::memcpy(v_cache_.data() + at, row + C + KV + h * hs, sizeof(float) * static_cast<size_t>(hs));
-      }
+    const int64_t at = layer + (p0 + i) * hs;
+    if (kv_type_ == KvCacheType::kF16) {
+      store_key_value(c, rows.qkv + i * QKV, k_half_.data() + at, v_half_.data() + at, T * hs);
+    } else {
+      store_key_value(c, rows.qkv + i * QKV, k_cache_.data() + at, v_cache_.data() + at, T * hs);
     }
   }
   if (kv_type_ == KvCacheType::kF16) {

@@ -38,6 +38,12 @@ const char* kv_cache_type_name(KvCacheType type);
 // a float16 cache in place (AVX-512), else fp32.
 KvCacheType resolve_kv_cache_type(KvCacheType type, const InferenceWeights& weights);
 
+// Copies the key and value heads of one q|k|v row (after its C query floats)
+// into a cache whose head h starts at k + h * head_stride (v likewise): the
+// session's contiguous cache and the engine's pages alike, fp32 or float16.
+void store_key_value(const ModelConfig& c, const float* qkv_row, float* k, float* v, int64_t head_stride);
+void store_key_value(const ModelConfig& c, const float* qkv_row, uint16_t* k, uint16_t* v, int64_t head_stride);
+
 // The blocks are the architecture's (model/arch/); this session is their cache.
 class InferenceSession final : private InferenceCache {
  public:
