@@ -533,6 +533,9 @@ TEST_F(GgufModelTest, RopeScaledModelsRoundTripInLlamaCppsKeys) {
   EXPECT_NE(error_with({type("yarn"), factor(2.0f), {"llama.rope.scaling.yarn_beta_fast", GgufValue::f32(0.5f)}})
                 .find("yarn needs beta_fast > beta_slow > 0"),
             std::string::npos);
+  EXPECT_NE(error_with({type("linear"), factor(2.0f), {"llama.rope.scaling.attn_factor", GgufValue::f32(1.5f)}})
+                .find("attn_factor with linear scaling is not supported"),
+            std::string::npos);
   EXPECT_EQ(error_with({type("none")}), "(loaded)");
 }
 
