@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-cmake -S . -B build-sanitize -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DGPT_FUZZ=ON -DGPT_MAN=OFF -DGPT_WITH_MPI=OFF -DGPT_BUILD_TESTS=ON \
+cmake -S . -B build-sanitize -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DGPT_FUZZ=ON -DGPT_WERROR=ON -DGPT_MAN=OFF -DGPT_WITH_MPI=OFF -DGPT_BUILD_TESTS=ON \
   -DGPT_BUILD_PORTABLE_TESTS=OFF -DGPT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-sanitize -j"$(nproc)" >/dev/null
 echo "unit tests under ASan + UBSan"

@@ -310,7 +310,7 @@ TEST(KQuants, ProductsMatchTheDecodedWeights) {
 }
 
 TEST(KQuants, KernelsAgreeWithThePortableLoops) {
-  if (quant_kernels() == QuantKernels::kPortable) GTEST_SKIP() << "this CPU runs the portable loops only";
+  if (quant_kernels() != QuantKernels::kVnni) GTEST_SKIP() << "the K-quant kernels are AVX-512 VNNI's; this CPU runs the portable loops";
   for (GgmlType t : kExtraTypes) {
     const int64_t rows = 37, cols = ggml_block_size(t) == 256 ? 1024 : 160;
     const std::vector<float> w = weights(rows * cols, 21);
@@ -328,7 +328,7 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
 // Blocks of random bytes (every bit pattern a file may hold, scales of either sign),
 // not only what our quantizer writes: the AVX-512 kernels against the portable loops.
 TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
-  if (quant_kernels() == QuantKernels::kPortable) GTEST_SKIP() << "this CPU runs the portable loops only";
+  if (quant_kernels() != QuantKernels::kVnni) GTEST_SKIP() << "the K-quant kernels are AVX-512 VNNI's; this CPU runs the portable loops";
   std::mt19937 rng(31);
   std::uniform_int_distribution<int> byte(0, 255);
   for (GgmlType t : kExtraTypes) {

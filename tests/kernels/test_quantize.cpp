@@ -201,13 +201,7 @@ TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
 // quantized_linear against float arithmetic on the dequantized weights. For block
 // types the input is quantized too (per 32 values, to amax / 127 steps), so the
 // bound is sum_i |w_i| * (half a step of x's block).
-const char* kernels_name(QuantKernels k) {
-  switch (k) {
-    case QuantKernels::kPortable: return "portable";
-    case QuantKernels::kVnni: return "vnni";
-  }
-  return "?";
-}
+const char* kernels_name(QuantKernels k) { return quant_kernels_name(k); }
 
 // Restores the best kernels on scope exit, so a failed ASSERT (which returns
 // early) does not leave later tests on a capped level.
@@ -221,7 +215,7 @@ struct KernelCapGuard {
 // Every kernel level this CPU can run, portable first.
 std::vector<QuantKernels> available_kernels() {
   std::vector<QuantKernels> levels;
-  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kVnni}) {
+  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kNeon, QuantKernels::kNeonDot, QuantKernels::kVnni}) {
     cap_quant_kernels(k);
     if (quant_kernels() == k) levels.push_back(k);
   }
@@ -252,8 +246,10 @@ void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKer
   }
 
   // From kQuantPanelMinRows rows on, W is widened to float and the input is used as
-  // it is, except Q8_0 / Q4_0 with VNNI: int8 blocks for any number of rows.
-  const bool blocks = ggml_block_size(type) > 1 && (N < kQuantPanelMinRows || kernels == QuantKernels::kVnni);
+  // it is, except Q8_0 / Q4_0 with VNNI or NEON: int8 blocks for any number of rows.
+  const bool int8_prompts = kernels != QuantKernels::kPortable &&
+                            (kernels == QuantKernels::kVnni || type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0);
+  const bool blocks = ggml_block_size(type) > 1 && (N < kQuantPanelMinRows || int8_prompts);
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t r = 0; r < rows; ++r) {
       double ref = residual[static_cast<size_t>(n * rows + r)] + bias[static_cast<size_t>(r)], bound = 1e-5;
@@ -294,7 +290,7 @@ TEST(QuantizedLinear, AllTypesOddSizesEveryKernel) {
 
 TEST(QuantizedLinear, FastKernelsAgreeWithPortable) {
   const std::vector<QuantKernels> levels = available_kernels();
-  if (levels.size() == 1) GTEST_SKIP() << "no AVX-512 VNNI here: only the portable kernel runs";
+  if (levels.size() == 1) GTEST_SKIP() << "no AVX-512 VNNI or NEON here: only the portable kernel runs";
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16}) {
     // 37 rows: two interleaved groups, then 5 rows in llama.cpp's layout; 9, 11,
     // 12, 15 and 24 blocks per row.
@@ -337,7 +333,7 @@ TEST(QuantizedLinear, EachRowIsItsSumAloneBitForBit) {
   // group kernels take it with three others (group_vnni_rows) or by itself, on
   // any thread count.
   const std::vector<QuantKernels> levels = available_kernels();
-  if (levels.back() != QuantKernels::kVnni) GTEST_SKIP() << "no AVX-512 VNNI here: many rows widen panels";
+  if (levels.back() == QuantKernels::kPortable) GTEST_SKIP() << "portable kernels only here: many rows widen panels";
   const testing::ThreadCountGuard guard;
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
     const int64_t rows = 53, cols = 384;  // three interleaved groups and 5 rows in llama.cpp's layout

@@ -18,6 +18,7 @@
 #include "gpt/kernels/avx512.h"
 #include "gpt/kernels/float16.h"
 #include "gpt/kernels/matmul.h"
+#include "gpt/kernels/thread_share.h"
 
 namespace gpt {
 namespace {
@@ -563,10 +564,54 @@ int64_t attention_cached_scratch_floats(int64_t capacity, int64_t hs, bool float
 
 bool attention_f16_reads_in_place(int64_t hs) { return attend_kernel<uint16_t>(hs) != nullptr; }
 
-GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache,
-                                               const float* v_cache, int64_t capacity, int64_t p0, int64_t n,
-                                               int64_t C, int64_t NH, float* scratch, int scratch_threads,
-                                               int64_t NKV) {
+namespace {
+
+// Queries k0 .. k1 - 1 of the NH x n (head, query) pairs; row is this thread's scratch.
+GPT_MULTIVERSION void attend_cached_share(float* out, const float* q, int64_t q_stride, const float* k_cache,
+                                          const float* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
+                                          int64_t hs, int64_t group, float scale, AttendInPlace<float> fast, float* row,
+                                          int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t h = k / n, i = k % n;
+    // causal: the query at position p0 + i sees positions 0 .. p0 + i
+    const float* K = k_cache + h / group * capacity * hs;
+    const float* V = v_cache + h / group * capacity * hs;
+    if (fast != nullptr) {
+      fast(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
+      continue;
+    }
+    attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, K, V, hs, p0 + i + 1, hs, scale);
+  }
+}
+
+// Without the AVX-512 kernel each query widens the keys and values it sees into
+// scratch first (only a few queries come here: see use_blocked).
+GPT_MULTIVERSION void attend_cached_f16_share(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
+                                              const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n,
+                                              int64_t C, int64_t hs, int64_t group, float scale,
+                                              AttendInPlace<uint16_t> in_place, float* row, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t h = k / n, i = k % n;
+    const uint16_t* K = k_cache + h / group * capacity * hs;
+    const uint16_t* V = v_cache + h / group * capacity * hs;
+    if (in_place != nullptr) {
+      in_place(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
+      continue;
+    }
+    float* keys = row + scores_floats(capacity);
+    float* values = keys + capacity * hs;
+    const int64_t seen = p0 + i + 1;
+    halves_to_floats(K, keys, seen * hs);
+    halves_to_floats(V, values, seen * hs);
+    attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, keys, values, hs, seen, hs, scale);
+  }
+}
+
+}  // namespace
+
+void attention_forward_cached(float* out, const float* q, int64_t q_stride, const float* k_cache, const float* v_cache,
+                              int64_t capacity, int64_t p0, int64_t n, int64_t C, int64_t NH, float* scratch,
+                              int scratch_threads, int64_t NKV) {
   if (NKV <= 0) NKV = NH;
   const int64_t hs = C / NH, per_thread = attention_cached_scratch_floats(capacity, hs, false), group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -576,23 +621,16 @@ GPT_MULTIVERSION void attention_forward_cached(float* out, const float* q, int64
                                     per_thread, threads);
   }
   const AttendInPlace<float> fast = attend_kernel<float>(hs);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t h = 0; h < NH; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      // causal: the query at position p0 + i sees positions 0 .. p0 + i
-      const float* K = k_cache + h / group * capacity * hs;
-      const float* V = v_cache + h / group * capacity * hs;
-      if (fast != nullptr) {
-        fast(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
-        continue;
-      }
-      attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, K, V, hs, p0 + i + 1, hs, scale);
-    }
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t k0, k1;
+    this_thread_share(NH * n, k0, k1);
+    float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
+    attend_cached_share(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, hs, group, scale, fast, row, k0, k1);
   }
 }
 
-GPT_MULTIVERSION void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
+void attention_forward_cached_f16(float* out, const float* q, int64_t q_stride, const uint16_t* k_cache,
                                   const uint16_t* v_cache, int64_t capacity, int64_t p0, int64_t n, int64_t C,
                                   int64_t NH, float* scratch, int scratch_threads, int64_t NKV) {
   if (NKV <= 0) NKV = NH;
@@ -604,25 +642,13 @@ GPT_MULTIVERSION void attention_forward_cached_f16(float* out, const float* q, i
                                     per_thread, threads);
   }
   const AttendInPlace<uint16_t> in_place = attend_kernel<uint16_t>(hs);
-  // Without the AVX-512 kernel each query widens the keys and values it sees
-  // into scratch first (only a few queries come here: see use_blocked).
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t h = 0; h < NH; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
-      const uint16_t* K = k_cache + h / group * capacity * hs;
-      const uint16_t* V = v_cache + h / group * capacity * hs;
-      if (in_place != nullptr) {
-        in_place(out + i * C + h * hs, q + i * q_stride + h * hs, K, V, p0 + i + 1, scale);
-        continue;
-      }
-      float* keys = row + scores_floats(capacity);
-      float* values = keys + capacity * hs;
-      const int64_t seen = p0 + i + 1;
-      halves_to_floats(K, keys, seen * hs);
-      halves_to_floats(V, values, seen * hs);
-      attend_one_query(out + i * C + h * hs, row, q + i * q_stride + h * hs, keys, values, hs, seen, hs, scale);
-    }
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t k0, k1;
+    this_thread_share(NH * n, k0, k1);
+    float* row = scratch + static_cast<int64_t>(omp_get_thread_num()) * per_thread;
+    attend_cached_f16_share(out, q, q_stride, k_cache, v_cache, capacity, p0, n, C, hs, group, scale, in_place, row,
+                            k0, k1);
   }
 }
 

@@ -41,8 +41,13 @@ std::string cpu_model() {
 std::string dispatch_level() {
 #if defined(__x86_64__)
   switch (multiversion_level()) {
+#if defined(__clang__)
+    case 4: return "AVX-512F clones (clang)";
+    case 3: return "AVX2 clones (clang)";
+#else
     case 4: return "x86-64-v4 (AVX-512)";
     case 3: return "x86-64-v3 (AVX2)";
+#endif
     default: return GPT_HAS_MULTIVERSION ? "x86-64 baseline" : "x86-64 baseline (built without runtime dispatch)";
   }
 #elif defined(__aarch64__)
@@ -56,7 +61,11 @@ std::string dispatch_level() {
 
 // Versions chosen by the same rule as GPT_MULTIVERSION's clones (dispatch.h), so
 // what the loader picks for this function it picks for them.
-#if GPT_HAS_MULTIVERSION
+#if GPT_HAS_MULTIVERSION && defined(__clang__)
+__attribute__((target("default"))) int dispatch_probe() { return 0; }
+__attribute__((target("avx2"))) int dispatch_probe() { return 3; }
+__attribute__((target("avx512f"))) int dispatch_probe() { return 4; }
+#elif GPT_HAS_MULTIVERSION
 __attribute__((target("default"))) int dispatch_probe() { return 0; }
 __attribute__((target("arch=x86-64-v3"))) int dispatch_probe() { return 3; }
 __attribute__((target("arch=x86-64-v4"))) int dispatch_probe() { return 4; }
@@ -79,7 +88,7 @@ std::string build_info() {
   s += "CPU: " + cpu_model() + "\n";
   s += "hand-written loops: " + dispatch_level() + "\n";
   s += std::string("few-rows fp32 products in panels: ") + (few_rows_kernels() ? "yes (AVX-512)" : "no (oneDNN)") + "\n";
-  s += std::string("Q8_0/Q4_0 products: ") + (quant_kernels() == QuantKernels::kVnni ? "AVX-512 VNNI" : "portable") + "\n";
+  s += std::string("Q8_0/Q4_0 products: ") + quant_kernels_name(quant_kernels()) + "\n";
   s += std::string("bf16 matrix products: ") +
        (bf16_gemm_native_available() ? "oneDNN bf16 kernels available" : "emulated (fp32 GEMM on bf16-rounded inputs)") + "\n";
   s += std::string("float16 conversion: ") + (float16_uses_f16c() ? "F16C" : "portable") + "\n";

@@ -1,6 +1,7 @@
 #include "gpt/kernels/cross_entropy.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
+#include "gpt/kernels/thread_share.h"
 
 #include <algorithm>
 #include <cmath>
@@ -62,10 +63,10 @@ float cross_entropy_forward(float* losses, float* lse, const float* logits,
   return mean_of(losses, N);
 }
 
-GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets,
-                                    int64_t N, int64_t V, float dloss_all, const float* row_dloss) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
+namespace {
+GPT_MULTIVERSION void cross_entropy_backward_rows(float* logits, const float* lse, const int32_t* targets, int64_t r0,
+                                                  int64_t r1, int64_t V, float dloss_all, const float* row_dloss) {
+  for (int64_t r = r0; r < r1; ++r) {
     float* row = logits + r * V;
     const float l = lse[r];
     const float dloss = row_dloss != nullptr ? row_dloss[r] : dloss_all;
@@ -76,6 +77,14 @@ GPT_MULTIVERSION void cross_entropy_backward_inplace(float* logits, const float*
     }
     row[targets[r]] -= dloss;
   }
+}
+}  // namespace
+
+void cross_entropy_backward_inplace(float* logits, const float* lse, const int32_t* targets, int64_t N, int64_t V,
+                                    float dloss_all, const float* row_dloss) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) {
+    cross_entropy_backward_rows(logits, lse, targets, r0, r1, V, dloss_all, row_dloss);
+  });
 }
 
 int64_t lm_head_chunk_rows(int64_t N, int64_t V) {

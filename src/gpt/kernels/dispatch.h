@@ -3,19 +3,24 @@
 // the dynamic loader picks the best the running CPU supports (function
 // multiversioning). Matrix products dispatch inside oneDNN.
 //
-// GCC clones whole micro-architecture levels, and the bodies it outlines for
-// OpenMP regions with them. clang does not yet: it resolves an "arch=" clone by
-// the CPU's model, does not clone the bodies of OpenMP regions, and with clones
-// by feature batched decoding's rows stopped matching bit for bit between batch
-// compositions; so under clang the loops run baseline x86-64 for now
-// (docs/platforms.md).
+// GCC clones whole micro-architecture levels (x86-64-v4, -v3). clang resolves
+// an "arch=" clone by the CPU's model rather than its features, so its clones
+// name features: avx512f (which brings AVX2, FMA and F16C with it), avx2.
+// clang does not clone the bodies it outlines for OpenMP regions, so a parallel
+// loop is a region calling a GPT_MULTIVERSION function once per thread's share
+// (for_each_thread_share, kernels/thread_share.h), never a loop written inside
+// the region; and a cloned function is a free function (clang 14 does not
+// export a cloned member function to other translation units).
 #pragma once
 #include <cstdlib>
 #include <cstring>
 
-#if !defined(__x86_64__) || !defined(__GNUC__) || defined(__clang__) || defined(GPT_NO_MULTIVERSION)
+#if !defined(__x86_64__) || !defined(__GNUC__) || defined(GPT_NO_MULTIVERSION)
 #define GPT_HAS_MULTIVERSION 0
 #define GPT_MULTIVERSION
+#elif defined(__clang__)
+#define GPT_HAS_MULTIVERSION 1
+#define GPT_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define GPT_HAS_MULTIVERSION 1
 #define GPT_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))

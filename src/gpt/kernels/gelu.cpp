@@ -21,33 +21,22 @@ inline float gelu_derivative(float x) { return gelu_derivative_from_tanh(x, gelu
 
 float gelu_tanh_approx_for_test(float u) { return fast_tanh(u); }
 
-GPT_MULTIVERSION void gelu_forward(float* out, const float* inp, int64_t n) {
-  // A decoding step's 4C values run on the calling thread: starting a thread team
-  // would cost more. (Not `parallel for simd if (...)`: GCC 12 runs that loop's
-  // team of one through its scalar remainder, 16 us for GPT-2's 3072 values.)
-  if (n < 16384) {
+namespace {
+
+// The loops over elements or rows [lo, hi) of each pass; the passes below split them among threads.
+GPT_MULTIVERSION void gelu_forward_range(float* out, const float* inp, int64_t lo, int64_t hi) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = gelu(inp[i]);
-    return;
-  }
-#pragma omp parallel
-  {
-    int64_t i0, i1;
-    this_thread_share(n, i0, i1);
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) out[i] = gelu(inp[i]);
-  }
+  for (int64_t i = lo; i < hi; ++i) out[i] = gelu(inp[i]);
 }
 
-GPT_MULTIVERSION void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) dinp[i] = gelu_derivative(inp[i]) * dout[i];
+GPT_MULTIVERSION void gelu_backward_range(float* dinp, const float* inp, const float* dout, int64_t lo, int64_t hi) {
+#pragma omp simd
+  for (int64_t i = lo; i < hi; ++i) dinp[i] = gelu_derivative(inp[i]) * dout[i];
 }
 
-GPT_MULTIVERSION void bias_gelu_forward(float* derivative, float* out, const float* pre, const float* bias, int64_t N,
-                                        int64_t OC) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
+GPT_MULTIVERSION void bias_gelu_forward_rows(float* derivative, float* out, const float* pre, const float* bias,
+                                             int64_t r0, int64_t r1, int64_t OC) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* p = pre + r * OC;
     float* d = derivative + r * OC;
     float* o = out + r * OC;
@@ -61,8 +50,38 @@ GPT_MULTIVERSION void bias_gelu_forward(float* derivative, float* out, const flo
   }
 }
 
-GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float* derivative, const float* dout,
-                                         int64_t N, int64_t OC) {
+GPT_MULTIVERSION void bias_gelu_backward_rows(float* dpre, float* db, const float* derivative, const float* dout,
+                                              int64_t r0, int64_t r1, int64_t OC) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* g = derivative + r * OC;
+    const float* d = dout + r * OC;
+    float* dp = dpre + r * OC;
+#pragma omp simd
+    for (int64_t j = 0; j < OC; ++j) {
+      const float v = g[j] * d[j];
+      dp[j] = v;
+      db[j] += v;
+    }
+  }
+}
+
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, int64_t n) {
+  // A decoding step's 4C values run on the calling thread: starting a thread team
+  // would cost more.
+  for_each_thread_share(n, [&](int64_t lo, int64_t hi) { gelu_forward_range(out, inp, lo, hi); }, n >= 16384);
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  for_each_thread_share(n, [&](int64_t lo, int64_t hi) { gelu_backward_range(dinp, inp, dout, lo, hi); });
+}
+
+void bias_gelu_forward(float* derivative, float* out, const float* pre, const float* bias, int64_t N, int64_t OC) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) { bias_gelu_forward_rows(derivative, out, pre, bias, r0, r1, OC); });
+}
+
+void bias_gelu_backward(float* dpre, float* dbias, const float* derivative, const float* dout, int64_t N, int64_t OC) {
   // Rows split among threads (as the product before wrote them), bias sums through
   // per-thread partials: see thread_partials.
   float* partials = thread_partials(OC);
@@ -71,17 +90,7 @@ GPT_MULTIVERSION void bias_gelu_backward(float* dpre, float* dbias, const float*
     float* db = this_thread_partial(partials, OC);
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* g = derivative + r * OC;
-      const float* d = dout + r * OC;
-      float* dp = dpre + r * OC;
-#pragma omp simd
-      for (int64_t j = 0; j < OC; ++j) {
-        const float v = g[j] * d[j];
-        dp[j] = v;
-        db[j] += v;
-      }
-    }
+    bias_gelu_backward_rows(dpre, db, derivative, dout, r0, r1, OC);
 #pragma omp barrier
     if (dbias != nullptr) add_partials_in_thread_order(dbias, partials, OC, 0, OC);
   }

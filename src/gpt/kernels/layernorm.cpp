@@ -30,21 +30,18 @@ inline void normalise_row(float* y, float* mean, float* rstd, const float* x, co
   *rstd = s;
 }
 
-}  // namespace
-
-GPT_MULTIVERSION void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
-  // A decoding step normalises one row: starting a thread team would cost more.
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)
-  for (int64_t r = 0; r < N; ++r) normalise_row(out + r * C, mean + r, rstd + r, inp + r * C, weight, bias, C, eps);
+// The loops over rows [r0, r1) of each pass; the passes below split rows among threads.
+GPT_MULTIVERSION void layernorm_forward_rows(float* out, float* mean, float* rstd, const float* inp,
+                                             const float* weight, const float* bias, int64_t r0, int64_t r1, int64_t C,
+                                             float eps) {
+  for (int64_t r = r0; r < r1; ++r) normalise_row(out + r * C, mean + r, rstd + r, inp + r * C, weight, bias, C, eps);
 }
 
-GPT_MULTIVERSION void residual_layernorm_forward(float* residual_out, float* out, float* mean, float* rstd,
-                                                 const float* residual_in, const float* delta,
-                                                 const float* delta_bias, const float* weight, const float* bias,
-                                                 int64_t N, int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
+GPT_MULTIVERSION void residual_layernorm_forward_rows(float* residual_out, float* out, float* mean, float* rstd,
+                                                      const float* residual_in, const float* delta,
+                                                      const float* delta_bias, const float* weight, const float* bias,
+                                                      int64_t r0, int64_t r1, int64_t C, float eps) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* a = residual_in + r * C;
     const float* d = delta + r * C;
     float* x = residual_out + r * C;
@@ -59,10 +56,9 @@ GPT_MULTIVERSION void residual_layernorm_forward(float* residual_out, float* out
   }
 }
 
-GPT_MULTIVERSION void layernorm_apply(float* out, const float* inp, const float* mean, const float* rstd,
-                                      const float* weight, const float* bias, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
+GPT_MULTIVERSION void layernorm_apply_rows(float* out, const float* inp, const float* mean, const float* rstd,
+                                           const float* weight, const float* bias, int64_t r0, int64_t r1, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* x = inp + r * C;
     float* y = out + r * C;
     const float m = mean[r], s = rstd[r];
@@ -71,9 +67,62 @@ GPT_MULTIVERSION void layernorm_apply(float* out, const float* inp, const float*
   }
 }
 
-GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t N, int64_t C) {
+GPT_MULTIVERSION void layernorm_backward_rows(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                              const float* weight, const float* mean, const float* rstd, int64_t r0,
+                                              int64_t r1, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    const float* dy = dout + r * C;
+    const float m = mean[r], s = rstd[r];
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+    for (int64_t i = 0; i < C; ++i) {
+      const float norm = (x[i] - m) * s;
+      const float dnorm = weight[i] * dy[i];
+      dnorm_mean += dnorm;
+      dnorm_norm_mean += dnorm * norm;
+      dw[i] += norm * dy[i];
+      db[i] += dy[i];
+    }
+    dnorm_mean /= static_cast<float>(C);
+    dnorm_norm_mean /= static_cast<float>(C);
+    float* dx = dinp + r * C;
+#pragma omp simd
+    for (int64_t i = 0; i < C; ++i) {
+      const float norm = (x[i] - m) * s;
+      dx[i] += (weight[i] * dy[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+    }
+  }
+}
+
+}  // namespace
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
+                       int64_t N, int64_t C, float eps) {
+  // A decoding step normalises one row: starting a thread team would cost more.
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) {
+    layernorm_forward_rows(out, mean, rstd, inp, weight, bias, r0, r1, C, eps);
+  }, N * C >= kParallelMinElements);
+}
+
+void residual_layernorm_forward(float* residual_out, float* out, float* mean, float* rstd, const float* residual_in,
+                                const float* delta, const float* delta_bias, const float* weight, const float* bias,
+                                int64_t N, int64_t C, float eps) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) {
+    residual_layernorm_forward_rows(residual_out, out, mean, rstd, residual_in, delta, delta_bias, weight, bias, r0, r1,
+                                    C, eps);
+  });
+}
+
+void layernorm_apply(float* out, const float* inp, const float* mean, const float* rstd, const float* weight,
+                     const float* bias, int64_t N, int64_t C) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) {
+    layernorm_apply_rows(out, inp, mean, rstd, weight, bias, r0, r1, C);
+  });
+}
+
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C) {
   // One pass over rows split among threads: the input gradient, and the weight and
   // bias gradients as per-thread partial sums added up at the end. (Splitting the
   // channels instead needed a second pass over x and dy, each thread reading parts
@@ -82,32 +131,9 @@ GPT_MULTIVERSION void layernorm_backward(float* dinp, float* dweight, float* dbi
 #pragma omp parallel
   {
     float* dw = this_thread_partial(partials, 2 * C);
-    float* db = dw + C;
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* x = inp + r * C;
-      const float* dy = dout + r * C;
-      const float m = mean[r], s = rstd[r];
-      float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
-      for (int64_t i = 0; i < C; ++i) {
-        const float norm = (x[i] - m) * s;
-        const float dnorm = weight[i] * dy[i];
-        dnorm_mean += dnorm;
-        dnorm_norm_mean += dnorm * norm;
-        dw[i] += norm * dy[i];
-        db[i] += dy[i];
-      }
-      dnorm_mean /= static_cast<float>(C);
-      dnorm_norm_mean /= static_cast<float>(C);
-      float* dx = dinp + r * C;
-#pragma omp simd
-      for (int64_t i = 0; i < C; ++i) {
-        const float norm = (x[i] - m) * s;
-        dx[i] += (weight[i] * dy[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
-      }
-    }
+    layernorm_backward_rows(dinp, dw, dw + C, dout, inp, weight, mean, rstd, r0, r1, C);
 #pragma omp barrier
     if (dweight != nullptr) add_partials_in_thread_order(dweight, partials, 2 * C, 0, C);
     if (dbias != nullptr) add_partials_in_thread_order(dbias, partials, 2 * C, C, C);

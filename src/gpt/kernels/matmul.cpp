@@ -77,7 +77,17 @@ void linear_backward_out_in(float* dinp, float* dweight, float* dbias, const flo
   if (dbias != nullptr) add_column_sums(dbias, dout, N, OC);
 }
 
-GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {
+namespace {
+GPT_MULTIVERSION void add_rows(float* part, const float* x, int64_t r0, int64_t r1, int64_t OC) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* row = x + r * OC;
+#pragma omp simd
+    for (int64_t j = 0; j < OC; ++j) part[j] += row[j];
+  }
+}
+}  // namespace
+
+void add_column_sums(float* sums, const float* x, int64_t N, int64_t OC) {
   // Rows split among threads, sums through per-thread partials: see thread_partials.
   float* partials = thread_partials(OC);
 #pragma omp parallel
@@ -85,11 +95,7 @@ GPT_MULTIVERSION void add_column_sums(float* sums, const float* x, int64_t N, in
     float* part = this_thread_partial(partials, OC);
     int64_t r0, r1;
     this_thread_share(N, r0, r1);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = x + r * OC;
-#pragma omp simd
-      for (int64_t j = 0; j < OC; ++j) part[j] += row[j];
-    }
+    add_rows(part, x, r0, r1, OC);
 #pragma omp barrier
     add_partials_in_thread_order(sums, partials, OC, 0, OC);
   }
@@ -107,53 +113,33 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dbias != nullptr) add_column_sums(dbias, dout, N, OC);
 }
 
-// Each thread reads a contiguous share of W's rows (one stream through memory),
-// eight rows per pass over its partial sums, then the partials are added up by
-// columns. oneDNN's GEMM with M = 1 splits by columns instead; on GPT-2's layer
-// matrices, 2 threads, this reads 45-48 GB/s where oneDNN reads 34-38.
-GPT_MULTIVERSION void gemv_in_out(float* y, const float* x, const float* W, const float* bias, int64_t in,
-                                  int64_t out, const float* residual) {
-  float* all = thread_partials(out);
-  const int64_t stride = partials_stride(out);
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads();
-    float* acc = this_thread_partial(all, out);
-    int64_t i0 = 0, i1 = 0;
-    this_thread_share(in, i0, i1);
-    int64_t i = i0;
-    for (; i + 8 <= i1; i += 8) {
-      const float* w = W + i * out;
-      const float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3], x4 = x[i + 4], x5 = x[i + 5],
-                  x6 = x[i + 6], x7 = x[i + 7];
+namespace {
+
+// acc += x[i0, i1) @ W's rows [i0, i1).
+GPT_MULTIVERSION void gemv_in_out_share(float* acc, const float* x, const float* W, int64_t i0, int64_t i1,
+                                        int64_t out) {
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const float* w = W + i * out;
+    const float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3], x4 = x[i + 4], x5 = x[i + 5], x6 = x[i + 6],
+                x7 = x[i + 7];
 #pragma omp simd
-      for (int64_t j = 0; j < out; ++j) {
-        acc[j] += (x0 * w[j] + x1 * w[out + j] + x2 * w[2 * out + j] + x3 * w[3 * out + j]) +
-                  (x4 * w[4 * out + j] + x5 * w[5 * out + j] + x6 * w[6 * out + j] + x7 * w[7 * out + j]);
-      }
+    for (int64_t j = 0; j < out; ++j) {
+      acc[j] += (x0 * w[j] + x1 * w[out + j] + x2 * w[2 * out + j] + x3 * w[3 * out + j]) +
+                (x4 * w[4 * out + j] + x5 * w[5 * out + j] + x6 * w[6 * out + j] + x7 * w[7 * out + j]);
     }
-    for (; i < i1; ++i) {
-      const float xi = x[i];
-      const float* w = W + i * out;
+  }
+  for (; i < i1; ++i) {
+    const float xi = x[i];
+    const float* w = W + i * out;
 #pragma omp simd
-      for (int64_t j = 0; j < out; ++j) acc[j] += xi * w[j];
-    }
-#pragma omp barrier
-    int64_t j0 = 0, j1 = 0;
-    this_thread_share(out, j0, j1);
-    for (int64_t j = j0; j < j1; ++j) {
-      float s = bias != nullptr ? bias[j] : 0.0f;
-      for (int t = 0; t < nt; ++t) s += all[t * stride + j];
-      y[j] = residual != nullptr ? residual[j] + s : s;
-    }
+    for (int64_t j = 0; j < out; ++j) acc[j] += xi * w[j];
   }
 }
 
-// Rows split across threads, one dot product each (the LM head: 48-52 GB/s where
-// oneDNN reads 40-41, on a machine whose L3 held it).
-GPT_MULTIVERSION void gemv_out_in(float* y, const float* x, const float* W, int64_t in, int64_t out) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < out; ++r) {
+// y[r0, r1) = W's rows [r0, r1) . x, one dot product each.
+GPT_MULTIVERSION void gemv_out_in_share(float* y, const float* x, const float* W, int64_t in, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* w = W + r * in;
     // The whole row two rows ahead into L1 (per line into L2, as the F16/BF16 decode
     // kernels do, measured 8% slower here: fp32 lines are consumed twice as fast);
@@ -167,6 +153,40 @@ GPT_MULTIVERSION void gemv_out_in(float* y, const float* x, const float* W, int6
     for (int64_t i = 0; i < in; ++i) s += w[i] * x[i];
     y[r] = s;
   }
+}
+
+}  // namespace
+
+// Each thread reads a contiguous share of W's rows (one stream through memory),
+// eight rows per pass over its partial sums, then the partials are added up by
+// columns. oneDNN's GEMM with M = 1 splits by columns instead; on GPT-2's layer
+// matrices, 2 threads, this reads 45-48 GB/s where oneDNN reads 34-38.
+void gemv_in_out(float* y, const float* x, const float* W, const float* bias, int64_t in, int64_t out,
+                 const float* residual) {
+  float* all = thread_partials(out);
+  const int64_t stride = partials_stride(out);
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads();
+    float* acc = this_thread_partial(all, out);
+    int64_t i0 = 0, i1 = 0;
+    this_thread_share(in, i0, i1);
+    gemv_in_out_share(acc, x, W, i0, i1, out);
+#pragma omp barrier
+    int64_t j0 = 0, j1 = 0;
+    this_thread_share(out, j0, j1);
+    for (int64_t j = j0; j < j1; ++j) {
+      float s = bias != nullptr ? bias[j] : 0.0f;
+      for (int t = 0; t < nt; ++t) s += all[t * stride + j];
+      y[j] = residual != nullptr ? residual[j] + s : s;
+    }
+  }
+}
+
+// Rows split across threads, one dot product each (the LM head: 48-52 GB/s where
+// oneDNN reads 40-41, on a machine whose L3 held it).
+void gemv_out_in(float* y, const float* x, const float* W, int64_t in, int64_t out) {
+  for_each_thread_share(out, [&](int64_t r0, int64_t r1) { gemv_out_in_share(y, x, W, in, r0, r1); });
 }
 
 }  // namespace gpt

@@ -18,6 +18,7 @@
 #include "gpt/kernels/compute_context.h"
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/matmul.h"
+#include "gpt/kernels/thread_share.h"
 #include "gpt/util/error.h"
 
 namespace gpt {
@@ -36,23 +37,31 @@ inline uint32_t round_to_bf16_bits(float x) {
   return bits + 0x7FFFu + ((bits >> 16) & 1u);
 }
 
-// rows x cols floats (leading dimension ld) -> contiguous bf16.
-GPT_MULTIVERSION void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out) {
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
+// Rows [r0, r1) of rows x cols floats (leading dimension ld) -> contiguous bf16.
+GPT_MULTIVERSION void to_bf16_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, int64_t ld, uint16_t* out) {
+  for (int64_t r = r0; r < r1; ++r) {
     for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = static_cast<uint16_t>(round_to_bf16_bits(x[r * ld + c]) >> 16);
   }
 }
 
+void to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* out) {
+  for_each_thread_share(rows, [&](int64_t r0, int64_t r1) { to_bf16_rows(x, r0, r1, cols, ld, out); },
+                        rows * cols > 65536);
+}
+
 // The same values widened back to float (the portable fallback's inputs).
-GPT_MULTIVERSION void round_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out) {
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
+GPT_MULTIVERSION void round_rows_share(const float* x, int64_t r0, int64_t r1, int64_t cols, int64_t ld, float* out) {
+  for (int64_t r = r0; r < r1; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const uint32_t bits = round_to_bf16_bits(x[r * ld + c]) & 0xFFFF0000u;
       std::memcpy(out + r * cols + c, &bits, 4);
     }
   }
+}
+
+void round_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, float* out) {
+  for_each_thread_share(rows, [&](int64_t r0, int64_t r1) { round_rows_share(x, r0, r1, cols, ld, out); },
+                        rows * cols > 65536);
 }
 
 }  // namespace

@@ -3,6 +3,11 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -99,6 +104,16 @@ bool cpu_has_vnni() {
   return false;
 #endif
 }
+
+// ARMv8.2's dot-product instructions (SDOT), optional before ARMv8.4: Cortex-A55,
+// -A76 and later, Neoverse, Apple M1 have them; Cortex-A53/A72 (Raspberry Pi 3
+// and 4) do not.
+#if defined(__aarch64__)
+bool cpu_has_neon_dot() {
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+}
+#endif
 
 void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock) {
@@ -477,6 +492,67 @@ GPT_VNNI_TARGET void dequantize_row_avx512(GgmlType type, const uint8_t* in, flo
 GPT_AVX512_WARNINGS_ON
 #endif
 
+
+// ---- NEON dot products (AArch64) -------------------------------------------
+#if defined(__aarch64__)
+// The group kernel for Q8_0 / Q4_0 (quantize_neon_group.inc), compiled twice:
+// for plain ARMv8 NEON, and for CPUs with the dot-product extension (SDOT),
+// whose every function carries the extension as its target (an attribute, not
+// a pragma: GCC instantiates templates outside a pragma's region), so neither
+// copy's code can leak into the other.
+#define GPT_NEON_TARGET
+namespace neon_plain {
+constexpr bool kDot = false;
+#include "gpt/kernels/quantize_neon_group.inc"
+}  // namespace neon_plain
+#undef GPT_NEON_TARGET
+#if defined(__clang__)
+#define GPT_NEON_TARGET __attribute__((target("dotprod")))
+#else
+#define GPT_NEON_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))  // as arm_neon.h declares SDOT
+#endif
+namespace neon_dot {
+constexpr bool kDot = true;
+#include "gpt/kernels/quantize_neon_group.inc"
+}  // namespace neon_dot
+#undef GPT_NEON_TARGET
+
+// 16-bit weights, widened 8 at a time (FCVTL for F16, a shift for BF16: both
+// plain ARMv8) and multiplied in float with four accumulators.
+template <GgmlType kType>
+inline float32x4_t neon_low(uint16x8_t v) {
+  if constexpr (kType == GgmlType::kF16) return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(v)));
+  return vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16));
+}
+template <GgmlType kType>
+inline float32x4_t neon_high(uint16x8_t v) {
+  if constexpr (kType == GgmlType::kF16) return vcvt_high_f32_f16(vreinterpretq_f16_u16(v));
+  return vreinterpretq_f32_u32(vshll_high_n_u16(v, 16));
+}
+
+template <GgmlType kType>
+void rows_wide_neon(const uint8_t* w, size_t row_bytes, int64_t rows, const InputRow& in, float* out) {
+  const float* x = in.x;
+  const int64_t n = in.cols;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* p = reinterpret_cast<const uint16_t*>(w + r * row_bytes);
+    __builtin_prefetch(w + (r + 2) * row_bytes);
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const uint16x8_t v0 = vld1q_u16(p + i), v1 = vld1q_u16(p + i + 8);
+      a0 = vfmaq_f32(a0, neon_low<kType>(v0), vld1q_f32(x + i));
+      a1 = vfmaq_f32(a1, neon_high<kType>(v0), vld1q_f32(x + i + 4));
+      a2 = vfmaq_f32(a2, neon_low<kType>(v1), vld1q_f32(x + i + 8));
+      a3 = vfmaq_f32(a3, neon_high<kType>(v1), vld1q_f32(x + i + 12));
+    }
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < n; ++i) s += (kType == GgmlType::kF16 ? half_to_float(p[i]) : bf16_to_float(p[i])) * x[i];
+    out[r] = s;
+  }
+}
+#endif  // __aarch64__
+
 }  // namespace
 
 const char* ggml_type_name(GgmlType type) {
@@ -671,7 +747,7 @@ void QuantizedMatrix::block_row(int64_t r, uint8_t* out) const {
 }
 
 void QuantizedMatrix::float_row(int64_t r, float* out) const {
-  widen_row(*this, r, out, quant_kernels() != QuantKernels::kPortable);
+  widen_row(*this, r, out, quant_kernels() == QuantKernels::kVnni);
 }
 
 QuantizedStorage QuantizedStorage::quantize(GgmlType type, const float* x, int64_t rows, int64_t cols,
@@ -731,11 +807,26 @@ QuantizedStorage QuantizedStorage::wrap(GgmlType type, std::vector<uint8_t> byte
 }
 
 QuantKernels quant_kernels() {
-  QuantKernels best = QuantKernels::kPortable;
-  if (cpu_has_vnni() && !portable_kernels_forced()) best = QuantKernels::kVnni;
-  return std::min(best, g_kernel_cap.load());
+  if (portable_kernels_forced()) return QuantKernels::kPortable;
+  const QuantKernels cap = g_kernel_cap.load();
+  if (cpu_has_vnni() && cap >= QuantKernels::kVnni) return QuantKernels::kVnni;
+#if defined(__aarch64__)
+  if (cpu_has_neon_dot() && cap >= QuantKernels::kNeonDot) return QuantKernels::kNeonDot;
+  if (cap >= QuantKernels::kNeon) return QuantKernels::kNeon;  // every AArch64 CPU has NEON
+#endif
+  return QuantKernels::kPortable;
 }
 void cap_quant_kernels(QuantKernels max) { g_kernel_cap.store(max); }
+
+const char* quant_kernels_name(QuantKernels k) {
+  switch (k) {
+    case QuantKernels::kPortable: return "portable";
+    case QuantKernels::kNeon: return "NEON";
+    case QuantKernels::kNeonDot: return "NEON dot product (SDOT)";
+    case QuantKernels::kVnni: return "AVX-512 VNNI";
+  }
+  return "?";
+}
 
 namespace {
 
@@ -798,7 +889,9 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   const int64_t C = w.cols, OC = w.rows;
   GPT_CHECK(w.type != GgmlType::kF32, "quantized_linear: F32 weights go through gemm");
   const bool blocks = w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0;
-  const bool vnni = quant_kernels() != QuantKernels::kPortable;
+  const QuantKernels level = quant_kernels();
+  const bool vnni = level == QuantKernels::kVnni;
+  const bool neon = level == QuantKernels::kNeon || level == QuantKernels::kNeonDot;
   const auto type_id = static_cast<uint32_t>(w.type);
   const bool extra = is_extra_type(type_id), k_type = is_k_type(type_id);
   const int64_t nb = C / kQuantBlock;
@@ -806,7 +899,10 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   // With VNNI, Q8_0 and Q4_0 never widen: every row is quantized to int8 and
   // goes through the group kernels, as llama.cpp does (see kQuantPanelMinRows);
   // so do the K and legacy types that have AVX-512 kernels.
-  const bool int8_prompts = vnni && (blocks || (extra && extra_has_fast_kernel(type_id)));
+  // On ARM, Q8_0 and Q4_0 prompts stay int8 too: Debian's oneDNN for AArch64
+  // multiplies floats with its reference GEMM (no ACL), far below NEON's integer
+  // dot products.
+  const bool int8_prompts = (vnni && (blocks || (extra && extra_has_fast_kernel(type_id)))) || (neon && blocks);
   if (N >= kPanelMinRows && !int8_prompts) {
     // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
     // multiply them; the widening is paid once per weight for all N inputs.
@@ -883,6 +979,15 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
     if (w.type == GgmlType::kQ4_0) group_dot = group_vnni_one<GgmlType::kQ4_0>;
     if (w.type == GgmlType::kF16) rows_dot = rows_wide_avx512<GgmlType::kF16>;
     if (w.type == GgmlType::kBF16) rows_dot = rows_wide_avx512<GgmlType::kBF16>;
+  }
+#endif
+#if defined(__aarch64__)
+  if (neon) {
+    const bool dot = level == QuantKernels::kNeonDot;
+    if (w.type == GgmlType::kQ8_0) group_dot = dot ? neon_dot::group_neon<GgmlType::kQ8_0> : neon_plain::group_neon<GgmlType::kQ8_0>;
+    if (w.type == GgmlType::kQ4_0) group_dot = dot ? neon_dot::group_neon<GgmlType::kQ4_0> : neon_plain::group_neon<GgmlType::kQ4_0>;
+    if (w.type == GgmlType::kF16) rows_dot = rows_wide_neon<GgmlType::kF16>;
+    if (w.type == GgmlType::kBF16) rows_dot = rows_wide_neon<GgmlType::kBF16>;
   }
 #endif
   const int64_t groups = whole_groups(w), first_row = groups * kGroupRows;

@@ -118,11 +118,14 @@ struct QuantScratch {
 void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
                       QuantScratch& scratch, const float* residual = nullptr);
 
-// Which kernels run: the best the CPU offers (AVX-512 VNNI, else portable
-// loops), under a cap tests set to run each level (GPT_PORTABLE_KERNELS=1 in the
-// environment caps it too).
-enum class QuantKernels { kPortable, kVnni };
+// Which kernels run: the best the CPU offers (AVX-512 VNNI on x86-64; on
+// AArch64 NEON with the dot-product extension, else plain NEON; portable loops
+// otherwise), under a cap tests set to run each level (GPT_PORTABLE_KERNELS=1 in
+// the environment caps it too). A cap picks the best level at or below it that
+// this CPU runs.
+enum class QuantKernels { kPortable, kNeon, kNeonDot, kVnni };
 QuantKernels quant_kernels();
 void cap_quant_kernels(QuantKernels max);  // kVnni: no cap
+const char* quant_kernels_name(QuantKernels k);  // "portable", "NEON", "NEON dot product", "AVX-512 VNNI"
 
 }  // namespace gpt

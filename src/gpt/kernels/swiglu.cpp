@@ -1,5 +1,6 @@
 #include "gpt/kernels/swiglu.h"
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/thread_share.h"
 #include "gpt/kernels/fast_math.h"
 
 #include <omp.h>
@@ -18,11 +19,8 @@ inline float sigmoid(float g) {
   return g >= 0.0f ? r : e * r;
 }
 
-}  // namespace
-
-GPT_MULTIVERSION void swiglu_forward(float* out, const float* gate_up, int64_t N, int64_t F) {
-#pragma omp parallel for schedule(static) if (N * F >= kParallelMinElements)
-  for (int64_t r = 0; r < N; ++r) {
+GPT_MULTIVERSION void swiglu_forward_rows(float* out, const float* gate_up, int64_t r0, int64_t r1, int64_t F) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
     float* y = out + r * F;
@@ -31,10 +29,9 @@ GPT_MULTIVERSION void swiglu_forward(float* out, const float* gate_up, int64_t N
   }
 }
 
-GPT_MULTIVERSION void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N,
-                                      int64_t F) {
-#pragma omp parallel for schedule(static) if (N * F >= kParallelMinElements)
-  for (int64_t r = 0; r < N; ++r) {
+GPT_MULTIVERSION void swiglu_backward_rows(float* dgate_up, const float* dout, const float* gate_up, int64_t r0,
+                                           int64_t r1, int64_t F) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
     const float* dy = dout + r * F;
@@ -49,6 +46,18 @@ GPT_MULTIVERSION void swiglu_backward(float* dgate_up, const float* dout, const 
       du[i] = dy[i] * silu;
     }
   }
+}
+
+}  // namespace
+
+void swiglu_forward(float* out, const float* gate_up, int64_t N, int64_t F) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) { swiglu_forward_rows(out, gate_up, r0, r1, F); },
+                        N * F >= kParallelMinElements);
+}
+
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int64_t F) {
+  for_each_thread_share(N, [&](int64_t r0, int64_t r1) { swiglu_backward_rows(dgate_up, dout, gate_up, r0, r1, F); },
+                        N * F >= kParallelMinElements);
 }
 
 }  // namespace gpt

@@ -20,6 +20,23 @@ inline void this_thread_share(int64_t n, int64_t& begin, int64_t& end) {
   end = std::min<int64_t>(n, begin + chunk);
 }
 
+// Runs share(begin, end) once on each thread of a new parallel region, over that
+// thread's part of [0, n) (this_thread_share's split; a thread with nothing to do
+// is not called). `share` should call a GPT_MULTIVERSION function that holds the
+// loop: clang clones a function for each CPU level but not the bodies it
+// outlines for OpenMP regions, so a loop written inside the region would run
+// baseline x86-64 there (kernels/dispatch.h). With parallel false the calling
+// thread does it all.
+template <class Share>
+void for_each_thread_share(int64_t n, Share&& share, bool parallel = true) {
+#pragma omp parallel if (parallel)
+  {
+    int64_t begin, end;
+    this_thread_share(n, begin, end);
+    if (begin < end) share(begin, end);
+  }
+}
+
 // Column sums over rows split among threads (each thread keeps to the rows it
 // just wrote or will write next, in its own cache) go through per-thread partial
 // sums: thread_partials gives `per_thread` floats for each of up to
