@@ -79,7 +79,13 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
     // A float16 cache read by the portable loops (no AVX-512): the paged kernel
     // widens a page at a time, the contiguous one a head at a time, and their
     // sums run in other orders (measured 1.5e-5 on ARM64).
+    // Off x86 the paged loop is portable while the contiguous one reads float16
+    // in place (NEON): each sums in its own order (ARM64 under qemu: 1.5e-5).
+#if defined(__x86_64__)
     const double f16_cache = attention_f16_reads_in_place(c.head_size()) ? 1e-5 : 3e-5;
+#else
+    const double f16_cache = 3e-5;
+#endif
     std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, f16_cache},
                                Case{GgmlType::kQ8_0, KvCacheType::kF16, quantized}, Case{GgmlType::kQ4_0, KvCacheType::kF16, quantized},
                                Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, f16_cache}};

@@ -136,11 +136,13 @@ INSTANTIATE_TEST_SUITE_P(Positions, KvCache,
                          });
 
 TEST(KvCache, AutoTypeFollowsTheWeights) {
-  // The AVX-512 attention kernel reads a float16 cache in place for heads a
-  // multiple of 16 wide (up to 128); elsewhere the cache would be widened into
-  // scratch at every step, slower than fp32, so auto keeps fp32 there.
+  // The AVX-512 and NEON attention kernels read a float16 cache in place for
+  // heads a multiple of 16 wide (up to 128); elsewhere the cache would be widened
+  // into scratch at every step, slower than fp32, so auto keeps fp32 there.
 #if defined(__x86_64__)
   const bool in_place_cpu = __builtin_cpu_supports("avx512f") && !portable_kernels_forced();
+#elif defined(__aarch64__)
+  const bool in_place_cpu = !portable_kernels_forced();
 #else
   const bool in_place_cpu = false;
 #endif

@@ -5,6 +5,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 #include <omp.h>
 
@@ -498,6 +500,88 @@ AttendInPlace<T> attend_kernel(int64_t hs) {
   }
 }
 GPT_AVX512_WARNINGS_ON
+#elif defined(__aarch64__)
+// The same one-pass kernel for AArch64's NEON (4 floats a vector; FCVTL widens a
+// float16 cache, so on ARM the cache is float16 and read in place too): a
+// block's 16 scores, their exponentials against the running maximum, then the
+// block's values, the output's hs floats accumulated in registers.
+template <typename T>
+inline float32x4_t load4(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vld1q_f32(p);
+  } else {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+  }
+}
+
+template <int NQ, typename T>
+void attend_one_query_neon(float* out, const float* q, const T* keys, const T* values, int64_t n_keys, float scale) {
+  constexpr int64_t hs = 16 * NQ;
+  constexpr int kVectors = 4 * NQ;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  float32x4_t qv[kVectors], acc[kVectors];
+  for (int c = 0; c < kVectors; ++c) {
+    qv[c] = vmulq_n_f32(vld1q_f32(q + 4 * c), scale);
+    acc[c] = vdupq_n_f32(0.0f);
+  }
+  float maxval = kNegInf, sum = 0.0f;
+  alignas(16) float p[16];
+  for (int64_t t0 = 0; t0 < n_keys; t0 += 16) {
+    const int nb = static_cast<int>(std::min<int64_t>(16, n_keys - t0));
+    const T* k = keys + t0 * hs;
+    float block_max = kNegInf;
+    for (int j = 0; j < nb; ++j) {
+      float32x4_t d0 = vmulq_f32(qv[0], load4(k + j * hs)), d1 = vmulq_f32(qv[1], load4(k + j * hs + 4));
+      for (int c = 2; c < kVectors; c += 2) {
+        d0 = vfmaq_f32(d0, qv[c], load4(k + j * hs + 4 * c));
+        d1 = vfmaq_f32(d1, qv[c + 1], load4(k + j * hs + 4 * c + 4));
+      }
+      p[j] = vaddvq_f32(vaddq_f32(d0, d1));
+      block_max = std::max(block_max, p[j]);
+    }
+    const float new_max = std::max(maxval, block_max);
+    if (new_max > maxval) {  // rescale what was summed against the old maximum
+      const float shrink = maxval == kNegInf ? 0.0f : exp_nonpositive(maxval - new_max);
+      sum *= shrink;
+      for (int c = 0; c < kVectors; ++c) acc[c] = vmulq_n_f32(acc[c], shrink);
+      maxval = new_max;
+    }
+    float block_sum = 0.0f;
+#pragma omp simd reduction(+ : block_sum)
+    for (int j = 0; j < 16; ++j) {
+      p[j] = j < nb ? exp_nonpositive(p[j] - maxval) : 0.0f;
+      block_sum += p[j];
+    }
+    sum += block_sum;
+    const T* v = values + t0 * hs;
+    for (int j = 0; j < nb; ++j) {
+      for (int c = 0; c < kVectors; ++c) acc[c] = vfmaq_n_f32(acc[c], load4(v + j * hs + 4 * c), p[j]);
+    }
+  }
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < kVectors; ++c) vst1q_f32(out + 4 * c, vmulq_n_f32(acc[c], inv));
+}
+
+template <typename T>
+using AttendInPlace = void (*)(float*, const float*, const T*, const T*, int64_t, float);
+
+// The NEON kernel for this head width, or null (portable kernels forced, or hs
+// not a multiple of 16 up to 128).
+template <typename T>
+AttendInPlace<T> attend_kernel(int64_t hs) {
+  if (portable_kernels_forced() || hs % 16 != 0) return nullptr;
+  switch (hs / 16) {
+    case 1: return attend_one_query_neon<1, T>;
+    case 2: return attend_one_query_neon<2, T>;
+    case 3: return attend_one_query_neon<3, T>;
+    case 4: return attend_one_query_neon<4, T>;
+    case 5: return attend_one_query_neon<5, T>;
+    case 6: return attend_one_query_neon<6, T>;
+    case 7: return attend_one_query_neon<7, T>;
+    case 8: return attend_one_query_neon<8, T>;
+    default: return nullptr;
+  }
+}
 #else
 template <typename T>
 using AttendInPlace = void (*)(float*, const float*, const T*, const T*, int64_t, float);

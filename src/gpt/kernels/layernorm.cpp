@@ -13,6 +13,22 @@ namespace {
 
 constexpr int64_t kParallelMinElements = 16384;
 
+// y = (x - m) * s * weight + bias: one function, never inlined (a cloned one is
+// called through its resolver), shared by the forward and by layernorm_apply
+// (which remakes the forward's output for the backward, bit for bit). Written
+// out twice, the same line was compiled two ways by clang 14 at -O2 in the
+// AVX-512 clone (fused multiply-add in one, not the other: 1 ulp apart).
+#if GPT_HAS_MULTIVERSION
+#define GPT_ONE_COPY GPT_MULTIVERSION
+#else
+#define GPT_ONE_COPY [[gnu::noinline]]
+#endif
+GPT_ONE_COPY void apply_row(float* y, const float* x, float m, float s, const float* weight,
+                                                  const float* bias, int64_t C) {
+#pragma omp simd
+  for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+}
+
 // One row: mean and rstd of x, y = normalised x * weight + bias.
 inline void normalise_row(float* y, float* mean, float* rstd, const float* x, const float* weight,
                           const float* bias, int64_t C, float eps) {
@@ -24,8 +40,7 @@ inline void normalise_row(float* y, float* mean, float* rstd, const float* x, co
 #pragma omp simd reduction(+ : var)
   for (int64_t i = 0; i < C; ++i) var += (x[i] - m) * (x[i] - m);
   const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + eps);
-#pragma omp simd
-  for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+  apply_row(y, x, m, s, weight, bias, C);
   *mean = m;
   *rstd = s;
 }
@@ -58,13 +73,7 @@ GPT_MULTIVERSION void residual_layernorm_forward_rows(float* residual_out, float
 
 GPT_MULTIVERSION void layernorm_apply_rows(float* out, const float* inp, const float* mean, const float* rstd,
                                            const float* weight, const float* bias, int64_t r0, int64_t r1, int64_t C) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    float* y = out + r * C;
-    const float m = mean[r], s = rstd[r];
-#pragma omp simd
-    for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - m) * s * weight[i] + bias[i];
-  }
+  for (int64_t r = r0; r < r1; ++r) apply_row(out + r * C, inp + r * C, mean[r], rstd[r], weight, bias, C);
 }
 
 GPT_MULTIVERSION void layernorm_backward_rows(float* dinp, float* dw, float* db, const float* dout, const float* inp,
