@@ -22,10 +22,14 @@ for arg in "$@"; do
     --arm64)
       arm64=1
       packages+=(g++-aarch64-linux-gnu qemu-user libdnnl2:arm64 libgomp1:arm64 libgtest-dev:arm64
-        libutf8proc-dev:arm64 libpcre2-dev:arm64 libpugixml-dev:arm64 libcpp-httplib-dev:arm64) ;;
+        libutf8proc-dev:arm64 libpcre2-dev:arm64 libpugixml-dev:arm64 libcpp-httplib-dev:arm64
+        libopenblas-openmp-dev:arm64) ;;
     *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
+
+# On ARM64 itself OpenBLAS multiplies fp32 matrices (CMakeLists.txt: GPT_GEMM).
+if [[ $(uname -m) == aarch64 ]]; then packages+=(libopenblas-openmp-dev); fi
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi

@@ -3,6 +3,9 @@
 #include <fstream>
 
 #include <dnnl.hpp>
+#if defined(GPT_GEMM_OPENBLAS)
+#include <cblas.h>
+#endif
 
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/float16.h"
@@ -93,6 +96,11 @@ std::string build_info() {
        (bf16_gemm_native_available() ? "oneDNN bf16 kernels available" : "emulated (fp32 GEMM on bf16-rounded inputs)") + "\n";
   s += std::string("float16 conversion: ") + (float16_uses_f16c() ? "F16C" : "portable") + "\n";
   s += "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) + "\n";
+#if defined(GPT_GEMM_OPENBLAS)
+  s += std::string("fp32 GEMM: OpenBLAS (") + openblas_get_config() + ")\n";
+#else
+  s += "fp32 GEMM: oneDNN\n";
+#endif
   s += std::string("MPI: ") + mpi;
   return s;
 }

@@ -8,6 +8,11 @@
 #include <string>
 
 #include <oneapi/dnnl/dnnl.h>
+#if defined(GPT_GEMM_OPENBLAS)
+#include <cblas.h>
+
+#include <limits>
+#endif
 
 #include "gpt/kernels/matmul_bf16.h"
 #include "gpt/kernels/thread_share.h"
@@ -29,6 +34,15 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
               int64_t ldc) {
   if (M == 0 || N == 0) return;
+#if defined(GPT_GEMM_OPENBLAS)  // AArch64 (CMakeLists.txt: GPT_GEMM)
+  constexpr int64_t kMax = std::numeric_limits<blasint>::max();
+  GPT_CHECK(M <= kMax && N <= kMax && K <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax,
+            "gemm: a dimension exceeds OpenBLAS's integer");
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+  return;
+#endif
   const dnnl_status_t status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K,
                                           alpha, A, lda, B, ldb, beta, C, ldc);
   if (status != dnnl_success) throw Error("oneDNN sgemm failed with status " + std::to_string(status));
