@@ -26,10 +26,14 @@ inline void this_thread_share(int64_t n, int64_t& begin, int64_t& end) {
 // loop: clang clones a function for each CPU level but not the bodies it
 // outlines for OpenMP regions, so a loop written inside the region would run
 // baseline x86-64 there (kernels/dispatch.h). With parallel false the calling
-// thread does it all.
+// thread does it all, without starting a region (a decoding step's small passes).
 template <class Share>
 void for_each_thread_share(int64_t n, Share&& share, bool parallel = true) {
-#pragma omp parallel if (parallel)
+  if (!parallel) {
+    if (n > 0) share(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
   {
     int64_t begin, end;
     this_thread_share(n, begin, end);
