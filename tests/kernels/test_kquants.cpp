@@ -4,6 +4,7 @@
 // the quantizers, the products against the float computation, and the recipes.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -18,6 +19,7 @@
 #include "gpt/model/quant_recipe.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
+#include "kernels/kernel_levels.h"
 
 namespace gpt {
 namespace {
@@ -50,17 +52,25 @@ void finite_scales(GgmlType t, std::vector<uint8_t>& bytes) {
     for (int o : at) bytes[b + static_cast<size_t>(o) + 1] &= 0xBF;
 }
 
-// N input rows of order 1 through the AVX-512 kernels and through the portable loops.
-std::pair<std::vector<float>, std::vector<float>> fast_and_portable(const QuantizedMatrix& m, int64_t N, uint32_t seed) {
+// N input rows of order 1 through the quantized products at `level`.
+std::vector<float> product_at(QuantKernels level, const QuantizedMatrix& m, int64_t N, uint32_t seed) {
   std::vector<float> in = weights(N * m.cols, seed);
   for (auto& v : in) v *= 50;
-  std::vector<float> fast(static_cast<size_t>(N * m.rows)), portable(fast.size());
+  std::vector<float> out(static_cast<size_t>(N * m.rows));
   QuantScratch scratch;
-  quantized_linear(fast.data(), in.data(), m, nullptr, N, scratch);
-  cap_quant_kernels(QuantKernels::kPortable);
-  quantized_linear(portable.data(), in.data(), m, nullptr, N, scratch);
-  cap_quant_kernels(QuantKernels::kVnni);
-  return {fast, portable};
+  KernelCapGuard guard;
+  cap_quant_kernels(level);
+  quantized_linear(out.data(), in.data(), m, nullptr, N, scratch);
+  return out;
+}
+
+// The kernel levels past portable that this CPU runs (AVX-512 VNNI; NEON, NEON
+// with SDOT), each named in the test's output.
+std::vector<QuantKernels> fast_levels() {
+  std::vector<QuantKernels> levels = available_kernels();
+  levels.erase(levels.begin());
+  for (QuantKernels k : levels) std::printf("[ info ] K-quant products checked at: %s\n", quant_kernels_name(k));
+  return levels;
 }
 
 // ---- reference decoders: ggml-common.h's structs read byte by byte ----------------
@@ -310,7 +320,8 @@ TEST(KQuants, ProductsMatchTheDecodedWeights) {
 }
 
 TEST(KQuants, KernelsAgreeWithThePortableLoops) {
-  if (quant_kernels() != QuantKernels::kVnni) GTEST_SKIP() << "the K-quant kernels are AVX-512 VNNI's; this CPU runs the portable loops";
+  const std::vector<QuantKernels> levels = fast_levels();
+  if (levels.empty()) GTEST_SKIP() << "no AVX-512 VNNI or NEON kernels on this CPU: only the portable loops run";
   for (GgmlType t : kExtraTypes) {
     const int64_t rows = 37, cols = ggml_block_size(t) == 256 ? 1024 : 160;
     const std::vector<float> w = weights(rows * cols, 21);
@@ -318,9 +329,13 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
     // Fewer rows than kQuantPanelMinRows: both go through int8 inputs (from there
     // on the portable path widens the weights instead: ProductsMatchTheDecodedWeights).
     for (int64_t N : {1, 5, 7}) {
-      const auto [fast, portable] = fast_and_portable(q.matrix, N, 23);
-      for (size_t i = 0; i < fast.size(); ++i)
-        ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i]))) << ggml_type_name(t) << " N " << N;
+      const std::vector<float> portable = product_at(QuantKernels::kPortable, q.matrix, N, 23);
+      for (QuantKernels level : levels) {
+        const std::vector<float> fast = product_at(level, q.matrix, N, 23);
+        for (size_t i = 0; i < fast.size(); ++i)
+          ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i])))
+              << ggml_type_name(t) << " N " << N << " " << quant_kernels_name(level);
+      }
     }
   }
 }
@@ -328,7 +343,8 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
 // Blocks of random bytes (every bit pattern a file may hold, scales of either sign),
 // not only what our quantizer writes: the AVX-512 kernels against the portable loops.
 TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
-  if (quant_kernels() != QuantKernels::kVnni) GTEST_SKIP() << "the K-quant kernels are AVX-512 VNNI's; this CPU runs the portable loops";
+  const std::vector<QuantKernels> levels = fast_levels();
+  if (levels.empty()) GTEST_SKIP() << "no AVX-512 VNNI or NEON kernels on this CPU: only the portable loops run";
   std::mt19937 rng(31);
   std::uniform_int_distribution<int> byte(0, 255);
   for (GgmlType t : kExtraTypes) {
@@ -338,11 +354,15 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
     finite_scales(t, bytes);
     const QuantizedStorage q = QuantizedStorage::wrap(t, bytes, rows, cols);
     for (int64_t N : {1, 4, 7}) {
-      const auto [fast, portable] = fast_and_portable(q.matrix, N, 33);
+      const std::vector<float> portable = product_at(QuantKernels::kPortable, q.matrix, N, 33);
       float scale = 0;
       for (float v : portable) scale = std::max(scale, std::fabs(v));
-      for (size_t i = 0; i < fast.size(); ++i)
-        ASSERT_NEAR(fast[i], portable[i], 1e-5f * (1 + scale)) << ggml_type_name(t) << " N " << N << " i " << i;
+      for (QuantKernels level : levels) {
+        const std::vector<float> fast = product_at(level, q.matrix, N, 33);
+        for (size_t i = 0; i < fast.size(); ++i)
+          ASSERT_NEAR(fast[i], portable[i], 1e-5f * (1 + scale))
+              << ggml_type_name(t) << " N " << N << " i " << i << " " << quant_kernels_name(level);
+      }
     }
   }
 }

@@ -18,6 +18,7 @@
 #include "gpt/kernels/quantize.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
+#include "kernels/kernel_levels.h"
 #include "test_support.h"
 
 namespace gpt {
@@ -202,26 +203,6 @@ TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
 // types the input is quantized too (per 32 values, to amax / 127 steps), so the
 // bound is sum_i |w_i| * (half a step of x's block).
 const char* kernels_name(QuantKernels k) { return quant_kernels_name(k); }
-
-// Restores the best kernels on scope exit, so a failed ASSERT (which returns
-// early) does not leave later tests on a capped level.
-struct KernelCapGuard {
-  KernelCapGuard() = default;
-  KernelCapGuard(const KernelCapGuard&) = delete;
-  KernelCapGuard& operator=(const KernelCapGuard&) = delete;
-  ~KernelCapGuard() { cap_quant_kernels(QuantKernels::kVnni); }
-};
-
-// Every kernel level this CPU can run, portable first.
-std::vector<QuantKernels> available_kernels() {
-  std::vector<QuantKernels> levels;
-  for (QuantKernels k : {QuantKernels::kPortable, QuantKernels::kNeon, QuantKernels::kNeonDot, QuantKernels::kVnni}) {
-    cap_quant_kernels(k);
-    if (quant_kernels() == k) levels.push_back(k);
-  }
-  cap_quant_kernels(QuantKernels::kVnni);
-  return levels;
-}
 
 void check_linear(GgmlType type, int64_t rows, int64_t cols, int64_t N, QuantKernels kernels) {
   std::mt19937 rng(static_cast<unsigned>(rows * 131 + cols * 7 + N));

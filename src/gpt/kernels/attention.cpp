@@ -20,6 +20,7 @@
 #include "gpt/kernels/avx512.h"
 #include "gpt/kernels/float16.h"
 #include "gpt/kernels/matmul.h"
+#include "gpt/kernels/neon.h"
 #include "gpt/kernels/thread_share.h"
 
 namespace gpt {
@@ -505,14 +506,6 @@ GPT_AVX512_WARNINGS_ON
 // float16 cache, so on ARM the cache is float16 and read in place too): a
 // block's 16 scores, their exponentials against the running maximum, then the
 // block's values, the output's hs floats accumulated in registers.
-template <typename T>
-inline float32x4_t load4(const T* p) {
-  if constexpr (std::is_same_v<T, float>) {
-    return vld1q_f32(p);
-  } else {
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
-  }
-}
 
 template <int NQ, typename T>
 void attend_one_query_neon(float* out, const float* q, const T* keys, const T* values, int64_t n_keys, float scale) {

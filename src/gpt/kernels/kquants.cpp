@@ -9,8 +9,12 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/neon.h"
 #include "gpt/kernels/quantize.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
@@ -794,6 +798,39 @@ GPT_KQ_TARGET void rows_k_avx512(const uint8_t* w, size_t row_bytes, int64_t row
 GPT_AVX512_WARNINGS_ON
 #endif
 
+// ---- NEON kernels (AArch64) -----------------------------------------------------
+// kquants_neon.inc, compiled twice as quantize.cpp compiles its group kernel: for
+// plain ARMv8 NEON and, each function carrying the extension as its target, for
+// CPUs with the dot-product instructions.
+#if defined(__aarch64__)
+#define GPT_NEON_TARGET
+namespace neon_plain {
+constexpr bool kDot = false;
+#include "gpt/kernels/kquants_neon.inc"
+}  // namespace neon_plain
+#undef GPT_NEON_TARGET
+#define GPT_NEON_TARGET GPT_NEON_DOT_TARGET
+namespace neon_dot {
+constexpr bool kDot = true;
+#include "gpt/kernels/kquants_neon.inc"
+}  // namespace neon_dot
+#undef GPT_NEON_TARGET
+
+template <class B>
+ExtraRowsDot rows_k_neon(QuantKernels level) {
+  return level == QuantKernels::kNeonDot ? neon_dot::rows_k_neon<B> : neon_plain::rows_k_neon<B>;
+}
+template <class B>
+ExtraRowsDot4 rows4_k_neon(QuantKernels level) {
+  return level == QuantKernels::kNeonDot ? neon_dot::rows4_k_neon<B> : neon_plain::rows4_k_neon<B>;
+}
+template <class B>
+ExtraRowsDot rows_legacy_neon(QuantKernels level) {
+  return level == QuantKernels::kNeonDot ? neon_dot::rows_legacy_neon<B> : neon_plain::rows_legacy_neon<B>;
+}
+bool is_neon(QuantKernels level) { return level == QuantKernels::kNeon || level == QuantKernels::kNeonDot; }
+#endif
+
 GgmlType as_type(uint32_t t) { return static_cast<GgmlType>(t); }
 
 }  // namespace
@@ -862,21 +899,24 @@ void quantize_row_q8_k(const float* x, BlockQ8_K* y, int64_t n) {
   }
 }
 
-bool extra_has_fast_kernel(uint32_t type) {
+bool extra_has_fast_kernel(uint32_t type, QuantKernels level) {
 #if defined(__x86_64__)
-  return is_extra_type(type);
+  return level == QuantKernels::kVnni && is_extra_type(type);
+#elif defined(__aarch64__)
+  return is_neon(level) && is_extra_type(type);
 #else
   (void)type;
+  (void)level;
   return false;
 #endif
 }
 
-bool k_input_swapped(uint32_t type, bool fast) {
+bool k_input_swapped(uint32_t type, QuantKernels level) {
 #if defined(__x86_64__)
-  return fast && (as_type(type) == GgmlType::kQ4_K || as_type(type) == GgmlType::kQ5_K);
+  return level == QuantKernels::kVnni && (as_type(type) == GgmlType::kQ4_K || as_type(type) == GgmlType::kQ5_K);
 #else
   (void)type;
-  (void)fast;
+  (void)level;
   return false;
 #endif
 }
@@ -891,20 +931,33 @@ void swap_middle_quarters(BlockQ8_K* y, int64_t nb) {
     }
 }
 
-ExtraRowsDot4 extra_rows_dot4(uint32_t type, bool fast) {
+ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level) {
 #if defined(__x86_64__)
+  const bool fast = level == QuantKernels::kVnni;
   if (fast && as_type(type) == GgmlType::kQ4_K) return rows4_k_avx512<dot_q45k_rows<false, 4>>;
   if (fast && as_type(type) == GgmlType::kQ5_K) return rows4_k_avx512<dot_q45k_rows<true, 4>>;
   if (fast && as_type(type) == GgmlType::kQ6_K) return rows4_k_avx512<dot_q6k_rows<4>>;
+#elif defined(__aarch64__)
+  if (is_neon(level)) {
+    switch (as_type(type)) {
+      case GgmlType::kQ2_K: return rows4_k_neon<BlockQ2_K>(level);
+      case GgmlType::kQ3_K: return rows4_k_neon<BlockQ3_K>(level);
+      case GgmlType::kQ4_K: return rows4_k_neon<BlockQ4_K>(level);
+      case GgmlType::kQ5_K: return rows4_k_neon<BlockQ5_K>(level);
+      case GgmlType::kQ6_K: return rows4_k_neon<BlockQ6_K>(level);
+      default: break;
+    }
+  }
 #else
   (void)type;
-  (void)fast;
+  (void)level;
 #endif
   return nullptr;
 }
 
-ExtraRowsDot extra_rows_dot(uint32_t type, bool fast) {
+ExtraRowsDot extra_rows_dot(uint32_t type, QuantKernels level) {
 #if defined(__x86_64__)
+  const bool fast = level == QuantKernels::kVnni;
   if (fast && as_type(type) == GgmlType::kQ4_K) return rows_k_avx512<one_row<dot_q45k_rows<false, 1>>>;
   if (fast && as_type(type) == GgmlType::kQ6_K) return rows_k_avx512<one_row<dot_q6k_rows<1>>>;
   if (fast && as_type(type) == GgmlType::kQ5_K) return rows_k_avx512<one_row<dot_q45k_rows<true, 1>>>;
@@ -913,8 +966,22 @@ ExtraRowsDot extra_rows_dot(uint32_t type, bool fast) {
   if (fast && as_type(type) == GgmlType::kQ4_1) return rows_legacy_avx512<GgmlType::kQ4_1>;
   if (fast && as_type(type) == GgmlType::kQ5_0) return rows_legacy_avx512<GgmlType::kQ5_0>;
   if (fast && as_type(type) == GgmlType::kQ5_1) return rows_legacy_avx512<GgmlType::kQ5_1>;
+#elif defined(__aarch64__)
+  if (is_neon(level)) {
+    switch (as_type(type)) {
+      case GgmlType::kQ2_K: return rows_k_neon<BlockQ2_K>(level);
+      case GgmlType::kQ3_K: return rows_k_neon<BlockQ3_K>(level);
+      case GgmlType::kQ4_K: return rows_k_neon<BlockQ4_K>(level);
+      case GgmlType::kQ5_K: return rows_k_neon<BlockQ5_K>(level);
+      case GgmlType::kQ6_K: return rows_k_neon<BlockQ6_K>(level);
+      case GgmlType::kQ4_1: return rows_legacy_neon<BlockQ4_1>(level);
+      case GgmlType::kQ5_0: return rows_legacy_neon<BlockQ5_0>(level);
+      case GgmlType::kQ5_1: return rows_legacy_neon<BlockQ5_1>(level);
+      default: break;
+    }
+  }
 #else
-  (void)fast;
+  (void)level;
 #endif
   switch (as_type(type)) {
     case GgmlType::kQ2_K: return rows_k<dot_k<BlockQ2_K>>;

@@ -17,12 +17,15 @@
 // once to int8 (Q8_K: 256 values, one float scale and the sums of each 16, for
 // the K types; 32-value blocks for the others) and every output is a sum of
 // integer dot products scaled by the blocks' scales — no weight is widened to
-// float. AVX-512 kernels where the CPU has them, a portable loop otherwise.
+// float. AVX-512 VNNI or NEON kernels where the CPU has them (chosen at run
+// time), a portable loop otherwise.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 namespace gpt {
+
+enum class QuantKernels;  // quantize.h: the kernel level the CPU runs (portable, NEON, VNNI)
 
 inline constexpr int64_t kSuperBlock = 256;  // QK_K
 
@@ -109,7 +112,7 @@ void quantize_row_q8_k(const float* x, BlockQ8_K* y, int64_t n);
 // Whether the kernel for `type` wants its Q8_K input with the middle two quarters of
 // every 128 values swapped (Q4_K/Q5_K's AVX-512 kernels: one load then feeds the
 // weights' low nibbles, the next their high nibbles; bsums stay in order).
-bool k_input_swapped(uint32_t type, bool fast);
+bool k_input_swapped(uint32_t type, QuantKernels level);
 void swap_middle_quarters(BlockQ8_K* y, int64_t nb);
 
 // Products of `rows` weight rows (row_bytes apart) with one quantized input row:
@@ -124,14 +127,15 @@ struct ExtraInput {
 };
 using ExtraRowsDot = void (*)(const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, const ExtraInput& in,
                               float* out);
-// The kernel for `type`: AVX-512 VNNI where `fast` (the caller has checked the
-// CPU) and one exists for the type, else portable.
-ExtraRowsDot extra_rows_dot(uint32_t type, bool fast);
-bool extra_has_fast_kernel(uint32_t type);
+// The kernel for `type` at `level` (quant_kernels(): the caller has checked the
+// CPU): AVX-512 VNNI or NEON (with or without SDOT) where one exists for the
+// type, else portable.
+ExtraRowsDot extra_rows_dot(uint32_t type, QuantKernels level);
+bool extra_has_fast_kernel(uint32_t type, QuantKernels level);
 // Four input rows per pass over the weights (prompts): out[i * rows + r] for
 // input i; the same sums as four calls of the one-row kernel. Null where none.
 using ExtraRowsDot4 = void (*)(const uint8_t* w, size_t row_bytes, int64_t rows, int64_t n, const ExtraInput* in,
                                float* out);
-ExtraRowsDot4 extra_rows_dot4(uint32_t type, bool fast);
+ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level);
 
 }  // namespace gpt

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "gpt/kernels/dispatch.h"
+#include "gpt/kernels/neon.h"
 #include "gpt/kernels/matmul.h"
 #include "gpt/util/error.h"
 #include "gpt/util/half.h"
@@ -506,11 +507,7 @@ constexpr bool kDot = false;
 #include "gpt/kernels/quantize_neon_group.inc"
 }  // namespace neon_plain
 #undef GPT_NEON_TARGET
-#if defined(__clang__)
-#define GPT_NEON_TARGET __attribute__((target("dotprod")))
-#else
-#define GPT_NEON_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))  // as arm_neon.h declares SDOT
-#endif
+#define GPT_NEON_TARGET GPT_NEON_DOT_TARGET
 namespace neon_dot {
 constexpr bool kDot = true;
 #include "gpt/kernels/quantize_neon_group.inc"
@@ -866,20 +863,20 @@ void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t
 
 // The K types: each input row quantized once to Q8_K blocks.
 void k_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
-              QuantScratch& scratch, const float* residual, bool fast) {
+              QuantScratch& scratch, const float* residual, QuantKernels level) {
   const int64_t C = w.cols, nbk = C / kSuperBlock;
   const size_t need = sizeof(BlockQ8_K) * static_cast<size_t>(N * nbk);
   if (scratch.blocks.size() < need) scratch.blocks.resize(need);
   auto* act = reinterpret_cast<BlockQ8_K*>(scratch.blocks.data());
-  const bool swapped = k_input_swapped(static_cast<uint32_t>(w.type), fast);
+  const bool swapped = k_input_swapped(static_cast<uint32_t>(w.type), level);
 #pragma omp parallel for schedule(static) if (N > 1)
   for (int64_t n = 0; n < N; ++n) {
     quantize_row_q8_k(in + n * C, act + n * nbk, C);
     if (swapped) swap_middle_quarters(act + n * nbk, nbk);
   }
-  extra_rows(out, w, bias, N, residual, extra_rows_dot(static_cast<uint32_t>(w.type), fast),
+  extra_rows(out, w, bias, N, residual, extra_rows_dot(static_cast<uint32_t>(w.type), level),
              [&](int64_t n) { return ExtraInput{act + n * nbk, nullptr, nullptr, nullptr}; },
-             extra_rows_dot4(static_cast<uint32_t>(w.type), fast));
+             extra_rows_dot4(static_cast<uint32_t>(w.type), level));
 }
 
 }  // namespace
@@ -898,11 +895,11 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
   const size_t rb = ggml_row_bytes(w.type, C);
   // With VNNI, Q8_0 and Q4_0 never widen: every row is quantized to int8 and
   // goes through the group kernels, as llama.cpp does (see kQuantPanelMinRows);
-  // so do the K and legacy types that have AVX-512 kernels.
-  // On ARM, Q8_0 and Q4_0 prompts stay int8 too: Debian's oneDNN for AArch64
-  // multiplies floats with its reference GEMM (no ACL), far below NEON's integer
-  // dot products.
-  const bool int8_prompts = (vnni && (blocks || (extra && extra_has_fast_kernel(type_id)))) || (neon && blocks);
+  // so do the K and legacy types that have AVX-512 kernels. On ARM every
+  // quantized type's prompts stay int8 too, as llama.cpp's: one SDOT does 16
+  // multiply-adds where a float FMA does 4, and nothing is widened.
+  const bool int8_prompts =
+      (vnni || neon) && (blocks || (extra && extra_has_fast_kernel(type_id, level)));
   if (N >= kPanelMinRows && !int8_prompts) {
     // Many inputs (a prompt): widen panels of W to float and let oneDNN's GEMM
     // multiply them; the widening is paid once per weight for all N inputs.
@@ -939,7 +936,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
 
   int8_t* act_qs = nullptr;
   float *act_d = nullptr, *act_dsum = nullptr;
-  if (k_type) return k_linear(out, in, w, bias, N, scratch, residual, vnni);
+  if (k_type) return k_linear(out, in, w, bias, N, scratch, residual, level);
   if (blocks || extra) {
     GPT_CHECK(C % kQuantBlock == 0, "quantized_linear: input width is not a whole number of blocks");
     // Layout: N*C int8 values, then N*nb scales and N*nb scaled sums (floats).
@@ -960,7 +957,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
     }
   }
   if (extra) {  // Q4_1, Q5_0, Q5_1: row-major, every row through the per-row kernel
-    const ExtraRowsDot dot = extra_rows_dot(type_id, vnni);
+    const ExtraRowsDot dot = extra_rows_dot(type_id, level);
     extra_rows(out, w, bias, N, residual, dot, [&](int64_t n) {
       return ExtraInput{nullptr, act_qs + n * C, act_d + n * nb, act_dsum + n * nb};
     });
