@@ -76,16 +76,11 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
     // moved across an int8 rounding step by attention's float difference gives
     // ~4e-3 (seen with Q4_0 when the paged kernel's summation order changed).
     const double quantized = 3e-2;
-    // A float16 cache read by the portable loops (no AVX-512): the paged kernel
-    // widens a page at a time, the contiguous one a head at a time, and their
-    // sums run in other orders (measured 1.5e-5 on ARM64).
-    // Off x86 the paged loop is portable while the contiguous one reads float16
-    // in place (NEON): each sums in its own order (ARM64 under qemu: 1.5e-5).
-#if defined(__x86_64__)
+    // A float16 cache read by the portable loops (no AVX-512 or NEON kernel for
+    // this head width): the paged loop widens a page at a time, the contiguous
+    // one a head at a time, and their sums run in other orders (measured 1.5e-5
+    // on ARM64 when its paged loop was portable).
     const double f16_cache = attention_f16_reads_in_place(c.head_size()) ? 1e-5 : 3e-5;
-#else
-    const double f16_cache = 3e-5;
-#endif
     std::vector<Case> cases = {Case{GgmlType::kF32, KvCacheType::kF32, 1e-5},  Case{GgmlType::kF32, KvCacheType::kF16, f16_cache},
                                Case{GgmlType::kQ8_0, KvCacheType::kF16, quantized}, Case{GgmlType::kQ4_0, KvCacheType::kF16, quantized},
                                Case{GgmlType::kF16, KvCacheType::kF32, 1e-5},  Case{GgmlType::kBF16, KvCacheType::kF16, f16_cache}};
@@ -93,7 +88,7 @@ TEST(BatchedEngine, EverySequenceDecodesAsItWouldAlone) {
       cases.push_back(Case{GgmlType::kF32, KvCacheType::kF32, 1e-5, true});
       cases.push_back(Case{GgmlType::kF32, KvCacheType::kF16, 1e-5, true});
     } else {
-      std::printf("[ skipped  ] fp32 weights in panels: this CPU has no AVX-512\n");
+      std::printf("[ skipped  ] fp32 weights in panels: this CPU has no AVX-512 or NEON\n");
     }
     for (const Case& k : cases) {
       for (int threads : {1, 2, 3}) {
@@ -174,7 +169,7 @@ TEST(BatchedEngine, ASequencesLogitsAreTheSameBitForBitAloneOrAmong31Others) {
   // rows run beside it, and attention and the norms work row by row, so a
   // sequence's logits and tokens are those it gets alone, to the bit, while 31
   // others join before and after it, with prompts read in chunks beside it.
-  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512, so no weights are in panels";
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512 or NEON, so no weights are in panels";
   const ModelConfig c = testing::model_config(96, 128, 2, 2, 64);
   auto model = std::make_shared<GPT>(c);
   model->init_weights(17);
@@ -384,7 +379,7 @@ TEST(BatchedEngine, WithPreemptionAFullPoolDelaysSequencesAndTheirTokensStayTheS
   // tokens again later: every sequence still ends with the tokens it gets in a
   // pool big enough for all (bit for bit with fp32 weights in panels, whose rows
   // are computed alike in any batch), where without it the step fails.
-  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512, so recomputed rows need not match bit for bit";
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512 or NEON, so recomputed rows need not match bit for bit";
   const ModelConfig c = testing::model_config(96, 128, 2, 2, 64);
   auto model = std::make_shared<GPT>(c);
   model->init_weights(29);

@@ -22,7 +22,7 @@ std::vector<float> random_vector(int64_t n, uint64_t seed) {
 }
 
 #define SKIP_WITHOUT_FEW_ROWS_KERNELS()                                                             \
-  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512 (or GPT_PORTABLE_KERNELS=1), " \
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512 or NEON (or GPT_PORTABLE_KERNELS=1), " \
                                            "so the few-rows kernels never run here"
 
 TEST(FewRowsMatmul, PanelsHoldTheMatrixColumnBlocksRowMajor) {

@@ -16,7 +16,7 @@ namespace gpt {
 namespace {
 
 TEST(InferenceWeights, PanelsDecodeAsTheRowMajorModelDoes) {
-  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512, so models are never re-laid in panels";
+  if (!few_rows_kernels()) GTEST_SKIP() << "skipped: this CPU has no AVX-512 or NEON, so models are never re-laid in panels";
   for (bool tied : {true, false}) {
     // 101 tokens: the last panel of the LM head is 5 wide.
     ModelConfig c = testing::model_config(101, 64, 2, 2, 32);

@@ -90,7 +90,11 @@ std::string build_info() {
   std::string s = "gpt.cpp " GPT_VERSION " (commit " GPT_GIT_COMMIT ")\n";
   s += "CPU: " + cpu_model() + "\n";
   s += "hand-written loops: " + dispatch_level() + "\n";
-  s += std::string("few-rows fp32 products in panels: ") + (few_rows_kernels() ? "yes (AVX-512)" : "no (oneDNN)") + "\n";
+#if defined(__aarch64__)
+  s += std::string("few-rows fp32 products in panels: ") + (few_rows_kernels() ? "yes (NEON)" : "no (GEMM)") + "\n";
+#else
+  s += std::string("few-rows fp32 products in panels: ") + (few_rows_kernels() ? "yes (AVX-512)" : "no (GEMM)") + "\n";
+#endif
   s += std::string("Q8_0/Q4_0 products: ") + quant_kernels_name(quant_kernels()) + "\n";
   s += std::string("bf16 matrix products: ") +
        (bf16_gemm_native_available() ? "oneDNN bf16 kernels available" : "emulated (fp32 GEMM on bf16-rounded inputs)") + "\n";

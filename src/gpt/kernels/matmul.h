@@ -51,10 +51,11 @@ void gemv_in_out(float* y, const float* x, const float* W, const float* bias, in
 void gemv_out_in(float* y, const float* x, const float* W, int64_t in, int64_t out);
 
 // Products of a few input rows (a step of batched decoding: matmul_rows.cpp),
-// W read once for all M rows, tiles of up to 8 rows x 48 outputs in registers.
-// Each row's outputs come from the same operations in the same order whatever M
-// and the thread count: a row's result does not depend on the rows beside it.
-// AVX-512 only: callers check few_rows_kernels() and otherwise use gemm.
+// W read once for all M rows, tiles of up to 8 rows x 48 outputs (AVX-512; 4 x
+// 16 with NEON) in registers. Each row's outputs come from the same operations
+// in the same order whatever M and the thread count: a row's result does not
+// depend on the rows beside it. AVX-512 or NEON: callers check
+// few_rows_kernels() and otherwise use gemm.
 bool few_rows_kernels();
 
 // fp32 (in, out) weights re-laid as panels of kPanelColumns columns, one after

@@ -9,6 +9,7 @@
 #include "gpt/kernels/dispatch.h"
 #include "gpt/kernels/fast_math.h"
 #include "gpt/kernels/float16.h"
+#include "gpt/kernels/neon.h"
 
 
 namespace gpt {
@@ -138,10 +139,84 @@ AttendHead attend_head_kernel(int64_t hs) {
 GPT_AVX512_WARNINGS_ON
 #endif
 
-// The AVX-512 kernel for this head width and cache type, or null (portable loop).
+#if defined(__aarch64__)
+// attend_head_avx512 for AArch64's NEON: the query and the running output in
+// 4 * NQ registers of 4 floats, keys and values read in place (a float16 page
+// widened 4 at a time by FCVTL), online softmax a page at a time. The scores'
+// sums and the softmax follow the AVX-512 kernel's order of operations (per key:
+// products summed in two chains, then across lanes).
+template <int NQ, typename T>
+void attend_head_neon(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
+  constexpr int64_t hs = 16 * NQ;
+  constexpr int kVectors = 4 * NQ;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  float32x4_t qv[kVectors], acc[kVectors];
+  for (int c = 0; c < kVectors; ++c) {
+    qv[c] = vmulq_n_f32(vld1q_f32(query.q + h * hs + 4 * c), scale);
+    acc[c] = vdupq_n_f32(0.0f);
+  }
+  const int64_t P = kv.page_size, head_offset = h / kv.group * P * hs;
+  float m = kNegInf, sum = 0.0f;
+  for (int64_t p0 = 0; p0 <= query.position; p0 += P) {
+    const int64_t page = query.pages[p0 / P], count = std::min(P, query.position + 1 - p0);
+    const int64_t at = page * kv.page_stride + head_offset;
+    const T* k = static_cast<const T*>(kv.k_base) + at;
+    const T* v = static_cast<const T*>(kv.v_base) + at;
+    float block_max = kNegInf;
+    for (int64_t j = 0; j < count; ++j) {
+      const T* kj = k + j * hs;
+      float32x4_t d0 = vmulq_f32(qv[0], load4(kj)), d1 = vmulq_f32(qv[1], load4(kj + 4));
+      for (int c = 2; c < kVectors; c += 2) {
+        d0 = vfmaq_f32(d0, qv[c], load4(kj + 4 * c));
+        d1 = vfmaq_f32(d1, qv[c + 1], load4(kj + 4 * c + 4));
+      }
+      scores[j] = vaddvq_f32(vaddq_f32(d0, d1));
+      block_max = std::max(block_max, scores[j]);
+    }
+    const float m_new = std::max(m, block_max);
+    if (m_new > m) {  // rescale what was summed against the old maximum
+      const float shrink = m == kNegInf ? 0.0f : exp_nonpositive(m - m_new);
+      sum *= shrink;
+      for (int c = 0; c < kVectors; ++c) acc[c] = vmulq_n_f32(acc[c], shrink);
+      m = m_new;
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const float e = exp_nonpositive(scores[j] - m);
+      sum += e;
+      const T* vj = v + j * hs;
+      for (int c = 0; c < kVectors; ++c) acc[c] = vfmaq_n_f32(acc[c], load4(vj + 4 * c), e);
+    }
+  }
+  const float inv = 1.0f / sum;
+  float* out = query.out + h * hs;
+  for (int c = 0; c < kVectors; ++c) vst1q_f32(out + 4 * c, vmulq_n_f32(acc[c], inv));
+}
+
+template <typename T>
+AttendHead attend_head_kernel(int64_t hs) {
+  switch (hs / 16) {
+    case 1: return attend_head_neon<1, T>;
+    case 2: return attend_head_neon<2, T>;
+    case 3: return attend_head_neon<3, T>;
+    case 4: return attend_head_neon<4, T>;
+    case 5: return attend_head_neon<5, T>;
+    case 6: return attend_head_neon<6, T>;
+    case 7: return attend_head_neon<7, T>;
+    case 8: return attend_head_neon<8, T>;
+    default: return nullptr;
+  }
+}
+#endif
+
+// The AVX-512 or NEON kernel for this head width and cache type, or null
+// (portable loop).
 AttendHead fast_kernel(int64_t hs, bool float16) {
 #if defined(__x86_64__)
   if (!cpu_has_avx512f() || portable_kernels_forced() || hs % 16 != 0) return nullptr;
+  return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
+#elif defined(__aarch64__)
+  if (portable_kernels_forced() || hs % 16 != 0) return nullptr;
   return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
 #else
   (void)hs, (void)float16;
