@@ -331,6 +331,8 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
     for (int64_t N : {1, 5, 7}) {
       const std::vector<float> portable = product_at(QuantKernels::kPortable, q.matrix, N, 23);
       for (QuantKernels level : levels) {
+        // A level without its own kernel for the type would compare the portable loop with itself.
+        ASSERT_TRUE(extra_has_fast_kernel(static_cast<uint32_t>(t), level)) << ggml_type_name(t) << " " << quant_kernels_name(level);
         const std::vector<float> fast = product_at(level, q.matrix, N, 23);
         for (size_t i = 0; i < fast.size(); ++i)
           ASSERT_NEAR(fast[i], portable[i], 1e-4f * (1 + std::fabs(portable[i])))
@@ -341,7 +343,8 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
 }
 
 // Blocks of random bytes (every bit pattern a file may hold, scales of either sign),
-// not only what our quantizer writes: the AVX-512 kernels against the portable loops.
+// not only what our quantizer writes: the AVX-512 or NEON kernels against the
+// portable loops.
 TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
   const std::vector<QuantKernels> levels = fast_levels();
   if (levels.empty()) GTEST_SKIP() << "no AVX-512 VNNI or NEON kernels on this CPU: only the portable loops run";
@@ -358,6 +361,7 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
       float scale = 0;
       for (float v : portable) scale = std::max(scale, std::fabs(v));
       for (QuantKernels level : levels) {
+        ASSERT_TRUE(extra_has_fast_kernel(static_cast<uint32_t>(t), level)) << ggml_type_name(t) << " " << quant_kernels_name(level);
         const std::vector<float> fast = product_at(level, q.matrix, N, 33);
         for (size_t i = 0; i < fast.size(); ++i)
           ASSERT_NEAR(fast[i], portable[i], 1e-5f * (1 + scale))

@@ -14,6 +14,7 @@
 
 #include "gpt/kernels/paged_attention.h"
 #include "gpt/util/half.h"
+#include "test_support.h"
 
 namespace gpt {
 namespace {
@@ -25,6 +26,7 @@ struct Pool {
 };
 
 TEST(PagedAttention, EveryHeadWidthAndCacheTypeMatchesTheReference) {
+  const testing::ThreadCountGuard restore;  // also when an ASSERT returns early
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t n_pages = 12;
@@ -98,7 +100,6 @@ TEST(PagedAttention, EveryHeadWidthAndCacheTypeMatchesTheReference) {
       }
     }
   }
-  omp_set_num_threads(omp_get_num_procs());
 }
 
 }  // namespace

@@ -440,8 +440,8 @@ void dequantize_k(const B* x, float* y, int64_t nb) {
   }
 }
 
-// Integer sums per 16 weights, scaled once per super-block; the AVX-512 kernels
-// compute the same integers.
+// Integer sums per 16 weights, scaled once per super-block; the AVX-512 and NEON
+// kernels compute the same integers.
 template <class B>
 float dot_k(const uint8_t* row, const BlockQ8_K* a, int64_t nb) {
   const auto* w = reinterpret_cast<const B*>(row);
@@ -672,33 +672,45 @@ GPT_KQ_TARGET inline void planes_2bit(const uint8_t* qs, const uint8_t* hmask, i
   }
 }
 
-GPT_KQ_TARGET float dot_q2k_avx512(const uint8_t* row, const BlockQ8_K* a, int64_t nb) {
+// R input rows against one weight row (as dot_q45k_rows): each super-block's
+// planes and scales unpacked once for all R.
+template <int R>
+GPT_KQ_TARGET void dot_q2k_rows(const uint8_t* row, const BlockQ8_K* const* a, int64_t nb, float* out) {
   const auto* w = reinterpret_cast<const BlockQ2_K*>(row);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
     const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
     const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
     const __m512i sc16 = _mm512_zextsi256_si512(sc);
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[R];
+    for (int i = 0; i < R; ++i) sumi[i] = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
       __m512i q01, q23;
       planes_2bit<false>(w[b].qs, nullptr, h, q01, q23);
-      const int8_t* x = a[b].qs + 128 * h;
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q01, _mm512_loadu_si512(x)), sixteen_lanes(sc16, 8 * h));
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q23, _mm512_loadu_si512(x + 64)), sixteen_lanes(sc16, 8 * h + 4));
+      const __m512i s01 = sixteen_lanes(sc16, 8 * h), s23 = sixteen_lanes(sc16, 8 * h + 4);
+      for (int i = 0; i < R; ++i) {
+        const int8_t* x = a[i][b].qs + 128 * h;
+        sumi[i] = _mm512_dpwssd_epi32(sumi[i], _mm512_maddubs_epi16(q01, _mm512_loadu_si512(x)), s01);
+        sumi[i] = _mm512_dpwssd_epi32(sumi[i], _mm512_maddubs_epi16(q23, _mm512_loadu_si512(x + 64)), s23);
+      }
     }
-    const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
-    const float dw = half_to_float(w[b].d) * a[b].d, dm = half_to_float(w[b].dmin) * a[b].d;
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(dw), acc);
-    acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(summ)), _mm512_set1_ps(dm), acc);
+    const float d = half_to_float(w[b].d), dmin = half_to_float(w[b].dmin);
+    for (int i = 0; i < R; ++i) {
+      const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][b].bsums)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[i]), _mm512_set1_ps(d * a[i][b].d), acc[i]);
+      acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(summ)), _mm512_set1_ps(dmin * a[i][b].d), acc[i]);
+    }
   }
-  return _mm512_reduce_add_ps(acc);
+  for (int i = 0; i < R; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
 }
 
-GPT_KQ_TARGET float dot_q3k_avx512(const uint8_t* row, const BlockQ8_K* a, int64_t nb) {
+template <int R>
+GPT_KQ_TARGET void dot_q3k_rows(const uint8_t* row, const BlockQ8_K* const* a, int64_t nb, float* out) {
   const auto* w = reinterpret_cast<const BlockQ3_K*>(row);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     // q3k_scale's arithmetic, four scales at a time in 32-bit words.
     uint32_t s[3];
@@ -710,20 +722,27 @@ GPT_KQ_TARGET float dot_q3k_avx512(const uint8_t* row, const BlockQ8_K* a, int64
     const __m128i biased = _mm_set_epi32(static_cast<int>(w3), static_cast<int>(w2), static_cast<int>(w1), static_cast<int>(w0));
     const __m256i sc = _mm256_cvtepi8_epi16(_mm_sub_epi8(biased, _mm_set1_epi8(32)));
     const __m512i sc16 = _mm512_zextsi256_si512(sc);
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[R];
+    for (int i = 0; i < R; ++i) sumi[i] = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
       __m512i q01, q23;
       planes_2bit<true>(w[b].qs, w[b].hmask, h, q01, q23);
-      const int8_t* x = a[b].qs + 128 * h;
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q01, _mm512_loadu_si512(x)), sixteen_lanes(sc16, 8 * h));
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q23, _mm512_loadu_si512(x + 64)), sixteen_lanes(sc16, 8 * h + 4));
+      const __m512i s01 = sixteen_lanes(sc16, 8 * h), s23 = sixteen_lanes(sc16, 8 * h + 4);
+      for (int i = 0; i < R; ++i) {
+        const int8_t* x = a[i][b].qs + 128 * h;
+        sumi[i] = _mm512_dpwssd_epi32(sumi[i], _mm512_maddubs_epi16(q01, _mm512_loadu_si512(x)), s01);
+        sumi[i] = _mm512_dpwssd_epi32(sumi[i], _mm512_maddubs_epi16(q23, _mm512_loadu_si512(x + 64)), s23);
+      }
     }
     // The weights were taken as q + 4: take 4 * sum of scale * (sum of 16 inputs) off.
-    const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
-    sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(half_to_float(w[b].d) * a[b].d), acc);
+    const float d = half_to_float(w[b].d);
+    for (int i = 0; i < R; ++i) {
+      const __m256i corr = _mm256_madd_epi16(sc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][b].bsums)));
+      sumi[i] = _mm512_sub_epi32(sumi[i], _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[i]), _mm512_set1_ps(d * a[i][b].d), acc[i]);
+    }
   }
-  return _mm512_reduce_add_ps(acc);
+  for (int i = 0; i < R; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
 }
 
 
@@ -937,6 +956,8 @@ ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level) {
   if (fast && as_type(type) == GgmlType::kQ4_K) return rows4_k_avx512<dot_q45k_rows<false, 4>>;
   if (fast && as_type(type) == GgmlType::kQ5_K) return rows4_k_avx512<dot_q45k_rows<true, 4>>;
   if (fast && as_type(type) == GgmlType::kQ6_K) return rows4_k_avx512<dot_q6k_rows<4>>;
+  if (fast && as_type(type) == GgmlType::kQ3_K) return rows4_k_avx512<dot_q3k_rows<4>>;
+  if (fast && as_type(type) == GgmlType::kQ2_K) return rows4_k_avx512<dot_q2k_rows<4>>;
 #elif defined(__aarch64__)
   if (is_neon(level)) {
     switch (as_type(type)) {
@@ -961,8 +982,8 @@ ExtraRowsDot extra_rows_dot(uint32_t type, QuantKernels level) {
   if (fast && as_type(type) == GgmlType::kQ4_K) return rows_k_avx512<one_row<dot_q45k_rows<false, 1>>>;
   if (fast && as_type(type) == GgmlType::kQ6_K) return rows_k_avx512<one_row<dot_q6k_rows<1>>>;
   if (fast && as_type(type) == GgmlType::kQ5_K) return rows_k_avx512<one_row<dot_q45k_rows<true, 1>>>;
-  if (fast && as_type(type) == GgmlType::kQ3_K) return rows_k_avx512<dot_q3k_avx512>;
-  if (fast && as_type(type) == GgmlType::kQ2_K) return rows_k_avx512<dot_q2k_avx512>;
+  if (fast && as_type(type) == GgmlType::kQ3_K) return rows_k_avx512<one_row<dot_q3k_rows<1>>>;
+  if (fast && as_type(type) == GgmlType::kQ2_K) return rows_k_avx512<one_row<dot_q2k_rows<1>>>;
   if (fast && as_type(type) == GgmlType::kQ4_1) return rows_legacy_avx512<GgmlType::kQ4_1>;
   if (fast && as_type(type) == GgmlType::kQ5_0) return rows_legacy_avx512<GgmlType::kQ5_0>;
   if (fast && as_type(type) == GgmlType::kQ5_1) return rows_legacy_avx512<GgmlType::kQ5_1>;

@@ -141,10 +141,12 @@ GPT_AVX512_WARNINGS_ON
 
 #if defined(__aarch64__)
 // attend_head_avx512 for AArch64's NEON: the query and the running output in
-// 4 * NQ registers of 4 floats, keys and values read in place (a float16 page
-// widened 4 at a time by FCVTL), online softmax a page at a time. The scores'
-// sums and the softmax follow the AVX-512 kernel's order of operations (per key:
-// products summed in two chains, then across lanes).
+// 4 * NQ vectors of 4 floats each (up to hs = 48 all in registers; wider heads
+// spill some to the stack, a tuning item for ARM hardware), keys and values read
+// in place (a float16 page widened 4 at a time by FCVTL), online softmax a page
+// at a time. A key's score sums its products in two chains (even and odd
+// vectors) as the contiguous NEON kernel in attention.cpp does, then across
+// lanes.
 template <int NQ, typename T>
 void attend_head_neon(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
   constexpr int64_t hs = 16 * NQ;

@@ -105,7 +105,7 @@ void transpose_to_panels_in_place(float* W, int64_t rows, int64_t cols) {
 
 InferenceWeights InferenceWeights::in_panels(std::shared_ptr<GPT> model) {
   GPT_CHECK(model != nullptr, "InferenceWeights::in_panels needs a model");
-  GPT_CHECK(few_rows_kernels(), "InferenceWeights::in_panels: this CPU runs no panel kernels (AVX-512)");
+  GPT_CHECK(few_rows_kernels(), "InferenceWeights::in_panels: this CPU runs no panel kernels (AVX-512 or NEON)");
   const ModelConfig& c = model->config();
   const ModelWeights& m = model->mutable_weights();
   const bool tied = m.lm_head == m.wte;
