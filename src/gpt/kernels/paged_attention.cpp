@@ -79,7 +79,7 @@ GPT_AVX512_WARNINGS_OFF
 // page at a time. At 16 sequences x ~160 positions, 12 layers, the portable
 // loop (its output row stored and reloaded per key) took a fifth of a step.
 template <int NQ, typename T>
-GPT_AVX512_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
+GPT_AVX512_TARGET void attend_head_simd(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
   constexpr int64_t hs = 16 * NQ;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -121,26 +121,11 @@ GPT_AVX512_TARGET void attend_head_avx512(const PagedQuery& query, const PagedKv
   for (int c = 0; c < NQ; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
 }
 
-
-template <typename T>
-AttendHead attend_head_kernel(int64_t hs) {
-  switch (hs / 16) {
-    case 1: return attend_head_avx512<1, T>;
-    case 2: return attend_head_avx512<2, T>;
-    case 3: return attend_head_avx512<3, T>;
-    case 4: return attend_head_avx512<4, T>;
-    case 5: return attend_head_avx512<5, T>;
-    case 6: return attend_head_avx512<6, T>;
-    case 7: return attend_head_avx512<7, T>;
-    case 8: return attend_head_avx512<8, T>;
-    default: return nullptr;
-  }
-}
 GPT_AVX512_WARNINGS_ON
 #endif
 
 #if defined(__aarch64__)
-// attend_head_avx512 for AArch64's NEON: the query and the running output in
+// The same kernel for AArch64's NEON: the query and the running output in
 // 4 * NQ vectors of 4 floats each (up to hs = 48 all in registers; wider heads
 // spill some to the stack, a tuning item for ARM hardware), keys and values read
 // in place (a float16 page widened 4 at a time by FCVTL), online softmax a page
@@ -148,7 +133,7 @@ GPT_AVX512_WARNINGS_ON
 // vectors) as the contiguous NEON kernel in attention.cpp does, then across
 // lanes.
 template <int NQ, typename T>
-void attend_head_neon(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
+void attend_head_simd(const PagedQuery& query, const PagedKv& kv, int64_t h, float* scores) {
   constexpr int64_t hs = 16 * NQ;
   constexpr int kVectors = 4 * NQ;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -194,18 +179,21 @@ void attend_head_neon(const PagedQuery& query, const PagedKv& kv, int64_t h, flo
   float* out = query.out + h * hs;
   for (int c = 0; c < kVectors; ++c) vst1q_f32(out + 4 * c, vmulq_n_f32(acc[c], inv));
 }
+#endif
 
+#if defined(__x86_64__) || defined(__aarch64__)
+// This ISA's kernel (attend_head_simd) for heads of hs = 16 * NQ.
 template <typename T>
 AttendHead attend_head_kernel(int64_t hs) {
   switch (hs / 16) {
-    case 1: return attend_head_neon<1, T>;
-    case 2: return attend_head_neon<2, T>;
-    case 3: return attend_head_neon<3, T>;
-    case 4: return attend_head_neon<4, T>;
-    case 5: return attend_head_neon<5, T>;
-    case 6: return attend_head_neon<6, T>;
-    case 7: return attend_head_neon<7, T>;
-    case 8: return attend_head_neon<8, T>;
+    case 1: return attend_head_simd<1, T>;
+    case 2: return attend_head_simd<2, T>;
+    case 3: return attend_head_simd<3, T>;
+    case 4: return attend_head_simd<4, T>;
+    case 5: return attend_head_simd<5, T>;
+    case 6: return attend_head_simd<6, T>;
+    case 7: return attend_head_simd<7, T>;
+    case 8: return attend_head_simd<8, T>;
     default: return nullptr;
   }
 }
@@ -214,11 +202,11 @@ AttendHead attend_head_kernel(int64_t hs) {
 // The AVX-512 or NEON kernel for this head width and cache type, or null
 // (portable loop).
 AttendHead fast_kernel(int64_t hs, bool float16) {
+#if defined(__x86_64__) || defined(__aarch64__)
 #if defined(__x86_64__)
-  if (!cpu_has_avx512f() || portable_kernels_forced() || hs % 16 != 0) return nullptr;
-  return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
-#elif defined(__aarch64__)
-  if (portable_kernels_forced() || hs % 16 != 0) return nullptr;
+  if (!cpu_has_avx512f()) return nullptr;
+#endif
+  if (portable_kernels_forced() || hs % 16 != 0) return nullptr;  // every AArch64 CPU has NEON
   return float16 ? attend_head_kernel<uint16_t>(hs) : attend_head_kernel<float>(hs);
 #else
   (void)hs, (void)float16;
