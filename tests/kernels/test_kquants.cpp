@@ -328,7 +328,7 @@ TEST(KQuants, KernelsAgreeWithThePortableLoops) {
     QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
     // Fewer rows than kQuantPanelMinRows: both go through int8 inputs (from there
     // on the portable path widens the weights instead: ProductsMatchTheDecodedWeights).
-    for (int64_t N : {1, 5, 7}) {
+    for (int64_t N : {1, 2, 5, 6, 7}) {  // Q4_K-Q6_K groups: 1-4 inputs per pass, then the rest
       const std::vector<float> portable = product_at(QuantKernels::kPortable, q.matrix, N, 23);
       for (QuantKernels level : levels) {
         // A level without its own kernel for the type would compare the portable loop with itself.
@@ -373,6 +373,80 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
 
 // Weights no format can hold stay defined: NaN and infinities quantize to finite
 // scales (a file we write is one we read), tiny ranges to exact zeros.
+// Q4_K, Q5_K and Q6_K matrices on x86-64 are kept in groups of 16 rows (kquants.h)
+// with a group kernel for VNNI; a group's outputs, the rows after the last group,
+// the bias and a residual the output aliases all land where they belong.
+TEST(KQuants, GroupedRowsBiasAndResidualLandInPlace) {
+  for (GgmlType t : {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+#if defined(__x86_64__)
+    EXPECT_TRUE(k_row_interleaved(static_cast<uint32_t>(t))) << ggml_type_name(t);
+    const std::vector<QuantKernels> levels = available_kernels();
+    if (std::find(levels.begin(), levels.end(), QuantKernels::kVnni) != levels.end()) {
+      EXPECT_NE(k_group_dot(static_cast<uint32_t>(t), QuantKernels::kVnni), nullptr) << ggml_type_name(t);
+    }
+#endif
+    const int64_t rows = 37, cols = 512;  // two groups and 5 rows
+    const std::vector<float> w = weights(rows * cols, 51);
+    QuantizedStorage q = QuantizedStorage::quantize(t, w.data(), rows, cols);
+    for (QuantKernels level : available_kernels()) {
+      KernelCapGuard guard;
+      cap_quant_kernels(level);
+      for (int64_t N : {1, 6}) {
+        std::vector<float> in = weights(N * cols, 53);
+        for (auto& v : in) v *= 50;
+        std::vector<float> bias(static_cast<size_t>(rows)), residual(static_cast<size_t>(N * rows));
+        for (size_t i = 0; i < bias.size(); ++i) bias[i] = 0.01f * static_cast<float>(i);
+        for (size_t i = 0; i < residual.size(); ++i) residual[i] = 1.0f + 0.1f * static_cast<float>(i);
+        std::vector<float> plain(residual.size()), onto = residual;
+        QuantScratch scratch;
+        quantized_linear(plain.data(), in.data(), q.matrix, nullptr, N, scratch);
+        quantized_linear(onto.data(), in.data(), q.matrix, bias.data(), N, scratch, onto.data());
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t i = static_cast<size_t>(n * rows + r);
+            ASSERT_NEAR(onto[i], plain[i] + bias[static_cast<size_t>(r)] + residual[i], 1e-5f * (1 + std::fabs(onto[i])))
+                << ggml_type_name(t) << " " << quant_kernels_name(level) << " N " << N << " row " << r;
+          }
+      }
+    }
+  }
+}
+
+// The input rows' int8 blocks: the AVX-512 quantizer writes the portable one's
+// bytes (values, scale, sums of 16), in order or with the middle quarters swapped,
+// on ordinary rows and on rows with zeros, huge values, infinities and NaN.
+TEST(KQuants, InputBlocksAreTheSameAtEveryLevel) {
+  const int64_t n = 1024;
+  std::vector<std::vector<float>> rows = {weights(n, 61), std::vector<float>(n, 0.0f), weights(n, 62)};
+  rows[2][5] = std::numeric_limits<float>::quiet_NaN();
+  rows[2][300] = std::numeric_limits<float>::infinity();
+  rows[2][301] = -3e38f;
+  rows[2][700] = 1e-30f;
+  std::vector<float> ties(n);  // values that land halfway between integers
+  for (int64_t i = 0; i < n; ++i) ties[static_cast<size_t>(i)] = static_cast<float>((i % 255) - 127) + (i % 2 == 0 ? 0.5f : 0.0f);
+  rows.push_back(ties);
+  for (const std::vector<float>& x : rows)
+    for (bool swapped : {false, true}) {
+      std::vector<BlockQ8_K> portable(n / kSuperBlock), fast(n / kSuperBlock);
+      quantize_row_q8_k_at(QuantKernels::kPortable, x.data(), portable.data(), n, swapped);
+      for (QuantKernels level : available_kernels()) {
+        quantize_row_q8_k_at(level, x.data(), fast.data(), n, swapped);
+        for (size_t b = 0; b < fast.size(); ++b) {
+          ASSERT_EQ(std::memcmp(fast[b].qs, portable[b].qs, sizeof fast[b].qs), 0) << quant_kernels_name(level) << " block " << b;
+          ASSERT_EQ(std::memcmp(fast[b].bsums, portable[b].bsums, sizeof fast[b].bsums), 0) << quant_kernels_name(level);
+          ASSERT_EQ(fast[b].d, portable[b].d) << quant_kernels_name(level);
+        }
+      }
+    }
+  // Swapping moves values 32-63 and 64-95 of each 128; the sums of 16 stay in order.
+  std::vector<BlockQ8_K> plain(n / kSuperBlock), swapped(n / kSuperBlock);
+  quantize_row_q8_k_at(QuantKernels::kPortable, rows[0].data(), plain.data(), n, false);
+  quantize_row_q8_k_at(QuantKernels::kPortable, rows[0].data(), swapped.data(), n, true);
+  EXPECT_EQ(std::memcmp(plain[0].qs + 32, swapped[0].qs + 64, 32), 0);
+  EXPECT_EQ(std::memcmp(plain[0].qs + 160, swapped[0].qs + 192, 32), 0);
+  EXPECT_EQ(std::memcmp(plain[0].bsums, swapped[0].bsums, sizeof plain[0].bsums), 0);
+}
+
 TEST(KQuants, NonFiniteAndTinyWeightsGiveFiniteScales) {
   for (GgmlType t : kExtraTypes) {
     const int64_t n = 512;

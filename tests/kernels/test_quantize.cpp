@@ -153,9 +153,9 @@ TEST(Quantize, RoundTripErrorIsWithinOneStep) {
 TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16}) {
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     for (int64_t rows : {1, 15, 16, 17, 40, 48}) {
-      const int64_t cols = 96;
+      const int64_t cols = ggml_block_size(t) == 256 ? 512 : 96;  // K types (x86-64: Q4_K-Q6_K grouped) by super-blocks
       const size_t rb = ggml_row_bytes(t, cols);
       std::vector<float> w(static_cast<size_t>(rows * cols)), wt(w.size());
       for (auto& v : w) v = normal(rng);
@@ -179,7 +179,7 @@ TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
         q.matrix.float_row(r, floats.data());
         ASSERT_EQ(floats, expected) << ggml_type_name(t) << " row " << r;
       }
-      if (t != GgmlType::kF16 && rows >= 16) {  // the documented layout, block 0 of group 0
+      if ((t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0) && rows >= 16) {  // the documented layout, block 0 of group 0
         const int64_t words = t == GgmlType::kQ8_0 ? 8 : 4;
         const uint8_t offset = t == GgmlType::kQ8_0 ? 0x80 : 0;  // Q8_0 stored + 128
         for (int64_t r = 0; r < 16; ++r) {

@@ -1,10 +1,12 @@
 #include "gpt/kernels/kquants.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -814,6 +816,228 @@ GPT_KQ_TARGET void rows_k_avx512(const uint8_t* w, size_t row_bytes, int64_t row
                                  float* out) {
   for (int64_t r = 0; r < rows; ++r) out[r] = Dot(w + row_bytes * static_cast<size_t>(r), in.k, n / kSuperBlock);
 }
+
+// Q4_K and Q5_K in groups (kquants.h): 8 rows x R input rows per pass. A 64-byte
+// load holds 8 bytes of each of the 8 rows; its low nibbles (sub-block 2p) and
+// high nibbles (2p + 1) each meet one broadcast 8-byte word of an input in a
+// VPMADDUBSW, whose int16 pair sums add up over the sub-block's four quarters (at
+// most 4 * 2 * 31 * 127) before one VPDPWSSD applies the rows' scales. Int32 lanes
+// 2r and 2r + 1 hold row r; they are added at the end, so no horizontal sum is
+// taken per output. The mins meet the input's sums of 32 in one more VPDPWSSD
+// pair; the 6-bit scales and mins of the 8 rows unpack in one pass. Q5_K's fifth
+// bits are tested out of qh (a quarter of its 32 bytes per row per load).
+GPT_KQ_TARGET inline __m512i scale_pick(int j) {  // VPSHUFB control: int16 lanes 4r..4r+3 take lane 4r + j
+  alignas(16) int8_t c[16];
+  for (int k = 0; k < 8; ++k) {
+    const int from = (k < 4 ? 0 : 8) + 2 * j;
+    c[2 * k] = static_cast<int8_t>(from);
+    c[2 * k + 1] = static_cast<int8_t>(from + 1);
+  }
+  return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(c)));
+}
+
+// Lanes 2r and 2r + 1 -> row r: add each pair, keep the low 32 bits of each 64.
+GPT_KQ_TARGET inline void store_row_pairs(__m512 acc, float* out) {
+  const __m512 pairs = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
+  _mm256_storeu_ps(out, _mm256_castsi256_ps(_mm512_cvtepi64_epi32(_mm512_castps_si512(pairs))));
+}
+
+template <bool kFive, int R>
+GPT_KQ_TARGET void q45k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_K* const* a, float* out) {
+  using B = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
+  constexpr int kQs = kFive ? 384 : 128;  // where the weights start (kquants.cpp's pieces_of)
+  const __m512i nibble = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(0x10);
+  const __m512i pick[4] = {scale_pick(0), scale_pick(1), scale_pick(2), scale_pick(3)};
+  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f),
+                top2 = _mm256_set1_epi32(0x03030303);
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = half + static_cast<size_t>(b) * 8 * sizeof(B);
+    const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32));
+    const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 64));
+    const __m256i s2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 96));
+    // get_scale_min's arithmetic for 8 rows at once: byte 4r + j of each is row r's j-th.
+    const __m256i sc_lo = _mm256_and_si256(s0, low6), mn_lo = _mm256_and_si256(s1, low6);
+    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(s2, low4),
+                                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(s0, 6), top2), 4));
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(s2, 4), low4),
+                                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(s1, 6), top2), 4));
+    const __m512 d = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(
+                                                    _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)))));
+    const __m512 dmin = _mm512_permutexvar_ps(
+        dup, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)))));
+    {  // The mins times the input's sums of each sub-block (bsums in order).
+      const __m512i mn_lo16 = _mm512_cvtepu8_epi16(mn_lo), mn_hi16 = _mm512_cvtepu8_epi16(mn_hi);
+      for (int i = 0; i < R; ++i) {
+        const __m256i sums = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][b].bsums)),
+                                               _mm256_set1_epi16(1));
+        const __m256i packed = _mm256_packs_epi32(sums, sums);  // sub-blocks 0-3 in the low 8 bytes, 4-7 at byte 16
+        const __m512i m = _mm512_dpwssd_epi32(
+            _mm512_dpwssd_epi32(_mm512_setzero_si512(), mn_lo16, _mm512_broadcastq_epi64(_mm256_castsi256_si128(packed))),
+            mn_hi16, _mm512_broadcastq_epi64(_mm256_extracti128_si256(packed, 1)));
+        acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, _mm512_set1_ps(a[i][b].d)), acc[i]);
+      }
+    }
+    const __m512i sc16[2] = {_mm512_cvtepu8_epi16(sc_lo), _mm512_cvtepu8_epi16(sc_hi)};
+    __m512i isum[R];
+    for (int i = 0; i < R; ++i) isum[i] = _mm512_setzero_si512();
+    for (int p = 0; p < 4; ++p) {
+      // The input's middle quarters of each 128 are swapped (k_input_swapped):
+      // sub-block 2p's 32 values lie at xo, 2p + 1's at xo + 64.
+      const int xo = 128 * (p / 2) + 32 * (p % 2);
+      __m512i lo_sum[R], hi_sum[R];
+      for (int c = 0; c < 4; ++c) {
+        const __m512i q = _mm512_loadu_si512(g + kQs + 64 * (4 * p + c));
+        __m512i lo = _mm512_and_si512(q, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), nibble);
+        if constexpr (kFive) {  // qh[l] bit s: the fifth bit of sub-block s's weight l
+          const __m512i qh = _mm512_loadu_si512(g + 128 + 64 * c);
+          lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(static_cast<char>(1 << (2 * p)))), lo, sixteen);
+          hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(static_cast<char>(2 << (2 * p)))), hi, sixteen);
+        }
+        for (int i = 0; i < R; ++i) {
+          const int8_t* x = a[i][b].qs + xo + 8 * c;
+          int64_t xl, xh;
+          std::memcpy(&xl, x, 8);
+          std::memcpy(&xh, x + 64, 8);
+          const __m512i pl = _mm512_maddubs_epi16(lo, _mm512_set1_epi64(xl));
+          const __m512i ph = _mm512_maddubs_epi16(hi, _mm512_set1_epi64(xh));
+          lo_sum[i] = c == 0 ? pl : _mm512_add_epi16(lo_sum[i], pl);
+          hi_sum[i] = c == 0 ? ph : _mm512_add_epi16(hi_sum[i], ph);
+        }
+      }
+      const __m512i s_lo = _mm512_shuffle_epi8(sc16[p / 2], pick[(2 * p) % 4]);
+      const __m512i s_hi = _mm512_shuffle_epi8(sc16[p / 2], pick[(2 * p + 1) % 4]);
+      for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(isum[i], lo_sum[i], s_lo), hi_sum[i], s_hi);
+    }
+    for (int i = 0; i < R; ++i)
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, _mm512_set1_ps(a[i][b].d)), acc[i]);
+  }
+  for (int i = 0; i < R; ++i) store_row_pairs(acc[i], out + 16 * i);
+}
+
+// Q6_K in groups: per half n of 128 weights and quarter c of qh's 32 bytes, one
+// load of qh and two of ql give four registers of 6-bit weights (+32) for 8 rows:
+// weights 128n + 8c + {0, 32, 64, 96} + 0..7, i.e. sub-blocks 8n + c/2 + {0, 2, 4, 6}.
+// Two quarters' VPMADDUBSW sums (at most 2 * 2 * 63 * 127) make a sub-block's;
+// VPDPWSSD applies the 8 rows' signed scales. The +32 comes off as 32 * (the
+// scales times the input's sums of 16), four VPDPWSSD per super-block.
+template <int R>
+GPT_KQ_TARGET void q6k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_K* const* a, float* out) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F), three = _mm512_set1_epi8(0x03);
+  const __m512i pick[4] = {scale_pick(0), scale_pick(1), scale_pick(2), scale_pick(3)};
+  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = half + static_cast<size_t>(b) * 8 * sizeof(BlockQ6_K);
+    // Scales of sub-blocks 4k .. 4k + 3 as int16 lanes 4r + m (row r, sub-block 4k + m).
+    __m512i sc16[4];
+    for (int k = 0; k < 4; ++k) sc16[k] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 * k)));
+    __m512i isum[R];
+    for (int i = 0; i < R; ++i) {  // -32 * sum of scale * (sum of the sub-block's 16 inputs)
+      const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums));
+      const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums + 8));
+      __m512i corr = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc16[0], _mm512_broadcastq_epi64(bs0));
+      corr = _mm512_dpwssd_epi32(corr, sc16[1], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs0, bs0)));
+      corr = _mm512_dpwssd_epi32(corr, sc16[2], _mm512_broadcastq_epi64(bs1));
+      corr = _mm512_dpwssd_epi32(corr, sc16[3], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs1, bs1)));
+      isum[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(corr, 5));
+    }
+#pragma GCC unroll 8
+    for (int n = 0; n < 2; ++n) {
+#pragma GCC unroll 8
+      for (int t = 0; t < 2; ++t) {  // quarters 2t and 2t + 1: sub-blocks 8n + t + {0, 2, 4, 6}
+        __m512i sum[R][4];
+#pragma GCC unroll 8
+        for (int c = 2 * t; c < 2 * t + 2; ++c) {
+          const uint8_t* at = g + 144 + 192 * (4 * n + c);
+          const __m512i h = _mm512_loadu_si512(at);
+          const __m512i l0 = _mm512_loadu_si512(at + 64);   // ql bytes 8c..: weights +0 and +64
+          const __m512i l1 = _mm512_loadu_si512(at + 128);  // ql bytes 32 + 8c..: +32 and +96
+          const __m512i q[4] = {
+              _mm512_or_si512(_mm512_and_si512(l0, nibble), _mm512_slli_epi16(_mm512_and_si512(h, three), 4)),
+              _mm512_or_si512(_mm512_and_si512(l1, nibble), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 2), three), 4)),
+              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), nibble),
+                              _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 4), three), 4)),
+              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), nibble),
+                              _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 6), three), 4))};
+#pragma GCC unroll 8
+          for (int i = 0; i < R; ++i) {
+            const int8_t* x = a[i][b].qs + 128 * n + 8 * c;
+#pragma GCC unroll 8
+            for (int k = 0; k < 4; ++k) {
+              int64_t xv;
+              std::memcpy(&xv, x + 32 * k, 8);
+              const __m512i pr = _mm512_maddubs_epi16(q[k], _mm512_set1_epi64(xv));
+              sum[i][k] = c == 2 * t ? pr : _mm512_add_epi16(sum[i][k], pr);
+            }
+          }
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < 4; ++k) {
+          const int j = 8 * n + t + 2 * k;  // the sub-block
+          const __m512i s = _mm512_shuffle_epi8(sc16[j / 4], pick[j % 4]);
+          for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(isum[i], sum[i][k], s);
+        }
+      }
+    }
+    const __m512 d = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(
+                                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 128)))));
+    for (int i = 0; i < R; ++i)
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, _mm512_set1_ps(a[i][b].d)), acc[i]);
+  }
+  for (int i = 0; i < R; ++i) store_row_pairs(acc[i], out + 16 * i);
+}
+
+template <GgmlType kType, int R>
+GPT_KQ_TARGET void k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_K* const* in, float* out) {
+  if constexpr (kType == GgmlType::kQ6_K) q6k_half_rows<R>(half, nb, in, out);
+  else q45k_half_rows<kType == GgmlType::kQ5_K, R>(half, nb, in, out);
+}
+
+template <GgmlType kType>
+GPT_KQ_TARGET void k_group_avx512(const uint8_t* group, int64_t nb, const BlockQ8_K* const* in, int count, float* out) {
+  constexpr size_t kHalf = 8 * (kType == GgmlType::kQ4_K ? sizeof(BlockQ4_K)
+                                : kType == GgmlType::kQ5_K ? sizeof(BlockQ5_K) : sizeof(BlockQ6_K));
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* half = group + static_cast<size_t>(h * nb) * kHalf;
+    switch (count) {
+      case 1: k_half_rows<kType, 1>(half, nb, in, out + 8 * h); break;
+      case 2: k_half_rows<kType, 2>(half, nb, in, out + 8 * h); break;
+      case 3: k_half_rows<kType, 3>(half, nb, in, out + 8 * h); break;
+      default: k_half_rows<kType, 4>(half, nb, in, out + 8 * h); break;
+    }
+  }
+}
+
+// quantize_row_q8_k with 16 values per vector: the same operations in the same
+// order (amax, d = amax / 127, x * (1 / d) rounded to nearest even, NaN to 0), so
+// the same bytes; written with the middle quarters swapped when asked.
+GPT_KQ_TARGET void quantize_q8_k_avx512(const float* x, BlockQ8_K* y, int64_t n, bool swapped) {
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < n / kSuperBlock; ++b, x += kSuperBlock) {
+    __m512 amax = _mm512_setzero_ps();
+    // MAXPS gives its second operand where either is NaN: NaNs never win, as in std::max.
+    for (int i = 0; i < kSuperBlock; i += 16) amax = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + i), abs_mask), amax);
+    const float am = _mm512_reduce_max_ps(amax);
+    const float d = am / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = d;
+    const __m512 vid = _mm512_set1_ps(id), big = _mm512_set1_ps(1e9f);
+    for (int j = 0; j < kSuperBlock / 16; ++j) {
+      const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * j), vid);
+      const __m512 clamped = _mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), big)), big);
+      __m512i q = _mm512_cvtps_epi32(clamped);  // the current rounding mode: nearest even, as std::nearbyint
+      q = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), q);
+      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+      y[b].bsums[j] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+      int at = 16 * j;
+      if (swapped && (at % 128) >= 32 && (at % 128) < 96) at += (at % 128) < 64 ? 32 : -32;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs + at), _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
 GPT_AVX512_WARNINGS_ON
 #endif
 
@@ -948,6 +1172,109 @@ void swap_middle_quarters(BlockQ8_K* y, int64_t nb) {
       std::memcpy(y[b].qs + c + 32, y[b].qs + c + 64, 32);
       std::memcpy(y[b].qs + c + 64, tmp, 32);
     }
+}
+
+bool k_row_interleaved(uint32_t type) {
+#if defined(__x86_64__)
+  const GgmlType t = as_type(type);
+  return t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+#else
+  (void)type;
+  return false;
+#endif
+}
+
+namespace {
+// A grouped super-block of 8 rows is the 8 rows' blocks cut into pieces: each
+// piece (`len` bytes at `src` in a row's block) goes to dst + len * (row % 8), so
+// the 8 rows' copies of a piece lie side by side (kquants.h).
+struct Piece {
+  int src, dst, len;
+};
+std::vector<Piece> pieces_of(GgmlType t) {
+  std::vector<Piece> v;
+  if (t == GgmlType::kQ4_K || t == GgmlType::kQ5_K) {
+    const int qs = t == GgmlType::kQ4_K ? 16 : 48, qs_dst = t == GgmlType::kQ4_K ? 128 : 384;
+    v.push_back({0, 0, 2});   // d
+    v.push_back({2, 16, 2});  // dmin
+    for (int w = 0; w < 3; ++w) v.push_back({4 + 4 * w, 32 + 32 * w, 4});  // scale bytes 4w .. 4w + 3
+    if (t == GgmlType::kQ5_K)
+      for (int c = 0; c < 4; ++c) v.push_back({16 + 8 * c, 128 + 64 * c, 8});  // qh, a quarter at a time
+    for (int p = 0; p < 4; ++p)
+      for (int c = 0; c < 4; ++c) v.push_back({qs + 32 * p + 8 * c, qs_dst + 64 * (4 * p + c), 8});
+  } else {  // Q6_K, in the order the kernel reads it: the scales (by fours), d, then
+             // per half n and quarter c of qh, qh's quarter and the two ql quarters it completes
+    for (int g = 0; g < 4; ++g) v.push_back({192 + 4 * g, 32 * g, 4});
+    v.push_back({208, 128, 2});
+    for (int n = 0; n < 2; ++n)
+      for (int c = 0; c < 4; ++c) {
+        const int at = 144 + 192 * (4 * n + c);
+        v.push_back({128 + 32 * n + 8 * c, at, 8});
+        v.push_back({64 * n + 8 * c, at + 64, 8});
+        v.push_back({64 * n + 32 + 8 * c, at + 128, 8});
+      }
+  }
+  return v;
+}
+const std::vector<Piece>& pieces(GgmlType t) {
+  static const std::vector<Piece> q4 = pieces_of(GgmlType::kQ4_K), q5 = pieces_of(GgmlType::kQ5_K),
+                                   q6 = pieces_of(GgmlType::kQ6_K);
+  return t == GgmlType::kQ4_K ? q4 : t == GgmlType::kQ5_K ? q5 : q6;
+}
+// Where row r's (0-15) super-block b starts in a group.
+size_t group_block_at(GgmlType t, int64_t nb, int64_t r, int64_t b) {
+  return static_cast<size_t>((r / 8) * nb + b) * 8 * static_cast<size_t>(ggml_block_bytes(t));
+}
+}  // namespace
+
+void interleave_k_group(uint32_t type, const uint8_t* rows, size_t row_bytes, int64_t nb, uint8_t* group) {
+  GPT_CHECK(k_row_interleaved(type), "interleave_k_group: not a grouped type");
+  const GgmlType t = as_type(type);
+  const auto bb = static_cast<size_t>(ggml_block_bytes(t));
+  for (int64_t r = 0; r < kKGroupRows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = rows + static_cast<size_t>(r) * row_bytes + static_cast<size_t>(b) * bb;
+      uint8_t* g = group + group_block_at(t, nb, r, b);
+      for (const Piece& pc : pieces(t)) std::memcpy(g + pc.dst + pc.len * (r % 8), blk + pc.src, static_cast<size_t>(pc.len));
+    }
+}
+
+void deinterleave_k_row(uint32_t type, const uint8_t* group, int64_t nb, int64_t r, uint8_t* row) {
+  GPT_CHECK(k_row_interleaved(type), "deinterleave_k_row: not a grouped type");
+  const GgmlType t = as_type(type);
+  const auto bb = static_cast<size_t>(ggml_block_bytes(t));
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = group + group_block_at(t, nb, r, b);
+    uint8_t* blk = row + static_cast<size_t>(b) * bb;
+    for (const Piece& pc : pieces(t)) std::memcpy(blk + pc.src, g + pc.dst + pc.len * (r % 8), static_cast<size_t>(pc.len));
+  }
+}
+
+KGroupDot k_group_dot(uint32_t type, QuantKernels level) {
+#if defined(__x86_64__)
+  if (level == QuantKernels::kVnni) {
+    switch (as_type(type)) {
+      case GgmlType::kQ4_K: return k_group_avx512<GgmlType::kQ4_K>;
+      case GgmlType::kQ5_K: return k_group_avx512<GgmlType::kQ5_K>;
+      case GgmlType::kQ6_K: return k_group_avx512<GgmlType::kQ6_K>;
+      default: break;
+    }
+  }
+#else
+  (void)type;
+  (void)level;
+#endif
+  return nullptr;
+}
+
+void quantize_row_q8_k_at(QuantKernels level, const float* x, BlockQ8_K* y, int64_t n, bool swapped) {
+#if defined(__x86_64__)
+  if (level == QuantKernels::kVnni) return quantize_q8_k_avx512(x, y, n, swapped);
+#else
+  (void)level;
+#endif
+  quantize_row_q8_k(x, y, n);
+  if (swapped) swap_middle_quarters(y, n / kSuperBlock);
 }
 
 ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level) {

@@ -138,4 +138,32 @@ using ExtraRowsDot4 = void (*)(const uint8_t* w, size_t row_bytes, int64_t rows,
                                float* out);
 ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level);
 
+// Q4_K, Q5_K and Q6_K matrices on x86-64 are kept in groups of 16 rows (quantize.h's
+// QuantizedMatrix; the rows after the last whole group stay as stored), laid out
+// for one VPMADDUBSW to multiply 8 weights of 8 rows by one broadcast 8-byte word
+// of the input: a group is two halves of 8 rows, each half its super-blocks one
+// after another, each super-block the 8 rows' blocks cut into pieces, each
+// piece's 8 copies side by side, in the order the kernel reads them:
+//   Q4_K (8 x 144 B): 8 float16 d, 8 dmin, the rows' scale bytes 0-3, 4-7, 8-11
+//     (three arrays of 8 words), then for each pair of sub-blocks p and quarter c
+//     of its 32 bytes, the rows' 8 bytes qs[32p + 8c ..];
+//   Q5_K (8 x 176 B): as Q4_K, with qh's four quarters (8 bytes a row each)
+//     before the qs;
+//   Q6_K (8 x 210 B): the 16 scales by fours, d, then for each half n and quarter
+//     c of its 32 qh bytes: qh[32n + 8c ..], ql[64n + 8c ..], ql[64n + 32 + 8c ..].
+// The same bytes, reordered (block_row gives a row back as stored). llama.cpp
+// repacks Q4_K alike for its CPU kernels (block_q4_Kx8); the order here is ours.
+bool k_row_interleaved(uint32_t type);
+inline constexpr int64_t kKGroupRows = 16;
+void interleave_k_group(uint32_t type, const uint8_t* rows, size_t row_bytes, int64_t nb, uint8_t* group);
+void deinterleave_k_row(uint32_t type, const uint8_t* group, int64_t nb, int64_t r, uint8_t* row);
+// The 16 rows of a group against `count` (1-4) Q8_K input rows (as k_input_swapped
+// says): out[i * 16 + r]. Null where `level` has no group kernel for the type:
+// the caller then unpacks the group's rows for extra_rows_dot.
+using KGroupDot = void (*)(const uint8_t* group, int64_t nb, const BlockQ8_K* const* in, int count, float* out);
+KGroupDot k_group_dot(uint32_t type, QuantKernels level);
+// quantize_row_q8_k, and swap_middle_quarters when `swapped`, with AVX-512 where the
+// level is VNNI: the same bytes.
+void quantize_row_q8_k_at(QuantKernels level, const float* x, BlockQ8_K* y, int64_t n, bool swapped);
+
 }  // namespace gpt

@@ -51,7 +51,11 @@ constexpr int64_t kGroupScaleBytes = kGroupRows * 2;
 constexpr int64_t kWordBytes = 4;
 static_assert(kPanelRows % kGroupRows == 0, "prompt panels hold whole groups");
 
-bool row_interleaved(GgmlType type) { return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0; }
+// Q4_K's groups (x86-64) are laid out by kquants.cpp (kquants.h): 16 rows too.
+static_assert(kKGroupRows == kGroupRows, "one group size for every row-interleaved type");
+bool row_interleaved(GgmlType type) {
+  return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0 || k_row_interleaved(static_cast<uint32_t>(type));
+}
 int64_t whole_groups(const QuantizedMatrix& m) { return row_interleaved(m.type) ? m.rows / kGroupRows : 0; }
 // Bytes of quantized weights in a block, and what is added to each stored byte.
 int64_t block_weight_bytes(GgmlType type) { return type == GgmlType::kQ8_0 ? kQuantBlock : kQuantBlock / 2; }
@@ -59,6 +63,8 @@ uint8_t stored_offset(GgmlType type) { return type == GgmlType::kQ8_0 ? 0x80 : 0
 
 // 16 rows in llama.cpp's layout (`row_bytes` apart) -> one interleaved group.
 void interleave_group(GgmlType type, const uint8_t* rows, size_t row_bytes, int64_t nb, uint8_t* group) {
+  if (k_row_interleaved(static_cast<uint32_t>(type)))
+    return interleave_k_group(static_cast<uint32_t>(type), rows, row_bytes, nb * kQuantBlock / kSuperBlock, group);
   const auto bb = static_cast<size_t>(ggml_block_bytes(type));
   const int64_t words = block_weight_bytes(type) / kWordBytes;
   const uint8_t flip = stored_offset(type);
@@ -78,6 +84,8 @@ void interleave_group(GgmlType type, const uint8_t* rows, size_t row_bytes, int6
 
 // Row r (0-15) of an interleaved group, back in llama.cpp's layout.
 void deinterleave_row(GgmlType type, const uint8_t* group, int64_t nb, int64_t r, uint8_t* row) {
+  if (k_row_interleaved(static_cast<uint32_t>(type)))
+    return deinterleave_k_row(static_cast<uint32_t>(type), group, nb * kQuantBlock / kSuperBlock, r, row);
   const auto bb = static_cast<size_t>(ggml_block_bytes(type));
   const int64_t words = block_weight_bytes(type) / kWordBytes;
   const uint32_t flip_word = stored_offset(type) * 0x01010101u;
@@ -830,10 +838,12 @@ namespace {
 // out[n, r] (+ bias, + residual) for the row-major types, every row through `dot`:
 // each thread takes chunks of rows small enough to stay in L1 while all N inputs
 // use them, so W is read from memory once.
+// out and residual are `stride` floats per input row (w.rows unless w is the last
+// rows of a larger matrix).
 template <class Input>
 void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t N, const float* residual,
-                ExtraRowsDot dot, const Input& input, ExtraRowsDot4 dot4 = nullptr) {
-  const int64_t C = w.cols, OC = w.rows;
+                ExtraRowsDot dot, const Input& input, ExtraRowsDot4 dot4 = nullptr, int64_t stride = 0) {
+  const int64_t C = w.cols, OC = w.rows, S = stride > 0 ? stride : OC;
   const size_t rb = ggml_row_bytes(w.type, C);
   constexpr int64_t kChunkRows = 16;
   const int64_t chunks = (OC + kChunkRows - 1) / kChunkRows;
@@ -842,8 +852,8 @@ void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t
     float sums[4 * kChunkRows];
     const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, OC - r0);
     auto finish = [&](int64_t n, const float* s) {
-      float* o = out + n * OC + r0;
-      const float* res = residual != nullptr ? residual + n * OC + r0 : nullptr;
+      float* o = out + n * S + r0;
+      const float* res = residual != nullptr ? residual + n * S + r0 : nullptr;
       for (int64_t r = 0; r < rows; ++r) o[r] = s[r] + (bias != nullptr ? bias[r0 + r] : 0.0f) + (res != nullptr ? res[r] : 0.0f);
     };
     int64_t n = 0;
@@ -861,22 +871,72 @@ void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t
   }
 }
 
-// The K types: each input row quantized once to Q8_K blocks.
+// The K types: each input row quantized once to Q8_K blocks. Q4_K's groups of 16
+// rows (x86-64) go through the group kernel, four input rows per pass, or are
+// unpacked row by row for the per-row kernels where the level has none; the rows
+// after the last group through the per-row kernels.
 void k_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
               QuantScratch& scratch, const float* residual, QuantKernels level) {
-  const int64_t C = w.cols, nbk = C / kSuperBlock;
+  const int64_t C = w.cols, OC = w.rows, nbk = C / kSuperBlock;
+  const auto type = static_cast<uint32_t>(w.type);
   const size_t need = sizeof(BlockQ8_K) * static_cast<size_t>(N * nbk);
   if (scratch.blocks.size() < need) scratch.blocks.resize(need);
   auto* act = reinterpret_cast<BlockQ8_K*>(scratch.blocks.data());
-  const bool swapped = k_input_swapped(static_cast<uint32_t>(w.type), level);
+  const bool swapped = k_input_swapped(type, level);
 #pragma omp parallel for schedule(static) if (N > 1)
-  for (int64_t n = 0; n < N; ++n) {
-    quantize_row_q8_k(in + n * C, act + n * nbk, C);
-    if (swapped) swap_middle_quarters(act + n * nbk, nbk);
+  for (int64_t n = 0; n < N; ++n) quantize_row_q8_k_at(level, in + n * C, act + n * nbk, C, swapped);
+  auto input = [&](int64_t n) { return ExtraInput{act + n * nbk, nullptr, nullptr, nullptr}; };
+  const ExtraRowsDot dot = extra_rows_dot(type, level);
+  const ExtraRowsDot4 dot4 = extra_rows_dot4(type, level);
+  const int64_t groups = whole_groups(w), first_row = groups * kGroupRows;
+  if (groups > 0) {
+    const size_t rb = ggml_row_bytes(w.type, C);
+    const KGroupDot group_dot = k_group_dot(type, level);
+#pragma omp parallel
+    {
+      float sums[4 * kGroupRows];
+      std::vector<uint8_t> rows(group_dot == nullptr ? rb * kGroupRows : 0);
+#pragma omp for schedule(static)
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint8_t* group = w.data + rb * static_cast<size_t>(g * kGroupRows);
+        auto finish = [&](int64_t n, const float* s) {
+          const int64_t r0 = g * kGroupRows;
+          float* o = out + n * OC + r0;
+          const float* res = residual != nullptr ? residual + n * OC + r0 : nullptr;
+          for (int64_t r = 0; r < kGroupRows; ++r)
+            o[r] = s[r] + (bias != nullptr ? bias[r0 + r] : 0.0f) + (res != nullptr ? res[r] : 0.0f);
+        };
+        if (group_dot != nullptr) {
+          for (int64_t n = 0; n < N; n += 4) {
+            const int count = static_cast<int>(std::min<int64_t>(4, N - n));
+            const BlockQ8_K* a[4] = {};
+            for (int i = 0; i < count; ++i) a[i] = act + (n + i) * nbk;
+            group_dot(group, nbk, a, count, sums);
+            for (int i = 0; i < count; ++i) finish(n + i, sums + kGroupRows * i);
+          }
+          continue;
+        }
+        for (int64_t r = 0; r < kGroupRows; ++r) w.block_row(g * kGroupRows + r, rows.data() + rb * static_cast<size_t>(r));
+        int64_t n = 0;
+        if (dot4 != nullptr) {
+          for (; n + 4 <= N; n += 4) {
+            const ExtraInput in4[4] = {input(n), input(n + 1), input(n + 2), input(n + 3)};
+            dot4(rows.data(), rb, kGroupRows, C, in4, sums);
+            for (int i = 0; i < 4; ++i) finish(n + i, sums + kGroupRows * i);
+          }
+        }
+        for (; n < N; ++n) {
+          dot(rows.data(), rb, kGroupRows, C, input(n), sums);
+          finish(n, sums);
+        }
+      }
+    }
   }
-  extra_rows(out, w, bias, N, residual, extra_rows_dot(static_cast<uint32_t>(w.type), level),
-             [&](int64_t n) { return ExtraInput{act + n * nbk, nullptr, nullptr, nullptr}; },
-             extra_rows_dot4(static_cast<uint32_t>(w.type), level));
+  if (first_row == OC) return;
+  // The rows after the groups, as a matrix of their own.
+  const QuantizedMatrix rest{w.type, OC - first_row, C, w.data + ggml_row_bytes(w.type, C) * static_cast<size_t>(first_row)};
+  extra_rows(out + first_row, rest, bias != nullptr ? bias + first_row : nullptr, N,
+             residual != nullptr ? residual + first_row : nullptr, dot, input, dot4, OC);
 }
 
 }  // namespace
@@ -909,7 +969,7 @@ void quantized_linear(float* out, const float* in, const QuantizedMatrix& w, con
     for (int64_t r0 = 0; r0 < OC; r0 += P) {
       const int64_t rows = std::min(P, OC - r0);
       // Whole interleaved groups at once where the vector widening runs, else row by row.
-      const int64_t groups_here = vnni ? std::max<int64_t>(0, std::min(rows, whole_groups(w) * kGroupRows - r0)) / kGroupRows : 0;
+      const int64_t groups_here = vnni && blocks ? std::max<int64_t>(0, std::min(rows, whole_groups(w) * kGroupRows - r0)) / kGroupRows : 0;
       const int64_t units = groups_here + rows - groups_here * kGroupRows;
 #pragma omp parallel for schedule(static)
       for (int64_t u = 0; u < units; ++u) {
