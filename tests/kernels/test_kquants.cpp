@@ -356,7 +356,7 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
     for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
     finite_scales(t, bytes);
     const QuantizedStorage q = QuantizedStorage::wrap(t, bytes, rows, cols);
-    for (int64_t N : {1, 4, 7}) {
+    for (int64_t N : {1, 2, 4, 7}) {
       const std::vector<float> portable = product_at(QuantKernels::kPortable, q.matrix, N, 33);
       float scale = 0;
       for (float v : portable) scale = std::max(scale, std::fabs(v));
@@ -371,13 +371,11 @@ TEST(KQuants, KernelsAgreeOnArbitraryBlocks) {
   }
 }
 
-// Weights no format can hold stay defined: NaN and infinities quantize to finite
-// scales (a file we write is one we read), tiny ranges to exact zeros.
-// Q4_K, Q5_K and Q6_K matrices on x86-64 are kept in groups of 16 rows (kquants.h)
-// with a group kernel for VNNI; a group's outputs, the rows after the last group,
-// the bias and a residual the output aliases all land where they belong.
+// The K types' matrices on x86-64 are kept in groups of 16 rows (kquants.h) with
+// a group kernel for VNNI; a group's outputs, the rows after the last group, the
+// bias and a residual the output aliases all land where they belong.
 TEST(KQuants, GroupedRowsBiasAndResidualLandInPlace) {
-  for (GgmlType t : {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+  for (GgmlType t : {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
 #if defined(__x86_64__)
     EXPECT_TRUE(k_row_interleaved(static_cast<uint32_t>(t))) << ggml_type_name(t);
     const std::vector<QuantKernels> levels = available_kernels();
@@ -422,6 +420,10 @@ TEST(KQuants, InputBlocksAreTheSameAtEveryLevel) {
   rows[2][300] = std::numeric_limits<float>::infinity();
   rows[2][301] = -3e38f;
   rows[2][700] = 1e-30f;
+  std::vector<float> odd(n, 1e-39f);  // a block of denormals only (1 / d overflows), one of huge finite values, -0
+  for (int64_t i = 256; i < 512; ++i) odd[static_cast<size_t>(i)] = (i % 3 == 0 ? -3e38f : 1e38f) / static_cast<float>(1 + i % 7);
+  for (int64_t i = 512; i < 768; ++i) odd[static_cast<size_t>(i)] = i % 2 == 0 ? -0.0f : 0.25f * static_cast<float>(i % 5);
+  rows.push_back(odd);
   std::vector<float> ties(n);  // values that land halfway between integers
   for (int64_t i = 0; i < n; ++i) ties[static_cast<size_t>(i)] = static_cast<float>((i % 255) - 127) + (i % 2 == 0 ? 0.5f : 0.0f);
   rows.push_back(ties);
@@ -447,6 +449,8 @@ TEST(KQuants, InputBlocksAreTheSameAtEveryLevel) {
   EXPECT_EQ(std::memcmp(plain[0].bsums, swapped[0].bsums, sizeof plain[0].bsums), 0);
 }
 
+// Weights no format can hold stay defined: NaN and infinities quantize to finite
+// scales (a file we write is one we read), tiny ranges to exact zeros.
 TEST(KQuants, NonFiniteAndTinyWeightsGiveFiniteScales) {
   for (GgmlType t : kExtraTypes) {
     const int64_t n = 512;

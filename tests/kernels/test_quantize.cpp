@@ -153,9 +153,10 @@ TEST(Quantize, RoundTripErrorIsWithinOneStep) {
 TEST(QuantizedStorage, InterleavedRowsComeBackInLlamaCppLayout) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K,
+                     GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     for (int64_t rows : {1, 15, 16, 17, 40, 48}) {
-      const int64_t cols = ggml_block_size(t) == 256 ? 512 : 96;  // K types (x86-64: Q4_K-Q6_K grouped) by super-blocks
+      const int64_t cols = ggml_block_size(t) == 256 ? 512 : 96;  // K types (grouped on x86-64) by super-blocks
       const size_t rb = ggml_row_bytes(t, cols);
       std::vector<float> w(static_cast<size_t>(rows * cols)), wt(w.size());
       for (auto& v : w) v = normal(rng);

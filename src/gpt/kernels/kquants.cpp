@@ -991,16 +991,122 @@ GPT_KQ_TARGET void q6k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_
   for (int i = 0; i < R; ++i) store_row_pairs(acc[i], out + 16 * i);
 }
 
+// Q2_K and Q3_K in groups: per half n of 128 weights and quarter c of its 32 qs
+// bytes, one load gives the 8 rows' 2-bit planes k = 0..3: weights 128n + 32k +
+// 8c + 0..7, sub-block 8n + 2k + c/2 (Q3_K: plus 4 where hmask's bit 4n + k is
+// set, so u = q + 4 in 0..7). Two quarters make a sub-block's VPMADDUBSW sums;
+// VPDPWSSD applies the rows' scales. Q2_K's mins and Q3_K's -4 meet the input's
+// sums of 16 in four VPDPWSSD per super-block, as Q6_K's -32.
+template <bool kThree, int R>
+GPT_KQ_TARGET void q23k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_K* const* a, float* out) {
+  constexpr size_t kHalf = 8 * (kThree ? sizeof(BlockQ3_K) : sizeof(BlockQ2_K));
+  const __m512i three = _mm512_set1_epi8(0x03), four = _mm512_set1_epi8(0x04);
+  const __m512i pick[4] = {scale_pick(0), scale_pick(1), scale_pick(2), scale_pick(3)};
+  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = half + static_cast<size_t>(b) * kHalf;
+    // Scales of sub-blocks 4k .. 4k + 3 as int16 lanes 4r + m (row r, sub-block 4k + m).
+    __m512i sc16[4], off16[4];  // off16: Q2_K's mins; Q3_K: the scales again (times -4 below)
+    if constexpr (kThree) {  // q3k_scale's arithmetic for 8 rows: byte 4r + m of each word array
+      const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+      const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g));
+      const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32));
+      const __m256i s2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 64));
+      const __m256i low[4] = {_mm256_and_si256(s0, low4), _mm256_and_si256(s1, low4),
+                              _mm256_and_si256(_mm256_srli_epi16(s0, 4), low4), _mm256_and_si256(_mm256_srli_epi16(s1, 4), low4)};
+      for (int k = 0; k < 4; ++k) {
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(s2, 2 * k), low2);
+        const __m256i u = _mm256_or_si256(low[k], _mm256_slli_epi16(high, 4));
+        sc16[k] = _mm512_sub_epi16(_mm512_cvtepu8_epi16(u), _mm512_set1_epi16(32));
+        off16[k] = sc16[k];
+      }
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 * k));
+        sc16[k] = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, _mm256_set1_epi8(0x0F)));
+        off16[k] = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F)));
+      }
+    }
+    const __m512 d = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(
+                                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + (kThree ? 96 : 128))))));
+    __m512i isum[R], osum[R];
+    for (int i = 0; i < R; ++i) {  // the offsets times the input's sums of 16
+      const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums));
+      const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums + 8));
+      __m512i o = _mm512_dpwssd_epi32(_mm512_setzero_si512(), off16[0], _mm512_broadcastq_epi64(bs0));
+      o = _mm512_dpwssd_epi32(o, off16[1], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs0, bs0)));
+      o = _mm512_dpwssd_epi32(o, off16[2], _mm512_broadcastq_epi64(bs1));
+      osum[i] = _mm512_dpwssd_epi32(o, off16[3], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs1, bs1)));
+      isum[i] = kThree ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(osum[i], 2)) : _mm512_setzero_si512();
+    }
+#pragma GCC unroll 8
+    for (int n = 0; n < 2; ++n) {
+#pragma GCC unroll 8
+      for (int t = 0; t < 2; ++t) {  // quarters 2t and 2t + 1: sub-blocks 8n + 2k + t
+        __m512i sum[R][4];
+#pragma GCC unroll 8
+        for (int c = 2 * t; c < 2 * t + 2; ++c) {
+          const uint8_t* qs = kThree ? (n == 0 ? g + 112 + 128 * c + 64 : g + 624 + 64 * c) : g + 160 + 64 * (4 * n + c);
+          const __m512i q = _mm512_loadu_si512(qs);
+          __m512i hm = _mm512_setzero_si512();
+          if constexpr (kThree) hm = _mm512_loadu_si512(g + 112 + 128 * c);
+          __m512i u[4];
+#pragma GCC unroll 8
+          for (int k = 0; k < 4; ++k) {
+            u[k] = _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), three);
+            if constexpr (kThree)
+              u[k] = _mm512_mask_add_epi8(u[k], _mm512_test_epi8_mask(hm, _mm512_set1_epi8(static_cast<char>(1 << (4 * n + k)))),
+                                          u[k], four);
+          }
+#pragma GCC unroll 8
+          for (int i = 0; i < R; ++i) {
+            const int8_t* x = a[i][b].qs + 128 * n + 8 * c;
+#pragma GCC unroll 8
+            for (int k = 0; k < 4; ++k) {
+              int64_t xv;
+              std::memcpy(&xv, x + 32 * k, 8);
+              const __m512i pr = _mm512_maddubs_epi16(u[k], _mm512_set1_epi64(xv));
+              sum[i][k] = c == 2 * t ? pr : _mm512_add_epi16(sum[i][k], pr);
+            }
+          }
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < 4; ++k) {
+          const int j = 8 * n + 2 * k + t;  // the sub-block
+          const __m512i s = _mm512_shuffle_epi8(sc16[j / 4], pick[j % 4]);
+          for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(isum[i], sum[i][k], s);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      const __m512 di = _mm512_set1_ps(a[i][b].d);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, di), acc[i]);
+      if constexpr (!kThree) {
+        const __m512 dmin = _mm512_permutexvar_ps(
+            dup, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 144)))));
+        acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(osum[i]), _mm512_mul_ps(dmin, di), acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) store_row_pairs(acc[i], out + 16 * i);
+}
+
 template <GgmlType kType, int R>
 GPT_KQ_TARGET void k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_K* const* in, float* out) {
   if constexpr (kType == GgmlType::kQ6_K) q6k_half_rows<R>(half, nb, in, out);
+  else if constexpr (kType == GgmlType::kQ2_K || kType == GgmlType::kQ3_K) q23k_half_rows<kType == GgmlType::kQ3_K, R>(half, nb, in, out);
   else q45k_half_rows<kType == GgmlType::kQ5_K, R>(half, nb, in, out);
 }
 
 template <GgmlType kType>
 GPT_KQ_TARGET void k_group_avx512(const uint8_t* group, int64_t nb, const BlockQ8_K* const* in, int count, float* out) {
-  constexpr size_t kHalf = 8 * (kType == GgmlType::kQ4_K ? sizeof(BlockQ4_K)
-                                : kType == GgmlType::kQ5_K ? sizeof(BlockQ5_K) : sizeof(BlockQ6_K));
+  constexpr size_t kHalf = 8 * (kType == GgmlType::kQ2_K   ? sizeof(BlockQ2_K)
+                                : kType == GgmlType::kQ3_K ? sizeof(BlockQ3_K)
+                                : kType == GgmlType::kQ4_K ? sizeof(BlockQ4_K)
+                                : kType == GgmlType::kQ5_K ? sizeof(BlockQ5_K)
+                                                           : sizeof(BlockQ6_K));
   for (int h = 0; h < 2; ++h) {
     const uint8_t* half = group + static_cast<size_t>(h * nb) * kHalf;
     switch (count) {
@@ -1176,8 +1282,7 @@ void swap_middle_quarters(BlockQ8_K* y, int64_t nb) {
 
 bool k_row_interleaved(uint32_t type) {
 #if defined(__x86_64__)
-  const GgmlType t = as_type(type);
-  return t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+  return is_k_type(type);  // Q2_K .. Q6_K
 #else
   (void)type;
   return false;
@@ -1202,6 +1307,21 @@ std::vector<Piece> pieces_of(GgmlType t) {
       for (int c = 0; c < 4; ++c) v.push_back({16 + 8 * c, 128 + 64 * c, 8});  // qh, a quarter at a time
     for (int p = 0; p < 4; ++p)
       for (int c = 0; c < 4; ++c) v.push_back({qs + 32 * p + 8 * c, qs_dst + 64 * (4 * p + c), 8});
+  } else if (t == GgmlType::kQ2_K) {  // scales (low nibble) and mins (high) by fours, d, dmin, qs by quarters
+    for (int g = 0; g < 4; ++g) v.push_back({4 * g, 32 * g, 4});
+    v.push_back({80, 128, 2});
+    v.push_back({82, 144, 2});
+    for (int n = 0; n < 2; ++n)
+      for (int c = 0; c < 4; ++c) v.push_back({16 + 32 * n + 8 * c, 160 + 64 * (4 * n + c), 8});
+  } else if (t == GgmlType::kQ3_K) {  // scale bytes 0-3, 4-7, 8-11, d, then per quarter c of
+                                      // hmask: its 8 bytes and the first half's qs quarter; the second half's qs
+    for (int w = 0; w < 3; ++w) v.push_back({96 + 4 * w, 32 * w, 4});
+    v.push_back({108, 96, 2});
+    for (int c = 0; c < 4; ++c) {
+      v.push_back({8 * c, 112 + 128 * c, 8});
+      v.push_back({32 + 8 * c, 112 + 128 * c + 64, 8});
+    }
+    for (int c = 0; c < 4; ++c) v.push_back({64 + 8 * c, 624 + 64 * c, 8});
   } else {  // Q6_K, in the order the kernel reads it: the scales (by fours), d, then
              // per half n and quarter c of qh, qh's quarter and the two ql quarters it completes
     for (int g = 0; g < 4; ++g) v.push_back({192 + 4 * g, 32 * g, 4});
@@ -1217,9 +1337,16 @@ std::vector<Piece> pieces_of(GgmlType t) {
   return v;
 }
 const std::vector<Piece>& pieces(GgmlType t) {
-  static const std::vector<Piece> q4 = pieces_of(GgmlType::kQ4_K), q5 = pieces_of(GgmlType::kQ5_K),
+  static const std::vector<Piece> q2 = pieces_of(GgmlType::kQ2_K), q3 = pieces_of(GgmlType::kQ3_K),
+                                   q4 = pieces_of(GgmlType::kQ4_K), q5 = pieces_of(GgmlType::kQ5_K),
                                    q6 = pieces_of(GgmlType::kQ6_K);
-  return t == GgmlType::kQ4_K ? q4 : t == GgmlType::kQ5_K ? q5 : q6;
+  switch (t) {
+    case GgmlType::kQ2_K: return q2;
+    case GgmlType::kQ3_K: return q3;
+    case GgmlType::kQ4_K: return q4;
+    case GgmlType::kQ5_K: return q5;
+    default: return q6;
+  }
 }
 // Where row r's (0-15) super-block b starts in a group.
 size_t group_block_at(GgmlType t, int64_t nb, int64_t r, int64_t b) {
@@ -1254,6 +1381,8 @@ KGroupDot k_group_dot(uint32_t type, QuantKernels level) {
 #if defined(__x86_64__)
   if (level == QuantKernels::kVnni) {
     switch (as_type(type)) {
+      case GgmlType::kQ2_K: return k_group_avx512<GgmlType::kQ2_K>;
+      case GgmlType::kQ3_K: return k_group_avx512<GgmlType::kQ3_K>;
       case GgmlType::kQ4_K: return k_group_avx512<GgmlType::kQ4_K>;
       case GgmlType::kQ5_K: return k_group_avx512<GgmlType::kQ5_K>;
       case GgmlType::kQ6_K: return k_group_avx512<GgmlType::kQ6_K>;

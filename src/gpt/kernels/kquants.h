@@ -138,7 +138,7 @@ using ExtraRowsDot4 = void (*)(const uint8_t* w, size_t row_bytes, int64_t rows,
                                float* out);
 ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level);
 
-// Q4_K, Q5_K and Q6_K matrices on x86-64 are kept in groups of 16 rows (quantize.h's
+// The K types' matrices on x86-64 are kept in groups of 16 rows (quantize.h's
 // QuantizedMatrix; the rows after the last whole group stay as stored), laid out
 // for one VPMADDUBSW to multiply 8 weights of 8 rows by one broadcast 8-byte word
 // of the input: a group is two halves of 8 rows, each half its super-blocks one
@@ -150,7 +150,11 @@ ExtraRowsDot4 extra_rows_dot4(uint32_t type, QuantKernels level);
 //   Q5_K (8 x 176 B): as Q4_K, with qh's four quarters (8 bytes a row each)
 //     before the qs;
 //   Q6_K (8 x 210 B): the 16 scales by fours, d, then for each half n and quarter
-//     c of its 32 qh bytes: qh[32n + 8c ..], ql[64n + 8c ..], ql[64n + 32 + 8c ..].
+//     c of its 32 qh bytes: qh[32n + 8c ..], ql[64n + 8c ..], ql[64n + 32 + 8c ..];
+//   Q2_K (8 x 84 B): the 16 scale bytes by fours, d, dmin, then for each half n
+//     and quarter c: qs[32n + 8c ..];
+//   Q3_K (8 x 110 B): scale bytes 0-3, 4-7, 8-11, d, then per quarter c of
+//     hmask: hmask[8c ..] and qs[8c ..]; then the second half's qs[32 + 8c ..].
 // The same bytes, reordered (block_row gives a row back as stored). llama.cpp
 // repacks Q4_K alike for its CPU kernels (block_q4_Kx8); the order here is ours.
 bool k_row_interleaved(uint32_t type);

@@ -51,7 +51,7 @@ constexpr int64_t kGroupScaleBytes = kGroupRows * 2;
 constexpr int64_t kWordBytes = 4;
 static_assert(kPanelRows % kGroupRows == 0, "prompt panels hold whole groups");
 
-// Q4_K's groups (x86-64) are laid out by kquants.cpp (kquants.h): 16 rows too.
+// The K types' groups (x86-64) are laid out by kquants.cpp (kquants.h): 16 rows too.
 static_assert(kKGroupRows == kGroupRows, "one group size for every row-interleaved type");
 bool row_interleaved(GgmlType type) {
   return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0 || k_row_interleaved(static_cast<uint32_t>(type));
@@ -871,10 +871,10 @@ void extra_rows(float* out, const QuantizedMatrix& w, const float* bias, int64_t
   }
 }
 
-// The K types: each input row quantized once to Q8_K blocks. Q4_K's groups of 16
-// rows (x86-64) go through the group kernel, four input rows per pass, or are
-// unpacked row by row for the per-row kernels where the level has none; the rows
-// after the last group through the per-row kernels.
+// The K types: each input row quantized once to Q8_K blocks. Groups of 16 rows
+// (x86-64) go through the group kernel, four input rows per pass, or are unpacked
+// once per call for the per-row kernels where the level has none; the rows after
+// the last group through the per-row kernels.
 void k_linear(float* out, const float* in, const QuantizedMatrix& w, const float* bias, int64_t N,
               QuantScratch& scratch, const float* residual, QuantKernels level) {
   const int64_t C = w.cols, OC = w.rows, nbk = C / kSuperBlock;
@@ -916,7 +916,7 @@ void k_linear(float* out, const float* in, const QuantizedMatrix& w, const float
           }
           continue;
         }
-        for (int64_t r = 0; r < kGroupRows; ++r) w.block_row(g * kGroupRows + r, rows.data() + rb * static_cast<size_t>(r));
+        for (int64_t r = 0; r < kGroupRows; ++r) deinterleave_row(w.type, group, C / kQuantBlock, r, rows.data() + rb * static_cast<size_t>(r));
         int64_t n = 0;
         if (dot4 != nullptr) {
           for (; n + 4 <= N; n += 4) {

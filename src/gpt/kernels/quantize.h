@@ -59,8 +59,8 @@ void dequantize_row(GgmlType type, const void* in, float* x, int64_t n);
 
 // A matrix of `rows` rows of `cols` weights in one of the types above (row r =
 // output r of a layer, as in PyTorch's Linear and in GGUF), in memory as follows.
-// F16, BF16, Q2_K, Q3_K, Q4_1, Q5_0, Q5_1: row-major, as llama.cpp stores them;
-// Q4_K, Q5_K, Q6_K on x86-64: groups of 16 rows (kernels/kquants.h). Q8_0, Q4_0: row-interleaved for the decode kernels, so one
+// F16, BF16, Q4_1, Q5_0, Q5_1 (and the K types off x86-64): row-major, as
+// llama.cpp stores them; the K types on x86-64: groups of 16 rows (kernels/kquants.h). Q8_0, Q4_0: row-interleaved for the decode kernels, so one
 // VPDPBUSD multiplies 4 weights of 16 rows by one broadcast word of the input:
 // each group of 16 rows holds, per block column, the 16 rows' float16 scales (32
 // bytes), then the 16 rows' 4-byte words of weights, word 0 of every row first
