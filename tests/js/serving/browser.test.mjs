@@ -139,7 +139,14 @@ test("the stop button ends a long reply", async () => {
     await page.click("#stop");
     await page.waitForFunction(() => /Stopped/.test(document.getElementById("status").textContent));
     assert.equal(await page.$eval("#send", (e) => e.disabled), false);
-    const metrics = await (await fetch(slow.url + "/metrics")).text();
+    // The page has let go of the stream; the server learns it when it next writes a
+    // token (a moment later on a loaded machine): wait for its counter, up to 20 s.
+    let metrics = "";
+    for (let i = 0; i < 200; ++i) {
+      metrics = await (await fetch(slow.url + "/metrics")).text();
+      if (/gptcpp_requests_cancelled_total 1/.test(metrics)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.match(metrics, /gptcpp_requests_cancelled_total 1/);
     assert.deepEqual(errors, []);
     await page.close();
