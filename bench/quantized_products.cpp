@@ -46,13 +46,13 @@ int main(int argc, char** argv) {
   int rounds = 5, threads = 2;
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
+    if (k != "--types" && k != "--rows" && k != "--rounds" && k != "--threads") return usage_error("unknown option " + k);
     if (i + 1 >= argc) return usage_error(k + " needs a value");
     const std::string v = argv[i + 1];
     if (k == "--types") types = v;
     else if (k == "--rows") rows_list = v;
     else if (k == "--rounds") rounds = std::atoi(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else return usage_error("unknown option " + k);
+    else threads = std::atoi(v.c_str());
   }
   if (rounds < 1 || threads < 1) return usage_error("--rounds and --threads take a positive number");
   std::vector<gpt::GgmlType> type_list;

@@ -917,6 +917,49 @@ GPT_KQ_TARGET void q45k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8
   for (int i = 0; i < R; ++i) store_row_pairs(acc[i], out + 16 * i);
 }
 
+// Shared by the 16-weight sub-block kernels (Q6_K, Q2_K, Q3_K), whose scales come
+// as s16[k]: int16 lanes 4r + m = row r's scale of sub-block 4k + m.
+// The scales times one input's sums of 16 (bsums): row r in int32 lanes 2r, 2r + 1.
+#define GPT_KQ_INLINE GPT_KQ_TARGET inline __attribute__((always_inline))
+GPT_KQ_INLINE __m512i scales_times_sums(const __m512i (&s16)[4], const int16_t* bsums) {
+  const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bsums));
+  const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bsums + 8));
+  __m512i o = _mm512_dpwssd_epi32(_mm512_setzero_si512(), s16[0], _mm512_broadcastq_epi64(bs0));
+  o = _mm512_dpwssd_epi32(o, s16[1], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs0, bs0)));
+  o = _mm512_dpwssd_epi32(o, s16[2], _mm512_broadcastq_epi64(bs1));
+  return _mm512_dpwssd_epi32(o, s16[3], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs1, bs1)));
+}
+// One quarter c of half n: the four weight registers w[k] (input values 128n + 32k +
+// 8c ..) against each input's broadcast 8 bytes; the first quarter of a pair sets
+// sum[i][k], the second adds to it.
+template <int R>
+GPT_KQ_INLINE void quarter_products(const __m512i (&w)[4], const BlockQ8_K* const* a, int64_t b, int n, int c, bool first,
+                                    __m512i (&sum)[R][4]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    const int8_t* x = a[i][b].qs + 128 * n + 8 * c;
+#pragma GCC unroll 8
+    for (int k = 0; k < 4; ++k) {
+      int64_t xv;
+      std::memcpy(&xv, x + 32 * k, 8);
+      const __m512i pr = _mm512_maddubs_epi16(w[k], _mm512_set1_epi64(xv));
+      sum[i][k] = first ? pr : _mm512_add_epi16(sum[i][k], pr);
+    }
+  }
+}
+// Quarters 2t and 2t + 1 of half n make sub-blocks 8n + 2k + t: their sums times
+// the 8 rows' scales, into isum.
+template <int R>
+GPT_KQ_INLINE void apply_scales(const __m512i (&sum)[R][4], const __m512i (&s16)[4], const __m512i (&pick)[4], int n, int t,
+                                __m512i (&isum)[R]) {
+#pragma GCC unroll 8
+  for (int k = 0; k < 4; ++k) {
+    const int j = 8 * n + 2 * k + t;
+    const __m512i s = _mm512_shuffle_epi8(s16[j / 4], pick[j % 4]);
+    for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(isum[i], sum[i][k], s);
+  }
+}
+
 // Q6_K in groups: per half n of 128 weights and quarter c of qh's 32 bytes, one
 // load of qh and two of ql give four registers of 6-bit weights (+32) for 8 rows:
 // weights 128n + 8c + {0, 32, 64, 96} + 0..7, i.e. sub-blocks 8n + c/2 + {0, 2, 4, 6}.
@@ -936,15 +979,8 @@ GPT_KQ_TARGET void q6k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_
     __m512i sc16[4];
     for (int k = 0; k < 4; ++k) sc16[k] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 * k)));
     __m512i isum[R];
-    for (int i = 0; i < R; ++i) {  // -32 * sum of scale * (sum of the sub-block's 16 inputs)
-      const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums));
-      const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums + 8));
-      __m512i corr = _mm512_dpwssd_epi32(_mm512_setzero_si512(), sc16[0], _mm512_broadcastq_epi64(bs0));
-      corr = _mm512_dpwssd_epi32(corr, sc16[1], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs0, bs0)));
-      corr = _mm512_dpwssd_epi32(corr, sc16[2], _mm512_broadcastq_epi64(bs1));
-      corr = _mm512_dpwssd_epi32(corr, sc16[3], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs1, bs1)));
-      isum[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(corr, 5));
-    }
+    for (int i = 0; i < R; ++i)  // -32 * sum of scale * (sum of the sub-block's 16 inputs)
+      isum[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(scales_times_sums(sc16, a[i][b].bsums), 5));
 #pragma GCC unroll 8
     for (int n = 0; n < 2; ++n) {
 #pragma GCC unroll 8
@@ -963,24 +999,9 @@ GPT_KQ_TARGET void q6k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8_
                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 4), three), 4)),
               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), nibble),
                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 6), three), 4))};
-#pragma GCC unroll 8
-          for (int i = 0; i < R; ++i) {
-            const int8_t* x = a[i][b].qs + 128 * n + 8 * c;
-#pragma GCC unroll 8
-            for (int k = 0; k < 4; ++k) {
-              int64_t xv;
-              std::memcpy(&xv, x + 32 * k, 8);
-              const __m512i pr = _mm512_maddubs_epi16(q[k], _mm512_set1_epi64(xv));
-              sum[i][k] = c == 2 * t ? pr : _mm512_add_epi16(sum[i][k], pr);
-            }
-          }
+          quarter_products<R>(q, a, b, n, c, c == 2 * t, sum);
         }
-#pragma GCC unroll 8
-        for (int k = 0; k < 4; ++k) {
-          const int j = 8 * n + t + 2 * k;  // the sub-block
-          const __m512i s = _mm512_shuffle_epi8(sc16[j / 4], pick[j % 4]);
-          for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(isum[i], sum[i][k], s);
-        }
+        apply_scales<R>(sum, sc16, pick, n, t, isum);
       }
     }
     const __m512 d = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(
@@ -1033,12 +1054,7 @@ GPT_KQ_TARGET void q23k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8
                                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + (kThree ? 96 : 128))))));
     __m512i isum[R], osum[R];
     for (int i = 0; i < R; ++i) {  // the offsets times the input's sums of 16
-      const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums));
-      const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i][b].bsums + 8));
-      __m512i o = _mm512_dpwssd_epi32(_mm512_setzero_si512(), off16[0], _mm512_broadcastq_epi64(bs0));
-      o = _mm512_dpwssd_epi32(o, off16[1], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs0, bs0)));
-      o = _mm512_dpwssd_epi32(o, off16[2], _mm512_broadcastq_epi64(bs1));
-      osum[i] = _mm512_dpwssd_epi32(o, off16[3], _mm512_broadcastq_epi64(_mm_unpackhi_epi64(bs1, bs1)));
+      osum[i] = scales_times_sums(off16, a[i][b].bsums);
       isum[i] = kThree ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(osum[i], 2)) : _mm512_setzero_si512();
     }
 #pragma GCC unroll 8
@@ -1060,24 +1076,9 @@ GPT_KQ_TARGET void q23k_half_rows(const uint8_t* half, int64_t nb, const BlockQ8
               u[k] = _mm512_mask_add_epi8(u[k], _mm512_test_epi8_mask(hm, _mm512_set1_epi8(static_cast<char>(1 << (4 * n + k)))),
                                           u[k], four);
           }
-#pragma GCC unroll 8
-          for (int i = 0; i < R; ++i) {
-            const int8_t* x = a[i][b].qs + 128 * n + 8 * c;
-#pragma GCC unroll 8
-            for (int k = 0; k < 4; ++k) {
-              int64_t xv;
-              std::memcpy(&xv, x + 32 * k, 8);
-              const __m512i pr = _mm512_maddubs_epi16(u[k], _mm512_set1_epi64(xv));
-              sum[i][k] = c == 2 * t ? pr : _mm512_add_epi16(sum[i][k], pr);
-            }
-          }
+          quarter_products<R>(u, a, b, n, c, c == 2 * t, sum);
         }
-#pragma GCC unroll 8
-        for (int k = 0; k < 4; ++k) {
-          const int j = 8 * n + 2 * k + t;  // the sub-block
-          const __m512i s = _mm512_shuffle_epi8(sc16[j / 4], pick[j % 4]);
-          for (int i = 0; i < R; ++i) isum[i] = _mm512_dpwssd_epi32(isum[i], sum[i][k], s);
-        }
+        apply_scales<R>(sum, sc16, pick, n, t, isum);
       }
     }
     for (int i = 0; i < R; ++i) {
