@@ -4,7 +4,7 @@
 #   - llama.cpp's llama-quantize writes each mix from our F32 export, and gpt.cpp
 #     writes the same mix (`gpt convert --quantize`); both files are listed with
 #     their size and the type of every matrix that differs;
-#   - speed on llama.cpp's own file: llama-bench (prompt 128, 64 generated) against
+#   - speed on llama.cpp's own file, best of 3 each: llama-bench (prompt 128, 64 generated) against
 #     bench_generate_speed --models (the same prompt and generated counts), same threads.
 # llama.cpp is not part of gpt.cpp: build llama-quantize and llama-bench yourself
 # (docs/benchmarks.md says how).
@@ -34,8 +34,8 @@ kind, theirs, ours, lb, og = sys.argv[1:]
 pp = tg = float("nan")
 for line in open(lb):
     j = json.loads(line)
-    if j.get("n_prompt", 0) > 0 and j.get("n_gen", 0) == 0: pp = j["avg_ts"]
-    if j.get("n_gen", 0) > 0 and j.get("n_prompt", 0) == 0: tg = j["avg_ts"]
+    if j.get("n_prompt", 0) > 0 and j.get("n_gen", 0) == 0: pp = max(j["samples_ts"])  # best of -r 3, as bench_generate_speed reports its best of --repeats 3
+    if j.get("n_gen", 0) > 0 and j.get("n_prompt", 0) == 0: tg = max(j["samples_ts"])
 o = json.loads(open(og).read().splitlines()[-1])
 
 def tensor_types(path):  # name -> ggml type number, from the GGUF header

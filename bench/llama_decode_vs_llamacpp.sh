@@ -40,8 +40,8 @@ kind, file, lb, og = sys.argv[1:]
 pp = tg = float("nan")
 for line in open(lb):
     j = json.loads(line)
-    if j.get("n_prompt", 0) > 0 and j.get("n_gen", 0) == 0: pp = j["avg_ts"]
-    if j.get("n_gen", 0) > 0 and j.get("n_prompt", 0) == 0: tg = j["avg_ts"]
+    if j.get("n_prompt", 0) > 0 and j.get("n_gen", 0) == 0: pp = max(j["samples_ts"])  # best of -r 3, as bench_generate_speed reports its best of --repeats 3
+    if j.get("n_gen", 0) > 0 and j.get("n_prompt", 0) == 0: tg = max(j["samples_ts"])
 o = json.loads(open(og).read().splitlines()[-1])
 print(f"| {kind} | {os.path.getsize(file) / 1e6:.1f} | {pp:.0f} / {o['prefill_tokens_per_sec']:.0f} | "
       f"{tg:.1f} / {o['decode_tokens_per_sec']:.1f} | {o['decode_tokens_per_sec'] / tg:.2f}x | {o['fraction_of_bound']:.2f} |")
