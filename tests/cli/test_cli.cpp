@@ -346,6 +346,17 @@ TEST_F(Cli, SeeingInsideShowProbsAttentionPlotAndChat) {
   r = run_gpt("plot " + (dir / "m" / "train_log.jsonl").string() + " --out " + (dir / "plot.svg").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_one_line_error(run_gpt("plot /nonexistent.jsonl --out " + (dir / "p.svg").string()), "file not found");
+  // Two runs against wall-clock with a target line: one validation curve each.
+  const std::string log = (dir / "m" / "train_log.jsonl").string();
+  r = run_gpt("plot " + log + " " + log + " --label first,second --x minutes --target 1.47 --out " + (dir / "race.svg").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string race = read_text_file(dir / "race.svg");
+  EXPECT_NE(race.find(">second</text>"), std::string::npos);
+  EXPECT_NE(race.find("class=\"target\""), std::string::npos);
+  EXPECT_NE(race.find(">minutes</text>"), std::string::npos);
+  expect_one_line_error(run_gpt("plot " + log + " " + log + " --label one --out " + (dir / "p.svg").string()),
+                        "--label: 1 labels for 2 logs");
+  expect_one_line_error(run_gpt("plot " + log + " --x hours --out " + (dir / "p.svg").string()), "--x");
 
   // Chat with piped input: each line is continued; /reset and /quit work.
   write_file_atomic(dir / "chat.txt", "In the\n/reset\nGod created\n/quit\nnever read\n");

@@ -54,6 +54,34 @@ TEST(LossCurve, OnePointPerLoggedStepAndADotPerEvaluation) {
   EXPECT_THROW(loss_curve_svg({}, "empty"), Error);
 }
 
+TEST(Curves, OneLineAndLegendEntryPerRunAndTheTargetInView) {
+  CurveSeries slow{"baseline", "val", {}, true, {}}, fast{"fast", "val", {}, true, {}};
+  for (int m = 0; m <= 20; m += 2) {
+    slow.points.emplace_back(m, 3.0 - 0.03 * m);
+    fast.points.emplace_back(m + 0.5, 2.5 - 0.04 * m);
+  }
+  CurveSeries empty{"nothing", "val", {{1.0, std::nan("")}}, true, {}};
+  const auto doc = parse(curves_svg({slow, fast, empty}, "race", "minutes", "validation loss", 1.47));
+  const auto lines = doc.select_nodes("//polyline[@class='val']");
+  ASSERT_EQ(lines.size(), 2u);  // the series without a finite point is left out, legend too
+  EXPECT_EQ(doc.select_nodes("//g[@class='legend']/text").size(), 2u);
+  EXPECT_EQ(doc.select_nodes("//circle[@class='val-point']").size(), 22u);
+  EXPECT_NE(std::string(lines[0].node().attribute("stroke").value()), lines[1].node().attribute("stroke").value());
+  // The target is below every point, yet drawn inside the plot, below the curves.
+  const auto target = doc.select_node("//line[@class='target']").node();
+  ASSERT_TRUE(target);
+  const double target_y = target.attribute("y1").as_double();
+  for (const auto& dot : doc.select_nodes("//circle[@class='val-point']"))
+    EXPECT_LT(dot.node().attribute("cy").as_double(), target_y);
+  const auto frame = doc.select_node("//rect[@stroke='#333']").node();
+  EXPECT_LT(target_y, frame.attribute("y").as_double() + frame.attribute("height").as_double());
+  // Time on the x axis: the label says so, and a later point is further right.
+  bool labelled = false;
+  for (const auto& t : doc.select_nodes("//text")) labelled |= std::string(t.node().child_value()) == "minutes";
+  EXPECT_TRUE(labelled);
+  EXPECT_THROW(curves_svg({empty}, "none", "minutes", "loss"), Error);
+}
+
 TEST(LossCurve, TicksAreNiceNumbers) {
   EXPECT_EQ(nice_ticks(0, 2000), (std::vector<double>{0, 500, 1000, 1500, 2000}));
   const auto t = nice_ticks(1.83, 4.21);

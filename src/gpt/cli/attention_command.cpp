@@ -1,5 +1,8 @@
 // gpt attention: draw where each token of a prompt looks, as SVG heat maps.
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <omp.h>
 
@@ -64,20 +67,44 @@ Command add_attention_command(CLI::App& parent) {
 }
 
 Command add_plot_command(CLI::App& parent) {
-  CLI::App* app = parent.add_subcommand("plot", "Draw a training log's curves (SVG)");
+  CLI::App* app = parent.add_subcommand("plot", "Draw a training log's curves (SVG), or several runs' side by side");
   app->footer("\nExamples:\n  gpt plot out/mymodel/train_log.jsonl --out loss.svg\n"
-              "  gpt plot out/ppo/train_log.jsonl --metric reward --out reward.svg");
-  auto log = std::make_shared<std::string>();
-  auto out = std::make_shared<std::string>();
-  auto metric = std::make_shared<std::string>("loss");
-  app->add_option("log", *log, "Training log (JSON lines, as written by gpt train, sft, reward, dpo, rlhf)")->required();
-  app->add_option("--out", *out, "SVG file to write")->required();
-  app->add_option("--metric", *metric,
+              "  gpt plot out/ppo/train_log.jsonl --metric reward --out reward.svg\n"
+              "  gpt plot out/base/train_log.jsonl out/fast/train_log.jsonl --label baseline,fast --x minutes "
+              "--target 1.47 --out race.svg");
+  struct Options {
+    std::vector<std::string> logs, labels;
+    std::string out, metric = "loss", x = "step", title;
+    std::optional<double> target;
+  };
+  auto o = std::make_shared<Options>();
+  app->add_option("log", o->logs, "Training logs (JSON lines, as written by gpt train, sft, reward, dpo, rlhf); "
+                                  "with several, each one's validation curve (else its training curve)")
+      ->required();
+  app->add_option("--out", o->out, "SVG file to write")->required();
+  app->add_option("--metric", o->metric,
                   "What to draw: loss, or any number in the log (reward, kl, entropy, clip_fraction, accuracy, margin, ...)")
       ->capture_default_str();
-  auto run = [log, out, metric]() -> int {
-    draw_log_metric(*log, *metric, *out, (*metric == "loss" ? std::string("Training loss: ") : *metric + ": ") + *log);
-    std::printf("%s\n", out->c_str());
+  app->add_option("--x", o->x, "Horizontal axis: step, or minutes of wall-clock since the run began")
+      ->check(CLI::IsMember({"step", "minutes"}))
+      ->capture_default_str();
+  app->add_option("--label", o->labels, "A name per log for the legend (comma-separated; default: the paths)")
+      ->delimiter(',');
+  app->add_option("--target", o->target, "Draw a dashed line at this value (a loss to reach)");
+  app->add_option("--title", o->title, "The drawing's title (default: what is drawn, and from which log)");
+  auto run = [o]() -> int {
+    const bool compare = o->logs.size() > 1 || o->x != "step" || o->target || !o->labels.empty();
+    std::string title = o->title;
+    if (title.empty()) {
+      title = (o->metric == "loss" ? std::string(o->logs.size() > 1 ? "Validation loss" : "Training loss") : o->metric) + ": " +
+              (o->logs.size() == 1 ? o->logs[0] : std::to_string(o->logs.size()) + " runs");
+    }
+    if (compare) {
+      draw_log_comparison(o->logs, o->labels, o->metric, o->x == "minutes", o->target, o->out, title);
+    } else {
+      draw_log_metric(o->logs[0], o->metric, o->out, title);
+    }
+    std::printf("%s\n", o->out.c_str());
     return 0;
   };
   return {app, run};

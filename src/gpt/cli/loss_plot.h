@@ -42,4 +42,54 @@ inline void draw_log_metric(const std::string& log_path, const std::string& metr
   write_file_atomic(svg_path, loss_curve_svg(points, title, metric));
 }
 
+// Runs side by side, or one run against time: each log's validation curve of
+// `metric` where it has one, else its training curve (one log: both), against
+// steps or against minutes of wall-clock (the `elapsed` seconds gpt train logs),
+// with an optional target line. gpt::Error for a log without the metric, or
+// without elapsed times when minutes are asked for.
+inline void draw_log_comparison(const std::vector<std::string>& logs, const std::vector<std::string>& labels,
+                                const std::string& metric, bool minutes, std::optional<double> target,
+                                const std::string& svg_path, const std::string& title) {
+  GPT_CHECK(labels.empty() || labels.size() == logs.size(),
+            "--label: " + std::to_string(labels.size()) + " labels for " + std::to_string(logs.size()) + " logs");
+  const std::string val_key = metric == "loss" ? "val_loss" : "val_" + metric;
+  std::vector<CurveSeries> series;
+  for (size_t i = 0; i < logs.size(); ++i) {
+    const std::string name = labels.empty() ? logs[i] : labels[i];
+    CurveSeries train{logs.size() == 1 ? "train " + metric : name, "train", {}, false, {}};
+    CurveSeries val{logs.size() == 1 ? "validation " + metric : name, "val", {}, true, {}};
+    for (const LogEntry& e : read_training_log(logs[i])) {
+      double x = static_cast<double>(e.step);
+      if (minutes) {
+        const auto it = e.extra.find("elapsed");
+        GPT_CHECK(it != e.extra.end() && it->is_number(), logs[i] + " has no elapsed times (gpt train writes them)");
+        x = it->get<double>() / 60.0;
+      }
+      std::optional<double> y, v;
+      if (metric == "loss") {
+        y = e.loss;
+        if (e.val_loss) v = *e.val_loss;
+      } else {
+        if (auto it = e.extra.find(metric); it != e.extra.end() && it->is_number()) y = it->get<double>();
+        if (auto it = e.extra.find(val_key); it != e.extra.end() && it->is_number()) v = it->get<double>();
+      }
+      if (y) train.points.emplace_back(x, *y);
+      if (v) val.points.emplace_back(x, *v);
+    }
+    GPT_CHECK(!train.points.empty() || !val.points.empty(), logs[i] + " has no \"" + metric + "\" values");
+    if (logs.size() == 1) {
+      train.color = "#1f77b4";
+      val.color = "#ff7f0e";
+      series = {train, val};
+    } else if (!val.points.empty()) {
+      series.push_back(val);
+    } else {
+      train.name += " (train)";
+      series.push_back(train);
+    }
+  }
+  const std::string y_label = metric == "loss" ? (logs.size() == 1 ? "loss (nats/token)" : "validation loss (nats/token)") : metric;
+  write_file_atomic(svg_path, curves_svg(series, title, minutes ? "minutes" : "step", y_label, target));
+}
+
 }  // namespace gpt::cli

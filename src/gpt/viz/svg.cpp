@@ -89,18 +89,23 @@ std::string fmt1(double v) {
 
 }  // namespace
 
-std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title, const std::string& metric) {
+std::string curves_svg(const std::vector<CurveSeries>& series, const std::string& title, const std::string& x_label,
+                       const std::string& y_label, std::optional<double> target) {
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (const auto& p : points) {
-    for (const auto& v : {p.loss, p.val_loss}) {
-      if (!v || !std::isfinite(*v)) continue;
-      x0 = std::min(x0, static_cast<double>(p.step));
-      x1 = std::max(x1, static_cast<double>(p.step));
-      y0 = std::min(y0, *v);
-      y1 = std::max(y1, *v);
+  for (const auto& c : series) {
+    for (const auto& [x, y] : c.points) {
+      if (!std::isfinite(x) || !std::isfinite(y)) continue;
+      x0 = std::min(x0, x);
+      x1 = std::max(x1, x);
+      y0 = std::min(y0, y);
+      y1 = std::max(y1, y);
     }
   }
-  GPT_CHECK(x0 <= x1, "nothing to plot: the log holds no " + metric + " values");
+  GPT_CHECK(x0 <= x1, "nothing to plot: no " + y_label + " values");
+  if (target && std::isfinite(*target)) {  // the target stays in view
+    y0 = std::min(y0, *target);
+    y1 = std::max(y1, *target);
+  }
   if (x1 == x0) x1 = x0 + 1;
   if (y1 - y0 < 1e-6) y1 = y0 + 1e-3;
   const double pad = (y1 - y0) * 0.05;
@@ -108,7 +113,7 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
   y1 += pad;
   const double W = 800, H = 480, left = 70, right = 24, top = 44, bottom = 58;
   const double pw = W - left - right, ph = H - top - bottom;
-  auto X = [&](double s) { return left + (s - x0) / (x1 - x0) * pw; };
+  auto X = [&](double v) { return left + (v - x0) / (x1 - x0) * pw; };
   auto Y = [&](double v) { return top + (y1 - v) / (y1 - y0) * ph; };
 
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt(W) + "\" height=\"" + fmt(H) +
@@ -131,45 +136,71 @@ std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::stri
   svg += "</g>\n";
   svg += "<rect x=\"" + fmt(left) + "\" y=\"" + fmt(top) + "\" width=\"" + fmt(pw) + "\" height=\"" + fmt(ph) +
          "\" fill=\"none\" stroke=\"#333\"/>\n";
-  svg += "<text x=\"" + fmt(left + pw / 2) + "\" y=\"" + fmt(H - 14) + "\" text-anchor=\"middle\">step</text>\n";
+  svg += "<text x=\"" + fmt(left + pw / 2) + "\" y=\"" + fmt(H - 14) + "\" text-anchor=\"middle\">" + xml_escape(x_label) +
+         "</text>\n";
   svg += "<text x=\"18\" y=\"" + fmt(top + ph / 2) + "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " +
-         fmt(top + ph / 2) + ")\">" + xml_escape(metric == "loss" ? "loss (nats/token)" : metric) + "</text>\n";
-  // The curves.
-  std::string train_pts, val_pts, val_dots;
-  size_t n_train = 0, n_val = 0;
-  for (const auto& p : points) {
-    if (p.loss && std::isfinite(*p.loss)) {
+         fmt(top + ph / 2) + ")\">" + xml_escape(y_label) + "</text>\n";
+  if (target && std::isfinite(*target)) {
+    svg += "<line class=\"target\" x1=\"" + fmt(left) + "\" x2=\"" + fmt(left + pw) + "\" y1=\"" + fmt1(Y(*target)) +
+           "\" y2=\"" + fmt1(Y(*target)) + "\" stroke=\"#d62728\" stroke-dasharray=\"6 4\"/>";
+    svg += "<text x=\"" + fmt(left + 6) + "\" y=\"" + fmt1(Y(*target) - 5) + "\" fill=\"#d62728\">" + fmt(*target) +
+           "</text>\n";
+  }
+  // The curves, and a legend entry each (top right, in a box sized to the names).
+  static const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"};
+  auto drawn = [](const CurveSeries& c) {
+    return std::any_of(c.points.begin(), c.points.end(),
+                       [](const auto& p) { return std::isfinite(p.first) && std::isfinite(p.second); });
+  };
+  size_t longest = 0, entries = 0;
+  for (const auto& c : series) {
+    if (!drawn(c)) continue;
+    longest = std::max(longest, c.name.size());
+    ++entries;
+  }
+  const double lw = 46 + 7.0 * static_cast<double>(longest), lx = left + pw - lw + 8, ly = top + 12;
+  std::string legend = "<g class=\"legend\">\n<rect x=\"" + fmt(lx - 8) + "\" y=\"" + fmt(ly - 10) + "\" width=\"" +
+                       fmt(lw) + "\" height=\"" + fmt(22.0 * static_cast<double>(entries) + 2) +
+                       "\" fill=\"white\" stroke=\"#999\"/>\n";
+  size_t entry = 0;
+  for (size_t k = 0; k < series.size(); ++k) {
+    const CurveSeries& c = series[k];
+    if (!drawn(c)) continue;
+    const std::string color = c.color.empty() ? kPalette[k % std::size(kPalette)] : c.color;
+    std::string pts, dots;
+    for (const auto& [x, y] : c.points) {
+      if (!std::isfinite(x) || !std::isfinite(y)) continue;
       // (Appended piece by piece: GCC 12 warns falsely about "literal" + string, bug 105329.)
-      if (n_train++ > 0) train_pts += ' ';
-      train_pts += fmt1(X(static_cast<double>(p.step)));
-      train_pts += ',';
-      train_pts += fmt1(Y(*p.loss));
+      if (!pts.empty()) pts += ' ';
+      pts += fmt1(X(x));
+      pts += ',';
+      pts += fmt1(Y(y));
+      if (c.dots) {
+        dots += "<circle class=\"" + c.css_class + "-point\" cx=\"" + fmt1(X(x)) + "\" cy=\"" + fmt1(Y(y)) +
+                "\" r=\"3\"><title>" + xml_escape(x_label) + " " + fmt(x) + ": " + xml_escape(c.name) + " " + fmt(y) +
+                "</title></circle>\n";
+      }
     }
-    if (p.val_loss && std::isfinite(*p.val_loss)) {
-      const std::string x = fmt1(X(static_cast<double>(p.step))), y = fmt1(Y(*p.val_loss));
-      val_pts += (n_val++ ? " " : "") + x + "," + y;
-      val_dots += "<circle class=\"val-point\" cx=\"" + x + "\" cy=\"" + y + "\" r=\"3\"><title>step " +
-                  std::to_string(p.step) + ": val " + fmt(*p.val_loss) + "</title></circle>\n";
-    }
+    svg += "<polyline class=\"" + c.css_class + "\" fill=\"none\" stroke=\"" + color + "\" stroke-width=\"" +
+           (c.dots ? "2" : "1.5") + "\" points=\"" + pts + "\"/>\n";
+    if (c.dots) svg += "<g fill=\"" + color + "\">\n" + dots + "</g>\n";
+    const double y = ly + 22.0 * static_cast<double>(entry++);
+    legend += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(y) + "\" y2=\"" + fmt(y) +
+              "\" stroke=\"" + color + "\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(y + 4) + "\">" +
+              xml_escape(c.name) + "</text>\n";
   }
-  if (n_train > 0)
-    svg += "<polyline class=\"train\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" + train_pts + "\"/>\n";
-  if (n_val > 0) {
-    svg += "<polyline class=\"val\" fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"2\" points=\"" + val_pts + "\"/>\n";
-    svg += "<g fill=\"#ff7f0e\">\n" + val_dots + "</g>\n";
-  }
-  // Legend.
-  const double lx = left + pw - 150, ly = top + 12;
-  svg += "<g class=\"legend\">\n";
-  svg += "<rect x=\"" + fmt(lx - 8) + "\" y=\"" + fmt(ly - 10) + "\" width=\"150\" height=\"46\" fill=\"white\" stroke=\"#999\"/>\n";
-  svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly) + "\" y2=\"" + fmt(ly) +
-         "\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly + 4) + "\">train " +
-         xml_escape(metric) + "</text>\n";
-  svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly + 22) + "\" y2=\"" + fmt(ly + 22) +
-         "\" stroke=\"#ff7f0e\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly + 26) +
-         "\">validation " + xml_escape(metric) + "</text>\n";
-  svg += "</g>\n</svg>\n";
+  svg += legend + "</g>\n</svg>\n";
   return svg;
+}
+
+std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title, const std::string& metric) {
+  CurveSeries train{"train " + metric, "train", {}, false, "#1f77b4"};
+  CurveSeries val{"validation " + metric, "val", {}, true, "#ff7f0e"};
+  for (const auto& p : points) {
+    if (p.loss) train.points.emplace_back(static_cast<double>(p.step), *p.loss);
+    if (p.val_loss) val.points.emplace_back(static_cast<double>(p.step), *p.val_loss);
+  }
+  return curves_svg({train, val}, title, "step", metric == "loss" ? "loss (nats/token)" : metric);
 }
 
 std::string attention_svg(const std::vector<std::string>& labels, const std::vector<std::vector<float>>& heads,

@@ -3,6 +3,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gpt {
@@ -19,6 +20,21 @@ struct LossPoint {
 // "validation <metric>"); the loss by default.
 std::string loss_curve_svg(const std::vector<LossPoint>& points, const std::string& title,
                            const std::string& metric = "loss");
+
+// Several curves on one plot (runs against wall-clock time, say): each series a
+// line (with a dot per point where `dots`), drawn in `color` or the next of a
+// palette, a legend entry each, and where given a dashed horizontal line at
+// `target` (a loss to reach). Polylines and dots carry `css_class`. Throws
+// gpt::Error if no series has a finite point.
+struct CurveSeries {
+  std::string name;
+  std::string css_class = "curve";
+  std::vector<std::pair<double, double>> points;  // (x, y)
+  bool dots = false;
+  std::string color;
+};
+std::string curves_svg(const std::vector<CurveSeries>& series, const std::string& title, const std::string& x_label,
+                       const std::string& y_label, std::optional<double> target = std::nullopt);
 
 // Attention weights of one layer: `heads` holds one (T x T) row-major matrix per
 // head (row = query position, column = key position); drawn as a grid of heat
