@@ -157,8 +157,9 @@ int main(int argc, char** argv) {
     // decode, with the bandwidth measured right before and right after it (the
     // higher taken: the stricter bound). This machine's bandwidth drifts with its
     // neighbours' load (mostly 30-35 GB/s, for moments 50-59), so each round's
-    // speed is set against its own bound; the best speeds are reported (compare
-    // with llama-bench's best sample) and the median round's fraction of its bound.
+    // speed is set against its own bound. Reported: the best prefill and decode
+    // speeds (compare with llama-bench's best sample), the median round's fraction
+    // of its bound, and the median round's bandwidth with the bound it gives.
     const double bytes = static_cast<double>(weights.bytes_per_token());
     // A decoding step also reads every cached key and value of every layer: at
     // position p, 2 (p + 1) kv_dim elements per layer. Averaged over the steps.
@@ -166,14 +167,14 @@ int main(int argc, char** argv) {
     const double mean_seen = prompt + (decode + 1) / 2.0;
     const double kv_bytes = 2.0 * mean_seen * static_cast<double>(weights.config.kv_dim()) *
                             static_cast<double>(weights.config.n_layer) * element;
-    double prefill = 1e30, dec = 1e30, gbps_after = measure_read_gb_per_s();
+    double prefill = 1e30, dec = 1e30;
     std::vector<double> fractions, fractions_kv, round_gbps;
     for (int round = 0; round < repeats; ++round) {
       session.reset();
       auto t0 = Clock::now();
       session.append(ids.data(), prompt);
       prefill = std::min(prefill, seconds_since(t0));
-      const double gbps_before = gbps_after;
+      const double gbps_before = measure_read_gb_per_s();
       t0 = Clock::now();
       for (int i = 0; i < decode; ++i) {
         const int32_t next = (i * 104729) % weights.config.vocab_size;
@@ -181,8 +182,7 @@ int main(int argc, char** argv) {
       }
       const double round_dec = seconds_since(t0);
       dec = std::min(dec, round_dec);
-      gbps_after = measure_read_gb_per_s();
-      const double gbps = std::max(gbps_before, gbps_after), tps = decode / round_dec;
+      const double gbps = std::max(gbps_before, measure_read_gb_per_s()), tps = decode / round_dec;
       round_gbps.push_back(gbps);
       fractions.push_back(tps / (gbps * 1e9 / bytes));
       fractions_kv.push_back(tps / (gbps * 1e9 / (bytes + kv_bytes)));

@@ -348,12 +348,29 @@ TEST_F(Cli, SeeingInsideShowProbsAttentionPlotAndChat) {
   expect_one_line_error(run_gpt("plot /nonexistent.jsonl --out " + (dir / "p.svg").string()), "file not found");
   // Two runs against wall-clock with a target line: one validation curve each.
   const std::string log = (dir / "m" / "train_log.jsonl").string();
-  r = run_gpt("plot " + log + " " + log + " --label first,second --x minutes --target 1.47 --out " + (dir / "race.svg").string());
+  r = run_gpt("plot --label first,second " + log + " " + log + " --x minutes --target 1.47 --out " + (dir / "race.svg").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string race = read_text_file(dir / "race.svg");
+  const auto count = [](const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count(race, "<polyline class=\"val\""), 2u);
+  EXPECT_EQ(count(race, "<polyline class=\"train\""), 0u);
+  EXPECT_NE(race.find(">first</text>"), std::string::npos);
   EXPECT_NE(race.find(">second</text>"), std::string::npos);
   EXPECT_NE(race.find("class=\"target\""), std::string::npos);
   EXPECT_NE(race.find(">minutes</text>"), std::string::npos);
+  // One run against the clock (what scripts/speedrun.sh draws): its training and validation curves.
+  r = run_gpt("plot " + log + " --x minutes --target 1.47 --out " + (dir / "clock.svg").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string clock = read_text_file(dir / "clock.svg");
+  EXPECT_EQ(count(clock, "<polyline class=\"train\""), 1u);
+  EXPECT_EQ(count(clock, "<polyline class=\"val\""), 1u);
+  write_file_atomic(dir / "no_clock.jsonl", "{\"step\":1,\"loss\":2.5}\n{\"step\":2,\"loss\":2.4}\n");
+  expect_one_line_error(run_gpt("plot " + (dir / "no_clock.jsonl").string() + " --x minutes --out " + (dir / "p.svg").string()),
+                        "has no elapsed times");
   expect_one_line_error(run_gpt("plot " + log + " " + log + " --label one --out " + (dir / "p.svg").string()),
                         "--label: 1 labels for 2 logs");
   expect_one_line_error(run_gpt("plot " + log + " --x hours --out " + (dir / "p.svg").string()), "--x");

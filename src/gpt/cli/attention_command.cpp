@@ -88,8 +88,9 @@ Command add_plot_command(CLI::App& parent) {
   app->add_option("--x", o->x, "Horizontal axis: step, or minutes of wall-clock since the run began")
       ->check(CLI::IsMember({"step", "minutes"}))
       ->capture_default_str();
-  app->add_option("--label", o->labels, "A name per log for the legend (comma-separated; default: the paths)")
-      ->delimiter(',');
+  app->add_option("--label", o->labels, "A name per log for the legend (comma-separated; default: each log's directory)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app->add_option("--target", o->target, "Draw a dashed line at this value (a loss to reach)");
   app->add_option("--title", o->title, "The drawing's title (default: what is drawn, and from which log)");
   auto run = [o]() -> int {

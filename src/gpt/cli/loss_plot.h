@@ -1,6 +1,9 @@
 // Drawing a training log: `gpt plot` and the loss curve `gpt train` leaves beside
 // its checkpoint. (Training writes the log; drawing is the command line's.)
 #pragma once
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,9 +58,12 @@ inline void draw_log_comparison(const std::vector<std::string>& logs, const std:
   const std::string val_key = metric == "loss" ? "val_loss" : "val_" + metric;
   std::vector<CurveSeries> series;
   for (size_t i = 0; i < logs.size(); ++i) {
-    const std::string name = labels.empty() ? logs[i] : labels[i];
-    CurveSeries train{logs.size() == 1 ? "train " + metric : name, "train", {}, false, {}};
-    CurveSeries val{logs.size() == 1 ? "validation " + metric : name, "val", {}, true, {}};
+    // Unnamed runs by their directory (out/run/train_log.jsonl -> out/run).
+    std::string name = labels.empty() ? std::filesystem::path(logs[i]).parent_path().string() : labels[i];
+    if (name.empty()) name = logs[i];
+    const std::string prefix = labels.empty() ? std::string() : name + ": ";
+    CurveSeries train{logs.size() == 1 ? prefix + "train " + metric : name, "train", {}, false, {}};
+    CurveSeries val{logs.size() == 1 ? prefix + "validation " + metric : name, "val", {}, true, {}};
     for (const LogEntry& e : read_training_log(logs[i])) {
       double x = static_cast<double>(e.step);
       if (minutes) {
@@ -76,12 +82,15 @@ inline void draw_log_comparison(const std::vector<std::string>& logs, const std:
       if (y) train.points.emplace_back(x, *y);
       if (v) val.points.emplace_back(x, *v);
     }
-    GPT_CHECK(!train.points.empty() || !val.points.empty(), logs[i] + " has no \"" + metric + "\" values");
+    const auto finite = [](const CurveSeries& c) {
+      return std::any_of(c.points.begin(), c.points.end(), [](const auto& p) { return std::isfinite(p.second); });
+    };
+    GPT_CHECK(finite(train) || finite(val), logs[i] + " has no finite \"" + metric + "\" values");
     if (logs.size() == 1) {
       train.color = "#1f77b4";
       val.color = "#ff7f0e";
       series = {train, val};
-    } else if (!val.points.empty()) {
+    } else if (finite(val)) {
       series.push_back(val);
     } else {
       train.name += " (train)";

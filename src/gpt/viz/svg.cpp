@@ -152,10 +152,18 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
     return std::any_of(c.points.begin(), c.points.end(),
                        [](const auto& p) { return std::isfinite(p.first) && std::isfinite(p.second); });
   };
+  // Names longer than kLongest characters show their end (paths differ there).
+  constexpr size_t kLongest = 48;
+  auto shown = [&](const std::string& name) {
+    if (name.size() <= kLongest) return name;
+    size_t from = name.size() - (kLongest - 3);
+    while (from < name.size() && (static_cast<unsigned char>(name[from]) & 0xC0) == 0x80) ++from;  // whole characters
+    return "..." + name.substr(from);
+  };
   size_t longest = 0, entries = 0;
   for (const auto& c : series) {
     if (!drawn(c)) continue;
-    longest = std::max(longest, c.name.size());
+    longest = std::max(longest, std::min(c.name.size(), kLongest));
     ++entries;
   }
   const double lw = 46 + 7.0 * static_cast<double>(longest), lx = left + pw - lw + 8, ly = top + 12;
@@ -166,7 +174,8 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
   for (size_t k = 0; k < series.size(); ++k) {
     const CurveSeries& c = series[k];
     if (!drawn(c)) continue;
-    const std::string color = c.color.empty() ? kPalette[k % std::size(kPalette)] : c.color;
+    const std::string color = xml_escape(c.color.empty() ? kPalette[k % std::size(kPalette)] : c.color);
+    const std::string css = xml_escape(c.css_class);
     std::string pts, dots;
     for (const auto& [x, y] : c.points) {
       if (!std::isfinite(x) || !std::isfinite(y)) continue;
@@ -176,18 +185,18 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
       pts += ',';
       pts += fmt1(Y(y));
       if (c.dots) {
-        dots += "<circle class=\"" + c.css_class + "-point\" cx=\"" + fmt1(X(x)) + "\" cy=\"" + fmt1(Y(y)) +
+        dots += "<circle class=\"" + css + "-point\" cx=\"" + fmt1(X(x)) + "\" cy=\"" + fmt1(Y(y)) +
                 "\" r=\"3\"><title>" + xml_escape(x_label) + " " + fmt(x) + ": " + xml_escape(c.name) + " " + fmt(y) +
                 "</title></circle>\n";
       }
     }
-    svg += "<polyline class=\"" + c.css_class + "\" fill=\"none\" stroke=\"" + color + "\" stroke-width=\"" +
+    svg += "<polyline class=\"" + css + "\" fill=\"none\" stroke=\"" + color + "\" stroke-width=\"" +
            (c.dots ? "2" : "1.5") + "\" points=\"" + pts + "\"/>\n";
     if (c.dots) svg += "<g fill=\"" + color + "\">\n" + dots + "</g>\n";
     const double y = ly + 22.0 * static_cast<double>(entry++);
     legend += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(y) + "\" y2=\"" + fmt(y) +
               "\" stroke=\"" + color + "\" stroke-width=\"2\"/><text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(y + 4) + "\">" +
-              xml_escape(c.name) + "</text>\n";
+              xml_escape(shown(c.name)) + "</text>\n";
   }
   svg += legend + "</g>\n</svg>\n";
   return svg;
