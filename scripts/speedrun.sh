@@ -5,13 +5,14 @@
 # held-out part, every character predicted once — first reaches 1.47, nanoGPT's
 # result, and the loss at 10, 20, 30 and 60 minutes of wall-clock (evaluations
 # included). The config is a JSON file of `gpt train` flags; extra flags follow it.
-#   scripts/speedrun.sh [CONFIG=configs/nanogpt_shakespeare_char.json] [OUT=out/speedrun] [THREADS=2] [-- FLAGS...]
-# e.g. STOP_AFTER=20 scripts/speedrun.sh configs/nanogpt_shakespeare_char.json out/base 2 -- --eval-interval 25
-#      scripts/speedrun.sh configs/nanogpt_shakespeare_char.json out/muon 2 -- --optimizer muon \
-#          --lr-schedule wsd --time-budget 20 --max-iters 100000 --eval-interval 25
+# The default is the record configuration (docs/speedrun.md), a 60-minute budget.
+#   scripts/speedrun.sh [CONFIG=configs/speedrun_shakespeare_char.json] [OUT=out/speedrun] [THREADS=2] [-- FLAGS...]
+# e.g. scripts/speedrun.sh                                        # the record attempt, seed 1337
+#      scripts/speedrun.sh configs/speedrun_shakespeare_char.json out/s42 2 -- --seed 42
+#      STOP_AFTER=20 scripts/speedrun.sh configs/nanogpt_shakespeare_char.json out/base 2 -- --eval-interval 50
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:-configs/nanogpt_shakespeare_char.json}
+config=${1:-configs/speedrun_shakespeare_char.json}
 out=${2:-out/speedrun}
 threads=${3:-2}
 shift $(( $# < 3 ? $# : 3 ))

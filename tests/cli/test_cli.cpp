@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -138,6 +139,35 @@ TEST_F(Cli, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   expect_one_line_error(run_gpt("train --config " + (dir / "bad.json").string() + " --data " + data()), "n-layers");
   write_file_atomic(dir / "broken.json", "{\"n-layer\": ");
   expect_one_line_error(run_gpt("train --config " + (dir / "broken.json").string() + " --data " + data()), "JSON");
+}
+
+// configs/*.json are what the README and the speedrun script run: every key of each
+// must reach the run with its value (the saved options), shapes shrunk to a few steps.
+TEST_F(Cli, ShippedConfigsRunWithEveryOptionTheySet) {
+  const std::set<std::string> overridden = {"n-layer",    "n-head",     "n-embd",        "block-size",
+                                            "batch-size", "eval-iters", "max-iters",     "eval-interval"};
+  int configs = 0;
+  for (const auto& entry : fs::directory_iterator(testing::source_dir() / "configs")) {
+    if (entry.path().extension() != ".json") continue;
+    ++configs;
+    SCOPED_TRACE(entry.path().string());
+    const auto out = dir / entry.path().stem();
+    const auto r = run_gpt("train --config " + entry.path().string() + " --data " + data() + " --out " +
+                           out.string() + " " + tiny() + " --max-iters 2 --eval-interval 2");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["steps"], 2);
+    const auto options = nlohmann::json::parse(read_text_file(out / "trainer_state.json"))["options"];
+    const auto config = nlohmann::json::parse(read_text_file(entry.path()));
+    for (const auto& [key, value] : config.items()) {
+      if (overridden.count(key)) continue;
+      ASSERT_TRUE(options.contains(key)) << key;
+      if (value.is_number())
+        EXPECT_DOUBLE_EQ(options[key].get<double>(), value.get<double>()) << key;
+      else
+        EXPECT_EQ(options[key], value) << key;
+    }
+  }
+  EXPECT_GE(configs, 2);  // nanoGPT's recipe and the speedrun's record
 }
 
 TEST_F(Cli, BadTrainingInputGetsOneLineAndNonZeroExit) {

@@ -2,6 +2,7 @@
 // uninterrupted run's exactly.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -183,47 +184,68 @@ TEST(Resume, LlamaContinuesBitIdentically) {
 // --time-budget: the stable phase ends when (1 - cooldown_frac) of the budget has
 // passed and the cooldown is sized to end on time; the run stops before
 // max_iters, after a straight descent to one step above min_lr. The clock is
-// the test's: the stable phase and the cooldown have known lengths.
+// the test's: the stable phase and the cooldown have known lengths. A step count
+// for the decay (a config's --lr-decay-iters, far fewer steps than the budget
+// allows) does not end the schedule early: the clock does.
 TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   testing::TempDir dir;
   write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
-  TrainOptions o = tiny_options(dir, "run");
-  o.n_layer = 1;
-  o.batch_size = 2;
-  o.grad_accum = 1;
-  o.max_iters = 10000000;  // an upper bound the budget ends long before
-  o.lr_decay_iters = 0;
-  o.warmup_iters = 2;
-  o.eval_interval = 1000000;
-  o.lr_schedule = "wsd";
-  o.cooldown_frac = 0.5;
-  o.time_budget = 1.0;  // one minute of a clock that ticks 0.2 s per reading: no step depends on the machine's speed
-  Trainer t(o);
-  double now = 0;
-  t.set_clock([&now] { return now += 0.2; });
-  const TrainResult r = t.run();
-  ASSERT_LT(r.steps, o.max_iters);
-  ASSERT_GT(r.history.size(), 10u);
-  // It ends on time: the last step's wall-clock (this clock's) is the budget, within a step.
-  EXPECT_NEAR(r.history.back().extra["elapsed"].get<double>(), 60.0, 0.5);
-  const auto& h = r.history;
-  // Stable, then strictly down to the last step, each step by the same amount.
-  size_t first_down = static_cast<size_t>(o.warmup_iters);  // steps 0 .. warmup-1 warm up
-  ASSERT_EQ(h[first_down].lr, static_cast<float>(o.lr));
-  while (first_down + 1 < h.size() && h[first_down + 1].lr == static_cast<float>(o.lr)) ++first_down;
-  ASSERT_GT(first_down, 4u);
-  ASSERT_LT(first_down + 2, h.size()) << "the cooldown has steps";
-  const double drop = h[first_down].lr - h[first_down + 1].lr;
-  for (size_t i = first_down + 1; i + 1 < h.size(); ++i) {
-    EXPECT_GT(h[i].lr, h[i + 1].lr);
-    EXPECT_NEAR(h[i].lr - h[i + 1].lr, drop, 1e-3 * drop + 1e-9) << "step " << h[i].step;  // + float32 rounding of lr
+  for (const int64_t lr_decay_iters : {int64_t{0}, int64_t{20}}) {
+    SCOPED_TRACE("lr_decay_iters " + std::to_string(lr_decay_iters));
+    TrainOptions o = tiny_options(dir, "run" + std::to_string(lr_decay_iters));
+    o.n_layer = 1;
+    o.batch_size = 2;
+    o.grad_accum = 1;
+    o.max_iters = 10000000;  // an upper bound the budget ends long before
+    o.lr_decay_iters = lr_decay_iters;
+    o.warmup_iters = 2;
+    o.eval_interval = 1000000;
+    o.lr_schedule = "wsd";
+    o.cooldown_frac = 0.5;
+    o.time_budget = 1.0;  // one minute of a clock that ticks 0.2 s per reading: no step depends on the machine's speed
+    Trainer t(o);
+    double now = 0;
+    t.set_clock([&now] { return now += 0.2; });
+    // What a progress bar is told the last step is, after each step.
+    struct Projections : TrainingObserver {
+      std::vector<int64_t> last;
+      void on_step(const Trainer& tr, const LogEntry&) override { last.push_back(tr.last_step()); }
+    } seen;
+    const TrainResult r = t.run(&seen);
+    ASSERT_LT(r.steps, o.max_iters);
+    ASSERT_GT(r.history.size(), 10u);
+    ASSERT_GT(r.history.size(), 2u * static_cast<size_t>(std::max<int64_t>(lr_decay_iters, 5)));
+    // It ends on time: the last step's wall-clock (this clock's) is the budget, within a step.
+    EXPECT_NEAR(r.history.back().extra["elapsed"].get<double>(), 60.0, 0.5);
+    const auto& h = r.history;
+    // Stable, then strictly down to the last step, each step by the same amount.
+    size_t first_down = static_cast<size_t>(o.warmup_iters);  // steps 0 .. warmup-1 warm up
+    ASSERT_EQ(h[first_down].lr, static_cast<float>(o.lr));
+    while (first_down + 1 < h.size() && h[first_down + 1].lr == static_cast<float>(o.lr)) ++first_down;
+    ASSERT_GT(first_down, 4u);
+    // Half the budget is stable: the cooldown starts in the run's second half.
+    EXPECT_GT(first_down, h.size() * 4 / 10);
+    ASSERT_LT(first_down + 2, h.size()) << "the cooldown has steps";
+    const double drop = h[first_down].lr - h[first_down + 1].lr;
+    for (size_t i = first_down + 1; i + 1 < h.size(); ++i) {
+      EXPECT_GT(h[i].lr, h[i + 1].lr);
+      EXPECT_NEAR(h[i].lr - h[i + 1].lr, drop, 1e-3 * drop + 1e-9) << "step " << h[i].step;  // + float32 rounding of lr
+    }
+    // The last step's rate is one step above the minimum (the schedule reaches min_lr at end_step).
+    EXPECT_NEAR(h.back().lr - drop, o.min_lr, 1e-3 * drop + 1e-9);
+    // Before the cooldown is fixed the end is projected from the pace (this clock's is
+    // steady: within 10% of the real end once a few steps set the pace), not max_iters;
+    // after, it is exact.
+    ASSERT_EQ(seen.last.size(), h.size());
+    for (size_t i = first_down / 4; i < first_down; ++i)
+      EXPECT_NEAR(static_cast<double>(seen.last[i]), static_cast<double>(r.steps), 0.1 * static_cast<double>(r.steps))
+          << "step " << i + 1;
+    EXPECT_EQ(seen.last.back(), r.steps);
+    // A budget needs WSD.
+    TrainOptions cosine = o;
+    cosine.lr_schedule = "cosine";
+    EXPECT_THROW(cosine.validate(), Error);
   }
-  // The last step's rate is one step above the minimum (the schedule reaches min_lr at end_step).
-  EXPECT_NEAR(h.back().lr - drop, o.min_lr, 1e-3 * drop + 1e-9);
-  // A budget needs WSD.
-  TrainOptions cosine = o;
-  cosine.lr_schedule = "cosine";
-  EXPECT_THROW(cosine.validate(), Error);
 }
 
 

@@ -82,15 +82,12 @@ inline void draw_log_comparison(const std::vector<std::string>& logs, const std:
       if (y) train.points.emplace_back(x, *y);
       if (v) val.points.emplace_back(x, *v);
     }
-    const auto finite = [](const CurveSeries& c) {
-      return std::any_of(c.points.begin(), c.points.end(), [](const auto& p) { return std::isfinite(p.second); });
-    };
-    GPT_CHECK(finite(train) || finite(val), logs[i] + " has no finite \"" + metric + "\" values");
+    GPT_CHECK(has_finite_point(train) || has_finite_point(val), logs[i] + " has no finite \"" + metric + "\" values");
     if (logs.size() == 1) {
       train.color = "#1f77b4";
       val.color = "#ff7f0e";
       series = {train, val};
-    } else if (finite(val)) {
+    } else if (has_finite_point(val)) {
       series.push_back(val);
     } else {
       train.name += " (train)";

@@ -54,8 +54,9 @@ class ConsoleObserver : public TrainingObserver {
                  static_cast<long long>(d.val_size()), t.model().config().vocab_size,
                  static_cast<double>(t.model().num_parameters()) / 1e6, t.threads());
     if (o.time_budget > 0) {
-      std::fprintf(stderr, "gpt: time budget %.1f min: the learning rate cools down over its last %.0f%%\n",
-                   o.time_budget, 100 * o.cooldown_frac);
+      std::fprintf(stderr, "gpt: time budget %.1f min: the learning rate cools down over its last %.0f%%%s\n",
+                   o.time_budget, 100 * o.cooldown_frac,
+                   o.lr_decay_iters > 0 ? " (the clock, not --lr-decay-iters, ends the schedule)" : "");
     }
     if (t.comm().distributed()) {
       std::fprintf(stderr, "gpt: %d ranks, %lld sequences per rank per step%s\n", t.comm().size(),
@@ -147,7 +148,10 @@ void add_training_flags(CLI::App* app, TrainOptions& o, std::string& resume, std
   app->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   app->add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
   app->add_option("--warmup-iters", o.warmup_iters, "Linear warmup steps")->capture_default_str();
-  app->add_option("--lr-decay-iters", o.lr_decay_iters, "Step where the cosine reaches --min-lr (0: --max-iters)")->capture_default_str();
+  app->add_option("--lr-decay-iters", o.lr_decay_iters,
+                  "Step where the cosine (or WSD's cooldown) reaches --min-lr (0: --max-iters; under a "
+                  "--time-budget the clock ends it)")
+      ->capture_default_str();
   app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
   app->add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str();
   app->add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str();

@@ -366,8 +366,12 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     tokens_run_ = resumed_state.value("tokens_seen", start_step_ * opts_.batch_size * opts_.block_size);
   }
   step_ = start_step_;
+  // The schedule ends at --lr-decay-iters, else --max-iters. A time budget ends it by
+  // the clock instead: a step count meant for a step-based run (nanoGPT's config sets
+  // 5,000) would end the cooldown, and leave the rest of the budget at min_lr, early.
+  const bool decay_by_steps = opts_.lr_decay_iters > 0 && opts_.time_budget == 0;
   schedule_ = LrSchedule{static_cast<float>(opts_.lr), static_cast<float>(opts_.min_lr), opts_.warmup_iters,
-                         opts_.lr_decay_iters > 0 ? opts_.lr_decay_iters : opts_.max_iters};
+                         decay_by_steps ? opts_.lr_decay_iters : opts_.max_iters};
   end_step_ = opts_.max_iters;
   if (opts_.lr_schedule == "wsd") {
     schedule_.wsd = true;
@@ -601,17 +605,25 @@ TrainResult Trainer::run(TrainingObserver* observer) {
 }
 
 void Trainer::fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run) {
-  if (step_ >= schedule_.cooldown_start || steps_this_run <= 0) return;  // cooling down already
+  if (step_ >= schedule_.cooldown_start) {  // cooling down already: the end is fixed
+    projected_end_ = 0;
+    return;
+  }
+  if (steps_this_run <= 0) return;
   // Every rank decides from the same numbers: the ranks' mean clock.
   double t[3] = {elapsed_total, elapsed_this_run_, eval_seconds_};
   comm_.allreduce_sum(t, 3);
   const double total = t[0] / comm_.size(), per_step = t[1] / comm_.size() / static_cast<double>(steps_this_run);
   const double eval = t[2] / comm_.size();
   const double budget = opts_.time_budget * 60.0;
-  if (total < (1.0 - opts_.cooldown_frac) * budget) return;
-  // The rest of the budget, at this run's pace (evaluations included), is the
-  // cooldown, less one evaluation for the one at the end.
+  // The rest of the budget, at this run's pace (evaluations included), less one
+  // evaluation for the one at the end: once the stable phase is over, the cooldown.
   const auto remaining = static_cast<int64_t>(std::floor(std::max(budget - total - eval, 0.0) / per_step));
+  if (total < (1.0 - opts_.cooldown_frac) * budget) {
+    projected_end_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
+    return;
+  }
+  projected_end_ = 0;
   schedule_.cooldown_start = step_;
   schedule_.decay_iters = end_step_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
 }

@@ -5,6 +5,7 @@
 // (the command line draws its progress line and loss curve from it); the library
 // itself prints nothing and changes no process-wide setting.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -160,7 +161,9 @@ class Trainer {
 
   const TrainOptions& options() const { return opts_; }
   int64_t steps_done() const { return step_; }
-  int64_t last_step() const { return end_step_; }  // max_iters, or earlier when a time budget ends the run
+  // The step the run ends at: max_iters, or where a time budget ends it — before its
+  // cooldown is fixed, projected at the pace so far (what a progress bar's ETA needs).
+  int64_t last_step() const { return projected_end_ > 0 ? std::min(projected_end_, end_step_) : end_step_; }
   // The clock run() measures elapsed time with (seconds; default: std::chrono::steady_clock),
   // so a test can drive a time budget without depending on how fast the machine is.
   void set_clock(std::function<double()> clock) { clock_ = std::move(clock); }
@@ -189,6 +192,7 @@ class Trainer {
   std::unique_ptr<OptimizerStep> optimizer_;
   LrSchedule schedule_;
   int64_t end_step_ = 0;          // the last step + 1: max_iters, or where a time budget ends the run
+  int64_t projected_end_ = 0;     // a time budget's end at the pace so far, until its cooldown is fixed
   double elapsed_before_ = 0;     // wall-clock seconds of the run's earlier segments (resumed)
   double elapsed_this_run_ = 0;   // and of this one, up to the last step
   double eval_seconds_ = 0;       // the last evaluation's (a time budget keeps room for the final one)

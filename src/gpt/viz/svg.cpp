@@ -89,6 +89,11 @@ std::string fmt1(double v) {
 
 }  // namespace
 
+bool has_finite_point(const CurveSeries& c) {
+  return std::any_of(c.points.begin(), c.points.end(),
+                     [](const auto& p) { return std::isfinite(p.first) && std::isfinite(p.second); });
+}
+
 std::string curves_svg(const std::vector<CurveSeries>& series, const std::string& title, const std::string& x_label,
                        const std::string& y_label, std::optional<double> target) {
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
@@ -148,10 +153,6 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
   }
   // The curves, and a legend entry each (top right, in a box sized to the names).
   static const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"};
-  auto drawn = [](const CurveSeries& c) {
-    return std::any_of(c.points.begin(), c.points.end(),
-                       [](const auto& p) { return std::isfinite(p.first) && std::isfinite(p.second); });
-  };
   // Names longer than kLongest characters show their end (paths differ there).
   constexpr size_t kLongest = 48;
   auto shown = [&](const std::string& name) {
@@ -162,7 +163,7 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
   };
   size_t longest = 0, entries = 0;
   for (const auto& c : series) {
-    if (!drawn(c)) continue;
+    if (!has_finite_point(c)) continue;
     longest = std::max(longest, std::min(c.name.size(), kLongest));
     ++entries;
   }
@@ -173,7 +174,7 @@ std::string curves_svg(const std::vector<CurveSeries>& series, const std::string
   size_t entry = 0;
   for (size_t k = 0; k < series.size(); ++k) {
     const CurveSeries& c = series[k];
-    if (!drawn(c)) continue;
+    if (!has_finite_point(c)) continue;
     const std::string color = xml_escape(c.color.empty() ? kPalette[k % std::size(kPalette)] : c.color);
     const std::string css = xml_escape(c.css_class);
     std::string pts, dots;

@@ -33,6 +33,8 @@ struct CurveSeries {
   bool dots = false;
   std::string color;
 };
+// Whether `c` has a point curves_svg can draw (x and y both finite).
+bool has_finite_point(const CurveSeries& c);
 std::string curves_svg(const std::vector<CurveSeries>& series, const std::string& title, const std::string& x_label,
                        const std::string& y_label, std::optional<double> target = std::nullopt);
 
