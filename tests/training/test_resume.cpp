@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <fstream>
 
 #include <omp.h>
@@ -181,6 +182,24 @@ TEST(Resume, LlamaContinuesBitIdentically) {
   }
 }
 
+// A budgeted run for the tests below: one minute of a test clock (~150 steps, no step
+// depends on the machine's speed), the cooldown fixed near step 75 (cooldown_frac 0.5),
+// max_iters an upper bound the budget ends long before.
+TrainOptions budgeted(const testing::TempDir& dir, const std::string& out) {
+  TrainOptions o = tiny_options(dir, out);
+  o.n_layer = 1;
+  o.batch_size = 2;
+  o.grad_accum = 1;
+  o.max_iters = 1000;
+  o.lr_decay_iters = 0;
+  o.warmup_iters = 2;
+  o.eval_interval = 1000000;
+  o.lr_schedule = "wsd";
+  o.cooldown_frac = 0.5;
+  o.time_budget = 1.0;
+  return o;
+}
+
 // --time-budget: the stable phase ends when (1 - cooldown_frac) of the budget has
 // passed and the cooldown is sized to end on time; the run stops before
 // max_iters, after a straight descent to one step above min_lr. The clock is
@@ -192,17 +211,8 @@ TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
   for (const int64_t lr_decay_iters : {int64_t{0}, int64_t{20}}) {
     SCOPED_TRACE("lr_decay_iters " + std::to_string(lr_decay_iters));
-    TrainOptions o = tiny_options(dir, "run" + std::to_string(lr_decay_iters));
-    o.n_layer = 1;
-    o.batch_size = 2;
-    o.grad_accum = 1;
-    o.max_iters = 10000000;  // an upper bound the budget ends long before
+    TrainOptions o = budgeted(dir, "run" + std::to_string(lr_decay_iters));
     o.lr_decay_iters = lr_decay_iters;
-    o.warmup_iters = 2;
-    o.eval_interval = 1000000;
-    o.lr_schedule = "wsd";
-    o.cooldown_frac = 0.5;
-    o.time_budget = 1.0;  // one minute of a clock that ticks 0.2 s per reading: no step depends on the machine's speed
     Trainer t(o);
     double now = 0;
     t.set_clock([&now] { return now += 0.2; });
@@ -248,6 +258,65 @@ TEST(TimeBudget, EndsTheStablePhaseAndCoolsDownToTheEnd) {
   }
 }
 
+
+// Stopped during the cooldown and resumed, a budgeted run goes on down the cooldown
+// it had fixed (the checkpoint carries it) and ends where the uninterrupted run does.
+TEST(TimeBudget, AResumedRunKeepsItsCooldown) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
+  TrainOptions o = budgeted(dir, "whole");
+  double now = 0;
+  Trainer whole(o);
+  whole.set_clock([&now] { return now += 0.2; });
+  const TrainResult full = whole.run();
+  const auto& h = full.history;
+  size_t first_down = 2;
+  while (first_down + 1 < h.size() && h[first_down + 1].lr == static_cast<float>(o.lr)) ++first_down;
+  ASSERT_LT(first_down + 40, h.size());
+  const int64_t stop_at = (h[first_down].step + 20) / 10 * 10;  // a checkpoint 10-20 steps into the cooldown
+
+  struct StopAfter : TrainingObserver {
+    int64_t step = 0;
+    void on_step(const Trainer&, const LogEntry& e) override {
+      if (e.step > step) throw std::runtime_error("interrupted");
+    }
+  } stop;
+  stop.step = stop_at;
+  TrainOptions p = budgeted(dir, "part");
+  p.checkpoint_interval = 10;
+  now = 0;
+  Trainer first(p);
+  first.set_clock([&now] { return now += 0.2; });
+  EXPECT_THROW(first.run(&stop), std::runtime_error);
+  now = 0;
+  Trainer rest(p, p.out);
+  rest.set_clock([&now] { return now += 0.2; });
+  ASSERT_EQ(rest.first_step(), stop_at);
+  const TrainResult resumed = rest.run();
+  ASSERT_EQ(resumed.steps, full.steps);
+  ASSERT_EQ(resumed.history.size(), static_cast<size_t>(full.steps - stop_at));
+  for (size_t i = 0; i < resumed.history.size(); ++i)
+    EXPECT_EQ(resumed.history[i].lr, h[static_cast<size_t>(stop_at) + i].lr) << "step " << resumed.history[i].step;
+}
+
+// Steps that slow down after the cooldown is fixed (a machine that got busy) do not
+// carry the run past its budget: it stops on time, a little above min_lr.
+TEST(TimeBudget, ARunThatSlowsDownStillEndsOnTime) {
+  testing::TempDir dir;
+  write_file_atomic(dir / "data.txt", synthetic_text(3000, 4));
+  TrainOptions o = budgeted(dir, "slow");
+  double now = 0;
+  Trainer t(o);
+  t.set_clock([&now] { return now += now < 40 ? 0.2 : 0.6; });  // 3x slower from 40 s on
+  const TrainResult r = t.run();
+  const auto& h = r.history;
+  ASSERT_GT(h.size(), 10u);
+  const double last = h.back().extra["elapsed"].get<double>();
+  EXPECT_LE(last, 60.0 + 2.0) << "one slow step (1.2 s) and the final evaluation past the budget at most";
+  EXPECT_GT(last, 58.0);
+  EXPECT_GT(h.back().lr, o.min_lr);  // stopped before the planned end
+  EXPECT_LT(h.back().lr, o.lr);      // in the cooldown
+}
 
 // --eval-iters 0 evaluates the whole validation part: the mean over every
 // validation token, the loss `gpt eval` gives on the same text.

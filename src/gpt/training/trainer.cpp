@@ -384,7 +384,8 @@ Trainer::Trainer(const TrainOptions& options, const std::string& resume_dir, Com
     // A time budget's cooldown already fixed goes on as it was planned.
     if (resumed_state.contains("cooldown_start")) {
       schedule_.cooldown_start = resumed_state["cooldown_start"].get<int64_t>();
-      schedule_.decay_iters = end_step_ = resumed_state["end_step"].get<int64_t>();
+      end_step_ = resumed_state["end_step"].get<int64_t>();
+      schedule_.decay_iters = resumed_state.value("decay_iters", end_step_);
     }
   }
 
@@ -534,8 +535,9 @@ void Trainer::save_checkpoint() {
     nlohmann::json state = {{"step", step_}, {"options", opts_.to_json()}, {"data_fnv1a", data_.fingerprint},
                             {"tokens_seen", tokens_run_}, {"ranks", comm_.size()},
                             {"elapsed_seconds", elapsed_before_ + elapsed_this_run_}};
-    if (opts_.time_budget > 0 && end_step_ < opts_.max_iters) {
+    if (opts_.time_budget > 0 && step_ >= schedule_.cooldown_start) {  // the cooldown as it was fixed
       state["cooldown_start"] = schedule_.cooldown_start;
+      state["decay_iters"] = schedule_.decay_iters;
       state["end_step"] = end_step_;
     }
     if (opts_.task == "sft") state["base_vocab_size"] = base_vocab_;
@@ -575,7 +577,7 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   while (step_ < end_step_) {
     LogEntry entry = step();
     elapsed_this_run_ = clock_() - clock0;
-    if (opts_.time_budget > 0) fix_cooldown_by_time(elapsed_before_ + elapsed_this_run_, step_ - first);
+    if (opts_.time_budget > 0) follow_time_budget(elapsed_before_ + elapsed_this_run_, step_ - first);
     if (step_ % opts_.eval_interval == 0 || step_ == end_step_) {
       const double e0 = clock_();
       entry.val_loss = evaluate();
@@ -604,28 +606,33 @@ TrainResult Trainer::run(TrainingObserver* observer) {
   return result;
 }
 
-void Trainer::fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run) {
-  if (step_ >= schedule_.cooldown_start) {  // cooling down already: the end is fixed
-    projected_end_ = 0;
-    return;
-  }
+void Trainer::follow_time_budget(double elapsed_total, int64_t steps_this_run) {
   if (steps_this_run <= 0) return;
   // Every rank decides from the same numbers: the ranks' mean clock.
   double t[3] = {elapsed_total, elapsed_this_run_, eval_seconds_};
   comm_.allreduce_sum(t, 3);
   const double total = t[0] / comm_.size(), per_step = t[1] / comm_.size() / static_cast<double>(steps_this_run);
   const double eval = t[2] / comm_.size();
-  const double budget = opts_.time_budget * 60.0;
-  // The rest of the budget, at this run's pace (evaluations included), less one
-  // evaluation for the one at the end: once the stable phase is over, the cooldown.
-  const auto remaining = static_cast<int64_t>(std::floor(std::max(budget - total - eval, 0.0) / per_step));
-  if (total < (1.0 - opts_.cooldown_frac) * budget) {
-    projected_end_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
+  // The rest of the budget, less one evaluation for the one at the end.
+  const double left = opts_.time_budget * 60.0 - total - eval;
+  if (step_ >= schedule_.cooldown_start) {
+    // Cooling down, the end fixed: if the steps have slowed since (a busy machine),
+    // the run still stops on time, a little above min_lr.
+    projected_end_ = 0;
+    if (left <= 0 && step_ < end_step_) end_step_ = step_;
+    return;
+  }
+  // At this run's pace (evaluations included), the steps that fit in what is left:
+  // once the stable phase is over, the cooldown.
+  const auto remaining = static_cast<int64_t>(std::floor(std::max(left, 0.0) / per_step));
+  const int64_t end = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
+  if (total < (1.0 - opts_.cooldown_frac) * opts_.time_budget * 60.0) {
+    projected_end_ = end;
     return;
   }
   projected_end_ = 0;
   schedule_.cooldown_start = step_;
-  schedule_.decay_iters = end_step_ = std::min(opts_.max_iters, step_ + std::max<int64_t>(remaining, 1));
+  schedule_.decay_iters = end_step_ = end;
 }
 
 TrainResult train(const TrainOptions& opts, const std::string& resume_dir, TrainingObserver* observer) {

@@ -197,8 +197,10 @@ class Trainer {
   double elapsed_this_run_ = 0;   // and of this one, up to the last step
   double eval_seconds_ = 0;       // the last evaluation's (a time budget keeps room for the final one)
   std::function<double()> clock_;  // seconds, monotonic
-  // A time budget's cooldown, once its start is fixed (when (1 - cooldown_frac) of the budget has passed).
-  void fix_cooldown_by_time(double elapsed_total, int64_t steps_this_run);
+  // A time budget, after each step: projects the end, fixes the cooldown's start
+  // and length once (1 - cooldown_frac) of the budget has passed, and ends a run
+  // that has slowed down since on time.
+  void follow_time_budget(double elapsed_total, int64_t steps_this_run);
   std::unique_ptr<TrainingLog> log_;  // rank 0
   int64_t start_step_ = 0, step_ = 0;
   bool other_data_ = false;
